@@ -1,0 +1,223 @@
+"""Encoding the state: one cattrs converter, versioned load with migrations.
+
+Our state file is ``gzip(JSON)`` of ``{"format": "plainbox-like", "version": N,
+"session": {...}}``, compact with sorted keys. A document without ``format``
+is a real Plainbox/Checkbox session (its versions 1 to 11), read into the same
+model for inspection only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from typing import Any, Callable
+
+import attrs
+import cattrs
+from isal import igzip
+
+from plainbox_like.errors import CorruptSession, UnsupportedVersion
+from plainbox_like.model import Attempt, SessionState
+
+FORMAT = "plainbox-like"
+#: Current version of our state format; bump on any change and add a migration.
+VERSION = 1
+#: Versions of Plainbox's own format we can read.
+PLAINBOX_VERSIONS = range(1, 12)
+
+#: ``MIGRATIONS[n]`` turns the ``session`` object of version *n* into version *n + 1*.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _strict(kind: type, name: str) -> Callable[[Any, type], Any]:
+    def structure(value: Any, _type: type) -> Any:
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise TypeError(f"expected {name}, got {type(value).__name__} {value!r:.40}")
+        return value
+
+    return structure
+
+
+def _structure_float(value: Any, _type: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__} {value!r:.40}")
+    return float(value)
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter for every persisted class: strict about JSON types."""
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
+    conv.register_structure_hook(float, _structure_float)
+    return conv
+
+
+converter = make_converter()
+
+
+@attrs.define
+class Loaded:
+    """A decoded state file and where it came from."""
+
+    state: SessionState
+    origin: str = FORMAT  # or "plainbox"
+    source_version: int = VERSION
+    #: Plainbox v1 kept io-logs inline: ``{(job_id, attempt): [[delay, stream, b64], ...]}``.
+    inline_io_logs: dict[tuple[str, int], list[list[Any]]] = attrs.Factory(dict)
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Compact JSON with sorted keys, as UTF-8."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def state_document(state: SessionState) -> dict[str, Any]:
+    """The JSON document of *state*."""
+    return {"format": FORMAT, "version": VERSION, "session": converter.unstructure(state)}
+
+
+def encode_state(state: SessionState) -> tuple[bytes, int]:
+    """``gzip(JSON)`` of *state*, and the size of the uncompressed JSON."""
+    raw = dumps_json(state_document(state))
+    return igzip.compress(raw, compresslevel=1), len(raw)
+
+
+def structure_attempt(data: Any) -> Attempt:
+    """An :class:`Attempt` from its JSON object."""
+    return converter.structure(data, Attempt)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        messages = cattrs.transform_error(exc, path="$.session")
+        extra = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        return f"wrong field type: {messages[0]}{extra}"
+    return f"wrong field type: {exc}"
+
+
+def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
+    """Gunzip, decode and parse a state file; each failure names *path* and the problem."""
+    try:
+        raw = igzip.decompress(data)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        problem = "empty file" if not data else f"not a valid gzip file ({exc})"
+        raise CorruptSession(path, problem) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptSession(path, f"not valid UTF-8 at byte {exc.start}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptSession(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("session"), dict):
+        raise CorruptSession(path, 'not a session state (expected {"version": N, "session": {...}})')
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CorruptSession(path, f"state version must be an integer, got {version!r:.40}")
+    return doc
+
+
+def load_document(doc: dict[str, Any], path: str | os.PathLike) -> Loaded:
+    """Turn a decoded state document into the model, migrating older versions."""
+    fmt = doc.get("format")
+    version = doc["version"]
+    if fmt is None:
+        return _from_plainbox(doc, path)
+    if fmt != FORMAT:
+        raise CorruptSession(path, f"unknown state format {fmt!r:.40}")
+    if version > VERSION or version < 1:
+        raise UnsupportedVersion(
+            path, f"state version {version} is not supported (this program reads versions 1 to {VERSION})"
+        )
+    session = doc["session"]
+    for step in range(version, VERSION):
+        session = MIGRATIONS[step](session)
+    try:
+        state = converter.structure(session, SessionState)
+    except Exception as exc:  # cattrs raises a variety of validation errors
+        raise CorruptSession(path, _describe(exc)) from None
+    return Loaded(state=state, source_version=version)
+
+
+def decode_state(data: bytes, path: str | os.PathLike) -> Loaded:
+    """Decode the bytes of a ``session`` file (ours or Plainbox's)."""
+    return load_document(decode_document(data, path), path)
+
+
+# -- Plainbox / Checkbox sessions (read-only) ---------------------------------
+
+
+def _plainbox_log_name(name: str, session_dir: str) -> str:
+    """Make a Plainbox ``io_log_filename`` relative to *session_dir* when it can be."""
+    if not os.path.isabs(name):
+        return name
+    real_dir = os.path.realpath(session_dir)
+    real = os.path.realpath(name)
+    if real.startswith(real_dir + os.sep):
+        return os.path.relpath(real, real_dir)
+    # The session was moved (or comes from another machine): look for the file here.
+    candidate = os.path.join("io-logs", os.path.basename(name))
+    if os.path.exists(os.path.join(session_dir, candidate)):
+        return candidate
+    return name
+
+
+def _from_plainbox(doc: dict[str, Any], path: str | os.PathLike) -> Loaded:
+    version = doc["version"]
+    if version not in PLAINBOX_VERSIONS:
+        raise UnsupportedVersion(path, f"Plainbox state version {version} is not supported (1 to 11 are)")
+    session_dir = os.path.dirname(os.path.abspath(path))
+    session = doc["session"]
+    loaded = Loaded(state=SessionState(), origin="plainbox", source_version=version)
+    state = loaded.state
+    try:
+        jobs = session.get("jobs") or {}
+        state.jobs = {str(k): v for k, v in converter.structure(jobs, dict[str, str]).items()}
+        results = session.get("results") or {}
+        if not isinstance(results, dict):
+            raise TypeError("results must be an object")
+        for job_id, history in results.items():
+            if isinstance(history, dict):  # a single result instead of a history list
+                history = [history]
+            if not isinstance(history, list):
+                raise TypeError(f"results[{job_id!r}] must be a list")
+            attempts = []
+            for number, item in enumerate(history, start=1):
+                if not isinstance(item, dict):
+                    raise TypeError(f"results[{job_id!r}][{number - 1}] must be an object")
+                log_name = item.get("io_log_filename")
+                if isinstance(log_name, str):
+                    log_name = _plainbox_log_name(log_name, session_dir)
+                if isinstance(item.get("io_log"), list):
+                    loaded.inline_io_logs[(job_id, number)] = item["io_log"]
+                attempts.append(
+                    converter.structure(
+                        {
+                            "outcome": item.get("outcome") or "not-run",
+                            "return_code": item.get("return_code"),
+                            "execution_duration": item.get("execution_duration"),
+                            "comments": item.get("comments"),
+                            "io_log_filename": log_name,
+                            "attempt": number,
+                        },
+                        Attempt,
+                    )
+                )
+            state.results[job_id] = attempts
+        state.desired_job_list = converter.structure(session.get("desired_job_list") or [], list[str])
+        state.mandatory_job_list = converter.structure(session.get("mandatory_job_list") or [], list[str])
+        meta = session.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise TypeError("metadata must be an object")
+        state.metadata.title = converter.structure(meta.get("title"), str | None)
+        state.metadata.flags = converter.structure(meta.get("flags") or [], list[str])
+        state.metadata.running_job_name = converter.structure(meta.get("running_job_name"), str | None)
+        state.metadata.app_id = converter.structure(meta.get("app_id"), str | None)
+        state.metadata.app_blob = converter.structure(meta.get("app_blob"), str | None)
+    except Exception as exc:
+        raise CorruptSession(path, f"Plainbox session v{version}: {_describe(exc)}") from None
+    return loaded

@@ -1,0 +1,56 @@
+"""Exceptions with messages fit to show a user on one line."""
+
+from __future__ import annotations
+
+import os
+
+
+class PlainboxLikeError(Exception):
+    """Base of every error the CLI reports as a one-line message (exit code 2)."""
+
+    exit_code = 2
+
+
+class FileProblem(PlainboxLikeError):
+    """Something is wrong with one file; the message names the file (and line)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        self.line = line
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {problem}")
+
+
+class CorruptSession(FileProblem):
+    """A session file cannot be decoded (gzip, UTF-8, JSON, schema, journal)."""
+
+
+class UnsupportedVersion(CorruptSession):
+    """The state file has a version this program does not know."""
+
+
+class UnitError(FileProblem):
+    """A job or test plan unit file is invalid."""
+
+
+class PlanError(PlainboxLikeError):
+    """The jobs cannot be put in an order (cycle, bad selection)."""
+
+
+class InvalidSessionId(PlainboxLikeError):
+    """A session id that is not a plain name."""
+
+
+class SessionNotFound(PlainboxLikeError):
+    """No session matches the given id, prefix or path."""
+
+
+class SessionLocked(PlainboxLikeError):
+    """Another process holds the session's write lock."""
+
+    def __init__(self, path: str, pid: int | None, host: str | None) -> None:
+        self.pid = pid
+        self.host = host
+        who = f"pid {pid} on host {host}" if pid else "another process"
+        super().__init__(f"{path}: session is locked by {who}")

@@ -1,0 +1,295 @@
+"""io-logs: the record.gz writer and its tolerant reader, plus raw stdout/stderr files.
+
+A record file is gzip of one JSON line per chunk read from the job,
+``[delay, "stdout"|"stderr", base64]``, byte-compatible with Plainbox's reader.
+The writer sync-flushes the deflate stream every half second while output
+flows (and at the end), so a file cut short by a crash still yields every
+record up to the last flush; the reader returns those and says it was cut.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import struct
+import time
+import zlib
+from typing import Callable, Iterator
+
+import attrs
+from isal import isal_zlib
+
+STREAMS = ("stdout", "stderr")
+#: Longest output-free stretch before buffered records are flushed to disk.
+FLUSH_INTERVAL = 0.5
+MAX_SLUG = 150
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
+
+
+@attrs.frozen
+class IORecord:
+    """One chunk of output: seconds since the previous record, stream, bytes."""
+
+    delay: float
+    stream: str
+    data: bytes
+
+
+# -- names -------------------------------------------------------------------
+
+
+def job_slug(job_id: str) -> str:
+    """A file-name-safe form of *job_id*, as Plainbox makes it (``ns::x`` -> ``ns__x``)."""
+    slug = _UNSAFE.sub("_", job_id)
+    if slug.startswith("."):
+        slug = "_" + slug[1:]
+    if not slug or len(slug) > MAX_SLUG:
+        slug = f"{slug[:MAX_SLUG - 13]}-{_short_hash(job_id)}"
+    return slug
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def log_stems(job_id: str, attempt: int) -> Iterator[str]:
+    """Candidate file stems for *attempt* of *job_id*, best first.
+
+    The first attempt keeps Plainbox's name; later attempts add ``.attempt-N``.
+    If a name is taken (another job with the same slug), a hash of the job id
+    tells them apart, and a counter after that.
+    """
+    base = job_slug(job_id)
+    suffix = "" if attempt == 1 else f".attempt-{attempt}"
+    yield base + suffix
+    hashed = f"{base[:MAX_SLUG - 13]}-{_short_hash(job_id)}"
+    yield hashed + suffix
+    for n in range(2, 10_000):
+        yield f"{hashed}-{n}{suffix}"
+
+
+def create_log_files(io_logs_dir: str, job_id: str, attempt: int) -> str:
+    """Create the three empty log files of a new attempt exclusively; return their stem.
+
+    Exclusive creation guarantees that no two attempts (and no two job ids)
+    ever share log files, even across resumes.
+    """
+    for stem in log_stems(job_id, attempt):
+        created = []
+        try:
+            for ext in (".record.gz", ".stdout", ".stderr"):
+                path = os.path.join(io_logs_dir, stem + ext)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                created.append(path)
+            return stem
+        except FileExistsError:
+            for path in created:
+                os.unlink(path)
+    raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
+
+
+# -- writing -------------------------------------------------------------------
+
+
+class RecordWriter:
+    """Writes one attempt's ``.record.gz``, ``.stdout`` and ``.stderr``.
+
+    *clock* is a monotonic clock (injected for tests); *started* is the job's
+    start on that clock, from which the first record's delay is measured.
+    """
+
+    def __init__(
+        self,
+        stem_path: str,
+        *,
+        started: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        level: int = 1,
+    ) -> None:
+        self.stem_path = stem_path
+        self._clock = clock
+        self._last = clock() if started is None else started
+        self._last_flush = self._last
+        self._dirty = False
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        self._record_fd = os.open(stem_path + ".record.gz", flags, 0o600)
+        self._raw_fds = {s: os.open(f"{stem_path}.{s}", flags, 0o600) for s in STREAMS}
+        self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+        self._crc = 0
+        self._size = 0
+        self.bytes_written = {s: 0 for s in STREAMS}
+        _write_all(self._record_fd, _GZIP_HEADER)
+        self.closed = False
+
+    def write(self, stream: str, data: bytes, now: float | None = None) -> None:
+        """Record one chunk as read from *stream* at *now* (monotonic)."""
+        if not data:
+            return
+        now = self._clock() if now is None else now
+        delay = max(0.0, now - self._last)
+        self._last = now
+        line = f'[{float(delay)!r},"{stream}","{base64.b64encode(data).decode("ascii")}"]\n'.encode("ascii")
+        self._crc = isal_zlib.crc32(line, self._crc)
+        self._size += len(line)
+        compressed = self._deflate.compress(line)
+        if compressed:
+            _write_all(self._record_fd, compressed)
+        _write_all(self._raw_fds[stream], data)
+        self.bytes_written[stream] += len(data)
+        self._dirty = True
+        if now - self._last_flush >= FLUSH_INTERVAL:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Sync-flush the deflate stream so everything so far can be decompressed."""
+        if self._dirty:
+            _write_all(self._record_fd, self._deflate.flush(isal_zlib.Z_SYNC_FLUSH))
+            self._dirty = False
+        self._last_flush = self._clock() if now is None else now
+
+    def maybe_flush(self, now: float | None = None) -> None:
+        """Flush if output has waited :data:`FLUSH_INTERVAL` seconds; call this while idle."""
+        now = self._clock() if now is None else now
+        if self._dirty and now - self._last_flush >= FLUSH_INTERVAL:
+            self.flush(now)
+
+    def close(self, durable: bool = False) -> None:
+        """Finish the gzip stream; with *durable*, fsync the files that hold output."""
+        if self.closed:
+            return
+        self.closed = True
+        tail = self._deflate.flush(isal_zlib.Z_FINISH)
+        _write_all(self._record_fd, tail + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+        fds = [self._record_fd, *self._raw_fds.values()]
+        if durable and self._size:
+            for fd in fds:
+                os.fdatasync(fd)
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+# -- reading -------------------------------------------------------------------
+
+
+class RecordReader:
+    """Iterates the records of a ``.record.gz``, never raising on a damaged file.
+
+    After iteration, :attr:`complete` says whether the file ended cleanly and
+    :attr:`problem` says what was wrong otherwise (cut, trailing garbage...).
+    """
+
+    def __init__(self, path: str, chunk_size: int = 1 << 16) -> None:
+        self.path = path
+        self.chunk_size = chunk_size
+        self.complete = False
+        self.problem: str | None = None
+
+    def __iter__(self) -> Iterator[IORecord]:
+        pending = b""
+        line_no = 0
+        try:
+            fileobj = open(self.path, "rb")
+        except OSError as exc:
+            self.problem = f"cannot open: {exc.strerror}"
+            return
+        with fileobj:
+            ended = True
+            for text in self._decompressed(fileobj):
+                pending += text
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    line_no += 1
+                    record = _parse_record(line)
+                    if record is None:
+                        self.problem = f"bad record at line {line_no}"
+                        self.complete = False
+                        return
+                    yield record
+            ended = self.problem is None
+            if pending:
+                record = _parse_record(pending) if ended else None
+                if record is not None:
+                    yield record
+                elif ended:
+                    self.problem = "last record is incomplete"
+            self.complete = ended and self.problem is None
+
+    def _decompressed(self, fileobj) -> Iterator[bytes]:
+        decomp = zlib.decompressobj(31)
+        seen_member = False
+        while True:
+            chunk = fileobj.read(self.chunk_size)
+            if not chunk:
+                break
+            while chunk:
+                try:
+                    out = decomp.decompress(chunk)
+                except zlib.error as exc:
+                    self.problem = f"corrupt gzip data ({exc})"
+                    return
+                seen_member = True
+                if out:
+                    yield out
+                if not decomp.eof:
+                    chunk = b""
+                    continue
+                chunk = decomp.unused_data
+                if chunk and not chunk.startswith(b"\x1f\x8b"):
+                    self.problem = "trailing garbage after the gzip stream"
+                    return
+                decomp = zlib.decompressobj(31)
+                seen_member = False
+        if seen_member and not decomp.eof:
+            tail = decomp.flush()
+            if tail:
+                yield tail
+            self.problem = "file was cut (gzip stream has no end)"
+        elif not seen_member and fileobj.tell() == 0:
+            self.problem = "empty file"
+
+
+def _parse_record(line: bytes) -> IORecord | None:
+    try:
+        delay, stream, data = json.loads(line)
+        if stream not in STREAMS or isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            return None
+        return IORecord(float(delay), stream, base64.b64decode(data, validate=True))
+    except (ValueError, TypeError, binascii.Error):
+        return None
+
+
+@attrs.frozen
+class RecordsRead:
+    """All records of a file, and whether it was complete."""
+
+    records: list[IORecord]
+    complete: bool
+    problem: str | None
+
+
+def read_records(path: str) -> RecordsRead:
+    """Read every record of *path*; a damaged file yields its complete prefix."""
+    reader = RecordReader(path)
+    records = list(reader)
+    return RecordsRead(records, reader.complete, reader.problem)
+
+
+def records_from_json(items: list) -> list[IORecord]:
+    """Records from Plainbox's inline ``io_log`` lists (session format v1)."""
+    out = []
+    for item in items:
+        record = _parse_record(json.dumps(item).encode())
+        if record is not None:
+            out.append(record)
+    return out

@@ -1,0 +1,186 @@
+"""The persisted model: attrs classes for a session's state, and how changes apply to it.
+
+Field names follow Plainbox's session state where the meaning is the same
+(``jobs``, ``results``, ``desired_job_list``, ``metadata.title`` ...); the rest
+are our additions. ``SessionState.apply`` is the single place where a journal
+change alters the state, used both by the writer and by the loader's replay,
+so a loaded session is exactly what the writer had in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+#: Outcomes that count as "the job ran and did what it should".
+OUTCOME_PASS = "pass"
+OUTCOME_FAIL = "fail"
+OUTCOME_CRASH = "crash"
+OUTCOME_SKIP = "skip"
+OUTCOME_SKIPPED_DEPENDENCY = "skipped-dependency"
+OUTCOME_SKIPPED_RESOURCE = "skipped-resource"
+#: Outcomes of a job that did not run because of how the batch is defined.
+SKIP_OUTCOMES = frozenset(
+    {OUTCOME_SKIP, OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE, "not-supported", "not-implemented"}
+)
+FAILED_OUTCOMES = frozenset({OUTCOME_FAIL, OUTCOME_CRASH})
+
+#: Session flags, as in Plainbox.
+FLAG_INCOMPLETE = "incomplete"
+FLAG_SUBMITTED = "submitted"
+
+
+@attrs.define
+class Attempt:
+    """One attempt at running a job: an entry of ``results[job_id]``."""
+
+    outcome: str
+    return_code: int | None = None
+    execution_duration: float | None = None
+    comments: str | None = None
+    io_log_filename: str | None = None
+    attempt: int = 1
+    started: float | None = None
+    skip_reason: str | None = None
+
+
+@attrs.define
+class RunningJob:
+    """A job whose start was journaled and whose result was not (yet)."""
+
+    attempt: int
+    started: float
+    io_log_filename: str | None = None
+    pgid: int | None = None
+
+
+@attrs.define
+class Runner:
+    """The process that writes (or last wrote) the session."""
+
+    pid: int
+    host: str
+
+
+@attrs.define
+class SessionMetadata:
+    """Plainbox's session metadata plus our timestamps, tags and lineage."""
+
+    title: str | None = None
+    flags: list[str] = attrs.Factory(list)
+    running_job_name: str | None = None
+    app_id: str | None = None
+    app_blob: str | None = None
+    created: float | None = None
+    updated: float | None = None
+    finished: float | None = None
+    tags: list[str] = attrs.Factory(list)
+    parent_session: str | None = None
+    parent_job: str | None = None
+    runner: Runner | None = None
+
+
+@attrs.define
+class SessionState:
+    """Everything a session knows; stored as ``{"version": N, "session": <this>}``."""
+
+    jobs: dict[str, str] = attrs.Factory(dict)
+    results: dict[str, list[Attempt]] = attrs.Factory(dict)
+    desired_job_list: list[str] = attrs.Factory(list)
+    mandatory_job_list: list[str] = attrs.Factory(list)
+    metadata: SessionMetadata = attrs.Factory(SessionMetadata)
+    running_jobs: dict[str, RunningJob] = attrs.Factory(dict)
+    journal_seq: int = 0
+
+    def latest(self, job_id: str) -> Attempt | None:
+        """The newest attempt of *job_id*, if any."""
+        attempts = self.results.get(job_id)
+        return attempts[-1] if attempts else None
+
+    def next_attempt(self, job_id: str) -> int:
+        """The attempt number the next run of *job_id* gets."""
+        numbers = [a.attempt for a in self.results.get(job_id, ())]
+        running = self.running_jobs.get(job_id)
+        if running is not None:
+            numbers.append(running.attempt)
+        return max(numbers, default=0) + 1
+
+    def outcome_counts(self) -> dict[str, int]:
+        """How many jobs have each latest outcome."""
+        counts: dict[str, int] = {}
+        for attempts in self.results.values():
+            if attempts:
+                outcome = attempts[-1].outcome
+                counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    def apply(self, change: dict[str, Any], structure_attempt: Any) -> None:
+        """Apply one journal *change* (a JSON object) to this state.
+
+        *structure_attempt* turns a result dict into an :class:`Attempt`
+        (the codec's converter), injected to keep this module free of cattrs.
+        """
+        op = change["op"]
+        meta = self.metadata
+        if op == "start":
+            job = change["job"]
+            self.running_jobs[job] = RunningJob(
+                attempt=change["attempt"],
+                started=change["started"],
+                io_log_filename=change.get("io_log_filename"),
+                pgid=change.get("pgid"),
+            )
+            meta.running_job_name = job
+        elif op == "pgid":
+            running = self.running_jobs.get(change["job"])
+            if running is not None:
+                running.pgid = change["pgid"]
+        elif op == "result":
+            job = change["job"]
+            self.results.setdefault(job, []).append(structure_attempt(change["result"]))
+            self.running_jobs.pop(job, None)
+            if meta.running_job_name == job:
+                meta.running_job_name = next(reversed(self.running_jobs), None)
+        elif op == "abandon":
+            # A start whose job never ran (e.g. could not be spawned and the
+            # caller records nothing): forget it without a result.
+            self.running_jobs.pop(change["job"], None)
+            if meta.running_job_name == change["job"]:
+                meta.running_job_name = next(reversed(self.running_jobs), None)
+        elif op == "plan":
+            self.jobs.update(change["jobs"])
+            if "desired_job_list" in change:
+                self.desired_job_list = list(change["desired_job_list"])
+            if "mandatory_job_list" in change:
+                self.mandatory_job_list = list(change["mandatory_job_list"])
+        elif op == "meta":
+            for key, value in change["set"].items():
+                if key not in _EDITABLE_METADATA:
+                    raise ValueError(f"metadata field {key!r} cannot be edited")
+                if key == "runner":
+                    value = Runner(**value) if value is not None else None
+                elif key in ("flags", "tags"):
+                    value = list(value)
+                setattr(meta, key, value)
+        else:
+            raise ValueError(f"unknown journal operation {op!r}")
+        meta.updated = change.get("t", meta.updated)
+        self.journal_seq = change["seq"]
+
+
+_EDITABLE_METADATA = frozenset(
+    {
+        "title",
+        "flags",
+        "app_id",
+        "app_blob",
+        "created",
+        "finished",
+        "tags",
+        "parent_session",
+        "parent_job",
+        "runner",
+        "running_job_name",
+    }
+)

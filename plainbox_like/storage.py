@@ -1,0 +1,568 @@
+"""Session directories: create, lock, snapshot + journal, load.
+
+A session's state is its last snapshot (``session``, replaced atomically)
+plus the journal lines written after it (``journal``, append-only NDJSON with
+sequence numbers). Every change is one journal line, durable before
+:meth:`SessionWriter.record` returns; the snapshot is rewritten only when the
+journal has grown past the snapshot's own size (so the cost per change stays
+constant however large the session), every few seconds while that stays
+cheap, and on close.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import tempfile
+import time
+from typing import Any, Callable, Iterable
+
+import attrs
+
+from plainbox_like import codec, iolog
+from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
+from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
+from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
+
+STATE_FILE = "session"
+JOURNAL_FILE = "journal"
+LOCK_FILE = "lock"
+IO_LOGS = "io-logs"
+SHARE_DIR = "session-share"
+
+DURABILITY_MODES = ("fsync", "flush")
+#: The journal may grow to max(this, uncompressed snapshot size) before a new snapshot.
+MIN_JOURNAL_BYTES = 64 * 1024
+#: Pending changes older than this get a snapshot, if the time budget allows.
+SNAPSHOT_INTERVAL = 2.0
+#: Share of the run's time that interval snapshots may take.
+SNAPSHOT_TIME_BUDGET = 0.05
+
+
+# -- reading -------------------------------------------------------------------
+
+
+@attrs.define
+class JournalRead:
+    """The usable changes of a journal, and what was wrong with its tail."""
+
+    changes: list[dict[str, Any]]
+    lines: int = 0
+    torn: str | None = None
+
+
+def parse_journal(data: bytes, path: str, after_seq: int) -> JournalRead:
+    """Parse journal bytes, keeping changes with ``seq > after_seq``.
+
+    A damaged last line (a crash mid-write, or zeros after a power cut) is
+    reported in ``torn`` and ignored; a damaged line followed by good ones is
+    an error naming the line.
+    """
+    result = JournalRead(changes=[])
+    lines = data.split(b"\n")
+    last_complete = len(lines) - 1  # the piece after the final newline is incomplete
+    bad_line: tuple[int, str] | None = None
+    expected = after_seq + 1
+    for index, raw in enumerate(lines):
+        if not raw.strip(b"\0 \t\r"):
+            continue
+        number = index + 1
+        change = _parse_change(raw) if index < last_complete else None
+        if change is None:
+            problem = "incomplete last line" if index == last_complete else "not a journal entry"
+            if bad_line is None:
+                bad_line = (number, problem)
+            continue
+        if bad_line is not None:
+            raise CorruptSession(path, f"bad journal line ({bad_line[1]})", line=bad_line[0])
+        result.lines += 1
+        seq = change["seq"]
+        if seq < expected:
+            continue
+        if seq != expected:
+            raise CorruptSession(path, f"journal sequence gap: expected {expected}, found {seq}", line=number)
+        result.changes.append(change)
+        expected += 1
+    if bad_line is not None:
+        result.torn = f"line {bad_line[0]}: {bad_line[1]} (ignored)"
+    return result
+
+
+def _parse_change(raw: bytes) -> dict[str, Any] | None:
+    try:
+        change = json.loads(raw)
+    except ValueError:
+        return None
+    if (
+        isinstance(change, dict)
+        and isinstance(change.get("seq"), int)
+        and not isinstance(change.get("seq"), bool)
+        and isinstance(change.get("op"), str)
+    ):
+        return change
+    return None
+
+
+@attrs.define
+class LoadedSession:
+    """A session as read from disk: snapshot plus newer journal lines."""
+
+    path: str
+    state: SessionState
+    origin: str = codec.FORMAT
+    source_version: int = codec.VERSION
+    inline_io_logs: dict = attrs.Factory(dict)
+    journal_torn: str | None = None
+    journal_changes: int = 0
+
+    @property
+    def id(self) -> str:
+        return session_id_of(self.path)
+
+
+def _read_file(path: str) -> tuple[bytes, os.stat_result]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def load_session(path: str, attempts: int = 10) -> LoadedSession:
+    """Read the session directory at *path* without writing anything.
+
+    Copes with a writer replacing the snapshot meanwhile: if the snapshot was
+    replaced while we read, we read again.
+    """
+    state_path = os.path.join(path, STATE_FILE)
+    journal_path = os.path.join(path, JOURNAL_FILE)
+    for attempt in range(attempts):
+        try:
+            data, st = _read_file(state_path)
+        except FileNotFoundError:
+            if not os.path.isdir(path):
+                raise SessionNotFound(f"{path}: no such session directory") from None
+            raise CorruptSession(state_path, "state file is missing") from None
+        except OSError as exc:
+            raise CorruptSession(state_path, f"cannot read: {exc.strerror}") from None
+        try:
+            loaded = codec.decode_state(data, state_path)
+            loaded_session = LoadedSession(
+                path=path,
+                state=loaded.state,
+                origin=loaded.origin,
+                source_version=loaded.source_version,
+                inline_io_logs=loaded.inline_io_logs,
+            )
+            if loaded.origin == codec.FORMAT:
+                _replay(loaded_session, journal_path)
+            return loaded_session
+        except CorruptSession:
+            if attempt + 1 < attempts and _replaced(state_path, st):
+                continue
+            raise
+    raise CorruptSession(state_path, "state kept changing while being read")  # pragma: no cover
+
+
+def _replaced(state_path: str, st: os.stat_result) -> bool:
+    try:
+        now = os.stat(state_path)
+    except OSError:
+        return True
+    return (now.st_ino, now.st_mtime_ns) != (st.st_ino, st.st_mtime_ns)
+
+
+def _replay(loaded: LoadedSession, journal_path: str) -> None:
+    try:
+        data, _ = _read_file(journal_path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CorruptSession(journal_path, f"cannot read: {exc.strerror}") from None
+    journal = parse_journal(data, journal_path, loaded.state.journal_seq)
+    for change in journal.changes:
+        try:
+            loaded.state.apply(change, codec.structure_attempt)
+        except Exception as exc:
+            raise CorruptSession(journal_path, f"journal entry seq {change.get('seq')} cannot be applied: {exc}") from None
+    loaded.journal_torn = journal.torn
+    loaded.journal_changes = len(journal.changes)
+
+
+def lock_holder(path: str) -> tuple[int, str] | None:
+    """The pid and host written in the session's lock file, if a writer ever held it."""
+    try:
+        with open(os.path.join(path, LOCK_FILE), encoding="utf-8", errors="replace") as f:
+            pid, host = f.read().split(None, 1)
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return None
+
+
+def writer_alive(path: str) -> bool:
+    """Whether the process named in the lock file runs on this host now."""
+    holder = lock_holder(path)
+    if holder is None or holder[1] != socket.gethostname():
+        return False
+    return pid_alive(holder[0])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with *pid* exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace *path* with *data*: temporary file, fsync, rename, fsync the directory."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _acquire_lock(path: str) -> int:
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            holder = lock_holder(path)
+            raise SessionLocked(path, *(holder or (None, None))) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    return fd
+
+
+class SessionWriter:
+    """The one process that writes a session: holds its lock, journals its changes."""
+
+    def __init__(
+        self,
+        path: str,
+        state: SessionState,
+        lock_fd: int,
+        durability: str = "fsync",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if durability not in DURABILITY_MODES:
+            raise PlainboxLikeError(f"unknown durability {durability!r} (use fsync or flush)")
+        self.path = path
+        self.state = state
+        self.durability = durability
+        self._lock_fd = lock_fd
+        self._clock = clock
+        self._journal_path = os.path.join(path, JOURNAL_FILE)
+        self._journal_fd = os.open(
+            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        self._journal_bytes = os.fstat(self._journal_fd).st_size
+        self._unsynced = False
+        self._opened_at = clock()
+        self._last_snapshot_at = self._opened_at
+        self._last_snapshot_cost = 0.0
+        self._snapshot_seconds = 0.0
+        self._snapshot_raw_size = 0
+        self.snapshots = 0
+        self.closed = False
+
+    # -- opening
+
+    @classmethod
+    def create(
+        cls,
+        sessions_dir: str,
+        *,
+        title: str | None = None,
+        durability: str = "fsync",
+        clock: Callable[[], float] = time.monotonic,
+        **metadata: Any,
+    ) -> "SessionWriter":
+        """Create a new session directory with a random name and open it for writing."""
+        os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
+        path = tempfile.mkdtemp(suffix=SESSION_SUFFIX, dir=sessions_dir)
+        for sub in (IO_LOGS, SHARE_DIR):
+            os.mkdir(os.path.join(path, sub), 0o700)
+        lock_fd = _acquire_lock(path)
+        now = time.time()
+        meta = SessionMetadata(
+            title=title,
+            flags=[FLAG_INCOMPLETE],
+            created=now,
+            updated=now,
+            runner=Runner(os.getpid(), socket.gethostname()),
+            **metadata,
+        )
+        writer = cls(path, SessionState(metadata=meta), lock_fd, durability, clock)
+        writer.snapshot()
+        _fsync_dir(sessions_dir)
+        return writer
+
+    @classmethod
+    def open(
+        cls, path: str, *, durability: str = "fsync", clock: Callable[[], float] = time.monotonic
+    ) -> "SessionWriter":
+        """Take the lock of an existing session and continue writing it."""
+        lock_fd = _acquire_lock(path)
+        try:
+            loaded = load_session(path)
+            if loaded.origin != codec.FORMAT:
+                raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
+            writer = cls(path, loaded.state, lock_fd, durability, clock)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        # A fresh snapshot drops any torn journal tail before we append to it.
+        writer.snapshot()
+        writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": socket.gethostname()}}})
+        return writer
+
+    @property
+    def id(self) -> str:
+        return session_id_of(self.path)
+
+    @property
+    def io_logs_dir(self) -> str:
+        return os.path.join(self.path, IO_LOGS)
+
+    @property
+    def share_dir(self) -> str:
+        return os.path.join(self.path, SHARE_DIR)
+
+    # -- changes
+
+    def record(self, change: dict[str, Any], durable: bool = True) -> int:
+        """Apply *change* and append it to the journal; durable on return unless told otherwise.
+
+        With ``durable=False`` the line is written but not synced: the next
+        durable record (or :meth:`sync`) makes it durable, so several changes
+        can share one fsync.
+        """
+        if self.closed:
+            raise PlainboxLikeError(f"{self.path}: session is closed")
+        seq = self.state.journal_seq + 1
+        change = {**change, "seq": seq, "t": time.time()}
+        line = codec.dumps_json(change) + b"\n"
+        self.state.apply(change, codec.structure_attempt)
+        try:
+            _write_all(self._journal_fd, line)
+        except OSError:
+            # Never leave half a line that later lines would follow.
+            os.ftruncate(self._journal_fd, self._journal_bytes)
+            raise
+        self._journal_bytes += len(line)
+        self._unsynced = True
+        if durable:
+            self.sync()
+        now = self._clock()
+        if self._journal_bytes > max(MIN_JOURNAL_BYTES, self._snapshot_raw_size) or self._interval_due(now):
+            self.snapshot()
+        return seq
+
+    def sync(self) -> None:
+        """Make every journaled change durable (fsync mode) or visible to readers (flush mode)."""
+        if self._unsynced:
+            if self.durability == "fsync":
+                os.fdatasync(self._journal_fd)
+            self._unsynced = False
+
+    def tick(self) -> None:
+        """Call now and then while idle: snapshots pending changes that have waited long enough."""
+        if self._interval_due(self._clock()):
+            self.snapshot()
+
+    def _interval_due(self, now: float) -> bool:
+        if self._journal_bytes == 0 or now - self._last_snapshot_at < SNAPSHOT_INTERVAL:
+            return False
+        spent = self._snapshot_seconds + self._last_snapshot_cost
+        return spent <= SNAPSHOT_TIME_BUDGET * (now - self._opened_at)
+
+    def snapshot(self) -> None:
+        """Write the whole state as a new ``session`` file and start an empty journal."""
+        started = self._clock()
+        self.sync()
+        data, self._snapshot_raw_size = codec.encode_state(self.state)
+        write_atomically(os.path.join(self.path, STATE_FILE), data)
+        # Lines up to journal_seq are now in the snapshot; a reader that still
+        # sees them skips them by their sequence numbers.
+        os.ftruncate(self._journal_fd, 0)
+        self._journal_bytes = 0
+        ended = self._clock()
+        self._last_snapshot_cost = ended - started
+        self._snapshot_seconds += self._last_snapshot_cost
+        self._last_snapshot_at = ended
+        self.snapshots += 1
+
+    # -- convenience changes
+
+    def set_plan(self, jobs: dict[str, str], desired_job_list: Iterable[str], durable: bool = True) -> None:
+        """Record the job definitions (id -> checksum) and the order they should run in."""
+        self.record({"op": "plan", "jobs": dict(jobs), "desired_job_list": list(desired_job_list)}, durable)
+
+    def update_metadata(self, durable: bool = True, **fields: Any) -> None:
+        """Set metadata fields (title, flags, tags, finished, ...)."""
+        self.record({"op": "meta", "set": fields}, durable)
+
+    def job_started(
+        self, job_id: str, attempt: int, io_log_filename: str | None, durable: bool = True
+    ) -> float:
+        """Journal that *attempt* of *job_id* starts now; returns the wall-clock start."""
+        started = time.time()
+        self.record(
+            {
+                "op": "start",
+                "job": job_id,
+                "attempt": attempt,
+                "started": started,
+                "io_log_filename": io_log_filename,
+            },
+            durable,
+        )
+        return started
+
+    def job_pgid(self, job_id: str, pgid: int) -> None:
+        """Note the process group of a running job (not synced: it only matters while the machine is up)."""
+        self.record({"op": "pgid", "job": job_id, "pgid": pgid}, durable=False)
+
+    def job_finished(self, job_id: str, result: Attempt, durable: bool = True) -> None:
+        """Journal the result of one attempt."""
+        self.record({"op": "result", "job": job_id, "result": codec.converter.unstructure(result)}, durable)
+
+    def new_log(self, job_id: str, attempt: int) -> tuple[str, str]:
+        """Create the log files of a new attempt; returns (stem path, name relative to the session)."""
+        stem = iolog.create_log_files(self.io_logs_dir, job_id, attempt)
+        return os.path.join(self.io_logs_dir, stem), f"{IO_LOGS}/{stem}.record.gz"
+
+    # -- closing
+
+    def close(self) -> None:
+        """Write a final snapshot and release the lock."""
+        if self.closed:
+            return
+        try:
+            self.snapshot()
+        finally:
+            self.closed = True
+            os.close(self._journal_fd)
+            try:
+                os.ftruncate(self._lock_fd, 0)
+            finally:
+                os.close(self._lock_fd)
+
+    def abandon(self) -> None:
+        """Release files and lock without a final snapshot (the journal has everything)."""
+        if not self.closed:
+            self.closed = True
+            os.close(self._journal_fd)
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> "SessionWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the repository ----------------------------------------------------------
+
+
+class SessionRepository:
+    """All sessions under one root (``$XDG_CACHE_HOME/plainbox-like`` by default)."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = os.path.abspath(root) if root else default_repository()
+        self.sessions_dir = os.path.join(self.root, "sessions")
+
+    def create(self, **kwargs: Any) -> SessionWriter:
+        """A new session, open for writing (see :meth:`SessionWriter.create`)."""
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        return SessionWriter.create(self.sessions_dir, **kwargs)
+
+    def session_paths(self) -> list[str]:
+        """Every session directory, in no particular order."""
+        try:
+            entries = os.scandir(self.sessions_dir)
+        except FileNotFoundError:
+            return []
+        with entries:
+            return [
+                e.path
+                for e in entries
+                if e.name.endswith(SESSION_SUFFIX) and not e.name.startswith(".") and e.is_dir()
+            ]
+
+    def resolve(self, ref: str) -> str:
+        """The directory of the session named by *ref*: an id, a unique id prefix, or a path."""
+        if os.sep in ref or ref in (".", ".."):
+            path = os.path.abspath(ref)
+            if os.path.isfile(os.path.join(path, STATE_FILE)):
+                return path
+            raise SessionNotFound(f"{ref}: not a session directory (no 'session' file)")
+        validate_session_id(ref)
+        exact = os.path.join(self.sessions_dir, ref + SESSION_SUFFIX)
+        if os.path.isdir(exact):
+            return exact
+        matches = sorted(p for p in self.session_paths() if session_id_of(p).startswith(ref))
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            if os.path.isfile(os.path.join(ref, STATE_FILE)):
+                return os.path.abspath(ref)
+            raise SessionNotFound(f"no session matches {ref!r} in {self.sessions_dir}")
+        names = ", ".join(session_id_of(p) for p in matches[:5])
+        raise SessionNotFound(f"{ref!r} matches {len(matches)} sessions ({names}...): give more of the id")
+
+    def load(self, ref: str) -> LoadedSession:
+        """Read a session (id, prefix or path)."""
+        return load_session(self.resolve(ref))
+
+    def open(self, ref: str, **kwargs: Any) -> SessionWriter:
+        """Open a session for writing (id, prefix or path)."""
+        return SessionWriter.open(self.resolve(ref), **kwargs)
