@@ -1,0 +1,267 @@
+"""Starting job processes and collecting their output and exit status.
+
+The batch logic (``session.py``) talks to an executor through a small
+interface: :meth:`LocalExecutor.start` a :class:`ProcessSpec`, then
+:meth:`LocalExecutor.poll` for :class:`Output` and :class:`Exited` events, and
+:meth:`LocalExecutor.signal` to stop a job. Another executor (one that runs
+jobs on other machines) only has to produce the same events.
+
+Locally, each job is ``bash -c COMMAND`` started with ``posix_spawn`` in its
+own process group, stdin from /dev/null, stdout and stderr on separate pipes
+read by one selector loop (no thread per job), exit noticed through a pidfd.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import selectors
+import shutil
+import signal
+import time
+from typing import Iterator, Protocol
+
+import attrs
+
+READ_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+#: Signals a job starts with default handling for, whatever the runner ignores.
+_DEFAULT_SIGNALS = tuple(
+    s for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+)
+
+
+def find_shell() -> str:
+    """bash if installed, else sh."""
+    return shutil.which("bash") or shutil.which("sh") or "/bin/sh"
+
+
+@attrs.frozen
+class ProcessSpec:
+    """What to run: a command line for the shell, its environment, and a key to know it by."""
+
+    key: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+@attrs.define(eq=False)
+class Process:
+    """A started job process."""
+
+    spec: ProcessSpec
+    pid: int
+    pgid: int
+    started: float  # monotonic
+    fds: dict[int, str] = attrs.Factory(dict)  # open pipe fd -> stream name
+    pidfd: int | None = None
+    status: int | None = None
+
+
+@attrs.frozen
+class Output:
+    """A chunk a process wrote to one of its streams, read at *when* (monotonic)."""
+
+    process: Process
+    stream: str
+    data: bytes
+    when: float
+
+
+@attrs.frozen
+class Exited:
+    """A process ended; *returncode* is negative for a signal, as in subprocess."""
+
+    process: Process
+    returncode: int
+    when: float
+
+
+class Executor(Protocol):
+    """What the batch runner needs from whatever runs its jobs."""
+
+    def start(self, spec: ProcessSpec) -> Process: ...
+
+    def poll(self, timeout: float) -> list[Output | Exited]: ...
+
+    def signal(self, process: Process, signum: int) -> None: ...
+
+
+def _new_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(r, F_SETPIPE_SZ, READ_SIZE)
+    except OSError:
+        pass
+    return r, w
+
+
+class LocalExecutor:
+    """Runs processes on this machine."""
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._running: dict[int, Process] = {}
+        self._extra: dict[int, object] = {}
+        self._use_pidfd = hasattr(os, "pidfd_open")
+
+    @property
+    def running(self) -> list[Process]:
+        return list(self._running.values())
+
+    def watch_fd(self, fd: int, tag: object) -> None:
+        """Also wake :meth:`poll` when *fd* is readable (e.g. a signal wakeup pipe)."""
+        self._selector.register(fd, selectors.EVENT_READ, tag)
+        self._extra[fd] = tag
+
+    def start(self, spec: ProcessSpec) -> Process:
+        """Spawn *spec* in a new process group with piped stdout/stderr."""
+        out_r, out_w = _new_pipe()
+        err_r, err_w = _new_pipe()
+        try:
+            pid = os.posix_spawn(
+                spec.argv[0],
+                list(spec.argv),
+                spec.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setpgroup=0,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
+        except BaseException:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        process = Process(spec=spec, pid=pid, pgid=pid, started=self._clock())
+        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
+            os.set_blocking(fd, False)
+            process.fds[fd] = stream
+            self._selector.register(fd, selectors.EVENT_READ, process)
+        if self._use_pidfd:
+            try:
+                process.pidfd = os.pidfd_open(pid)
+                self._selector.register(process.pidfd, selectors.EVENT_READ, process)
+            except OSError:
+                self._use_pidfd = False
+        self._running[pid] = process
+        return process
+
+    def poll(self, timeout: float) -> list[Output | Exited]:
+        """Wait up to *timeout* seconds for output or exits; returns what happened."""
+        events: list[Output | Exited] = []
+        exited: list[Process] = []
+        for key, _ in self._selector.select(timeout):
+            fd = key.fd
+            if fd in self._extra:
+                continue
+            process: Process = key.data
+            if fd == process.pidfd:
+                exited.append(process)
+                continue
+            self._read(process, fd, events)
+        if not self._use_pidfd:
+            exited.extend(p for p in self._running.values() if p.status is None and self._reap(p, os.WNOHANG))
+        for process in exited:
+            if process.status is None:
+                self._reap(process, 0)
+            self._finish(process, events)
+        return events
+
+    def _read(self, process: Process, fd: int, events: list) -> None:
+        """Read one chunk; at end of file, stop watching the fd."""
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:  # pragma: no cover - EIO and the like: treat as end of file
+            data = b""
+        if data:
+            events.append(Output(process, process.fds[fd], data, self._clock()))
+            return
+        self._selector.unregister(fd)
+        os.close(fd)
+        del process.fds[fd]
+
+    def _reap(self, process: Process, flags: int) -> bool:
+        pid, status = os.waitpid(process.pid, flags)
+        if pid == 0:
+            return False
+        process.status = status
+        return True
+
+    def _finish(self, process: Process, events: list) -> None:
+        """The leader exited: take what is already in the pipes, then close them.
+
+        Background processes the job left behind may keep the pipes open; we
+        do not wait for them (they get EPIPE if they write later).
+        """
+        for fd in list(process.fds):
+            stream = process.fds[fd]
+            while True:
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                events.append(Output(process, stream, data, self._clock()))
+            self._selector.unregister(fd)
+            os.close(fd)
+            del process.fds[fd]
+        if process.pidfd is not None:
+            self._selector.unregister(process.pidfd)
+            os.close(process.pidfd)
+            process.pidfd = None
+        del self._running[process.pid]
+        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), self._clock()))
+
+    def signal(self, process: Process, signum: int) -> None:
+        """Send *signum* to the process group of *process*."""
+        try:
+            os.killpg(process.pgid, signum)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+def iter_pgid_members(pgid: int) -> Iterator[int]:
+    """Pids of the live processes in process group *pgid* (from /proc)."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # pragma: no cover
+        return
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            yield int(name)
+
+
+def process_env(pid: int) -> dict[str, str]:
+    """The environment of process *pid* (empty if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
