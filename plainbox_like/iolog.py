@@ -73,24 +73,34 @@ def log_stems(job_id: str, attempt: int) -> Iterator[str]:
         yield f"{hashed}-{n}{suffix}"
 
 
-def create_log_files(io_logs_dir: str, job_id: str, attempt: int) -> str:
-    """Create the three empty log files of a new attempt exclusively; return their stem.
+def open_log_files(io_logs_dir: str, job_id: str, attempt: int) -> tuple[str, dict[str, int]]:
+    """Create the three log files of a new attempt exclusively; return their stem and open fds.
 
     Exclusive creation guarantees that no two attempts (and no two job ids)
     ever share log files, even across resumes.
     """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for stem in log_stems(job_id, attempt):
-        created = []
+        fds: dict[str, int] = {}
         try:
-            for ext in (".record.gz", ".stdout", ".stderr"):
-                path = os.path.join(io_logs_dir, stem + ext)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-                created.append(path)
-            return stem
+            for kind in ("record", *STREAMS):
+                ext = ".record.gz" if kind == "record" else "." + kind
+                fds[kind] = os.open(os.path.join(io_logs_dir, stem + ext), flags, 0o600)
+            return stem, fds
         except FileExistsError:
-            for path in created:
-                os.unlink(path)
+            for kind, fd in fds.items():
+                os.close(fd)
+                ext = ".record.gz" if kind == "record" else "." + kind
+                os.unlink(os.path.join(io_logs_dir, stem + ext))
     raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
+
+
+def create_log_files(io_logs_dir: str, job_id: str, attempt: int) -> str:
+    """Like :func:`open_log_files`, closing the files; returns the stem."""
+    stem, fds = open_log_files(io_logs_dir, job_id, attempt)
+    for fd in fds.values():
+        os.close(fd)
+    return stem
 
 
 # -- writing -------------------------------------------------------------------
@@ -100,7 +110,8 @@ class RecordWriter:
     """Writes one attempt's ``.record.gz``, ``.stdout`` and ``.stderr``.
 
     *clock* is a monotonic clock (injected for tests); *started* is the job's
-    start on that clock, from which the first record's delay is measured.
+    start on that clock, from which the first record's delay is measured;
+    *fds* are already open files (from :func:`open_log_files`).
     """
 
     def __init__(
@@ -110,21 +121,29 @@ class RecordWriter:
         started: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         level: int = 1,
+        fds: dict[str, int] | None = None,
     ) -> None:
         self.stem_path = stem_path
         self._clock = clock
         self._last = clock() if started is None else started
         self._last_flush = self._last
         self._dirty = False
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        self._record_fd = os.open(stem_path + ".record.gz", flags, 0o600)
-        self._raw_fds = {s: os.open(f"{stem_path}.{s}", flags, 0o600) for s in STREAMS}
+        if fds is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fds = {"record": os.open(stem_path + ".record.gz", flags, 0o600)}
+            fds.update({s: os.open(f"{stem_path}.{s}", flags, 0o600) for s in STREAMS})
+        self._record_fd = fds["record"]
+        self._raw_fds = {s: fds[s] for s in STREAMS}
         self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
         self._crc = 0
         self._size = 0
         self.bytes_written = {s: 0 for s in STREAMS}
         _write_all(self._record_fd, _GZIP_HEADER)
         self.closed = False
+
+    def restart_clock(self, started: float) -> None:
+        """Measure the first record's delay from *started* (when the process really began)."""
+        self._last = self._last_flush = started
 
     def write(self, stream: str, data: bytes, now: float | None = None) -> None:
         """Record one chunk as read from *stream* at *now* (monotonic)."""

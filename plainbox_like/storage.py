@@ -327,7 +327,7 @@ class SessionWriter:
     ) -> "SessionWriter":
         """Create a new session directory with a random name and open it for writing."""
         os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
-        path = tempfile.mkdtemp(suffix=SESSION_SUFFIX, dir=sessions_dir)
+        path = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
         for sub in (IO_LOGS, SHARE_DIR):
             os.mkdir(os.path.join(path, sub), 0o700)
         lock_fd = _acquire_lock(path)
@@ -475,10 +475,11 @@ class SessionWriter:
         """Journal the result of one attempt."""
         self.record({"op": "result", "job": job_id, "result": codec.converter.unstructure(result)}, durable)
 
-    def new_log(self, job_id: str, attempt: int) -> tuple[str, str]:
-        """Create the log files of a new attempt; returns (stem path, name relative to the session)."""
-        stem = iolog.create_log_files(self.io_logs_dir, job_id, attempt)
-        return os.path.join(self.io_logs_dir, stem), f"{IO_LOGS}/{stem}.record.gz"
+    def new_log(self, job_id: str, attempt: int, **kwargs: Any) -> tuple[iolog.RecordWriter, str]:
+        """Create the log files of a new attempt; returns their writer and the name relative to the session."""
+        stem, fds = iolog.open_log_files(self.io_logs_dir, job_id, attempt)
+        writer = iolog.RecordWriter(os.path.join(self.io_logs_dir, stem), fds=fds, **kwargs)
+        return writer, f"{IO_LOGS}/{stem}.record.gz"
 
     # -- closing
 

@@ -1,0 +1,202 @@
+"""``run`` and ``resume``: execute a batch into a session."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TextIO
+
+from plainbox_like import session as batch
+from plainbox_like.cli.common import format_duration, print_json, repository
+from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.model import FAILED_OUTCOMES, Attempt
+from plainbox_like.storage import DURABILITY_MODES
+
+
+class LineReporter:
+    """One line per finished job, for logs and pipes."""
+
+    def __init__(self, total: int, done: int = 0, stream: TextIO = sys.stdout) -> None:
+        self.total = total
+        self.done = done
+        self.stream = stream
+        self.width = len(str(total))
+
+    def started(self, job_id: str, attempt: int) -> None:
+        pass
+
+    def finished(self, job_id: str, result: Attempt) -> None:
+        self.done += 1
+        detail = result.skip_reason or result.comments
+        line = (
+            f"[{self.done:>{self.width}}/{self.total}] {result.outcome:<8} "
+            f"{format_duration(result.execution_duration):>8}  {job_id}"
+        )
+        self.stream.write(line + (f"  ({detail})" if detail else "") + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class ProgressReporter:
+    """A progress bar on a terminal: job n of N, current job, elapsed, pass/fail counts."""
+
+    def __init__(self, total: int, done: int = 0, stream: TextIO = sys.stderr) -> None:
+        from tqdm import tqdm  # only needed on a terminal
+
+        self.bar = tqdm(total=total, initial=done, file=stream, unit="job", dynamic_ncols=True, leave=True)
+        self.counts: dict[str, int] = {}
+        self.current: list[str] = []
+
+    def _refresh(self) -> None:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        current = self.current[-1] if self.current else ""
+        self.bar.set_description_str(current[-40:], refresh=False)
+        self.bar.set_postfix_str(counts, refresh=True)
+
+    def started(self, job_id: str, attempt: int) -> None:
+        self.current.append(job_id)
+        self._refresh()
+
+    def finished(self, job_id: str, result: Attempt) -> None:
+        if job_id in self.current:
+            self.current.remove(job_id)
+        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        if result.outcome in FAILED_OUTCOMES:
+            detail = f" ({result.comments})" if result.comments else ""
+            self.bar.write(f"{result.outcome}: {job_id}{detail}")
+        self.bar.update(1)
+        self._refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _reporter(total: int, done: int):
+    if sys.stderr.isatty() and sys.stdout.isatty():
+        return ProgressReporter(total, done)
+    return LineReporter(total, done)
+
+
+def _finish(summary: batch.RunSummary, started: float) -> int:
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary.counts.items())) or "no jobs"
+    elapsed = format_duration(time.monotonic() - started)
+    if summary.interrupted:
+        print(
+            f"Interrupted after {elapsed}: {counts}. Session {summary.session_id} is kept; "
+            f"continue it with: plainbox-like resume {summary.session_id}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"Session {summary.session_id}: {counts} in {elapsed}", file=sys.stderr)
+    return summary.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not args.files and not args.command_lines:
+        raise PlainboxLikeError("nothing to run: give job files or -c COMMAND")
+    config = batch.RunConfig(
+        sources=[_absolute(p) for p in args.files],
+        commands=list(args.command_lines),
+        test_plan=args.test_plan,
+        include=list(args.include),
+        exclude=list(args.exclude),
+        parallel=args.jobs,
+        durability=args.durability,
+    )
+    units = config.load_units()
+    for warning in units.warnings:
+        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+    plan = batch.plan_jobs(units, config)
+    if args.dry_run:
+        if args.json:
+            print_json(list(plan.order))
+        else:
+            for job_id in plan.order:
+                print(job_id)
+        return 0
+    started = time.monotonic()
+    prepared = batch.start_session(repository(args), config, title=args.title, units=units, plan=plan)
+    print(f"Session {prepared.writer.id} in {prepared.writer.path}", file=sys.stderr)
+    summary = batch.run_prepared(prepared, _reporter(len(plan.order), 0))
+    return _finish(summary, started)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    prepared = batch.resume_session(
+        repository(args),
+        args.session,
+        rerun_failed=args.rerun_failed,
+        rerun_interrupted=args.rerun_interrupted,
+        ignore_changed=args.ignore_changed,
+        parallel=args.jobs,
+        say=lambda msg: print(f"plainbox-like: {msg}", file=sys.stderr),
+    )
+    left = len(prepared.plan.order) - len(prepared.finished)
+    print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
+    summary = batch.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished)))
+    return _finish(summary, started)
+
+
+def _absolute(path: str) -> str:
+    import os
+
+    return os.path.abspath(path)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run a batch of jobs into a new session",
+        description="Run jobs from Plainbox .pxu unit files, plain command lists (one shell command per line) "
+        "and -c options into a new session. Exit status: 0 if every job passed or was skipped by design, "
+        "1 if any failed or crashed, 2 on bad input, 130 if interrupted (the session can be resumed).",
+    )
+    run.add_argument("files", nargs="*", metavar="FILE", help="unit files (.pxu), directories of them, or command lists")
+    run.add_argument("-c", "--command", dest="command_lines", action="append", default=[], metavar="CMD",
+                     help="a shell command to run as a job (repeatable)")
+    run.add_argument("--test-plan", metavar="ID", help="run the jobs this test plan includes")
+    run.add_argument("-i", "--include", action="append", default=[], metavar="REGEX",
+                     help="run only jobs whose id matches REGEX (whole id; repeatable)")
+    run.add_argument("-x", "--exclude", action="append", default=[], metavar="REGEX",
+                     help="leave out jobs whose id matches REGEX (whole id; repeatable)")
+    run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+                     help="run up to N independent jobs at once (default 1)")
+    run.add_argument("--title", help="a title for the session")
+    run.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
+                     help="fsync: every result survives a power cut (default); "
+                     "flush: results survive a killed process, not a power cut (faster)")
+    run.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run, run nothing")
+    run.add_argument("--json", action="store_true", help="with --dry-run: print the plan as a JSON list of job ids")
+    run.set_defaults(func=cmd_run)
+
+    resume = subparsers.add_parser(
+        "resume",
+        help="continue an interrupted session",
+        description="Continue a session where it stopped. A job that was running when the session stopped "
+        "is recorded as crash (or pass, for a job with the noreturn flag). Exit status as for run.",
+    )
+    resume.add_argument("session", nargs="?", metavar="SESSION",
+                        help="session id, unique id prefix or path (default: the most recent incomplete session)")
+    resume.add_argument("--rerun-failed", action="store_true",
+                        help="run again every job whose latest attempt failed or crashed")
+    resume.add_argument("--rerun-interrupted", action="store_true",
+                        help="run again the jobs that were running when the session stopped")
+    resume.add_argument("--ignore-changed", action="store_true",
+                        help="resume even if job definitions changed since the session started")
+    resume.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                        help="run up to N independent jobs at once (default: as the session was started)")
+    resume.set_defaults(func=cmd_resume)

@@ -1,0 +1,573 @@
+"""Running and resuming a whole batch: the scheduler, the executor and the journal together.
+
+The order of durable writes is what makes resume exact: a job's start is
+journaled (with any results before it) and synced before its process is
+spawned; its result is journaled after it ends and synced before the next job
+starts or anything is reported. So after any interruption, every job is
+either finished with a result, or known to have been running.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import attrs
+
+from plainbox_like import plan as planning
+from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.iolog import RecordWriter
+from plainbox_like.model import (
+    FAILED_OUTCOMES,
+    FLAG_INCOMPLETE,
+    OUTCOME_CRASH,
+    OUTCOME_FAIL,
+    OUTCOME_PASS,
+    OUTCOME_SKIP,
+    OUTCOME_SKIPPED_DEPENDENCY,
+    Attempt,
+    SessionState,
+)
+from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
+from plainbox_like.runner import iter_pgid_members, process_env
+from plainbox_like.storage import SessionRepository, SessionWriter, load_session, writer_alive
+from plainbox_like.units import JobDefinition, UnitSet, load_units
+
+APP_ID = "plainbox-like"
+#: Plugins whose command we run.
+RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
+#: Seconds between SIGTERM and SIGKILL when a job is stopped.
+KILL_GRACE = 3.0
+INTERRUPTED = "interrupted"
+STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
+
+SESSION_ENV = "PLAINBOX_LIKE_SESSION"
+JOB_ENV = "PLAINBOX_LIKE_JOB"
+SHARE_ENV = "PLAINBOX_SESSION_SHARE"
+
+
+class Reporter(Protocol):
+    """Told about progress; everything it hears is already durable."""
+
+    def started(self, job_id: str, attempt: int) -> None: ...
+
+    def finished(self, job_id: str, result: Attempt) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullReporter:
+    """Says nothing."""
+
+    def started(self, job_id: str, attempt: int) -> None:
+        pass
+
+    def finished(self, job_id: str, result: Attempt) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@attrs.define
+class RunConfig:
+    """How the batch was defined, kept in the session (``metadata.app_blob``) for resume."""
+
+    sources: list[str] = attrs.Factory(list)
+    commands: list[str] = attrs.Factory(list)
+    test_plan: str | None = None
+    include: list[str] = attrs.Factory(list)
+    exclude: list[str] = attrs.Factory(list)
+    parallel: int = 1
+    durability: str = "fsync"
+
+    def to_blob(self) -> str:
+        return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
+
+    @classmethod
+    def from_blob(cls, blob: str | None) -> "RunConfig":
+        if not blob:
+            raise PlainboxLikeError("the session does not say how it was run (no app_blob): cannot resume it")
+        try:
+            data = json.loads(base64.standard_b64decode(blob))
+            return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
+        except (ValueError, TypeError) as exc:
+            raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
+
+    def load_units(self) -> UnitSet:
+        return load_units(self.sources, self.commands)
+
+
+@attrs.define
+class RunSummary:
+    """What a run did."""
+
+    session_id: str
+    path: str
+    counts: dict[str, int]
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if any(self.counts.get(o) for o in FAILED_OUTCOMES) else 0
+
+
+@attrs.define(eq=False)
+class _Running:
+    job: JobDefinition
+    attempt: int
+    started_wall: float
+    log: RecordWriter
+    log_name: str
+    process: Process | None = None
+    deadline: float | None = None
+    kill_at: float | None = None
+    why_stopped: str | None = None
+
+
+def job_environment(base: dict[str, str], job: JobDefinition, session_id: str, share_dir: str) -> dict[str, str]:
+    """The environment of a job: the caller's, our variables, and ``environ: NAME=value`` entries."""
+    env = dict(base)
+    env[SHARE_ENV] = share_dir
+    env[SESSION_ENV] = session_id
+    env[JOB_ENV] = job.id
+    for item in job.environ:
+        name, sep, value = item.partition("=")
+        if sep and name:
+            env[name] = value
+    return env
+
+
+class BatchRunner:
+    """Runs the jobs of a plan into an open session."""
+
+    def __init__(
+        self,
+        writer: SessionWriter,
+        plan: planning.Plan,
+        *,
+        finished: dict[str, str] | None = None,
+        parallel: int = 1,
+        reporter: Reporter | None = None,
+        executor: LocalExecutor | None = None,
+        base_env: dict[str, str] | None = None,
+        kill_grace: float = KILL_GRACE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.plan = plan
+        self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
+        self.reporter = reporter or NullReporter()
+        self.executor = executor or LocalExecutor(clock)
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.kill_grace = kill_grace
+        self._clock = clock
+        self._shell = find_shell()
+        self._me = getpass.getuser()
+        self._user_ok: dict[str, str | None] = {}
+        self._running: dict[str, _Running] = {}
+        self._unreported: list[tuple[str, Attempt]] = []
+        self._stop: int | None = None
+
+    # -- the loop
+
+    def run(self) -> bool:
+        """Run until every job has an outcome or a stop is requested; True if interrupted."""
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.executor.watch_fd(wake_r, "wakeup")
+        previous = {}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self._stop is None:
+                self._stop = signum
+            try:
+                os.write(wake_w, b"\0")
+            except OSError:
+                pass
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+        try:
+            while self._stop is None:
+                self._hand_out()
+                self._commit()
+                if self.scheduler.done() and not self._running:
+                    break
+                self._handle(self.executor.poll(self._poll_timeout()))
+                self._enforce_deadlines()
+                for running in self._running.values():
+                    running.log.maybe_flush()
+                self.writer.tick()
+            if self._stop is not None:
+                self._shut_down()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            self.reporter.close()
+        return self._stop is not None
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
+        self._stop = signum
+
+    def _poll_timeout(self) -> float:
+        timeout = 0.5
+        now = self._clock()
+        for running in self._running.values():
+            for moment in (running.deadline, running.kill_at):
+                if moment is not None:
+                    timeout = min(timeout, max(0.0, moment - now))
+        return timeout
+
+    def _hand_out(self) -> None:
+        to_start: list[JobDefinition] = []
+        while True:
+            decision = self.scheduler.next_decision()
+            if decision is None:
+                break
+            if decision.action == "skip":
+                self._record(decision.job_id, Attempt(outcome=decision.outcome, skip_reason=decision.skip_reason))
+                continue
+            job = self.plan.jobs[decision.job_id]
+            reason = self._cannot_run(job)
+            if reason is not None:
+                self.scheduler.finish(job.id, OUTCOME_SKIP)
+                self._record(job.id, Attempt(outcome=OUTCOME_SKIP, skip_reason=reason))
+                continue
+            to_start.append(job)
+        # Journal every start (with the results before them) in one sync, then spawn.
+        starting = [self._prepare(job) for job in to_start]
+        self._commit()
+        for running in starting:
+            self._spawn(running)
+
+    def _commit(self) -> None:
+        """Make the journal durable, then report what became durable."""
+        self.writer.sync()
+        for job_id, result in self._unreported:
+            self.reporter.finished(job_id, result)
+        self._unreported.clear()
+
+    def _record(self, job_id: str, result: Attempt) -> None:
+        if result.attempt == 1 and job_id in self.writer.state.results:
+            result.attempt = self.writer.state.next_attempt(job_id)
+        self.writer.job_finished(job_id, result, durable=False)
+        self._unreported.append((job_id, result))
+
+    def _cannot_run(self, job: JobDefinition) -> str | None:
+        if planning.needs_person(job):
+            return f"needs a person (plugin {job.plugin})"
+        if job.plugin not in RUNNABLE_PLUGINS:
+            return f"plugin {job.plugin!r} is not supported"
+        if not job.command:
+            return "the job has no command"
+        if job.user and job.user != self._me:
+            return self._user_problem(job.user)
+        return None
+
+    def _user_problem(self, user: str) -> str | None:
+        if user not in self._user_ok:
+            try:
+                ok = subprocess.run(
+                    ["sudo", "-n", "-u", user, "true"], capture_output=True, timeout=10
+                ).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            self._user_ok[user] = None if ok else f"cannot run as user {user!r} (sudo -n -u {user} is not permitted)"
+        return self._user_ok[user]
+
+    def _prepare(self, job: JobDefinition) -> _Running:
+        attempt = self.writer.state.next_attempt(job.id)
+        log, log_name = self.writer.new_log(job.id, attempt, clock=self._clock)
+        started = self.writer.job_started(job.id, attempt, log_name, durable=False)
+        running = _Running(job=job, attempt=attempt, started_wall=started, log=log, log_name=log_name)
+        self._running[job.id] = running
+        self.reporter.started(job.id, attempt)
+        return running
+
+    def _spawn(self, running: _Running) -> None:
+        job = running.job
+        argv: tuple[str, ...] = (self._shell, "-c", job.command or "")
+        if job.user and job.user != self._me:
+            argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
+        env = job_environment(self.base_env, job, self.writer.id, self.writer.share_dir)
+        try:
+            process = self.executor.start(ProcessSpec(job.id, argv, env))
+        except OSError as exc:
+            del self._running[job.id]
+            running.log.close()
+            self.scheduler.finish(job.id, OUTCOME_FAIL)
+            self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {exc}"))
+            return
+        running.process = process
+        running.log.restart_clock(process.started)
+        if job.timeout:
+            running.deadline = process.started + job.timeout
+        self.writer.job_pgid(job.id, process.pgid)
+
+    def _handle(self, events: list[Output | Exited]) -> None:
+        for event in events:
+            running = self._running[event.process.spec.key]
+            if isinstance(event, Output):
+                running.log.write(event.stream, event.data, event.when)
+            else:
+                self._finish(running, event)
+
+    def _finish(self, running: _Running, event: Exited) -> None:
+        job = running.job
+        del self._running[job.id]
+        durable = self.writer.durability == "fsync"
+        running.log.close(durable=durable)
+        code = event.returncode
+        duration = event.when - running.process.started
+        if running.why_stopped:
+            outcome, comments = (OUTCOME_FAIL if running.why_stopped != INTERRUPTED else OUTCOME_CRASH), running.why_stopped
+        elif code == 0:
+            outcome, comments = OUTCOME_PASS, None
+        elif code > 0:
+            outcome, comments = OUTCOME_FAIL, None
+        else:
+            outcome, comments = OUTCOME_CRASH, f"killed by signal {_signal_name(-code)}"
+        self.scheduler.finish(job.id, outcome)
+        self._record(job.id, self._attempt(running, outcome, code, duration, comments))
+
+    def _attempt(self, running: _Running, outcome: str, code: int | None, duration: float, comments: str | None) -> Attempt:
+        return Attempt(
+            outcome=outcome,
+            return_code=code,
+            execution_duration=float(duration),
+            comments=comments,
+            io_log_filename=running.log_name,
+            attempt=running.attempt,
+            started=running.started_wall,
+        )
+
+    def _enforce_deadlines(self) -> None:
+        now = self._clock()
+        for running in self._running.values():
+            if running.process is None:
+                continue
+            if running.kill_at is not None and now >= running.kill_at:
+                self.executor.signal(running.process, signal.SIGKILL)
+                running.kill_at = None
+            elif running.deadline is not None and now >= running.deadline:
+                running.why_stopped = f"timed out after {running.job.timeout:g} s"
+                self._terminate(running, now)
+
+    def _terminate(self, running: _Running, now: float) -> None:
+        self.executor.signal(running.process, signal.SIGTERM)
+        running.deadline = None
+        running.kill_at = now + self.kill_grace
+
+    def _shut_down(self) -> None:
+        """Stop every running job (SIGTERM, SIGKILL after the grace period) and record it as interrupted."""
+        now = self._clock()
+        for running in self._running.values():
+            running.why_stopped = INTERRUPTED
+            if running.process is not None:
+                self._terminate(running, now)
+                running.kill_at = now + min(self.kill_grace, 1.0)
+        give_up = now + self.kill_grace + 5.0
+        while self._running and self._clock() < give_up:
+            self._handle(self.executor.poll(self._poll_timeout()))
+            self._enforce_deadlines()
+        self._commit()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+# -- starting and resuming -------------------------------------------------------
+
+
+@attrs.define
+class Prepared:
+    """A session open for writing with the plan to run in it."""
+
+    writer: SessionWriter
+    plan: planning.Plan
+    finished: dict[str, str]
+    parallel: int
+    notes: list[str] = attrs.Factory(list)
+
+
+def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
+    """Select and order the jobs *config* asks for."""
+    selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
+    return planning.build_plan(selected)
+
+
+def start_session(
+    repo: SessionRepository,
+    config: RunConfig,
+    *,
+    title: str | None = None,
+    units: UnitSet | None = None,
+    plan: planning.Plan | None = None,
+) -> Prepared:
+    """Create a session for a new batch and journal its plan."""
+    units = units if units is not None else config.load_units()
+    plan = plan if plan is not None else plan_jobs(units, config)
+    parent_session = os.environ.get(SESSION_ENV)
+    parent_job = os.environ.get(JOB_ENV) if parent_session else None
+    writer = repo.create(
+        title=title,
+        durability=config.durability,
+        app_id=APP_ID,
+        app_blob=config.to_blob(),
+        parent_session=parent_session,
+        parent_job=parent_job,
+    )
+    writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
+    return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel)
+
+
+def most_recent_incomplete(repo: SessionRepository) -> str:
+    """The newest session that is incomplete and has no live runner."""
+    best: tuple[float, str] | None = None
+    for path in repo.session_paths():
+        try:
+            state = load_session(path).state
+        except PlainboxLikeError:
+            continue
+        if FLAG_INCOMPLETE in state.metadata.flags and not writer_alive(path):
+            created = state.metadata.created or 0.0
+            if best is None or created > best[0]:
+                best = (created, path)
+    if best is None:
+        raise PlainboxLikeError(f"no incomplete session to resume in {repo.sessions_dir}")
+    return best[1]
+
+
+def resume_session(
+    repo: SessionRepository,
+    ref: str | None = None,
+    *,
+    rerun_failed: bool = False,
+    rerun_interrupted: bool = False,
+    ignore_changed: bool = False,
+    parallel: int | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> Prepared:
+    """Open an interrupted session and work out what is left to run."""
+    path = repo.resolve(ref) if ref else most_recent_incomplete(repo)
+    loaded = load_session(path)
+    config = RunConfig.from_blob(loaded.state.metadata.app_blob)
+    writer = SessionWriter.open(path, durability=config.durability)
+    try:
+        state = writer.state
+        units = config.load_units()
+        plan = _resume_plan(units, state, ignore_changed)
+        if ignore_changed:
+            writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
+        interrupted = _settle_interrupted(writer, plan, say)
+        rerun = set(interrupted) if rerun_interrupted else set()
+        if rerun_failed:
+            rerun |= {j for j in plan.order if (a := state.latest(j)) and a.outcome in FAILED_OUTCOMES}
+        finished = {}
+        for job_id in plan.order:
+            latest = state.latest(job_id)
+            if latest is None or job_id in rerun:
+                continue
+            if rerun and latest.outcome == OUTCOME_SKIPPED_DEPENDENCY:
+                continue  # its dependency may pass this time
+            finished[job_id] = latest.outcome
+        if FLAG_INCOMPLETE not in state.metadata.flags or state.metadata.finished is not None:
+            flags = sorted(set(state.metadata.flags) | {FLAG_INCOMPLETE})
+            writer.update_metadata(flags=flags, finished=None)
+    except BaseException:
+        writer.close()
+        raise
+    return Prepared(writer=writer, plan=plan, finished=finished, parallel=parallel or config.parallel)
+
+
+def _resume_plan(units: UnitSet, state: SessionState, ignore_changed: bool) -> planning.Plan:
+    known = {job.id: job for job in units.jobs}
+    changed = []
+    for job_id in state.desired_job_list:
+        job = known.get(job_id)
+        if job is None:
+            changed.append(f"{job_id} (no longer defined)")
+        elif state.jobs.get(job_id) != job.checksum:
+            changed.append(job_id)
+    if changed and not ignore_changed:
+        listed = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise PlainboxLikeError(
+            f"job definitions changed since the session started: {listed}; use --ignore-changed to resume anyway"
+        )
+    return planning.build_plan([known[j] for j in state.desired_job_list if j in known])
+
+
+def _settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
+    """Give every job that was running when the runner died its result."""
+    settled = []
+    for job_id, running in list(writer.state.running_jobs.items()):
+        if running.pgid and _kill_leftover(running.pgid, writer.id):
+            say(f"killed the leftover processes of job {job_id} (process group {running.pgid})")
+        job = plan.jobs.get(job_id)
+        noreturn = job is not None and "noreturn" in job.flags
+        writer.job_finished(
+            job_id,
+            Attempt(
+                outcome=OUTCOME_PASS if noreturn else OUTCOME_CRASH,
+                comments="noreturn job: the session stopped while it ran, as expected"
+                if noreturn
+                else STOPPED_WHILE_RUNNING,
+                io_log_filename=running.io_log_filename,
+                attempt=running.attempt,
+                started=running.started,
+            ),
+        )
+        settled.append(job_id)
+    return settled
+
+
+def _kill_leftover(pgid: int, session_id: str, grace: float = KILL_GRACE) -> bool:
+    """Kill process group *pgid* if its processes belong to this session's job."""
+    members = [pid for pid in iter_pgid_members(pgid) if process_env(pid).get(SESSION_ENV) == session_id]
+    if not members:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(True for _ in iter_pgid_members(pgid)):
+            time.sleep(0.05)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSummary:
+    """Run what is left of a prepared session and close it."""
+    writer = prepared.writer
+    runner = BatchRunner(
+        writer, prepared.plan, finished=prepared.finished, parallel=prepared.parallel, reporter=reporter
+    )
+    try:
+        interrupted = runner.run()
+        if not interrupted:
+            flags = [f for f in writer.state.metadata.flags if f != FLAG_INCOMPLETE]
+            writer.update_metadata(flags=flags, finished=time.time())
+    finally:
+        writer.close()
+    counts = {}
+    for job_id in prepared.plan.order:
+        latest = writer.state.latest(job_id)
+        if latest is not None:
+            counts[latest.outcome] = counts.get(latest.outcome, 0) + 1
+    return RunSummary(writer.id, writer.path, counts, interrupted)
