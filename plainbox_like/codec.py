@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import attrs
 import cattrs
+from cattrs.cols import is_mutable_sequence, list_structure_factory
 from isal import igzip
+from isal.igzip_lib import IsalError
 
 from plainbox_like.errors import CorruptSession, UnsupportedVersion
 from plainbox_like.model import Attempt, SessionState
@@ -45,6 +47,18 @@ def _structure_float(value: Any, _type: type) -> float:
     return float(value)
 
 
+def _strict_list_factory(type_: Any, conv: cattrs.Converter) -> Callable[[Any, type], Any]:
+    # cattrs turns any iterable into a list: a string would become a list of characters.
+    structure_items = list_structure_factory(type_, conv)
+
+    def structure(value: Any, _type: type) -> Any:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__} {value!r:.40}")
+        return structure_items(value, _type)
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
     """The converter for every persisted class: strict about JSON types."""
     conv = cattrs.Converter(forbid_extra_keys=False)
@@ -52,6 +66,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int, _strict(int, "an integer"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
     conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook_factory(is_mutable_sequence, _strict_list_factory)
     return conv
 
 
@@ -90,21 +105,22 @@ def structure_attempt(data: Any) -> Attempt:
     return converter.structure(data, Attempt)
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, path: str = "$.session") -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        messages = cattrs.transform_error(exc, path="$.session")
+        messages = cattrs.transform_error(exc, path=path)
         extra = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
         return f"wrong field type: {messages[0]}{extra}"
-    return f"wrong field type: {exc}"
+    return f"wrong field type: {exc} @ {path}"
 
 
 def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
     """Gunzip, decode and parse a state file; each failure names *path* and the problem."""
+    if not data:
+        raise CorruptSession(path, "empty file")
     try:
         raw = igzip.decompress(data)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:
-        problem = "empty file" if not data else f"not a valid gzip file ({exc})"
-        raise CorruptSession(path, problem) from None
+    except (OSError, EOFError, zlib.error, ValueError, IsalError) as exc:
+        raise CorruptSession(path, f"not a valid gzip file ({exc})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -166,6 +182,17 @@ def _plainbox_log_name(name: str, session_dir: str) -> str:
     return name
 
 
+class _FieldError(Exception):
+    """A wrong field type, already described with where the field is."""
+
+
+def _structure_at(value: Any, type_: Any, where: str) -> Any:
+    try:
+        return converter.structure(value, type_)
+    except Exception as exc:
+        raise _FieldError(_describe(exc, where)) from None
+
+
 def _from_plainbox(doc: dict[str, Any], path: str | os.PathLike) -> Loaded:
     version = doc["version"]
     if version not in PLAINBOX_VERSIONS:
@@ -176,7 +203,7 @@ def _from_plainbox(doc: dict[str, Any], path: str | os.PathLike) -> Loaded:
     state = loaded.state
     try:
         jobs = session.get("jobs") or {}
-        state.jobs = {str(k): v for k, v in converter.structure(jobs, dict[str, str]).items()}
+        state.jobs = {str(k): v for k, v in _structure_at(jobs, dict[str, str], "$.session.jobs").items()}
         results = session.get("results") or {}
         if not isinstance(results, dict):
             raise TypeError("results must be an object")
@@ -195,7 +222,7 @@ def _from_plainbox(doc: dict[str, Any], path: str | os.PathLike) -> Loaded:
                 if isinstance(item.get("io_log"), list):
                     loaded.inline_io_logs[(job_id, number)] = item["io_log"]
                 attempts.append(
-                    converter.structure(
+                    _structure_at(
                         {
                             "outcome": item.get("outcome") or "not-run",
                             "return_code": item.get("return_code"),
@@ -205,19 +232,22 @@ def _from_plainbox(doc: dict[str, Any], path: str | os.PathLike) -> Loaded:
                             "attempt": number,
                         },
                         Attempt,
+                        f"$.session.results[{job_id!r}][{number - 1}]",
                     )
                 )
             state.results[job_id] = attempts
-        state.desired_job_list = converter.structure(session.get("desired_job_list") or [], list[str])
-        state.mandatory_job_list = converter.structure(session.get("mandatory_job_list") or [], list[str])
+        state.desired_job_list = _structure_at(session.get("desired_job_list") or [], list[str], "$.session.desired_job_list")
+        state.mandatory_job_list = _structure_at(session.get("mandatory_job_list") or [], list[str], "$.session.mandatory_job_list")
         meta = session.get("metadata") or {}
         if not isinstance(meta, dict):
             raise TypeError("metadata must be an object")
-        state.metadata.title = converter.structure(meta.get("title"), str | None)
-        state.metadata.flags = converter.structure(meta.get("flags") or [], list[str])
-        state.metadata.running_job_name = converter.structure(meta.get("running_job_name"), str | None)
-        state.metadata.app_id = converter.structure(meta.get("app_id"), str | None)
-        state.metadata.app_blob = converter.structure(meta.get("app_blob"), str | None)
+        state.metadata.title = _structure_at(meta.get("title"), str | None, "$.session.metadata.title")
+        state.metadata.flags = _structure_at(meta.get("flags") or [], list[str], "$.session.metadata.flags")
+        state.metadata.running_job_name = _structure_at(meta.get("running_job_name"), str | None, "$.session.metadata.running_job_name")
+        state.metadata.app_id = _structure_at(meta.get("app_id"), str | None, "$.session.metadata.app_id")
+        state.metadata.app_blob = _structure_at(meta.get("app_blob"), str | None, "$.session.metadata.app_blob")
+    except _FieldError as exc:
+        raise CorruptSession(path, f"Plainbox session v{version}: {exc}") from None
     except Exception as exc:
         raise CorruptSession(path, f"Plainbox session v{version}: {_describe(exc)}") from None
     return loaded

@@ -46,6 +46,18 @@ class SessionNotFound(PlainboxLikeError):
     """No session matches the given id, prefix or path."""
 
 
+class JobNotFound(PlainboxLikeError):
+    """A session has no job with that id, or the job has not run yet."""
+
+
+class AttemptNotFound(PlainboxLikeError):
+    """A job has no attempt with that number."""
+
+
+class LogMissing(PlainboxLikeError):
+    """None of an attempt's io-log files exist."""
+
+
 class SessionLocked(PlainboxLikeError):
     """Another process holds the session's write lock."""
 

@@ -28,6 +28,7 @@ STREAMS = ("stdout", "stderr")
 FLUSH_INTERVAL = 0.5
 MAX_SLUG = 150
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_RAW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
 
 
@@ -73,33 +74,26 @@ def log_stems(job_id: str, attempt: int) -> Iterator[str]:
         yield f"{hashed}-{n}{suffix}"
 
 
-def open_log_files(io_logs_dir: str, job_id: str, attempt: int) -> tuple[str, dict[str, int]]:
-    """Create the three log files of a new attempt exclusively; return their stem and open fds.
+def open_log_files(io_logs_dir: str, job_id: str, attempt: int) -> tuple[str, int]:
+    """Claim the log files of a new attempt: create its ``.record.gz`` exclusively.
 
-    Exclusive creation guarantees that no two attempts (and no two job ids)
-    ever share log files, even across resumes.
+    Returns the stem and the open record file. Exclusive creation guarantees
+    that no two attempts (and no two job ids) ever share log files, even
+    across resumes; ``.stdout``/``.stderr`` share the claimed stem.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for stem in log_stems(job_id, attempt):
-        fds: dict[str, int] = {}
         try:
-            for kind in ("record", *STREAMS):
-                ext = ".record.gz" if kind == "record" else "." + kind
-                fds[kind] = os.open(os.path.join(io_logs_dir, stem + ext), flags, 0o600)
-            return stem, fds
+            return stem, os.open(os.path.join(io_logs_dir, stem + ".record.gz"), flags, 0o600)
         except FileExistsError:
-            for kind, fd in fds.items():
-                os.close(fd)
-                ext = ".record.gz" if kind == "record" else "." + kind
-                os.unlink(os.path.join(io_logs_dir, stem + ext))
+            continue
     raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
 
 
 def create_log_files(io_logs_dir: str, job_id: str, attempt: int) -> str:
-    """Like :func:`open_log_files`, closing the files; returns the stem."""
-    stem, fds = open_log_files(io_logs_dir, job_id, attempt)
-    for fd in fds.values():
-        os.close(fd)
+    """Like :func:`open_log_files`, closing the file; returns the stem."""
+    stem, fd = open_log_files(io_logs_dir, job_id, attempt)
+    os.close(fd)
     return stem
 
 
@@ -111,7 +105,10 @@ class RecordWriter:
 
     *clock* is a monotonic clock (injected for tests); *started* is the job's
     start on that clock, from which the first record's delay is measured;
-    *fds* are already open files (from :func:`open_log_files`).
+    *record_fd* is the record file already open (from :func:`open_log_files`).
+    ``.stdout`` and ``.stderr`` are created when the stream first has output,
+    and at the latest on close, so that a job without output costs one file
+    creation, not three, until it ends.
     """
 
     def __init__(
@@ -121,19 +118,17 @@ class RecordWriter:
         started: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         level: int = 1,
-        fds: dict[str, int] | None = None,
+        record_fd: int | None = None,
     ) -> None:
         self.stem_path = stem_path
         self._clock = clock
         self._last = clock() if started is None else started
         self._last_flush = self._last
         self._dirty = False
-        if fds is None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            fds = {"record": os.open(stem_path + ".record.gz", flags, 0o600)}
-            fds.update({s: os.open(f"{stem_path}.{s}", flags, 0o600) for s in STREAMS})
-        self._record_fd = fds["record"]
-        self._raw_fds = {s: fds[s] for s in STREAMS}
+        if record_fd is None:
+            record_fd = os.open(stem_path + ".record.gz", _RAW_FLAGS, 0o600)
+        self._record_fd = record_fd
+        self._raw_fds: dict[str, int] = {}
         self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
         self._crc = 0
         self._size = 0
@@ -147,6 +142,8 @@ class RecordWriter:
 
     def write(self, stream: str, data: bytes, now: float | None = None) -> None:
         """Record one chunk as read from *stream* at *now* (monotonic)."""
+        if stream not in STREAMS:  # checked first: a bad record would hide all later ones
+            raise ValueError(f"unknown stream {stream!r} (use stdout or stderr)")
         if not data:
             return
         now = self._clock() if now is None else now
@@ -158,7 +155,10 @@ class RecordWriter:
         compressed = self._deflate.compress(line)
         if compressed:
             _write_all(self._record_fd, compressed)
-        _write_all(self._raw_fds[stream], data)
+        fd = self._raw_fds.get(stream)
+        if fd is None:
+            fd = self._raw_fds[stream] = os.open(f"{self.stem_path}.{stream}", _RAW_FLAGS, 0o600)
+        _write_all(fd, data)
         self.bytes_written[stream] += len(data)
         self._dirty = True
         if now - self._last_flush >= FLUSH_INTERVAL:
@@ -182,6 +182,9 @@ class RecordWriter:
         if self.closed:
             return
         self.closed = True
+        for stream in STREAMS:
+            if stream not in self._raw_fds:
+                self._raw_fds[stream] = os.open(f"{self.stem_path}.{stream}", _RAW_FLAGS, 0o600)
         tail = self._deflate.flush(isal_zlib.Z_FINISH)
         _write_all(self._record_fd, tail + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         fds = [self._record_fd, *self._raw_fds.values()]

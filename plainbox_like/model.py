@@ -52,7 +52,6 @@ class RunningJob:
     attempt: int
     started: float
     io_log_filename: str | None = None
-    pgid: int | None = None
 
 
 @attrs.define
@@ -115,6 +114,11 @@ class SessionState:
                 counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
+    def _latest_running(self) -> str | None:
+        # Chosen from the data, not from dict order: snapshots store running_jobs
+        # with sorted keys, so insertion order does not survive a reload.
+        return max(self.running_jobs, key=lambda job: (self.running_jobs[job].started, job), default=None)
+
     def apply(self, change: dict[str, Any], structure_attempt: Any) -> None:
         """Apply one journal *change* (a JSON object) to this state.
 
@@ -129,25 +133,20 @@ class SessionState:
                 attempt=change["attempt"],
                 started=change["started"],
                 io_log_filename=change.get("io_log_filename"),
-                pgid=change.get("pgid"),
             )
             meta.running_job_name = job
-        elif op == "pgid":
-            running = self.running_jobs.get(change["job"])
-            if running is not None:
-                running.pgid = change["pgid"]
         elif op == "result":
             job = change["job"]
             self.results.setdefault(job, []).append(structure_attempt(change["result"]))
             self.running_jobs.pop(job, None)
             if meta.running_job_name == job:
-                meta.running_job_name = next(reversed(self.running_jobs), None)
+                meta.running_job_name = self._latest_running()
         elif op == "abandon":
             # A start whose job never ran (e.g. could not be spawned and the
             # caller records nothing): forget it without a result.
             self.running_jobs.pop(change["job"], None)
             if meta.running_job_name == change["job"]:
-                meta.running_job_name = next(reversed(self.running_jobs), None)
+                meta.running_job_name = self._latest_running()
         elif op == "plan":
             self.jobs.update(change["jobs"])
             if "desired_job_list" in change:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import platformdirs
-
 from plainbox_like.errors import InvalidSessionId
 
 #: Environment variable that overrides the repository root.
@@ -19,6 +17,8 @@ def default_repository() -> str:
     override = os.environ.get(REPOSITORY_ENV)
     if override:
         return os.path.abspath(override)
+    import platformdirs  # only needed without the override: keeps start-up lean
+
     return os.path.join(platformdirs.user_cache_dir(), APP_NAME)
 
 

@@ -233,15 +233,21 @@ class LocalExecutor:
         self._selector.close()
 
 
-def iter_pgid_members(pgid: int) -> Iterator[int]:
-    """Pids of the live processes in process group *pgid* (from /proc)."""
+def iter_pids() -> Iterator[int]:
+    """Pids of all processes (from /proc)."""
     try:
         names = os.listdir("/proc")
     except OSError:  # pragma: no cover
         return
     for name in names:
-        if not name.isdigit():
-            continue
+        if name.isdigit():
+            yield int(name)
+
+
+def iter_pgid_members(pgid: int) -> Iterator[int]:
+    """Pids of the live (not zombie) processes in process group *pgid*."""
+    for pid in iter_pids():
+        name = str(pid)
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 stat = f.read()

@@ -10,6 +10,7 @@ either finished with a result, or known to have been running.
 from __future__ import annotations
 
 import base64
+import fcntl
 import getpass
 import json
 import os
@@ -35,8 +36,8 @@ from plainbox_like.model import (
     SessionState,
 )
 from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
-from plainbox_like.runner import iter_pgid_members, process_env
-from plainbox_like.storage import SessionRepository, SessionWriter, load_session, writer_alive
+from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
+from plainbox_like.storage import LOCK_FILE, SessionRepository, SessionWriter, load_session, writer_alive
 from plainbox_like.units import JobDefinition, UnitSet, load_units
 
 APP_ID = "plainbox-like"
@@ -176,6 +177,8 @@ class BatchRunner:
         self._running: dict[str, _Running] = {}
         self._unreported: list[tuple[str, Attempt]] = []
         self._stop: int | None = None
+        # (kill_at, process) of stopped jobs whose leader exited while others in its group live on.
+        self._stragglers: list[tuple[float, Process]] = []
 
     # -- the loop
 
@@ -193,13 +196,13 @@ class BatchRunner:
             except OSError:
                 pass
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[signum] = signal.signal(signum, on_signal)
         try:
             while self._stop is None:
                 self._hand_out()
                 self._commit()
-                if self.scheduler.done() and not self._running:
+                if self.scheduler.done() and not self._running and not self._stragglers:
                     break
                 self._handle(self.executor.poll(self._poll_timeout()))
                 self._enforce_deadlines()
@@ -227,6 +230,8 @@ class BatchRunner:
             for moment in (running.deadline, running.kill_at):
                 if moment is not None:
                     timeout = min(timeout, max(0.0, moment - now))
+        for kill_at, _process in self._stragglers:
+            timeout = min(timeout, max(0.0, kill_at - now))
         return timeout
 
     def _hand_out(self) -> None:
@@ -313,7 +318,6 @@ class BatchRunner:
         running.log.restart_clock(process.started)
         if job.timeout:
             running.deadline = process.started + job.timeout
-        self.writer.job_pgid(job.id, process.pgid)
 
     def _handle(self, events: list[Output | Exited]) -> None:
         for event in events:
@@ -338,6 +342,9 @@ class BatchRunner:
             outcome, comments = OUTCOME_FAIL, None
         else:
             outcome, comments = OUTCOME_CRASH, f"killed by signal {_signal_name(-code)}"
+        if running.kill_at is not None and _group_alive(running.process.pgid):
+            # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
+            self._stragglers.append((running.kill_at, running.process))
         self.scheduler.finish(job.id, outcome)
         self._record(job.id, self._attempt(running, outcome, code, duration, comments))
 
@@ -354,6 +361,13 @@ class BatchRunner:
 
     def _enforce_deadlines(self) -> None:
         now = self._clock()
+        for item in list(self._stragglers):
+            kill_at, process = item
+            alive = _group_alive(process.pgid)
+            if alive and now >= kill_at:
+                self.executor.signal(process, signal.SIGKILL)
+            if not alive or now >= kill_at:
+                self._stragglers.remove(item)
         for running in self._running.values():
             if running.process is None:
                 continue
@@ -378,10 +392,14 @@ class BatchRunner:
                 self._terminate(running, now)
                 running.kill_at = now + min(self.kill_grace, 1.0)
         give_up = now + self.kill_grace + 5.0
-        while self._running and self._clock() < give_up:
+        while (self._running or self._stragglers) and self._clock() < give_up:
             self._handle(self.executor.poll(self._poll_timeout()))
             self._enforce_deadlines()
         self._commit()
+
+
+def _group_alive(pgid: int) -> bool:
+    return any(True for _ in iter_pgid_members(pgid))
 
 
 def _signal_name(number: int) -> str:
@@ -436,6 +454,27 @@ def start_session(
     return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel)
 
 
+def _writer_running(path: str) -> bool:
+    """Whether a live process holds the session's lock.
+
+    The pid in the lock file alone is not enough: after a crash or a reboot it
+    may name an unrelated process. A lock nobody holds is free to take.
+    """
+    if not writer_alive(path):
+        return False
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the probe
+    return False
+
+
 def most_recent_incomplete(repo: SessionRepository) -> str:
     """The newest session that is incomplete and has no live runner."""
     best: tuple[float, str] | None = None
@@ -444,7 +483,7 @@ def most_recent_incomplete(repo: SessionRepository) -> str:
             state = load_session(path).state
         except PlainboxLikeError:
             continue
-        if FLAG_INCOMPLETE in state.metadata.flags and not writer_alive(path):
+        if FLAG_INCOMPLETE in state.metadata.flags and not _writer_running(path):
             created = state.metadata.created or 0.0
             if best is None or created > best[0]:
                 best = (created, path)
@@ -476,6 +515,12 @@ def resume_session(
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
         interrupted = _settle_interrupted(writer, plan, say)
         rerun = set(interrupted) if rerun_interrupted else set()
+        if rerun_interrupted:
+            # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too.
+            rerun |= {
+                j for j in plan.order
+                if (a := state.latest(j)) and a.outcome == OUTCOME_CRASH and a.comments == INTERRUPTED
+            }
         if rerun_failed:
             rerun |= {j for j in plan.order if (a := state.latest(j)) and a.outcome in FAILED_OUTCOMES}
         finished = {}
@@ -513,11 +558,17 @@ def _resume_plan(units: UnitSet, state: SessionState, ignore_changed: bool) -> p
 
 
 def _settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
-    """Give every job that was running when the runner died its result."""
+    """Give every job that was running when the runner died its result.
+
+    Processes the dead runner's jobs left behind are found by the session id
+    in their environment and killed first, so that nothing runs twice at once.
+    """
     settled = []
+    leftovers = find_leftovers(writer.id) if writer.state.running_jobs else {}
     for job_id, running in list(writer.state.running_jobs.items()):
-        if running.pgid and _kill_leftover(running.pgid, writer.id):
-            say(f"killed the leftover processes of job {job_id} (process group {running.pgid})")
+        for pgid in leftovers.get(job_id, ()):
+            say(f"killing the leftover processes of job {job_id} (process group {pgid})")
+            _kill_group(pgid)
         job = plan.jobs.get(job_id)
         noreturn = job is not None and "noreturn" in job.flags
         writer.job_finished(
@@ -536,11 +587,24 @@ def _settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callabl
     return settled
 
 
-def _kill_leftover(pgid: int, session_id: str, grace: float = KILL_GRACE) -> bool:
-    """Kill process group *pgid* if its processes belong to this session's job."""
-    members = [pid for pid in iter_pgid_members(pgid) if process_env(pid).get(SESSION_ENV) == session_id]
-    if not members:
-        return False
+def find_leftovers(session_id: str) -> dict[str, set[int]]:
+    """Process groups of live processes started as jobs of *session_id*, by job id."""
+    found: dict[str, set[int]] = {}
+    me = os.getpid()
+    for pid in iter_pids():
+        if pid == me:
+            continue
+        env = process_env(pid)
+        if env.get(SESSION_ENV) == session_id and JOB_ENV in env:
+            try:
+                found.setdefault(env[JOB_ENV], set()).add(os.getpgid(pid))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def _kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
+    """SIGTERM process group *pgid*, then SIGKILL what is left after *grace* seconds."""
     try:
         os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -549,7 +613,6 @@ def _kill_leftover(pgid: int, session_id: str, grace: float = KILL_GRACE) -> boo
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    return True
 
 
 def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSummary:

@@ -67,7 +67,7 @@ def parse_journal(data: bytes, path: str, after_seq: int) -> JournalRead:
     bad_line: tuple[int, str] | None = None
     expected = after_seq + 1
     for index, raw in enumerate(lines):
-        if not raw.strip(b"\0 \t\r"):
+        if not raw.strip(b" \t\r"):  # zeros (a power cut) are damage, not blank lines
             continue
         number = index + 1
         change = _parse_change(raw) if index < last_complete else None
@@ -123,17 +123,21 @@ class LoadedSession:
         return session_id_of(self.path)
 
 
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _read_file(path: str) -> tuple[bytes, os.stat_result]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks), st
+        return _read_fd(fd), st
     finally:
         os.close(fd)
 
@@ -148,7 +152,9 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
     journal_path = os.path.join(path, JOURNAL_FILE)
     for attempt in range(attempts):
         try:
-            data, st = _read_file(state_path)
+            # Kept open until the journal is read: while it is, a newer snapshot
+            # cannot get the same inode number, so _replaced() is reliable.
+            fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             if not os.path.isdir(path):
                 raise SessionNotFound(f"{path}: no such session directory") from None
@@ -156,6 +162,11 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
         except OSError as exc:
             raise CorruptSession(state_path, f"cannot read: {exc.strerror}") from None
         try:
+            st = os.fstat(fd)
+            try:
+                data = _read_fd(fd)
+            except OSError as exc:
+                raise CorruptSession(state_path, f"cannot read: {exc.strerror}") from None
             loaded = codec.decode_state(data, state_path)
             loaded_session = LoadedSession(
                 path=path,
@@ -166,11 +177,17 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
             )
             if loaded.origin == codec.FORMAT:
                 _replay(loaded_session, journal_path)
+                # A newer snapshot truncates the journal: the lines we read may
+                # lack changes that only that snapshot has. Read again.
+                if _replaced(state_path, st):
+                    raise CorruptSession(state_path, "state kept changing while being read")
             return loaded_session
         except CorruptSession:
             if attempt + 1 < attempts and _replaced(state_path, st):
                 continue
             raise
+        finally:
+            os.close(fd)
     raise CorruptSession(state_path, "state kept changing while being read")  # pragma: no cover
 
 
@@ -266,6 +283,17 @@ def write_atomically(path: str, data: bytes) -> None:
     _fsync_dir(directory)
 
 
+def _remove_stale_temporaries(path: str) -> None:
+    """Remove snapshot temporaries a killed writer left behind (we hold the lock)."""
+    prefix = "." + STATE_FILE + "."
+    for name in os.listdir(path):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(path, name))
+            except OSError:
+                pass
+
+
 def _acquire_lock(path: str) -> int:
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -350,6 +378,10 @@ class SessionWriter:
         cls, path: str, *, durability: str = "fsync", clock: Callable[[], float] = time.monotonic
     ) -> "SessionWriter":
         """Take the lock of an existing session and continue writing it."""
+        if not os.path.exists(os.path.join(path, JOURNAL_FILE)):
+            # Only our sessions have a journal; never put a lock into anything else.
+            load_session(path)  # raises if it is not a session at all
+            raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
         lock_fd = _acquire_lock(path)
         try:
             loaded = load_session(path)
@@ -359,6 +391,7 @@ class SessionWriter:
         except BaseException:
             os.close(lock_fd)
             raise
+        _remove_stale_temporaries(path)
         # A fresh snapshot drops any torn journal tail before we append to it.
         writer.snapshot()
         writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": socket.gethostname()}}})
@@ -378,12 +411,13 @@ class SessionWriter:
 
     # -- changes
 
-    def record(self, change: dict[str, Any], durable: bool = True) -> int:
+    def record(self, change: dict[str, Any], durable: bool = True, lazy: bool = False) -> int:
         """Apply *change* and append it to the journal; durable on return unless told otherwise.
 
         With ``durable=False`` the line is written but not synced: the next
         durable record (or :meth:`sync`) makes it durable, so several changes
-        can share one fsync.
+        can share one fsync. A *lazy* change never calls for a sync by itself
+        (it rides along with the next one).
         """
         if self.closed:
             raise PlainboxLikeError(f"{self.path}: session is closed")
@@ -398,7 +432,7 @@ class SessionWriter:
             os.ftruncate(self._journal_fd, self._journal_bytes)
             raise
         self._journal_bytes += len(line)
-        self._unsynced = True
+        self._unsynced = self._unsynced or not lazy
         if durable:
             self.sync()
         now = self._clock()
@@ -467,18 +501,14 @@ class SessionWriter:
         )
         return started
 
-    def job_pgid(self, job_id: str, pgid: int) -> None:
-        """Note the process group of a running job (not synced: it only matters while the machine is up)."""
-        self.record({"op": "pgid", "job": job_id, "pgid": pgid}, durable=False)
-
     def job_finished(self, job_id: str, result: Attempt, durable: bool = True) -> None:
         """Journal the result of one attempt."""
         self.record({"op": "result", "job": job_id, "result": codec.converter.unstructure(result)}, durable)
 
     def new_log(self, job_id: str, attempt: int, **kwargs: Any) -> tuple[iolog.RecordWriter, str]:
         """Create the log files of a new attempt; returns their writer and the name relative to the session."""
-        stem, fds = iolog.open_log_files(self.io_logs_dir, job_id, attempt)
-        writer = iolog.RecordWriter(os.path.join(self.io_logs_dir, stem), fds=fds, **kwargs)
+        stem, record_fd = iolog.open_log_files(self.io_logs_dir, job_id, attempt)
+        writer = iolog.RecordWriter(os.path.join(self.io_logs_dir, stem), record_fd=record_fd, **kwargs)
         return writer, f"{IO_LOGS}/{stem}.record.gz"
 
     # -- closing
@@ -558,7 +588,8 @@ class SessionRepository:
                 return os.path.abspath(ref)
             raise SessionNotFound(f"no session matches {ref!r} in {self.sessions_dir}")
         names = ", ".join(session_id_of(p) for p in matches[:5])
-        raise SessionNotFound(f"{ref!r} matches {len(matches)} sessions ({names}...): give more of the id")
+        more = ", ..." if len(matches) > 5 else ""
+        raise SessionNotFound(f"{ref!r} matches {len(matches)} sessions ({names}{more}): give more of the id")
 
     def load(self, ref: str) -> LoadedSession:
         """Read a session (id, prefix or path)."""

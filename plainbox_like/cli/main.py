@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repository",
         metavar="DIR",
-        help=f"the session repository root (default: ${REPOSITORY_ENV} or ~/.cache/plainbox-like)",
+        help=f"the session repository root (default: ${REPOSITORY_ENV}, else $XDG_CACHE_HOME/plainbox-like)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

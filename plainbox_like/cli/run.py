@@ -30,7 +30,7 @@ class LineReporter:
         self.done += 1
         detail = result.skip_reason or result.comments
         line = (
-            f"[{self.done:>{self.width}}/{self.total}] {result.outcome:<8} "
+            f"[{self.done:>{self.width}}/{self.total}] {result.outcome:<18} "
             f"{format_duration(result.execution_duration):>8}  {job_id}"
         )
         self.stream.write(line + (f"  ({detail})" if detail else "") + "\n")
@@ -95,6 +95,8 @@ def _finish(summary: batch.RunSummary, started: float) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.json and not args.dry_run:
+        raise PlainboxLikeError("--json only goes with --dry-run")
     if not args.files and not args.command_lines:
         raise PlainboxLikeError("nothing to run: give job files or -c COMMAND")
     config = batch.RunConfig(
@@ -170,9 +172,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="a shell command to run as a job (repeatable)")
     run.add_argument("--test-plan", metavar="ID", help="run the jobs this test plan includes")
     run.add_argument("-i", "--include", action="append", default=[], metavar="REGEX",
-                     help="run only jobs whose id matches REGEX (whole id; repeatable)")
+                     help="select jobs whose whole id matches REGEX (repeatable; added to the --test-plan jobs; "
+                     "jobs they depend on are added too)")
     run.add_argument("-x", "--exclude", action="append", default=[], metavar="REGEX",
-                     help="leave out jobs whose id matches REGEX (whole id; repeatable)")
+                     help="leave out jobs whose whole id matches REGEX (repeatable; jobs that selected jobs "
+                     "depend on, and a test plan's mandatory jobs, still run)")
     run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
                      help="run up to N independent jobs at once (default 1)")
     run.add_argument("--title", help="a title for the session")
@@ -180,14 +184,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="fsync: every result survives a power cut (default); "
                      "flush: results survive a killed process, not a power cut (faster)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run, run nothing")
-    run.add_argument("--json", action="store_true", help="with --dry-run: print the plan as a JSON list of job ids")
+    run.add_argument("--json", action="store_true", help="only with --dry-run: print the plan as a JSON list of job ids")
     run.set_defaults(func=cmd_run)
 
     resume = subparsers.add_parser(
         "resume",
         help="continue an interrupted session",
         description="Continue a session where it stopped. A job that was running when the session stopped "
-        "is recorded as crash (or pass, for a job with the noreturn flag). Exit status as for run.",
+        "is recorded as crash (or pass, for a job with the noreturn flag). Changed job definitions stop a "
+        "resume unless --ignore-changed is given. Exit status as for run.",
     )
     resume.add_argument("session", nargs="?", metavar="SESSION",
                         help="session id, unique id prefix or path (default: the most recent incomplete session)")

@@ -1,0 +1,281 @@
+"""``list`` and ``show``: what sessions there are and what is in one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+from plainbox_like import codec, storage, summary
+from plainbox_like.cli import common
+from plainbox_like.errors import CorruptSession, PlainboxLikeError
+from plainbox_like.model import Attempt, SessionState
+from plainbox_like.storage import LoadedSession
+
+#: Outcomes listed first, in this order; others follow alphabetically.
+OUTCOME_ORDER = (
+    "pass",
+    "fail",
+    "crash",
+    "skip",
+    "skipped-dependency",
+    "skipped-resource",
+    "not-supported",
+    "not-implemented",
+    "undecided",
+    "not-run",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "list",
+        help="list the sessions in the repository, newest first",
+        description="List every session in the repository, newest first: id, status "
+        "(running, incomplete, complete or corrupt), creation time, jobs done, title and "
+        "outcome counts. A corrupt session is shown with the reason and never stops the "
+        "others from being listed.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of session summaries")
+    p.set_defaults(func=cmd_list)
+
+    p = subparsers.add_parser(
+        "show",
+        help="show one session and its jobs",
+        description="Show a session's metadata and a table of its jobs in plan order: latest "
+        "outcome (running for a job being run, - for one not run yet), duration, return code, "
+        "number of attempts and skip reason or comments.",
+    )
+    p.add_argument(
+        "session", metavar="SESSION", help="session id, unique id prefix, or path to a session directory"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the session as a JSON object, with every attempt of every job"
+    )
+    p.set_defaults(func=cmd_show)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def clean(text: object) -> str:
+    """*text* on one line with control characters escaped (safe to print in a table)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    """``pass 10, fail 2`` in a stable order; ``-`` when there are none."""
+    order = {name: i for i, name in enumerate(OUTCOME_ORDER)}
+    items = sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return ", ".join(f"{name} {n}" for name, n in items if n) or "-"
+
+
+def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    rows = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
+    """A summary for JSON output: times as ISO 8601 UTC strings."""
+    data = s.as_dict()
+    for key in summary.TIME_FIELDS:
+        data[key] = common.iso_time(data[key])
+    return data
+
+
+# -- list ----------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    repo = common.repository(args)
+    sessions = summary.list_sessions(repo)
+    if args.json:
+        common.print_json([summary_json(s) for s in sessions])
+        return 0
+    if not sessions:
+        print(f"no sessions in {repo.sessions_dir}", file=sys.stderr)
+        return 0
+    header = ["ID", "STATUS", "CREATED", "JOBS", "TITLE", "RESULTS"]
+    id_width = max(len(header[0]), *(len(s.id) for s in sessions))
+    rows = []
+    for s in sessions:
+        if s.status == summary.STATUS_CORRUPT:
+            continue
+        jobs = f"{s.done}/{s.total}" if s.total or s.done else "-"
+        created = common.format_time(s.created)
+        title = clean(s.title or "-")
+        rows.append([s.id.ljust(id_width), s.status, created, jobs, title, format_counts(s.counts)])
+    header[0] = header[0].ljust(id_width)
+    lines = iter(format_table(header, rows))
+    print(next(lines))
+    for s in sessions:
+        if s.status == summary.STATUS_CORRUPT:
+            # The reason takes the rest of the line.
+            print(f"{s.id.ljust(id_width)}  corrupt: {clean(s.reason)}")
+        else:
+            print(next(lines))
+    return 0
+
+
+# -- show ----------------------------------------------------------------------
+
+
+def _load_for_show(path: str) -> LoadedSession:
+    try:
+        return storage.load_session(path)
+    except CorruptSession:
+        if not os.path.exists(os.path.join(path, storage.STATE_FILE)) and summary.being_created(path):
+            raise PlainboxLikeError(f"{path}: the session is being created; try again in a moment") from None
+        raise
+
+
+def _ordered_jobs(state: SessionState) -> list[str]:
+    return list(dict.fromkeys([*state.desired_job_list, *state.results, *state.running_jobs]))
+
+
+def _attempt_json(a: Attempt) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "outcome": a.outcome,
+        "return_code": a.return_code,
+        "execution_duration": a.execution_duration,
+        "comments": a.comments,
+        "skip_reason": a.skip_reason,
+        "io_log_filename": a.io_log_filename,
+        "started": common.iso_time(a.started),
+    }
+
+
+def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> list[dict[str, Any]]:
+    """One dict per job, in plan order, then jobs with results or running that are not in the plan.
+
+    ``outcome`` is the latest outcome, ``running`` for a job being run now,
+    ``interrupted`` for one that was running when its writer stopped, and
+    ``None`` for a job that has not run.
+    """
+    now = time.time() if now is None else now
+    state = loaded.state
+    plainbox_running = summary.running_job(loaded) if loaded.origin != codec.FORMAT else None
+    live = status == summary.STATUS_RUNNING
+    jobs = []
+    for job_id in _ordered_jobs(state):
+        attempts = state.results.get(job_id, [])
+        latest = attempts[-1] if attempts else None
+        running = state.running_jobs.get(job_id)
+        entry: dict[str, Any] = {
+            "id": job_id,
+            "outcome": latest.outcome if latest else None,
+            "return_code": latest.return_code if latest else None,
+            "execution_duration": latest.execution_duration if latest else None,
+            "skip_reason": latest.skip_reason if latest else None,
+            "comments": latest.comments if latest else None,
+            "attempt_count": len(attempts) + (running is not None),
+            "attempts": [_attempt_json(a) for a in attempts],
+            "running": None,
+            "previous_outcome": None,
+        }
+        if running is not None:
+            entry["outcome"] = "running" if live else "interrupted"
+            entry["return_code"] = None
+            entry["execution_duration"] = max(0.0, now - running.started) if live else None
+            entry["skip_reason"] = entry["comments"] = None
+            entry["previous_outcome"] = latest.outcome if latest else None
+            entry["running"] = {
+                "attempt": running.attempt,
+                "started": common.iso_time(running.started),
+                "io_log_filename": running.io_log_filename,
+            }
+        elif job_id == plainbox_running and status != summary.STATUS_COMPLETE:
+            entry["outcome"] = "interrupted"
+        jobs.append(entry)
+    return jobs
+
+
+def _note(job: dict[str, Any]) -> str:
+    if job.get("previous_outcome"):
+        note = f"previous: {job['previous_outcome']}"
+    else:
+        note = job["skip_reason"] or job["comments"] or ""
+    note = " ".join(str(note).split())
+    return clean(note[:117] + "..." if len(note) > 120 else note)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    repo = common.repository(args)
+    path = repo.resolve(args.session)
+    loaded = _load_for_show(path)
+    s = summary.summarize_loaded(loaded)
+    meta = loaded.state.metadata
+    jobs = job_rows(loaded, s.status)
+    if args.json:
+        data = summary_json(s)
+        data.update(
+            source_version=loaded.source_version,
+            parent_job=meta.parent_job,
+            journal_problem=loaded.journal_torn,
+            desired_job_list=list(loaded.state.desired_job_list),
+            mandatory_job_list=list(loaded.state.mandatory_job_list),
+            jobs=jobs,
+        )
+        common.print_json(data)
+        return 0
+    status = s.status
+    if s.running_job and s.status in (summary.STATUS_RUNNING, summary.STATUS_INCOMPLETE):
+        verb = "is running" if s.status == summary.STATUS_RUNNING else "was running"
+        status += f" (job {clean(s.running_job)} {verb})"
+    parent = meta.parent_session or "-"
+    if meta.parent_job:
+        parent += f" (job {meta.parent_job})"
+    origin = s.origin if s.origin == codec.FORMAT else f"{s.origin} (state version {loaded.source_version})"
+    fields = [
+        ("Title", clean(s.title or "-")),
+        ("Id", s.id),
+        ("Path", clean(s.path)),
+        ("Status", status),
+        ("Origin", origin),
+        ("Created", common.format_time(s.created)),
+        ("Updated", common.format_time(s.updated)),
+        ("Finished", common.format_time(s.finished)),
+        ("Flags", clean(", ".join(s.flags) or "-")),
+        ("Tags", clean(", ".join(s.tags) or "-")),
+        ("Parent", clean(parent)),
+        ("Runner", f"pid {s.runner_pid} on {clean(s.runner_host)}" if s.runner_pid else "-"),
+        ("App", clean(s.app_id or "-")),
+        ("Results", f"{format_counts(s.counts)} ({s.done} of {s.total} planned jobs done)"),
+    ]
+    if loaded.journal_torn:
+        fields.append(("Journal", clean(loaded.journal_torn)))
+    width = max(len(name) for name, _ in fields) + 1
+    for name, value in fields:
+        print(f"{(name + ':').ljust(width)} {value}")
+    if not jobs:
+        print("\n(no jobs)")
+        return 0
+    print()
+    rows = []
+    for job in jobs:
+        rc = job["return_code"]
+        rows.append(
+            [
+                clean(job["id"]),
+                job["outcome"] or "-",
+                common.format_duration(job["execution_duration"]),
+                "-" if rc is None else str(rc),
+                str(job["attempt_count"]),
+                _note(job),
+            ]
+        )
+    for line in format_table(["JOB", "OUTCOME", "DURATION", "RC", "ATTEMPTS", "NOTE"], rows):
+        print(line)
+    return 0

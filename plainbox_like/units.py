@@ -1,0 +1,724 @@
+"""Job definitions and test plans read from Plainbox ``.pxu`` files and command lists.
+
+A ``.pxu`` file is a sequence of RFC 822 style records, as Plainbox/Checkbox
+providers use them::
+
+    # a comment (``#`` in column 0)
+    id: disk/read
+    plugin: shell
+    _summary: Read from the disk
+    depends: disk/detect
+    command:
+      dd if=/dev/sda of=/dev/null count=1
+      .
+      echo done
+
+Rules implemented by :func:`parse_pxu`:
+
+* records are separated by one or more blank (or whitespace-only) lines;
+* a field is ``key: value``; keys are case-sensitive, start with a letter or
+  ``_`` and may contain letters, digits, ``_`` and ``-``;
+* a line starting with a space or tab continues the previous field's value;
+  the continuation lines of one field lose their common leading whitespace
+  (dedent) and are appended after a newline; a continuation line that is a
+  lone ``.`` stands for an empty line inside the value; leading and trailing
+  empty lines of a value are dropped;
+* a ``#`` in column 0 starts a comment line, also in the middle of a value;
+* ``_key`` is the translatable form of ``key`` and means the same;
+* ``unit:`` defaults to ``job``; ``unit: test plan`` is a test plan; any other
+  kind (template, category, manifest entry, exporter, ...) is skipped with a
+  warning, so real Checkbox provider files load.
+
+Plain command lists (any text file not recognised as unit records) hold one
+shell command per non-empty line; ``#`` lines are comments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from plainbox_like.errors import UnitError
+
+__all__ = [
+    "Origin",
+    "JobDefinition",
+    "IncludePattern",
+    "TestPlan",
+    "UnitSet",
+    "parse_pxu",
+    "parse_command_list",
+    "load_units",
+    "jobs_from_commands",
+    "COMMAND_LINE_PATH",
+]
+
+#: ``Origin.path`` of jobs made by :func:`jobs_from_commands` (``-c CMD`` options).
+COMMAND_LINE_PATH = "<command line>"
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("expected a sequence of strings, not a string")
+    return tuple(value)
+
+
+def _str_frozenset(value: Iterable[str]) -> frozenset[str]:
+    if isinstance(value, str):
+        raise TypeError("expected a set of strings, not a string")
+    return frozenset(value)
+
+
+def _opt_float(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+@attrs.frozen
+class Origin:
+    """Where a unit was defined: file path and the 1-based line its record starts on."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@attrs.frozen
+class JobDefinition:
+    """One job: what to run and how it relates to other jobs.
+
+    ``depends`` targets must pass before this job runs; ``after`` targets only
+    have to finish first. ``timeout`` (seconds) is our own field. ``requires``
+    is kept as raw text (a Plainbox resource expression) for later use.
+    ``extra`` holds fields this program does not interpret; it takes part in
+    equality and in :attr:`checksum` but not in ``hash()``. ``origin`` takes part
+    in neither.
+    """
+
+    id: str
+    plugin: str = "shell"
+    command: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    depends: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    after: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    environ: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    estimated_duration: float | None = attrs.field(default=None, converter=_opt_float)
+    flags: frozenset[str] = attrs.field(default=frozenset(), converter=_str_frozenset)
+    user: str | None = None
+    timeout: float | None = attrs.field(default=None, converter=_opt_float)
+    requires: str | None = None
+    extra: dict[str, str] = attrs.field(factory=dict, hash=False)
+    origin: Origin | None = attrs.field(default=None, eq=False)
+
+    def checksum_fields(self) -> dict[str, Any]:
+        """The fields that define what the job does, as plain JSON-able data.
+
+        Summary, description, estimated duration and origin are left out: they
+        describe the job but do not change what runs, so editing them does not
+        make an earlier result stale.
+        """
+        return {
+            "id": self.id,
+            "plugin": self.plugin,
+            "command": self.command,
+            "depends": list(self.depends),
+            "after": list(self.after),
+            "environ": list(self.environ),
+            "flags": sorted(self.flags),
+            "user": self.user,
+            "timeout": self.timeout,
+            "requires": self.requires,
+            "extra": dict(self.extra),
+        }
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of :meth:`checksum_fields`.
+
+        Canonical = sorted keys, compact separators, ASCII only; floats use
+        Python's shortest round-trip repr, so the value is stable across runs
+        and Python versions.
+        """
+        text = json.dumps(
+            self.checksum_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        )
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@attrs.frozen
+class IncludePattern:
+    """One ``include:`` line of a test plan: a regex and its ``key=value`` overrides."""
+
+    pattern: str
+    overrides: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class TestPlan:
+    """A named selection of jobs (``unit: test plan``).
+
+    Patterns are regular expressions matched against the whole job id
+    (``^(?:pattern)$``), as in Plainbox. ``nested_part`` is kept but not used yet.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    id: str
+    name: str | None = None
+    include: tuple[IncludePattern, ...] = attrs.field(default=(), converter=tuple)
+    exclude: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    mandatory_include: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    bootstrap_include: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    nested_part: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    extra: dict[str, str] = attrs.field(factory=dict, hash=False)
+    origin: Origin | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class UnitSet:
+    """Everything loaded from a set of files: jobs and test plans in file order, plus warnings."""
+
+    jobs: tuple[JobDefinition, ...] = attrs.field(default=(), converter=tuple)
+    test_plans: tuple[TestPlan, ...] = attrs.field(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    _job_index: dict[str, JobDefinition] = attrs.field(
+        init=False, repr=False, eq=False, hash=False
+    )
+    _plan_index: dict[str, TestPlan] = attrs.field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_job_index", {job.id: job for job in self.jobs})
+        object.__setattr__(self, "_plan_index", {plan.id: plan for plan in self.test_plans})
+
+    def job(self, job_id: str) -> JobDefinition:
+        """The job with this id; ``KeyError`` if there is none."""
+        return self._job_index[job_id]
+
+    @property
+    def by_id(self) -> Mapping[str, JobDefinition]:
+        """All jobs by id (do not modify)."""
+        return self._job_index
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether a job with this id was loaded."""
+        return job_id in self._job_index
+
+    def test_plan(self, plan_id: str) -> TestPlan:
+        """The test plan with this id; ``KeyError`` if there is none."""
+        return self._plan_index[plan_id]
+
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        """Ids of all jobs in file order."""
+        return tuple(job.id for job in self.jobs)
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _read_text(path: str) -> str:
+    """Read a whole file as UTF-8 text, turning every problem into a one-line UnitError."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise UnitError(path, "no such file or directory") from None
+    except PermissionError:
+        raise UnitError(path, "cannot read file: permission denied") from None
+    except IsADirectoryError:
+        raise UnitError(path, "is a directory") from None
+    except OSError as exc:
+        raise UnitError(path, f"cannot read file: {exc.strerror or exc}") from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise UnitError(path, "binary file (contains a NUL byte)", line=line)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnitError(
+            path, "not UTF-8 text (binary file?)", line=data.count(b"\n", 0, exc.start) + 1
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+# --------------------------------------------------------------------------- RFC 822 records
+
+_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)[ \t]*:(.*)")
+_UNITS_HINT = re.compile(r"^(?:id|unit)[ \t]*:", re.MULTILINE)
+
+
+@attrs.define
+class _Field:
+    key: str  # normalized (no leading "_")
+    raw_key: str
+    line: int
+    first: str
+    cont: list[tuple[int, str]] = attrs.field(factory=list)  # (line number, raw line)
+
+    def lines(self) -> list[tuple[int, str]]:
+        """The value's lines with their line numbers, after dedent and ``.`` handling."""
+        body: list[tuple[int, str | None]] = []
+        indents: list[str] = []
+        for number, raw in self.cont:
+            stripped = raw.lstrip(" \t")
+            if stripped.rstrip() == ".":
+                body.append((number, None))
+            else:
+                body.append((number, raw))
+                indents.append(raw[: len(raw) - len(stripped)])
+        common = os.path.commonprefix(indents) if indents else ""
+        out: list[tuple[int, str]] = []
+        if self.first:
+            out.append((self.line, self.first))
+        for number, raw in body:
+            out.append((number, "" if raw is None else raw[len(common) :]))
+        while out and not out[0][1].strip():
+            out.pop(0)
+        while out and not out[-1][1].strip():
+            out.pop()
+        return out
+
+    def value(self) -> str:
+        return "\n".join(text for _, text in self.lines())
+
+
+@attrs.define
+class _Record:
+    line: int
+    fields: dict[str, _Field] = attrs.field(factory=dict)
+
+
+def _records(text: str, path: str) -> list[_Record]:
+    """Split RFC 822 style text into records of fields (no interpretation yet)."""
+    records: list[_Record] = []
+    record: _Record | None = None
+    field: _Field | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            record = field = None
+            continue
+        if line[0] in " \t":
+            if field is None:
+                raise UnitError(path, "continuation line without a field before it", line=number)
+            field.cont.append((number, line))
+            continue
+        match = _KEY_LINE.fullmatch(line)
+        if match is None:
+            shown = line if len(line) <= 40 else line[:37] + "..."
+            raise UnitError(
+                path,
+                f"expected 'key: value', an indented continuation, a '#' comment or a blank line,"
+                f" got {shown!r}",
+                line=number,
+            )
+        raw_key, rest = match.groups()
+        key = raw_key[1:] if raw_key.startswith("_") and len(raw_key) > 1 else raw_key
+        if record is None:
+            record = _Record(line=number)
+            records.append(record)
+        previous = record.fields.get(key)
+        if previous is not None:
+            raise UnitError(
+                path,
+                f"field {raw_key!r} given twice in one record (first as {previous.raw_key!r}"
+                f" at line {previous.line})",
+                line=number,
+            )
+        field = _Field(key=key, raw_key=raw_key, line=number, first=rest.strip())
+        record.fields[key] = field
+    return records
+
+
+# --------------------------------------------------------------------------- interpreting records
+
+_JOB_FIELDS = frozenset(
+    {
+        "unit", "id", "plugin", "command", "summary", "description", "depends", "after",
+        "environ", "estimated_duration", "flags", "user", "timeout", "requires",
+    }
+)  # fmt: skip
+# Plainbox job fields that only describe a job (or feed features we do not
+# have); they go to ``extra`` without a warning. Anything else, including
+# likely typos, goes to ``extra`` with a warning.
+_QUIET_JOB_EXTRAS = frozenset(
+    {"purpose", "steps", "verification", "category_id", "certification_status", "imports", "name"}
+)
+_PLAN_FIELDS = frozenset(
+    {
+        "unit", "id", "name", "include", "exclude", "mandatory_include", "bootstrap_include",
+        "nested_part",
+    }
+)  # fmt: skip
+_QUIET_PLAN_EXTRAS = frozenset(
+    {"description", "estimated_duration", "certification_status_overrides", "category-overrides"}
+)
+_LIST_SPLIT = re.compile(r"[\s,]+")
+_HMS = re.compile(
+    r"(?:(\d+(?:\.\d*)?)\s*h)?[\s:]*(?:(\d+(?:\.\d*)?)\s*m)?[\s:]*(?:(\d+(?:\.\d*)?)\s*s)?"
+)
+
+
+def _split_list(value: str) -> tuple[str, ...]:
+    """Split a space and/or comma separated list, dropping empty items and repeats."""
+    return tuple(dict.fromkeys(item for item in _LIST_SPLIT.split(value) if item))
+
+
+def _parse_seconds(text: str) -> float | None:
+    """A duration as a float, or like ``1h 30m 5s`` (Checkbox accepts both); None if neither."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        match = _HMS.fullmatch(text)
+        if not text or match is None or not any(match.groups()):
+            return None
+        hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
+        value = hours * 3600 + minutes * 60 + seconds
+    if not math.isfinite(value):
+        return None
+    return value
+
+
+class _Parser:
+    """Turns the records of one file into units, collecting warnings."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.warnings: list[str] = []
+        self._warned_fields: set[str] = set()
+        self._skipped: dict[str, tuple[int, int]] = {}  # kind -> (first line, count)
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(f"{self.path}:{line}: {message}")
+
+    def extras(
+        self, record: _Record, known: frozenset[str], quiet: frozenset[str], what: str
+    ) -> dict[str, str]:
+        """Fields not in ``known``; warn once per file about those not in ``quiet`` either."""
+        extra: dict[str, str] = {}
+        for key, field in record.fields.items():
+            if key in known:
+                continue
+            extra[key] = field.value()
+            if key not in quiet and key not in self._warned_fields:
+                self._warned_fields.add(key)
+                self.warn(
+                    field.line,
+                    f"unknown field {field.raw_key!r} in {what} kept as extra data"
+                    " (reported once per file)",
+                )
+        return extra
+
+    def parse(self, text: str) -> UnitSet:
+        jobs: list[JobDefinition] = []
+        plans: list[TestPlan] = []
+        seen_jobs: dict[str, int] = {}
+        seen_plans: dict[str, int] = {}
+        for record in _records(text, self.path):
+            kind_field = record.fields.get("unit")
+            kind = " ".join(kind_field.value().split()) if kind_field else "job"
+            if kind == "job":
+                job = self.job(record)
+                if job.id in seen_jobs:
+                    raise UnitError(
+                        self.path,
+                        f"duplicate job id {job.id!r}"
+                        f" (first defined at {self.path}:{seen_jobs[job.id]})",
+                        line=record.line,
+                    )
+                seen_jobs[job.id] = record.line
+                jobs.append(job)
+            elif kind == "test plan":
+                plan = self.test_plan(record)
+                if plan.id in seen_plans:
+                    raise UnitError(
+                        self.path,
+                        f"duplicate test plan id {plan.id!r}"
+                        f" (first defined at {self.path}:{seen_plans[plan.id]})",
+                        line=record.line,
+                    )
+                seen_plans[plan.id] = record.line
+                plans.append(plan)
+            else:
+                first, count = self._skipped.get(kind, (record.line, 0))
+                self._skipped[kind] = (first, count + 1)
+        for kind, (first, count) in self._skipped.items():
+            units = "unit" if count == 1 else "units"
+            self.warn(first, f"skipped {count} {kind!r} {units} (unit kind not supported)")
+        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings)
+
+    def _id(self, record: _Record, what: str) -> str:
+        field = record.fields.get("id")
+        if field is None and what == "job" and "name" in record.fields:
+            # Plainbox before 0.5 named jobs with ``name:``; accept it.
+            field = record.fields["name"]
+            self.warn(field.line, "job uses the legacy 'name' field as its id")
+        if field is None:
+            raise UnitError(self.path, f"{what} has no 'id' field", line=record.line)
+        value = field.value()
+        if not value:
+            raise UnitError(self.path, f"{what} has an empty 'id'", line=field.line)
+        if _LIST_SPLIT.search(value):
+            raise UnitError(
+                self.path, f"{what} id {value!r} contains whitespace or a comma", line=field.line
+            )
+        return value
+
+    def _text(self, record: _Record, key: str) -> str | None:
+        field = record.fields.get(key)
+        if field is None:
+            return None
+        value = field.value()
+        return value if value else None
+
+    def _seconds(self, record: _Record, key: str, positive: bool) -> float | None:
+        field = record.fields.get(key)
+        if field is None:
+            return None
+        text = field.value()
+        value = _parse_seconds(text)
+        if value is None or value < 0 or (positive and value == 0):
+            need = "a positive" if positive else "a non-negative"
+            raise UnitError(
+                self.path,
+                f"{field.raw_key} must be {need} number of seconds, got {text!r}",
+                line=field.line,
+            )
+        return value
+
+    def job(self, record: _Record) -> JobDefinition:
+        job_id = self._id(record, "job")
+        fields = record.fields
+
+        def listed(key: str) -> tuple[str, ...]:
+            return _split_list(fields[key].value()) if key in fields else ()
+
+        return JobDefinition(
+            id=job_id,
+            plugin=self._text(record, "plugin") or "shell",
+            command=self._text(record, "command"),
+            summary=self._text(record, "summary"),
+            description=self._text(record, "description"),
+            depends=listed("depends"),
+            after=listed("after"),
+            environ=listed("environ"),
+            estimated_duration=self._seconds(record, "estimated_duration", positive=False),
+            flags=frozenset(listed("flags")),
+            user=self._text(record, "user"),
+            timeout=self._seconds(record, "timeout", positive=True),
+            requires=self._text(record, "requires"),
+            extra=self.extras(record, _JOB_FIELDS, _QUIET_JOB_EXTRAS, "job"),
+            origin=Origin(self.path, record.line),
+        )
+
+    def _patterns(self, record: _Record, key: str) -> list[IncludePattern]:
+        """Parse a pattern list: one ``pattern [key=value ...]`` per line, ``#`` comments."""
+        field = record.fields.get(key)
+        if field is None:
+            return []
+        out: list[IncludePattern] = []
+        for number, text in field.lines():
+            hash_at = text.find("#")
+            while hash_at > 0 and not text[hash_at - 1].isspace():
+                hash_at = text.find("#", hash_at + 1)
+            if hash_at >= 0:
+                text = text[:hash_at]
+            tokens = text.split()
+            if not tokens:
+                continue
+            overrides: list[tuple[str, str]] = []
+            for token in tokens[1:]:
+                name, sep, value = token.partition("=")
+                if not sep or not name:
+                    raise UnitError(
+                        self.path,
+                        f"{field.raw_key}: expected 'pattern [key=value ...]',"
+                        f" got {token!r} after pattern {tokens[0]!r}",
+                        line=number,
+                    )
+                overrides.append((name, value))
+            out.append(IncludePattern(tokens[0], tuple(overrides)))
+        return out
+
+    def test_plan(self, record: _Record) -> TestPlan:
+        plan_id = self._id(record, "test plan")
+
+        def patterns(key: str) -> tuple[str, ...]:
+            return tuple(item.pattern for item in self._patterns(record, key))
+
+        return TestPlan(
+            id=plan_id,
+            name=self._text(record, "name"),
+            include=tuple(self._patterns(record, "include")),
+            exclude=patterns("exclude"),
+            mandatory_include=patterns("mandatory_include"),
+            bootstrap_include=patterns("bootstrap_include"),
+            nested_part=patterns("nested_part"),
+            extra=self.extras(record, _PLAN_FIELDS, _QUIET_PLAN_EXTRAS, "test plan"),
+            origin=Origin(self.path, record.line),
+        )
+
+
+def parse_pxu(text: str, path: str) -> UnitSet:
+    """Parse the text of one ``.pxu`` file; ``path`` is used in origins and messages.
+
+    Raises :class:`UnitError` (with the line) for malformed records, jobs or
+    test plans without ``id``, duplicate ids, and bad durations. Unknown fields
+    and unsupported unit kinds only produce warnings.
+    """
+    return _Parser(path).parse(text)
+
+
+def parse_command_list(text: str, path: str, first_number: int = 1) -> list[JobDefinition]:
+    """Jobs from a plain command list: one shell command per non-empty, non-``#`` line.
+
+    Jobs get ids ``cmd-<n>`` numbered from ``first_number`` and the command as
+    summary; their origin is the command's line.
+    """
+    jobs: list[JobDefinition] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        command = line.strip()
+        if not command or command.startswith("#"):
+            continue
+        jobs.append(
+            JobDefinition(
+                id=f"cmd-{first_number + len(jobs)}",
+                command=command,
+                summary=command,
+                origin=Origin(path, number),
+            )
+        )
+    return jobs
+
+
+def jobs_from_commands(commands: Sequence[str]) -> list[JobDefinition]:
+    """Jobs for ``-c CMD`` options: ids ``c1``, ``c2``, ... in the order given.
+
+    Their origin is ``Origin(COMMAND_LINE_PATH, n)``; an empty command is an error.
+    """
+    jobs: list[JobDefinition] = []
+    for number, command in enumerate(commands, start=1):
+        if not command.strip():
+            raise UnitError(COMMAND_LINE_PATH, f"command {number} (-c) is empty")
+        jobs.append(
+            JobDefinition(
+                id=f"c{number}",
+                command=command,
+                summary=command,
+                origin=Origin(COMMAND_LINE_PATH, number),
+            )
+        )
+    return jobs
+
+
+def _looks_like_units(text: str) -> bool:
+    """Whether a file without the ``.pxu`` suffix holds unit records.
+
+    True when the first line that is neither blank nor a comment is a
+    ``key: value`` line and some line starts with ``id:`` or ``unit:``; shell
+    commands practically never look like that.
+    """
+    for line in text.split("\n"):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if _KEY_LINE.fullmatch(line.rstrip("\r")) is None:
+            return False
+        return _UNITS_HINT.search(text) is not None
+    return False
+
+
+def _unit_files(directory: str) -> list[str]:
+    """Every ``*.pxu`` file under ``directory`` (recursively, not following
+    symlinked directories), sorted by their path relative to it."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        rel = os.path.relpath(root, directory)
+        parts = () if rel == "." else tuple(rel.split(os.sep))
+        for name in files:
+            if name.endswith(".pxu"):
+                found.append((parts + (name,), os.path.join(root, name)))
+    found.sort()
+    return [path for _, path in found]
+
+
+def load_units(paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] = ()) -> UnitSet:
+    """Load jobs and test plans from files and directories, in the order given.
+
+    * a directory contributes every ``*.pxu`` file under it, recursively, sorted
+      by relative path;
+    * a file ending in ``.pxu``, or whose content looks like unit records, is
+      parsed with :func:`parse_pxu`;
+    * any other text file is a command list: each command becomes job
+      ``cmd-<n>``, where n counts command-list jobs across the whole load
+      (1-based, in load order), so the ids are stable for the same inputs;
+    * ``commands`` (``-c`` options) are appended as jobs ``c1``, ``c2``, ...
+
+    Job ids and test plan ids must be unique across everything loaded; a
+    duplicate raises :class:`UnitError` naming both places.
+    """
+    jobs: list[JobDefinition] = []
+    plans: list[TestPlan] = []
+    warnings: list[str] = []
+    job_origin: dict[str, Origin | None] = {}
+    plan_origin: dict[str, Origin | None] = {}
+    command_jobs = 0
+
+    def add(units: UnitSet) -> None:
+        for job in units.jobs:
+            _check_unique(job_origin, job.id, job.origin, "job")
+            jobs.append(job)
+        for plan in units.test_plans:
+            _check_unique(plan_origin, plan.id, plan.origin, "test plan")
+            plans.append(plan)
+        warnings.extend(units.warnings)
+
+    for entry in paths:
+        path = os.fspath(entry)
+        if os.path.isdir(path):
+            files = _unit_files(path)
+            if not files:
+                warnings.append(f"{path}: directory contains no .pxu files")
+            for file in files:
+                add(parse_pxu(_read_text(file), file))
+            continue
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise UnitError(path, "not a regular file or directory")
+        text = _read_text(path)
+        if path.endswith(".pxu") or _looks_like_units(text):
+            add(parse_pxu(text, path))
+        else:
+            listed = parse_command_list(text, path, first_number=command_jobs + 1)
+            command_jobs += len(listed)
+            add(UnitSet(jobs=listed))
+    add(UnitSet(jobs=jobs_from_commands(commands)))
+    return UnitSet(jobs=jobs, test_plans=plans, warnings=warnings)
+
+
+def _check_unique(
+    seen: dict[str, Origin | None], unit_id: str, origin: Origin | None, what: str
+) -> None:
+    if unit_id not in seen:
+        seen[unit_id] = origin
+        return
+    first = seen[unit_id]
+    where = str(first) if first else "elsewhere"
+    path = origin.path if origin else "<unknown>"
+    line = origin.line if origin else None
+    raise UnitError(path, f"duplicate {what} id {unit_id!r} (first defined at {where})", line=line)

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Benchmark the job runner against baselines measured in the same run.
+
+Prints, for this machine, now:
+1. 1,000 jobs running `true`: `plainbox-like run` wall time (fsync, flush, -j 2)
+   against a bare Python loop of subprocess.run(["bash", "-c", "true"]);
+   medians of N interleaved repeats, as ratios.
+2. 200, 1,000 and 5,000 jobs: the marginal cost per job of jobs 1,000-5,000
+   against jobs 200-1,000 (constant cost per job means a ratio near 1).
+3. A job printing `seq 1 16000000` (~130 MB) against `seq ... | gzip -1 > file`,
+   and the runner's peak RSS, also for a job writing 128 MB on one line.
+
+Usage: python scripts/bench_runner.py [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BASELINE = """
+import subprocess, sys
+for _ in range(int(sys.argv[1])):
+    subprocess.run(["bash", "-c", "true"], capture_output=True)
+"""
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
+    """Run *argv*; return (wall seconds, exit code, peak RSS in KiB of it and its descendants)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - started, proc.returncode, usage.ru_maxrss
+
+
+def plainbox_like(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "plainbox_like", *args]
+
+
+def job_file(directory: str, count: int) -> str:
+    path = os.path.join(directory, f"true-{count}.txt")
+    with open(path, "w") as f:
+        f.write("true\n" * count)
+    return path
+
+
+def median_runs(variants: dict[str, list[str]], repeats: int, env: dict[str, str]) -> dict[str, list[float]]:
+    """Run each variant *repeats* times, interleaved; return all wall times."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, argv in variants.items():
+            wall, code, _ = timed(argv, env)
+            if code not in (0,):
+                raise SystemExit(f"{name}: exit code {code} from {' '.join(argv)}")
+            times[name].append(wall)
+    return times
+
+
+def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict:
+    jobs = job_file(tmp, count)
+    variants = {
+        "baseline (subprocess.run loop)": [sys.executable, "-c", BASELINE, str(count)],
+        "run, fsync": plainbox_like(["run", jobs, "--durability", "fsync"]),
+        "run, flush": plainbox_like(["run", jobs, "--durability", "flush"]),
+        "run -j 2, fsync": plainbox_like(["run", jobs, "-j", "2"]),
+    }
+    goals = {"run, fsync": 1.3, "run, flush": 1.15, "run -j 2, fsync": 0.75}
+    times = median_runs(variants, repeats, env)
+    base = statistics.median(times["baseline (subprocess.run loop)"])
+    print(f"\n1. {count} jobs running `true`, median of {repeats} interleaved runs")
+    print(f"   {'variant':32} {'median s':>9} {'ms/job':>7} {'ratio':>6}  goal")
+    result = {}
+    for name, values in times.items():
+        med = statistics.median(values)
+        ratio = med / base
+        goal = goals.get(name)
+        verdict = "" if goal is None else f"<= {goal}  {'ok' if ratio <= goal else 'MISSED'}"
+        print(f"   {name:32} {med:9.3f} {med / count * 1000:7.3f} {ratio:6.2f}  {verdict}")
+        result[name] = {"median_s": med, "ratio": ratio, "all": values}
+    return result
+
+
+def section_marginal(tmp: str, repeats: int, sizes: tuple[int, int, int], env: dict[str, str]) -> dict:
+    variants = {str(n): plainbox_like(["run", job_file(tmp, n)]) for n in sizes}
+    times = median_runs(variants, repeats, env)
+    med = {int(k): statistics.median(v) for k, v in times.items()}
+    small, mid, large = sizes
+    early = (med[mid] - med[small]) / (mid - small)
+    late = (med[large] - med[mid]) / (large - mid)
+    print(f"\n2. marginal cost per job (fsync), median of {repeats} interleaved runs")
+    for n in sizes:
+        print(f"   {n:6} jobs: {med[n]:8.3f} s")
+    print(f"   jobs {small}-{mid}: {early * 1000:.3f} ms/job; jobs {mid}-{large}: {late * 1000:.3f} ms/job")
+    ratio = late / early
+    print(f"   ratio late/early: {ratio:.2f}  goal <= 1.15  {'ok' if ratio <= 1.15 else 'MISSED'}")
+    return {"medians_s": med, "early_ms": early * 1000, "late_ms": late * 1000, "ratio": ratio}
+
+
+def section_output(tmp: str, repeats: int, lines: int, env: dict[str, str]) -> dict:
+    out = os.path.join(tmp, "seq.gz")
+    variants = {
+        "baseline (seq | gzip -1 > file)": ["bash", "-c", f"seq 1 {lines} | gzip -1 > {out}"],
+        "run -c 'seq ...'": plainbox_like(["run", "-c", f"seq 1 {lines}", "--durability", "flush"]),
+    }
+    walls: dict[str, list[float]] = {k: [] for k in variants}
+    rss: dict[str, list[int]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, argv in variants.items():
+            wall, code, peak = timed(argv, env)
+            if code != 0:
+                raise SystemExit(f"{name}: exit code {code}")
+            walls[name].append(wall)
+            rss[name].append(peak)
+    one_line = plainbox_like(["run", "-c", "head -c 134217728 /dev/zero | tr '\\0' x"])
+    _, code, line_rss = timed(one_line, env)
+    base = statistics.median(walls["baseline (seq | gzip -1 > file)"])
+    ours = statistics.median(walls["run -c 'seq ...'"])
+    peak = max(rss["run -c 'seq ...'"]) / 1024
+    print(f"\n3. a job printing `seq 1 {lines}` ({_seq_bytes(lines) / 1e6:.0f} MB), median of {repeats}")
+    print(f"   baseline seq | gzip -1: {base:.3f} s; plainbox-like run: {ours:.3f} s; "
+          f"ratio {ours / base:.2f}  goal <= 1.2  {'ok' if ours / base <= 1.2 else 'MISSED'}")
+    print(f"   runner peak RSS (max over runs): {peak:.1f} MB  goal <= 100  {'ok' if peak <= 100 else 'MISSED'}")
+    print(f"   128 MB on one line: exit {code}, runner peak RSS {line_rss / 1024:.1f} MB  "
+          f"{'ok' if line_rss / 1024 <= 100 else 'MISSED'}")
+    return {"baseline_s": base, "ours_s": ours, "ratio": ours / base, "peak_rss_mb": peak,
+            "one_line_rss_mb": line_rss / 1024}
+
+
+def _seq_bytes(lines: int) -> int:
+    total, digits, start = 0, 1, 1
+    while start <= lines:
+        end = min(lines, start * 10 - 1)
+        total += (end - start + 1) * (digits + 1)
+        start, digits = start * 10, digits + 1
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per variant (default 5)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
+    parser.add_argument("--only", choices=["overhead", "marginal", "output"], action="append",
+                        help="run only these sections (repeatable)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    count = 100 if args.quick else 1000
+    sizes = (50, 100, 300) if args.quick else (200, 1000, 5000)
+    lines = 1_000_000 if args.quick else 16_000_000
+    sections = set(args.only or ["overhead", "marginal", "output"])
+    tmp = tempfile.mkdtemp(prefix="bench-runner-")
+    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=os.path.join(tmp, "repo"))
+    print(f"bench_runner: python {sys.version.split()[0]}, {os.cpu_count()} cores, repository {tmp}/repo")
+    figures = {}
+    try:
+        if "overhead" in sections:
+            figures["overhead"] = section_overhead(tmp, repeats, count, env)
+        if "marginal" in sections:
+            figures["marginal"] = section_marginal(tmp, max(3, repeats - 2) if not args.quick else 2, sizes, env)
+        if "output" in sections:
+            figures["output"] = section_output(tmp, 3 if not args.quick else 1, lines, env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

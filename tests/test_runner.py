@@ -1,0 +1,311 @@
+"""Running single jobs: process groups, stdin, byte-exact capture, environment, outcomes, timeouts.
+
+Most tests drive :class:`plainbox_like.session.BatchRunner` in-process with a
+session in ``tmp_path`` (never ``~/.cache``); a few talk to the
+:class:`plainbox_like.runner.LocalExecutor` directly. Timing assertions are
+generous on purpose: the machine running the tests is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from plainbox_like import plan as planning
+from plainbox_like.iolog import RecordReader
+from plainbox_like.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
+from plainbox_like.runner import Exited, LocalExecutor, Output, ProcessSpec, find_shell, iter_pgid_members
+from plainbox_like.session import BatchRunner
+from plainbox_like.storage import SessionRepository, load_session
+from plainbox_like.units import JobDefinition
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def run_batch(root, jobs, *, parallel=1, kill_grace=0.5, base_env=None):
+    """Run *jobs* into a new session under *root*; return (writer, loaded session)."""
+    repo = SessionRepository(str(root))
+    writer = repo.create(title="test_runner")
+    plan = planning.build_plan(jobs)
+    writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
+    runner = BatchRunner(writer, plan, parallel=parallel, kill_grace=kill_grace, base_env=base_env)
+    try:
+        interrupted = runner.run()
+    finally:
+        writer.close()
+    assert interrupted is False
+    return writer, load_session(writer.path)
+
+
+def log_path(session_path, attempt, stream):
+    assert attempt.io_log_filename and attempt.io_log_filename.endswith(".record.gz")
+    stem = attempt.io_log_filename[: -len(".record.gz")]
+    return os.path.join(session_path, stem + ("." + stream if stream != "record" else ".record.gz"))
+
+
+def raw_output(session_path, attempt, stream="stdout"):
+    with open(log_path(session_path, attempt, stream), "rb") as f:
+        return f.read()
+
+
+def records(session_path, attempt):
+    reader = RecordReader(log_path(session_path, attempt, "record"))
+    got = list(reader)
+    assert reader.complete, reader.problem
+    return got
+
+
+def stream_from_records(session_path, attempt, stream):
+    return b"".join(r.data for r in records(session_path, attempt) if r.stream == stream)
+
+
+def group_members(pgid):
+    return list(iter_pgid_members(pgid))
+
+
+def wait_until(predicate, timeout=20.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# -- the executor ----------------------------------------------------------------
+
+
+def poll_until_exit(executor, process, timeout=20.0):
+    outputs = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in executor.poll(0.2):
+            if isinstance(event, Output):
+                outputs.append(event)
+            elif isinstance(event, Exited) and event.process is process:
+                return outputs, event
+    raise AssertionError("process did not exit in time")
+
+
+def test_executor_runs_job_in_its_own_process_group():
+    executor = LocalExecutor()
+    try:
+        process = executor.start(ProcessSpec("k", (find_shell(), "-c", "sleep 30"), dict(os.environ)))
+        assert process.pgid == process.pid
+        assert os.getpgid(process.pid) == process.pid
+        assert os.getpgid(process.pid) != os.getpgrp()
+        executor.signal(process, signal.SIGTERM)
+        _, exited = poll_until_exit(executor, process)
+        assert exited.returncode == -signal.SIGTERM
+        assert wait_until(lambda: not group_members(process.pgid), timeout=10)
+    finally:
+        executor.close()
+
+
+def test_executor_delivers_output_without_waiting_for_newline_or_exit():
+    executor = LocalExecutor()
+    try:
+        process = executor.start(
+            ProcessSpec("k", (find_shell(), "-c", "printf abc; sleep 1; printf def"), dict(os.environ))
+        )
+        outputs, exited = poll_until_exit(executor, process)
+    finally:
+        executor.close()
+    assert exited.returncode == 0
+    assert b"".join(o.data for o in outputs) == b"abcdef"
+    first = outputs[0]
+    assert first.data == b"abc"
+    # "abc" was read while the job still slept, well before it ended.
+    assert exited.when - first.when >= 0.5
+
+
+# -- one job in a session --------------------------------------------------------
+
+
+def test_job_process_group_is_its_own_pid(tmp_path):
+    have_ps = shutil.which("ps") is not None
+    command = 'echo "$$"; ' + ('ps -o pgid= $$' if have_ps else "cut -d' ' -f5 /proc/$$/stat")
+    writer, loaded = run_batch(tmp_path, [JobDefinition(id="pg", command=command)])
+    attempt = loaded.state.latest("pg")
+    assert attempt.outcome == OUTCOME_PASS
+    pid, pgid = raw_output(loaded.path, attempt).split()
+    assert int(pid) == int(pgid)
+    assert int(pgid) != os.getpgrp()
+
+
+def test_stdin_is_dev_null(tmp_path):
+    jobs = [
+        JobDefinition(id="cat", command="cat", timeout=30),
+        JobDefinition(id="readlink", command="readlink /proc/$$/fd/0"),
+    ]
+    started = time.monotonic()
+    writer, loaded = run_batch(tmp_path, jobs)
+    assert time.monotonic() - started < 20
+    cat = loaded.state.latest("cat")
+    assert cat.outcome == OUTCOME_PASS, cat
+    assert raw_output(loaded.path, cat) == b""
+    assert raw_output(loaded.path, loaded.state.latest("readlink")).strip() == b"/dev/null"
+
+
+def test_output_is_captured_byte_exact_per_stream(tmp_path):
+    blob = os.urandom(2_500_000) + b"\0\0\n\r\xff"  # more than a pipe buffer on both streams
+    blob_file = tmp_path / "blob.bin"
+    blob_file.write_bytes(blob)
+    jobs = [
+        JobDefinition(id="nul", command=r"printf 'a\000b\377\r\n'; printf 'err\000\001' >&2; printf 'c\000'"),
+        JobDefinition(id="big", command=f"cat '{blob_file}'; cat '{blob_file}' >&2; cat '{blob_file}'"),
+    ]
+    writer, loaded = run_batch(tmp_path / "repo", jobs)
+    nul = loaded.state.latest("nul")
+    assert raw_output(loaded.path, nul, "stdout") == b"a\0b\xff\r\nc\0"
+    assert raw_output(loaded.path, nul, "stderr") == b"err\0\x01"
+    assert stream_from_records(loaded.path, nul, "stdout") == b"a\0b\xff\r\nc\0"
+    assert stream_from_records(loaded.path, nul, "stderr") == b"err\0\x01"
+    big = loaded.state.latest("big")
+    assert raw_output(loaded.path, big, "stdout") == blob + blob
+    assert raw_output(loaded.path, big, "stderr") == blob
+    assert stream_from_records(loaded.path, big, "stdout") == blob + blob
+    assert stream_from_records(loaded.path, big, "stderr") == blob
+
+
+def test_environment(tmp_path):
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CALLER_VAR": "from caller", "OVERRIDDEN": "old"}
+    job = JobDefinition(
+        id="ns::env-job",
+        command='env -0; test -d "$PLAINBOX_SESSION_SHARE" && touch "$PLAINBOX_SESSION_SHARE/was-here"',
+        environ=("FOO=bar", "OVERRIDDEN=new", "WITH_EQUALS=a=b", "EMPTY="),
+    )
+    writer, loaded = run_batch(tmp_path, [job], base_env=base)
+    attempt = loaded.state.latest("ns::env-job")
+    assert attempt.outcome == OUTCOME_PASS, attempt
+    env = dict(item.split("=", 1) for item in raw_output(loaded.path, attempt).decode().split("\0") if item)
+    assert env["CALLER_VAR"] == "from caller"
+    assert env["FOO"] == "bar"
+    assert env["OVERRIDDEN"] == "new"
+    assert env["WITH_EQUALS"] == "a=b"
+    assert env["EMPTY"] == ""
+    assert env["PLAINBOX_SESSION_SHARE"] == os.path.join(writer.path, "session-share")
+    assert env["PLAINBOX_LIKE_SESSION"] == writer.id
+    assert env["PLAINBOX_LIKE_JOB"] == "ns::env-job"
+    assert os.path.exists(os.path.join(writer.path, "session-share", "was-here"))
+
+
+def test_caller_environment_is_inherited_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLAINBOX_LIKE_TEST_MARK", "inherited-value")
+    writer, loaded = run_batch(tmp_path, [JobDefinition(id="e", command='printf %s "$PLAINBOX_LIKE_TEST_MARK"')])
+    assert raw_output(loaded.path, loaded.state.latest("e")) == b"inherited-value"
+
+
+# -- outcomes --------------------------------------------------------------------
+
+
+def test_outcomes_and_return_codes(tmp_path):
+    jobs = [
+        JobDefinition(id="zero", command="exit 0"),
+        JobDefinition(id="three", command="echo x; exit 3"),
+        JobDefinition(id="segv", command="kill -SEGV $$"),
+        JobDefinition(id="term", command="kill -TERM $$"),
+    ]
+    writer, loaded = run_batch(tmp_path, jobs)
+    state = loaded.state
+    zero, three, segv, term = (state.latest(j) for j in ("zero", "three", "segv", "term"))
+    assert (zero.outcome, zero.return_code) == (OUTCOME_PASS, 0)
+    assert (three.outcome, three.return_code) == (OUTCOME_FAIL, 3)
+    assert segv.outcome == OUTCOME_CRASH
+    assert "SEGV" in (segv.comments or "")
+    assert term.outcome == OUTCOME_CRASH
+    assert "TERM" in (term.comments or "")
+    for attempt in (zero, three, segv, term):
+        assert isinstance(attempt.execution_duration, float)
+        assert 0.0 <= attempt.execution_duration < 30
+        assert attempt.attempt == 1
+        assert isinstance(attempt.started, float)
+
+
+def test_execution_duration_is_plausible(tmp_path):
+    writer, loaded = run_batch(tmp_path, [JobDefinition(id="nap", command="sleep 0.3")])
+    attempt = loaded.state.latest("nap")
+    assert attempt.outcome == OUTCOME_PASS
+    assert isinstance(attempt.execution_duration, float)
+    assert 0.3 <= attempt.execution_duration < 20
+
+
+def test_record_delays_follow_the_output_timing(tmp_path):
+    writer, loaded = run_batch(tmp_path, [JobDefinition(id="slow", command="echo a; sleep 0.4; echo b")])
+    recs = records(loaded.path, loaded.state.latest("slow"))
+    assert [r.data for r in recs] == [b"a\n", b"b\n"]
+    assert all(isinstance(r.delay, float) and r.delay >= 0 for r in recs)
+    assert recs[1].delay >= 0.3
+    assert recs[0].delay < recs[1].delay
+
+
+def test_timeout_terminates_the_job(tmp_path):
+    job = JobDefinition(id="slow", command='echo "$$"; sleep 30', timeout=0.5)
+    started = time.monotonic()
+    writer, loaded = run_batch(tmp_path, [job])
+    assert time.monotonic() - started < 20
+    attempt = loaded.state.latest("slow")
+    assert attempt.outcome == OUTCOME_FAIL
+    assert "timed out" in (attempt.comments or "")
+    assert 0.5 <= attempt.execution_duration < 20
+    pgid = int(raw_output(loaded.path, attempt))
+    assert wait_until(lambda: not group_members(pgid), timeout=10)
+
+
+def test_timeout_kills_a_job_that_ignores_sigterm(tmp_path):
+    job = JobDefinition(id="stubborn", command='echo "$$"; trap "echo got TERM" TERM; sleep 30; sleep 30', timeout=0.5)
+    job2 = JobDefinition(id="deaf", command='echo "$$"; trap "" TERM; sleep 30', timeout=0.5)
+    started = time.monotonic()
+    writer, loaded = run_batch(tmp_path, [job, job2], kill_grace=0.5)
+    assert time.monotonic() - started < 25
+    for job_id in ("stubborn", "deaf"):
+        attempt = loaded.state.latest(job_id)
+        assert attempt.outcome == OUTCOME_FAIL, attempt
+        assert "timed out" in (attempt.comments or "")
+        assert attempt.return_code == -signal.SIGKILL
+        pgid = int(raw_output(loaded.path, attempt).split()[0])
+        assert wait_until(lambda: not group_members(pgid), timeout=10)
+    assert b"got TERM" in raw_output(loaded.path, loaded.state.latest("stubborn"))
+
+
+def test_timeout_kills_group_members_that_outlive_the_leader(tmp_path):
+    # The shell dies of SIGTERM at once; a helper in its group ignores it.
+    # SIGKILL after the grace period must reach the whole group all the same.
+    command = 'echo "$$"; sh -c \'trap "" TERM; sleep 30\' & wait'
+    job = JobDefinition(id="helper", command=command, timeout=0.5)
+    writer, loaded = run_batch(tmp_path, [job], kill_grace=0.5)
+    attempt = loaded.state.latest("helper")
+    assert attempt.outcome == OUTCOME_FAIL
+    assert "timed out" in (attempt.comments or "")
+    pgid = int(raw_output(loaded.path, attempt).split()[0])
+    assert wait_until(lambda: not group_members(pgid), timeout=10), "processes of a timed-out job survived"
+
+
+def test_jobs_without_timeout_are_not_stopped(tmp_path):
+    writer, loaded = run_batch(tmp_path, [JobDefinition(id="a", command="sleep 0.6"), JobDefinition(id="b", command="true", timeout=5)])
+    assert loaded.state.latest("a").outcome == OUTCOME_PASS
+    assert loaded.state.latest("b").outcome == OUTCOME_PASS
+
+
+def test_background_process_does_not_hold_up_the_batch(tmp_path):
+    # The job's shell ends at once; a helper it started keeps the pipes open.
+    job = JobDefinition(id="daemonish", command='echo "$$"; sleep 20 & echo started')
+    started = time.monotonic()
+    writer, loaded = run_batch(tmp_path, [job, JobDefinition(id="next", command="echo next")])
+    try:
+        assert time.monotonic() - started < 15
+        attempt = loaded.state.latest("daemonish")
+        assert attempt.outcome == OUTCOME_PASS
+        assert attempt.execution_duration < 15
+        assert loaded.state.latest("next").outcome == OUTCOME_PASS
+    finally:
+        pgid = int(raw_output(loaded.path, loaded.state.latest("daemonish")).split()[0])
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

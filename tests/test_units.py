@@ -1,0 +1,709 @@
+"""Tests of plainbox_like.units: the .pxu parser, command lists and loading."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from plainbox_like import units as units_module
+from plainbox_like.errors import UnitError
+from plainbox_like.units import (
+    COMMAND_LINE_PATH,
+    IncludePattern,
+    JobDefinition,
+    Origin,
+    TestPlan,
+    UnitSet,
+    jobs_from_commands,
+    load_units,
+    parse_pxu,
+)
+
+DATA = Path(__file__).parent / "data" / "units"
+PROVIDER = DATA / "provider"
+
+
+def pxu(text: str, path: str = "t.pxu") -> UnitSet:
+    return parse_pxu(textwrap.dedent(text), path)
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> str:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(textwrap.dedent(content), encoding="utf-8")
+    return str(path)
+
+
+# --------------------------------------------------------------------------- record syntax
+
+
+def test_simple_job_fields() -> None:
+    units = pxu(
+        """\
+        id: a
+        plugin: resource
+        command: echo hi
+        summary: Say hi
+        description: It says hi.
+        depends: x, y z
+        after: p,q
+        environ: HOME, LANG PATH
+        estimated_duration: 1.5
+        flags: noreturn, preserve-locale
+        user: root
+        timeout: 10
+        requires: package.name == 'bash'
+        """
+    )
+    job = units.job("a")
+    assert job == JobDefinition(
+        id="a",
+        plugin="resource",
+        command="echo hi",
+        summary="Say hi",
+        description="It says hi.",
+        depends=("x", "y", "z"),
+        after=("p", "q"),
+        environ=("HOME", "LANG", "PATH"),
+        estimated_duration=1.5,
+        flags=frozenset({"noreturn", "preserve-locale"}),
+        user="root",
+        timeout=10.0,
+        requires="package.name == 'bash'",
+    )
+    assert job.origin == Origin("t.pxu", 1)
+    assert units.warnings == ()
+
+
+def test_defaults() -> None:
+    job = pxu("id: only\n").job("only")
+    assert job.plugin == "shell"
+    assert job.command is None and job.summary is None and job.timeout is None
+    assert job.depends == () and job.flags == frozenset() and job.extra == {}
+
+
+def test_continuation_dedent_and_lone_dot() -> None:
+    units = pxu(
+        """\
+        id: a
+        command:
+            for i in 1 2; do
+                echo $i
+            done
+            .
+            echo end
+        description: First line
+          second line
+           .
+          third line
+        """
+    )
+    job = units.job("a")
+    assert job.command == "for i in 1 2; do\n    echo $i\ndone\n\necho end"
+    assert job.description == "First line\nsecond line\n\nthird line"
+
+
+def test_tab_continuation_and_trailing_dot_lines_dropped() -> None:
+    units = parse_pxu("id: a\ncommand:\n\t.\n\techo a\n\t\techo b\n\t.\n", "t.pxu")
+    assert units.job("a").command == "echo a\n\techo b"
+
+
+def test_crlf_line_endings() -> None:
+    units = parse_pxu("id: a\r\ncommand:\r\n  echo 1\r\n  echo 2\r\n\r\nid: b\r\n", "t.pxu")
+    assert units.job("a").command == "echo 1\necho 2"
+    assert units.job_ids == ("a", "b")
+
+
+def test_translatable_keys_and_comments() -> None:
+    units = pxu(
+        """\
+        # leading comment
+        id: a
+        # comment inside a record does not end it
+        _summary: Translated
+        _description:
+          line one
+        # comment inside a value is skipped
+          line two
+        command:
+          # an indented hash is part of the value
+          true
+        """
+    )
+    job = units.job("a")
+    assert job.summary == "Translated"
+    assert job.description == "line one\nline two"
+    assert job.command == "# an indented hash is part of the value\ntrue"
+
+
+def test_multiple_records_and_blank_lines() -> None:
+    units = pxu(
+        """\
+
+
+        id: a
+
+
+        id: b
+        unit: job
+        # comment
+
+        \t
+        id: c
+        """
+    )
+    assert units.job_ids == ("a", "b", "c")
+    assert [job.origin.line for job in units.jobs] == [3, 6, 11]
+
+
+def test_key_with_dash_and_space_before_colon() -> None:
+    units = pxu(
+        """\
+        id : a
+        some-key_x:value
+        """
+    )
+    assert units.job("a").extra == {"some-key_x": "value"}
+
+
+def test_durations_accept_checkbox_forms() -> None:
+    units = pxu(
+        """\
+        id: a
+        estimated_duration: 1h 2m 3s
+        timeout: 1m30s
+
+        id: b
+        estimated_duration: 0
+        timeout: 2.5
+        """
+    )
+    assert units.job("a").estimated_duration == 3723.0
+    assert units.job("a").timeout == 90.0
+    assert units.job("b").estimated_duration == 0.0
+    assert units.job("b").timeout == 2.5
+
+
+def test_duplicate_entries_in_lists_are_dropped() -> None:
+    job = pxu("id: a\ndepends: x y x\n").job("a")
+    assert job.depends == ("x", "y")
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def test_unknown_fields_warn_once_per_file_and_go_to_extra() -> None:
+    units = pxu(
+        """\
+        id: a
+        colour: red
+
+        id: b
+        colour: blue
+        _purpose: Quiet, a known Plainbox field
+        category_id: misc
+        """
+    )
+    assert units.job("a").extra == {"colour": "red"}
+    assert units.job("b").extra == {
+        "colour": "blue",
+        "purpose": "Quiet, a known Plainbox field",
+        "category_id": "misc",
+    }
+    assert len(units.warnings) == 1
+    assert units.warnings[0].startswith("t.pxu:2: ")
+    assert "'colour'" in units.warnings[0]
+
+
+def test_unknown_fields_warn_again_in_another_file(tmp_path: Path) -> None:
+    one = write(tmp_path, "one.pxu", "id: a\ncolour: red\n")
+    two = write(tmp_path, "two.pxu", "id: b\ncolour: blue\n")
+    units = load_units([one, two])
+    assert [w.split(": ")[0] for w in units.warnings] == [f"{one}:2", f"{two}:2"]
+
+
+def test_other_unit_kinds_are_skipped_with_warning() -> None:
+    units = pxu(
+        """\
+        unit: template
+        template-resource: devices
+        id: dev-{name}
+        command: echo {name}
+
+        unit: category
+        id: cat
+        _name: Category
+
+        unit: template
+        id: other-{name}
+
+        unit: something   new
+        id: x
+
+        id: real
+        """
+    )
+    assert units.job_ids == ("real",)
+    assert units.warnings == (
+        "t.pxu:1: skipped 2 'template' units (unit kind not supported)",
+        "t.pxu:6: skipped 1 'category' unit (unit kind not supported)",
+        "t.pxu:13: skipped 1 'something new' unit (unit kind not supported)",
+    )
+
+
+def test_legacy_name_field_is_used_as_id() -> None:
+    units = pxu("name: old-style\ncommand: true\n")
+    assert units.job_ids == ("old-style",)
+    assert units.warnings == ("t.pxu:1: job uses the legacy 'name' field as its id",)
+
+
+# --------------------------------------------------------------------------- test plans
+
+
+def test_test_plan_with_overrides_and_comments() -> None:
+    units = pxu(
+        """\
+        unit: test plan
+        id: tp
+        _name: My plan
+        _description: quietly kept
+        include:
+          # comment line
+          a.*    certification-status=blocker  other=1
+          b      # trailing comment
+          c#d
+        exclude:
+          a2
+          a3
+        mandatory_include: m
+        bootstrap_include:
+          boot
+        nested_part:
+          other-plan
+        """
+    )
+    (plan,) = units.test_plans
+    assert plan == TestPlan(
+        id="tp",
+        name="My plan",
+        include=(
+            IncludePattern("a.*", (("certification-status", "blocker"), ("other", "1"))),
+            IncludePattern("b", ()),
+            IncludePattern("c#d", ()),
+        ),
+        exclude=("a2", "a3"),
+        mandatory_include=("m",),
+        bootstrap_include=("boot",),
+        nested_part=("other-plan",),
+        extra={"description": "quietly kept"},
+    )
+    assert plan.origin == Origin("t.pxu", 1)
+    assert units.test_plan("tp") is plan
+    assert units.jobs == ()
+    assert units.warnings == ()
+
+
+def test_test_plan_bad_override_token_names_line() -> None:
+    with pytest.raises(UnitError) as info:
+        pxu(
+            """\
+            unit: test plan
+            id: tp
+            include:
+              a
+              b notakeyvalue
+            """
+        )
+    assert info.value.line == 5
+    assert str(info.value).startswith("t.pxu:5: include:")
+
+
+def test_test_plan_without_id() -> None:
+    with pytest.raises(UnitError, match=r"^t\.pxu:2: test plan has no 'id' field$"):
+        pxu("\nunit: test plan\ninclude: a\n")
+
+
+def test_duplicate_test_plan_id() -> None:
+    expected = r"^t\.pxu:4: duplicate test plan id 'p' \(first defined at t\.pxu:1\)$"
+    with pytest.raises(UnitError, match=expected):
+        pxu("unit: test plan\nid: p\n\nunit: test plan\nid: p\n")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("summary: no id\n", 1, "job has no 'id' field"),
+        ("id: a\n\n# c\ncommand: x\n", 4, "job has no 'id' field"),
+        ("id: a\n\nid: a\n", 3, "duplicate job id 'a' (first defined at t.pxu:1)"),
+        ("id: a\njust some text\n", 2, "expected 'key: value'"),
+        ("id: a\n: value\n", 2, "expected 'key: value'"),
+        ("  indented first\nid: a\n", 1, "continuation line without a field"),
+        ("id: a\n\n  orphan continuation\n", 3, "continuation line without a field"),
+        ("id: a\nestimated_duration: soon\n", 2, "estimated_duration must be a non-negative number"),
+        ("id: a\nestimated_duration: -1\n", 2, "estimated_duration must be"),
+        ("id: a\ntimeout: ten\n", 2, "timeout must be a positive number of seconds, got 'ten'"),
+        ("id: a\ntimeout: 0\n", 2, "timeout must be a positive"),
+        ("id: a\ntimeout: nan\n", 2, "timeout must be a positive"),
+        ("id: a\ntimeout: inf\n", 2, "timeout must be a positive"),
+        ("id: a\ncommand: x\ncommand: y\n", 3, "field 'command' given twice in one record"),
+        ("id: a\nsummary: x\n_summary: y\n", 3, "field '_summary' given twice"),
+        ("id:\n", 1, "job has an empty 'id'"),
+        ("id: a b\n", 1, "job id 'a b' contains whitespace or a comma"),
+    ],
+)
+def test_errors_name_file_and_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(UnitError) as info:
+        parse_pxu(text, "t.pxu")
+    error = info.value
+    assert error.path == "t.pxu"
+    assert error.line == line
+    assert str(error).startswith(f"t.pxu:{line}: {message}")
+    assert "\n" not in str(error)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(UnitError, match=r"nope\.pxu: no such file or directory$"):
+        load_units(["/nonexistent/nope.pxu"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read files without permission")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "secret.pxu", "id: a\n")
+    os.chmod(path, 0)
+    with pytest.raises(UnitError, match="permission denied"):
+        load_units([path])
+
+
+def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "secret.pxu", "id: a\n")
+
+    def deny(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(units_module, "open", deny, raising=False)
+    with pytest.raises(UnitError) as info:
+        load_units([path])
+    assert str(info.value) == f"{path}: cannot read file: permission denied"
+
+
+def test_binary_file_with_nul(tmp_path: Path) -> None:
+    path = write(tmp_path, "bin.pxu", b"id: a\n\nid: b\x00\n")
+    with pytest.raises(UnitError) as info:
+        load_units([path])
+    assert info.value.line == 3
+    assert str(info.value) == f"{path}:3: binary file (contains a NUL byte)"
+
+
+def test_binary_file_invalid_utf8(tmp_path: Path) -> None:
+    path = write(tmp_path, "commands.txt", b"echo ok\necho \xff\xfe\n")
+    with pytest.raises(UnitError) as info:
+        load_units([path])
+    assert str(info.value) == f"{path}:2: not UTF-8 text (binary file?)"
+
+
+def test_special_file_is_rejected(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(UnitError, match="not a regular file"):
+        load_units([str(fifo)])
+
+
+def test_duplicate_ids_across_files_name_both(tmp_path: Path) -> None:
+    one = write(tmp_path, "a/one.pxu", "id: x\n")
+    two = write(tmp_path, "b/two.pxu", "\nid: y\n\nid: x\n")
+    with pytest.raises(UnitError) as info:
+        load_units([one, two])
+    assert str(info.value) == f"{two}:4: duplicate job id 'x' (first defined at {one}:1)"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_directory_loads_pxu_files_recursively_sorted(tmp_path: Path) -> None:
+    write(tmp_path, "b.pxu", "id: b\n")
+    write(tmp_path, "a/z.pxu", "id: az\n")
+    write(tmp_path, "a/y/deep.pxu", "id: ayd\n")
+    write(tmp_path, "a-c.pxu", "id: a-c\n")
+    write(tmp_path, "notes.txt", "echo not loaded\n")
+    units = load_units([tmp_path])
+    # sorted by relative path components: a/ (y/deep, z), a-c, b
+    assert units.job_ids == ("ayd", "az", "a-c", "b")
+    assert units.warnings == ()
+
+
+def test_empty_directory_warns(tmp_path: Path) -> None:
+    units = load_units([str(tmp_path)])
+    assert units.jobs == ()
+    assert units.warnings == (f"{tmp_path}: directory contains no .pxu files",)
+
+
+def test_command_lists_number_across_files(tmp_path: Path) -> None:
+    one = write(tmp_path, "one.txt", "# header\necho a\n\n   echo b   \n")
+    two = write(tmp_path, "two", "  # indented comment\nls -l\n")
+    units = load_units([one, two])
+    assert units.job_ids == ("cmd-1", "cmd-2", "cmd-3")
+    first = units.job("cmd-1")
+    assert first.command == "echo a" and first.summary == "echo a" and first.plugin == "shell"
+    assert first.origin == Origin(one, 2)
+    assert units.job("cmd-2").command == "echo b"
+    assert units.job("cmd-3").origin == Origin(two, 2)
+
+
+def test_file_without_suffix_that_looks_like_units(tmp_path: Path) -> None:
+    units = load_units([DATA / "misc" / "units-without-suffix"])
+    assert units.job_ids == ("misc/one",)
+
+
+def test_command_list_that_mentions_id_is_still_commands(tmp_path: Path) -> None:
+    path = write(tmp_path, "cmds", "echo first\nid: not a key here\n")
+    assert load_units([path]).job_ids == ("cmd-1", "cmd-2")
+
+
+def test_jobs_from_commands() -> None:
+    jobs = jobs_from_commands(["echo 1", "false"])
+    assert [job.id for job in jobs] == ["c1", "c2"]
+    assert jobs[1].command == "false" and jobs[1].summary == "false"
+    assert jobs[1].origin == Origin(COMMAND_LINE_PATH, 2)
+    with pytest.raises(UnitError, match="command 2 .* is empty"):
+        jobs_from_commands(["true", "  "])
+
+
+def test_load_units_with_commands(tmp_path: Path) -> None:
+    listed = write(tmp_path, "list.txt", "echo x\n")
+    units = load_units([listed], commands=["echo y"])
+    assert units.job_ids == ("cmd-1", "c1")
+    clash = write(tmp_path, "clash.pxu", "id: c1\n")
+    with pytest.raises(UnitError, match=r"duplicate job id 'c1' \(first defined at .*clash\.pxu:1\)"):
+        load_units([clash], commands=["echo y"])
+
+
+def test_realistic_provider_loads_with_warnings_only() -> None:
+    units = load_units([PROVIDER])
+    assert units.job_ids == (
+        "info/cpuinfo",
+        "info/environment",
+        "storage/detect",
+        "storage/read-speed",
+        "storage/write-speed",
+        "storage/eject-media",
+    )
+    assert {plan.id for plan in units.test_plans} == {"smoke", "full"}
+    text = "\n".join(units.warnings)
+    for expected in ("'category'", "'manifest entry'", "'template'", "'exporter'", "'xyzzy'"):
+        assert expected in text
+    for quiet in ("purpose", "steps", "verification", "category_id", "imports"):
+        assert f"'{quiet}'" not in text and f"'_{quiet}'" not in text
+    assert len(units.warnings) == 5
+    info = PROVIDER / "units" / "info.pxu"
+    assert f"{info}:4: skipped 1 'category' unit" in text
+
+    cpu = units.job("info/cpuinfo")
+    assert cpu.plugin == "resource"
+    assert cpu.command == (
+        "# one record per line pair, like a Checkbox resource job\n"
+        "printf 'count: %s\\n' \"$(nproc)\"\n\nprintf 'arch: %s\\n' \"$(uname -m)\""
+    )
+    env = units.job("info/environment")
+    assert env.environ == ("LANG", "PATH", "HOME")
+    assert env.estimated_duration == 1.0
+    read = units.job("storage/read-speed")
+    assert read.depends == ("storage/detect",)
+    assert read.after == ("info/environment",)
+    assert read.requires == "cpuinfo.count >= '1'\npackage.name == 'util-linux'"
+    assert read.flags == {"also-after-suspend", "noreturn"}
+    assert read.user == "root"
+    assert read.estimated_duration == 90.0 and read.timeout == 120.0
+    assert read.environ == ("STORAGE_DEVICE",)
+    assert read.command is not None and read.command.startswith("dev=$(lsblk")
+    assert read.extra == {
+        "category_id": "storage",
+        "imports": "from com.canonical.plainbox import manifest",
+    }
+    detect = units.job("storage/detect")
+    assert detect.description == (
+        "Lists the block devices of the machine, one resource\nrecord per device."
+    )
+    manual = units.job("storage/eject-media")
+    assert manual.plugin == "manual" and manual.command is None
+    assert manual.extra["steps"] == "1. Insert a USB stick.\n2. Commence the test."
+    smoke = units.test_plan("smoke")
+    assert smoke.name == "Quick smoke test"
+    assert smoke.include == (
+        IncludePattern("storage/.*", (("certification-status", "blocker"),)),
+        IncludePattern("storage/read-speed", (("certification-status", "non-blocker"),)),
+    )
+    assert smoke.exclude == ("storage/eject-media",)
+    assert smoke.mandatory_include == ("info/environment",)
+    assert smoke.bootstrap_include == ("info/cpuinfo",)
+
+
+# --------------------------------------------------------------------------- checksum
+
+
+def test_checksum_is_pinned() -> None:
+    job = JobDefinition(
+        id="a",
+        command="echo hi",
+        depends=("b",),
+        flags=frozenset({"z", "y"}),
+        timeout=5,
+        extra={"k": "v\u00e9"},
+        summary="ignored",
+        origin=Origin("x", 1),
+    )
+    canonical = (
+        '{"after":[],"command":"echo hi","depends":["b"],"environ":[],'
+        '"extra":{"k":"v\\u00e9"},"flags":["y","z"],"id":"a","plugin":"shell",'
+        '"requires":null,"timeout":5.0,"user":null}'
+    )
+    assert job.checksum == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_checksum_sensitivity() -> None:
+    base = JobDefinition(id="a", command="echo 1", summary="s", description="d")
+    same = JobDefinition(
+        id="a",
+        command="echo 1",
+        summary="other",
+        description="other",
+        estimated_duration=3,
+        origin=Origin("elsewhere.pxu", 9),
+    )
+    assert base.checksum == same.checksum
+    assert base != same  # summary is part of equality, not of the checksum
+    for changed in (
+        JobDefinition(id="a", command="echo 2"),
+        JobDefinition(id="b", command="echo 1"),
+        JobDefinition(id="a", command="echo 1", plugin="resource"),
+        JobDefinition(id="a", command="echo 1", depends=("x",)),
+        JobDefinition(id="a", command="echo 1", after=("x",)),
+        JobDefinition(id="a", command="echo 1", environ=("X",)),
+        JobDefinition(id="a", command="echo 1", flags=frozenset({"f"})),
+        JobDefinition(id="a", command="echo 1", user="root"),
+        JobDefinition(id="a", command="echo 1", timeout=1),
+        JobDefinition(id="a", command="echo 1", requires="x"),
+        JobDefinition(id="a", command="echo 1", extra={"k": "v"}),
+    ):
+        assert changed.checksum != base.checksum, changed
+
+
+def test_checksum_same_from_parsed_file_and_independent_of_origin() -> None:
+    one = pxu("id: a\nsummary: one\ncommand: echo 1\n", "one.pxu").job("a")
+    two = pxu("# moved\n\nid: a\n_summary: two\ncommand:\n  echo 1\n", "two.pxu").job("a")
+    assert one.checksum == two.checksum
+    assert len(one.checksum) == 64
+
+
+def test_equality_and_hash_ignore_origin() -> None:
+    one = JobDefinition(id="a", extra={"k": "v"}, origin=Origin("x", 1))
+    two = JobDefinition(id="a", extra={"k": "v"}, origin=Origin("y", 2))
+    assert one == two and hash(one) == hash(two)
+    assert one != JobDefinition(id="a", extra={"k": "w"})
+
+
+def test_string_for_list_fields_is_rejected() -> None:
+    with pytest.raises(TypeError):
+        JobDefinition(id="a", depends="b")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- properties
+
+_ID = st.from_regex(r"[a-z][a-z0-9/._-]{0,12}", fullmatch=True)
+_KEY = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True).filter(
+    lambda key: key not in units_module._JOB_FIELDS | {"name"}
+)
+_LINE = st.text(
+    alphabet=st.sampled_from("abz09 \t#:.=-_/$'\"\\{}()\u00e9\u00a0\u20ac\U0001f600"),
+    max_size=12,
+).filter(lambda line: not line or (line.strip() and line.strip() != "."))
+
+
+@st.composite
+def _values(draw: st.DrawFn) -> str:
+    lines = draw(st.lists(_LINE, min_size=1, max_size=4))
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    assume(lines)
+    assume(any(line and line[0] not in " \t" for line in lines))
+    return "\n".join(lines)
+
+
+def _dump_field(key: str, value: str, translatable: bool, inline: bool) -> str:
+    name = f"_{key}" if translatable else key
+    lines = value.split("\n")
+    if inline and lines[0] == lines[0].strip() and (
+        len(lines) == 1 or any(line and line[0] not in " \t" for line in lines[1:])
+    ):
+        head, rest = f"{name}: {lines[0]}", lines[1:]
+    else:
+        head, rest = f"{name}:", lines
+    return "\n".join([head] + [f"  {line}" if line else "  ." for line in rest])
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[tuple[str, str | None, dict[str, str]]]:
+    ids = draw(st.lists(_ID, min_size=1, max_size=4, unique=True))
+    records = []
+    for job_id in ids:
+        command = draw(st.none() | _values())
+        extra = draw(st.dictionaries(_KEY, _values(), max_size=2))
+        records.append((job_id, command, extra))
+    return records
+
+
+@given(records=_records(), data=st.data())
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_round_trip(
+    records: list[tuple[str, str | None, dict[str, str]]], data: st.DataObject
+) -> None:
+    chunks = []
+    for job_id, command, extra in records:
+        fields = [("id", job_id)]
+        if command is not None:
+            fields.append(("command", command))
+        fields.extend(extra.items())
+        fields = data.draw(st.permutations(fields))
+        lines = []
+        for key, value in fields:
+            if data.draw(st.booleans()):
+                lines.append("# a comment")
+            lines.append(
+                _dump_field(
+                    key,
+                    value,
+                    translatable=key != "id" and data.draw(st.booleans()),
+                    inline=data.draw(st.booleans()),
+                )
+            )
+        chunks.append("\n".join(lines))
+    separator = data.draw(st.sampled_from(["\n\n", "\n\n\n", "\n \t\n", "\n\n# c\n\n"]))
+    units = parse_pxu(separator.join(chunks) + "\n", "r.pxu")
+    assert units.job_ids == tuple(job_id for job_id, _, _ in records)
+    for (job_id, command, extra), job in zip(records, units.jobs):
+        assert job.command == command
+        assert job.extra == extra
+
+
+@given(st.text(alphabet=st.sampled_from("ab:_ -#.\t\n\r5xé"), max_size=80))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_arbitrary_text_parses_or_raises_unit_error_with_line(text: str) -> None:
+    try:
+        parse_pxu(text, "f.pxu")
+    except UnitError as error:
+        assert error.line is not None and error.line >= 1
+        assert str(error).startswith("f.pxu:")
+        assert "\n" not in str(error)
