@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 import attrs
 
 from plainbox_like import iolog
-from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing, PlainboxLikeError
+from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing
 from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.model import Attempt
 from plainbox_like.storage import LoadedSession

@@ -200,11 +200,12 @@ class LocalExecutor:
         """The leader exited: take what is already in the pipes, then close them.
 
         Background processes the job left behind may keep the pipes open; we
-        do not wait for them (they get EPIPE if they write later).
+        do not wait for them (they get EPIPE if they write later), and read at
+        most 64 chunks more in case they write without pause.
         """
         for fd in list(process.fds):
             stream = process.fds[fd]
-            while True:
+            for _ in range(64):  # bounded: a background process may write forever
                 try:
                     data = os.read(fd, READ_SIZE)
                 except (BlockingIOError, OSError):

@@ -10,14 +10,13 @@ either finished with a result, or known to have been running.
 from __future__ import annotations
 
 import base64
-import fcntl
 import getpass
 import json
 import os
 import signal
 import subprocess
 import time
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import attrs
 
@@ -37,7 +36,7 @@ from plainbox_like.model import (
 )
 from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
-from plainbox_like.storage import LOCK_FILE, SessionRepository, SessionWriter, load_session, writer_alive
+from plainbox_like.storage import SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.units import JobDefinition, UnitSet, load_units
 
 APP_ID = "plainbox-like"
@@ -454,36 +453,16 @@ def start_session(
     return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel)
 
 
-def _writer_running(path: str) -> bool:
-    """Whether a live process holds the session's lock.
-
-    The pid in the lock file alone is not enough: after a crash or a reboot it
-    may name an unrelated process. A lock nobody holds is free to take.
-    """
-    if not writer_alive(path):
-        return False
-    try:
-        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # also releases the probe
-    return False
-
-
 def most_recent_incomplete(repo: SessionRepository) -> str:
     """The newest session that is incomplete and has no live runner."""
     best: tuple[float, str] | None = None
+    held = held_flocks()
     for path in repo.session_paths():
         try:
             state = load_session(path).state
         except PlainboxLikeError:
             continue
-        if FLAG_INCOMPLETE in state.metadata.flags and not _writer_running(path):
+        if FLAG_INCOMPLETE in state.metadata.flags and not writer_alive(path, held):
             created = state.metadata.created or 0.0
             if best is None or created > best[0]:
                 best = (created, path)
@@ -562,6 +541,7 @@ def _settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callabl
 
     Processes the dead runner's jobs left behind are found by the session id
     in their environment and killed first, so that nothing runs twice at once.
+    Returns the jobs recorded as crashed (a noreturn job passes and is not listed).
     """
     settled = []
     leftovers = find_leftovers(writer.id) if writer.state.running_jobs else {}
@@ -583,7 +563,8 @@ def _settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callabl
                 started=running.started,
             ),
         )
-        settled.append(job_id)
+        if not noreturn:  # a noreturn job did what it should: never a candidate for --rerun-interrupted
+            settled.append(job_id)
     return settled
 
 

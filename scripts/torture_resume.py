@@ -170,7 +170,8 @@ class Torture:
     def command(self, first: bool) -> list[str]:
         base = [sys.executable, "-m", "plainbox_like", "--repository", self.repo]
         if first:
-            return base + ["run", "-j", str(self.args.jobs), "--title", "torture", self.units]
+            return base + ["run", "-j", str(self.args.jobs), "--durability", self.args.durability,
+                           "--title", "torture", self.units]
         return base + ["resume", os.path.basename(self.session_path)[: -len(".session")]]
 
     def spawn(self, first: bool) -> subprocess.Popen:
@@ -304,6 +305,7 @@ class Torture:
             ("jobs", self.args.size),
             ("parallel (-j)", self.args.jobs),
             ("seed", self.args.seed),
+            ("durability", self.args.durability),
             ("kills delivered", f"{delivered} of {self.args.kills} ({self.kills_early} soon after start)"),
             ("jobs running at kills", len(set().union(*self.killed_running))),
             ("jobs crashed by kills", crashed),
@@ -343,6 +345,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=25, help="SIGKILLs to deliver (default 25)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="-j for the runner (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    parser.add_argument("--durability", choices=("fsync", "flush"), default="fsync",
+                        help="the runner's --durability (default fsync)")
     parser.add_argument("--workdir", help="work here (kept) instead of a temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--verbose", "-v", action="store_true", help="tell about every kill on stderr")

@@ -145,8 +145,12 @@ def test_exit_one_on_fail_or_crash(tmp_path, command):
         (lambda t: ["run"], "nothing to run"),
         (lambda t: ["run", "--dry-run", "--json", os.path.join(JOBS, "cycle.pxu")], "cycle"),
         (lambda t: ["resume", "no-such-session"], "no-such-session"),
+        (lambda t: ["run", "--json", "-c", "true"], "--dry-run"),
     ],
-    ids=["missing-file", "no-id", "cycle", "unknown-plan", "bad-regex", "nothing", "dry-run-cycle", "bad-resume"],
+    ids=[
+        "missing-file", "no-id", "cycle", "unknown-plan", "bad-regex", "nothing", "dry-run-cycle", "bad-resume",
+        "json-without-dry-run",
+    ],
 )
 def test_exit_two_on_bad_input(tmp_path, make_args, needle):
     repo = tmp_path / "repo"

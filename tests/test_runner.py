@@ -13,8 +13,6 @@ import shutil
 import signal
 import time
 
-import pytest
-
 from plainbox_like import plan as planning
 from plainbox_like.iolog import RecordReader
 from plainbox_like.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS

@@ -18,6 +18,7 @@ import pytest
 
 from plainbox_like import plan as planning
 from plainbox_like import session as batch
+from plainbox_like.iolog import RecordReader
 from plainbox_like.model import (
     FLAG_INCOMPLETE,
     OUTCOME_CRASH,
@@ -26,10 +27,9 @@ from plainbox_like.model import (
     OUTCOME_SKIP,
     OUTCOME_SKIPPED_DEPENDENCY,
 )
-from plainbox_like.iolog import RecordReader
 from plainbox_like.runner import iter_pgid_members, process_env
 from plainbox_like.storage import SessionRepository, load_session
-from plainbox_like.units import JobDefinition, load_units
+from plainbox_like.units import JobDefinition
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOBS = os.path.join(HERE, "data", "jobs")
@@ -556,3 +556,27 @@ def test_changed_definitions_block_resume(tmp_path, kill_later):
     assert forced.returncode == 1, forced.stderr  # 'first' stays a crash
     assert (markers / "second.changed").exists()
     assert load_session(path).state.latest("second").outcome == OUTCOME_PASS
+
+
+def test_rerun_interrupted_does_not_rerun_a_noreturn_job(tmp_path, kill_later):
+    # A noreturn job (think: reboot) that was running when the session stopped
+    # did what it should; running it again would only stop the session again.
+    repo, markers = tmp_path / "repo", tmp_path / "markers"
+    markers.mkdir()
+    env = cli_env(repo, markers)
+    proc = start_cli(repo, "run", "-j", "2", os.path.join(JOBS, "noreturn.pxu"), env=env)
+    kill_later.append(read_pid(markers / "first.pid", proc))
+    reboot_pgid = read_pid(markers / "reboot.pid", proc)
+    kill_later.append(reboot_pgid)
+    proc.kill()
+    proc.communicate(timeout=30)
+    os.unlink(markers / "reboot.pid")
+    (markers / "go").touch()
+    resumed = cli(repo, "resume", "--rerun-interrupted", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    state = load_session(only_session(repo)).state
+    assert [(a.attempt, a.outcome) for a in state.results["reboot"]] == [(1, OUTCOME_PASS)]
+    assert [(a.attempt, a.outcome) for a in state.results["first"]] == [(1, OUTCOME_CRASH), (2, OUTCOME_PASS)]
+    assert not (markers / "reboot.pid").exists()
+    assert state.latest("last").outcome == OUTCOME_PASS
+    assert wait_until(lambda: not group_members(reboot_pgid), timeout=15)

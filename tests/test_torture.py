@@ -45,7 +45,7 @@ def test_small_torture_run(torture, tmp_path, capsys, parallel, seed):
     assert "VIOLATION" not in out
 
 
-def _state(results, running=()):
+def _state(results):
     state = SessionState(metadata=SessionMetadata(flags=[]))
     state.results = {jid: [attempt] for jid, attempt in results.items()}
     return state
