@@ -28,6 +28,8 @@ from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadat
 from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
 
 STATE_FILE = "session"
+#: The snapshot before the current one, kept until the next successful snapshot.
+BACKUP_FILE = "session.bak"
 JOURNAL_FILE = "journal"
 LOCK_FILE = "lock"
 IO_LOGS = "io-logs"
@@ -294,15 +296,27 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Replace *path* with *data*: temporary file, fsync, rename, fsync the directory."""
+def write_atomically(path: str, data: bytes, backup: str | None = None) -> None:
+    """Replace *path* with *data*: temporary file, fsync, rename, fsync the directory.
+
+    With *backup*, the file being replaced stays available under that name
+    (a hard link, itself put in place atomically).
+    """
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    prefix = "." + os.path.basename(path) + "."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     try:
         _write_all(fd, data)
         os.fsync(fd)
         os.close(fd)
         fd = -1
+        if backup is not None:
+            link = tmp + ".bak.tmp"
+            try:
+                os.link(path, link)
+                os.replace(link, backup)
+            except FileNotFoundError:
+                pass
         os.replace(tmp, path)
     except BaseException:
         if fd >= 0:
@@ -495,7 +509,7 @@ class SessionWriter:
         started = self._clock()
         self.sync()
         data, self._snapshot_raw_size = codec.encode_state(self.state)
-        write_atomically(os.path.join(self.path, STATE_FILE), data)
+        write_atomically(os.path.join(self.path, STATE_FILE), data, backup=os.path.join(self.path, BACKUP_FILE))
         # Lines up to journal_seq are now in the snapshot; a reader that still
         # sees them skips them by their sequence numbers.
         os.ftruncate(self._journal_fd, 0)

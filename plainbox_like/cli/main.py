@@ -14,7 +14,7 @@ from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.paths import REPOSITORY_ENV
 
 #: Modules under ``plainbox_like.cli`` that each add one or more commands with ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("run", "inspect", "log")
+COMMAND_MODULES: tuple[str, ...] = ("run", "inspect", "log", "watch", "control", "manage", "integrity", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
