@@ -29,6 +29,8 @@ FAILED_OUTCOMES = frozenset({OUTCOME_FAIL, OUTCOME_CRASH})
 #: Session flags, as in Plainbox.
 FLAG_INCOMPLETE = "incomplete"
 FLAG_SUBMITTED = "submitted"
+#: Ours: the runner waits between jobs until asked to continue.
+FLAG_PAUSED = "paused"
 
 
 @attrs.define
@@ -148,6 +150,9 @@ class SessionState:
             if meta.running_job_name == change["job"]:
                 meta.running_job_name = self._latest_running()
         elif op == "plan":
+            if change.get("append"):
+                # Jobs recorded as they come (the Python API): new ids join the desired list.
+                self.desired_job_list.extend(j for j in change["jobs"] if j not in self.jobs)
             self.jobs.update(change["jobs"])
             if "desired_job_list" in change:
                 self.desired_job_list = list(change["desired_job_list"])

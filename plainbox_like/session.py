@@ -20,6 +20,7 @@ from typing import Any, Callable, Protocol
 
 import attrs
 
+from plainbox_like import control
 from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.iolog import RecordWriter
@@ -45,6 +46,7 @@ RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE = 3.0
 INTERRUPTED = "interrupted"
+STOPPED_BY_REQUEST = "stopped by request"
 STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
 
 SESSION_ENV = "PLAINBOX_LIKE_SESSION"
@@ -112,6 +114,8 @@ class RunSummary:
     path: str
     counts: dict[str, int]
     interrupted: bool = False
+    #: "signal" or "request" when the run ended early.
+    stopped_by: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -176,6 +180,12 @@ class BatchRunner:
         self._running: dict[str, _Running] = {}
         self._unreported: list[tuple[str, Attempt]] = []
         self._stop: int | None = None
+        self._stop_comment = INTERRUPTED
+        self._control = control.ControlWatcher(writer.path, clock)
+        self._draining = False  # a stop request: finish the running jobs, start no more
+        self._paused = False
+        #: Why the run ended early: "signal" or "request" (None if it ran to the end).
+        self.stopped_by: str | None = None
         # (kill_at, process) of stopped jobs whose leader exited while others in its group live on.
         self._stragglers: list[tuple[float, Process]] = []
 
@@ -190,6 +200,7 @@ class BatchRunner:
         def on_signal(signum: int, _frame: Any) -> None:
             if self._stop is None:
                 self._stop = signum
+                self.stopped_by = "signal"
             try:
                 os.write(wake_w, b"\0")
             except OSError:
@@ -199,10 +210,17 @@ class BatchRunner:
             previous[signum] = signal.signal(signum, on_signal)
         try:
             while self._stop is None:
-                self._hand_out()
-                self._commit()
-                if self.scheduler.done() and not self._running and not self._stragglers:
+                self._obey_control()
+                if self._stop is not None:
                     break
+                if not (self._paused or self._draining):
+                    self._hand_out()
+                self._commit()
+                idle = not self._running and not self._stragglers
+                if idle and (self._draining or self.scheduler.done()):
+                    break
+                if idle and self._paused:
+                    self._set_paused_flag(True)
                 self._handle(self.executor.poll(self._poll_timeout()))
                 self._enforce_deadlines()
                 for running in self._running.values():
@@ -210,20 +228,51 @@ class BatchRunner:
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
+            self._set_paused_flag(False)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             os.close(wake_r)
             os.close(wake_w)
             self.reporter.close()
-        return self._stop is not None
+        return self.stopped_by is not None
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
         self._stop = signum
+        self.stopped_by = "signal"
+
+    def _obey_control(self) -> None:
+        """Act on a stop/pause/continue request left in the session directory."""
+        request = self._control.poll()
+        action = request.action if request is not None else None
+        if action == control.STOP_NOW:
+            self._stop = signal.SIGTERM
+            self._stop_comment = STOPPED_BY_REQUEST
+            self.stopped_by = "request"
+            self._control.done()
+        elif action == control.STOP:
+            self._draining = True
+            self.stopped_by = "request"
+            self._control.done()
+        elif action == control.PAUSE:
+            self._paused = True
+        elif self._paused:  # continue, or the request file was removed
+            self._paused = False
+            self._set_paused_flag(False)
+            if action == control.CONTINUE:
+                self._control.done()
+        elif action == control.CONTINUE:
+            self._control.done()
+
+    def _set_paused_flag(self, paused: bool) -> None:
+        flags = self.writer.state.metadata.flags
+        if paused != (control.FLAG_PAUSED in flags):
+            new = [f for f in flags if f != control.FLAG_PAUSED] + ([control.FLAG_PAUSED] if paused else [])
+            self.writer.update_metadata(flags=new)
 
     def _poll_timeout(self) -> float:
-        timeout = 0.5
+        timeout = control.CHECK_INTERVAL if (self._paused or self._draining) else 0.5
         now = self._clock()
         for running in self._running.values():
             for moment in (running.deadline, running.kill_at):
@@ -334,7 +383,8 @@ class BatchRunner:
         code = event.returncode
         duration = event.when - running.process.started
         if running.why_stopped:
-            outcome, comments = (OUTCOME_FAIL if running.why_stopped != INTERRUPTED else OUTCOME_CRASH), running.why_stopped
+            stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
+            outcome, comments = (OUTCOME_CRASH if stopped else OUTCOME_FAIL), running.why_stopped
         elif code == 0:
             outcome, comments = OUTCOME_PASS, None
         elif code > 0:
@@ -386,7 +436,7 @@ class BatchRunner:
         """Stop every running job (SIGTERM, SIGKILL after the grace period) and record it as interrupted."""
         now = self._clock()
         for running in self._running.values():
-            running.why_stopped = INTERRUPTED
+            running.why_stopped = self._stop_comment
             if running.process is not None:
                 self._terminate(running, now)
                 running.kill_at = now + min(self.kill_grace, 1.0)
@@ -498,7 +548,7 @@ def resume_session(
             # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too.
             rerun |= {
                 j for j in plan.order
-                if (a := state.latest(j)) and a.outcome == OUTCOME_CRASH and a.comments == INTERRUPTED
+                if (a := state.latest(j)) and a.outcome == OUTCOME_CRASH and a.comments in (INTERRUPTED, STOPPED_BY_REQUEST)
             }
         if rerun_failed:
             rerun |= {j for j in plan.order if (a := state.latest(j)) and a.outcome in FAILED_OUTCOMES}
@@ -602,6 +652,7 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
     runner = BatchRunner(
         writer, prepared.plan, finished=prepared.finished, parallel=prepared.parallel, reporter=reporter
     )
+    control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:
         interrupted = runner.run()
         if not interrupted:
@@ -614,4 +665,4 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         latest = writer.state.latest(job_id)
         if latest is not None:
             counts[latest.outcome] = counts.get(latest.outcome, 0) + 1
-    return RunSummary(writer.id, writer.path, counts, interrupted)
+    return RunSummary(writer.id, writer.path, counts, interrupted, runner.stopped_by)

@@ -9,6 +9,8 @@ Statuses:
 ``running``
     A writer process named in the session's lock file is alive on this host
     (or the directory is still being created).
+``paused``
+    A runner is alive but waits between jobs until ``plainbox-like continue``.
 ``incomplete``
     The ``incomplete`` flag is set and nobody writes the session: it was
     interrupted, or is waiting to be resumed.
@@ -28,15 +30,17 @@ import attrs
 
 from plainbox_like import storage
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.model import FLAG_INCOMPLETE
+from plainbox_like.model import FLAG_INCOMPLETE, FLAG_PAUSED
 from plainbox_like.paths import session_id_of
 from plainbox_like.storage import LoadedSession, SessionRepository
 
 STATUS_RUNNING = "running"
+#: A runner is alive but waits between jobs (``plainbox-like pause``).
+STATUS_PAUSED = "paused"
 STATUS_INCOMPLETE = "incomplete"
 STATUS_COMPLETE = "complete"
 STATUS_CORRUPT = "corrupt"
-STATUSES = (STATUS_RUNNING, STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_CORRUPT)
+STATUSES = (STATUS_RUNNING, STATUS_PAUSED, STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_CORRUPT)
 
 #: A directory without a state file younger than this is taken to be still being created.
 CREATING_GRACE = 30.0
@@ -94,7 +98,7 @@ def one_line(exc: BaseException) -> str:
 def session_status(loaded: LoadedSession) -> str:
     """``running``, ``incomplete`` or ``complete`` for a session that could be read."""
     if storage.writer_alive(loaded.path):
-        return STATUS_RUNNING
+        return STATUS_PAUSED if FLAG_PAUSED in loaded.state.metadata.flags else STATUS_RUNNING
     if FLAG_INCOMPLETE in loaded.state.metadata.flags:
         return STATUS_INCOMPLETE
     return STATUS_COMPLETE

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import re
 import sys
 import time
 from typing import Any, Iterable, Sequence
 
 from plainbox_like import codec, storage, summary
+from plainbox_like import index as indexing
 from plainbox_like.cli import common
 from plainbox_like.errors import CorruptSession, PlainboxLikeError
 from plainbox_like.model import Attempt, SessionState
@@ -36,9 +39,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List every session in the repository, newest first: id, status "
         "(running, incomplete, complete or corrupt), creation time, jobs done, title and "
         "outcome counts. A corrupt session is shown with the reason and never stops the "
-        "others from being listed.",
+        "others from being listed. Reads the index (index.sqlite3); unless a watcher keeps it "
+        "fresh, a stat-only scan of the session directories first re-reads the sessions that "
+        "changed, so the answer is never stale. Filters combine: a session is listed if it "
+        "passes all of them.",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list of session summaries")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=indexing.STATUSES,
+        help="only sessions with this status (repeatable: any of them)",
+    )
+    p.add_argument("--tag", action="append", metavar="TAG", help="only sessions with this tag (repeatable: all of them)")
+    p.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="DATE",
+        help="only sessions created at or after DATE: 2026-11-21, '2026-11-21 14:00', ISO 8601 with an "
+        "offset, or an age such as 90m, 12h, 7d, 2w",
+    )
+    p.add_argument("--title", metavar="TEXT", help="only sessions whose title contains TEXT (case-insensitive)")
+    p.add_argument(
+        "--parent", metavar="SESSION", help="only sessions started from within session SESSION (id or unique prefix)"
+    )
+    p.add_argument(
+        "--failed-job",
+        metavar="JOB",
+        help="only sessions in which job JOB (shell wildcards allowed) failed or crashed in its latest attempt",
+    )
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="list at most N sessions (the newest)")
     p.set_defaults(func=cmd_list)
 
     p = subparsers.add_parser(
@@ -97,20 +127,72 @@ def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
 # -- list ----------------------------------------------------------------------
 
 
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str) -> float:
+    """``--since`` as epoch seconds: a date, a date and time (local unless it has an offset), or an age."""
+    value = text.strip()
+    match = _AGE.fullmatch(value.lower())
+    if match:
+        return time.time() - float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date, time or age: {text!r} (try 2026-11-21, '2026-11-21 14:00' or 7d)"
+        ) from None
+    return when.timestamp()  # naive: local time
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _notice(message: str) -> None:
+    print(f"plainbox-like: notice: {message}", file=sys.stderr)
+
+
+def list_filter(args: argparse.Namespace) -> indexing.ListFilter:
+    """The filters of ``list`` given on the command line."""
+    return indexing.ListFilter(
+        statuses=tuple(args.status or ()),
+        tags=tuple(args.tag or ()),
+        since=args.since,
+        title=args.title,
+        parent=args.parent,
+        failed_job=args.failed_job,
+        limit=args.limit,
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     repo = common.repository(args)
-    sessions = summary.list_sessions(repo)
+    flt = list_filter(args)
+    listed: list[indexing.Listed] = []
+    if indexing.repository_exists(repo.root):
+        with indexing.fresh_index(repo.root, _notice) as index:
+            listed = index.list(flt, documents_only=args.json)
     if args.json:
-        common.print_json([summary_json(s) for s in sessions])
+        sys.stdout.write(indexing.json_list([item.document for item in listed]))
         return 0
+    sessions = [item.summary for item in listed]
     if not sessions:
-        print(f"no sessions in {repo.sessions_dir}", file=sys.stderr)
+        filtered = flt != indexing.ListFilter()
+        print(f"no {'matching ' if filtered else ''}sessions in {repo.sessions_dir}", file=sys.stderr)
         return 0
     header = ["ID", "STATUS", "CREATED", "JOBS", "TITLE", "RESULTS"]
     id_width = max(len(header[0]), *(len(s.id) for s in sessions))
     rows = []
     for s in sessions:
-        if s.status == summary.STATUS_CORRUPT:
+        if s.status == indexing.STATUS_CORRUPT:
             continue
         jobs = f"{s.done}/{s.total}" if s.total or s.done else "-"
         created = common.format_time(s.created)
@@ -120,7 +202,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     lines = iter(format_table(header, rows))
     print(next(lines))
     for s in sessions:
-        if s.status == summary.STATUS_CORRUPT:
+        if s.status == indexing.STATUS_CORRUPT:
             # The reason takes the rest of the line.
             print(f"{s.id.ljust(id_width)}  corrupt: {clean(s.reason)}")
         else:
@@ -167,7 +249,7 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
     now = time.time() if now is None else now
     state = loaded.state
     plainbox_running = summary.running_job(loaded) if loaded.origin != codec.FORMAT else None
-    live = status == summary.STATUS_RUNNING
+    live = status in (summary.STATUS_RUNNING, summary.STATUS_PAUSED)
     jobs = []
     for job_id in _ordered_jobs(state):
         attempts = state.results.get(job_id, [])
@@ -231,8 +313,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         common.print_json(data)
         return 0
     status = s.status
-    if s.running_job and s.status in (summary.STATUS_RUNNING, summary.STATUS_INCOMPLETE):
-        verb = "is running" if s.status == summary.STATUS_RUNNING else "was running"
+    if s.running_job and s.status in (summary.STATUS_RUNNING, summary.STATUS_PAUSED, summary.STATUS_INCOMPLETE):
+        verb = "was running" if s.status == summary.STATUS_INCOMPLETE else "is running"
         status += f" (job {clean(s.running_job)} {verb})"
     parent = meta.parent_session or "-"
     if meta.parent_job:

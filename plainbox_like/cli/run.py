@@ -84,8 +84,9 @@ def _finish(summary: batch.RunSummary, started: float) -> int:
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary.counts.items())) or "no jobs"
     elapsed = format_duration(time.monotonic() - started)
     if summary.interrupted:
+        how = "Stopped by request" if summary.stopped_by == "request" else "Interrupted"
         print(
-            f"Interrupted after {elapsed}: {counts}. Session {summary.session_id} is kept; "
+            f"{how} after {elapsed}: {counts}. Session {summary.session_id} is kept; "
             f"continue it with: plainbox-like resume {summary.session_id}",
             file=sys.stderr,
         )
