@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import attrs
 import cattrs
+import orjson
 from cattrs.cols import is_mutable_sequence, list_structure_factory
 from isal import igzip
 from isal.igzip_lib import IsalError
@@ -85,8 +86,12 @@ class Loaded:
 
 
 def dumps_json(obj: Any) -> bytes:
-    """Compact JSON with sorted keys, as UTF-8."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    """Compact JSON with sorted keys, as UTF-8 (orjson: several times faster than json here)."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+#: Parse JSON text or bytes (orjson; its errors are :class:`json.JSONDecodeError`).
+loads_json = orjson.loads
 
 
 def state_document(state: SessionState) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise CorruptSession(path, f"not valid UTF-8 at byte {exc.start}") from None
     try:
-        doc = json.loads(text)
+        doc = loads_json(text)
     except json.JSONDecodeError as exc:
         raise CorruptSession(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("session"), dict):

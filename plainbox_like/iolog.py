@@ -21,6 +21,7 @@ import zlib
 from typing import Callable, Iterator
 
 import attrs
+import orjson
 from isal import isal_zlib
 
 STREAMS = ("stdout", "stderr")
@@ -283,7 +284,7 @@ class RecordReader:
 
 def _parse_record(line: bytes) -> IORecord | None:
     try:
-        delay, stream, data = json.loads(line)
+        delay, stream, data = orjson.loads(line)
         if stream not in STREAMS or isinstance(delay, bool) or not isinstance(delay, (int, float)):
             return None
         return IORecord(float(delay), stream, base64.b64decode(data, validate=True))

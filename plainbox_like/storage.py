@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import socket
 import tempfile
@@ -95,7 +94,7 @@ def parse_journal(data: bytes, path: str, after_seq: int) -> JournalRead:
 
 def _parse_change(raw: bytes) -> dict[str, Any] | None:
     try:
-        change = json.loads(raw)
+        change = codec.loads_json(raw)
     except ValueError:
         return None
     if (
@@ -457,7 +456,9 @@ class SessionWriter:
 
     # -- changes
 
-    def record(self, change: dict[str, Any], durable: bool = True, lazy: bool = False) -> int:
+    def record(
+        self, change: dict[str, Any], durable: bool = True, lazy: bool = False, attempt: Attempt | None = None
+    ) -> int:
         """Apply *change* and append it to the journal; durable on return unless told otherwise.
 
         With ``durable=False`` the line is written but not synced: the next
@@ -470,7 +471,8 @@ class SessionWriter:
         seq = self.state.journal_seq + 1
         change = {**change, "seq": seq, "t": time.time()}
         line = codec.dumps_json(change) + b"\n"
-        self.state.apply(change, codec.structure_attempt)
+        # The writer already has the Attempt of a result: no need to structure it back from JSON.
+        self.state.apply(change, codec.structure_attempt if attempt is None else lambda _data: attempt)
         try:
             _write_all(self._journal_fd, line)
         except OSError:
@@ -549,7 +551,8 @@ class SessionWriter:
 
     def job_finished(self, job_id: str, result: Attempt, durable: bool = True) -> None:
         """Journal the result of one attempt."""
-        self.record({"op": "result", "job": job_id, "result": codec.converter.unstructure(result)}, durable)
+        unstructured = codec.converter.unstructure(result)
+        self.record({"op": "result", "job": job_id, "result": unstructured}, durable, attempt=attrs.evolve(result))
 
     def new_log(self, job_id: str, attempt: int, **kwargs: Any) -> tuple[iolog.RecordWriter, str]:
         """Create the log files of a new attempt; returns their writer and the name relative to the session."""

@@ -12,8 +12,8 @@ texts = st.text(max_size=24)
 optional_texts = st.none() | texts
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 optional_floats = st.none() | finite_floats
-#: JSON integers have no size limit; go past 64 bits now and then.
-big_ints = st.integers(min_value=-(2**70), max_value=2**70)
+#: Integers as the state can hold them: signed 64-bit (exit codes, pids and sequence numbers fit easily).
+big_ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 attempts = st.builds(
     Attempt,
@@ -60,7 +60,7 @@ session_states = st.builds(
     mandatory_job_list=st.lists(texts, max_size=3),
     metadata=session_metadata,
     running_jobs=st.dictionaries(texts, running_jobs, max_size=3),
-    journal_seq=st.integers(min_value=0, max_value=2**63),
+    journal_seq=st.integers(min_value=0, max_value=2**63 - 1),
 )
 
 #: io-log chunks: (stream, non-empty raw bytes, seconds the fake clock advances before the chunk).

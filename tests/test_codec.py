@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 import os
 
 import pytest
@@ -46,7 +47,24 @@ def test_round_trip(state):
     assert doc["format"] == "plainbox-like"
     assert doc["version"] == codec.VERSION
     # Compact, sorted keys, no escaping of non-ASCII text.
-    assert raw == json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    assert_compact_sorted(raw.decode("utf-8"))
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def assert_compact_sorted(text: str) -> None:
+    """No whitespace between tokens, and every object's keys in sorted order."""
+    assert not re.search(r"\s", _STRING.sub('""', text))
+
+    def check_order(pairs):
+        keys = [k for k, _ in pairs]
+        assert keys == sorted(keys)
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=check_order)
+    # Only control characters are escaped; other text stays as UTF-8.
+    assert all(int(code, 16) < 0x20 for code in re.findall(r"\\u([0-9a-fA-F]{4})", text))
 
 
 def test_document_field_names_follow_plainbox():
