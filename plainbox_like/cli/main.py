@@ -13,12 +13,37 @@ from plainbox_like import __version__
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.paths import REPOSITORY_ENV
 
-#: Modules under ``plainbox_like.cli`` that each add one or more commands with ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("run", "inspect", "log", "watch", "control", "manage", "integrity", "export")
+#: Each command, and the module under ``plainbox_like.cli`` that registers it with ``register(subparsers)``.
+#: Only the module of the command being run is imported, which keeps start-up short.
+COMMANDS: dict[str, str] = {
+    "run": "run",
+    "resume": "run",
+    "list": "inspect",
+    "show": "inspect",
+    "log": "log",
+    "replay": "log",
+    "watch": "watch",
+    "index": "watch",
+    "search": "watch",
+    "stop": "control",
+    "pause": "control",
+    "continue": "control",
+    "delete": "manage",
+    "rename": "manage",
+    "tag": "manage",
+    "untag": "manage",
+    "gc": "manage",
+    "cleanup": "manage",
+    "check": "integrity",
+    "repair": "integrity",
+    "export": "export",
+    "import": "export",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every command registered."""
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The argument parser, with the commands of *modules* (by default all) registered."""
     parser = argparse.ArgumentParser(
         prog="plainbox-like",
         description="Run batches of shell jobs into crash-safe, resumable session directories.",
@@ -32,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the session repository root (default: ${REPOSITORY_ENV}, else $XDG_CACHE_HOME/plainbox-like)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(f"plainbox_like.cli.{name}")
         except ModuleNotFoundError as exc:  # a command module still being written
@@ -43,9 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The command named in *argv* (the first word that is not a global option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--repository":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+        elif word in ("-h", "--help", "--version"):
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_word(argv)
+    parser = build_parser((COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

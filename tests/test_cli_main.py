@@ -1,0 +1,50 @@
+"""The entry point: command dispatch and error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from plainbox_like.cli import main as cli_main
+
+
+def registered_commands(module: str) -> set[str]:
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    importlib.import_module(f"plainbox_like.cli.{module}").register(subparsers)
+    return set(subparsers.choices)
+
+
+@pytest.mark.parametrize("module", cli_main.COMMAND_MODULES)
+def test_command_map_matches_what_modules_register(module):
+    mapped = {cmd for cmd, mod in cli_main.COMMANDS.items() if mod == module}
+    assert registered_commands(module) == mapped
+
+
+def test_command_word_skips_global_options():
+    assert cli_main._command_word(["--repository", "run", "list"]) == "list"
+    assert cli_main._command_word(["--repository=x", "show", "a"]) == "show"
+    assert cli_main._command_word(["--help"]) is None
+    assert cli_main._command_word([]) is None
+
+
+def test_running_a_command_imports_only_its_module():
+    code = (
+        "import sys\n"
+        "from plainbox_like.cli.main import main\n"
+        "main(['run', '--dry-run', '-c', 'true'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('plainbox_like.cli.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['plainbox_like.cli.common', 'plainbox_like.cli.main', 'plainbox_like.cli.run']"
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(["no-such-command"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
