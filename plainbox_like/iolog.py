@@ -107,9 +107,9 @@ class RecordWriter:
     *clock* is a monotonic clock (injected for tests); *started* is the job's
     start on that clock, from which the first record's delay is measured;
     *record_fd* is the record file already open (from :func:`open_log_files`).
-    ``.stdout`` and ``.stderr`` are created when the stream first has output,
-    and at the latest on close, so that a job without output costs one file
-    creation, not three, until it ends.
+    ``.stdout`` and ``.stderr`` are created when the stream first has output
+    (a stream without output has no raw file), so that a job without output
+    costs one file creation, not three.
     """
 
     def __init__(
@@ -183,9 +183,6 @@ class RecordWriter:
         if self.closed:
             return
         self.closed = True
-        for stream in STREAMS:
-            if stream not in self._raw_fds:
-                self._raw_fds[stream] = os.open(f"{self.stem_path}.{stream}", _RAW_FLAGS, 0o600)
         tail = self._deflate.flush(isal_zlib.Z_FINISH)
         _write_all(self._record_fd, tail + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         fds = [self._record_fd, *self._raw_fds.values()]

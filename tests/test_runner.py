@@ -47,8 +47,12 @@ def log_path(session_path, attempt, stream):
 
 
 def raw_output(session_path, attempt, stream="stdout"):
-    with open(log_path(session_path, attempt, stream), "rb") as f:
-        return f.read()
+    """The raw file's bytes; a stream without output has no raw file."""
+    try:
+        with open(log_path(session_path, attempt, stream), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def records(session_path, attempt):
