@@ -542,7 +542,7 @@ def resume_session(
         plan = _resume_plan(units, state, ignore_changed)
         if ignore_changed:
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
-        interrupted = _settle_interrupted(writer, plan, say)
+        interrupted = settle_interrupted(writer, plan, say)
         rerun = set(interrupted) if rerun_interrupted else set()
         if rerun_interrupted:
             # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too.
@@ -586,8 +586,11 @@ def _resume_plan(units: UnitSet, state: SessionState, ignore_changed: bool) -> p
     return planning.build_plan([known[j] for j in state.desired_job_list if j in known])
 
 
-def _settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
+def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
     """Give every job that was running when the runner died its result.
+
+    Used by ``resume`` and by ``cleanup`` (:mod:`plainbox_like.manage`); only
+    ``plan.jobs`` is looked at (for the ``noreturn`` flag).
 
     Processes the dead runner's jobs left behind are found by the session id
     in their environment and killed first, so that nothing runs twice at once.

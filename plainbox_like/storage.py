@@ -434,7 +434,11 @@ class SessionWriter:
                 raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
             writer = cls(path, loaded.state, lock_fd, durability, clock)
         except BaseException:
-            os.close(lock_fd)
+            # Leave no pid in the lock: the session must not look like ours to cleanup or list.
+            try:
+                os.ftruncate(lock_fd, 0)
+            finally:
+                os.close(lock_fd)
             raise
         _remove_stale_temporaries(path)
         # A fresh snapshot drops any torn journal tail before we append to it.

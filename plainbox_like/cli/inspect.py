@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Iterable, Sequence
 
-from plainbox_like import codec, storage, summary
+from plainbox_like import codec, manage, storage, summary
 from plainbox_like import index as indexing
 from plainbox_like.cli import common
 from plainbox_like.errors import CorruptSession, PlainboxLikeError
@@ -300,6 +300,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     s = summary.summarize_loaded(loaded)
     meta = loaded.state.metadata
     jobs = job_rows(loaded, s.status)
+    children = manage.find_children(repo, s.id)
     if args.json:
         data = summary_json(s)
         data.update(
@@ -309,6 +310,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             desired_job_list=list(loaded.state.desired_job_list),
             mandatory_job_list=list(loaded.state.mandatory_job_list),
             jobs=jobs,
+            children=[_child_json(c) for c in children],
         )
         common.print_json(data)
         return 0
@@ -343,6 +345,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{(name + ':').ljust(width)} {value}")
     if not jobs:
         print("\n(no jobs)")
+        _print_children(children)
         return 0
     print()
     rows = []
@@ -360,4 +363,26 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     for line in format_table(["JOB", "OUTCOME", "DURATION", "RC", "ATTEMPTS", "NOTE"], rows):
         print(line)
+    _print_children(children)
     return 0
+
+
+def _child_json(child: manage.Child) -> dict[str, Any]:
+    return {
+        "id": child.id,
+        "title": child.title,
+        "status": child.status,
+        "parent_job": child.parent_job,
+        "created": common.iso_time(child.created),
+        "path": child.path,
+    }
+
+
+def _print_children(children: list[manage.Child]) -> None:
+    """The sessions started from within this session's jobs, if any."""
+    if not children:
+        return
+    print(f"\nChild sessions ({len(children)}, started from its jobs):")
+    rows = [[c.id, c.status, clean(c.parent_job or "-"), clean(c.title or "-")] for c in children]
+    for line in format_table(["ID", "STATUS", "JOB", "TITLE"], rows):
+        print(line)
