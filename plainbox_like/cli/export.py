@@ -1,0 +1,155 @@
+"""``export`` and ``import``: a session as JSON, JUnit XML, an HTML report or an archive, and back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from typing import BinaryIO, Callable
+
+from plainbox_like import codec, exports, storage
+from plainbox_like.cli import common
+from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.exports import tarball
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write a session as JSON, JUnit XML, an HTML report or a .tar.gz archive",
+        description="Write a session in another format: json (the full state plus the session's id, "
+        "path and origin; with --with-logs also every attempt's output), junit (JUnit XML for CI "
+        "servers: one test case per job), html (a self-contained report to open in a browser) or "
+        "tar (the session directory as a .tar.gz that 'import' brings back). Works on Checkbox and "
+        "Plainbox session directories too, and on a session being run (what it holds at that moment).",
+    )
+    p.add_argument(
+        "session", metavar="SESSION", help="session id, unique id prefix, or path to a session directory"
+    )
+    p.add_argument(
+        "--format",
+        choices=exports.FORMATS,
+        help="the output format (default: from the name given to -o: .json, .xml for junit, .html, "
+        ".tar.gz or .tgz for tar; else json)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE, replacing it only once the export is complete (default or '-': standard "
+        "output, which for tar must not be a terminal)",
+    )
+    p.add_argument(
+        "--with-logs",
+        action="store_true",
+        help="json only: add the output of every attempt of every job (text, and base64 where it is not UTF-8)",
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser(
+        "import",
+        help="bring a session archive made by 'export --format tar' back, under a new id",
+        description="Extract a session archive into the repository under a new id and print that id. "
+        "The archive is checked before anything is extracted from it: absolute paths, '..', links "
+        "that point outside the session and device files are refused. The session must load before it "
+        "appears in the repository; on any error nothing is left behind. An archive of a Checkbox or "
+        "Plainbox session directory imports too (it can then be inspected, not resumed).",
+    )
+    p.add_argument(
+        "archive",
+        metavar="ARCHIVE",
+        help="the archive: a .tar.gz from 'export --format tar', or any tar (gzip, bzip2, xz or "
+        "uncompressed) of one session directory; '-' reads standard input",
+    )
+    p.set_defaults(func=cmd_import)
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(f"plainbox-like: note: {message}\n")
+    sys.stderr.flush()
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def write_output(path: str, produce: Callable[[BinaryIO], None]) -> None:
+    """Write *path* through a temporary file renamed over it: never a half-written export."""
+    path = os.path.abspath(path)
+    directory, base = os.path.split(path)
+    if os.path.isdir(path):
+        raise PlainboxLikeError(f"{path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise PlainboxLikeError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            produce(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a shell redirection would create it
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and not isinstance(exc, PlainboxLikeError):
+            raise PlainboxLikeError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    to_stdout = args.output in (None, "-")
+    fmt = args.format or (None if to_stdout else exports.format_for_filename(args.output)) or "json"
+    if args.with_logs and fmt != "json":
+        raise PlainboxLikeError(
+            f"--with-logs applies to --format json only ({fmt} exports always include the output)"
+        )
+    if fmt == "tar" and to_stdout and sys.stdout.isatty():
+        raise PlainboxLikeError("will not write a .tar.gz archive to a terminal: give -o FILE or redirect the output")
+    repo = common.repository(args)
+    loaded = storage.load_session(repo.resolve(args.session))
+    options: dict = {}
+    if fmt == "json":
+        options["with_logs"] = args.with_logs
+    elif fmt == "tar":
+        options["warn"] = _note
+        if not to_stdout and _within(
+            os.path.realpath(os.path.dirname(os.path.abspath(args.output))), os.path.realpath(loaded.path)
+        ):
+            raise PlainboxLikeError(f"{args.output}: cannot write the archive inside the session it archives")
+
+    def produce(out: BinaryIO) -> None:
+        exports.write(loaded, fmt, out, **options)
+
+    if to_stdout:
+        sys.stdout.flush()
+        produce(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        write_output(args.output, produce)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    repo = common.repository(args)
+    if args.archive == "-":
+        if sys.stdin.isatty():
+            raise PlainboxLikeError("will not read an archive from a terminal: give a file or redirect the input")
+        loaded = tarball.import_archive(sys.stdin.buffer, repo.sessions_dir, "standard input")
+    else:
+        try:
+            source = open(args.archive, "rb")
+        except OSError as exc:
+            raise PlainboxLikeError(f"{args.archive}: cannot read: {exc.strerror or exc}") from None
+        with source:
+            loaded = tarball.import_archive(source, repo.sessions_dir, args.archive)
+    print(loaded.id)
+    if loaded.origin != codec.FORMAT:
+        _note(f"session {loaded.id} is a Checkbox/Plainbox session: it can be inspected and exported, not resumed")
+    return 0

@@ -1,0 +1,317 @@
+"""What the report formats share: a view of each job, reading output, making it printable."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import shlex
+from typing import Callable, Iterable
+
+import attrs
+
+from plainbox_like import codec, replay, storage, summary
+from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.iolog import IORecord
+from plainbox_like.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
+from plainbox_like.replay import AttemptRef
+from plainbox_like.storage import LoadedSession
+
+#: Job status of a job that has no attempt at all.
+NOT_RUN = "not-run"
+#: A job with an attempt started and no result, while its writer runs.
+RUNNING = "running"
+#: The same, once the writer is gone (killed, machine rebooted).
+INTERRUPTED = "interrupted"
+
+#: Order of statuses in counts and legends; others follow alphabetically.
+STATUS_ORDER = (
+    "pass",
+    "fail",
+    "crash",
+    INTERRUPTED,
+    RUNNING,
+    "skip",
+    "skipped-dependency",
+    "skipped-resource",
+    "not-supported",
+    "not-implemented",
+    "undecided",
+    NOT_RUN,
+)
+#: Statuses that mean "something is wrong with this job".
+BAD_STATUSES = frozenset(FAILED_OUTCOMES | {INTERRUPTED})
+#: Statuses of a job that did not run (by design, or not yet).
+SKIPPED_STATUSES = frozenset(SKIP_OUTCOMES | {NOT_RUN, "undecided"})
+
+
+@attrs.frozen
+class JobView:
+    """One job as a report shows it."""
+
+    id: str
+    #: 1-based position in the report.
+    index: int
+    #: Latest outcome, or :data:`NOT_RUN`, :data:`RUNNING`, :data:`INTERRUPTED`.
+    status: str
+    #: The latest finished attempt, if any.
+    latest: Attempt | None
+    #: Every attempt, oldest first, a running one last.
+    attempts: tuple[AttemptRef, ...]
+    running: RunningJob | None
+    #: Whether the job is in ``desired_job_list``.
+    planned: bool
+
+    @property
+    def duration(self) -> float | None:
+        """Duration of the latest finished attempt, unless a newer one is running."""
+        if self.running is not None or self.latest is None:
+            return None
+        return self.latest.execution_duration
+
+    @property
+    def return_code(self) -> int | None:
+        if self.running is not None or self.latest is None:
+            return None
+        return self.latest.return_code
+
+    @property
+    def note(self) -> str | None:
+        """The skip reason or comments of the latest attempt, or why there is no result."""
+        if self.status == RUNNING:
+            return f"attempt {self.running.attempt} is running"
+        if self.status == INTERRUPTED:
+            if self.running is not None:
+                previous = f" (previous attempt: {self.latest.outcome})" if self.latest else ""
+                return f"attempt {self.running.attempt} was started but has no result{previous}"
+            return "was running when the session stopped"
+        if self.latest is None:
+            return None
+        return self.latest.skip_reason or self.latest.comments
+
+    @property
+    def namespace(self) -> str | None:
+        """``com.canonical.certification`` of ``com.canonical.certification::cpu_info``."""
+        if "::" in self.id:
+            namespace = self.id.rsplit("::", 1)[0]
+            return namespace or None
+        return None
+
+
+def job_views(loaded: LoadedSession, status: str | None = None) -> list[JobView]:
+    """Every job in plan order, then jobs with results or running that are not in the plan."""
+    state = loaded.state
+    status = session_status(loaded) if status is None else status
+    live = status == summary.STATUS_RUNNING
+    plainbox_running = summary.running_job(loaded) if loaded.origin != codec.FORMAT else None
+    planned = set(state.desired_job_list)
+    views = []
+    for index, job_id in enumerate(replay.known_jobs(loaded), start=1):
+        attempts = state.results.get(job_id) or []
+        latest = attempts[-1] if attempts else None
+        running = state.running_jobs.get(job_id)
+        if running is not None:
+            job_status = RUNNING if live else INTERRUPTED
+        elif job_id == plainbox_running and status != summary.STATUS_COMPLETE:
+            job_status = INTERRUPTED
+        elif latest is not None:
+            job_status = latest.outcome
+        else:
+            job_status = NOT_RUN
+        views.append(
+            JobView(
+                id=job_id,
+                index=index,
+                status=job_status,
+                latest=latest,
+                attempts=tuple(replay.attempts_of(loaded, job_id)),
+                running=running,
+                planned=job_id in planned,
+            )
+        )
+    return views
+
+
+def session_status(loaded: LoadedSession) -> str:
+    """``running``, ``incomplete`` or ``complete``."""
+    return summary.session_status(loaded)
+
+
+def status_counts(views: Iterable[JobView]) -> dict[str, int]:
+    """Status -> number of jobs, in :data:`STATUS_ORDER` (others alphabetically after)."""
+    counts: dict[str, int] = {}
+    for view in views:
+        counts[view.status] = counts.get(view.status, 0) + 1
+    order = {name: i for i, name in enumerate(STATUS_ORDER)}
+    return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def wall_time(loaded: LoadedSession) -> float | None:
+    """Seconds from creation to finish (or last update), if both are known."""
+    meta = loaded.state.metadata
+    end = meta.finished if meta.finished is not None else meta.updated
+    if meta.created is None or end is None:
+        return None
+    return max(0.0, end - meta.created)
+
+
+def local_time(epoch: float | None) -> str | None:
+    """``2026-11-21 14:10:54 CET``: local time with its zone, for people."""
+    if epoch is None:
+        return None
+    try:
+        when = datetime.datetime.fromtimestamp(epoch).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return when.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def format_duration(seconds: float | None) -> str:
+    """``0.12s``, ``3m05s``, ``2h01m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+# -- reading output ---------------------------------------------------------------
+
+
+@attrs.frozen
+class AttemptOutput:
+    """An attempt's output as ``(stream, bytes)`` runs, consecutive records of a stream merged."""
+
+    segments: tuple[tuple[str, bytes], ...]
+    #: ``record``, ``raw``, ``inline``, ``none`` (see :class:`replay.Output`) or ``missing``.
+    source: str
+    #: What is wrong with the log (cut, damaged, missing), if anything.
+    problem: str | None = None
+
+    def stream(self, name: str) -> bytes:
+        """All bytes of one stream."""
+        return b"".join(data for stream, data in self.segments if stream == name)
+
+    @property
+    def size(self) -> int:
+        return sum(len(data) for _, data in self.segments)
+
+
+def merge_records(records: Iterable[IORecord]) -> tuple[tuple[str, bytes], ...]:
+    """Consecutive records of the same stream joined: records are chunks, not lines or characters."""
+    segments: list[tuple[str, list[bytes]]] = []
+    for record in records:
+        if segments and segments[-1][0] == record.stream:
+            segments[-1][1].append(record.data)
+        else:
+            segments.append((record.stream, [record.data]))
+    return tuple((stream, b"".join(parts)) for stream, parts in segments)
+
+
+def read_attempt(loaded: LoadedSession, ref: AttemptRef) -> AttemptOutput:
+    """The output of *ref*; a missing or unreadable log gives no output and a ``problem``."""
+    try:
+        output = replay.read_output(loaded, ref)
+    except PlainboxLikeError as exc:
+        return AttemptOutput((), "missing", summary.one_line(exc))
+    problem = output.problem
+    if problem and ref.running and storage.writer_alive(loaded.path):
+        problem = None  # still being written: not damaged, just not finished
+    elif output.source == "raw":
+        problem = "the timed record file is missing: stdout and stderr are shown one after the other"
+    return AttemptOutput(merge_records(output.records), output.source, problem)
+
+
+# -- making output printable ----------------------------------------------------------
+
+#: Terminal escape sequences: CSI (colours, cursor moves), OSC (titles, links), and two-byte ones.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+#: C0 controls other than tab and newline, and DEL.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: What XML 1.0 forbids even as a character reference, after the controls above are dealt with.
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def _control_picture(match: re.Match) -> str:
+    code = ord(match.group())
+    return "\u2421" if code == 0x7F else chr(0x2400 + code)
+
+
+def printable(text: str) -> str:
+    """*text* fit for a report: terminal escapes removed, CR line ends as newlines, other
+    control characters as their visible Unicode pictures (NUL as U+2400 and so on).
+
+    The result is also valid in XML 1.0.
+    """
+    text = _ANSI.sub("", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROLS.sub(_control_picture, text)
+    return _NOT_XML.sub("\ufffd", text)
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 with undecodable bytes as U+FFFD."""
+    return data.decode("utf-8", errors="replace")
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def omitted_note(size: int, hint: str | None = None) -> str:
+    """The line put where output was left out."""
+    more = f"; {hint}" if hint else ""
+    return f"[... {size} bytes omitted here{more} ...]"
+
+
+def cap_segments(
+    segments: Iterable[tuple[str, bytes]], limit: int
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int]:
+    """Keep about *limit* bytes: the first and last halves; returns (head, tail, bytes left out).
+
+    With nothing left out, everything is in *head* and *tail* is empty.
+    """
+    segments = list(segments)
+    total = sum(len(data) for _, data in segments)
+    if total <= limit:
+        return segments, [], 0
+    head_budget = limit // 2
+    tail_budget = limit - head_budget
+    head: list[tuple[str, bytes]] = []
+    for stream, data in segments:
+        if head_budget <= 0:
+            break
+        head.append((stream, data[:head_budget]))
+        head_budget -= len(head[-1][1])
+    tail: list[tuple[str, bytes]] = []
+    for stream, data in reversed(segments):
+        if tail_budget <= 0:
+            break
+        piece = data[-tail_budget:]
+        tail.append((stream, piece))
+        tail_budget -= len(piece)
+    tail.reverse()
+    kept = sum(len(d) for _, d in head) + sum(len(d) for _, d in tail)
+    return head, tail, total - kept
+
+
+def cap_text(data: bytes, limit: int, note: Callable[[int], str]) -> str:
+    """*data* decoded and made printable, its middle replaced by ``note(bytes left out)`` if too long."""
+    head, tail, omitted = cap_segments([("", data)], limit)
+    if not omitted:
+        return printable(decode(data))
+    return printable(decode(head[0][1])) + "\n" + note(omitted) + "\n" + printable(decode(tail[0][1]))
+
+
+def log_hint(loaded: LoadedSession, job_id: str, attempt: int | None = None) -> str:
+    """The command that prints an attempt's whole output."""
+    which = f" --attempt {attempt}" if attempt is not None else ""
+    return f"'plainbox-like log{which} {shlex.quote(loaded.path)} {shlex.quote(job_id)}' prints all of it"
+

@@ -1,0 +1,99 @@
+"""``export --format json``: the state document, where it came from, and optionally every log.
+
+The document::
+
+    {
+      "format": "plainbox-like-export", "version": 1,
+      "session": {"id", "path", "origin", "source_version", "status", "journal_problem"},
+      "state": {"format": "plainbox-like", "version": N, "session": {...}},   # as in the state file
+      "logs": {                                                           # only with_logs=True
+        "<job id>": [
+          {"attempt": 1, "running": false, "source": "record", "complete": true, "problem": null,
+           "stdout": {"bytes": 6, "exact": true, "text": "hello\\n"},
+           "stderr": {"bytes": 2, "exact": false, "text": "\\ufffd\\ufffd", "base64": "//4="}}
+        ]
+      }
+    }
+
+Each stream's ``text`` is its bytes decoded as UTF-8, undecodable bytes
+replaced by U+FFFD. ``exact`` says whether that decoding was lossless (the
+bytes are valid UTF-8, so ``text`` encoded as UTF-8 gives them back); when it
+is not, ``base64`` holds the bytes themselves, so nothing is ever lost.
+``source`` is ``record`` (the timed ``.record.gz``), ``raw`` (the
+``.stdout``/``.stderr`` files), ``inline`` (a Plainbox v1 state), ``none``
+(the attempt kept no log) or ``missing`` (its files are gone); ``problem``
+says what was wrong with the log, ``complete`` whether nothing was.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, BinaryIO
+
+from plainbox_like import codec
+from plainbox_like.exports import common
+from plainbox_like.iolog import STREAMS
+from plainbox_like.storage import LoadedSession
+
+FORMAT = "plainbox-like-export"
+VERSION = 1
+
+
+def stream_json(data: bytes) -> dict[str, Any]:
+    """One stream's output as ``{"bytes", "exact", "text"[, "base64"]}``."""
+    exact = common.is_utf8(data)
+    entry: dict[str, Any] = {"bytes": len(data), "exact": exact, "text": common.decode(data)}
+    if not exact:
+        entry["base64"] = base64.b64encode(data).decode("ascii")
+    return entry
+
+
+def logs_json(loaded: LoadedSession, views: list[common.JobView]) -> dict[str, list[dict[str, Any]]]:
+    """Job id -> the output of each of its attempts."""
+    logs: dict[str, list[dict[str, Any]]] = {}
+    for view in views:
+        entries = []
+        for ref in view.attempts:
+            output = common.read_attempt(loaded, ref)
+            entry: dict[str, Any] = {
+                "attempt": ref.attempt,
+                "running": ref.running,
+                "source": output.source,
+                "complete": output.problem is None,
+                "problem": output.problem,
+            }
+            for stream in STREAMS:
+                entry[stream] = stream_json(output.stream(stream))
+            entries.append(entry)
+        if entries:
+            logs[view.id] = entries
+    return logs
+
+
+def document(loaded: LoadedSession, with_logs: bool = False) -> dict[str, Any]:
+    """The export document of *loaded*."""
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "session": {
+            "id": loaded.id,
+            "path": loaded.path,
+            "origin": loaded.origin,
+            "source_version": loaded.source_version,
+            "status": common.session_status(loaded),
+            "journal_problem": loaded.journal_torn,
+        },
+        "state": codec.state_document(loaded.state),
+    }
+    if with_logs:
+        doc["logs"] = logs_json(loaded, common.job_views(loaded, doc["session"]["status"]))
+    return doc
+
+
+def write(loaded: LoadedSession, out: BinaryIO, with_logs: bool = False) -> None:
+    """Write the document as indented JSON (UTF-8, sorted keys) with a final newline."""
+    text = json.dumps(document(loaded, with_logs), indent=2, sort_keys=True, ensure_ascii=False)
+    # A lone surrogate (JSON can carry one in a job id) cannot be UTF-8: written as
+    # its \uXXXX escape, which is what it was in the state file.
+    out.write(text.encode("utf-8", errors="backslashreplace") + b"\n")
