@@ -232,7 +232,9 @@ def test_structure_page_lists_the_editable_metadata_fields():
 
 def test_structure_page_names_every_file_of_a_session_directory():
     text = plain_text(STRUCTURE_PAGE)
-    for name in (storage.STATE_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE, storage.IO_LOGS, storage.SHARE_DIR):
+    names = [storage.STATE_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE, storage.IO_LOGS, storage.SHARE_DIR]
+    names += [storage.BACKUP_FILE] if hasattr(storage, "BACKUP_FILE") else []
+    for name in names:
         assert re.search(rf"^\.SS {re.escape(name.replace('-', chr(92) + '-'))}/?$", read(STRUCTURE_PAGE), re.M), name
     assert "index.sqlite3" in text
     assert "PLAINBOX_LIKE_REPOSITORY" in text and "PLAINBOX_SESSION_SHARE" in text
