@@ -131,14 +131,6 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _describe_writer(sid: str, holder: tuple[int, str] | None) -> str:
     if holder is None:
         return f"session {sid} is being written by another process"
@@ -283,7 +275,7 @@ def _hide(path: str) -> str:
         os.rename(path, hidden)
     except OSError as exc:
         raise PlainboxLikeError(f"{path}: cannot delete: {exc.strerror}") from None
-    _fsync_dir(parent)
+    storage.fsync_dir(parent)
     return hidden
 
 
@@ -655,7 +647,7 @@ def needs_cleanup(loaded: storage.LoadedSession) -> bool:
 
 
 def _job_definitions(state: Any, notes: list[str]) -> Any:
-    """What :func:`session._settle_interrupted` needs of a plan: the job definitions, if they still load."""
+    """What :func:`session.settle_interrupted` needs of a plan: the job definitions, if they still load."""
     try:
         units = batch.RunConfig.from_blob(state.metadata.app_blob).load_units()
         jobs = {job.id: job for job in units.jobs}

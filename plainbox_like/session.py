@@ -568,10 +568,13 @@ def resume_session(
         interrupted = settle_interrupted(writer, plan, say)
         rerun = set(interrupted) if rerun_interrupted else set()
         if rerun_interrupted:
-            # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too.
+            # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too, and so were
+            # those an earlier resume, cleanup or repair found left running by a dead runner.
             rerun |= {
                 j for j in plan.order
-                if (a := state.latest(j)) and a.outcome == OUTCOME_CRASH and a.comments in (INTERRUPTED, STOPPED_BY_REQUEST)
+                if (a := state.latest(j))
+                and a.outcome == OUTCOME_CRASH
+                and a.comments in (INTERRUPTED, STOPPED_BY_REQUEST, STOPPED_WHILE_RUNNING)
             }
         if rerun_failed:
             rerun |= {j for j in plan.order if (a := state.latest(j)) and a.outcome in FAILED_OUTCOMES}
@@ -624,7 +627,7 @@ def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable
     for job_id, running in list(writer.state.running_jobs.items()):
         for pgid in leftovers.get(job_id, ()):
             say(f"killing the leftover processes of job {job_id} (process group {pgid})")
-            _kill_group(pgid)
+            kill_group(pgid)
         job = plan.jobs.get(job_id)
         noreturn = job is not None and "noreturn" in job.flags
         writer.job_finished(
@@ -660,7 +663,7 @@ def find_leftovers(session_id: str) -> dict[str, set[int]]:
     return found
 
 
-def _kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
+def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
     """SIGTERM process group *pgid*, then SIGKILL what is left after *grace* seconds."""
     try:
         os.killpg(pgid, signal.SIGTERM)

@@ -71,7 +71,7 @@ def parse_journal(data: bytes, path: str, after_seq: int) -> JournalRead:
         if not raw.strip(b" \t\r"):  # zeros (a power cut) are damage, not blank lines
             continue
         number = index + 1
-        change = _parse_change(raw) if index < last_complete else None
+        change = parse_change(raw) if index < last_complete else None
         if change is None:
             problem = "incomplete last line" if index == last_complete else "not a journal entry"
             if bad_line is None:
@@ -92,7 +92,8 @@ def parse_journal(data: bytes, path: str, after_seq: int) -> JournalRead:
     return result
 
 
-def _parse_change(raw: bytes) -> dict[str, Any] | None:
+def parse_change(raw: bytes) -> dict[str, Any] | None:
+    """One complete journal line as a change, or ``None`` if it is not one."""
     try:
         change = codec.loads_json(raw)
     except ValueError:
@@ -281,7 +282,7 @@ def pid_alive(pid: int) -> bool:
 # -- writing -------------------------------------------------------------------
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -325,7 +326,7 @@ def write_atomically(path: str, data: bytes, backup: str | None = None) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _remove_stale_temporaries(path: str) -> None:
@@ -339,7 +340,12 @@ def _remove_stale_temporaries(path: str) -> None:
                 pass
 
 
-def _acquire_lock(path: str) -> int:
+def acquire_lock(path: str) -> int:
+    """Take the session's write lock (flock on ``lock``) and write our pid and host into it.
+
+    Raises :class:`SessionLocked`, naming the holder, if another process has it.
+    Used by writers, and by ``repair``, which cannot open a session whose snapshot is damaged.
+    """
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -403,7 +409,7 @@ class SessionWriter:
         path = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
         for sub in (IO_LOGS, SHARE_DIR):
             os.mkdir(os.path.join(path, sub), 0o700)
-        lock_fd = _acquire_lock(path)
+        lock_fd = acquire_lock(path)
         now = time.time()
         meta = SessionMetadata(
             title=title,
@@ -415,7 +421,7 @@ class SessionWriter:
         )
         writer = cls(path, SessionState(metadata=meta), lock_fd, durability, clock)
         writer.snapshot()
-        _fsync_dir(sessions_dir)
+        fsync_dir(sessions_dir)
         return writer
 
     @classmethod
@@ -427,7 +433,7 @@ class SessionWriter:
             # Only our sessions have a journal; never put a lock into anything else.
             load_session(path)  # raises if it is not a session at all
             raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
-        lock_fd = _acquire_lock(path)
+        lock_fd = acquire_lock(path)
         try:
             loaded = load_session(path)
             if loaded.origin != codec.FORMAT:

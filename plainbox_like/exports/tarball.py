@@ -320,14 +320,6 @@ def _session_root(content: str) -> str | None:
     return None
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makedirs(path: str) -> list[str]:
     """Create *path* and missing parents (0700); returns those created, innermost first."""
     created = []
@@ -402,7 +394,7 @@ def _import(source: BinaryIO, sessions_dir: str, name: str) -> LoadedSession:
         moved, final = final, None
         shutil.rmtree(staging, ignore_errors=True)
         staging = None
-        _fsync_dir(sessions_dir)
+        storage.fsync_dir(sessions_dir)
         return storage.load_session(moved)
     except BaseException:
         if staging is not None:
