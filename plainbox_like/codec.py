@@ -68,7 +68,66 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook_factory(is_mutable_sequence, _strict_list_factory)
+    _register_fast_paths(conv)
     return conv
+
+
+def _register_fast_paths(conv: cattrs.Converter) -> None:
+    """Hooks for the bulk of a large state (results, job lists), several times faster than the
+    generated ones. Values of the usual JSON types are taken as they are; anything else is
+    handed to the generated hook, so what is accepted and every error message stay the same."""
+    generic_attempt = conv.get_structure_hook(Attempt, cache_result=False)
+
+    def attempt(data: Any, type_: type) -> Attempt:
+        if type(data) is dict:
+            get = data.get
+            outcome, return_code, duration = get("outcome"), get("return_code"), get("execution_duration")
+            comments, log, number = get("comments"), get("io_log_filename"), get("attempt", 1)
+            started, skip_reason = get("started"), get("skip_reason")
+            if (
+                type(outcome) is str
+                and (return_code is None or type(return_code) is int)
+                and (duration is None or type(duration) is float or type(duration) is int)
+                and (comments is None or type(comments) is str)
+                and (log is None or type(log) is str)
+                and type(number) is int
+                and (started is None or type(started) is float or type(started) is int)
+                and (skip_reason is None or type(skip_reason) is str)
+            ):
+                return Attempt(
+                    outcome,
+                    return_code,
+                    None if duration is None else float(duration),
+                    comments,
+                    log,
+                    number,
+                    None if started is None else float(started),
+                    skip_reason,
+                )
+        return generic_attempt(data, type_)
+
+    conv.register_structure_hook(Attempt, attempt)
+
+    results_type = dict[str, list[Attempt]]
+    generic_results = conv.get_structure_hook(results_type, cache_result=False)
+
+    def results(data: Any, type_: type) -> dict[str, list[Attempt]]:
+        if type(data) is dict and all(type(k) is str and type(v) is list for k, v in data.items()):
+            return {k: [attempt(a, Attempt) for a in v] for k, v in data.items()}
+        return generic_results(data, type_)
+
+    conv.register_structure_hook_func(lambda t: t == results_type, results)
+
+    def exact(type_: Any, check: Callable[[Any], bool]) -> None:
+        generic = conv.get_structure_hook(type_, cache_result=False)
+
+        def structure(data: Any, t: type) -> Any:
+            return data.copy() if check(data) else generic(data, t)
+
+        conv.register_structure_hook_func(lambda t: t == type_, structure)
+
+    exact(list[str], lambda v: type(v) is list and all(type(x) is str for x in v))
+    exact(dict[str, str], lambda v: type(v) is dict and all(type(k) is str and type(x) is str for k, x in v.items()))
 
 
 converter = make_converter()

@@ -21,40 +21,56 @@ Sessions are read outside write transactions, with :func:`storage.load_session`
 (snapshot + journal, read-only, retried when a writer replaces the snapshot).
 
 A session's *status* is stored as it was when the session was read; rows
-stored as ``running`` are checked again when read (is the writer named in the
-lock file alive? is a directory without state still young?), so a writer that
-died shows ``incomplete`` without waiting for a re-read.
+stored as ``running`` or ``paused`` are checked again when read (is the writer
+named in the lock file alive? is a directory without state still young?), so
+a writer that died shows ``incomplete`` without waiting for a re-read.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import errno
 import fcntl
-import fnmatch
+import hashlib
 import json
+import math
 import os
 import re
-import socket
 import sqlite3
 import stat
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-import attrs
-
-from plainbox_like import storage, summary
-from plainbox_like.model import FAILED_OUTCOMES, SessionState
+from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.paths import SESSION_SUFFIX, session_id_of
-from plainbox_like.summary import SessionSummary
+
+if TYPE_CHECKING:
+    from plainbox_like.model import SessionState
+    from plainbox_like.summary import SessionSummary
+
+# Reading the index must start fast (``list`` is a short-lived process): the
+# modules that decode sessions (storage, codec, cattrs, the attrs model) are
+# imported only when a session is read. These mirror their constants (a test
+# checks that they agree).
+STATE_FILE = "session"  # storage.STATE_FILE
+JOURNAL_FILE = "journal"  # storage.JOURNAL_FILE
+FAILED_OUTCOMES = ("crash", "fail")  # model.FAILED_OUTCOMES
+STATUS_RUNNING, STATUS_PAUSED, STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_CORRUPT = STATUSES = (
+    "running", "paused", "incomplete", "complete", "corrupt",
+)  # summary.STATUSES  # fmt: skip
+#: Statuses that hold only while the writer lives: rows stored with them are checked when read.
+LIVE_STATUSES = (STATUS_RUNNING, STATUS_PAUSED)
+TIME_FIELDS = ("created", "updated", "finished")  # summary.TIME_FIELDS
 
 INDEX_FILE = "index.sqlite3"
 #: Held (flock) while a corrupt index file is replaced, so that two processes do not both do it.
 REPLACE_LOCK_FILE = "index.sqlite3.replace-lock"
 #: Current schema version; bump it on any change to :data:`SCHEMA` and add a migration (or let it rebuild).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``MIGRATIONS[n](connection)`` upgrades schema *n* to *n + 1* inside a write transaction.
 #: An older index without a path of migrations to the current version is rebuilt.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
@@ -91,9 +107,7 @@ CREATE TABLE sessions (
     tags TEXT NOT NULL,
     parent_session TEXT,
     parent_job TEXT,
-    dir_stamp TEXT,
-    session_stamp TEXT,
-    journal_stamp TEXT,
+    stamps TEXT NOT NULL,
     indexed REAL NOT NULL,
     doc TEXT NOT NULL
 );
@@ -132,7 +146,7 @@ SESSION_COLUMNS = (
     "id", "path", "title", "app_id", "origin", "flags", "incomplete", "status", "reason",
     "state_missing", "created", "updated", "finished", "sort_time", "counts", "total", "done",
     "running_job", "runner_pid", "runner_host", "tags", "parent_session", "parent_job",
-    "dir_stamp", "session_stamp", "journal_stamp", "indexed", "doc",
+    "stamps", "indexed", "doc",
 )  # fmt: skip
 _COL = {name: i for i, name in enumerate(SESSION_COLUMNS)}
 
@@ -140,81 +154,94 @@ _COL = {name: i for i, name in enumerate(SESSION_COLUMNS)}
 _READ_COLUMNS = (
     "sid", "id", "path", "status", "reason", "title", "created", "updated", "finished", "counts",
     "total", "running_job", "runner_pid", "runner_host", "tags", "flags", "parent_session",
-    "app_id", "origin", "incomplete", "state_missing", "dir_stamp", "doc",
+    "app_id", "origin", "incomplete", "state_missing", "stamps", "doc",
 )  # fmt: skip
 
 
-class IndexUnusable(Exception):
+class IndexUnusable(PlainboxLikeError):
     """The index file cannot be used (newer schema, read-only, ...); the message says why."""
 
 
 # -- stamps ------------------------------------------------------------------------
 
 
-def file_stamp(path: str) -> str | None:
-    """``"mtime_ns:size:inode"`` of *path*, or None if it does not exist."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        return f"error:{exc.errno}"
+def _stamp(st: os.stat_result) -> str:
     return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
 
 
-@attrs.frozen
-class Stamps:
-    """What a session directory looked like (stat only): compared to decide whether to re-read it."""
-
-    directory: str | None
-    session: str | None
-    journal: str | None
-
-    def as_tuple(self) -> tuple[str | None, str | None, str | None]:
-        return (self.directory, self.session, self.journal)
+def file_stamp(path: str) -> str:
+    """``mtime_ns:size:inode`` of *path*; ``-`` if it does not exist."""
+    try:
+        return _stamp(os.stat(path))
+    except FileNotFoundError:
+        return "-"
+    except OSError as exc:
+        return f"error{exc.errno}"
 
 
-def session_stamps(path: str) -> Stamps | None:
-    """The stamps of the session directory at *path*; None if it is not a directory (any more)."""
+def session_stamps(path: str) -> str | None:
+    """The stamps of a session directory: ``DIR|SESSION|JOURNAL``, each ``mtime_ns:size:inode``
+    (``-`` for a missing file); None if *path* is not a directory (any more). Stat only."""
     try:
         st = os.stat(path)
     except OSError:
         return None
     if not stat.S_ISDIR(st.st_mode):
         return None
-    return Stamps(
-        f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}",
-        file_stamp(os.path.join(path, storage.STATE_FILE)),
-        file_stamp(os.path.join(path, storage.JOURNAL_FILE)),
-    )
+    return f"{_stamp(st)}|{file_stamp(path + '/' + STATE_FILE)}|{file_stamp(path + '/' + JOURNAL_FILE)}"
 
 
-def _stamp_mtime(stamp: str | None) -> float | None:
-    if not stamp or stamp.startswith("error"):
+def _stamp_mtime(stamps: str | None) -> float | None:
+    """The modification time of the directory, from its stamps."""
+    try:
+        return int(stamps.split(":", 1)[0]) / 1e9  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
         return None
-    return int(stamp.split(":", 1)[0]) / 1e9
 
 
-def scan_sessions(sessions_dir: str) -> dict[str, tuple[str, Stamps]]:
+def _has_state(stamps: str) -> bool:
+    return stamps.split("|")[1] != "-"
+
+
+def scan_sessions(sessions_dir: str) -> dict[str, tuple[str, str]]:
     """Every session directory under *sessions_dir*: id -> (path, stamps). Stat only."""
-    found: dict[str, tuple[str, Stamps]] = {}
+    found: dict[str, tuple[str, str]] = {}
     try:
         entries = os.scandir(sessions_dir)
     except (FileNotFoundError, NotADirectoryError):
         return found
+    suffix = SESSION_SUFFIX
+    cut = -len(suffix)
+    stat_ = os.stat
+    state_name = "/" + STATE_FILE
+    journal_name = "/" + JOURNAL_FILE
     with entries:
         for entry in entries:
             name = entry.name
-            if not name.endswith(SESSION_SUFFIX) or name.startswith("."):
+            if not name.endswith(suffix) or name.startswith("."):
                 continue
             try:
-                if not entry.is_dir():
+                if not entry.is_dir(follow_symlinks=False):
                     continue
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            stamps = session_stamps(entry.path)
-            if stamps is not None:
-                found[session_id_of(entry.path)] = (entry.path, stamps)
+            path = entry.path
+            try:
+                f = stat_(path + state_name)
+                session = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}"
+            except FileNotFoundError:
+                session = "-"
+            except OSError as exc:
+                session = f"error{exc.errno}"
+            try:
+                f = stat_(path + journal_name)
+                journal = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}"
+            except FileNotFoundError:
+                journal = "-"
+            except OSError as exc:
+                journal = f"error{exc.errno}"
+            found[name[:cut]] = (path, f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}|{session}|{journal}")
     return found
 
 
@@ -235,9 +262,7 @@ class DefinitionCache:
         self.stamp_ttl = stamp_ttl
         self._clock = clock
         self._configs: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._entries: collections.OrderedDict[tuple, dict[str, tuple[str, str | None, str | None]]] = (
-            collections.OrderedDict()
-        )
+        self._entries: collections.OrderedDict[tuple, dict[str, tuple]] = collections.OrderedDict()
         self._stamps: dict[str, tuple[float, Any]] = {}
         #: How many times unit files were parsed (for tests and benchmarks).
         self.parses = 0
@@ -280,8 +305,8 @@ class DefinitionCache:
         self._stamps[path] = (now, value)
         return value
 
-    def definitions(self, blob: str | None) -> dict[str, tuple[str, str | None, str | None]]:
-        """``job id -> (checksum, summary, command)`` for the session whose ``app_blob`` is *blob*.
+    def definitions(self, blob: str | None) -> dict[str, tuple]:
+        """``job id -> (checksum, tid, key, job id, summary, command)`` for the session whose ``app_blob`` is *blob*.
 
         Never raises: missing or unreadable files give what the other files
         define (possibly nothing).
@@ -304,7 +329,7 @@ class DefinitionCache:
             self._entries.popitem(last=False)
         return entry
 
-    def _load(self, sources: list[str], commands: list[str]) -> dict[str, tuple[str, str | None, str | None]]:
+    def _load(self, sources: list[str], commands: list[str]) -> dict[str, tuple]:
         from plainbox_like.units import load_units
 
         self.parses += 1
@@ -319,26 +344,42 @@ class DefinitionCache:
                     continue
         # Only a definition whose checksum matches the session's is what ran;
         # the checksum covers the id too, so renumbered command-list jobs do not match.
-        return {job.id: (job.checksum, job.summary, job.command) for job in jobs}
+        return {job.id: (job.checksum, *text_identity(job.id, job.summary, job.command)) for job in jobs}
 
 
 # -- reading one session -------------------------------------------------------------------
 
 
-@attrs.define
+@dataclass
 class SessionRecord:
-    """What the index stores about one session: a ``sessions`` row and its job rows."""
+    """What the index stores about one session: a ``sessions`` row, its job rows and their texts."""
 
     id: str
     path: str
-    stamps: Stamps
+    #: :func:`session_stamps` before the session was read.
+    stamps: str
+    sid: int
     row: tuple
-    #: ``(job_id, summary, command, position, attempt, outcome, return_code, duration, started, running)``
+    #: ``jobs`` rows: ``(sid, position, tid, attempt, outcome, return_code, duration, started, running)``
     jobs: list[tuple]
+    #: ``(tid, key, job_id, summary, command)`` of the texts the jobs use (those not sent before, from a worker).
+    texts: list[tuple]
 
     @property
     def title(self) -> str | None:
         return self.row[_COL["title"]]
+
+
+def stable_id(text: str) -> int:
+    """A positive 63-bit number derived from *text* (the same in every process)."""
+    value = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+    return (value & 0x7FFF_FFFF_FFFF_FFFF) or 1
+
+
+def text_identity(job_id: str, job_summary: str | None, command: str | None) -> tuple[int, str, str, str | None, str | None]:
+    """``(tid, key, job_id, summary, command)`` of a job text; *tid* is derived from *key*."""
+    key = _dumps([job_id, job_summary, command])
+    return (stable_id(key), key, job_id, job_summary, command)
 
 
 def iso_time(epoch: float | None) -> str | None:
@@ -351,69 +392,132 @@ def iso_time(epoch: float | None) -> str | None:
 def summary_document(s: SessionSummary) -> dict[str, Any]:
     """A summary as ``list --json`` shows it: plain values, times as ISO 8601 UTC strings."""
     data = s.as_dict()
-    for key in summary.TIME_FIELDS:
+    for key in TIME_FIELDS:
         data[key] = iso_time(data[key])
     return data
 
 
+_encode_string = json.encoder.encode_basestring  # the C version when available, as json.dumps uses
+
+
+def _scalar(value: Any) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return _encode_string(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return None
+
+
 def render_document(s: SessionSummary) -> str:
-    """:func:`summary_document` as indented JSON, exactly as ``list --json`` prints one element."""
-    return json.dumps(summary_document(s), indent=2, sort_keys=True, ensure_ascii=False)
+    """:func:`summary_document` as ``json.dumps(..., indent=2, sort_keys=True, ensure_ascii=False)`` does it.
+
+    Written out directly for the flat shape of a summary (about ten times
+    faster than the pure-Python indenting encoder); anything unusual is left
+    to :func:`json.dumps`.
+    """
+    doc = summary_document(s)
+    lines = []
+    for key in sorted(doc):
+        value = doc[key]
+        text = _scalar(value)
+        if text is None:
+            if type(value) is list and all(type(v) is str for v in value):
+                text = "[\n" + ",\n".join("    " + _encode_string(v) for v in value) + "\n  ]" if value else "[]"
+            elif type(value) is dict and all(type(k) is str and type(v) is int for k, v in value.items()):
+                text = (
+                    "{\n" + ",\n".join(f"    {_encode_string(k)}: {int.__repr__(value[k])}" for k in sorted(value)) + "\n  }"
+                    if value
+                    else "{}"
+                )
+            else:
+                return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)
+        lines.append(f"  {_encode_string(key)}: {text}")
+    if not lines:
+        return "{}"
+    return "{\n" + ",\n".join(lines) + "\n}"
+
+
+def nested_document(s: SessionSummary) -> str:
+    """:func:`render_document` indented as an element of the ``list --json`` list."""
+    return "  " + render_document(s).replace("\n", "\n  ")
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def _job_rows(state: SessionState, defs: dict[str, tuple[str, str | None, str | None]]) -> list[tuple]:
+#: Texts of jobs without a matching definition, by job id (a cache; bounded).
+_id_texts: dict[str, tuple] = {}
+
+
+def _id_text(job_id: str) -> tuple:
+    text = _id_texts.get(job_id)
+    if text is None:
+        if len(_id_texts) > 100_000:
+            _id_texts.clear()
+        text = _id_texts[job_id] = text_identity(job_id, None, None)
+    return text
+
+
+def _job_rows(sid: int, state: SessionState, defs: dict[str, tuple], sent: set[int] | None) -> tuple[list[tuple], list[tuple]]:
+    """The ``jobs`` rows of a session and the texts they use (those not in *sent*, which is updated)."""
     rows = []
+    texts = []
+    results = state.results
+    running_jobs = state.running_jobs
     order = dict.fromkeys(state.desired_job_list)
-    order.update(dict.fromkeys(state.results))
-    order.update(dict.fromkeys(state.running_jobs))
+    order.update(dict.fromkeys(results))
+    if running_jobs:
+        order.update(dict.fromkeys(running_jobs))
     checksums = state.jobs
+    get_definition = defs.get
+    get_results = results.get
+    get_checksum = checksums.get
+    append = rows.append
     for position, job_id in enumerate(order):
-        attempts = state.results.get(job_id)
-        latest = attempts[-1] if attempts else None
-        running = state.running_jobs.get(job_id)
-        text = defs.get(job_id)
-        if text is not None and text[0] == checksums.get(job_id):
-            job_summary, command = text[1], text[2]
+        definition = get_definition(job_id)
+        text = definition[1:] if definition is not None and definition[0] == get_checksum(job_id) else _id_text(job_id)
+        tid = text[0]
+        if sent is None:
+            texts.append(text)  # job ids are unique in a session: so are their texts
+        elif tid not in sent:
+            sent.add(tid)
+            texts.append(text)
+        attempts = get_results(job_id)
+        running = running_jobs.get(job_id) if running_jobs else None
+        if attempts:
+            latest = attempts[-1]
+            if running is None:
+                append((sid, position, tid, latest.attempt, latest.outcome, latest.return_code,
+                        latest.execution_duration, latest.started, 0))  # fmt: skip
+            else:
+                append((sid, position, tid, running.attempt, latest.outcome, latest.return_code,
+                        latest.execution_duration, running.started, 1))  # fmt: skip
+        elif running is not None:
+            append((sid, position, tid, running.attempt, None, None, None, running.started, 1))
         else:
-            job_summary = command = None
-        if running is not None:
-            attempt, started = running.attempt, running.started
-        elif latest is not None:
-            attempt, started = latest.attempt, latest.started
-        else:
-            attempt = started = None
-        rows.append(
-            (
-                job_id,
-                job_summary,
-                command,
-                position,
-                attempt,
-                latest.outcome if latest else None,
-                latest.return_code if latest else None,
-                latest.execution_duration if latest else None,
-                started,
-                1 if running is not None else 0,
-            )
-        )
-    return rows
+            append((sid, position, tid, None, None, None, None, None, 0))
+    return rows, texts
 
 
 def make_record(
     s: SessionSummary,
-    stamps: Stamps,
-    jobs: list[tuple],
+    stamps: str,
+    jobs: list[tuple] = (),  # type: ignore[assignment]
+    texts: list[tuple] = (),  # type: ignore[assignment]
     *,
+    sid: int | None = None,
     incomplete: bool,
     state_missing: bool,
     parent_job: str | None = None,
 ) -> SessionRecord:
     """The record of a session summarized as *s*."""
-    sort_time = s.created if s.created is not None else (_stamp_mtime(stamps.directory) or 0.0)
+    sort_time = s.created if s.created is not None else (_stamp_mtime(stamps) or 0.0)
     values = {
         "id": s.id,
         "path": s.path,
@@ -438,42 +542,52 @@ def make_record(
         "tags": _dumps(list(s.tags)),
         "parent_session": s.parent_session,
         "parent_job": parent_job,
-        "dir_stamp": stamps.directory,
-        "session_stamp": stamps.session,
-        "journal_stamp": stamps.journal,
+        "stamps": stamps,
         "indexed": time.time(),
-        "doc": render_document(s),
+        "doc": nested_document(s),
     }
-    return SessionRecord(s.id, s.path, stamps, tuple(values[c] for c in SESSION_COLUMNS), jobs)
+    return SessionRecord(
+        s.id, s.path, stamps, stable_id(s.id) if sid is None else sid,
+        tuple(values[c] for c in SESSION_COLUMNS), list(jobs), list(texts),
+    )  # fmt: skip
 
 
-def read_session(path: str, definitions: DefinitionCache | None = None, now: float | None = None) -> SessionRecord | None:
+def read_session(
+    path: str, definitions: DefinitionCache | None = None, now: float | None = None, sent: set[int] | None = None
+) -> SessionRecord | None:
     """Read the session at *path* for the index; None if the directory is gone.
 
     Never raises for a bad session: it becomes a ``corrupt`` record with the
     reason, as :func:`summary.summarize` reports it. The stamps are taken
     before reading, so a change made while reading shows as a difference at
     the next reconcile (the session is read again), never as a stale entry.
+    Texts whose tid is in *sent* are left out of the record (and new ones added to it).
     """
+    from plainbox_like import storage, summary
+    from plainbox_like.summary import SessionSummary
+
     path = os.path.abspath(path)
     stamps = session_stamps(path)
     if stamps is None:
         return None
-    sid = session_id_of(path)
+    session_id = session_id_of(path)
     try:
-        if stamps.session is None and summary.being_created(path, now):
+        if not _has_state(stamps) and summary.being_created(path, now):
             holder = storage.lock_holder(path)
             pid, host = holder if holder else (None, None)
-            s = SessionSummary(id=sid, path=path, status=summary.STATUS_RUNNING, runner_pid=pid, runner_host=host)
-            return make_record(s, stamps, [], incomplete=True, state_missing=True)
+            s = SessionSummary(id=session_id, path=path, status=summary.STATUS_RUNNING, runner_pid=pid, runner_host=host)
+            return make_record(s, stamps, incomplete=True, state_missing=True)
         loaded = storage.load_session(path)
         s = summary.summarize_loaded(loaded)
         defs = definitions.definitions(loaded.state.metadata.app_blob) if definitions is not None else {}
-        jobs = _job_rows(loaded.state, defs)
+        sid = stable_id(session_id)
+        jobs, texts = _job_rows(sid, loaded.state, defs, sent)
         return make_record(
             s,
             stamps,
             jobs,
+            texts,
+            sid=sid,
             incomplete="incomplete" in loaded.state.metadata.flags,
             state_missing=False,
             parent_job=loaded.state.metadata.parent_job,
@@ -481,18 +595,23 @@ def read_session(path: str, definitions: DefinitionCache | None = None, now: flo
     except Exception as exc:  # noqa: BLE001 - every problem is reported in the record
         if not os.path.isdir(path):
             return None
-        s = SessionSummary(id=sid, path=path, status=summary.STATUS_CORRUPT, reason=summary.one_line(exc))
-        return make_record(s, stamps, [], incomplete=False, state_missing=stamps.session is None)
+        s = SessionSummary(id=session_id, path=path, status=summary.STATUS_CORRUPT, reason=summary.one_line(exc))
+        return make_record(s, stamps, incomplete=False, state_missing=not _has_state(stamps))
 
 
 _worker_definitions: DefinitionCache | None = None
+#: Texts this worker has sent to the parent in the current pool (sent once each).
+_worker_sent: set[int] = set()
+
+
+def _start_worker() -> None:
+    global _worker_definitions
+    _worker_definitions = DefinitionCache()
+    _worker_sent.clear()
 
 
 def _read_in_worker(path: str) -> tuple[str, SessionRecord | None]:
-    global _worker_definitions
-    if _worker_definitions is None:
-        _worker_definitions = DefinitionCache()
-    return path, read_session(path, _worker_definitions)
+    return path, read_session(path, _worker_definitions, sent=_worker_sent)
 
 
 def default_workers() -> int:
@@ -519,14 +638,14 @@ def read_sessions(
     method = "fork" if threading.active_count() == 1 else "forkserver"
     context = multiprocessing.get_context(method)
     chunk = max(1, min(64, len(paths) // (workers * 8) or 1))
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=_start_worker) as pool:
         yield from pool.imap_unordered(_read_in_worker, paths, chunksize=chunk)
 
 
 # -- filters and results -------------------------------------------------------------------
 
 
-@attrs.define
+@dataclass
 class ListFilter:
     """What ``list`` selects. Empty fields select everything."""
 
@@ -546,16 +665,17 @@ class ListFilter:
     ids: Sequence[str] | None = None
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Listed:
     """One session as the index shows it, with its status checked live."""
 
-    summary: SessionSummary
+    #: None when listed with ``documents_only`` (and the status needed no correction).
+    summary: SessionSummary | None
     #: The ``list --json`` element for it (indented JSON, as printed inside the list).
     document: str
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class JobMatch:
     """A job of a session that matched a search."""
 
@@ -569,10 +689,10 @@ class JobMatch:
     command: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return dict(self.__dict__)
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class SearchHit:
     """A session that matched a search: whether its title matched, and which of its jobs did."""
 
@@ -581,7 +701,7 @@ class SearchHit:
     jobs: tuple[JobMatch, ...]
 
 
-@attrs.define
+@dataclass
 class ReconcileStats:
     """What a reconcile (or rebuild) did."""
 
@@ -602,12 +722,13 @@ def _like_escape(text: str) -> str:
 
 
 def _is_corruption(exc: BaseException) -> bool:
-    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError) and not (
-        "malformed" in str(exc) or "not a database" in str(exc)
-    ):
+    """Whether *exc* says the index file is damaged (not merely busy or read-only)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
         return False
-    name = getattr(exc, "sqlite_errorname", "")
-    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc) or "not a database" in str(exc)
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return True
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
 
 
 # -- the index -------------------------------------------------------------------------------
@@ -630,8 +751,11 @@ class SessionIndex:
         memory: bool = False,
         busy_timeout: float = BUSY_TIMEOUT,
         workers: int | None = None,
+        replace_newer: bool = False,
     ) -> None:
         self.root = os.path.abspath(root)
+        #: Replace an index made by a newer program (``index --rebuild``) instead of refusing it.
+        self.replace_newer = replace_newer
         self.sessions_dir = os.path.join(self.root, "sessions")
         self.path = ":memory:" if memory else os.path.join(self.root, INDEX_FILE)
         self.memory = memory
@@ -641,7 +765,10 @@ class SessionIndex:
         self.definitions = DefinitionCache()
         self.conn: sqlite3.Connection | None = None
         self._inode: int | None = None
-        self._texts: dict[tuple, int] = {}
+        #: tid -> key of the job texts known to be in the index (valid while nobody else writes).
+        self._texts: dict[int, str] = {}
+        #: tid -> tid actually used, for texts whose derived tid was taken by another text.
+        self._tid_remap: dict[int, int] = {}
         self._data_version: int | None = None
         #: Sessions read from disk by this object (for tests and benchmarks).
         self.sessions_read = 0
@@ -688,7 +815,7 @@ class SessionIndex:
         except BaseException:
             conn.close()
             raise
-        self._texts = {}
+        self._forget_texts()
         self._data_version = None
         return conn
 
@@ -706,18 +833,20 @@ class SessionIndex:
         try:
             self.conn = self._connect()
             self._check_schema()
-        except sqlite3.DatabaseError as exc:
+        except BaseException as exc:
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
+            if not isinstance(exc, sqlite3.DatabaseError):
+                if isinstance(exc, OSError):
+                    raise IndexUnusable(f"{self.path}: {exc.strerror or exc}") from None
+                raise
             if _is_corruption(exc):
                 self._replace_corrupt(exc)
                 return
             if isinstance(exc, sqlite3.OperationalError) and not self.memory:
                 raise IndexUnusable(f"{self.path}: {exc}") from None
             raise
-        except OSError as exc:
-            raise IndexUnusable(f"{self.path}: {exc.strerror or exc}") from None
 
     def _schema_version(self) -> int | None:
         assert self.conn is not None
@@ -737,7 +866,7 @@ class SessionIndex:
             if mode != "wal" and not self.memory:
                 self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
             return
-        if version is not None and version > SCHEMA_VERSION:
+        if version is not None and version > SCHEMA_VERSION and not self.replace_newer:
             raise IndexUnusable(
                 f"{self.path} has schema version {version}, newer than this program's {SCHEMA_VERSION}"
             )
@@ -752,15 +881,18 @@ class SessionIndex:
                 self.created = True
                 self._create_schema()
                 return
-            if all(step in MIGRATIONS for step in range(version, SCHEMA_VERSION)):
+            if version < SCHEMA_VERSION and all(step in MIGRATIONS for step in range(version, SCHEMA_VERSION)):
                 for step in range(version, SCHEMA_VERSION):
                     MIGRATIONS[step](self.conn)
                     self.conn.execute("UPDATE schema_version SET version = ?", (step + 1,))
                 return
             self.notice(f"{self.path} has schema version {version}, this program uses {SCHEMA_VERSION}: rebuilding it")
-            self._drop_all()
-            self._create_schema()
-            self._populate({}, ReconcileStats())
+            with self._bulk():
+                self._drop_all()
+                self._create_schema()
+                self.conn.execute("DROP INDEX jobs_by_text")
+                self._populate({}, ReconcileStats())
+                self.conn.execute("CREATE INDEX jobs_by_text ON jobs (tid, outcome)")
 
     def _drop_all(self) -> None:
         assert self.conn is not None
@@ -773,7 +905,7 @@ class SessionIndex:
         for kind, name in objects:
             if kind == "table" and not re.fullmatch(r"search_(data|idx|content|docsize|config)", name):
                 self.conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        self._texts = {}
+        self._forget_texts()
 
     def _create_schema(self) -> None:
         assert self.conn is not None
@@ -801,7 +933,7 @@ class SessionIndex:
                     self.conn = None
                 if not _is_corruption(again):
                     raise
-            self.notice(f"{self.path} is corrupt ({summary.one_line(exc)}): rebuilding it")
+            self.notice(f"{self.path} is corrupt ({' '.join(str(exc).split())}): rebuilding it")
             for suffix in ("", "-wal", "-shm", "-journal"):
                 try:
                     os.unlink(self.path + suffix)
@@ -848,7 +980,7 @@ class SessionIndex:
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != self.index._data_version:
-                self.index._texts = {}  # another connection wrote: our cache of text ids may be stale
+                self.index._forget_texts()  # another connection wrote: our cache of text ids may be stale
             return conn
 
         def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -858,7 +990,7 @@ class SessionIndex:
                 conn.execute("COMMIT")
                 self.index._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
             else:
-                self.index._texts = {}
+                self.index._forget_texts()
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -867,60 +999,88 @@ class SessionIndex:
     def _write(self) -> "SessionIndex._Transaction":
         return SessionIndex._Transaction(self)
 
-    def _text_id(self, job_id: str, job_summary: str | None, command: str | None) -> int:
-        key = (job_id, job_summary, command)
-        tid = self._texts.get(key)
-        if tid is not None:
-            return tid
-        assert self.conn is not None
-        text_key = _dumps([job_id, job_summary, command])
-        row = self.conn.execute("SELECT tid FROM job_texts WHERE key = ?", (text_key,)).fetchone()
-        if row is None:
-            cur = self.conn.execute(
-                "INSERT INTO job_texts (job_id, summary, command, key) VALUES (?, ?, ?, ?)",
-                (job_id, job_summary, command, text_key),
+    def _ensure_texts(self, record: SessionRecord) -> dict[int, int]:
+        """Store the record's job texts that the index lacks; returns the tid remappings (for hash
+        collisions, which practically never happen)."""
+        conn = self.conn
+        assert conn is not None
+        known = self._texts
+        remap = self._tid_remap
+        for tid, key, job_id, job_summary, command in record.texts:
+            if known.get(tid) == key:
+                continue
+            row = conn.execute("SELECT key FROM job_texts WHERE tid = ?", (tid,)).fetchone()
+            if row is not None and row[0] == key:
+                known[tid] = key
+                continue
+            if row is not None:  # another text has this tid: use the one stored for this key, or a new tid
+                found = conn.execute("SELECT tid FROM job_texts WHERE key = ?", (key,)).fetchone()
+                new_tid = found[0] if found else self._free_id("job_texts", "tid")
+                remap[tid] = new_tid
+                if found:
+                    continue
+                tid = new_tid
+            conn.execute(
+                "INSERT INTO job_texts (tid, job_id, summary, command, key) VALUES (?, ?, ?, ?, ?)",
+                (tid, job_id, job_summary, command, key),
             )
-            tid = cur.lastrowid
-            self.conn.execute(
+            conn.execute(
                 "INSERT INTO search (rowid, job_id, summary, command) VALUES (?, ?, ?, ?)",
                 (-tid, job_id, job_summary, command),
             )
-        else:
-            tid = row[0]
-        self._texts[key] = tid
-        return tid
+            known[tid] = key
+        return remap
 
-    def _store(self, record: SessionRecord, sid: int | None, job_batch: list[tuple]) -> int:
-        """Insert or replace one session's rows (inside a write transaction); returns its sid."""
+    def _forget_texts(self) -> None:
+        self._texts = {}
+        self._tid_remap = {}
+
+    def _free_id(self, table: str, column: str) -> int:
+        assert self.conn is not None
+        while True:
+            candidate = stable_id(os.urandom(16).hex())
+            if not self.conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (candidate,)).fetchone():
+                return candidate
+
+    def _store(self, record: SessionRecord, current_sid: int | None, job_batch: list[tuple]) -> int:
+        """Write one session's rows (inside a write transaction); *current_sid* is its row if it has one."""
         conn = self.conn
         assert conn is not None
-        if sid is None:
-            placeholders = ", ".join("?" * len(SESSION_COLUMNS))
-            cur = conn.execute(
-                f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) VALUES ({placeholders})"
-                " ON CONFLICT (id) DO UPDATE SET "
-                + ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS[1:])
-                + " RETURNING sid",
-                record.row,
-            )
-            sid = cur.fetchone()[0]
-            cur.close()
+        remap = self._ensure_texts(record)
+        sid = record.sid
+        if current_sid is not None:
+            sid = current_sid
             conn.execute("DELETE FROM jobs WHERE sid = ?", (sid,))
             conn.execute("DELETE FROM search WHERE rowid = ?", (sid,))
+            conn.execute(
+                f"UPDATE sessions SET {', '.join(c + ' = ?' for c in SESSION_COLUMNS)} WHERE sid = ?", (*record.row, sid)
+            )
         else:
-            conn.execute(f"INSERT INTO sessions (sid, {', '.join(SESSION_COLUMNS)}) VALUES (?{', ?' * len(SESSION_COLUMNS)})", (sid, *record.row))
+            try:
+                conn.execute(self._insert_session_sql, (sid, *record.row))
+            except sqlite3.IntegrityError:
+                # Either the id is there after all (another writer), or its sid belongs to another id.
+                row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (record.id,)).fetchone()
+                if row is not None:
+                    return self._store(record, row[0], job_batch)
+                sid = self._free_id("sessions", "sid")
+                conn.execute(self._insert_session_sql, (sid, *record.row))
         if record.title:
             conn.execute("INSERT INTO search (rowid, title) VALUES (?, ?)", (sid, record.title))
-        text_id = self._text_id
-        for job_id, job_summary, command, position, attempt, outcome, rc, duration, started, running in record.jobs:
-            job_batch.append(
-                (sid, position, text_id(job_id, job_summary, command), attempt, outcome, rc, duration, started, running)
-            )
+        if sid == record.sid and not remap:
+            job_batch.extend(record.jobs)
+        else:
+            job_batch.extend((sid, r[1], remap.get(r[2], r[2]), *r[3:]) for r in record.jobs)
         return sid
+
+    _insert_session_sql = (
+        f"INSERT INTO sessions (sid, {', '.join(SESSION_COLUMNS)}) VALUES (?{', ?' * len(SESSION_COLUMNS)})"
+    )
 
     def _flush_jobs(self, job_batch: list[tuple]) -> None:
         if job_batch:
             assert self.conn is not None
+            job_batch.sort()  # in primary key order: far fewer pages touched per batch
             self.conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", job_batch)
             job_batch.clear()
 
@@ -946,29 +1106,39 @@ class SessionIndex:
             for tid in unused:
                 conn.execute("DELETE FROM search WHERE rowid = ?", (-tid,))
                 conn.execute("DELETE FROM job_texts WHERE tid = ?", (tid,))
-            self._texts = {}
+            self._forget_texts()
         return len(unused)
 
-    def _populate(self, wanted: dict[str, tuple[str, Stamps]] | None, stats: ReconcileStats) -> None:
+    def _populate(self, wanted: dict[str, tuple[str, str]] | None, stats: ReconcileStats) -> None:
         """Read every session into an empty index (inside a write transaction)."""
         if wanted is None or not wanted:
             wanted = scan_sessions(self.sessions_dir)
         stats.sessions = len(wanted)
         paths = [path for path, _ in wanted.values()]
         job_batch: list[tuple] = []
-        sid = 0
         for _path, record in read_sessions(paths, self.definitions, self.workers):
             self.sessions_read += 1
             stats.read += 1
             if record is None:
                 stats.sessions -= 1
                 continue
-            sid += 1
-            self._store(record, sid, job_batch)
+            self._store(record, None, job_batch)
             stats.added += 1
             if len(job_batch) >= 50_000:
                 self._flush_jobs(job_batch)
         self._flush_jobs(job_batch)
+
+    @contextlib.contextmanager
+    def _bulk(self) -> Iterator[None]:
+        """A large page cache while many rows are written (the default 2 MB thrashes on a million jobs)."""
+        assert self.conn is not None
+        previous = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+        self.conn.execute("PRAGMA cache_size = -262144")
+        try:
+            yield
+        finally:
+            if self.conn is not None:
+                self.conn.execute(f"PRAGMA cache_size = {int(previous)}")
 
     def rebuild(self) -> ReconcileStats:
         """Recreate the index from the session directories, in one transaction (readers see the old one until then)."""
@@ -977,7 +1147,7 @@ class SessionIndex:
         self._reopen_if_replaced()
 
         def action() -> None:
-            with self._write() as conn:
+            with self._bulk(), self._write() as conn:
                 self._drop_all()
                 self._create_schema()
                 conn.execute("DROP INDEX jobs_by_text")  # faster to build once at the end
@@ -988,13 +1158,10 @@ class SessionIndex:
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def stored_stamps(self) -> dict[str, tuple[int, Stamps]]:
+    def stored_stamps(self) -> dict[str, tuple[int, str]]:
         """id -> (sid, stamps) of every indexed session."""
         assert self.conn is not None
-        return {
-            row[0]: (row[1], Stamps(row[2], row[3], row[4]))
-            for row in self.conn.execute("SELECT id, sid, dir_stamp, session_stamp, journal_stamp FROM sessions")
-        }
+        return {row[0]: (row[1], row[2]) for row in self.conn.execute("SELECT id, sid, stamps FROM sessions")}
 
     def reconcile(self) -> ReconcileStats:
         """Stat-only comparison of every session directory with the index; re-read only what differs.
@@ -1007,10 +1174,11 @@ class SessionIndex:
 
         def action() -> None:
             on_disk = scan_sessions(self.sessions_dir)
-            stored = self.stored_stamps()
+            stored = dict(self.conn.execute("SELECT id, stamps FROM sessions").fetchall())
             stats.sessions = len(on_disk)
-            changed = [path for sid_, (path, stamps) in on_disk.items() if sid_ not in stored or stored[sid_][1] != stamps]
-            gone = [sid_ for sid_ in stored if sid_ not in on_disk]
+            get = stored.get
+            changed = [path for key, (path, stamps) in on_disk.items() if get(key) != stamps]
+            gone = [key for key in stored if key not in on_disk]
             if changed or gone:
                 self._apply(changed, gone, stats, full=not stored)
 
@@ -1033,23 +1201,23 @@ class SessionIndex:
             for path in dict.fromkeys(os.path.abspath(p) for p in paths):
                 sid_ = session_id_of(path)
                 stamps = session_stamps(path)
-                row = self.conn.execute(
-                    "SELECT dir_stamp, session_stamp, journal_stamp FROM sessions WHERE id = ?", (sid_,)
-                ).fetchone()
+                row = self.conn.execute("SELECT stamps FROM sessions WHERE id = ?", (sid_,)).fetchone()
                 if stamps is None:
                     if row is not None:
                         gone.append(sid_)
-                elif force or row is None or Stamps(*row) != stamps:
+                elif force or row is None or row[0] != stamps:
                     to_read.append(path)
             stats.sessions = len(to_read)
             if to_read or gone:
-                self._apply(to_read, gone, stats, full=False)
+                self._apply(to_read, gone, stats, full=False, force=force)
 
         self._guard(action)
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def _apply(self, to_read: list[str], gone_ids: list[str], stats: ReconcileStats, full: bool) -> None:
+    def _apply(
+        self, to_read: list[str], gone_ids: list[str], stats: ReconcileStats, full: bool, force: bool = False
+    ) -> None:
         """Read *to_read* (outside the write lock) and write the result and the removals in one transaction."""
         records: list[SessionRecord] = []
         for path, record in read_sessions(to_read, self.definitions, self.workers):
@@ -1059,10 +1227,11 @@ class SessionIndex:
                 gone_ids.append(session_id_of(path))
             else:
                 records.append(record)
-        with self._write() as conn:
+        bulk = self._bulk() if len(records) > 1000 else contextlib.nullcontext()
+        with bulk, self._write() as conn:
             existing = {
                 row[0]: row[1:]
-                for row in conn.execute("SELECT id, sid, dir_stamp, session_stamp, journal_stamp FROM sessions")
+                for row in conn.execute("SELECT id, sid, stamps FROM sessions")
             } if (full or len(records) + len(gone_ids) > 64) else None
             job_batch: list[tuple] = []
             for record in records:
@@ -1070,12 +1239,14 @@ class SessionIndex:
                     current = existing.get(record.id)
                 else:
                     current = conn.execute(
-                        "SELECT sid, dir_stamp, session_stamp, journal_stamp FROM sessions WHERE id = ?", (record.id,)
+                        "SELECT sid, stamps FROM sessions WHERE id = ?", (record.id,)
                     ).fetchone()
-                if current is not None and Stamps(*current[1:]) == record.stamps:
+                if not force and current is not None and current[1] == record.stamps:
+                    self._ensure_texts(record)  # later records of the same worker may use them
                     continue  # another writer stored this very version meanwhile
-                self._store(record, None, job_batch)
-                self._flush_jobs(job_batch)
+                self._store(record, current[0] if current is not None else None, job_batch)
+                if len(job_batch) >= 50_000:
+                    self._flush_jobs(job_batch)
                 if current is None:
                     stats.added += 1
                 else:
@@ -1088,6 +1259,7 @@ class SessionIndex:
                     row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
                 if row is not None:
                     sids.append(row[0])
+            self._flush_jobs(job_batch)
             stats.removed += self._remove_sids(sids)
         if stats.removed or stats.updated > 16:
             self.collect_garbage()
@@ -1122,13 +1294,13 @@ class SessionIndex:
         ).fetchall()
         return rows[0][0] if len(rows) == 1 else ref
 
-    def _query(self, flt: ListFilter) -> tuple[str, list[Any]]:
+    def _query(self, flt: ListFilter, columns: Sequence[str] = _READ_COLUMNS) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         if flt.statuses:
             wanted = sorted(set(flt.statuses))
-            # A stored "running" may have turned into anything: it is checked live.
-            where.append(f"(status IN ({', '.join('?' * len(wanted))}) OR status = 'running')")
+            # A stored "running" or "paused" may have turned into anything: it is checked live.
+            where.append(f"(status IN ({', '.join('?' * len(wanted))}) OR status IN ('running', 'paused'))")
             params.extend(wanted)
         for tag in flt.tags:
             where.append("EXISTS (SELECT 1 FROM json_each(sessions.tags) WHERE value = ?)")
@@ -1155,7 +1327,7 @@ class SessionIndex:
             ids = list(flt.ids)
             where.append(f"id IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(ids))
-        sql = f"SELECT {', '.join(_READ_COLUMNS)} FROM sessions"
+        sql = f"SELECT {', '.join(columns)} FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY sort_time DESC, id DESC"
@@ -1165,30 +1337,44 @@ class SessionIndex:
         """The sessions *flt* selects, newest first, with live status.
 
         With *documents_only*, :attr:`Listed.summary` is None unless the
-        status changed (faster: ``list --json`` only needs the documents).
+        status had to be corrected (faster: ``list --json`` only needs the documents).
         """
         flt = flt or ListFilter()
+        return self._guard(lambda: self._list_rows(flt, documents_only))
+
+    def _list_rows(self, flt: ListFilter, documents_only: bool = False) -> list[Listed]:
         assert self.conn is not None
-
-        def action() -> list[Listed]:
+        wanted = set(flt.statuses)
+        now = time.time()
+        out: list[Listed] = []
+        if documents_only:
+            # The fast path of ``list --json``: the stored documents, except where a status must be checked.
+            sql, params = self._query(flt, ("status", "doc", "sid"))
+            cursor = self.conn.execute(sql, params)
+        else:
             sql, params = self._query(flt)
-            out: list[Listed] = []
-            wanted = set(flt.statuses)
-            now = time.time()
-            self.conn.execute("BEGIN")
-            try:
-                for row in self.conn.execute(sql, params):
+            cursor = self.conn.execute(sql, params)
+        try:
+            for row in cursor:
+                status = row[0] if documents_only else row[3]
+                if documents_only and status not in LIVE_STATUSES:
+                    listed = Listed(None, row[1])
+                else:
+                    if documents_only:
+                        row = self.conn.execute(
+                            f"SELECT {', '.join(_READ_COLUMNS)} FROM sessions WHERE sid = ?", (row[2],)
+                        ).fetchone()
                     listed = _listed(row, now, documents_only)
-                    if wanted and (listed.summary.status if listed.summary else row[3]) not in wanted:
-                        continue
-                    out.append(listed)
-                    if flt.limit is not None and len(out) >= flt.limit:
-                        break
-            finally:
-                self.conn.execute("COMMIT")
-            return out
-
-        return self._guard(action)
+                    if listed.summary is not None:
+                        status = listed.summary.status
+                if wanted and status not in wanted:
+                    continue
+                out.append(listed)
+                if flt.limit is not None and len(out) >= flt.limit:
+                    break
+        finally:
+            cursor.close()
+        return out
 
     def summaries(self, flt: ListFilter | None = None) -> list[SessionSummary]:
         """Like :meth:`list`, only the summaries."""
@@ -1235,7 +1421,7 @@ class SessionIndex:
                         (json.dumps(sorted(matched)),),
                     )
                 ]
-                listed = self.list(ListFilter(ids=ids, limit=limit)) if ids else []
+                listed = self._list_rows(ListFilter(ids=ids, limit=limit)) if ids else []
                 sid_of = {
                     row[0]: row[1]
                     for row in conn.execute(
@@ -1280,28 +1466,38 @@ class SessionIndex:
         }
 
 
+def _writer_alive(path: str) -> bool:
+    from plainbox_like import storage  # only when a session was stored as running or paused
+
+    return storage.writer_alive(path)
+
+
 def _listed(row: tuple, now: float, documents_only: bool) -> Listed:
     """A row of :data:`_READ_COLUMNS` as a :class:`Listed`, its stored ``running`` status checked live."""
     (sid, sid_text, path, status, reason, title, created, updated, finished, counts, total, running_job,
-     pid, host, tags, flags, parent, app_id, origin, incomplete, state_missing, dir_stamp, doc) = row  # fmt: skip
+     pid, host, tags, flags, parent, app_id, origin, incomplete, state_missing, stamps, doc) = row  # fmt: skip
     del sid
     changed = False
-    if status == summary.STATUS_RUNNING and not storage.writer_alive(path):
+    if status in LIVE_STATUSES and not _writer_alive(path):
         changed = True
         if state_missing:
-            mtime = _stamp_mtime(dir_stamp)
+            from plainbox_like import summary
+
+            mtime = _stamp_mtime(stamps)
             if mtime is not None and now - mtime < summary.CREATING_GRACE:
                 changed = False
             else:
-                missing = os.path.join(path, storage.STATE_FILE)
-                s = SessionSummary(
-                    id=sid_text, path=path, status=summary.STATUS_CORRUPT, reason=f"{missing}: state file is missing"
+                missing = os.path.join(path, STATE_FILE)
+                s = summary.SessionSummary(
+                    id=sid_text, path=path, status=STATUS_CORRUPT, reason=f"{missing}: state file is missing"
                 )
-                return Listed(s, "  " + render_document(s).replace("\n", "\n  "))
+                return Listed(s, nested_document(s))
         else:
-            status = summary.STATUS_INCOMPLETE if incomplete else summary.STATUS_COMPLETE
+            status = STATUS_INCOMPLETE if incomplete else STATUS_COMPLETE
     if documents_only and not changed:
-        return Listed(None, "  " + doc.replace("\n", "\n  "))  # type: ignore[arg-type]
+        return Listed(None, doc)
+    from plainbox_like.summary import SessionSummary
+
     s = SessionSummary(
         id=sid_text,
         path=path,
@@ -1322,9 +1518,7 @@ def _listed(row: tuple, now: float, documents_only: bool) -> Listed:
         app_id=app_id,
         origin=origin,
     )
-    if changed:
-        doc = render_document(s)
-    return Listed(s, "  " + doc.replace("\n", "\n  "))
+    return Listed(s, nested_document(s) if changed else doc)
 
 
 def json_list(documents: Sequence[str]) -> str:
@@ -1389,21 +1583,40 @@ def open_index(root: str, notice: Callable[[str], None] | None = None, workers: 
 
 
 def fresh_index(root: str, notice: Callable[[str], None] | None = None, workers: int | None = None) -> SessionIndex:
-    """The index of *root*, reconciled first unless a watcher keeps it fresh."""
+    """The index of *root*, reconciled first unless a watcher keeps it fresh.
+
+    If the index cannot be written (a read-only file or file system, a writer
+    holding it beyond the busy timeout), a temporary in-memory one is used,
+    with a notice: the answer is still complete and fresh, only slower.
+    """
     index = open_index(root, notice, workers)
     try:
         if index.memory or not watcher_keeps_fresh(index):
             index.reconcile()
+    except sqlite3.OperationalError as exc:
+        index.close()
+        if notice:
+            notice(f"cannot update the index {index.path} ({exc}): reading every session instead")
+        index = SessionIndex.open(root, notice=notice, memory=True, workers=workers)
+        try:
+            index.reconcile()
+        except BaseException:
+            index.close()
+            raise
     except BaseException:
         index.close()
         raise
     return index
 
 
+def repository_root(override: str | None = None) -> str:
+    """The repository root, as :class:`storage.SessionRepository` finds it (without importing storage)."""
+    from plainbox_like.paths import default_repository
+
+    return os.path.abspath(override) if override else default_repository()
+
+
 def repository_exists(root: str) -> bool:
     """Whether *root* has a sessions directory or an index (else there is nothing to list)."""
     return os.path.isdir(os.path.join(root, "sessions")) or os.path.exists(os.path.join(root, INDEX_FILE))
 
-
-def host_name() -> str:
-    return socket.gethostname()

@@ -97,8 +97,8 @@ def _ml_sweep(count: int, rng: random.Random) -> str:
         job_id = f"ml/{kind}-{model}-{n:03d}"
         if kind == "train":
             command = (
-                f"python3 -c 'import models; m = models.build(\"{model}\"); "
-                f"m.fit(epochs={rng.randint(1, 90)}, lr={lr}); m.save(\"{model}.pt\")'"
+                f"python3 -c 'import train; model = train.build(\"{model}\"); "
+                f"model.fit(epochs={rng.randint(1, 90)}, lr={lr}); model.save(\"{model}.pt\")'"
             )
             summary = f"Train {model} with learning rate {lr}"
         elif kind == "eval":
@@ -303,6 +303,8 @@ def write_session(path: str, state: SessionState, kind: str, corrupt: str | None
         _write(os.path.join(path, "session"), data)
     _write(os.path.join(path, "journal"), journal)
     _write(os.path.join(path, "lock"), b"")
+    when = state.metadata.updated or state.metadata.created or time.time()
+    os.utime(path, (when, when))  # as if last written then (also ends the "being created" grace)
 
 
 def _write(path: str, data: bytes) -> None:

@@ -6,13 +6,16 @@ import argparse
 import datetime
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from plainbox_like.storage import SessionRepository
+if TYPE_CHECKING:
+    from plainbox_like.storage import SessionRepository
 
 
 def repository(args: argparse.Namespace) -> SessionRepository:
     """The repository named by ``--repository`` (or the default)."""
+    from plainbox_like.storage import SessionRepository  # not at import: list and search do without it
+
     return SessionRepository(getattr(args, "repository", None))
 
 

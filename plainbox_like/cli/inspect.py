@@ -8,14 +8,15 @@ import os
 import re
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from plainbox_like import codec, manage, storage, summary
 from plainbox_like import index as indexing
 from plainbox_like.cli import common
-from plainbox_like.errors import CorruptSession, PlainboxLikeError
-from plainbox_like.model import Attempt, SessionState
-from plainbox_like.storage import LoadedSession
+
+if TYPE_CHECKING:
+    from plainbox_like import manage, summary
+    from plainbox_like.model import Attempt, SessionState
+    from plainbox_like.storage import LoadedSession
 
 #: Outcomes listed first, in this order; others follow alphabetically.
 OUTCOME_ORDER = (
@@ -118,6 +119,8 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[s
 
 def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
     """A summary for JSON output: times as ISO 8601 UTC strings."""
+    from plainbox_like import summary
+
     data = s.as_dict()
     for key in summary.TIME_FIELDS:
         data[key] = common.iso_time(data[key])
@@ -174,11 +177,11 @@ def list_filter(args: argparse.Namespace) -> indexing.ListFilter:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    root = indexing.repository_root(getattr(args, "repository", None))  # no session decoder needed
     flt = list_filter(args)
     listed: list[indexing.Listed] = []
-    if indexing.repository_exists(repo.root):
-        with indexing.fresh_index(repo.root, _notice) as index:
+    if indexing.repository_exists(root):
+        with indexing.fresh_index(root, _notice) as index:
             listed = index.list(flt, documents_only=args.json)
     if args.json:
         sys.stdout.write(indexing.json_list([item.document for item in listed]))
@@ -186,7 +189,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     sessions = [item.summary for item in listed]
     if not sessions:
         filtered = flt != indexing.ListFilter()
-        print(f"no {'matching ' if filtered else ''}sessions in {repo.sessions_dir}", file=sys.stderr)
+        print(f"no {'matching ' if filtered else ''}sessions in {os.path.join(root, 'sessions')}", file=sys.stderr)
         return 0
     header = ["ID", "STATUS", "CREATED", "JOBS", "TITLE", "RESULTS"]
     id_width = max(len(header[0]), *(len(s.id) for s in sessions))
@@ -214,6 +217,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load_for_show(path: str) -> LoadedSession:
+    from plainbox_like import storage, summary
+    from plainbox_like.errors import CorruptSession, PlainboxLikeError
+
     try:
         return storage.load_session(path)
     except CorruptSession:
@@ -246,6 +252,8 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
     ``interrupted`` for one that was running when its writer stopped, and
     ``None`` for a job that has not run.
     """
+    from plainbox_like import codec, summary
+
     now = time.time() if now is None else now
     state = loaded.state
     plainbox_running = summary.running_job(loaded) if loaded.origin != codec.FORMAT else None
@@ -294,6 +302,8 @@ def _note(job: dict[str, Any]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from plainbox_like import codec, manage, summary
+
     repo = common.repository(args)
     path = repo.resolve(args.session)
     loaded = _load_for_show(path)
