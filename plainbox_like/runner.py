@@ -36,26 +36,13 @@ def find_shell() -> str:
     return shutil.which("bash") or shutil.which("sh") or "/bin/sh"
 
 
-#: Shell text put before a gated job's command: wait for the go byte on fd 3, then close fd 3.
-#: On one line with the command, so the command's line numbers stay as written.
-GATE_PREFIX = "read -r _ <&3 || exit 125; exec 3<&-; "
-GATE_FD = 3
-
-
 @attrs.frozen
 class ProcessSpec:
-    """What to run: a command line, its environment, and a key to know it by.
-
-    A *gated* process starts, but does not run its command until
-    :meth:`LocalExecutor.open_gate`: its argv must be a shell whose command
-    begins with :data:`GATE_PREFIX`. The shell's start-up then overlaps with
-    whatever must happen before the command may run (making its start durable).
-    """
+    """What to run: a command line for the shell, its environment, and a key to know it by."""
 
     key: str
     argv: tuple[str, ...]
     env: dict[str, str]
-    gated: bool = False
 
 
 @attrs.define(eq=False)
@@ -69,7 +56,6 @@ class Process:
     fds: dict[int, str] = attrs.Factory(dict)  # open pipe fd -> stream name
     pidfd: int | None = None
     status: int | None = None
-    gate_fd: int | None = None
 
 
 @attrs.frozen
@@ -95,8 +81,6 @@ class Executor(Protocol):
     """What the batch runner needs from whatever runs its jobs."""
 
     def start(self, spec: ProcessSpec) -> Process: ...
-
-    def open_gate(self, process: Process) -> None: ...
 
     def poll(self, timeout: float) -> list[Output | Exited]: ...
 
@@ -135,34 +119,27 @@ class LocalExecutor:
         """Spawn *spec* in a new process group with piped stdout/stderr."""
         out_r, out_w = _new_pipe()
         err_r, err_w = _new_pipe()
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2),
-        ]
-        gate_r = gate_w = None
-        if spec.gated:
-            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-            actions.append((os.POSIX_SPAWN_DUP2, gate_r, GATE_FD))
-        child_ends = [fd for fd in (out_w, err_w, gate_r) if fd is not None]
         try:
             pid = os.posix_spawn(
                 spec.argv[0],
                 list(spec.argv),
                 spec.env,
-                file_actions=actions,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
                 setpgroup=0,
                 setsigdef=_DEFAULT_SIGNALS,
                 setsigmask=(),
             )
         except BaseException:
-            for fd in (out_r, err_r, gate_w, *child_ends):
-                if fd is not None:
-                    os.close(fd)
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
             raise
-        for fd in child_ends:
-            os.close(fd)
-        process = Process(spec=spec, pid=pid, pgid=pid, started=self._clock(), gate_fd=gate_w)
+        os.close(out_w)
+        os.close(err_w)
+        process = Process(spec=spec, pid=pid, pgid=pid, started=self._clock())
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             process.fds[fd] = stream
@@ -175,17 +152,6 @@ class LocalExecutor:
                 self._use_pidfd = False
         self._running[pid] = process
         return process
-
-    def open_gate(self, process: Process) -> None:
-        """Let a gated process run its command (from now on its clock starts)."""
-        if process.gate_fd is not None:
-            try:
-                os.write(process.gate_fd, b"\n")
-            except BrokenPipeError:  # it died before the gate opened: poll reports the exit
-                pass
-            os.close(process.gate_fd)
-            process.gate_fd = None
-            process.started = self._clock()
 
     def poll(self, timeout: float) -> list[Output | Exited]:
         """Wait up to *timeout* seconds for output or exits; returns what happened."""
@@ -250,9 +216,6 @@ class LocalExecutor:
             self._selector.unregister(fd)
             os.close(fd)
             del process.fds[fd]
-        if process.gate_fd is not None:
-            os.close(process.gate_fd)
-            process.gate_fd = None
         if process.pidfd is not None:
             self._selector.unregister(process.pidfd)
             os.close(process.pidfd)

@@ -35,7 +35,7 @@ from plainbox_like.model import (
     Attempt,
     SessionState,
 )
-from plainbox_like.runner import GATE_PREFIX, Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
+from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
 from plainbox_like.storage import SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.units import JobDefinition, UnitSet, load_units
@@ -298,22 +298,11 @@ class BatchRunner:
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIP, skip_reason=reason))
                 continue
             to_start.append(job)
-        # Journal every start, spawn the jobs gated (their shells start up meanwhile), make
-        # the starts (and the results before them) durable in one sync, then let them run.
+        # Journal every start (with the results before them) in one sync, then spawn.
         starting = [self._prepare(job) for job in to_start]
-        ungated = []
-        for running in starting:
-            if self._gated(running.job):
-                self._spawn(running, gated=True)
-            else:
-                ungated.append(running)
         self._commit()
         for running in starting:
-            if running.process is not None and running.process.gate_fd is not None:
-                self.executor.open_gate(running.process)
-                self._clock_from(running)
-        for running in ungated:
-            self._spawn(running, gated=False)
+            self._spawn(running)
 
     def _commit(self) -> None:
         """Make the journal durable, then report what became durable."""
@@ -359,21 +348,14 @@ class BatchRunner:
         self.reporter.started(job.id, attempt)
         return running
 
-    def _gated(self, job: JobDefinition) -> bool:
-        # sudo closes inherited descriptors, so a job run as another user cannot wait at a gate.
-        return not (job.user and job.user != self._me)
-
-    def _spawn(self, running: _Running, gated: bool) -> None:
+    def _spawn(self, running: _Running) -> None:
         job = running.job
-        command = job.command or ""
-        if gated:
-            command = GATE_PREFIX + command
-        argv: tuple[str, ...] = (self._shell, "-c", command)
+        argv: tuple[str, ...] = (self._shell, "-c", job.command or "")
         if job.user and job.user != self._me:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
         env = job_environment(self.base_env, job, self.writer.id, self.writer.share_dir)
         try:
-            process = self.executor.start(ProcessSpec(job.id, argv, env, gated))
+            process = self.executor.start(ProcessSpec(job.id, argv, env))
         except OSError as exc:
             del self._running[job.id]
             running.log.close()
@@ -381,14 +363,9 @@ class BatchRunner:
             self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {exc}"))
             return
         running.process = process
-        if not gated:
-            self._clock_from(running)
-
-    def _clock_from(self, running: _Running) -> None:
-        """The job's command starts now: its log's first delay and its timeout count from here."""
-        running.log.restart_clock(running.process.started)
-        if running.job.timeout:
-            running.deadline = running.process.started + running.job.timeout
+        running.log.restart_clock(process.started)
+        if job.timeout:
+            running.deadline = process.started + job.timeout
 
     def _handle(self, events: list[Output | Exited]) -> None:
         for event in events:

@@ -16,7 +16,7 @@ import time
 from plainbox_like import plan as planning
 from plainbox_like.iolog import RecordReader
 from plainbox_like.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
-from plainbox_like.runner import GATE_PREFIX, Exited, LocalExecutor, Output, ProcessSpec, find_shell, iter_pgid_members
+from plainbox_like.runner import Exited, LocalExecutor, Output, ProcessSpec, find_shell, iter_pgid_members
 from plainbox_like.session import BatchRunner
 from plainbox_like.storage import SessionRepository, load_session
 from plainbox_like.units import JobDefinition
@@ -124,41 +124,6 @@ def test_executor_delivers_output_without_waiting_for_newline_or_exit():
     assert first.data == b"abc"
     # "abc" was read while the job still slept, well before it ended.
     assert exited.when - first.when >= 0.5
-
-
-def test_gated_process_waits_for_its_gate_and_closes_it():
-    executor = LocalExecutor()
-    try:
-        command = GATE_PREFIX + "echo ran; if [ -e /proc/$$/fd/3 ]; then echo fd3-open; else echo fd3-closed; fi"
-        process = executor.start(ProcessSpec("k", (find_shell(), "-c", command), dict(os.environ), gated=True))
-        assert executor.poll(0.5) == []  # started, but the command waits at the gate
-        executor.open_gate(process)
-        outputs, exited = poll_until_exit(executor, process)
-    finally:
-        executor.close()
-    assert exited.returncode == 0
-    # The gate's descriptor is closed before the command runs.
-    assert b"".join(o.data for o in outputs).split() == [b"ran", b"fd3-closed"]
-
-
-def test_gated_process_never_runs_if_the_gate_closes_unopened(tmp_path):
-    marker = tmp_path / "ran"
-    executor = LocalExecutor()
-    try:
-        command = GATE_PREFIX + f"touch {marker}"
-        process = executor.start(ProcessSpec("k", (find_shell(), "-c", command), dict(os.environ), gated=True))
-        os.close(process.gate_fd)  # as if the runner died before making the start durable
-        process.gate_fd = None
-        _, exited = poll_until_exit(executor, process)
-    finally:
-        executor.close()
-    assert exited.returncode == 125
-    assert not marker.exists()
-
-
-def test_gate_keeps_the_commands_line_numbers(tmp_path):
-    writer, loaded = run_batch(tmp_path, [JobDefinition(id="lines", command="echo $LINENO\necho $LINENO")])
-    assert raw_output(loaded.path, loaded.state.latest("lines")).split() == [b"1", b"2"]
 
 
 # -- one job in a session --------------------------------------------------------
