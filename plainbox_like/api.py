@@ -28,7 +28,6 @@ from typing import Any, Iterator
 
 from plainbox_like import control
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.iolog import RecordWriter
 from plainbox_like.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,

@@ -16,7 +16,6 @@ import time
 import attrs
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.model import FLAG_PAUSED
 from plainbox_like.storage import lock_holder, write_atomically, writer_alive
 
 CONTROL_FILE = "control"

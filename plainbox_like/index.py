@@ -1325,7 +1325,7 @@ class SessionIndex:
             params.extend(failed)
         if flt.ids is not None:
             ids = list(flt.ids)
-            where.append(f"id IN (SELECT value FROM json_each(?))")
+            where.append("id IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(ids))
         sql = f"SELECT {', '.join(columns)} FROM sessions"
         if where:

@@ -27,6 +27,7 @@ from plainbox_like.iolog import RecordWriter
 from plainbox_like.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
+    FLAG_PAUSED,
     OUTCOME_CRASH,
     OUTCOME_FAIL,
     OUTCOME_PASS,
@@ -267,8 +268,8 @@ class BatchRunner:
 
     def _set_paused_flag(self, paused: bool) -> None:
         flags = self.writer.state.metadata.flags
-        if paused != (control.FLAG_PAUSED in flags):
-            new = [f for f in flags if f != control.FLAG_PAUSED] + ([control.FLAG_PAUSED] if paused else [])
+        if paused != (FLAG_PAUSED in flags):
+            new = [f for f in flags if f != FLAG_PAUSED] + ([FLAG_PAUSED] if paused else [])
             self.writer.update_metadata(flags=new)
 
     def _poll_timeout(self) -> float:

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="JOB",
         help="only sessions in which job JOB (shell wildcards allowed) failed or crashed in its latest attempt",
     )
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="list at most N sessions (the newest)")
+    p.add_argument("--limit", type=common.positive_int, metavar="N", help="list at most N sessions (the newest)")
     p.set_defaults(func=cmd_list)
 
     p = subparsers.add_parser(
@@ -147,16 +147,6 @@ def parse_since(text: str) -> float:
             f"not a date, time or age: {text!r} (try 2026-11-21, '2026-11-21 14:00' or 7d)"
         ) from None
     return when.timestamp()  # naive: local time
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _notice(message: str) -> None:

@@ -21,16 +21,6 @@ FOLLOW_RELOAD = 0.5
 READ_CHUNK = 1 << 20
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return value
-
-
 def _float_type(minimum: float, strict: bool) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -59,7 +49,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--attempt",
         metavar="N",
-        type=_positive_int,
+        type=common.positive_int,
         help="which attempt of the job (default: the latest, a running one included)",
     )
 

@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from plainbox_like import session as batch
-from plainbox_like.cli.common import format_duration, print_json, repository
+from plainbox_like.cli.common import positive_int, format_duration, print_json, repository
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.model import FAILED_OUTCOMES, Attempt
 from plainbox_like.storage import DURABILITY_MODES
@@ -150,16 +150,6 @@ def _absolute(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run",
@@ -178,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-x", "--exclude", action="append", default=[], metavar="REGEX",
                      help="leave out jobs whose whole id matches REGEX (repeatable; jobs that selected jobs "
                      "depend on, and a test plan's mandatory jobs, still run)")
-    run.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+    run.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
                      help="run up to N independent jobs at once (default 1)")
     run.add_argument("--title", help="a title for the session")
     run.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
@@ -203,6 +193,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run again the jobs that were running when the session stopped")
     resume.add_argument("--ignore-changed", action="store_true",
                         help="resume even if job definitions changed since the session started")
-    resume.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+    resume.add_argument("-j", "--jobs", type=positive_int, metavar="N",
                         help="run up to N independent jobs at once (default: as the session was started)")
     resume.set_defaults(func=cmd_resume)

@@ -35,16 +35,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     from plainbox_like.watcher import DEFAULT_INTERVAL, DEFAULT_POLL_INTERVAL
 
@@ -81,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"seconds between scans when polling (default {DEFAULT_POLL_INTERVAL:g})",
     )
     p.add_argument(
-        "-j", "--jobs", type=positive_int, metavar="N",
+        "-j", "--jobs", type=common.positive_int, metavar="N",
         help="read up to N sessions at once when many changed (default: the number of CPUs, at most 8)",
     )  # fmt: skip
     p.set_defaults(func=cmd_watch)
@@ -101,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recreate the index from the session directories (also one made by a newer version)",
     )
     p.add_argument(
-        "-j", "--jobs", type=positive_int, metavar="N",
+        "-j", "--jobs", type=common.positive_int, metavar="N",
         help="read up to N sessions at once (default: the number of CPUs, at most 8)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print what was done as a JSON object")
@@ -116,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "first unless a watcher keeps it fresh. Exit status 1 if no session matched.",
     )
     p.add_argument("text", nargs="+", metavar="TEXT", help="words to look for (substrings, case-insensitive)")
-    p.add_argument("--limit", type=positive_int, metavar="N", help="show at most N sessions")
+    p.add_argument("--limit", type=common.positive_int, metavar="N", help="show at most N sessions")
     p.add_argument("--json", action="store_true", help="print a JSON list of sessions, each with its matching jobs")
     p.set_defaults(func=cmd_search)
 

@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import attrs
 
 from plainbox_like import codec, replay, storage, summary
+from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.iolog import IORecord
 from plainbox_like.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
@@ -163,19 +164,6 @@ def local_time(epoch: float | None) -> str | None:
     except (OverflowError, OSError, ValueError):
         return None
     return when.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-
-
-def format_duration(seconds: float | None) -> str:
-    """``0.12s``, ``3m05s``, ``2h01m``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 # -- reading output ---------------------------------------------------------------
