@@ -25,12 +25,20 @@ from plainbox_like.model import Attempt, SessionState
 
 FORMAT = "plainbox-like"
 #: Current version of our state format; bump on any change and add a migration.
-VERSION = 1
+VERSION = 2
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
 
 #: ``MIGRATIONS[n]`` turns the ``session`` object of version *n* into version *n + 1*.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _v1_to_v2(session: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 adds ``resources`` (records of resource jobs); version 1 sessions had none."""
+    return {**session, "resources": session.get("resources") or {}}
+
+
+MIGRATIONS[1] = _v1_to_v2
 
 
 def _strict(kind: type, name: str) -> Callable[[Any, type], Any]:

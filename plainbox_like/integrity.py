@@ -54,7 +54,7 @@ RESULT_LOST = "no result was recorded: the session state was damaged and rebuilt
 #: Files every session of ours has from its creation on.
 _OUR_MARKERS = (storage.JOURNAL_FILE, storage.LOCK_FILE)
 #: Top-level fields of the state document, in the (sorted) order the codec writes them.
-_DICT_FIELDS = frozenset({"jobs", "metadata", "results", "running_jobs"})
+_DICT_FIELDS = frozenset({"jobs", "metadata", "resources", "results", "running_jobs"})
 _LIST_FIELDS = frozenset({"desired_job_list", "mandatory_job_list"})
 _CHUNK = 1 << 16
 

@@ -93,6 +93,8 @@ class SessionState:
     metadata: SessionMetadata = attrs.Factory(SessionMetadata)
     running_jobs: dict[str, RunningJob] = attrs.Factory(dict)
     journal_seq: int = 0
+    #: Records printed by resource jobs that passed, by job id (version 2).
+    resources: dict[str, list[dict[str, str]]] = attrs.Factory(dict)
 
     def latest(self, job_id: str) -> Attempt | None:
         """The newest attempt of *job_id*, if any."""
@@ -149,6 +151,8 @@ class SessionState:
             self.running_jobs.pop(change["job"], None)
             if meta.running_job_name == change["job"]:
                 meta.running_job_name = self._latest_running()
+        elif op == "resource":
+            self.resources[change["job"]] = [dict(record) for record in change["records"]]
         elif op == "plan":
             if change.get("append"):
                 # Jobs recorded as they come (the Python API): new ids join the desired list.

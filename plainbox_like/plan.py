@@ -7,6 +7,9 @@ Two relations between jobs come from their definitions:
   targets, transitively.
 * ``after: X`` -- if X is part of the run, it must finish first (any
   outcome). ``after`` never pulls X in and never causes a skip.
+* ``requires: X.field == "v"`` -- X is a resource job: selecting this job
+  pulls X in and X must finish first; whether the expression holds is decided
+  when the job is about to run (see :mod:`plainbox_like.resource`).
 
 :func:`select_jobs` picks jobs, :func:`build_plan` orders them (this order is
 what a dry run shows), and :class:`Scheduler` hands them out one at a time,
@@ -15,6 +18,7 @@ several in flight with ``-j N``.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +27,7 @@ from types import MappingProxyType
 import attrs
 
 from plainbox_like.errors import PlanError
+from plainbox_like.resource import RequirementProgram, ResourceExpressionError, namespace_of, resolve_resource
 from plainbox_like.units import JobDefinition, TestPlan, UnitSet
 
 __all__ = [
@@ -49,6 +54,38 @@ PERSON_PLUGINS = frozenset(
 _REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_requires(text: str) -> tuple[RequirementProgram | None, str | None]:
+    try:
+        return RequirementProgram.parse(text), None
+    except ResourceExpressionError as exc:
+        return None, str(exc)
+
+
+def requirement_program(job: JobDefinition) -> tuple[RequirementProgram | None, str | None]:
+    """The job's parsed ``requires:`` (None if it has none) and the error if it is invalid."""
+    if not job.requires:
+        return None, None
+    return _parse_requires(job.requires)
+
+
+def resource_jobs(job: JobDefinition, known: Mapping[str, object]) -> list[str]:
+    """Ids among *known* of the resource jobs the job's ``requires:`` names (implicit ordering)."""
+    program, _error = requirement_program(job)
+    if program is None:
+        return []
+    namespace = namespace_of(job.id)
+    found = (resolve_resource(name, known, namespace) for name in program.resources)
+    return [job_id for job_id in dict.fromkeys(found) if job_id is not None and job_id != job.id]
+
+
+def _pulled(job: JobDefinition, known: Mapping[str, object]) -> tuple[str, ...]:
+    """What selecting *job* pulls in: its ``depends`` and the resource jobs it requires."""
+    if not job.requires:
+        return job.depends
+    return tuple(dict.fromkeys(job.depends + tuple(resource_jobs(job, known))))
+
+
 def needs_person(job: JobDefinition) -> bool:
     """Whether the job needs someone to interact with it; a batch runner skips such jobs."""
     return job.plugin in PERSON_PLUGINS
@@ -69,6 +106,12 @@ class _Matcher:
             raise PlanError(f"{what}: invalid regular expression {pattern!r}: {exc}") from None
 
     def matches(self, job_id: str) -> bool:
+        """Whether the pattern matches the whole id, or the id without its ``namespace::``."""
+        if self._matches(job_id):
+            return True
+        return "::" in job_id and self._matches(job_id.split("::", 1)[1])
+
+    def _matches(self, job_id: str) -> bool:
         if self.literal:
             return job_id == self.pattern
         return self.regex.fullmatch(job_id) is not None
@@ -76,12 +119,11 @@ class _Matcher:
     def select(self, units: UnitSet) -> Iterable[JobDefinition]:
         """Matching jobs in file order."""
         if self.literal:
-            if self.pattern in units.by_id:
-                yield units.by_id[self.pattern]
+            yield from units.jobs_named(self.pattern)
             return
-        fullmatch = self.regex.fullmatch
+        matches = self.matches
         for job in units.jobs:
-            if fullmatch(job.id) is not None:
+            if matches(job.id):
                 yield job
 
 
@@ -104,19 +146,23 @@ def select_jobs(
     * With no test plan, no ``include`` and no ``exclude``: every job, in file order.
     * Otherwise the selection is the union of the test plan (its
       ``bootstrap_include`` and ``mandatory_include`` jobs, then its ``include``
-      jobs minus its ``exclude`` patterns) and the jobs matching ``include``
+      jobs minus its ``exclude`` patterns, each together with those of the
+      test plans its ``nested_part`` names, recursively; see
+      :func:`_plan_selection`) and the jobs matching ``include``
       (``-i``); with neither, every job. Order: pattern by pattern in the
       order written, each pattern's matches in file order; a job is listed
       where first matched.
     * ``exclude`` (``-x``) then removes jobs that were chosen by an include
       pattern. Bootstrap and mandatory jobs cannot be excluded, as in Plainbox.
-    * Finally the ``depends`` targets of every chosen job are pulled in,
+    * Finally the ``depends`` targets (and resource jobs named by ``requires``)
+      of every chosen job are pulled in,
       transitively, even when an exclude pattern matches them (a job cannot
       pass without them); each is placed just before the first job needing it.
       ``after`` targets are not pulled in. Unknown ids are left for
       :func:`build_plan` to report.
 
-    Raises :class:`PlanError` for an unknown test plan or an invalid regex.
+    Raises :class:`PlanError` for an unknown test plan, an invalid regex, a
+    ``nested_part`` naming no test plan, and a cycle of nested parts.
     """
     if test_plan is None and not include and not exclude:
         return list(units.jobs)
@@ -133,16 +179,10 @@ def select_jobs(
             known = ", ".join(sorted(p.id for p in units.test_plans)) or "none"
             message = f"unknown test plan {test_plan!r} (known test plans: {known})"
             raise PlanError(message) from None
-        label = _plan_label(plan)
-        for pattern in plan.bootstrap_include + plan.mandatory_include:
-            for job in _Matcher(pattern, label).select(units):
-                chosen.setdefault(job.id, job)
-                protected.add(job.id)
-        plan_exclude = [_Matcher(p, label) for p in plan.exclude]
-        for item in plan.include:
-            for job in _Matcher(item.pattern, label).select(units):
-                if not any(m.matches(job.id) for m in plan_exclude):
-                    chosen.setdefault(job.id, job)
+        for job_id, (job, is_protected) in _plan_selection(units, plan).items():
+            chosen.setdefault(job_id, job)
+            if is_protected:
+                protected.add(job_id)
     for matcher in cli_include:
         for job in matcher.select(units):
             chosen.setdefault(job.id, job)
@@ -157,6 +197,71 @@ def select_jobs(
     return _with_dependencies(units, list(chosen.values()))
 
 
+def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> list[TestPlan]:
+    """The test plans *plan*'s ``nested_part`` names (ids or patterns over test plan ids), in order."""
+    found: dict[str, TestPlan] = {}
+    for pattern in plan.nested_part:
+        matcher = _Matcher(pattern, _plan_label(plan) + " nested_part")
+        matches = [p for p in units.test_plans if matcher.matches(p.id)]
+        if not matches:
+            known = ", ".join(sorted(p.id for p in units.test_plans)) or "none"
+            raise PlanError(f"{_plan_label(plan)}: nested_part {pattern!r} names no test plan (known: {known})")
+        for part in matches:
+            if part.id in stack:
+                cycle = stack[stack.index(part.id) :] + (part.id,)
+                raise PlanError("test plan cycle through nested_part: " + " -> ".join(cycle))
+            found.setdefault(part.id, part)
+    return list(found.values())
+
+
+def _plan_selection(units: UnitSet, plan: TestPlan) -> dict[str, tuple[JobDefinition, bool]]:
+    """The jobs a test plan selects, its nested parts included, with whether each is protected.
+
+    Order: the bootstrap jobs of the plan and of its nested parts (depth first, in the order
+    the parts are named), then their mandatory jobs, then their included jobs. A plan's
+    ``exclude`` patterns apply to its own ``include`` patterns and to those of its nested
+    parts; bootstrap and mandatory jobs are never excluded.
+    """
+    tree: list[tuple[TestPlan, tuple[str, ...]]] = []  # (plan, excludes that apply to it)
+
+    def walk(node: TestPlan, stack: tuple[str, ...], excludes: tuple[str, ...]) -> None:
+        excludes = excludes + node.exclude
+        tree.append((node, excludes))
+        for part in _nested_plans(units, node, stack + (node.id,)):
+            walk(part, stack + (node.id,), excludes)
+
+    walk(plan, (), ())
+    out: dict[str, tuple[JobDefinition, bool]] = {}
+    for field in ("bootstrap_include", "mandatory_include"):
+        for node, _excludes in tree:
+            label = _plan_label(node)
+            for pattern in getattr(node, field):
+                for job in _Matcher(pattern, label).select(units):
+                    out.setdefault(job.id, (job, True))
+    for node, excludes in tree:
+        label = _plan_label(node)
+        excluders = [_Matcher(p, label) for p in excludes]
+        for item in node.include:
+            for job in _Matcher(item.pattern, label).select(units):
+                if not any(m.matches(job.id) for m in excluders):
+                    out.setdefault(job.id, (job, False))
+    return out
+
+
+def bootstrap_jobs(units: UnitSet, test_plan: str) -> list[str]:
+    """Ids of the jobs the test plan (with its nested parts) bootstraps, in order."""
+    ids: dict[str, None] = {}
+
+    def walk(node: TestPlan, stack: tuple[str, ...]) -> None:
+        for pattern in node.bootstrap_include:
+            ids.update((job.id, None) for job in _Matcher(pattern, _plan_label(node)).select(units))
+        for part in _nested_plans(units, node, stack + (node.id,)):
+            walk(part, stack + (node.id,))
+
+    walk(units.test_plan(test_plan), ())
+    return list(ids)
+
+
 def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobDefinition]:
     """Add the transitive ``depends`` targets of ``chosen``, each before its first user."""
     by_id = units.by_id
@@ -168,7 +273,7 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
         return dep not in chosen_ids and dep not in placed and dep in by_id
 
     for root in chosen:
-        if not any(wanted(dep) for dep in root.depends):
+        if not any(wanted(dep) for dep in _pulled(root, by_id)):
             out.append(root)  # fast path: nothing to pull in
             continue
         # iterative depth-first walk; parallel lists keep a 100,000-deep chain cheap
@@ -177,7 +282,7 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
         on_stack = {root.id}
         while stack_jobs:
             job = stack_jobs[-1]
-            deps = job.depends
+            deps = _pulled(job, by_id)
             k = stack_next[-1]
             while k < len(deps) and (deps[k] in on_stack or not wanted(deps[k])):
                 k += 1
@@ -217,11 +322,12 @@ class Plan:
 
 
 def _predecessors(job: JobDefinition, known: Mapping[str, object]) -> list[str]:
-    """Known ``depends`` and ``after`` targets of a job, without repeats."""
+    """Known ``depends``, ``after`` and required resource targets of a job, without repeats."""
     depends, after = job.depends, job.after
-    if not after and len(depends) <= 1:  # the common cases, kept cheap for big plans
+    if not after and len(depends) <= 1 and not job.requires:  # the common cases, kept cheap for big plans
         return [depends[0]] if depends and depends[0] in known else []
-    return [dep for dep in dict.fromkeys(depends + after) if dep in known]
+    extra = tuple(resource_jobs(job, known)) if job.requires else ()
+    return [dep for dep in dict.fromkeys(depends + after + extra) if dep in known]
 
 
 def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
@@ -246,7 +352,7 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
     edge_target: list[int] = []
     unknown: dict[str, tuple[str, ...]] = {}
     for position, job in enumerate(jobs):
-        if not job.depends and not job.after:
+        if not job.depends and not job.after and not job.requires:
             continue
         for dep in _predecessors(job, index):
             pred = index[dep]
@@ -358,7 +464,7 @@ class Scheduler:
         self.plan = plan
         self.max_running = max_running
         order = plan.order
-        self._ids = order
+        self._ids = list(order)
         position = {job_id: i for i, job_id in enumerate(order)}
         self._position = position
         count = len(order)
@@ -385,7 +491,7 @@ class Scheduler:
                 continue
             self._left += 1
             job = jobs[job_id]
-            if not job.depends and not job.after:
+            if not job.depends and not job.after and not job.requires:
                 continue
             for pred in _predecessors(job, position):
                 if pred not in outcomes:
@@ -397,6 +503,49 @@ class Scheduler:
         for i, job_id in enumerate(order):
             if not waiting[i] and job_id not in outcomes:
                 self._make_ready(i)
+
+    def extend(self, jobs: Sequence[JobDefinition]) -> None:
+        """Add jobs to a running schedule (jobs instantiated from templates).
+
+        Ids already planned are ignored. The new jobs are ordered among
+        themselves by :func:`build_plan` (a cycle raises :class:`PlanError` and
+        adds nothing) and wait for their known predecessors that have not
+        finished yet; ``plan.jobs`` and ``plan.unknown_deps`` are updated.
+        """
+        new = [job for job in dict((job.id, job) for job in jobs).values() if job.id not in self._position]
+        if not new:
+            return
+        ordered = build_plan(new)
+        jobs_by_id = self.plan.jobs
+        position = self._position
+        start = len(self._ids)
+        for job_id in ordered.order:
+            position[job_id] = len(self._ids)
+            self._ids.append(job_id)
+            jobs_by_id[job_id] = ordered.jobs[job_id]
+            self._waiting.append(0)
+            self._first_edge.append(-1)
+        self._left += len(ordered.order)
+        for i in range(start, len(self._ids)):
+            job = jobs_by_id[self._ids[i]]
+            missing = tuple(dict.fromkeys(d for d in job.depends if d not in position))
+            if missing:
+                self.plan.unknown_deps[job.id] = missing
+            for pred in _predecessors(job, position):
+                if pred not in self._outcomes:
+                    self._waiting[i] += 1
+                    p = position[pred]
+                    self._next_edge.append(self._first_edge[p])
+                    self._first_edge[p] = len(self._edge_target)
+                    self._edge_target.append(i)
+        for i in range(start, len(self._ids)):
+            if not self._waiting[i]:
+                self._make_ready(i)
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Every job id of the schedule: the plan's order, then jobs added by :meth:`extend`."""
+        return tuple(self._ids)
 
     def _make_ready(self, i: int) -> None:
         job_id = self._ids[i]

@@ -24,6 +24,7 @@ from plainbox_like import control
 from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.iolog import RecordWriter
+from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
 from plainbox_like.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
@@ -33,13 +34,15 @@ from plainbox_like.model import (
     OUTCOME_PASS,
     OUTCOME_SKIP,
     OUTCOME_SKIPPED_DEPENDENCY,
+    OUTCOME_SKIPPED_RESOURCE,
     Attempt,
     SessionState,
 )
 from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
 from plainbox_like.storage import SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
-from plainbox_like.units import JobDefinition, UnitSet, load_units
+from plainbox_like.resource import RequirementProgram
+from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
 
 APP_ID = "plainbox-like"
 #: Plugins whose command we run.
@@ -89,6 +92,8 @@ class RunConfig:
     exclude: list[str] = attrs.Factory(list)
     parallel: int = 1
     durability: str = "fsync"
+    #: Namespace for the jobs of unit files (None: each provider's own, if any).
+    namespace: str | None = None
 
     def to_blob(self) -> str:
         return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
@@ -104,7 +109,71 @@ class RunConfig:
             raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
 
     def load_units(self) -> UnitSet:
-        return load_units(self.sources, self.commands)
+        return load_units(self.sources, self.commands, namespace=self.namespace)
+
+
+def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
+    """Whether a template's filter accepts one record (every resource it names stands for that record)."""
+
+    def accept(record: dict[str, str]) -> bool:
+        try:
+            return program.first_false({name: [record] for name in program.resources}) is None
+        except ResourceExpressionError:
+            return False
+
+    return accept
+
+
+@attrs.define
+class TemplateExpander:
+    """Makes the jobs of templates from the records of their resource jobs."""
+
+    units: UnitSet
+    config: RunConfig
+    warnings: list[str] = attrs.Factory(list)
+
+    def instantiate(self, resource_id: str, records: list[dict[str, str]]) -> list[JobDefinition]:
+        """Every job the templates over *resource_id* make from *records* (no selection)."""
+        made: list[JobDefinition] = []
+        for template in self.units.templates:
+            if not template.supported:
+                continue
+            if resolve_resource(template.resource, self.units.by_id, namespace_of(template.id)) != resource_id:
+                continue
+            accept = None
+            if template.filter:
+                try:
+                    accept = _record_filter(RequirementProgram.parse(template.filter))
+                except ResourceExpressionError as exc:
+                    self.warnings.append(f"template {template.id!r}: invalid template-filter: {exc}")
+                    continue
+            jobs, warnings = instantiate_template(template, records, accept)
+            self.warnings.extend(warnings)
+            for job in jobs:
+                if job.id in self.units.by_id:
+                    self.warnings.append(f"template {template.id!r} makes job {job.id!r}, which is already defined")
+                else:
+                    made.append(job)
+        return made
+
+    def instantiate_all(self, resources: dict[str, list[dict[str, str]]]) -> list[JobDefinition]:
+        """The jobs made from every stored resource (resuming a session)."""
+        return [job for resource_id, records in resources.items() for job in self.instantiate(resource_id, records)]
+
+    def expand(self, resource_id: str, records: list[dict[str, str]], planned: dict[str, JobDefinition]) -> list[JobDefinition]:
+        """The new jobs to add to a run after *resource_id* passed: made, selected as the run selects, not planned yet."""
+        made = self.instantiate(resource_id, records)
+        config = self.config
+        if made and (config.test_plan or config.include or config.exclude):
+            # Select among every job, so that the new jobs' dependencies come along; what is planned already
+            # is dropped below.
+            made = planning.select_jobs(
+                UnitSet(jobs=[*self.units.jobs, *made], test_plans=self.units.test_plans),
+                config.test_plan,
+                config.include,
+                config.exclude,
+            )
+        return [job for job in made if job.id not in planned]
 
 
 @attrs.define
@@ -166,8 +235,10 @@ class BatchRunner:
         base_env: dict[str, str] | None = None,
         kill_grace: float = KILL_GRACE,
         clock: Callable[[], float] = time.monotonic,
+        expander: TemplateExpander | None = None,
     ) -> None:
         self.writer = writer
+        self.expander = expander
         self.plan = plan
         self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
         self.reporter = reporter or NullReporter()
@@ -293,6 +364,11 @@ class BatchRunner:
                 self._record(decision.job_id, Attempt(outcome=decision.outcome, skip_reason=decision.skip_reason))
                 continue
             job = self.plan.jobs[decision.job_id]
+            unmet = self._unmet_requirement(job)
+            if unmet is not None:
+                self.scheduler.finish(job.id, OUTCOME_SKIPPED_RESOURCE)
+                self._record(job.id, Attempt(outcome=OUTCOME_SKIPPED_RESOURCE, skip_reason=unmet))
+                continue
             reason = self._cannot_run(job)
             if reason is not None:
                 self.scheduler.finish(job.id, OUTCOME_SKIP)
@@ -317,6 +393,29 @@ class BatchRunner:
             result.attempt = self.writer.state.next_attempt(job_id)
         self.writer.job_finished(job_id, result, durable=False)
         self._unreported.append((job_id, result))
+
+    def _unmet_requirement(self, job: JobDefinition) -> str | None:
+        """Why the job's ``requires:`` does not hold (None if it holds or there is none)."""
+        program, error = planning.requirement_program(job)
+        if error is not None:
+            return f"invalid requires: {error}"
+        if program is None:
+            return None
+        records: dict[str, list[dict[str, str]]] = {}
+        namespace = namespace_of(job.id)
+        for name in program.resources:
+            resource_id = resolve_resource(name, self.plan.jobs, namespace)
+            if resource_id is None:
+                return f"resource job {name} is not part of the run"
+            outcome = self.scheduler.outcomes.get(resource_id)
+            if outcome != OUTCOME_PASS:
+                return f"resource job {resource_id} did not pass (outcome {outcome})"
+            records[name] = self.writer.state.resources.get(resource_id, [])
+        try:
+            unmet = program.first_false(records)
+        except ResourceExpressionError as exc:
+            return str(exc)
+        return None if unmet is None else f"resource expression is false: {unmet.text}"
 
     def _cannot_run(self, job: JobDefinition) -> str | None:
         if planning.needs_person(job):
@@ -395,8 +494,34 @@ class BatchRunner:
         if running.kill_at is not None and _group_alive(running.process.pgid):
             # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
             self._stragglers.append((running.kill_at, running.process))
+        new_jobs: list[JobDefinition] = []
+        if job.plugin == "resource" and outcome == OUTCOME_PASS:
+            records = self._resource_records(running)
+            self.writer.resource_recorded(job.id, records, durable=False)
+            if self.expander is not None:
+                new_jobs = self.expander.expand(job.id, records, self.plan.jobs)
+        if new_jobs:
+            try:
+                self.scheduler.extend(new_jobs)
+            except PlainboxLikeError as exc:  # a dependency cycle among the new jobs
+                self.expander.warnings.append(f"jobs made from resource {job.id} not added: {exc}")
+            else:
+                jobs = {new.id: new.checksum for new in new_jobs}
+                self.writer.record({"op": "plan", "jobs": jobs, "append": True}, durable=False)
+                added = getattr(self.reporter, "added", None)
+                if added is not None:
+                    added(len(jobs))
         self.scheduler.finish(job.id, outcome)
         self._record(job.id, self._attempt(running, outcome, code, duration, comments))
+
+    def _resource_records(self, running: _Running) -> list[dict[str, str]]:
+        stem = running.log_name[: -len(".record.gz")] if running.log_name.endswith(".record.gz") else running.log_name
+        try:
+            with open(os.path.join(self.writer.path, stem + ".stdout"), "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:  # the job printed nothing
+            return []
+        return parse_records(data.decode("utf-8", errors="replace"))
 
     def _attempt(self, running: _Running, outcome: str, code: int | None, duration: float, comments: str | None) -> Attempt:
         return Attempt(
@@ -471,6 +596,7 @@ class Prepared:
     finished: dict[str, str]
     parallel: int
     notes: list[str] = attrs.Factory(list)
+    expander: TemplateExpander | None = None
 
 
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
@@ -501,7 +627,56 @@ def start_session(
         parent_job=parent_job,
     )
     writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
-    return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel)
+    expander = TemplateExpander(units, config) if units.templates else None
+    return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel, expander=expander)
+
+
+def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
+    """The run order after the test plan's bootstrap jobs ran (``run --dry-run --bootstrap``).
+
+    The bootstrap resource jobs are run here, outside any session (their
+    ``$PLAINBOX_SESSION_SHARE`` is a temporary directory, removed after), and
+    the jobs their templates make, selected as the run would, are added after
+    the planned ones in the order they would be added. Problems are told to
+    *say* and leave the order as planned.
+    """
+    import tempfile
+
+    if not config.test_plan:
+        raise PlainboxLikeError("--bootstrap needs --test-plan")
+    expander = TemplateExpander(units, config)
+    planned = dict(plan.jobs)
+    order = list(plan.order)
+    shell = find_shell()
+    with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
+        for job_id in planning.bootstrap_jobs(units, config.test_plan):
+            job = units.by_id[job_id]
+            if job.plugin != "resource" or not job.command:
+                continue
+            env = job_environment(dict(os.environ), job, "dry-run", share)
+            try:
+                done = subprocess.run(
+                    [shell, "-c", job.command], env=env, capture_output=True, timeout=job.timeout, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                say(f"bootstrap job {job_id} did not finish: {exc}")
+                continue
+            if done.returncode != 0:
+                say(f"bootstrap job {job_id} failed (exit status {done.returncode})")
+                continue
+            new = expander.expand(job_id, parse_records(done.stdout.decode("utf-8", errors="replace")), planned)
+            if new:
+                try:
+                    added = planning.build_plan(new).order
+                except PlainboxLikeError as exc:
+                    say(f"jobs made from resource {job_id} not added: {exc}")
+                    continue
+                for new_id in added:
+                    planned[new_id] = next(j for j in new if j.id == new_id)
+                order.extend(added)
+    for warning in expander.warnings:
+        say(warning)
+    return order
 
 
 def most_recent_incomplete(repo: SessionRepository) -> str:
@@ -528,6 +703,7 @@ def resume_session(
     *,
     rerun_failed: bool = False,
     rerun_interrupted: bool = False,
+    rerun_bootstrap: bool = False,
     ignore_changed: bool = False,
     parallel: int | None = None,
     say: Callable[[str], None] = lambda _msg: None,
@@ -540,7 +716,9 @@ def resume_session(
     try:
         state = writer.state
         units = config.load_units()
-        plan = _resume_plan(units, state, ignore_changed)
+        expander = TemplateExpander(units, config) if units.templates else None
+        made = expander.instantiate_all(state.resources) if expander is not None else []
+        plan = _resume_plan(units, state, ignore_changed, made)
         if ignore_changed:
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
         interrupted = settle_interrupted(writer, plan, say)
@@ -556,13 +734,17 @@ def resume_session(
             }
         if rerun_failed:
             rerun |= {j for j in plan.order if (a := state.latest(j)) and a.outcome in FAILED_OUTCOMES}
+        if rerun_bootstrap:
+            if not config.test_plan:
+                raise PlainboxLikeError("--rerun-bootstrap: the session was not started with a test plan")
+            rerun |= set(planning.bootstrap_jobs(units, config.test_plan)) & set(plan.order)
         finished = {}
         for job_id in plan.order:
             latest = state.latest(job_id)
             if latest is None or job_id in rerun:
                 continue
-            if rerun and latest.outcome == OUTCOME_SKIPPED_DEPENDENCY:
-                continue  # its dependency may pass this time
+            if rerun and latest.outcome in (OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE):
+                continue  # its dependency (or resource) may pass this time
             finished[job_id] = latest.outcome
         if FLAG_INCOMPLETE not in state.metadata.flags or state.metadata.finished is not None:
             flags = sorted(set(state.metadata.flags) | {FLAG_INCOMPLETE})
@@ -570,11 +752,17 @@ def resume_session(
     except BaseException:
         writer.close()
         raise
-    return Prepared(writer=writer, plan=plan, finished=finished, parallel=parallel or config.parallel)
+    return Prepared(
+        writer=writer, plan=plan, finished=finished, parallel=parallel or config.parallel, expander=expander
+    )
 
 
-def _resume_plan(units: UnitSet, state: SessionState, ignore_changed: bool) -> planning.Plan:
+def _resume_plan(
+    units: UnitSet, state: SessionState, ignore_changed: bool, made: list[JobDefinition] = ()
+) -> planning.Plan:
     known = {job.id: job for job in units.jobs}
+    for job in made:  # instantiated from templates with the stored resource records
+        known.setdefault(job.id, job)
     changed = []
     for job_id in state.desired_job_list:
         job = known.get(job_id)
@@ -657,7 +845,12 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
     """Run what is left of a prepared session and close it."""
     writer = prepared.writer
     runner = BatchRunner(
-        writer, prepared.plan, finished=prepared.finished, parallel=prepared.parallel, reporter=reporter
+        writer,
+        prepared.plan,
+        finished=prepared.finished,
+        parallel=prepared.parallel,
+        reporter=reporter,
+        expander=prepared.expander,
     )
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:
@@ -668,7 +861,7 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
     finally:
         writer.close()
     counts = {}
-    for job_id in prepared.plan.order:
+    for job_id in runner.scheduler.order:
         latest = writer.state.latest(job_id)
         if latest is not None:
             counts[latest.outcome] = counts.get(latest.outcome, 0) + 1

@@ -222,7 +222,7 @@ def lock_holder(path: str) -> tuple[int, str] | None:
     """The pid and host written in the session's lock file, if a writer ever held it."""
     try:
         with open(os.path.join(path, LOCK_FILE), encoding="utf-8", errors="replace") as f:
-            pid, host = f.read().split(None, 1)
+            pid, host = f.readline().split(None, 1)
         return int(pid), host.strip()
     except (OSError, ValueError):
         return None
@@ -355,8 +355,11 @@ def acquire_lock(path: str) -> int:
             holder = lock_holder(path)
             raise SessionLocked(path, *(holder or (None, None))) from None
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    # Write first, then cut to length: the file never looks empty (a writer killed here
+    # still leaves a pid behind), and readers only take its first line.
+    holder = f"{os.getpid()} {socket.gethostname()}\n".encode()
+    os.pwrite(fd, holder, 0)
+    os.ftruncate(fd, len(holder))
     return fd
 
 
@@ -563,6 +566,10 @@ class SessionWriter:
         """Journal the result of one attempt."""
         unstructured = codec.converter.unstructure(result)
         self.record({"op": "result", "job": job_id, "result": unstructured}, durable, attempt=attrs.evolve(result))
+
+    def resource_recorded(self, job_id: str, records: list[dict[str, str]], durable: bool = True) -> None:
+        """Journal the records a resource job printed (replacing any earlier ones of that job)."""
+        self.record({"op": "resource", "job": job_id, "records": [dict(r) for r in records]}, durable)
 
     def new_log(self, job_id: str, attempt: int, **kwargs: Any) -> tuple[iolog.RecordWriter, str]:
         """Create the log files of a new attempt; returns their writer and the name relative to the session."""

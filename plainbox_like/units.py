@@ -35,6 +35,8 @@ shell command per non-empty line; ``#`` lines are comments.
 
 from __future__ import annotations
 
+import ast
+import configparser
 import hashlib
 import json
 import math
@@ -52,10 +54,13 @@ __all__ = [
     "JobDefinition",
     "IncludePattern",
     "TestPlan",
+    "Template",
     "UnitSet",
+    "instantiate_template",
     "parse_pxu",
     "parse_command_list",
     "load_units",
+    "provider_namespace",
     "jobs_from_commands",
     "COMMAND_LINE_PATH",
 ]
@@ -97,7 +102,8 @@ class JobDefinition:
 
     ``depends`` targets must pass before this job runs; ``after`` targets only
     have to finish first. ``timeout`` (seconds) is our own field. ``requires``
-    is kept as raw text (a Plainbox resource expression) for later use.
+    is kept as raw text (Plainbox resource expressions, one per line), parsed
+    by :mod:`plainbox_like.resource` when the job is planned and run.
     ``extra`` holds fields this program does not interpret; it takes part in
     equality and in :attr:`checksum` but not in ``hash()``. ``origin`` takes part
     in neither.
@@ -184,20 +190,60 @@ class TestPlan:
 
 
 @attrs.frozen
+class Template:
+    """A job template (``unit: template``): one job per record of a resource job.
+
+    ``fields`` are the job fields with ``{name}`` placeholders (``{{``/``}}``
+    stand for braces), filled from each record of ``resource`` that
+    ``filter`` (a resource expression, optional) accepts. ``id`` is the
+    ``template-id`` field, else the job id pattern.
+    """
+
+    id: str
+    resource: str
+    filter: str | None = None
+    engine: str | None = None
+    fields: dict[str, str] = attrs.field(factory=dict, hash=False)
+    origin: Origin | None = attrs.field(default=None, eq=False)
+
+    @property
+    def supported(self) -> bool:
+        """Whether jobs can be made from it (Jinja2 templates cannot)."""
+        return self.engine in (None, "default")
+
+
+@attrs.frozen
 class UnitSet:
-    """Everything loaded from a set of files: jobs and test plans in file order, plus warnings."""
+    """Everything loaded from a set of files: jobs, test plans and templates in file order, plus warnings."""
 
     jobs: tuple[JobDefinition, ...] = attrs.field(default=(), converter=tuple)
     test_plans: tuple[TestPlan, ...] = attrs.field(default=(), converter=tuple)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    templates: tuple[Template, ...] = attrs.field(default=(), converter=tuple)
     _job_index: dict[str, JobDefinition] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
     _plan_index: dict[str, TestPlan] = attrs.field(init=False, repr=False, eq=False, hash=False)
 
+    _bare_index: dict[str, list[JobDefinition]] = attrs.field(
+        init=False, repr=False, eq=False, hash=False
+    )
+
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_job_index", {job.id: job for job in self.jobs})
         object.__setattr__(self, "_plan_index", {plan.id: plan for plan in self.test_plans})
+        bare: dict[str, list[JobDefinition]] = {}
+        for job in self.jobs:
+            if "::" in job.id:
+                bare.setdefault(job.id.split("::", 1)[1], []).append(job)
+        object.__setattr__(self, "_bare_index", bare)
+
+    def jobs_named(self, name: str) -> list[JobDefinition]:
+        """Jobs whose id is *name*, or, for a name without namespace, ``<any namespace>::name``."""
+        job = self._job_index.get(name)
+        if job is not None:
+            return [job]
+        return list(self._bare_index.get(name, ())) if "::" not in name else []
 
     def job(self, job_id: str) -> JobDefinition:
         """The job with this id; ``KeyError`` if there is none."""
@@ -213,8 +259,15 @@ class UnitSet:
         return job_id in self._job_index
 
     def test_plan(self, plan_id: str) -> TestPlan:
-        """The test plan with this id; ``KeyError`` if there is none."""
-        return self._plan_index[plan_id]
+        """The test plan with this id (or ``<namespace>::id`` if only one matches); ``KeyError`` if none."""
+        plan = self._plan_index.get(plan_id)
+        if plan is None and "::" not in plan_id:
+            found = [p for p in self.test_plans if p.id.endswith("::" + plan_id)]
+            if len(found) == 1:
+                plan = found[0]
+        if plan is None:
+            raise KeyError(plan_id)
+        return plan
 
     @property
     def job_ids(self) -> tuple[str, ...]:
@@ -366,7 +419,8 @@ _PLAN_FIELDS = frozenset(
     }
 )  # fmt: skip
 _QUIET_PLAN_EXTRAS = frozenset(
-    {"description", "estimated_duration", "certification_status_overrides", "category-overrides"}
+    {"description", "estimated_duration", "certification_status_overrides", "category_overrides",
+     "category-overrides"}
 )
 _LIST_SPLIT = re.compile(r"[\s,]+")
 _HMS = re.compile(
@@ -428,6 +482,7 @@ class _Parser:
     def parse(self, text: str) -> UnitSet:
         jobs: list[JobDefinition] = []
         plans: list[TestPlan] = []
+        templates: list[Template] = []
         seen_jobs: dict[str, int] = {}
         seen_plans: dict[str, int] = {}
         for record in _records(text, self.path):
@@ -444,6 +499,10 @@ class _Parser:
                     )
                 seen_jobs[job.id] = record.line
                 jobs.append(job)
+            elif kind == "template":
+                template = self.template(record)
+                if template is not None:
+                    templates.append(template)
             elif kind == "test plan":
                 plan = self.test_plan(record)
                 if plan.id in seen_plans:
@@ -461,7 +520,44 @@ class _Parser:
         for kind, (first, count) in self._skipped.items():
             units = "unit" if count == 1 else "units"
             self.warn(first, f"skipped {count} {kind!r} {units} (unit kind not supported)")
-        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings)
+        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates)
+
+    def template(self, record: _Record) -> Template | None:
+        fields = {key: field.value() for key, field in record.fields.items() if key != "unit"}
+        template_id = fields.pop("template-id", None) or fields.get("id")
+        if not template_id:
+            raise UnitError(self.path, "template has no 'id' field", line=record.line)
+        resource = fields.pop("template-resource", None)
+        if not resource:
+            self.warn(record.line, f"template {template_id!r} has no 'template-resource' field: skipped")
+            return None
+        unit_kind = fields.pop("template-unit", None)
+        if unit_kind not in (None, "job"):
+            self.warn(record.line, f"template {template_id!r} makes {unit_kind!r} units, which is not supported: skipped")
+            return None
+        engine = fields.pop("template-engine", None)
+        template = Template(
+            id=template_id,
+            resource=resource,
+            filter=fields.pop("template-filter", None) or None,
+            engine=engine,
+            fields={k: v for k, v in fields.items() if not k.startswith("template-")},
+            origin=Origin(self.path, record.line),
+        )
+        if not template.supported:
+            self.warn(
+                record.line,
+                f"template {template_id!r} uses template-engine {engine!r}, which is not supported:"
+                " no jobs are made from it",
+            )
+        return template
+
+    def job_from_values(self, values: Mapping[str, str], line: int) -> JobDefinition:
+        """A job from already-read field values (an instantiated template)."""
+        record = _Record(line=line)
+        for key, value in values.items():
+            record.fields[key] = _Field(key=key, raw_key=key, line=line, first=value)
+        return self.job(record)
 
     def _id(self, record: _Record, what: str) -> str:
         field = record.fields.get("id")
@@ -658,7 +754,140 @@ def _unit_files(directory: str) -> list[str]:
     return [path for _, path in found]
 
 
-def load_units(paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] = ()) -> UnitSet:
+_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _provider_file_namespace(path: str) -> str | None:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError, OSError):
+        return None
+    for section in parser.sections():
+        namespace = parser.get(section, "namespace", fallback=None)
+        name = parser.get(section, "name", fallback=None)
+        if namespace:
+            return namespace.strip()
+        if name and ":" in name:
+            return name.split(":", 1)[0].strip()
+    return None
+
+
+def _manage_py_namespace(path: str) -> str | None:
+    """``namespace=`` (or the part of ``name=`` before ``:``) of the ``setup(...)`` call, read with ast."""
+    try:
+        tree = ast.parse(_read_text(path), path)
+    except (SyntaxError, ValueError, UnitError):
+        return None
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setup"):
+            continue
+        values = {
+            kw.arg: kw.value.value
+            for kw in node.keywords
+            if kw.arg and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str)
+        }
+        if values.get("namespace"):
+            return values["namespace"]
+        if ":" in values.get("name", ""):
+            return values["name"].split(":", 1)[0]
+    return None
+
+
+def provider_namespace(path: str, levels: int = 3, cache: dict[str, str | None] | None = None) -> str | None:
+    """The namespace of the provider a unit file belongs to, or None.
+
+    Looked for in the file's directory and up to *levels* - 1 parents: a
+    ``.provider`` file (INI; its ``namespace`` key, or the part of its ``name``
+    key before ``:``), else a ``manage.py`` whose ``setup(...)`` call has a
+    ``namespace=`` argument (or ``name="namespace:provider"``). ``manage.py``
+    is parsed, never run. *cache* (directory -> namespace) saves looking again
+    for files of the same directory.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if cache is not None:
+        if directory not in cache:
+            cache[directory] = provider_namespace(path, levels)
+        return cache[directory]
+    for _ in range(levels):
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            names = []
+        namespace = None
+        for name in names:
+            if name.endswith(".provider") and os.path.isfile(os.path.join(directory, name)):
+                namespace = _provider_file_namespace(os.path.join(directory, name))
+                if namespace:
+                    break
+        if not namespace and "manage.py" in names:
+            namespace = _manage_py_namespace(os.path.join(directory, "manage.py"))
+        if namespace and _NAMESPACE.fullmatch(namespace):
+            return namespace
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return None
+
+
+def _qualify(units: UnitSet, namespace: str) -> UnitSet:
+    """Give the jobs and test plans without a namespace in their id this one."""
+
+    def qualified(unit_id: str) -> str:
+        return unit_id if "::" in unit_id else f"{namespace}::{unit_id}"
+
+    return UnitSet(
+        jobs=[attrs.evolve(job, id=qualified(job.id)) for job in units.jobs],
+        test_plans=[attrs.evolve(plan, id=qualified(plan.id)) for plan in units.test_plans],
+        warnings=units.warnings,
+        templates=[attrs.evolve(t, id=qualified(t.id)) for t in units.templates],
+    )
+
+
+def _resolve_references(jobs: list[JobDefinition]) -> list[JobDefinition]:
+    """Write ``depends``/``after`` targets as the full ids they refer to, with or without namespace.
+
+    A target that is a job id stays; otherwise ``<referrer's namespace>::target``, then for
+    ``ns::name`` the bare ``name``, then the only job ``<any namespace>::target``. Targets that
+    resolve to nothing stay as written (and are reported as unknown when planned).
+    """
+    ids = {job.id for job in jobs}
+    if not any("::" in job_id for job_id in ids) and not any(
+        "::" in dep for job in jobs for dep in job.depends + job.after
+    ):
+        return jobs
+    bare: dict[str, list[str]] = {}
+    for job_id in ids:
+        if "::" in job_id:
+            bare.setdefault(job_id.split("::", 1)[1], []).append(job_id)
+
+    def resolve(target: str, namespace: str | None) -> str:
+        if target in ids:
+            return target
+        if namespace and "::" not in target and f"{namespace}::{target}" in ids:
+            return f"{namespace}::{target}"
+        name = target.split("::", 1)[1] if "::" in target else target
+        if name in ids:
+            return name
+        found = bare.get(name, [])
+        return found[0] if len(found) == 1 else target
+
+    out = []
+    for job in jobs:
+        if job.depends or job.after:
+            namespace = job.id.split("::", 1)[0] if "::" in job.id else None
+            depends = tuple(dict.fromkeys(resolve(d, namespace) for d in job.depends))
+            after = tuple(dict.fromkeys(resolve(d, namespace) for d in job.after))
+            if depends != job.depends or after != job.after:
+                job = attrs.evolve(job, depends=depends, after=after)
+        out.append(job)
+    return out
+
+
+def load_units(
+    paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] = (), namespace: str | None = None
+) -> UnitSet:
     """Load jobs and test plans from files and directories, in the order given.
 
     * a directory contributes every ``*.pxu`` file under it, recursively, sorted
@@ -669,16 +898,23 @@ def load_units(paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] 
       ``cmd-<n>``, where n counts command-list jobs across the whole load
       (1-based, in load order), so the ids are stable for the same inputs;
     * ``commands`` (``-c`` options) are appended as jobs ``c1``, ``c2``, ...
+    * jobs and test plans of unit files get a namespace (``ns::id``) unless
+      their id has one: *namespace* if given, else the one of the provider
+      the file belongs to (:func:`provider_namespace`), else none;
+    * ``depends``/``after`` targets are then resolved with or without their
+      namespace (see :func:`_resolve_references`).
 
     Job ids and test plan ids must be unique across everything loaded; a
     duplicate raises :class:`UnitError` naming both places.
     """
     jobs: list[JobDefinition] = []
     plans: list[TestPlan] = []
+    templates: list[Template] = []
     warnings: list[str] = []
     job_origin: dict[str, Origin | None] = {}
     plan_origin: dict[str, Origin | None] = {}
     command_jobs = 0
+    provider_cache: dict[str, str | None] = {}
 
     def add(units: UnitSet) -> None:
         for job in units.jobs:
@@ -687,6 +923,7 @@ def load_units(paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] 
         for plan in units.test_plans:
             _check_unique(plan_origin, plan.id, plan.origin, "test plan")
             plans.append(plan)
+        templates.extend(units.templates)
         warnings.extend(units.warnings)
 
     for entry in paths:
@@ -696,19 +933,24 @@ def load_units(paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] 
             if not files:
                 warnings.append(f"{path}: directory contains no .pxu files")
             for file in files:
-                add(parse_pxu(_read_text(file), file))
+                add(_namespaced(parse_pxu(_read_text(file), file), file, namespace, provider_cache))
             continue
         if os.path.exists(path) and not os.path.isfile(path):
             raise UnitError(path, "not a regular file or directory")
         text = _read_text(path)
         if path.endswith(".pxu") or _looks_like_units(text):
-            add(parse_pxu(text, path))
+            add(_namespaced(parse_pxu(text, path), path, namespace, provider_cache))
         else:
             listed = parse_command_list(text, path, first_number=command_jobs + 1)
             command_jobs += len(listed)
             add(UnitSet(jobs=listed))
     add(UnitSet(jobs=jobs_from_commands(commands)))
-    return UnitSet(jobs=jobs, test_plans=plans, warnings=warnings)
+    return UnitSet(jobs=_resolve_references(jobs), test_plans=plans, warnings=warnings, templates=templates)
+
+
+def _namespaced(units: UnitSet, path: str, namespace: str | None, cache: dict[str, str | None]) -> UnitSet:
+    namespace = namespace or provider_namespace(path, cache=cache)
+    return _qualify(units, namespace) if namespace else units
 
 
 def _check_unique(
@@ -722,3 +964,57 @@ def _check_unique(
     path = origin.path if origin else "<unknown>"
     line = origin.line if origin else None
     raise UnitError(path, f"duplicate {what} id {unit_id!r} (first defined at {where})", line=line)
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+
+
+def _fill(text: str, record: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "{{":
+            return "{"
+        if match.group(0) == "}}":
+            return "}"
+        return record[match.group(1)]  # KeyError: the record lacks the field
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def instantiate_template(
+    template: Template, records: Sequence[Mapping[str, str]], accept: Any = None
+) -> tuple[list[JobDefinition], list[str]]:
+    """The jobs *template* makes from *records*, and warnings.
+
+    *accept* (a callable taking a record, or None for all) applies the
+    template's filter. A record lacking a placeholder's field, or giving an id
+    already made, makes no job (a warning says why). The jobs' ``extra`` holds
+    ``template-id``; their origin is the template's.
+    """
+    if not template.supported:
+        return [], []
+    origin = template.origin or Origin("<template>", 0)
+    parser = _Parser(origin.path)
+    jobs: list[JobDefinition] = []
+    seen: set[str] = set()
+    namespace = template.id.split("::", 1)[0] if "::" in template.id else None
+    for number, record in enumerate(records, start=1):
+        if accept is not None and not accept(record):
+            continue
+        try:
+            values = {key: _fill(value, record) for key, value in template.fields.items()}
+        except KeyError as exc:
+            parser.warn(origin.line, f"template {template.id!r}: record {number} has no field {exc.args[0]!r}")
+            continue
+        try:
+            job = parser.job_from_values(values, origin.line)
+        except UnitError as exc:
+            parser.warn(origin.line, f"template {template.id!r}: record {number}: {exc}")
+            continue
+        if namespace and "::" not in job.id:
+            job = attrs.evolve(job, id=f"{namespace}::{job.id}")
+        if job.id in seen:
+            parser.warn(origin.line, f"template {template.id!r}: record {number} makes job {job.id!r} again")
+            continue
+        seen.add(job.id)
+        jobs.append(attrs.evolve(job, extra={**job.extra, "template-id": template.id}, origin=origin))
+    return jobs, parser.warnings

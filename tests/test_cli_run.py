@@ -329,3 +329,39 @@ def test_long_line_without_newline_keeps_runner_memory_bounded(tmp_path):
     assert reader.complete, reader.problem
     assert total == size
     assert count > 1 and largest <= 8 << 20  # chunks as read, not one huge line
+
+
+# -- plans ---------------------------------------------------------------------------------
+
+
+def test_plans_lists_test_plans_with_names(tmp_path, capsys):
+    from plainbox_like.cli.main import main
+
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "a.pxu").write_text(
+        "id: j1\ncommand: true\n\n"
+        "unit: test plan\nid: zz-plan\n_name: Last plan\ninclude: j1\n\n"
+        "unit: test plan\nid: aa-plan\nname: First plan\ninclude:\n j1 certification_status=blocker\n"
+        "nested_part: zz-plan\n"
+    )
+    assert main(["plans", str(units)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == ["aa-plan  First plan", "zz-plan  Last plan"]
+    assert main(["plans", "--json", str(units / "a.pxu")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [p["id"] for p in data] == ["aa-plan", "zz-plan"]
+    assert data[0]["include"] == [{"pattern": "j1", "overrides": {"certification_status": "blocker"}}]
+    assert data[0]["nested_part"] == ["zz-plan"]
+    assert data[0]["origin"].endswith("a.pxu:9")
+
+
+def test_plans_without_test_plans_says_so(tmp_path, capsys):
+    from plainbox_like.cli.main import main
+
+    path = tmp_path / "a.pxu"
+    path.write_text("id: j1\ncommand: true\n")
+    assert main(["plans", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no test plans" in captured.err

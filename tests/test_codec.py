@@ -192,49 +192,68 @@ def test_errors_through_load_session_name_the_state_file(tmp_path):
 
 
 def test_migration_from_an_older_version(monkeypatch, tmp_path):
+    current = codec.VERSION
     old_state = SessionState(metadata=SessionMetadata(title="old", tags=["a"]), journal_seq=3)
-    v1_data, _ = codec.encode_state(old_state)
-    assert json.loads(gzip.decompress(v1_data))["version"] == 1
+    old_data, _ = codec.encode_state(old_state)
+    assert json.loads(gzip.decompress(old_data))["version"] == current
 
     seen = []
 
-    def v1_to_v2(session):
+    def step(session):
         seen.append(json.loads(json.dumps(session)))
         session = dict(session)
         session["metadata"] = {**session["metadata"], "title": session["metadata"]["title"] + " (migrated)"}
-        session["metadata"]["tags"] = [*session["metadata"]["tags"], "v2"]
+        session["metadata"]["tags"] = [*session["metadata"]["tags"], "next"]
         return session
 
-    monkeypatch.setattr(codec, "VERSION", 2)
-    monkeypatch.setitem(codec.MIGRATIONS, 1, v1_to_v2)
+    monkeypatch.setattr(codec, "VERSION", current + 1)
+    monkeypatch.setitem(codec.MIGRATIONS, current, step)
 
-    loaded = codec.decode_state(v1_data, PATH)
-    assert loaded.source_version == 1
+    loaded = codec.decode_state(old_data, PATH)
+    assert loaded.source_version == current
     assert loaded.origin == codec.FORMAT
     assert loaded.state.metadata.title == "old (migrated)"
-    assert loaded.state.metadata.tags == ["a", "v2"]
+    assert loaded.state.metadata.tags == ["a", "next"]
     assert loaded.state.journal_seq == 3
     assert len(seen) == 1 and seen[0]["metadata"]["title"] == "old"
 
-    # Writing now produces version 2, which loads without migrating.
-    v2_data, _ = codec.encode_state(loaded.state)
-    assert json.loads(gzip.decompress(v2_data))["version"] == 2
-    again = codec.decode_state(v2_data, PATH)
-    assert again.source_version == 2
+    # Writing now produces the new version, which loads without migrating.
+    new_data, _ = codec.encode_state(loaded.state)
+    assert json.loads(gzip.decompress(new_data))["version"] == current + 1
+    again = codec.decode_state(new_data, PATH)
+    assert again.source_version == current + 1
     assert again.state == loaded.state
     assert len(seen) == 1
 
-    # Version 3 is still from the future.
-    with pytest.raises(UnsupportedVersion, match="version 3"):
-        codec.decode_state(_ours({}, 3), PATH)
+    # The version after that is still from the future.
+    with pytest.raises(UnsupportedVersion, match=f"version {current + 2}"):
+        codec.decode_state(_ours({}, current + 2), PATH)
 
     # A session directory on disk migrates the same way.
     session_dir = tmp_path / "old.session"
     session_dir.mkdir()
-    (session_dir / "session").write_bytes(v1_data)
+    (session_dir / "session").write_bytes(old_data)
     on_disk = load_session(str(session_dir))
-    assert on_disk.source_version == 1
+    assert on_disk.source_version == current
     assert on_disk.state.metadata.title == "old (migrated)"
+
+
+def test_version_1_sessions_migrate_to_version_2_with_no_resources():
+    v1 = {"jobs": {"a": "x"}, "results": {"a": [{"outcome": "pass"}]}, "desired_job_list": ["a"],
+          "metadata": {"title": "t"}, "journal_seq": 2}
+    loaded = codec.decode_state(_ours(v1, 1), PATH)
+    assert loaded.source_version == 1
+    assert loaded.state.resources == {}
+    assert loaded.state.results["a"][0].outcome == "pass"
+    assert codec.MIGRATIONS[1](dict(v1))["resources"] == {}
+
+
+def test_resources_round_trip_and_are_type_checked():
+    state = SessionState(resources={"cpu": [{"count": "4", "arch": "amd64"}, {}]})
+    data, _ = codec.encode_state(state)
+    assert codec.decode_state(data, PATH).state.resources == state.resources
+    _check_error(_ours({"resources": {"cpu": [{"count": 4}]}}), CorruptSession, "wrong field type", "resources")
+
 
 
 # -- Plainbox / Checkbox sessions (read-only) -----------------------------------------

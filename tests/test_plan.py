@@ -523,3 +523,132 @@ def test_hundred_thousand_jobs_with_failures_are_fast() -> None:
     assert sum(d.action == "skip" for d in decisions) == count // 2
     assert planning < 2.0, f"planning took {planning:.2f} s"
     assert scheduling < 2.0, f"scheduling took {scheduling:.2f} s"
+
+
+# --------------------------------------------------------------------------- nested test plans
+
+
+def test_nested_parts_are_selected_recursively_bootstrap_first() -> None:
+    top = TestPlan(
+        id="top",
+        include=(IncludePattern("a"),),
+        exclude=("x.*",),
+        nested_part=("mid",),
+        bootstrap_include=("boot1",),
+    )
+    mid = TestPlan(
+        id="mid",
+        include=(IncludePattern("b"), IncludePattern("x1")),
+        nested_part=("leaf-.*",),
+        mandatory_include=("m",),
+    )
+    leaf = TestPlan(id="leaf-1", include=(IncludePattern("c"),), bootstrap_include=("boot2",), exclude=("a",))
+    units = units_of(
+        job("a"), job("b"), job("c"), job("m"), job("x1"), job("boot1"), job("boot2"),
+        plans=(top, mid, leaf),
+    )  # fmt: skip
+    # the parent's exclude (x.*) reaches into its parts; a part's exclude (a) does not reach its parent
+    assert ids(select_jobs(units, "top", [], [])) == ["boot1", "boot2", "m", "a", "b", "c"]
+    assert ids(select_jobs(units, "mid", [], [])) == ["boot2", "m", "b", "x1", "c"]
+
+
+def test_nested_part_cycles_and_unknown_parts_are_reported() -> None:
+    units = units_of(
+        job("a"),
+        plans=(
+            TestPlan(id="p1", nested_part=("p2",)),
+            TestPlan(id="p2", nested_part=("p3",)),
+            TestPlan(id="p3", nested_part=("p1",)),
+            TestPlan(id="self", nested_part=("self",)),
+            TestPlan(id="lost", nested_part=("nowhere",)),
+        ),
+    )
+    with pytest.raises(PlanError, match=r"test plan cycle through nested_part: p1 -> p2 -> p3 -> p1"):
+        select_jobs(units, "p1", [], [])
+    with pytest.raises(PlanError, match=r"cycle through nested_part: self -> self"):
+        select_jobs(units, "self", [], [])
+    with pytest.raises(PlanError, match=r"nested_part 'nowhere' names no test plan"):
+        select_jobs(units, "lost", [], [])
+
+
+def test_a_part_named_twice_is_not_a_cycle() -> None:
+    units = units_of(
+        job("a"), job("b"),
+        plans=(
+            TestPlan(id="top", nested_part=("left", "right")),
+            TestPlan(id="left", nested_part=("shared",)),
+            TestPlan(id="right", nested_part=("shared",)),
+            TestPlan(id="shared", include=(IncludePattern("b"),)),
+        ),
+    )  # fmt: skip
+    assert ids(select_jobs(units, "top", [], [])) == ["b"]
+
+
+def test_plan_overrides_and_metadata_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "plans.pxu"
+    path.write_text(
+        "unit: test plan\nid: tp\n_name: The plan\ninclude:\n a certification_status=blocker\n"
+        "category_overrides: apply cat to a\ncertification_status_overrides: apply blocker to a\n"
+    )
+    units = load_units([str(path)])
+    assert units.warnings == ()
+    plan = units.test_plan("tp")
+    assert plan.name == "The plan"
+    assert plan.include == (IncludePattern("a", (("certification_status", "blocker"),)),)
+    assert plan.extra == {
+        "category_overrides": "apply cat to a",
+        "certification_status_overrides": "apply blocker to a",
+    }
+
+
+def test_patterns_and_plan_ids_match_with_or_without_namespace(tmp_path: Path) -> None:
+    path = tmp_path / "units.pxu"
+    path.write_text(
+        "id: disk/a\ncommand: true\n\nid: disk/b\ncommand: true\n\nid: net\ncommand: true\n\n"
+        "unit: test plan\nid: tp\ninclude: disk/.*\nexclude: disk/b\nbootstrap_include: net\n"
+    )
+    units = load_units([str(path)], namespace="com.x")
+    assert ids(select_jobs(units, "tp", [], [])) == ["com.x::net", "com.x::disk/a"]
+    assert ids(select_jobs(units, "com.x::tp", [], [])) == ["com.x::net", "com.x::disk/a"]
+    assert ids(select_jobs(units, None, ["net", "com.x::disk/b"], [])) == ["com.x::net", "com.x::disk/b"]
+    assert ids(select_jobs(units, None, ["disk/.*"], ["com.x::disk/a"])) == ["com.x::disk/b"]
+
+
+def test_requires_resolves_namespaced_resources(tmp_path: Path) -> None:
+    path = tmp_path / "units.pxu"
+    path.write_text(
+        "id: res\nplugin: resource\ncommand: echo a: 1\n\n"
+        "id: user\nrequires: res.a == '1'\ncommand: true\n\n"
+        "id: user2\nrequires: com.x::res.a == '1'\ncommand: true\n"
+    )
+    units = load_units([str(path)], namespace="com.x")
+    assert ids(select_jobs(units, None, ["user", "user2"], [])) == ["com.x::res", "com.x::user", "com.x::user2"]
+
+
+def test_scheduler_extend_adds_jobs_while_running() -> None:
+    sched = Scheduler(build_plan([job("a"), job("b")]))
+    first = sched.next_decision()
+    assert first == Decision("a", "run")
+    # new jobs: one waits for the running job a, one depends on an unknown job, one is free
+    sched.extend([job("n1", depends="a"), job("n2", depends="ghost"), job("n3"), job("a")])
+    assert sched.order == ("a", "b", "n1", "n2", "n3")
+    assert sched.remaining == 5
+    decisions = []
+    while not sched.done():
+        decision = sched.next_decision()
+        if decision is None:
+            sched.finish(sorted(sched.running)[0], "pass")
+            continue
+        decisions.append(decision)
+        if decision.action == "run" and decision.job_id != "a":
+            sched.finish(decision.job_id, "pass")
+    assert [(d.job_id, d.action) for d in decisions] == [("n2", "skip"), ("b", "run"), ("n1", "run"), ("n3", "run")]
+    assert decisions[0].skip_reason == "unknown dependency ghost"
+
+
+def test_scheduler_extend_refuses_a_cycle() -> None:
+    sched = Scheduler(build_plan([job("a")]))
+    with pytest.raises(PlanError, match="dependency cycle"):
+        sched.extend([job("x", depends="y"), job("y", depends="x")])
+    assert sched.order == ("a",)
+    assert sched.remaining == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -253,8 +254,9 @@ def test_other_unit_kinds_are_skipped_with_warning() -> None:
         """
     )
     assert units.job_ids == ("real",)
+    assert [t.id for t in units.templates] == ["dev-{name}"]
     assert units.warnings == (
-        "t.pxu:1: skipped 2 'template' units (unit kind not supported)",
+        "t.pxu:10: template 'other-{name}' has no 'template-resource' field: skipped",
         "t.pxu:6: skipped 1 'category' unit (unit kind not supported)",
         "t.pxu:13: skipped 1 'something new' unit (unit kind not supported)",
     )
@@ -501,11 +503,12 @@ def test_realistic_provider_loads_with_warnings_only() -> None:
     )
     assert {plan.id for plan in units.test_plans} == {"smoke", "full"}
     text = "\n".join(units.warnings)
-    for expected in ("'category'", "'manifest entry'", "'template'", "'exporter'", "'xyzzy'"):
+    for expected in ("'category'", "'manifest entry'", "'exporter'", "'xyzzy'"):
         assert expected in text
+    assert [t.id for t in units.templates] == ["storage/smart-{name}"]
     for quiet in ("purpose", "steps", "verification", "category_id", "imports"):
         assert f"'{quiet}'" not in text and f"'_{quiet}'" not in text
-    assert len(units.warnings) == 5
+    assert len(units.warnings) == 4
     info = PROVIDER / "units" / "info.pxu"
     assert f"{info}:4: skipped 1 'category' unit" in text
 
@@ -707,3 +710,69 @@ def test_arbitrary_text_parses_or_raises_unit_error_with_line(text: str) -> None
         assert error.line is not None and error.line >= 1
         assert str(error).startswith("f.pxu:")
         assert "\n" not in str(error)
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+def _provider(tmp_path, marker: str, content: str):
+    root = tmp_path / "provider"
+    (root / "units").mkdir(parents=True)
+    (root / marker).write_text(content)
+    (root / "units" / "jobs.pxu").write_text(
+        "id: a\ncommand: true\n\nid: b\ndepends: a\nafter: com.other::x\ncommand: true\n\n"
+        "id: c\ndepends: com.example::a\ncommand: true\n\n"
+        "unit: test plan\nid: tp\ninclude: b\n"
+    )
+    return root
+
+
+def test_namespace_from_manage_py(tmp_path):
+    root = _provider(tmp_path, "manage.py", "from x import setup\nsetup(name='com.example:demo', namespace='com.example')\n")
+    units = load_units([str(root / "units")])
+    assert units.job_ids == ("com.example::a", "com.example::b", "com.example::c")
+    assert units.job("com.example::b").depends == ("com.example::a",)
+    assert units.job("com.example::b").after == ("com.other::x",)  # unknown: kept as written
+    assert units.job("com.example::c").depends == ("com.example::a",)
+    assert units.test_plan("tp").id == "com.example::tp"
+
+
+def test_namespace_from_provider_file_and_manage_py_name(tmp_path):
+    root = _provider(tmp_path, "demo.provider", "[PlainBox Provider]\nname = org.test:demo\nversion = 1\n")
+    assert load_units([str(root / "units")]).job_ids[0] == "org.test::a"
+    other = tmp_path / "other"
+    (other / "units").mkdir(parents=True)
+    (other / "manage.py").write_text("setup(name='org.two:demo', version='1')\n")
+    (other / "units" / "u.pxu").write_text("id: a\ncommand: true\n")
+    assert load_units([str(other / "units" / "u.pxu")]).job_ids == ("org.two::a",)
+
+
+def test_explicit_namespace_wins_and_ids_with_namespace_are_kept(tmp_path):
+    root = _provider(tmp_path, "manage.py", "setup(namespace='com.example')\n")
+    units = load_units([str(root / "units")], namespace="my.ns")
+    assert units.job_ids == ("my.ns::a", "my.ns::b", "my.ns::c")
+    # c's "com.example::a" resolves to the job "a" of namespace my.ns (same name, only one)
+    assert units.job("my.ns::c").depends == ("my.ns::a",)
+    path = tmp_path / "q.pxu"
+    path.write_text("id: other::q\ncommand: true\n\nid: r\ndepends: q\ncommand: true\n")
+    assert load_units([str(path)], namespace="n").job_ids == ("other::q", "n::r")
+    assert load_units([str(path)], namespace="n").job("n::r").depends == ("other::q",)
+
+
+def test_files_without_provider_have_no_namespace(tmp_path):
+    path = tmp_path / "plain.pxu"
+    path.write_text("id: a\ncommand: true\n")
+    assert load_units([str(path)]).job_ids == ("a",)
+    (tmp_path / "manage.py").write_text("this is not python (\n")
+    assert load_units([str(path)]).job_ids == ("a",)
+
+
+def test_units_man_page_documents_every_interpreted_field() -> None:
+    from plainbox_like import units as units_module
+
+    page = (Path(__file__).parent.parent / "man" / "plainbox-like-units.5").read_text()
+    text = page.replace("\\-", "-")
+    fields = units_module._JOB_FIELDS | units_module._PLAN_FIELDS
+    fields |= {"template-resource", "template-filter", "template-id", "template-engine"}
+    missing = sorted(f for f in fields if f not in ("unit",) and not re.search(rf"\b{re.escape(f)}\b", text))
+    assert missing == []

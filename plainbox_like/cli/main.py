@@ -18,6 +18,7 @@ from plainbox_like.paths import REPOSITORY_ENV
 COMMANDS: dict[str, str] = {
     "run": "run",
     "resume": "run",
+    "plans": "run",
     "list": "inspect",
     "show": "inspect",
     "log": "log",

@@ -17,14 +17,19 @@ from plainbox_like.storage import DURABILITY_MODES
 class LineReporter:
     """One line per finished job, for logs and pipes."""
 
-    def __init__(self, total: int, done: int = 0, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, total: int, done: int = 0, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = done
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stdout  # the stdout of now, not of import time
         self.width = len(str(total))
 
     def started(self, job_id: str, attempt: int) -> None:
         pass
+
+    def added(self, count: int) -> None:
+        """Jobs made from templates joined the run."""
+        self.total += count
+        self.width = len(str(self.total))
 
     def finished(self, job_id: str, result: Attempt) -> None:
         self.done += 1
@@ -60,6 +65,11 @@ class ProgressReporter:
         self.current.append(job_id)
         self._refresh()
 
+    def added(self, count: int) -> None:
+        """Jobs made from templates joined the run."""
+        self.bar.total += count
+        self._refresh()
+
     def finished(self, job_id: str, result: Attempt) -> None:
         if job_id in self.current:
             self.current.remove(job_id)
@@ -78,6 +88,12 @@ def _reporter(total: int, done: int):
     if sys.stderr.isatty() and sys.stdout.isatty():
         return ProgressReporter(total, done)
     return LineReporter(total, done)
+
+
+def _warn_templates(prepared: batch.Prepared) -> None:
+    if prepared.expander is not None:
+        for warning in prepared.expander.warnings:
+            print(f"plainbox-like: warning: {warning}", file=sys.stderr)
 
 
 def _finish(summary: batch.RunSummary, started: float) -> int:
@@ -108,22 +124,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         exclude=list(args.exclude),
         parallel=args.jobs,
         durability=args.durability,
+        namespace=args.namespace,
     )
     units = config.load_units()
     for warning in units.warnings:
         print(f"plainbox-like: warning: {warning}", file=sys.stderr)
     plan = batch.plan_jobs(units, config)
+    if args.bootstrap and not args.dry_run:
+        raise PlainboxLikeError("--bootstrap only goes with --dry-run")
     if args.dry_run:
+        order = list(plan.order)
+        if args.bootstrap:
+            order = batch.bootstrapped_order(
+                units, config, plan, lambda msg: print(f"plainbox-like: warning: {msg}", file=sys.stderr)
+            )
         if args.json:
-            print_json(list(plan.order))
+            print_json(order)
         else:
-            for job_id in plan.order:
+            for job_id in order:
                 print(job_id)
         return 0
     started = time.monotonic()
     prepared = batch.start_session(repository(args), config, title=args.title, units=units, plan=plan)
     print(f"Session {prepared.writer.id} in {prepared.writer.path}", file=sys.stderr)
     summary = batch.run_prepared(prepared, _reporter(len(plan.order), 0))
+    _warn_templates(prepared)
     return _finish(summary, started)
 
 
@@ -134,6 +159,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         args.session,
         rerun_failed=args.rerun_failed,
         rerun_interrupted=args.rerun_interrupted,
+        rerun_bootstrap=args.rerun_bootstrap,
         ignore_changed=args.ignore_changed,
         parallel=args.jobs,
         say=lambda msg: print(f"plainbox-like: {msg}", file=sys.stderr),
@@ -141,13 +167,57 @@ def cmd_resume(args: argparse.Namespace) -> int:
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
     summary = batch.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished)))
+    _warn_templates(prepared)
     return _finish(summary, started)
+
+
+def cmd_plans(args: argparse.Namespace) -> int:
+    from plainbox_like.units import load_units
+
+    units = load_units([_absolute(p) for p in args.files])
+    for warning in units.warnings:
+        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+    plans = sorted(units.test_plans, key=lambda p: p.id)
+    if args.json:
+        print_json(
+            [
+                {
+                    "id": plan.id,
+                    "name": plan.name,
+                    "origin": str(plan.origin) if plan.origin else None,
+                    "include": [
+                        {"pattern": item.pattern, "overrides": dict(item.overrides)} for item in plan.include
+                    ],
+                    "exclude": list(plan.exclude),
+                    "mandatory_include": list(plan.mandatory_include),
+                    "bootstrap_include": list(plan.bootstrap_include),
+                    "nested_part": list(plan.nested_part),
+                    "extra": dict(plan.extra),
+                }
+                for plan in plans
+            ]
+        )
+        return 0
+    width = max((len(plan.id) for plan in plans), default=0)
+    for plan in plans:
+        print(f"{plan.id:<{width}}  {plan.name or ''}".rstrip())
+    if not plans:
+        print("plainbox-like: no test plans found", file=sys.stderr)
+    return 0
 
 
 def _absolute(path: str) -> str:
     import os
 
     return os.path.abspath(path)
+
+
+def _namespace(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"not a namespace (letters, digits, '.', '-', '_'): {text!r}")
+    return text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -162,6 +232,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-c", "--command", dest="command_lines", action="append", default=[], metavar="CMD",
                      help="a shell command to run as a job (repeatable)")
     run.add_argument("--test-plan", metavar="ID", help="run the jobs this test plan includes")
+    run.add_argument("--namespace", metavar="NS", type=_namespace,
+                     help="give the jobs and test plans of unit files ids NS::id (default: the namespace of "
+                     "the provider the files belong to, from its .provider file or manage.py, if any)")
     run.add_argument("-i", "--include", action="append", default=[], metavar="REGEX",
                      help="select jobs whose whole id matches REGEX (repeatable; added to the --test-plan jobs; "
                      "jobs they depend on are added too)")
@@ -176,7 +249,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "flush: results survive a killed process, not a power cut (faster)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run, run nothing")
     run.add_argument("--json", action="store_true", help="only with --dry-run: print the plan as a JSON list of job ids")
+    run.add_argument("--bootstrap", action="store_true",
+                     help="only with --dry-run and --test-plan: run the test plan's bootstrap resource jobs (outside "
+                     "any session) and list the jobs their templates add too")
     run.set_defaults(func=cmd_run)
+
+    plans = subparsers.add_parser(
+        "plans",
+        help="list the test plans of unit files",
+        description="List the test plans (unit: test plan) defined in Plainbox .pxu unit files or directories "
+        "of them: one line per test plan with its id and name, sorted by id.",
+    )
+    plans.add_argument("files", nargs="+", metavar="FILE", help="unit files (.pxu) or directories of them")
+    plans.add_argument("--json", action="store_true",
+                       help="print every test plan with all its fields as a JSON list")
+    plans.set_defaults(func=cmd_plans)
 
     resume = subparsers.add_parser(
         "resume",
@@ -191,6 +278,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run again every job whose latest attempt failed or crashed")
     resume.add_argument("--rerun-interrupted", action="store_true",
                         help="run again the jobs that were running when the session stopped")
+    resume.add_argument("--rerun-bootstrap", action="store_true",
+                        help="run the bootstrap jobs of the session's test plan again (and the jobs they skipped), "
+                        "making template jobs from their new records")
     resume.add_argument("--ignore-changed", action="store_true",
                         help="resume even if job definitions changed since the session started")
     resume.add_argument("-j", "--jobs", type=positive_int, metavar="N",

@@ -1,0 +1,360 @@
+"""Resource records and ``requires:`` expressions.
+
+A ``plugin: resource`` job prints records on its standard output in the same
+RFC 822 style as unit files: ``key: value`` lines, records separated by blank
+lines. :func:`parse_records` turns that output into a list of dicts.
+
+A job's ``requires:`` field holds one expression per line; all of them must
+hold for the job to run. An expression is a small subset of Python::
+
+    package.name == "bash"
+    cpu.count >= 2 and cpu.arch in ("amd64", "arm64")
+    not device.category == "WIRELESS"
+    com.canonical.certification::package.name != "x"
+
+``resource.field`` names a field of a record of the resource job
+``resource`` (with or without a namespace). An expression naming one resource
+is true if *any* record of that resource makes it true; one naming several is
+true if some combination of records (one of each) makes it true. A field a
+record lacks makes that record not match (the expression is false for it).
+Comparisons between a field (always a string) and a number compare
+numerically when the field holds a number, and are false otherwise.
+
+Expressions are parsed with :mod:`ast` and walked by this module; only the
+node types listed in :data:`ALLOWED_NODES` are accepted, so nothing is ever
+evaluated by Python itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import operator
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
+
+import attrs
+
+from plainbox_like.errors import PlainboxLikeError
+
+__all__ = [
+    "ALLOWED_NODES",
+    "ResourceExpressionError",
+    "Requirement",
+    "RequirementProgram",
+    "parse_records",
+    "namespace_of",
+    "resolve_resource",
+]
+
+#: Longest expression accepted (characters), and deepest nesting.
+MAX_EXPRESSION_LENGTH = 4000
+MAX_DEPTH = 40
+#: Most record combinations tried for one expression naming several resources.
+MAX_COMBINATIONS = 100_000
+
+_KEY = re.compile(r"([^\s:][^:]*?)\s*:(.*)")
+_NAMESPACED = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)::([A-Za-z_][A-Za-z0-9_]*)")
+_PLACEHOLDER = "__ns{}__"
+_RESERVED = re.compile(r"__ns\d+__")
+
+
+class ResourceExpressionError(PlainboxLikeError):
+    """A ``requires:`` expression that is not valid or not allowed."""
+
+
+def parse_records(text: str) -> list[dict[str, str]]:
+    """Records from the output of a resource job.
+
+    Blank (or whitespace-only) lines separate records; ``key: value`` starts a
+    field; a line starting with a space or tab continues the previous field
+    (joined with a newline, its leading whitespace removed); ``#`` in column 0
+    is a comment. Lines that fit none of these are ignored, as are empty
+    records. A key given twice in one record keeps its last value.
+    """
+    records: list[dict[str, str]] = []
+    record: dict[str, str] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if record:
+                records.append(record)
+            record, last = {}, None
+            continue
+        if line[0] in " \t":
+            if last is not None:
+                record[last] = (record[last] + "\n" + line.strip()).strip("\n")
+            continue
+        match = _KEY.fullmatch(line)
+        if match is None:
+            last = None
+            continue
+        key, value = match.group(1).strip(), match.group(2).strip()
+        record[key] = value
+        last = key
+    if record:
+        records.append(record)
+    return records
+
+
+# --------------------------------------------------------------------------- expressions
+
+_COMPARE: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+}
+_FUNCTIONS: dict[str, Callable[[Any], Any]] = {"int": int, "float": float, "str": str, "len": len, "bool": bool}
+
+#: Every AST node type an expression may contain.
+ALLOWED_NODES: frozenset[type] = frozenset(
+    {
+        ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare,
+        ast.Attribute, ast.Name, ast.Load, ast.Constant, ast.Tuple, ast.List, ast.Call,
+        *_COMPARE,
+    }
+)  # fmt: skip
+
+
+class _NoMatch(Exception):
+    """This record (combination) cannot make the expression true: a field is missing, or a type error."""
+
+
+@attrs.frozen
+class Requirement:
+    """One ``requires:`` line, parsed and checked."""
+
+    text: str
+    #: Resource names in the order first used, as written (``ns::name`` or ``name``).
+    resources: tuple[str, ...]
+    _tree: ast.Expression = attrs.field(eq=False, repr=False)
+    _names: dict[str, str] = attrs.field(eq=False, repr=False)  # python name -> resource name
+
+    @classmethod
+    def parse(cls, text: str) -> "Requirement":
+        text = text.strip()
+        if not text:
+            raise ResourceExpressionError("empty requires expression")
+        if len(text) > MAX_EXPRESSION_LENGTH:
+            raise ResourceExpressionError(f"requires expression longer than {MAX_EXPRESSION_LENGTH} characters")
+        if _RESERVED.search(text):
+            raise ResourceExpressionError(f"names like '__ns0__' are reserved: {text!r}")
+        names: dict[str, str] = {}
+
+        def placeholder(match: re.Match[str]) -> str:
+            full = f"{match.group(1)}::{match.group(2)}"
+            for name, resource in names.items():
+                if resource == full:
+                    return name
+            name = _PLACEHOLDER.format(len(names))
+            names[name] = full
+            return name
+
+        source = _NAMESPACED.sub(placeholder, text)
+        try:
+            tree = ast.parse(source, mode="eval")
+        except SyntaxError as exc:
+            raise ResourceExpressionError(f"invalid requires expression {text!r}: {exc.msg}") from None
+        except (RecursionError, MemoryError, ValueError):
+            raise ResourceExpressionError(f"requires expression too complex: {text[:60]!r}") from None
+        resources: dict[str, None] = {}
+        _check(tree.body, text, names, resources, 0)
+        if not resources:
+            raise ResourceExpressionError(f"requires expression {text!r} names no resource (use resource.field)")
+        return cls(text, tuple(resources), tree, names)
+
+    def evaluate(self, records: Mapping[str, Sequence[Mapping[str, str]]]) -> bool:
+        """Whether some record of each named resource (in *records*, by name as written) makes this true."""
+        pools = [records.get(name, ()) for name in self.resources]
+        if len(pools) == 1:
+            combos: Any = ((record,) for record in pools[0])
+        else:
+            size = 1
+            for pool in pools:
+                size *= len(pool)
+            if size > MAX_COMBINATIONS:
+                raise ResourceExpressionError(
+                    f"requires expression {self.text!r} would need {size} record combinations"
+                    f" (at most {MAX_COMBINATIONS})"
+                )
+            combos = itertools.product(*pools)
+        for combo in combos:
+            bound = dict(zip(self.resources, combo))
+            try:
+                if _truth(_eval(self._tree.body, bound, self._names)):
+                    return True
+            except _NoMatch:
+                continue
+        return False
+
+
+def _resource_name(node: ast.expr, names: Mapping[str, str]) -> str | None:
+    if isinstance(node, ast.Name):
+        return names.get(node.id, node.id)
+    return None
+
+
+def _check(node: ast.AST, text: str, names: Mapping[str, str], resources: dict[str, None], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise ResourceExpressionError(f"requires expression nested too deeply: {text[:60]!r}")
+    kind = type(node)
+    if kind not in ALLOWED_NODES:
+        raise ResourceExpressionError(f"{kind.__name__} is not allowed in a requires expression: {text!r}")
+    if kind is ast.Attribute:
+        resource = _resource_name(node.value, names)  # type: ignore[attr-defined]
+        if resource is None:
+            raise ResourceExpressionError(f"only resource.field is allowed, not nested attributes: {text!r}")
+        if node.attr.startswith("__"):  # type: ignore[attr-defined]
+            raise ResourceExpressionError(f"field names starting with '__' are not allowed: {text!r}")
+        resources.setdefault(resource, None)
+        return
+    if kind is ast.Name:
+        if node.id in names:  # type: ignore[attr-defined]
+            raise ResourceExpressionError(f"a namespaced resource needs a field (ns::resource.field): {text!r}")
+        raise ResourceExpressionError(
+            f"bare name {node.id!r} in requires expression {text!r} (use resource.field or a quoted string)"  # type: ignore[attr-defined]
+        )
+    if kind is ast.Constant:
+        value = node.value  # type: ignore[attr-defined]
+        if not isinstance(value, (str, int, float)):
+            raise ResourceExpressionError(f"constant {value!r} is not allowed in a requires expression: {text!r}")
+        return
+    if kind is ast.Call:
+        func = node.func  # type: ignore[attr-defined]
+        if not isinstance(func, ast.Name) or func.id not in _FUNCTIONS:
+            raise ResourceExpressionError(
+                f"only the functions {', '.join(sorted(_FUNCTIONS))} may be called in a requires expression: {text!r}"
+            )
+        if node.keywords or len(node.args) != 1:  # type: ignore[attr-defined]
+            raise ResourceExpressionError(f"{func.id}() takes exactly one argument here: {text!r}")
+        _check(node.args[0], text, names, resources, depth + 1)  # type: ignore[attr-defined]
+        return
+    for child in ast.iter_child_nodes(node):
+        _check(child, text, names, resources, depth + 1)
+
+
+def _number(value: Any) -> Any:
+    """A field value as a number when compared with a number."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                raise _NoMatch from None
+    return value
+
+
+def _eval(node: ast.AST, bound: Mapping[str, Mapping[str, str]], names: Mapping[str, str]) -> Any:
+    kind = type(node)
+    if kind is ast.BoolOp:
+        values = node.values  # type: ignore[attr-defined]
+        if type(node.op) is ast.And:  # type: ignore[attr-defined]
+            return all(_truth(_eval(v, bound, names)) for v in values)
+        return any(_truth(_eval(v, bound, names)) for v in values)
+    if kind is ast.UnaryOp:
+        if type(node.op) is ast.USub:  # type: ignore[attr-defined]
+            value = _number(_eval(node.operand, bound, names))  # type: ignore[attr-defined]
+            if isinstance(value, bool):
+                raise _NoMatch
+            return -value
+        return not _truth(_eval(node.operand, bound, names))  # type: ignore[attr-defined]
+    if kind is ast.Compare:
+        left = _eval(node.left, bound, names)  # type: ignore[attr-defined]
+        for op, comparator in zip(node.ops, node.comparators):  # type: ignore[attr-defined]
+            right = _eval(comparator, bound, names)
+            a, b = left, right
+            if type(op) not in (ast.In, ast.NotIn):
+                if isinstance(a, (int, float)) and not isinstance(b, (int, float)):
+                    b = _number(b)
+                elif isinstance(b, (int, float)) and not isinstance(a, (int, float)):
+                    a = _number(a)
+            try:
+                ok = _COMPARE[type(op)](a, b)
+            except TypeError:
+                raise _NoMatch from None
+            if not ok:
+                return False
+            left = right
+        return True
+    if kind is ast.Attribute:
+        record = bound[names.get(node.value.id, node.value.id)]  # type: ignore[attr-defined]
+        try:
+            return record[node.attr]  # type: ignore[attr-defined]
+        except KeyError:
+            raise _NoMatch from None
+    if kind is ast.Constant:
+        return node.value  # type: ignore[attr-defined]
+    if kind in (ast.Tuple, ast.List):
+        return tuple(_eval(item, bound, names) for item in node.elts)  # type: ignore[attr-defined]
+    if kind is ast.Call:
+        try:
+            return _FUNCTIONS[node.func.id](_eval(node.args[0], bound, names))  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            raise _NoMatch from None
+    raise AssertionError(f"unchecked node {kind.__name__}")  # pragma: no cover
+
+
+def _truth(value: Any) -> bool:
+    return bool(value)
+
+
+@attrs.frozen
+class RequirementProgram:
+    """All the ``requires:`` lines of a job; each must hold."""
+
+    requirements: tuple[Requirement, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "RequirementProgram":
+        """One expression per non-blank line (lines starting with ``#`` are comments)."""
+        lines = [line.strip() for line in text.splitlines()]
+        return cls(tuple(Requirement.parse(line) for line in lines if line and not line.startswith("#")))
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """Every resource name used, in order of first use, as written."""
+        return tuple(dict.fromkeys(name for req in self.requirements for name in req.resources))
+
+    def first_false(self, records: Mapping[str, Sequence[Mapping[str, str]]]) -> Requirement | None:
+        """The first requirement that does not hold, or None if all hold."""
+        for requirement in self.requirements:
+            if not requirement.evaluate(records):
+                return requirement
+        return None
+
+
+def namespace_of(job_id: str) -> str | None:
+    """The namespace of a ``ns::name`` id, or None."""
+    namespace, sep, _name = job_id.partition("::")
+    return namespace if sep else None
+
+
+def resolve_resource(name: str, job_ids: Mapping[str, Any] | frozenset[str] | set[str], namespace: str | None = None) -> str | None:
+    """The job id a resource *name* of an expression refers to, or None.
+
+    Tried in order: the name itself; ``namespace::name`` (the requiring job's
+    namespace); for ``ns::name``, the bare ``name``; finally the only job id
+    ending in ``::name``.
+    """
+    if name in job_ids:
+        return name
+    if namespace and "::" not in name and f"{namespace}::{name}" in job_ids:
+        return f"{namespace}::{name}"
+    if "::" in name:
+        bare = name.split("::", 1)[1]
+        if bare in job_ids:
+            return bare
+        name = bare
+    suffix = f"::{name}"
+    matches = [job_id for job_id in job_ids if job_id.endswith(suffix)]
+    return matches[0] if len(matches) == 1 else None

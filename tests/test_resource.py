@@ -1,0 +1,516 @@
+"""Resource records and ``requires:`` expressions, and how a run uses them."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plainbox_like import plan as planning
+from plainbox_like import session as batch
+from plainbox_like.model import OUTCOME_PASS, OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE
+from plainbox_like.resource import (
+    ALLOWED_NODES,
+    Requirement,
+    RequirementProgram,
+    ResourceExpressionError,
+    namespace_of,
+    parse_records,
+    resolve_resource,
+)
+from plainbox_like.storage import SessionRepository, load_session
+from plainbox_like.units import JobDefinition, load_units
+
+# -- records ------------------------------------------------------------------------------
+
+
+def test_records_are_separated_by_blank_lines():
+    text = "name: bash\nversion: 5.1\n\n\n  \nname: zsh\nversion: 5.9\n"
+    assert parse_records(text) == [{"name": "bash", "version": "5.1"}, {"name": "zsh", "version": "5.9"}]
+
+
+def test_continuation_lines_comments_and_junk():
+    text = "# header\ndesc: first\n  second\n\tthird\nnot a field\nk:v:w\n\n"
+    assert parse_records(text) == [{"desc": "first\nsecond\nthird", "k": "v:w"}]
+
+
+def test_empty_output_has_no_records():
+    assert parse_records("") == []
+    assert parse_records("\n\n  \n") == []
+
+
+def test_a_repeated_key_keeps_the_last_value():
+    assert parse_records("a: 1\na: 2\n") == [{"a": "2"}]
+
+
+_keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,10}", fullmatch=True)
+_values = st.from_regex(r"[A-Za-z0-9_.=/-][A-Za-z0-9 _.=/-]{0,20}", fullmatch=True).map(str.strip).filter(bool)
+
+
+@given(st.lists(st.dictionaries(_keys, _values, min_size=1, max_size=5), max_size=6))
+def test_records_round_trip(records):
+    text = "\n\n".join("\n".join(f"{k}: {v}" for k, v in record.items()) for record in records)
+    assert parse_records(text) == records
+
+
+@given(st.text(max_size=300))
+def test_parsing_any_text_never_fails(text):
+    records = parse_records(text)
+    assert all(isinstance(r, dict) and r for r in records)
+
+
+# -- expressions --------------------------------------------------------------------------
+
+PACKAGES = {"package": [{"name": "bash", "version": "5"}, {"name": "zsh", "version": "10"}]}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('package.name == "bash"', True),
+        ("package.name == 'fish'", False),
+        ('package.name != "bash"', True),  # zsh
+        ('package.name == "bash" and package.version == "5"', True),
+        ('package.name == "bash" and package.version == "10"', False),  # one record must satisfy all
+        ('package.name == "fish" or package.version == "10"', True),
+        ('not package.name == "bash"', True),
+        ('package.name in ("fish", "zsh")', True),
+        ('package.name in ["fish"]', False),
+        ('package.name not in ["bash", "zsh"]', False),
+        ('"ash" in package.name', True),
+        ("package.version > 7", True),
+        ("package.version >= 11", False),
+        ("int(package.version) < 6", True),
+        ("package.version > -1", True),
+        ('package.version > "7"', False),  # string comparison: "5" and "10" are both < "7"
+        ("package.name > 1", False),  # not a number: no record matches
+        ('package.missing == "x"', False),
+        ('not package.missing == "x"', False),
+        ('len(package.name) == 3', True),
+        ('package.name == "bash" == package.name', True),
+    ],
+)
+def test_evaluation(text, expected):
+    assert Requirement.parse(text).evaluate(PACKAGES) is expected
+
+
+def test_a_resource_without_records_makes_the_expression_false():
+    requirement = Requirement.parse('package.name == "bash"')
+    assert requirement.evaluate({}) is False
+    assert requirement.evaluate({"package": []}) is False
+    assert Requirement.parse('not package.name == "bash"').evaluate({}) is False
+
+
+def test_several_resources_need_one_matching_combination():
+    requirement = Requirement.parse('cpu.arch == "arm" and package.name == "zsh"')
+    assert requirement.resources == ("cpu", "package")
+    assert requirement.evaluate({**PACKAGES, "cpu": [{"arch": "x86"}, {"arch": "arm"}]})
+    assert not requirement.evaluate({**PACKAGES, "cpu": [{"arch": "x86"}]})
+
+
+def test_too_many_combinations_are_refused():
+    many = [{"n": str(i)} for i in range(400)]
+    requirement = Requirement.parse('a.n == "x" and b.n == "y"')
+    with pytest.raises(ResourceExpressionError, match="combinations"):
+        requirement.evaluate({"a": many, "b": many})
+
+
+def test_namespaced_resources():
+    requirement = Requirement.parse('com.canonical.certification::package.name == "bash"')
+    assert requirement.resources == ("com.canonical.certification::package",)
+    assert requirement.evaluate({"com.canonical.certification::package": PACKAGES["package"]})
+    with pytest.raises(ResourceExpressionError, match="needs a field"):
+        Requirement.parse('com.canonical::package == "x"')
+
+
+def test_program_is_one_expression_per_line_all_must_hold():
+    program = RequirementProgram.parse(
+        textwrap.dedent(
+            """\
+            package.name == "bash"
+            # a comment
+            cpu.count > 1
+
+            """
+        )
+    )
+    assert [r.text for r in program.requirements] == ['package.name == "bash"', "cpu.count > 1"]
+    assert program.resources == ("package", "cpu")
+    assert program.first_false({**PACKAGES, "cpu": [{"count": "4"}]}) is None
+    assert program.first_false({**PACKAGES, "cpu": [{"count": "1"}]}).text == "cpu.count > 1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '__import__("os").system("true")',
+        "open(package.name)",
+        "package.name.upper()",
+        "package.__class__",
+        "package.__class__.__bases__",
+        "package.name[0]",
+        "(lambda: package.name)()",
+        "[x for x in package.name]",
+        "package.name if package.name else 1",
+        "package.name + 'x' == 'y'",
+        "2 ** 1000000 == package.x",
+        "package.name == b'x'",
+        "package.name == None",
+        "package.name == ...",
+        "x",
+        "package",
+        "1 == 1",
+        "",
+        "package.name = 'x'",
+        "package.name == 'x'; import os",
+        "f'{package.name}' == 'x'",
+        "{package.name} == 'x'",
+        "int(package.name, 16) == 1",
+        "int(x=package.name) == 1",
+        "getattr(package, 'name') == 'x'",
+        "__ns0__.name == 'x'",
+        "package.name := 1",
+        "await package.name",
+        "(" * 500 + "package.name == 'x'" + ")" * 500,
+        "not " * 300 + "package.name == 'x'",
+        "package.name == '" + "x" * 5000 + "'",
+    ],
+)
+def test_malicious_or_unsupported_expressions_are_rejected(text):
+    with pytest.raises(ResourceExpressionError):
+        Requirement.parse(text)
+
+
+def test_only_listed_node_types_are_allowed():
+    names = {node.__name__ for node in ALLOWED_NODES}
+    assert names == {
+        "Expression", "BoolOp", "And", "Or", "UnaryOp", "Not", "USub", "Compare", "Attribute", "Name",
+        "Load", "Constant", "Tuple", "List", "Call", "Eq", "NotEq", "Lt", "LtE", "Gt", "GtE", "In", "NotIn",
+    }  # fmt: skip
+
+
+_fields = st.sampled_from(["a", "b", "c"])
+_consts = st.one_of(st.sampled_from(['"1"', '"x"', "1", "2", "-3", '"ab"']))
+_atoms = st.builds(lambda f, op, c: f"r.{f} {op} {c}", _fields, st.sampled_from(["==", "!=", "<", ">=", "in"]), _consts)
+
+
+def _combine(children):
+    return st.one_of(
+        st.builds(lambda a, b: f"({a}) and ({b})", children, children),
+        st.builds(lambda a, b: f"({a}) or ({b})", children, children),
+        st.builds(lambda a: f"not ({a})", children),
+    )
+
+
+_record_values = st.sampled_from(["1", "2", "x", "ab", "-3", "a"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(_atoms, _combine, max_leaves=6),
+    st.lists(st.dictionaries(_fields, _record_values), max_size=4),
+)
+def test_any_record_semantics_match_a_reference(text, records):
+    """True iff some record makes the expression true, evaluated per record by a reference model."""
+
+    def reference(record):
+        def field_value(name):
+            if name not in record:
+                raise LookupError
+            return record[name]
+
+        def atom(f, op, c):
+            value = field_value(f)
+            const = eval(c)  # noqa: S307 - constants from the strategy above only
+            if op == "in":
+                if not isinstance(const, str):
+                    raise TypeError
+                return value in const
+            if isinstance(const, int):
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise LookupError from None
+            return {"==": value == const, "!=": value != const, "<": value < const, ">=": value >= const}[op]
+
+        import re as _re
+
+        # Python evaluates and/or/not lazily, as Plainbox's evaluation does: each atom becomes a call
+        # computed only when reached; a missing field or a type error makes the record not match.
+        atoms = []
+
+        def repl(match):
+            atoms.append(match.groups())
+            return f"A({len(atoms) - 1})"
+
+        python = _re.sub(r"r\.(\w) (==|!=|<|>=|in) (\"\w+\"|-?\d+)", repl, text)
+        try:
+            return bool(eval(python, {"A": lambda i: atom(*atoms[i])}))  # noqa: S307 - only A(i), and/or/not
+        except (LookupError, TypeError):
+            return False
+
+    expected = any(reference(r) for r in records)
+    assert Requirement.parse(text).evaluate({"r": records}) is expected
+
+
+# -- resolving names ---------------------------------------------------------------------
+
+
+def test_resolve_resource_with_and_without_namespace():
+    ids = {"cpu", "com.x::package", "com.y::device", "com.z::device"}
+    assert resolve_resource("cpu", ids) == "cpu"
+    assert resolve_resource("package", ids) == "com.x::package"
+    assert resolve_resource("package", ids, "com.x") == "com.x::package"
+    assert resolve_resource("com.x::package", ids) == "com.x::package"
+    assert resolve_resource("com.q::cpu", ids) == "cpu"
+    assert resolve_resource("device", ids) is None  # ambiguous
+    assert resolve_resource("device", ids, "com.y") == "com.y::device"
+    assert resolve_resource("nothing", ids) is None
+    assert namespace_of("com.x::package") == "com.x" and namespace_of("cpu") is None
+
+
+# -- planning and running ----------------------------------------------------------------
+
+
+def test_resource_job_is_an_implicit_dependency():
+    jobs = [
+        JobDefinition(id="user", command="true", requires='cpu.arch == "x"'),
+        JobDefinition(id="cpu", plugin="resource", command="echo arch: x"),
+        JobDefinition(id="other", command="true"),
+    ]
+    units = load_units([])
+    units = type(units)(jobs=jobs)
+    selected = planning.select_jobs(units, None, ["user"], [])
+    assert [job.id for job in selected] == ["cpu", "user"]
+    assert planning.build_plan(jobs).order == ("cpu", "user", "other")
+
+
+UNITS = """\
+id: cpu
+plugin: resource
+command: printf 'count: 4\\narch: amd64\\n\\ncount: 1\\narch: arm\\n'
+
+id: needs_arm
+requires: cpu.arch == "arm"
+command: echo arm
+
+id: needs_ppc
+requires:
+ cpu.count > 2
+ cpu.arch == "ppc"
+command: echo ppc
+
+id: after_ppc
+depends: needs_ppc
+command: true
+
+id: broken
+plugin: resource
+command: exit 1
+
+id: needs_broken
+requires: broken.x == "1"
+command: true
+
+id: bad_expression
+requires: cpu.arch.upper() == "ARM"
+command: true
+
+id: unknown_resource
+requires: nowhere.x == "1"
+command: true
+"""
+
+
+def _run(tmp_path, text=UNITS):
+    path = tmp_path / "units.pxu"
+    path.write_text(text)
+    config = batch.RunConfig(sources=[str(path)])
+    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), config)
+    summary = batch.run_prepared(prepared)
+    return summary, load_session(summary.path)
+
+
+def test_run_stores_records_and_skips_unmet_requirements(tmp_path):
+    _summary, loaded = _run(tmp_path)
+    state = loaded.state
+    outcome = {job: state.latest(job).outcome for job in state.desired_job_list}
+    reason = {job: state.latest(job).skip_reason for job in state.desired_job_list}
+    assert state.resources == {"cpu": [{"count": "4", "arch": "amd64"}, {"count": "1", "arch": "arm"}]}
+    assert outcome["needs_arm"] == OUTCOME_PASS
+    assert outcome["needs_ppc"] == OUTCOME_SKIPPED_RESOURCE
+    assert reason["needs_ppc"] == 'resource expression is false: cpu.arch == "ppc"'
+    assert outcome["after_ppc"] == OUTCOME_SKIPPED_DEPENDENCY
+    assert outcome["needs_broken"] == OUTCOME_SKIPPED_RESOURCE
+    assert reason["needs_broken"] == "resource job broken did not pass (outcome fail)"
+    assert outcome["bad_expression"] == OUTCOME_SKIPPED_RESOURCE
+    assert reason["bad_expression"].startswith("invalid requires:")
+    assert outcome["unknown_resource"] == OUTCOME_SKIPPED_RESOURCE
+    assert "nowhere" in reason["unknown_resource"]
+
+
+def test_resume_uses_stored_records_without_rerunning_the_resource_job(tmp_path):
+    marker = tmp_path / "ran"
+    text = textwrap.dedent(
+        f"""\
+        id: res
+        plugin: resource
+        command: echo run >> {marker}; echo 'kind: good'
+
+        id: stop_here
+        command: kill -TERM $PPID; sleep 5
+
+        id: user
+        after: stop_here
+        requires: res.kind == "good"
+        command: true
+        """
+    )
+    path = tmp_path / "units.pxu"
+    path.write_text(text)
+    repo = SessionRepository(str(tmp_path / "repo"))
+    # Run only the resource job, as if the runner died right after it.
+    config = batch.RunConfig(sources=[str(path)])
+    prepared = batch.start_session(repo, config)
+    runner = batch.BatchRunner(prepared.writer, planning.build_plan([prepared.plan.jobs["res"]]))
+    try:
+        runner.run()
+        flags = prepared.writer.state.metadata.flags
+    finally:
+        prepared.writer.close()
+    assert "incomplete" in flags
+    assert marker.read_text() == "run\n"
+    state = load_session(prepared.writer.path).state
+    assert state.resources == {"res": [{"kind": "good"}]}
+
+    resumed = batch.resume_session(repo, prepared.writer.id)
+    assert resumed.finished == {"res": OUTCOME_PASS}
+    resumed.plan = planning.build_plan([resumed.plan.jobs["res"], resumed.plan.jobs["user"]])
+    summary = batch.run_prepared(resumed)
+    state = load_session(summary.path).state
+    assert state.latest("user").outcome == OUTCOME_PASS
+    assert marker.read_text() == "run\n"  # not run again
+    assert len(state.results["res"]) == 1
+
+
+def test_resources_survive_a_snapshot_and_journal_replay(tmp_path):
+    _summary, loaded = _run(tmp_path)
+    session_dir = loaded.path
+    again = load_session(session_dir).state
+    assert again.resources == loaded.state.resources
+    assert os.path.exists(os.path.join(session_dir, "session"))
+
+
+# -- templates ---------------------------------------------------------------------------
+
+TEMPLATES = """\
+id: disks
+plugin: resource
+command: printf 'name: sda\\nkind: ssd\\n\\nname: sdb\\nkind: hdd\\n\\nname: sdc\\nkind: ssd\\n'
+
+unit: template
+template-resource: disks
+template-filter: disks.kind == "ssd"
+id: disk/trim-{name}
+_summary: Trim {name}
+command: echo trimming /dev/{name} {{braces}}
+depends: before
+
+id: before
+command: true
+
+unit: template
+template-resource: disks
+template-engine: jinja2
+id: disk/jinja-{{ name }}
+command: echo {{ name }}
+
+id: last
+command: true
+"""
+
+
+def test_template_instantiation_from_records():
+    from plainbox_like.units import instantiate_template, parse_pxu
+
+    units = parse_pxu(TEMPLATES, "t.pxu")
+    plain, jinja = units.templates
+    assert not jinja.supported
+    assert any("jinja2" in w and "not supported" in w and "disk/jinja" in w for w in units.warnings)
+    jobs, warnings = instantiate_template(plain, [{"name": "sda"}, {"nom": "x"}, {"name": "sda"}])
+    assert [job.id for job in jobs] == ["disk/trim-sda"]
+    assert jobs[0].command == "echo trimming /dev/sda {braces}"
+    assert jobs[0].summary == "Trim sda"
+    assert jobs[0].depends == ("before",)
+    assert jobs[0].extra["template-id"] == "disk/trim-{name}"
+    assert any("no field 'name'" in w for w in warnings) and any("again" in w for w in warnings)
+    assert instantiate_template(jinja, [{"name": "sda"}]) == ([], [])
+
+
+def test_template_jobs_join_the_run_after_their_resource_and_survive_resume(tmp_path):
+    summary, loaded = _run(tmp_path, TEMPLATES)
+    state = loaded.state
+    assert summary.counts == {"pass": 5}
+    assert state.desired_job_list == ["disks", "before", "last", "disk/trim-sda", "disk/trim-sdc"]
+    assert state.results["disk/trim-sda"][0].outcome == OUTCOME_PASS
+    stem = state.results["disk/trim-sdc"][0].io_log_filename[: -len(".record.gz")]
+    with open(os.path.join(loaded.path, stem + ".stdout")) as handle:
+        assert handle.read() == "trimming /dev/sdc {braces}\n"
+    # A resume re-makes the template jobs from the stored records: nothing is changed or run again.
+    repo = SessionRepository(str(tmp_path / "repo"))
+    resumed = batch.resume_session(repo, summary.session_id)
+    assert set(resumed.plan.order) == set(state.desired_job_list)
+    assert len(resumed.finished) == 5
+    again = batch.run_prepared(resumed)
+    assert again.counts == {"pass": 5}
+    assert all(len(attempts) == 1 for attempts in load_session(again.path).state.results.values())
+
+
+def test_template_jobs_follow_the_test_plan_selection(tmp_path):
+    text = TEMPLATES + "\nunit: test plan\nid: tp\nbootstrap_include: disks\ninclude:\n disk/trim-sdc\n last\n"
+    path = tmp_path / "units.pxu"
+    path.write_text(text)
+    config = batch.RunConfig(sources=[str(path)], test_plan="tp")
+    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), config)
+    assert prepared.plan.order == ("disks", "last")
+    summary = batch.run_prepared(prepared)
+    state = load_session(summary.path).state
+    # the selected template job pulls in its dependency, as any selected job does
+    assert state.desired_job_list == ["disks", "last", "before", "disk/trim-sdc"]
+    assert summary.counts == {"pass": 4}
+
+
+def test_cli_progress_counts_template_jobs(tmp_path, capsys):
+    from plainbox_like.cli.main import main
+
+    path = tmp_path / "units.pxu"
+    path.write_text(TEMPLATES)
+    assert main(["--repository", str(tmp_path / "repo"), "run", str(path)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("[5/5]")
+    assert "jinja2" in captured.err and "not supported" in captured.err
+
+
+def test_dry_run_with_bootstrap_lists_template_jobs(tmp_path, capsys):
+    from plainbox_like.cli.main import main
+
+    text = TEMPLATES + "\nunit: test plan\nid: tp\nbootstrap_include: disks\ninclude:\n disk/.*\n last\n"
+    path = tmp_path / "units.pxu"
+    path.write_text(text)
+    repo = tmp_path / "repo"
+    assert main(["--repository", str(repo), "run", "--dry-run", "--test-plan", "tp", str(path)]) == 0
+    assert capsys.readouterr().out.split() == ["disks", "last"]
+    args = ["--repository", str(repo), "run", "--dry-run", "--bootstrap", "--json", "--test-plan", "tp", str(path)]
+    assert main(args) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out) == ["disks", "last", "before", "disk/trim-sda", "disk/trim-sdc"]
+    assert not repo.exists() or not SessionRepository(str(repo)).session_paths()
+    assert main(["--repository", str(repo), "run", "--bootstrap", str(path)]) == 2
+    assert "--bootstrap only goes with --dry-run" in capsys.readouterr().err
+    assert main(["--repository", str(repo), "run", "--dry-run", "--bootstrap", str(path)]) == 2
+    assert "--bootstrap needs --test-plan" in capsys.readouterr().err
