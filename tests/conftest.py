@@ -4,3 +4,19 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pytest  # noqa: E402
+
+from plainbox_like.storage import SessionRepository  # noqa: E402
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A repository root inside the test's temporary directory (never ~/.cache)."""
+    return str(tmp_path / "repo")
+
+
+@pytest.fixture
+def repo(root):
+    """The :class:`SessionRepository` at :func:`root`."""
+    return SessionRepository(root)

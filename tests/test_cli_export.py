@@ -13,8 +13,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.storage import SessionRepository, load_session
+from cli_helpers import assert_one_line_error, run
 from test_codec import make_plainbox_session
 from test_export import ALL_BYTES, BINARY, MALICIOUS, PLAN, _session_members, _tar_bytes, build_session
 
@@ -22,33 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
-
-
-@pytest.fixture
 def session(repo):
     return build_session(repo)
-
-
-def run(root, *argv):
-    return main(["--repository", root, *argv])
-
-
-def assert_one_line_error(err, *needles):
-    if isinstance(err, bytes):
-        err = err.decode()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("plainbox-like: error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def cli(root, *argv, stdin=None, **kwargs):

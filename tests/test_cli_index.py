@@ -14,23 +14,10 @@ from plainbox_like import index as indexing
 from plainbox_like import summary
 from plainbox_like.cli import common
 from plainbox_like.cli.inspect import parse_since, summary_json
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.model import Attempt
 from plainbox_like.storage import SessionRepository
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
-
-
-def run(root, *argv):
-    return main(["--repository", root, *argv])
+from cli_helpers import run
 
 
 def session(repo, title, *, outcomes=(), tags=(), parent=None, complete=True, created=None):

@@ -11,35 +11,11 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from plainbox_like import storage
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.model import Attempt
-from plainbox_like.storage import SessionRepository
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
-
-
-def run(root, *argv):
-    return main(["--repository", root, *argv])
-
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("plainbox-like: error: ")
-    for needle in needles:
-        assert needle in lines[0]
+from cli_helpers import assert_one_line_error, run
 
 
 def parse_iso(text):

@@ -23,11 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
 def cli(root, *argv):
     return main(["--repository", root, *argv])
 

@@ -15,36 +15,11 @@ import pytest
 
 from plainbox_like import storage
 from plainbox_like.cli import log as cli_log
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.model import Attempt
-from plainbox_like.storage import SessionRepository
+from cli_helpers import assert_one_line_error, run
 
 ALL_BYTES = bytes(range(256)) * 3
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
-
-
-def run(root, *argv):
-    return main(["--repository", root, *argv])
-
-
-def assert_one_line_error(err: bytes | str, *needles: str) -> None:
-    if isinstance(err, bytes):
-        err = err.decode()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("plainbox-like: error: ")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def dead_pid() -> int:

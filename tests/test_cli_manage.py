@@ -15,36 +15,13 @@ import time
 import pytest
 
 from plainbox_like import manage, storage
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.model import Attempt
-from plainbox_like.storage import SessionRepository
+from cli_helpers import assert_one_line_error, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAY = 86400.0
 COMMANDS = ("delete", "rename", "tag", "untag", "gc", "cleanup")
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
-
-
-def run(root, *argv):
-    return main(["--repository", root, *argv])
-
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("plainbox-like: error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def session(repo, title="done", created=None, complete=True, tags=()):

@@ -22,7 +22,6 @@ from plainbox_like import session as batch
 from plainbox_like import storage, summary
 from plainbox_like.index import ListFilter, SessionIndex
 from plainbox_like.model import Attempt
-from plainbox_like.storage import SessionRepository
 from plainbox_like.summary import SessionSummary
 
 UNITS = textwrap.dedent(
@@ -50,16 +49,6 @@ ALL_JOBS = ("train/resnet", "eval/resnet", "disk/read")
 def no_parent_session(monkeypatch):
     monkeypatch.delenv(batch.SESSION_ENV, raising=False)
     monkeypatch.delenv(batch.JOB_ENV, raising=False)
-
-
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
 
 
 @pytest.fixture

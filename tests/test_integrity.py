@@ -141,11 +141,6 @@ def resume(path: str) -> batch.RunSummary:
     return batch.run_prepared(prepared)
 
 
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
 # -- healthy sessions -------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from plainbox_like import paths
 from plainbox_like.errors import InvalidSessionId, SessionNotFound
-from plainbox_like.storage import SessionRepository, SessionWriter
+from plainbox_like.storage import SessionRepository
 
 
 # -- default repository -----------------------------------------------------------

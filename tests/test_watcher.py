@@ -33,16 +33,6 @@ def wait_until(predicate, timeout=10.0, interval=0.02):
     return predicate()
 
 
-@pytest.fixture
-def root(tmp_path):
-    return str(tmp_path / "repo")
-
-
-@pytest.fixture
-def repo(root):
-    return SessionRepository(root)
-
-
 class Running:
     """A watcher running in a thread, stopped at the end of the test."""
 
