@@ -1467,9 +1467,9 @@ class SessionIndex:
 
 
 def _writer_alive(path: str) -> bool:
-    from plainbox_like import storage  # only when a session was stored as running or paused
+    from plainbox_like import locks  # light: readers need not import the state machinery
 
-    return storage.writer_alive(path)
+    return locks.writer_alive(path)
 
 
 def _listed(row: tuple, now: float, documents_only: bool) -> Listed:

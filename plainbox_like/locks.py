@@ -1,0 +1,73 @@
+"""Who writes a session: the lock file's holder, and whether that process is alive here.
+
+Kept apart from :mod:`storage` so that readers (``list`` through the index)
+can ask without importing the state machinery.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+LOCK_FILE = "lock"
+
+
+def lock_holder(path: str) -> tuple[int, str] | None:
+    """The pid and host written in the session's lock file, if a writer ever held it."""
+    try:
+        with open(os.path.join(path, LOCK_FILE), encoding="utf-8", errors="replace") as f:
+            pid, host = f.readline().split(None, 1)
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return None
+
+
+def held_flocks() -> set[tuple[int, int, int]] | None:
+    """(major, minor, inode) of every file someone holds a flock on, from /proc/locks."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    held = set()
+    for line in lines:
+        parts = line.split()
+        # "12: FLOCK  ADVISORY  WRITE 4242 fd:01:393219 0 EOF"; waiters have "->" second.
+        if len(parts) >= 6 and parts[1] == "FLOCK":
+            try:
+                major, minor, inode = parts[5].split(":")
+                held.add((int(major, 16), int(minor, 16), int(inode)))
+            except ValueError:
+                continue
+    return held
+
+
+def writer_alive(path: str, held: set[tuple[int, int, int]] | None = None) -> bool:
+    """Whether a process on this host holds the session's lock now.
+
+    The pid in the lock file alone is not proof (after a reboot it may name an
+    unrelated process), so the kernel's table of held locks is asked too;
+    pass *held* (from :func:`held_flocks`) when checking many sessions.
+    """
+    holder = lock_holder(path)
+    if holder is None or holder[1] != socket.gethostname() or not pid_alive(holder[0]):
+        return False
+    held = held if held is not None else held_flocks()
+    if held is None:
+        return True
+    try:
+        st = os.stat(os.path.join(path, LOCK_FILE))
+    except OSError:
+        return False
+    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with *pid* exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
