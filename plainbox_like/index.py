@@ -1285,6 +1285,14 @@ class SessionIndex:
         assert self.conn is not None
         return self._guard(lambda: {row[0] for row in self.conn.execute("SELECT id FROM sessions")})
 
+    def parent_jobs(self, session_id: str) -> dict[str, str | None]:
+        """Child session id -> the job of *session_id* that started it."""
+        return self._guard(
+            lambda: dict(
+                self.conn.execute("SELECT id, parent_job FROM sessions WHERE parent_session = ?", (session_id,))
+            )
+        )
+
     def _resolve_parent(self, ref: str) -> str:
         assert self.conn is not None
         if self.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (ref,)).fetchone():

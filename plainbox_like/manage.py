@@ -34,7 +34,6 @@ import types
 from typing import Any, Callable, Iterable
 
 import attrs
-from isal import igzip
 
 from plainbox_like import codec, storage, summary
 from plainbox_like import session as batch
@@ -766,49 +765,30 @@ class Child:
     created: float | None = None
 
 
-def _may_name_parent(path: str, needle: bytes) -> bool:
-    """Whether the snapshot or the journal of the session at *path* contains *needle* (cheap: no JSON parsing)."""
-    try:
-        with open(os.path.join(path, storage.STATE_FILE), "rb") as f:
-            if needle in igzip.decompress(f.read()):
-                return True
-    except Exception:  # noqa: BLE001 - unreadable: load_session would fail too
-        return False
-    try:
-        with open(os.path.join(path, storage.JOURNAL_FILE), "rb") as f:
-            return needle in f.read()
-    except OSError:
-        return False
-
-
 def find_children(repo: SessionRepository, session_id: str) -> list[Child]:
     """The sessions of *repo* whose ``metadata.parent_session`` is *session_id*, oldest first.
 
-    Every session is gunzipped, but only those whose state or journal
-    mentions ``"parent_session":"<session_id>"`` (written by the same
-    encoder) are parsed. Corrupt sessions are skipped: their parent is unknown.
+    Read from the index (reconciled first unless a watcher keeps it fresh),
+    like ``list --parent``; corrupt sessions are left out: their parent is unknown.
     """
-    needle = codec.dumps_json({"parent_session": session_id})[1:-1]
-    children = []
-    for path in repo.session_paths():
-        if not _may_name_parent(path, needle):
-            continue
-        try:
-            loaded = storage.load_session(path)
-        except PlainboxLikeError:
-            continue
-        meta = loaded.state.metadata
-        if meta.parent_session != session_id:
-            continue
-        children.append(
-            Child(
-                id=loaded.id,
-                path=path,
-                status=summary.session_status(loaded),
-                title=meta.title,
-                parent_job=meta.parent_job,
-                created=meta.created,
-            )
+    from plainbox_like import index as indexing
+
+    if not indexing.repository_exists(repo.root):
+        return []
+    with indexing.fresh_index(repo.root) as index:
+        listed = index.list(indexing.ListFilter(parent=session_id))
+        parent_jobs = index.parent_jobs(session_id)
+    children = [
+        Child(
+            id=item.summary.id,
+            path=item.summary.path,
+            status=item.summary.status,
+            title=item.summary.title,
+            parent_job=parent_jobs.get(item.summary.id),
+            created=item.summary.created,
         )
+        for item in listed
+        if item.summary is not None and item.summary.parent_session == session_id
+    ]
     children.sort(key=lambda c: (c.created if c.created is not None else 0.0, c.id))
     return children
