@@ -479,6 +479,14 @@ class _Parser:
                 )
         return extra
 
+    def _claim(self, seen: dict[str, int], what: str, unit_id: str, line: int) -> None:
+        """Note that *unit_id* is defined at *line*; a second definition in the file is an error."""
+        if unit_id in seen:
+            raise UnitError(
+                self.path, f"duplicate {what} id {unit_id!r} (first defined at {self.path}:{seen[unit_id]})", line=line
+            )
+        seen[unit_id] = line
+
     def parse(self, text: str) -> UnitSet:
         jobs: list[JobDefinition] = []
         plans: list[TestPlan] = []
@@ -490,14 +498,7 @@ class _Parser:
             kind = " ".join(kind_field.value().split()) if kind_field else "job"
             if kind == "job":
                 job = self.job(record)
-                if job.id in seen_jobs:
-                    raise UnitError(
-                        self.path,
-                        f"duplicate job id {job.id!r}"
-                        f" (first defined at {self.path}:{seen_jobs[job.id]})",
-                        line=record.line,
-                    )
-                seen_jobs[job.id] = record.line
+                self._claim(seen_jobs, "job", job.id, record.line)
                 jobs.append(job)
             elif kind == "template":
                 template = self.template(record)
@@ -505,14 +506,7 @@ class _Parser:
                     templates.append(template)
             elif kind == "test plan":
                 plan = self.test_plan(record)
-                if plan.id in seen_plans:
-                    raise UnitError(
-                        self.path,
-                        f"duplicate test plan id {plan.id!r}"
-                        f" (first defined at {self.path}:{seen_plans[plan.id]})",
-                        line=record.line,
-                    )
-                seen_plans[plan.id] = record.line
+                self._claim(seen_plans, "test plan", plan.id, record.line)
                 plans.append(plan)
             else:
                 first, count = self._skipped.get(kind, (record.line, 0))
