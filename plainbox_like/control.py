@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import attrs
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.storage import lock_holder, write_atomically, writer_alive
+from plainbox_like.storage import hostname, lock_holder, write_atomically, writer_alive
 
 CONTROL_FILE = "control"
 STOP = "stop"
@@ -43,7 +42,7 @@ def write_request(session_path: str, action: str) -> Request:
     if action not in ACTIONS:
         raise PlainboxLikeError(f"unknown request {action!r} (use one of {', '.join(ACTIONS)})")
     holder = lock_holder(session_path)
-    here = socket.gethostname()
+    here = hostname()
     if holder is not None and holder[1] != here:
         raise PlainboxLikeError(
             f"{session_path}: the session's runner is on host {holder[1]} (pid {holder[0]}); "

@@ -2,7 +2,7 @@
 
 ``index.sqlite3`` lives beside ``sessions/`` in the repository root. It holds,
 per session, what ``list`` shows (with the ``list --json`` document rendered
-at index time), the stamps ``(mtime_ns, size, inode)`` of the directory, its
+at index time), the stamps ``(mtime_ns, size, inode, ctime_ns)`` of the directory, its
 ``session`` and its ``journal`` files as they were when the session was read,
 one row per job, and an FTS5 (trigram) table over session titles and the job
 ids, summaries and commands the sessions ran.
@@ -18,47 +18,73 @@ Everything in it can be rebuilt from the session directories:
 Concurrency: WAL mode, a busy timeout, and every write transaction starts with
 ``BEGIN IMMEDIATE``, so there is one writer at a time and readers never wait.
 Sessions are read outside write transactions, with :func:`storage.load_session`
-(snapshot + journal, read-only, retried when a writer replaces the snapshot).
+(snapshot + journal, read-only, retried when a writer replaces the snapshot);
+bulk reads (a rebuild, hundreds of new sessions) decode the snapshot directly
+when it is a plain current-version one with nothing to replay, and fall back
+to :func:`storage.load_session` for anything else (the result is the same).
 
 A session's *status* is stored as it was when the session was read; rows
 stored as ``running`` or ``paused`` are checked again when read (is the writer
 named in the lock file alive? is a directory without state still young?), so
-a writer that died shows ``incomplete`` without waiting for a re-read.
+a writer that died shows ``incomplete`` without waiting for a re-read (and
+the next reconcile re-reads it).
+
+Two reconciles compare the directories with the index, stat only:
+
+* the *full* one (the watcher's, ``index``, ``watch --once``) compares the
+  stamps of every session's directory, ``session`` and ``journal``;
+* the *quick* one (``list`` and ``search`` without a watcher) does the same
+  except for *settled* sessions, whose directory alone is stat'ed. A session
+  is settled when, as it was read, it was complete or incomplete, ours, with
+  no writer (the lock file names none, or a dead one on this host), and its
+  directory had not changed for :data:`RACY_SECONDS`. Nothing then changes
+  such a session without changing its directory: every writer takes the lock
+  and writes a new snapshot (a rename in the directory) before it journals
+  anything, and so do ``repair`` and the maintenance commands, which go
+  through the same writer. A session whose directory had changed just before
+  it was read is checked in full until a later check, after that window,
+  finds it unchanged (modification times have a granularity; a change within
+  the same tick as the last one would otherwise go unnoticed). What the quick
+  reconcile does not see is a process other than a session writer editing the
+  files of a finished session in place; the watcher (file events) and the
+  full reconcile do.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import datetime
 import errno
 import fcntl
-import hashlib
-import json
-import math
+import itertools
+import operator
 import os
 import re
 import sqlite3
 import stat
-import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.paths import SESSION_SUFFIX, session_id_of
 
+# Reading the index must start fast (``list`` is a short-lived process): the
+# modules that decode sessions (storage, codec, cattrs, the attrs model), and
+# even typing, json, hashlib, datetime and dataclasses, are imported only where
+# they are needed. The constants below mirror the library's (a test checks that
+# they agree).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from plainbox_like.model import SessionState
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Any
+
     from plainbox_like.summary import SessionSummary
 
-# Reading the index must start fast (``list`` is a short-lived process): the
-# modules that decode sessions (storage, codec, cattrs, the attrs model) are
-# imported only when a session is read. These mirror their constants (a test
-# checks that they agree).
 STATE_FILE = "session"  # storage.STATE_FILE
 JOURNAL_FILE = "journal"  # storage.JOURNAL_FILE
 FAILED_OUTCOMES = ("crash", "fail")  # model.FAILED_OUTCOMES
+FLAG_INCOMPLETE = "incomplete"  # model.FLAG_INCOMPLETE
+FLAG_PAUSED = "paused"  # model.FLAG_PAUSED
+FORMAT = "plainbox-like"  # codec.FORMAT: the origin of our own sessions
 STATUS_RUNNING, STATUS_PAUSED, STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_CORRUPT = STATUSES = (
     "running", "paused", "incomplete", "complete", "corrupt",
 )  # summary.STATUSES  # fmt: skip
@@ -70,7 +96,7 @@ INDEX_FILE = "index.sqlite3"
 #: Held (flock) while a corrupt index file is replaced, so that two processes do not both do it.
 REPLACE_LOCK_FILE = "index.sqlite3.replace-lock"
 #: Current schema version; bump it on any change to :data:`SCHEMA` and add a migration (or let it rebuild).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``MIGRATIONS[n](connection)`` upgrades schema *n* to *n + 1* inside a write transaction.
 #: An older index without a path of migrations to the current version is rebuilt.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
@@ -78,6 +104,14 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 BUSY_TIMEOUT = 120.0
 #: Reading this many sessions or more uses a process pool (when more than one worker is allowed).
 POOL_THRESHOLD = 200
+#: A session whose directory changed less than this long (seconds) before it was read is not
+#: settled yet: modification times are coarse (a clock tick; a second on some file systems),
+#: so a change in the same tick as the one before would leave the directory's time as it was.
+RACY_SECONDS = 2.0
+
+#: ``sessions.settled``: checked in full by every reconcile / settled: the quick reconcile
+#: stats the directory only / would be settled but was read too soon after its directory changed.
+UNSETTLED, SETTLED, SETTLING = 0, 1, 2
 
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -108,11 +142,15 @@ CREATE TABLE sessions (
     parent_session TEXT,
     parent_job TEXT,
     stamps TEXT NOT NULL,
+    settled INTEGER NOT NULL,
+    dir_key TEXT NOT NULL,
     indexed REAL NOT NULL,
     doc TEXT NOT NULL
 );
-CREATE INDEX sessions_by_time ON sessions (sort_time DESC, id DESC);
+CREATE INDEX sessions_by_time ON sessions (sort_time DESC, id DESC, doc);
 CREATE INDEX sessions_by_parent ON sessions (parent_session);
+CREATE INDEX sessions_live ON sessions (status) WHERE status IN ('running', 'paused');
+CREATE INDEX sessions_settled ON sessions (settled, dir_key);
 CREATE TABLE job_texts (
     tid INTEGER PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -133,20 +171,29 @@ CREATE TABLE jobs (
     running INTEGER NOT NULL,
     PRIMARY KEY (sid, position)
 ) WITHOUT ROWID;
-CREATE INDEX jobs_by_text ON jobs (tid, outcome);
+CREATE INDEX jobs_by_text ON jobs (tid);
 CREATE VIRTUAL TABLE search USING fts5 (title, job_id, summary, command, tokenize = 'trigram');
 CREATE VIEW job_results AS
     SELECT s.id AS session, t.job_id AS job_id, j.attempt, j.outcome, j.return_code,
            j.duration, j.started, j.running, t.summary, t.command
     FROM jobs j JOIN sessions s ON s.sid = j.sid JOIN job_texts t ON t.tid = j.tid;
 """
+# sessions_by_time holds the documents too: ``list --json`` reads them, in order, from it alone.
+# sessions_settled: the quick reconcile reads the directory stamps of settled sessions from it alone;
+# ``dir_key``: see :func:`_dir_key`.
+#: Indexes a rebuild drops and makes again once every row is in (cheaper than keeping them up to date).
+BULK_INDEXES = {
+    "jobs_by_text": "CREATE INDEX jobs_by_text ON jobs (tid)",
+    "sessions_by_time": "CREATE INDEX sessions_by_time ON sessions (sort_time DESC, id DESC, doc)",
+    "sessions_settled": "CREATE INDEX sessions_settled ON sessions (settled, dir_key)",
+}
 
 #: Columns of ``sessions`` a :class:`SessionRecord` fills, in ``SessionRecord.row`` order.
 SESSION_COLUMNS = (
     "id", "path", "title", "app_id", "origin", "flags", "incomplete", "status", "reason",
     "state_missing", "created", "updated", "finished", "sort_time", "counts", "total", "done",
     "running_job", "runner_pid", "runner_host", "tags", "parent_session", "parent_job",
-    "stamps", "indexed", "doc",
+    "stamps", "settled", "dir_key", "indexed", "doc",
 )  # fmt: skip
 _COL = {name: i for i, name in enumerate(SESSION_COLUMNS)}
 
@@ -166,11 +213,14 @@ class IndexUnusable(PlainboxLikeError):
 
 
 def _stamp(st: os.stat_result) -> str:
-    return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+    """A file's or directory's stamp: ``mtime_ns:size:inode:ctime_ns``. The change time cannot be
+    set back (``cp -a`` and ``touch`` set the modification time, not this), so a file or directory
+    replaced by another, even with the same inode number, size and times, has another stamp."""
+    return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def file_stamp(path: str) -> str:
-    """``mtime_ns:size:inode`` of *path*; ``-`` if it does not exist."""
+    """:func:`_stamp` of *path*; ``-`` if it does not exist."""
     try:
         return _stamp(os.stat(path))
     except FileNotFoundError:
@@ -180,8 +230,8 @@ def file_stamp(path: str) -> str:
 
 
 def session_stamps(path: str) -> str | None:
-    """The stamps of a session directory: ``DIR|SESSION|JOURNAL``, each ``mtime_ns:size:inode``
-    (``-`` for a missing file); None if *path* is not a directory (any more). Stat only."""
+    """The stamps of a session directory: ``DIR|SESSION|JOURNAL``, each a :func:`_stamp` (``-`` for a
+    missing file); None if *path* is not a directory (any more). Stat only."""
     try:
         st = os.stat(path)
     except OSError:
@@ -189,6 +239,25 @@ def session_stamps(path: str) -> str | None:
     if not stat.S_ISDIR(st.st_mode):
         return None
     return f"{_stamp(st)}|{file_stamp(path + '/' + STATE_FILE)}|{file_stamp(path + '/' + JOURNAL_FILE)}"
+
+
+def _dir_key(session_id: str, stamps: str) -> str:
+    """``NAME CTIME_NS:INODE`` of a session's directory (NAME: ``ID.session``), from its stamps: what
+    the quick reconcile compares for a settled session. Any change to the directory (an entry made,
+    removed or renamed; its times set; a directory put in its place) changes its change time or
+    its inode."""
+    parts = stamps.split("|", 1)[0].split(":")
+    if len(parts) != 4:
+        return f"{session_id}{SESSION_SUFFIX} -"  # (matches no directory)
+    return f"{session_id}{SESSION_SUFFIX} {parts[3]}:{parts[2]}"
+
+
+def _stamp_ctime(stamps: str) -> float | None:
+    """The change time of the directory, from its stamps."""
+    try:
+        return int(stamps.split("|", 1)[0].split(":")[3]) / 1e9
+    except (IndexError, ValueError):
+        return None
 
 
 def _stamp_mtime(stamps: str | None) -> float | None:
@@ -229,19 +298,40 @@ def scan_sessions(sessions_dir: str) -> dict[str, tuple[str, str]]:
             path = entry.path
             try:
                 f = stat_(path + state_name)
-                session = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}"
+                session = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
             except FileNotFoundError:
                 session = "-"
             except OSError as exc:
                 session = f"error{exc.errno}"
             try:
                 f = stat_(path + journal_name)
-                journal = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}"
+                journal = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
             except FileNotFoundError:
                 journal = "-"
             except OSError as exc:
                 journal = f"error{exc.errno}"
-            found[name[:cut]] = (path, f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}|{session}|{journal}")
+            found[name[:cut]] = (path, f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}|{session}|{journal}")
+    return found
+
+
+def scan_ids(sessions_dir: str) -> set[str]:
+    """The ids of the session directories under *sessions_dir* (no stat beyond the listing)."""
+    try:
+        entries = os.scandir(sessions_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    suffix = SESSION_SUFFIX
+    cut = -len(suffix)
+    found = set()
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if name.endswith(suffix) and not name.startswith("."):
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        found.add(name[:cut])
+                except OSError:
+                    continue
     return found
 
 
@@ -306,7 +396,7 @@ class DefinitionCache:
         return value
 
     def definitions(self, blob: str | None) -> dict[str, tuple]:
-        """``job id -> (checksum, tid, key, job id, summary, command)`` for the session whose ``app_blob`` is *blob*.
+        """``job id -> (checksum, (tid, key, job id, summary, command))`` for the session whose ``app_blob`` is *blob*.
 
         Never raises: missing or unreadable files give what the other files
         define (possibly nothing).
@@ -344,34 +434,92 @@ class DefinitionCache:
                     continue
         # Only a definition whose checksum matches the session's is what ran;
         # the checksum covers the id too, so renumbered command-list jobs do not match.
-        return {job.id: (job.checksum, *text_identity(job.id, job.summary, job.command)) for job in jobs}
+        return {job.id: (job.checksum, text_identity(job.id, job.summary, job.command)) for job in jobs}
 
 
 # -- reading one session -------------------------------------------------------------------
 
 
-@dataclass
-class SessionRecord:
-    """What the index stores about one session: a ``sessions`` row, its job rows and their texts."""
+class _Fields:
+    """A small record class: positional or keyword construction from ``__slots__``, equality, repr
+    (what :func:`dataclasses.dataclass` would give, without importing it at start-up)."""
 
-    id: str
-    path: str
-    #: :func:`session_stamps` before the session was read.
-    stamps: str
-    sid: int
-    row: tuple
-    #: ``jobs`` rows: ``(sid, position, tid, attempt, outcome, return_code, duration, started, running)``
-    jobs: list[tuple]
-    #: ``(tid, key, job_id, summary, command)`` of the texts the jobs use (those not sent before, from a worker).
-    texts: list[tuple]
+    __slots__: tuple[str, ...] = ()
+    _defaults: dict[str, Any] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(names)} arguments")
+        values = dict(zip(names, args))
+        for name, value in kwargs.items():
+            if name not in names or name in values:
+                raise TypeError(f"{type(self).__name__}() got an unexpected or repeated argument {name!r}")
+            values[name] = value
+        for name in names:
+            if name in values:
+                value = values[name]
+            elif name in self._defaults:
+                value = self._defaults[name]
+            else:
+                raise TypeError(f"{type(self).__name__}() missing argument {name!r}")
+            object.__setattr__(self, name, value)
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
+
+
+class _FrozenFields(_Fields):
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple:
+        return (type(self), self._values())
+
+
+class SessionRecord(_Fields):
+    """What the index stores about one session: a ``sessions`` row, its job rows and their texts.
+
+    Fields: ``id``, ``path``, ``stamps`` (:func:`session_stamps` before the session was read),
+    ``sid``, ``row`` (in :data:`SESSION_COLUMNS` order), ``jobs`` (``jobs`` rows:
+    ``(sid, position, tid, attempt, outcome, return_code, duration, started, running)``) and
+    ``texts`` (``(tid, key, job_id, summary, command)`` of the texts the jobs use; from a worker,
+    those it did not send before).
+    """
+
+    __slots__ = ("id", "path", "stamps", "sid", "row", "jobs", "texts")
 
     @property
     def title(self) -> str | None:
         return self.row[_COL["title"]]
 
+    def __getstate__(self) -> tuple:
+        return self._values()
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state):
+            object.__setattr__(self, name, value)
+
 
 def stable_id(text: str) -> int:
     """A positive 63-bit number derived from *text* (the same in every process)."""
+    import hashlib
+
     value = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
     return (value & 0x7FFF_FFFF_FFFF_FFFF) or 1
 
@@ -386,6 +534,8 @@ def iso_time(epoch: float | None) -> str | None:
     """UTC ISO 8601 with offset (as ``list --json`` shows times)."""
     if epoch is None:
         return None
+    import datetime
+
     return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).isoformat()
 
 
@@ -397,46 +547,50 @@ def summary_document(s: SessionSummary) -> dict[str, Any]:
     return data
 
 
-_encode_string = json.encoder.encode_basestring  # the C version when available, as json.dumps uses
-
-
-def _scalar(value: Any) -> str | None:
+def _scalar(value: Any, encode: Callable[[str], str]) -> str | None:
     kind = type(value)
     if kind is str:
-        return _encode_string(value)
+        return encode(value)
     if value is None:
         return "null"
     if kind is int:
         return int.__repr__(value)
-    if kind is float and math.isfinite(value):
+    if kind is float and value - value == 0.0:  # finite
         return float.__repr__(value)
     return None
 
 
 def render_document(s: SessionSummary) -> str:
-    """:func:`summary_document` as ``json.dumps(..., indent=2, sort_keys=True, ensure_ascii=False)`` does it.
+    """:func:`summary_document` as ``json.dumps(..., indent=2, sort_keys=True, ensure_ascii=False)`` does it."""
+    return _render(summary_document(s))
+
+
+def _render(doc: dict[str, Any]) -> str:
+    """*doc* as ``json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)`` writes it.
 
     Written out directly for the flat shape of a summary (about ten times
     faster than the pure-Python indenting encoder); anything unusual is left
     to :func:`json.dumps`.
     """
-    doc = summary_document(s)
+    import json
+
+    encode = json.encoder.encode_basestring  # the C version when available, as json.dumps uses
     lines = []
     for key in sorted(doc):
         value = doc[key]
-        text = _scalar(value)
+        text = _scalar(value, encode)
         if text is None:
             if type(value) is list and all(type(v) is str for v in value):
-                text = "[\n" + ",\n".join("    " + _encode_string(v) for v in value) + "\n  ]" if value else "[]"
+                text = "[\n" + ",\n".join("    " + encode(v) for v in value) + "\n  ]" if value else "[]"
             elif type(value) is dict and all(type(k) is str and type(v) is int for k, v in value.items()):
                 text = (
-                    "{\n" + ",\n".join(f"    {_encode_string(k)}: {int.__repr__(value[k])}" for k in sorted(value)) + "\n  }"
+                    "{\n" + ",\n".join(f"    {encode(k)}: {int.__repr__(value[k])}" for k in sorted(value)) + "\n  }"
                     if value
                     else "{}"
                 )
             else:
                 return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)
-        lines.append(f"  {_encode_string(key)}: {text}")
+        lines.append(f"  {encode(key)}: {text}")
     if not lines:
         return "{}"
     return "{\n" + ",\n".join(lines) + "\n}"
@@ -447,8 +601,17 @@ def nested_document(s: SessionSummary) -> str:
     return "  " + render_document(s).replace("\n", "\n  ")
 
 
+_compact_encoder: Any = None
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """Compact JSON with sorted keys (``json.dumps`` would make a new encoder at every call)."""
+    global _compact_encoder
+    if _compact_encoder is None:
+        import json
+
+        _compact_encoder = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _compact_encoder.encode(obj)
 
 
 #: Texts of jobs without a matching definition, by job id (a cache; bounded).
@@ -464,7 +627,7 @@ def _id_text(job_id: str) -> tuple:
     return text
 
 
-def _job_rows(sid: int, state: SessionState, defs: dict[str, tuple], sent: set[int] | None) -> tuple[list[tuple], list[tuple]]:
+def _job_rows(sid: int, state: Any, defs: dict[str, tuple], sent: set[int] | None) -> tuple[list[tuple], list[tuple]]:
     """The ``jobs`` rows of a session and the texts they use (those not in *sent*, which is updated)."""
     rows = []
     texts = []
@@ -481,7 +644,7 @@ def _job_rows(sid: int, state: SessionState, defs: dict[str, tuple], sent: set[i
     append = rows.append
     for position, job_id in enumerate(order):
         definition = get_definition(job_id)
-        text = definition[1:] if definition is not None and definition[0] == get_checksum(job_id) else _id_text(job_id)
+        text = definition[1] if definition is not None and definition[0] == get_checksum(job_id) else _id_text(job_id)
         tid = text[0]
         if sent is None:
             texts.append(text)  # job ids are unique in a session: so are their texts
@@ -505,6 +668,22 @@ def _job_rows(sid: int, state: SessionState, defs: dict[str, tuple], sent: set[i
     return rows, texts
 
 
+def _settled(status: str, origin: str | None, holder: tuple[int, str] | None, stamps: str, checked: float) -> int:
+    """:data:`SETTLED`, :data:`SETTLING` or :data:`UNSETTLED` for a session read as described
+    (*holder*: the lock file's, *checked*: when *stamps* were taken)."""
+    if status not in (STATUS_COMPLETE, STATUS_INCOMPLETE) or origin != FORMAT:
+        return UNSETTLED
+    if holder is not None:
+        from plainbox_like.locks import hostname
+
+        if holder[1] != hostname():  # a writer there may be alive: we cannot tell from here
+            return UNSETTLED
+    changed = _stamp_ctime(stamps)
+    if changed is None:
+        return UNSETTLED
+    return SETTLED if checked - changed > RACY_SECONDS else SETTLING
+
+
 def make_record(
     s: SessionSummary,
     stamps: str,
@@ -515,45 +694,76 @@ def make_record(
     incomplete: bool,
     state_missing: bool,
     parent_job: str | None = None,
+    settled: int = UNSETTLED,
 ) -> SessionRecord:
     """The record of a session summarized as *s*."""
-    sort_time = s.created if s.created is not None else (_stamp_mtime(stamps) or 0.0)
-    values = {
-        "id": s.id,
-        "path": s.path,
-        "title": s.title,
-        "app_id": s.app_id,
-        "origin": s.origin,
-        "flags": _dumps(list(s.flags)),
-        "incomplete": int(incomplete),
-        "status": s.status,
-        "reason": s.reason,
-        "state_missing": int(state_missing),
-        "created": s.created,
-        "updated": s.updated,
-        "finished": s.finished,
-        "sort_time": sort_time,
-        "counts": _dumps(s.counts),
-        "total": s.total,
-        "done": s.done,
-        "running_job": s.running_job,
-        "runner_pid": s.runner_pid,
-        "runner_host": s.runner_host,
-        "tags": _dumps(list(s.tags)),
-        "parent_session": s.parent_session,
-        "parent_job": parent_job,
-        "stamps": stamps,
-        "indexed": time.time(),
-        "doc": nested_document(s),
-    }
-    return SessionRecord(
-        s.id, s.path, stamps, stable_id(s.id) if sid is None else sid,
-        tuple(values[c] for c in SESSION_COLUMNS), list(jobs), list(texts),
+    return _make_record(
+        s.as_dict(), stamps, jobs, texts, sid=sid, incomplete=incomplete, state_missing=state_missing,
+        parent_job=parent_job, settled=settled,
     )  # fmt: skip
 
 
+def _make_record(
+    fields: dict[str, Any],
+    stamps: str,
+    jobs: Any,
+    texts: Any,
+    *,
+    sid: int | None,
+    incomplete: bool,
+    state_missing: bool,
+    parent_job: str | None,
+    settled: int,
+) -> SessionRecord:
+    """The record of a session whose summary (``SessionSummary.as_dict()``) is *fields*."""
+    created = fields["created"]
+    sort_time = created if created is not None else (_stamp_mtime(stamps) or 0.0)
+    doc = dict(fields)
+    for key in TIME_FIELDS:
+        doc[key] = iso_time(doc[key])
+    counts = fields["counts"]
+    row = (
+        fields["id"],
+        fields["path"],
+        fields["title"],
+        fields["app_id"],
+        fields["origin"],
+        _dumps(fields["flags"]),
+        int(incomplete),
+        fields["status"],
+        fields["reason"],
+        int(state_missing),
+        created,
+        fields["updated"],
+        fields["finished"],
+        sort_time,
+        _dumps(counts),
+        fields["total"],
+        sum(counts.values()),
+        fields["running_job"],
+        fields["runner_pid"],
+        fields["runner_host"],
+        _dumps(fields["tags"]),
+        fields["parent_session"],
+        parent_job,
+        stamps,
+        settled,
+        _dir_key(fields["id"], stamps),
+        time.time(),
+        "  " + _render(doc).replace("\n", "\n  "),
+    )
+    return SessionRecord(
+        fields["id"], fields["path"], stamps, stable_id(fields["id"]) if sid is None else sid, row, list(jobs), list(texts)
+    )
+
+
 def read_session(
-    path: str, definitions: DefinitionCache | None = None, now: float | None = None, sent: set[int] | None = None
+    path: str,
+    definitions: DefinitionCache | None = None,
+    now: float | None = None,
+    sent: set[int] | None = None,
+    *,
+    fast: bool = False,
 ) -> SessionRecord | None:
     """Read the session at *path* for the index; None if the directory is gone.
 
@@ -562,14 +772,20 @@ def read_session(
     before reading, so a change made while reading shows as a difference at
     the next reconcile (the session is read again), never as a stale entry.
     Texts whose tid is in *sent* are left out of the record (and new ones added to it).
+    With *fast*, a plain snapshot with nothing to replay is decoded directly (see :func:`_read_plain`).
     """
-    from plainbox_like import storage, summary
-    from plainbox_like.summary import SessionSummary
-
     path = os.path.abspath(path)
+    checked = time.time()
     stamps = session_stamps(path)
     if stamps is None:
         return None
+    if fast and _has_state(stamps):
+        record = _read_plain(path, stamps, checked, definitions, sent)
+        if record is not None:
+            return record
+    from plainbox_like import locks, storage, summary
+    from plainbox_like.summary import SessionSummary
+
     session_id = session_id_of(path)
     try:
         if not _has_state(stamps) and summary.being_created(path, now):
@@ -588,9 +804,10 @@ def read_session(
             jobs,
             texts,
             sid=sid,
-            incomplete="incomplete" in loaded.state.metadata.flags,
+            incomplete=FLAG_INCOMPLETE in loaded.state.metadata.flags,
             state_missing=False,
             parent_job=loaded.state.metadata.parent_job,
+            settled=_settled(s.status, s.origin, locks.lock_holder(path), stamps, checked),
         )
     except Exception as exc:  # noqa: BLE001 - every problem is reported in the record
         if not os.path.isdir(path):
@@ -599,19 +816,364 @@ def read_session(
         return make_record(s, stamps, incomplete=False, state_missing=not _has_state(stamps))
 
 
+# -- reading a plain snapshot directly ------------------------------------------------------
+#
+# What :func:`storage.load_session` and :func:`summary.summarize_loaded` make of a session, computed
+# from the decoded JSON without building the model (most of the cost of reading thousands of
+# sessions). Only for a snapshot of the current version that the codec's converter accepts as it is,
+# with no journal change to replay: every field is checked against the types the converter accepts,
+# and anything else (an older version, a Plainbox session, a journal to replay, a value of another
+# type, damage) goes the ordinary way, so the record is the same either way (a test compares them).
+
+_NONE = type(None)
+#: Types the converter accepts for each field of an attempt (``outcome`` is required).
+_ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
+    "outcome": (str,),
+    "return_code": (_NONE, int),
+    "execution_duration": (_NONE, float, int),
+    "comments": (_NONE, str),
+    "io_log_filename": (_NONE, str),
+    "attempt": (int,),
+    "started": (_NONE, float, int),
+    "skip_reason": (_NONE, str),
+}
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "title": (_NONE, str),
+    "flags": (list,),
+    "running_job_name": (_NONE, str),
+    "app_id": (_NONE, str),
+    "app_blob": (_NONE, str),
+    "created": (_NONE, float, int),
+    "updated": (_NONE, float, int),
+    "finished": (_NONE, float, int),
+    "tags": (list,),
+    "parent_session": (_NONE, str),
+    "parent_job": (_NONE, str),
+    "runner": (_NONE, dict),
+}
+_LIST = {list}
+_DICT = {dict}
+#: The ``jobs`` columns ``attempt`` to ``started`` from an attempt object (in that order).
+_latest_fields = operator.itemgetter("attempt", "outcome", "return_code", "execution_duration", "started")
+_all_attempt_fields = operator.itemgetter(*_ATTEMPT_TYPES)
+#: Value types (in :data:`_ATTEMPT_TYPES` order) of attempts with every field that the converter takes.
+_good_signatures: set[tuple[type, ...]] = set()
+#: Attempt shapes ``(keys, value types)`` already checked: whether the converter accepts them.
+_attempt_shapes: dict[tuple, bool] = {}
+_plain_modules: Any = None
+
+
+def _attempt_shape_ok(shape: tuple) -> bool:
+    keys, types = shape
+    ok = "outcome" in keys and all(t in _ATTEMPT_TYPES.get(k, (t,)) for k, t in zip(keys, types))
+    if len(_attempt_shapes) < 10_000:
+        _attempt_shapes[shape] = ok
+    return ok
+
+
+_STR = {str}
+
+
+def _str_list(value: Any) -> bool:
+    return type(value) is list and {*map(type, value)} <= _STR
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _plain_state(session: dict[str, Any]) -> tuple | None:
+    """The parts of a snapshot's ``session`` object the index needs, if the converter takes it as it is."""
+    get = session.get
+    jobs = get("jobs", {})
+    results = get("results", {})
+    desired = get("desired_job_list", [])
+    meta = get("metadata", {})
+    running = get("running_jobs", {})
+    seq = get("journal_seq", 0)
+    resources = get("resources", {})
+    if not (
+        type(jobs) is dict
+        and type(results) is dict
+        and type(meta) is dict
+        and type(running) is dict
+        and type(seq) is int
+        and type(resources) is dict
+        and _str_list(desired)
+        and _str_list(get("mandatory_job_list", []))
+        and {*map(type, jobs.values())} <= _STR
+    ):
+        return None
+    for key, value in meta.items():
+        allowed = _METADATA_TYPES.get(key)
+        if allowed is not None and type(value) not in allowed:
+            return None
+    if not (_str_list(meta.get("flags", [])) and _str_list(meta.get("tags", []))):
+        return None
+    runner = meta.get("runner")
+    if runner is not None and not (type(runner.get("pid")) is int and type(runner.get("host")) is str):
+        return None
+    for job in running.values():
+        if not (
+            type(job) is dict
+            and type(job.get("attempt")) is int
+            and type(job.get("started")) in (float, int)
+            and type(job.get("io_log_filename")) in (_NONE, str)
+        ):
+            return None
+    for records in resources.values():
+        if type(records) is not list or not all(type(r) is dict and {*map(type, r.values())} <= _STR for r in records):
+            return None
+    if not {*map(type, results.values())} <= _LIST:
+        return None
+    attempts = list(itertools.chain.from_iterable(results.values()))
+    if not {*map(type, attempts)} <= _DICT:
+        return None
+    if not _attempts_ok(attempts):
+        return None
+    return jobs, results, desired, meta, running, seq
+
+
+def _attempts_ok(attempts: list[dict[str, Any]]) -> bool:
+    """Whether the converter takes every one of these attempt objects as it is."""
+    try:
+        # Each attempt's value types in the order of _ATTEMPT_TYPES, all in C (a KeyError: a field left out).
+        signatures = {*map(tuple, map(map, itertools.repeat(type), map(_all_attempt_fields, attempts)))}
+    except KeyError:
+        signatures = None
+    if signatures is not None and signatures <= _good_signatures:
+        return True
+    if signatures is not None and len(signatures) < 64:
+        for signature in signatures - _good_signatures:
+            if not all(t in allowed for t, allowed in zip(signature, _ATTEMPT_TYPES.values())):
+                return False
+            _good_signatures.add(signature)
+        return True
+    shapes = _attempt_shapes  # fields left out (others' writers), or many kinds: one by one
+    for attempt in attempts:
+        shape = (tuple(attempt), tuple(map(type, attempt.values())))
+        ok = shapes.get(shape)
+        if ok is None:
+            ok = _attempt_shape_ok(shape)
+        if not ok:
+            return False
+    return True
+
+
+def _read_plain(
+    path: str, stamps: str, checked: float, definitions: DefinitionCache | None, sent: set[int] | None
+) -> SessionRecord | None:
+    """The record of the session at *path* read from its snapshot directly, or None to read it the ordinary way."""
+    global _plain_modules
+    if _plain_modules is None:
+        import orjson
+        from isal import igzip
+
+        from plainbox_like import codec, locks, storage
+
+        # (If the codec's format name ever differs from the one mirrored here, nothing is read directly.)
+        ok = codec.FORMAT == FORMAT
+        _plain_modules = (orjson.loads, igzip.decompress, codec.VERSION, storage.parse_journal, locks) if ok else ()
+    if not _plain_modules:
+        return None
+    loads, decompress, version, parse_journal, locks = _plain_modules
+    state_path = path + "/" + STATE_FILE
+    journal_path = path + "/" + JOURNAL_FILE
+    try:
+        fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        doc = loads(decompress(_read_all(fd, st.st_size)))
+        if type(doc) is not dict or doc.get("format") != FORMAT:
+            return None
+        number = doc.get("version")
+        session = doc.get("session")
+        if type(number) is not int or number != version or type(session) is not dict:
+            return None
+        plain = _plain_state(session)
+        if plain is None:
+            return None
+        jobs, results, desired, meta, running, seq = plain
+        try:
+            journal_fd = os.open(journal_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            journal = b""
+        else:
+            try:
+                journal = _read_all(journal_fd, os.fstat(journal_fd).st_size)
+            finally:
+                os.close(journal_fd)
+        if journal.strip(b" \t\r\n") and parse_journal(journal, journal_path, seq).changes:
+            return None  # changes to replay: the model does that
+        now = os.stat(state_path)
+        if (now.st_ino, now.st_mtime_ns) != (st.st_ino, st.st_mtime_ns):
+            return None  # replaced while we read
+    except Exception:  # noqa: BLE001 - whatever it is, the ordinary way reports it
+        return None
+    finally:
+        os.close(fd)
+
+    flags = meta.get("flags", [])
+    holder = locks.lock_holder(path)
+    if holder is not None and holder[1] == locks.hostname() and locks.pid_alive(holder[0]) and locks.writer_alive(path):
+        status = STATUS_PAUSED if FLAG_PAUSED in flags else STATUS_RUNNING
+    else:
+        status = STATUS_INCOMPLETE if FLAG_INCOMPLETE in flags else STATUS_COMPLETE
+    runner = meta.get("runner")
+    if status == STATUS_RUNNING and holder is not None:
+        pid, host = holder
+    elif runner is not None:
+        pid, host = runner["pid"], runner["host"]
+    else:
+        pid = host = None
+    name = meta.get("running_job_name")
+    if name and (name in running or not results.get(name)):
+        running_job = name
+    else:
+        running_job = max(running, key=lambda job: (float(running[job]["started"]), job), default=None)
+    counts: dict[str, int] = {}
+    for attempts in results.values():
+        if attempts:
+            outcome = attempts[-1]["outcome"]
+            counts[outcome] = counts.get(outcome, 0) + 1
+    session_id = session_id_of(path)
+    fields = {
+        "id": session_id,
+        "path": path,
+        "status": status,
+        "reason": None,
+        "title": meta.get("title"),
+        "created": _float(meta.get("created")),
+        "updated": _float(meta.get("updated")),
+        "finished": _float(meta.get("finished")),
+        "counts": counts,
+        "total": len(desired),
+        "running_job": running_job,
+        "runner_pid": pid,
+        "runner_host": host,
+        "tags": list(meta.get("tags", [])),
+        "flags": list(flags),
+        "parent_session": meta.get("parent_session"),
+        "app_id": meta.get("app_id"),
+        "origin": FORMAT,
+    }
+    sid = stable_id(session_id)
+    defs = definitions.definitions(meta.get("app_blob")) if definitions is not None else {}
+    rows, texts = _plain_job_rows(sid, jobs, results, desired, running, defs, sent)
+    return _make_record(
+        fields, stamps, rows, texts, sid=sid, incomplete=FLAG_INCOMPLETE in flags, state_missing=False,
+        parent_job=meta.get("parent_job"), settled=_settled(status, FORMAT, holder, stamps, checked),
+    )  # fmt: skip
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """Everything in the file open at *fd*, whose size was *size* (one read, unless it grew)."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    chunks = [data]
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _plain_job_rows(
+    sid: int,
+    checksums: dict[str, str],
+    results: dict[str, list[dict[str, Any]]],
+    desired: list[str],
+    running_jobs: dict[str, dict[str, Any]],
+    defs: dict[str, tuple],
+    sent: set[int] | None,
+) -> tuple[list[tuple], list[tuple]]:
+    """:func:`_job_rows` of a plain snapshot's objects.
+
+    (Durations and start times are passed as the snapshot has them: the columns' REAL affinity
+    stores an integer as the float the model would have made of it.)
+    """
+    # Plan order, then jobs with results, then running ones; each with its attempts (or None).
+    order: dict[str, Any] = dict.fromkeys(desired)
+    order.update(results)
+    for job_id in running_jobs:
+        if job_id not in order:
+            order[job_id] = None
+    ids = list(order)
+    rows: list[tuple] = []
+    texts: list[tuple] = []
+    append = rows.append
+    add_text = texts.append
+    latest_fields = _latest_fields
+    get_running = running_jobs.get
+    for position, job_id, attempts, definition, checksum in zip(
+        itertools.count(), ids, order.values(), map(defs.get, ids), map(checksums.get, ids)
+    ):
+        text = definition[1] if definition is not None and definition[0] == checksum else _id_text(job_id)
+        tid = text[0]
+        add_text(text)
+        running = get_running(job_id) if running_jobs else None
+        if running is None:
+            if attempts:
+                try:
+                    append((sid, position, tid, *latest_fields(attempts[-1]), 0))
+                except KeyError:  # our writer writes every field; others may leave out optional ones
+                    latest = attempts[-1]
+                    get = latest.get
+                    append((sid, position, tid, get("attempt", 1), latest["outcome"], get("return_code"),
+                            get("execution_duration"), get("started"), 0))  # fmt: skip
+            else:
+                append((sid, position, tid, None, None, None, None, None, 0))
+        elif attempts:
+            latest = attempts[-1]
+            get = latest.get
+            append((sid, position, tid, running["attempt"], latest["outcome"], get("return_code"),
+                    get("execution_duration"), running["started"], 1))  # fmt: skip
+        else:
+            append((sid, position, tid, running["attempt"], None, None, None, running["started"], 1))
+    if sent is not None:  # only the texts not sent before (job ids are unique in a session: so are their texts)
+        texts = [text for text in texts if text[0] not in sent]
+        sent.update([text[0] for text in texts])
+    return rows, texts
+
+
+# -- reading many ---------------------------------------------------------------------------
+
 _worker_definitions: DefinitionCache | None = None
 #: Texts this worker has sent to the parent in the current pool (sent once each).
 _worker_sent: set[int] = set()
+_worker_fast = False
 
 
-def _start_worker() -> None:
-    global _worker_definitions
+#: Niceness added to the readers: the process that writes what they read (one core's worth of
+#: work) must not wait for a CPU behind them, or everything waits for it.
+WORKER_NICENESS = 5
+
+
+def _start_worker(fast: bool = False) -> None:
+    global _worker_definitions, _worker_fast
     _worker_definitions = DefinitionCache()
     _worker_sent.clear()
+    _worker_fast = fast
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
+    _no_cycle_collection()
+
+
+def _no_cycle_collection() -> None:
+    """Reading sessions makes millions of small objects and no reference cycles: the cyclic garbage
+    collector would only walk them over and over (a reader process lives as long as its pool)."""
+    import gc
+
+    gc.disable()
 
 
 def _read_in_worker(path: str) -> tuple[str, SessionRecord | None]:
-    return path, read_session(path, _worker_definitions, sent=_worker_sent)
+    return path, read_session(path, _worker_definitions, sent=_worker_sent, fast=_worker_fast)
 
 
 def default_workers() -> int:
@@ -624,93 +1186,91 @@ def default_workers() -> int:
 
 
 def read_sessions(
-    paths: Sequence[str], definitions: DefinitionCache, workers: int | None = None
+    paths: Sequence[str], definitions: DefinitionCache, workers: int | None = None, *, fast: bool | None = None
 ) -> Iterator[tuple[str, SessionRecord | None]]:
-    """``(path, record)`` for each of *paths*, in any order; a process pool reads many at once."""
+    """``(path, record)`` for each of *paths*, in any order; a process pool reads many at once.
+
+    *fast* (see :func:`read_session`) defaults to whether there are :data:`POOL_THRESHOLD` paths or more.
+    """
+    with reading_sessions(paths, definitions, workers, fast=fast) as results:
+        yield from results
+
+
+@contextlib.contextmanager
+def reading_sessions(
+    paths: Sequence[str], definitions: DefinitionCache, workers: int | None = None, *, fast: bool | None = None
+) -> Iterator[Iterator[tuple[str, SessionRecord | None]]]:
+    """:func:`read_sessions`, with the process pool started (and reading) on entering."""
+    if fast is None:
+        fast = len(paths) >= POOL_THRESHOLD
     workers = default_workers() if workers is None else max(1, workers)
     if workers == 1 or len(paths) < POOL_THRESHOLD:
-        for path in paths:
-            yield path, read_session(path, definitions)
+        yield ((path, read_session(path, definitions, fast=fast)) for path in paths)
         return
     import multiprocessing
+    import threading
 
     # fork is cheapest; with other threads running (the watcher's observer) it is not safe.
     method = "fork" if threading.active_count() == 1 else "forkserver"
     context = multiprocessing.get_context(method)
     chunk = max(1, min(64, len(paths) // (workers * 8) or 1))
-    with context.Pool(workers, initializer=_start_worker) as pool:
-        yield from pool.imap_unordered(_read_in_worker, paths, chunksize=chunk)
+    with context.Pool(workers, initializer=_start_worker, initargs=(fast,)) as pool:
+        yield pool.imap_unordered(_read_in_worker, paths, chunksize=chunk)
 
 
 # -- filters and results -------------------------------------------------------------------
 
 
-@dataclass
-class ListFilter:
-    """What ``list`` selects. Empty fields select everything."""
+class ListFilter(_Fields):
+    """What ``list`` selects. Empty fields select everything.
 
-    statuses: Sequence[str] = ()
-    #: Every one of these tags.
-    tags: Sequence[str] = ()
-    #: Sessions created at or after this epoch time (directory mtime for sessions without one).
-    since: float | None = None
-    #: Case-insensitive substring of the title.
-    title: str | None = None
-    #: Id of the parent session (or a unique prefix of an indexed session id).
-    parent: str | None = None
-    #: A job id (shell wildcards allowed) whose latest outcome is fail or crash.
-    failed_job: str | None = None
-    limit: int | None = None
-    #: Only these session ids (used by ``search``).
-    ids: Sequence[str] | None = None
+    ``statuses``: any of these; ``tags``: every one of these; ``since``: sessions created at or
+    after this epoch time (directory mtime for sessions without one); ``title``: a
+    case-insensitive substring of the title; ``parent``: the id of the parent session (or a
+    unique prefix of an indexed session id); ``failed_job``: a job id (shell wildcards allowed)
+    whose latest outcome is fail or crash; ``limit``; ``ids``: only these session ids (used by
+    ``search``).
+    """
+
+    __slots__ = ("statuses", "tags", "since", "title", "parent", "failed_job", "limit", "ids")
+    _defaults = {
+        "statuses": (), "tags": (), "since": None, "title": None, "parent": None, "failed_job": None,
+        "limit": None, "ids": None,
+    }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Listed:
-    """One session as the index shows it, with its status checked live."""
+class Listed(_FrozenFields):
+    """One session as the index shows it, with its status checked live.
 
-    #: None when listed with ``documents_only`` (and the status needed no correction).
-    summary: SessionSummary | None
-    #: The ``list --json`` element for it (indented JSON, as printed inside the list).
-    document: str
+    ``summary``: a :class:`SessionSummary`, or None when listed with ``documents_only`` (and the
+    status needed no correction); ``document``: the ``list --json`` element for it (indented
+    JSON, as printed inside the list).
+    """
+
+    __slots__ = ("summary", "document")
 
 
-@dataclass(frozen=True)
-class JobMatch:
+class JobMatch(_FrozenFields):
     """A job of a session that matched a search."""
 
-    id: str
-    outcome: str | None
-    attempt: int | None
-    return_code: int | None
-    duration: float | None
-    running: bool
-    summary: str | None
-    command: str | None
+    __slots__ = ("id", "outcome", "attempt", "return_code", "duration", "running", "summary", "command")
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dict(zip(self.__slots__, self._values()))
 
 
-@dataclass(frozen=True)
-class SearchHit:
+class SearchHit(_FrozenFields):
     """A session that matched a search: whether its title matched, and which of its jobs did."""
 
-    listed: Listed
-    title_matched: bool
-    jobs: tuple[JobMatch, ...]
+    __slots__ = ("listed", "title_matched", "jobs")
 
 
-@dataclass
-class ReconcileStats:
-    """What a reconcile (or rebuild) did."""
+class ReconcileStats(_Fields):
+    """What a reconcile (or rebuild) did: ``sessions`` seen, ``read``, ``added``, ``updated``,
+    ``removed``, and ``seconds`` taken."""
 
-    sessions: int = 0
-    read: int = 0
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    seconds: float = 0.0
+    __slots__ = ("sessions", "read", "added", "updated", "removed", "seconds")
+    _defaults = {"sessions": 0, "read": 0, "added": 0, "updated": 0, "removed": 0, "seconds": 0.0}
 
     @property
     def changed(self) -> int:
@@ -731,6 +1291,133 @@ def _is_corruption(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+#: From this many directory entries on, the quick reconcile shares its stats with a forked process
+#: (a process with threads never forks).
+SPLIT_SCAN = 2000
+
+
+def _scan_settled(names: list[str], fd: int, settled: set[str]) -> tuple[int, list[str]]:
+    """How many of the entries *names* (of the directory open at *fd*) are settled session directories
+    as they were indexed (a ``NAME CTIME_NS:INODE`` in *settled*), and the other names."""
+    if len(names) >= SPLIT_SCAN and _may_fork():
+        return _scan_settled_split(names, fd, settled)
+    return _scan_settled_here(names, fd, settled)
+
+
+def _scan_settled_here(names: list[str], fd: int, settled: set[str]) -> tuple[int, list[str]]:
+    stat_ = os.stat
+    directory_mode = stat.S_IFDIR
+    same = 0
+    others = []
+    for name in names:
+        try:
+            st = stat_(name, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            others.append(name)
+            continue
+        if f"{name} {st.st_ctime_ns}:{st.st_ino}" in settled and st.st_mode & 0o170000 == directory_mode:
+            same += 1
+        else:
+            others.append(name)
+    return same, others
+
+
+def _may_fork() -> bool:
+    import sys
+
+    threading = sys.modules.get("threading")
+    return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
+
+
+def _scan_settled_split(names: list[str], fd: int, settled: set[str]) -> tuple[int, list[str]]:
+    """:func:`_scan_settled_here`, half of it in a forked process (the stats are most of a quick
+    reconcile; a second CPU halves them). Should the child fail, its half is done here."""
+    import marshal
+
+    half = len(names) // 2
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return _scan_settled_here(names, fd, settled)
+    if pid == 0:  # the child: its half, the answer down the pipe, and gone (no cleanup of the parent's state)
+        try:
+            os.close(read_end)
+            view = memoryview(marshal.dumps(_scan_settled_here(names[half:], fd, settled)))
+            while view:
+                view = view[os.write(write_end, view) :]
+            os._exit(0)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    chunks = []
+    try:
+        same, others = _scan_settled_here(names[:half], fd, settled)
+        while True:
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        status = os.waitpid(pid, 0)[1]
+    try:
+        more = marshal.loads(b"".join(chunks)) if status == 0 else None
+    except (EOFError, ValueError, TypeError):
+        more = None
+    if not (type(more) is tuple and len(more) == 2):
+        more = _scan_settled_here(names[half:], fd, settled)
+    return same + more[0], others + list(more[1])
+
+
+#: Parameters per INSERT statement when many rows are written at once (SQLite allows 999 at least).
+PARAMETERS_PER_INSERT = 900
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, width: int, count: int, rows: Iterable[Sequence[Any]]) -> None:
+    """``HEAD VALUES (...), (...), ...`` for the *count* *rows* of *width* values each: many rows per
+    statement, which costs much less per row than a statement per row."""
+    per = max(1, PARAMETERS_PER_INSERT // width)
+    full, rest = divmod(count, per)
+    values = itertools.chain.from_iterable(rows)
+    one = "(" + ", ".join("?" * width) + ")"
+    if full:
+        statement = f"{head} VALUES {', '.join([one] * per)}"
+        conn.executemany(statement, itertools.islice(zip(*[values] * (width * per)), full))
+    if rest:
+        conn.execute(f"{head} VALUES {', '.join([one] * rest)}", tuple(values))
+
+
+class _JobBatch:
+    """``jobs`` rows waiting to be inserted: one list per session (rows of one sid, in position order)."""
+
+    __slots__ = ("runs", "rows")
+
+    def __init__(self) -> None:
+        self.runs: list[list[tuple]] = []
+        self.rows = 0
+
+    def add(self, rows: list[tuple]) -> None:
+        if rows:
+            self.runs.append(rows)
+            self.rows += len(rows)
+
+    def sorted_rows(self) -> Iterator[tuple]:
+        """Every row in primary key order (far fewer pages touched per batch), without sorting the rows."""
+        self.runs.sort(key=_first_sid)
+        return itertools.chain.from_iterable(self.runs)
+
+    def clear(self) -> None:
+        self.runs = []
+        self.rows = 0
+
+
+def _first_sid(rows: list[tuple]) -> int:
+    return rows[0][0]
+
+
 # -- the index -------------------------------------------------------------------------------
 
 
@@ -739,7 +1426,7 @@ class SessionIndex:
 
     Open it with :meth:`open`; readers call :meth:`reconcile` first unless a
     watcher keeps it fresh (:func:`fresh_index` does both), then
-    :meth:`list` / :meth:`search`. Writers: :meth:`reconcile`,
+    :meth:`list` / :meth:`list_json` / :meth:`search`. Writers: :meth:`reconcile`,
     :meth:`refresh`, :meth:`rebuild`.
     """
 
@@ -888,11 +1575,7 @@ class SessionIndex:
                 return
             self.notice(f"{self.path} has schema version {version}, this program uses {SCHEMA_VERSION}: rebuilding it")
             with self._bulk():
-                self._drop_all()
-                self._create_schema()
-                self.conn.execute("DROP INDEX jobs_by_text")
-                self._populate({}, ReconcileStats())
-                self.conn.execute("CREATE INDEX jobs_by_text ON jobs (tid, outcome)")
+                self._refill(ReconcileStats())
 
     def _drop_all(self) -> None:
         assert self.conn is not None
@@ -1042,7 +1725,7 @@ class SessionIndex:
             if not self.conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (candidate,)).fetchone():
                 return candidate
 
-    def _store(self, record: SessionRecord, current_sid: int | None, job_batch: list[tuple]) -> int:
+    def _store(self, record: SessionRecord, current_sid: int | None, job_batch: _JobBatch) -> int:
         """Write one session's rows (inside a write transaction); *current_sid* is its row if it has one."""
         conn = self.conn
         assert conn is not None
@@ -1068,20 +1751,48 @@ class SessionIndex:
         if record.title:
             conn.execute("INSERT INTO search (rowid, title) VALUES (?, ?)", (sid, record.title))
         if sid == record.sid and not remap:
-            job_batch.extend(record.jobs)
+            job_batch.add(record.jobs)
         else:
-            job_batch.extend((sid, r[1], remap.get(r[2], r[2]), *r[3:]) for r in record.jobs)
+            job_batch.add([(sid, r[1], remap.get(r[2], r[2]), *r[3:]) for r in record.jobs])
         return sid
 
-    _insert_session_sql = (
-        f"INSERT INTO sessions (sid, {', '.join(SESSION_COLUMNS)}) VALUES (?{', ?' * len(SESSION_COLUMNS)})"
-    )
+    _insert_session_head = f"INSERT INTO sessions (sid, {', '.join(SESSION_COLUMNS)})"
+    _insert_session_sql = f"{_insert_session_head} VALUES (?{', ?' * len(SESSION_COLUMNS)})"
 
-    def _flush_jobs(self, job_batch: list[tuple]) -> None:
-        if job_batch:
+    def _store_new(self, records: list[SessionRecord], job_batch: _JobBatch) -> None:
+        """:meth:`_store` for sessions the index does not have yet, many rows per statement."""
+        conn = self.conn
+        assert conn is not None
+        if not records:
+            return
+        plain = True
+        for record in records:
+            if self._ensure_texts(record):
+                plain = False  # a text needed another tid: the one-by-one way applies it
+        if plain:
+            conn.execute("SAVEPOINT store_new")
+            try:
+                _insert_rows(
+                    conn, self._insert_session_head, len(SESSION_COLUMNS) + 1, len(records),
+                    [(r.sid, *r.row) for r in records],
+                )  # fmt: skip
+            except sqlite3.IntegrityError:
+                plain = False  # an id or a sid is taken: the one-by-one way sorts it out
+                conn.execute("ROLLBACK TO store_new")
+            conn.execute("RELEASE store_new")
+        if not plain:
+            for record in records:
+                self._store(record, None, job_batch)
+            return
+        titles = [(r.sid, r.title) for r in records if r.title]
+        _insert_rows(conn, "INSERT INTO search (rowid, title)", 2, len(titles), titles)
+        for record in records:
+            job_batch.add(record.jobs)
+
+    def _flush_jobs(self, job_batch: _JobBatch) -> None:
+        if job_batch.runs:
             assert self.conn is not None
-            job_batch.sort()  # in primary key order: far fewer pages touched per batch
-            self.conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", job_batch)
+            _insert_rows(self.conn, "INSERT INTO jobs", 9, job_batch.rows, job_batch.sorted_rows())
             job_batch.clear()
 
     def _remove_sids(self, sids: Iterable[int]) -> int:
@@ -1109,36 +1820,68 @@ class SessionIndex:
             self._forget_texts()
         return len(unused)
 
-    def _populate(self, wanted: dict[str, tuple[str, str]] | None, stats: ReconcileStats) -> None:
-        """Read every session into an empty index (inside a write transaction)."""
-        if wanted is None or not wanted:
-            wanted = scan_sessions(self.sessions_dir)
-        stats.sessions = len(wanted)
-        paths = [path for path, _ in wanted.values()]
-        job_batch: list[tuple] = []
-        for _path, record in read_sessions(paths, self.definitions, self.workers):
+    def _populate(self, results: Iterable[tuple[str, SessionRecord | None]], stats: ReconcileStats) -> None:
+        """Store every record of *results* in an empty index (inside a write transaction)."""
+        job_batch = _JobBatch()
+        new: list[SessionRecord] = []
+        for _path, record in results:
             self.sessions_read += 1
             stats.read += 1
             if record is None:
                 stats.sessions -= 1
                 continue
-            self._store(record, None, job_batch)
+            new.append(record)
             stats.added += 1
-            if len(job_batch) >= 50_000:
+            if len(new) >= 500:
+                self._store_new(new, job_batch)
+                new.clear()
+            if job_batch.rows >= 50_000:
                 self._flush_jobs(job_batch)
+        self._store_new(new, job_batch)
         self._flush_jobs(job_batch)
 
+    def _refill(self, stats: ReconcileStats) -> None:
+        """Drop everything and read every session again (inside a write transaction)."""
+        import gc
+
+        collecting = gc.isenabled()
+        gc.disable()  # a million rows of plain values, no cycles: see _no_cycle_collection
+        try:
+            self._refill_now(stats)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _refill_now(self, stats: ReconcileStats) -> None:
+        assert self.conn is not None
+        paths = [os.path.join(self.sessions_dir, name + SESSION_SUFFIX) for name in sorted(scan_ids(self.sessions_dir))]
+        stats.sessions = len(paths)
+        # The workers read while the old tables are dropped.
+        with reading_sessions(paths, self.definitions, self.workers, fast=True) as results:
+            self._drop_all()
+            self._create_schema()
+            for name in BULK_INDEXES:  # cheaper to make once every row is in
+                self.conn.execute(f"DROP INDEX {name}")
+            self._populate(results, stats)
+        for sql in BULK_INDEXES.values():
+            self.conn.execute(sql)
+
     @contextlib.contextmanager
-    def _bulk(self) -> Iterator[None]:
-        """A large page cache while many rows are written (the default 2 MB thrashes on a million jobs)."""
+    def _bulk(self, durable: bool = True) -> Iterator[None]:
+        """A large page cache while many rows are written (the default 2 MB thrashes on a million jobs);
+        unless *durable*, no syncs either (for a rebuild: the index is derived, a crash means another rebuild)."""
         assert self.conn is not None
         previous = self.conn.execute("PRAGMA cache_size").fetchone()[0]
         self.conn.execute("PRAGMA cache_size = -262144")
+        if not durable:
+            self.conn.execute("PRAGMA synchronous = OFF")
         try:
             yield
         finally:
             if self.conn is not None:
                 self.conn.execute(f"PRAGMA cache_size = {int(previous)}")
+                if not durable:
+                    self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def rebuild(self) -> ReconcileStats:
         """Recreate the index from the session directories, in one transaction (readers see the old one until then)."""
@@ -1147,12 +1890,8 @@ class SessionIndex:
         self._reopen_if_replaced()
 
         def action() -> None:
-            with self._bulk(), self._write() as conn:
-                self._drop_all()
-                self._create_schema()
-                conn.execute("DROP INDEX jobs_by_text")  # faster to build once at the end
-                self._populate(None, stats)
-                conn.execute("CREATE INDEX jobs_by_text ON jobs (tid, outcome)")
+            with self._bulk(durable=False), self._write():
+                self._refill(stats)
 
         self._guard(action)
         stats.seconds = time.perf_counter() - started
@@ -1163,28 +1902,141 @@ class SessionIndex:
         assert self.conn is not None
         return {row[0]: (row[1], row[2]) for row in self.conn.execute("SELECT id, sid, stamps FROM sessions")}
 
-    def reconcile(self) -> ReconcileStats:
+    def reconcile(self, full: bool = False) -> ReconcileStats:
         """Stat-only comparison of every session directory with the index; re-read only what differs.
 
-        New and changed sessions are read and upserted, vanished ones removed.
+        New and changed sessions are read and upserted, vanished ones removed;
+        so are sessions stored as running whose writer has gone. Unless *full*,
+        settled sessions (see the module's description) are checked by their
+        directory's stamp alone.
         """
         started = time.perf_counter()
         stats = ReconcileStats()
         self._reopen_if_replaced()
 
         def action() -> None:
-            on_disk = scan_sessions(self.sessions_dir)
-            stored = dict(self.conn.execute("SELECT id, stamps FROM sessions").fetchall())
-            stats.sessions = len(on_disk)
-            get = stored.get
-            changed = [path for key, (path, stamps) in on_disk.items() if get(key) != stamps]
-            gone = [key for key in stored if key not in on_disk]
-            if changed or gone:
-                self._apply(changed, gone, stats, full=not stored)
+            assert self.conn is not None
+            now = time.time()
+            changed, gone, settling, count, empty = self._compare(full, now)
+            stats.sessions = count
+            stale = self._stale_live(now, set(changed))
+            if changed or gone or stale:
+                self._apply(changed + stale, gone, stats, full=empty, force=set(stale))
+            if settling:
+                self._settle(settling)
 
         self._guard(action)
         stats.seconds = time.perf_counter() - started
         return stats
+
+    def _compare(self, full: bool, now: float) -> tuple[list[str], list[str], list[tuple[str, str]], int, bool]:
+        """``(paths to read, ids gone, (id, stamps) to settle, sessions on disk, whether the index is empty)``."""
+        conn = self.conn
+        assert conn is not None
+        total = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        if full:
+            settled: set[str] = set()
+            others = dict(conn.execute("SELECT id, stamps || ' ' || settled FROM sessions"))
+        else:
+            # One string from the index (sessions_settled covers it), one set: no object per row.
+            # (A session id never contains "/".)
+            text = conn.execute(f"SELECT group_concat(dir_key, '/') FROM sessions WHERE settled = {SETTLED}").fetchone()[0]
+            settled = set(text.split("/")) if text else set()
+            others = dict(
+                conn.execute(f"SELECT id, stamps || ' ' || settled FROM sessions WHERE settled IN ({UNSETTLED}, {SETTLING})")
+            )
+        get = others.get
+        changed: list[str] = []
+        settling: list[tuple[str, str]] = []
+        seen = 0
+        try:
+            fd = os.open(self.sessions_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            fd = -1
+        if fd >= 0:
+            prefix = self.sessions_dir + "/"
+            suffix = SESSION_SUFFIX
+            cut = -len(suffix)
+            stat_ = os.stat
+            settling_mark = f" {SETTLING}"
+            directory_mode = stat.S_IFDIR
+            try:
+                names = os.listdir(fd)
+                if settled:
+                    # The bulk of it: settled sessions whose directory is as it was (one lstat each).
+                    seen, names = _scan_settled(names, fd, settled)
+                for name in names:
+                    if not name.endswith(suffix) or name.startswith("."):
+                        continue
+                    try:
+                        st = stat_(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if st.st_mode & 0o170000 != directory_mode:
+                        continue
+                    seen += 1
+                    directory = f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}"
+                    key = name[:cut]
+                    try:
+                        f = stat_(name + "/" + STATE_FILE, dir_fd=fd)
+                        session = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
+                    except FileNotFoundError:
+                        session = "-"
+                    except OSError as exc:
+                        session = f"error{exc.errno}"
+                    try:
+                        f = stat_(name + "/" + JOURNAL_FILE, dir_fd=fd)
+                        journal = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
+                    except FileNotFoundError:
+                        journal = "-"
+                    except OSError as exc:
+                        journal = f"error{exc.errno}"
+                    stamps = f"{directory}|{session}|{journal}"
+                    stored = get(key)
+                    if stored is None or not stored.startswith(stamps + " "):
+                        changed.append(prefix + name)
+                    elif stored.endswith(settling_mark) and now - st.st_ctime_ns / 1e9 > RACY_SECONDS:
+                        settling.append((key, stamps))  # unchanged since, and now long enough ago
+            finally:
+                os.close(fd)
+        gone: list[str] = []
+        if changed or seen != total:
+            # Unless the directories seen, less the new ones, are as many as the indexed sessions
+            # (then every indexed one was seen), look for those that are gone.
+            settled_ids = {key.rsplit(" ", 1)[0][: -len(SESSION_SUFFIX)] for key in settled} if changed else set()
+            cut = len(self.sessions_dir) + 1
+            new = 0
+            for path in changed:
+                key = path[cut : -len(SESSION_SUFFIX)]
+                if key not in others and key not in settled_ids:
+                    new += 1
+            if seen - new != total:
+                on_disk = scan_ids(self.sessions_dir)
+                gone = [row[0] for row in conn.execute("SELECT id FROM sessions") if row[0] not in on_disk]
+        return changed, gone, settling, seen, not total
+
+    def _stale_live(self, now: float, skip: set[str]) -> list[str]:
+        """Paths of sessions stored as running or paused that would not show so now (the writer has gone)."""
+        assert self.conn is not None
+        stale = []
+        for row in self.conn.execute(
+            f"SELECT {', '.join(_READ_COLUMNS)} FROM sessions WHERE status IN ('running', 'paused')"
+        ).fetchall():
+            path = row[2]
+            if path in skip:
+                continue
+            listed = _listed(row, now, True)
+            if listed.summary is not None and listed.summary.status != row[3]:
+                stale.append(path)
+        return stale
+
+    def _settle(self, settling: list[tuple[str, str]]) -> None:
+        """Mark these sessions settled (if their stamps are still those that were checked)."""
+        with self._write() as conn:
+            conn.executemany(
+                f"UPDATE sessions SET settled = {SETTLED} WHERE id = ? AND stamps = ? AND settled = {SETTLING}",
+                settling,
+            )
 
     def refresh(self, paths: Iterable[str], force: bool = False) -> ReconcileStats:
         """Re-read the sessions at *paths* whose stamps differ from the index (all with *force*).
@@ -1209,16 +2061,20 @@ class SessionIndex:
                     to_read.append(path)
             stats.sessions = len(to_read)
             if to_read or gone:
-                self._apply(to_read, gone, stats, full=False, force=force)
+                self._apply(to_read, gone, stats, full=False, force=set(to_read) if force else set())
 
         self._guard(action)
         stats.seconds = time.perf_counter() - started
         return stats
 
     def _apply(
-        self, to_read: list[str], gone_ids: list[str], stats: ReconcileStats, full: bool, force: bool = False
+        self, to_read: list[str], gone_ids: list[str], stats: ReconcileStats, full: bool, force: set[str] = frozenset()
     ) -> None:
-        """Read *to_read* (outside the write lock) and write the result and the removals in one transaction."""
+        """Read *to_read* (outside the write lock) and write the result and the removals in one transaction.
+
+        A record whose stamps are those stored is not written again (another writer stored this
+        very version meanwhile), unless its path is in *force*.
+        """
         records: list[SessionRecord] = []
         for path, record in read_sessions(to_read, self.definitions, self.workers):
             self.sessions_read += 1
@@ -1233,7 +2089,8 @@ class SessionIndex:
                 row[0]: row[1:]
                 for row in conn.execute("SELECT id, sid, stamps FROM sessions")
             } if (full or len(records) + len(gone_ids) > 64) else None
-            job_batch: list[tuple] = []
+            job_batch = _JobBatch()
+            new: list[SessionRecord] = []
             for record in records:
                 if existing is not None:
                     current = existing.get(record.id)
@@ -1241,16 +2098,21 @@ class SessionIndex:
                     current = conn.execute(
                         "SELECT sid, stamps FROM sessions WHERE id = ?", (record.id,)
                     ).fetchone()
-                if not force and current is not None and current[1] == record.stamps:
+                if current is not None and current[1] == record.stamps and record.path not in force:
                     self._ensure_texts(record)  # later records of the same worker may use them
                     continue  # another writer stored this very version meanwhile
-                self._store(record, current[0] if current is not None else None, job_batch)
-                if len(job_batch) >= 50_000:
-                    self._flush_jobs(job_batch)
                 if current is None:
+                    new.append(record)
                     stats.added += 1
                 else:
+                    self._store(record, current[0], job_batch)
                     stats.updated += 1
+                if len(new) >= 500:
+                    self._store_new(new, job_batch)
+                    new.clear()
+                if job_batch.rows >= 50_000:
+                    self._flush_jobs(job_batch)
+            self._store_new(new, job_batch)
             sids = []
             for session_id in dict.fromkeys(gone_ids):
                 if existing is not None:
@@ -1271,9 +2133,22 @@ class SessionIndex:
             conn.execute("INSERT OR REPLACE INTO info (key, value) VALUES (?, ?)", (key, _dumps(value)))
 
     def get_info(self, key: str) -> Any:
+        import json
+
         assert self.conn is not None
         row = self._guard(lambda: self.conn.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone())
         return json.loads(row[0]) if row else None
+
+    def _heartbeat(self) -> tuple[Any, Any] | None:
+        """``(interval, time)`` of the watcher's last heartbeat, if there is one (no JSON decoder needed)."""
+        assert self.conn is not None
+        return self._guard(
+            lambda: self.conn.execute(
+                "SELECT json_extract(value, '$.interval'), json_extract(value, '$.time') FROM info"
+                " WHERE key = ? AND json_valid(value) AND json_type(value) = 'object'",
+                (HEARTBEAT_KEY,),
+            ).fetchone()
+        )
 
     # -- reading
 
@@ -1302,10 +2177,20 @@ class SessionIndex:
         ).fetchall()
         return rows[0][0] if len(rows) == 1 else ref
 
-    def _query(self, flt: ListFilter, columns: Sequence[str] = _READ_COLUMNS) -> tuple[str, list[Any]]:
+    def _query(
+        self, flt: ListFilter, columns: Sequence[str] = _READ_COLUMNS, *, live_only: bool = False, limit: bool = False
+    ) -> tuple[str, list[Any]]:
+        """The SQL (and its parameters) selecting *columns* of the sessions *flt* selects, newest first.
+
+        Rows stored with a live status are selected whatever their status
+        (it is checked when read); *live_only* selects only those. With *limit*,
+        at most ``flt.limit`` rows.
+        """
         where: list[str] = []
         params: list[Any] = []
-        if flt.statuses:
+        if live_only:
+            where.append("status IN ('running', 'paused')")
+        elif flt.statuses:
             wanted = sorted(set(flt.statuses))
             # A stored "running" or "paused" may have turned into anything: it is checked live.
             where.append(f"(status IN ({', '.join('?' * len(wanted))}) OR status IN ('running', 'paused'))")
@@ -1332,13 +2217,18 @@ class SessionIndex:
             params.append(flt.failed_job)
             params.extend(failed)
         if flt.ids is not None:
-            ids = list(flt.ids)
+            import json
+
             where.append("id IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(ids))
+            params.append(json.dumps(list(flt.ids)))
         sql = f"SELECT {', '.join(columns)} FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY sort_time DESC, id DESC"
+        if not live_only:
+            sql += " ORDER BY sort_time DESC, id DESC"
+        if limit and flt.limit is not None:
+            sql += " LIMIT ?"
+            params.append(flt.limit)
         return sql, params
 
     def list(self, flt: ListFilter | None = None, *, documents_only: bool = False) -> list[Listed]:
@@ -1356,7 +2246,7 @@ class SessionIndex:
         now = time.time()
         out: list[Listed] = []
         if documents_only:
-            # The fast path of ``list --json``: the stored documents, except where a status must be checked.
+            # The stored documents, except where a status must be checked.
             sql, params = self._query(flt, ("status", "doc", "sid"))
             cursor = self.conn.execute(sql, params)
         else:
@@ -1384,6 +2274,51 @@ class SessionIndex:
             cursor.close()
         return out
 
+    def json_parts(self, flt: ListFilter | None = None) -> list[bytes]:
+        """What ``list --json`` prints for the sessions *flt* selects, as UTF-8 pieces to write one
+        after the other (with the final newline): the documents :meth:`list` gives with
+        *documents_only*, without a Python object per session. (Joining the pieces would copy
+        megabytes for nothing.)"""
+        flt = flt or ListFilter()
+        return self._guard(lambda: self._json_parts(flt))
+
+    def _json_parts(self, flt: ListFilter) -> list[bytes]:
+        conn = self.conn
+        assert conn is not None
+        wanted = set(flt.statuses)
+        now = time.time()
+        conn.execute("BEGIN")  # one snapshot for both queries
+        try:
+            # The few rows stored with a live status first: are they still what they say?
+            corrections: dict[int, str | None] = {}
+            sql, params = self._query(flt, live_only=True)
+            for row in conn.execute(sql, params).fetchall():
+                listed = _listed(row, now, True)
+                status = listed.summary.status if listed.summary is not None else row[3]
+                if wanted and status not in wanted:
+                    corrections[row[0]] = None
+                elif listed.summary is not None:
+                    corrections[row[0]] = listed.document
+            if not corrections:
+                # Every stored document stands: let SQLite join them, in order (an ORDER BY in a
+                # FROM-clause subquery is kept when the outer query is group_concat()).
+                sql, params = self._query(flt, ("doc",), limit=True)
+                body = conn.execute(f"SELECT CAST(group_concat(doc, ',\n') AS BLOB) FROM ({sql})", params).fetchone()[0]
+                return [b"[\n", body, b"\n]\n"] if body else [b"[]\n"]
+            sql, params = self._query(flt, ("sid", "doc"))
+            documents = []
+            for sid, document in conn.execute(sql, params):
+                if sid in corrections:
+                    document = corrections[sid]
+                    if document is None:
+                        continue
+                documents.append(document)
+                if flt.limit is not None and len(documents) >= flt.limit:
+                    break
+            return [json_list(documents).encode("utf-8", "surrogateescape")]
+        finally:
+            conn.execute("COMMIT")
+
     def summaries(self, flt: ListFilter | None = None) -> list[SessionSummary]:
         """Like :meth:`list`, only the summaries."""
         return [listed.summary for listed in self.list(flt)]
@@ -1395,6 +2330,7 @@ class SessionIndex:
         assert self.conn is not None
         if not words:
             return []
+        import json
 
         def action() -> list[SearchHit]:
             conn = self.conn
@@ -1504,6 +2440,8 @@ def _listed(row: tuple, now: float, documents_only: bool) -> Listed:
             status = STATUS_INCOMPLETE if incomplete else STATUS_COMPLETE
     if documents_only and not changed:
         return Listed(None, doc)
+    import json
+
     from plainbox_like.summary import SessionSummary
 
     s = SessionSummary(
@@ -1571,12 +2509,17 @@ def watcher_keeps_fresh(index: SessionIndex, now: float | None = None) -> bool:
     holder = watch_lock_holder(index.root)
     if holder is None:
         return False
-    beat = index.get_info(HEARTBEAT_KEY)
-    if not isinstance(beat, dict):
+    beat = index._heartbeat()
+    if beat is None:
+        return False
+    interval, when = beat
+    try:
+        interval = float(interval or 60.0)
+        when = float(when or 0.0)
+    except (TypeError, ValueError):
         return False
     now = time.time() if now is None else now
-    interval = float(beat.get("interval") or 60.0)
-    return now - float(beat.get("time") or 0.0) < 2 * interval + 30.0
+    return now - when < 2 * interval + 30.0
 
 
 def open_index(root: str, notice: Callable[[str], None] | None = None, workers: int | None = None) -> SessionIndex:
@@ -1591,7 +2534,7 @@ def open_index(root: str, notice: Callable[[str], None] | None = None, workers: 
 
 
 def fresh_index(root: str, notice: Callable[[str], None] | None = None, workers: int | None = None) -> SessionIndex:
-    """The index of *root*, reconciled first unless a watcher keeps it fresh.
+    """The index of *root*, reconciled first (the quick way) unless a watcher keeps it fresh.
 
     If the index cannot be written (a read-only file or file system, a writer
     holding it beyond the busy timeout), a temporary in-memory one is used,
@@ -1627,4 +2570,3 @@ def repository_root(override: str | None = None) -> str:
 def repository_exists(root: str) -> bool:
     """Whether *root* has a sessions directory or an index (else there is nothing to list)."""
     return os.path.isdir(os.path.join(root, "sessions")) or os.path.exists(os.path.join(root, INDEX_FILE))
-

@@ -91,6 +91,27 @@ def open_log_files(io_logs_dir: str, job_id: str, attempt: int) -> tuple[str, in
     raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
 
 
+def free_log_stem(taken: set[str], job_id: str, attempt: int) -> str:
+    """The first candidate stem of *attempt* of *job_id* not in *taken* (the stems in use)."""
+    for stem in log_stems(job_id, attempt):
+        if stem not in taken:
+            return stem
+    raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
+
+
+def open_reserved_log(io_logs_dir: str, stem: str) -> int:
+    """Create the ``.record.gz`` of a stem chosen by :func:`free_log_stem`.
+
+    The name is already in the journal; a file that appeared under it since
+    the directory was listed can only be a leftover of this same attempt.
+    """
+    path = os.path.join(io_logs_dir, stem + ".record.gz")
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+
+
 def create_log_files(io_logs_dir: str, job_id: str, attempt: int) -> str:
     """Like :func:`open_log_files`, closing the file; returns the stem."""
     stem, fd = open_log_files(io_logs_dir, job_id, attempt)

@@ -7,18 +7,35 @@ can ask without importing the state machinery.
 from __future__ import annotations
 
 import os
-import socket
 
 LOCK_FILE = "lock"
 
 
+def hostname() -> str:
+    """This machine's name, as in a lock holder (``socket.gethostname()`` without importing socket)."""
+    return os.uname().nodename
+
+
 def lock_holder(path: str) -> tuple[int, str] | None:
-    """The pid and host written in the session's lock file, if a writer ever held it."""
+    """The pid and host written in the session's lock file, if a writer ever held it.
+
+    (Read with plain system calls: a rebuild asks this of every session.)
+    """
     try:
-        with open(os.path.join(path, LOCK_FILE), encoding="utf-8", errors="replace") as f:
-            pid, host = f.readline().split(None, 1)
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    lines = data.splitlines()  # \n, \r or \r\n, as a text-mode readline() would end the first line
+    try:
+        pid, host = lines[0].decode("utf-8", "replace").split(None, 1)
         return int(pid), host.strip()
-    except (OSError, ValueError):
+    except (IndexError, ValueError):
         return None
 
 
@@ -50,7 +67,7 @@ def writer_alive(path: str, held: set[tuple[int, int, int]] | None = None) -> bo
     pass *held* (from :func:`held_flocks`) when checking many sessions.
     """
     holder = lock_holder(path)
-    if holder is None or holder[1] != socket.gethostname() or not pid_alive(holder[0]):
+    if holder is None or holder[1] != hostname() or not pid_alive(holder[0]):
         return False
     held = held if held is not None else held_flocks()
     if held is None:

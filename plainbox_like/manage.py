@@ -39,11 +39,13 @@ from plainbox_like import codec, storage, summary
 from plainbox_like import session as batch
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS, Runner
-from plainbox_like.paths import session_id_of
+from plainbox_like.paths import IMPORT_STAGING_PREFIX, session_id_of
 from plainbox_like.storage import SessionRepository, SessionWriter
 
 #: Prefix of a session directory being deleted (renamed there first, then removed).
 DELETING_PREFIX = ".deleting-"
+#: A staging directory younger than this may belong to an import that has not locked it yet.
+STAGING_GRACE = 60.0
 #: ``gc`` removes sessions older than this unless told otherwise.
 DEFAULT_GC_AGE = "30d"
 
@@ -531,27 +533,35 @@ def gc(
             report.kept.append(attrs.evolve(item, reason="incomplete (--keep-incomplete)"))
             continue
         _gc_remove(report, attrs.evolve(item, size=tree_size(path)), dry_run, on_item)
-    for path in _deletion_leftovers(repo):
-        name = os.path.basename(path)[len(DELETING_PREFIX):]
-        sid = name.rsplit(".", 1)[0] if "." in name else name
+    for path, status in _leftovers(repo):
         try:
             mtime = os.stat(path).st_mtime
         except OSError:
             continue
-        item = GcItem(id=sid, path=path, status="deleting", age_time=mtime, leftover=True, size=tree_size(path))
+        if status == "importing" and mtime > now - STAGING_GRACE:
+            continue  # an import may not have locked its staging directory yet
+        name = os.path.basename(path)
+        if status == "deleting":
+            name = name[len(DELETING_PREFIX):]
+            name = name.rsplit(".", 1)[0] if "." in name else name
+        item = GcItem(id=name, path=path, status=status, age_time=mtime, leftover=True, size=tree_size(path))
         _gc_remove(report, item, dry_run, on_item)
     return report
 
 
-def _deletion_leftovers(repo: SessionRepository) -> list[str]:
+def _leftovers(repo: SessionRepository) -> list[tuple[str, str]]:
+    """Hidden directories of interrupted deletions (``deleting``) and imports (``importing``)."""
     try:
         entries = os.scandir(repo.sessions_dir)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    found = []
     with entries:
-        return sorted(
-            e.path for e in entries if e.name.startswith(DELETING_PREFIX) and e.is_dir(follow_symlinks=False)
-        )
+        for e in entries:
+            for prefix, status in ((DELETING_PREFIX, "deleting"), (IMPORT_STAGING_PREFIX, "importing")):
+                if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False):
+                    found.append((e.path, status))
+    return sorted(found)
 
 
 def _gc_remove(report: GcReport, item: GcItem, dry_run: bool, on_item: Callable[[GcItem], None]) -> None:

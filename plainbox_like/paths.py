@@ -10,6 +10,8 @@ from plainbox_like.errors import InvalidSessionId
 REPOSITORY_ENV = "PLAINBOX_LIKE_REPOSITORY"
 APP_NAME = "plainbox-like"
 SESSION_SUFFIX = ".session"
+#: Hidden staging directories of ``import`` inside the sessions directory.
+IMPORT_STAGING_PREFIX = ".importing-"
 
 
 def default_repository() -> str:

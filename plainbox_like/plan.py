@@ -13,13 +13,17 @@ Two relations between jobs come from their definitions:
 
 :func:`select_jobs` picks jobs, :func:`build_plan` orders them (this order is
 what a dry run shows), and :class:`Scheduler` hands them out one at a time,
-several in flight with ``-j N``.
+several in flight with ``-j N``. :class:`RunMetadata` is what a test plan says
+about its jobs besides selecting them: their effective category and
+certification status (:func:`plan_overrides`).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import heapq
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -27,18 +31,31 @@ from types import MappingProxyType
 import attrs
 
 from plainbox_like.errors import PlanError
-from plainbox_like.resource import RequirementProgram, ResourceExpressionError, namespace_of, resolve_resource
-from plainbox_like.units import JobDefinition, TestPlan, UnitSet
+from plainbox_like.resource import (
+    RequirementProgram,
+    ResourceExpressionError,
+    bare_name_index,
+    namespace_of,
+    resolve_resource,
+)
+from plainbox_like.units import JobDefinition, Override, TestPlan, UnitSet, as_tuple
 
 __all__ = [
+    "DEFAULT_CERTIFICATION_STATUS",
     "PASS_OUTCOMES",
     "PERSON_PLUGINS",
     "SKIPPED_DEPENDENCY",
     "Decision",
+    "JobMetadata",
     "Plan",
+    "RunMetadata",
     "Scheduler",
+    "bootstrap_jobs",
     "build_plan",
+    "mandatory_jobs",
     "needs_person",
+    "own_metadata",
+    "plan_overrides",
     "select_jobs",
 ]
 
@@ -69,21 +86,33 @@ def requirement_program(job: JobDefinition) -> tuple[RequirementProgram | None, 
     return _parse_requires(job.requires)
 
 
-def resource_jobs(job: JobDefinition, known: Mapping[str, object]) -> list[str]:
-    """Ids among *known* of the resource jobs the job's ``requires:`` names (implicit ordering)."""
+def resource_jobs(
+    job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+) -> list[str]:
+    """Ids among *known* of the resource jobs the job's ``requires:`` names (implicit ordering).
+
+    *by_bare* (``resource.bare_name_index(known)``) saves scanning *known* for names it lacks.
+    """
     program, _error = requirement_program(job)
     if program is None:
         return []
     namespace = namespace_of(job.id)
-    found = (resolve_resource(name, known, namespace) for name in program.resources)
+    found = (resolve_resource(name, known, namespace, by_bare) for name in program.resources)
     return [job_id for job_id in dict.fromkeys(found) if job_id is not None and job_id != job.id]
 
 
-def _pulled(job: JobDefinition, known: Mapping[str, object]) -> tuple[str, ...]:
+def _pulled(
+    job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+) -> tuple[str, ...]:
     """What selecting *job* pulls in: its ``depends`` and the resource jobs it requires."""
     if not job.requires:
         return job.depends
-    return tuple(dict.fromkeys(job.depends + tuple(resource_jobs(job, known))))
+    return tuple(dict.fromkeys(job.depends + tuple(resource_jobs(job, known, by_bare))))
+
+
+def _bare_index_if_needed(jobs: Iterable[JobDefinition], ids: Iterable[str]) -> dict[str, list[str]] | None:
+    """:func:`bare_name_index` of *ids* when some job has ``requires`` (else nothing needs it)."""
+    return bare_name_index(ids) if any(job.requires for job in jobs) else None
 
 
 def needs_person(job: JobDefinition) -> bool:
@@ -94,14 +123,29 @@ def needs_person(job: JobDefinition) -> bool:
 # --------------------------------------------------------------------------- selection
 
 
+def _literal_prefix(pattern: str) -> str:
+    """Text that every string *pattern* fully matches starts with ('' when that is not clear)."""
+    if "|" in pattern:
+        return ""
+    prefix: list[str] = []
+    for char in pattern[1:] if pattern.startswith("^") else pattern:
+        if char in _REGEX_SPECIAL:
+            if char in "*?{" and prefix:
+                prefix.pop()  # the character before may be absent
+            break
+        prefix.append(char)
+    return "".join(prefix)
+
+
 class _Matcher:
-    """Full-match (``^(?:pattern)$``) a pattern against job ids, fast for literal ids."""
+    """Full-match (``^(?:pattern)$``) a pattern against job ids, fast for literal ids and literal prefixes."""
 
     def __init__(self, pattern: str, what: str) -> None:
         self.pattern = pattern
         self.literal = not (_REGEX_SPECIAL & set(pattern))
+        self.prefix = "" if self.literal else _literal_prefix(pattern)
         try:
-            self.regex = re.compile(pattern)
+            self.regex = _compile(pattern)
         except re.error as exc:
             raise PlanError(f"{what}: invalid regular expression {pattern!r}: {exc}") from None
 
@@ -122,9 +166,20 @@ class _Matcher:
             yield from units.jobs_named(self.pattern)
             return
         matches = self.matches
-        for job in units.jobs:
+        for job in units.jobs_with_prefix(self.prefix) if self.prefix else units.jobs:
             if matches(job.id):
                 yield job
+
+    def select_plans(self, units: UnitSet) -> list[TestPlan]:
+        """Matching test plans in file order."""
+        if self.literal:
+            return units.plans_named(self.pattern)
+        return [plan for plan in units.test_plans if self.matches(plan.id)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _plan_label(plan: TestPlan) -> str:
@@ -201,8 +256,10 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
     """The test plans *plan*'s ``nested_part`` names (ids or patterns over test plan ids), in order."""
     found: dict[str, TestPlan] = {}
     for pattern in plan.nested_part:
-        matcher = _Matcher(pattern, _plan_label(plan) + " nested_part")
-        matches = [p for p in units.test_plans if matcher.matches(p.id)]
+        matches = units.cached(
+            ("nested_part", pattern),
+            lambda: _Matcher(pattern, _plan_label(plan) + " nested_part").select_plans(units),  # noqa: B023
+        )
         if not matches:
             known = ", ".join(sorted(p.id for p in units.test_plans)) or "none"
             raise PlanError(f"{_plan_label(plan)}: nested_part {pattern!r} names no test plan (known: {known})")
@@ -223,9 +280,13 @@ def _plan_selection(units: UnitSet, plan: TestPlan) -> dict[str, tuple[JobDefini
     parts; bootstrap and mandatory jobs are never excluded.
     """
     tree: list[tuple[TestPlan, tuple[str, ...]]] = []  # (plan, excludes that apply to it)
+    seen: set[tuple[str, tuple[str, ...]]] = set()
 
     def walk(node: TestPlan, stack: tuple[str, ...], excludes: tuple[str, ...]) -> None:
         excludes = excludes + node.exclude
+        if (node.id, excludes) in seen:
+            return  # a part reached again the same way adds nothing (and its cycles were checked)
+        seen.add((node.id, excludes))
         tree.append((node, excludes))
         for part in _nested_plans(units, node, stack + (node.id,)):
             walk(part, stack + (node.id,), excludes)
@@ -248,23 +309,45 @@ def _plan_selection(units: UnitSet, plan: TestPlan) -> dict[str, tuple[JobDefini
     return out
 
 
-def bootstrap_jobs(units: UnitSet, test_plan: str) -> list[str]:
-    """Ids of the jobs the test plan (with its nested parts) bootstraps, in order."""
-    ids: dict[str, None] = {}
+def _plan_tree(units: UnitSet, test_plan: str) -> list[TestPlan]:
+    """The test plan and its nested parts, depth first in the order the parts are named, each once."""
+    tree: list[TestPlan] = []
+    seen: set[str] = set()
 
     def walk(node: TestPlan, stack: tuple[str, ...]) -> None:
-        for pattern in node.bootstrap_include:
-            ids.update((job.id, None) for job in _Matcher(pattern, _plan_label(node)).select(units))
+        if node.id in seen:
+            return
+        seen.add(node.id)
+        tree.append(node)
         for part in _nested_plans(units, node, stack + (node.id,)):
             walk(part, stack + (node.id,))
 
     walk(units.test_plan(test_plan), ())
+    return tree
+
+
+def _included(units: UnitSet, test_plan: str, field: str) -> list[str]:
+    ids: dict[str, None] = {}
+    for node in _plan_tree(units, test_plan):
+        for pattern in getattr(node, field):
+            ids.update((job.id, None) for job in _Matcher(pattern, _plan_label(node)).select(units))
     return list(ids)
+
+
+def bootstrap_jobs(units: UnitSet, test_plan: str) -> list[str]:
+    """Ids of the jobs the test plan (with its nested parts) bootstraps, in order."""
+    return _included(units, test_plan, "bootstrap_include")
+
+
+def mandatory_jobs(units: UnitSet, test_plan: str | None) -> list[str]:
+    """Ids of the jobs the test plan (with its nested parts) makes mandatory, in order; none without a plan."""
+    return _included(units, test_plan, "mandatory_include") if test_plan is not None else []
 
 
 def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobDefinition]:
     """Add the transitive ``depends`` targets of ``chosen``, each before its first user."""
     by_id = units.by_id
+    by_bare = _bare_index_if_needed(chosen, by_id)
     chosen_ids = {job.id for job in chosen}
     placed: set[str] = set()
     out: list[JobDefinition] = []
@@ -273,7 +356,7 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
         return dep not in chosen_ids and dep not in placed and dep in by_id
 
     for root in chosen:
-        if not any(wanted(dep) for dep in _pulled(root, by_id)):
+        if not any(wanted(dep) for dep in _pulled(root, by_id, by_bare)):
             out.append(root)  # fast path: nothing to pull in
             continue
         # iterative depth-first walk; parallel lists keep a 100,000-deep chain cheap
@@ -282,7 +365,7 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
         on_stack = {root.id}
         while stack_jobs:
             job = stack_jobs[-1]
-            deps = _pulled(job, by_id)
+            deps = _pulled(job, by_id, by_bare)
             k = stack_next[-1]
             while k < len(deps) and (deps[k] in on_stack or not wanted(deps[k])):
                 k += 1
@@ -299,6 +382,145 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
                 placed.add(job.id)
                 out.append(job)
     return out
+
+
+# --------------------------------------------------------------------------- metadata
+
+#: A job's certification status when neither it nor a test plan gives one (as in Plainbox).
+DEFAULT_CERTIFICATION_STATUS = "unspecified"
+#: Key of :class:`RunMetadata` in a session's ``metadata.app_blob`` (the run configuration).
+APP_BLOB_KEY = "job_metadata"
+
+
+def _qualified(unit_id: str, namespace: str | None) -> str:
+    return unit_id if namespace is None or "::" in unit_id else f"{namespace}::{unit_id}"
+
+
+@attrs.frozen
+class JobMetadata:
+    """A job's effective category and certification status in a run."""
+
+    category_id: str | None = None
+    certification_status: str = DEFAULT_CERTIFICATION_STATUS
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"category_id": self.category_id, "certification_status": self.certification_status}
+
+
+def own_metadata(job: JobDefinition) -> JobMetadata:
+    """What the job unit itself says (``category_id`` gets the job's namespace if it has none)."""
+    category = job.extra.get("category_id") or None
+    status = job.extra.get("certification_status") or DEFAULT_CERTIFICATION_STATUS
+    return JobMetadata(category and _qualified(category, namespace_of(job.id)), status)
+
+
+def plan_overrides(units: UnitSet, test_plan: str) -> list[Override]:
+    """Every override of the test plan and its nested parts, in the order they apply: a later one wins.
+
+    As in Plainbox: the ``key=value`` overrides of the include fields come
+    first, then ``category_overrides``, then ``certification_status_overrides``,
+    each for the plan and then its nested parts (a part named twice counts
+    once); they are grouped by pattern
+    (written with the plan's namespace and anchored, ``^ns::pattern$``) and
+    the groups are applied in the sorted order of those patterns. Category
+    values get the namespace of the plan that names them if they have none.
+    Raises ``KeyError`` for an unknown test plan and :class:`PlanError` for a
+    bad ``nested_part``.
+    """
+    tree = _plan_tree(units, test_plan)
+    groups: dict[str, list[Override]] = {}
+    for kind in ("include_overrides", "category_overrides", "certification_status_overrides"):
+        for node in tree:
+            namespace = namespace_of(node.id)
+            for override in getattr(node, kind):
+                if override.field == "category_id":
+                    override = attrs.evolve(override, value=_qualified(override.value, namespace))
+                key = "^" + _qualified(override.pattern, namespace) + "$"
+                groups.setdefault(key, []).append(override)
+    return [override for _key, group in sorted(groups.items()) for override in group]
+
+
+@attrs.frozen
+class RunMetadata:
+    """The effective metadata of a run's jobs, as kept in its session.
+
+    ``jobs`` holds every planned job whose metadata is not the default;
+    ``overrides`` (those of :func:`plan_overrides`) give the metadata of jobs
+    added later (made from templates), which start from the default.
+    """
+
+    jobs: dict[str, JobMetadata] = attrs.field(factory=dict)
+    overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
+
+    @classmethod
+    def compute(cls, units: UnitSet, test_plan: str | None, jobs: Iterable[JobDefinition]) -> "RunMetadata":
+        """Own metadata of *jobs*, then the test plan's overrides applied to them in order."""
+        overrides = plan_overrides(units, test_plan) if test_plan is not None else []
+        jobs = list(jobs)
+        values = {job.id: own_metadata(job) for job in jobs}
+        if overrides:
+            selected = UnitSet(jobs=jobs)  # its indexes find the jobs a pattern matches quickly
+            for override in overrides:
+                for job in _Matcher(override.pattern, "override").select(selected):
+                    values[job.id] = attrs.evolve(values[job.id], **{override.field: override.value})
+        default = JobMetadata()
+        return cls({job_id: meta for job_id, meta in values.items() if meta != default}, overrides)
+
+    def of(self, job_id: str) -> JobMetadata:
+        """The metadata of *job_id*: as computed, else the default with the overrides applied."""
+        found = self.jobs.get(job_id)
+        if found is not None:
+            return found
+        meta = JobMetadata()
+        for override in self.overrides:
+            try:
+                matches = _Matcher(override.pattern, "override").matches(job_id)
+            except PlanError:
+                continue
+            if matches:
+                meta = attrs.evolve(meta, **{override.field: override.value})
+        return meta
+
+    def to_json(self) -> dict[str, object]:
+        """``{"jobs": {id: {...}}, "overrides": [...]}``; a job not listed has the default metadata."""
+        return {
+            "jobs": {job_id: meta.to_json() for job_id, meta in self.jobs.items()},
+            "overrides": [
+                {"pattern": o.pattern, "field": o.field, "value": o.value} for o in self.overrides
+            ],
+        }
+
+    def to_app_blob(self, blob: str) -> str:
+        """*blob* (a run configuration: base64 of a JSON object) with this metadata under :data:`APP_BLOB_KEY`."""
+        data = json.loads(base64.standard_b64decode(blob))
+        data[APP_BLOB_KEY] = self.to_json()
+        return base64.standard_b64encode(json.dumps(data, sort_keys=True).encode()).decode()
+
+    @classmethod
+    def from_app_blob(cls, blob: str | None) -> "RunMetadata | None":
+        """The metadata kept in a session's ``app_blob``; None if it has none (older or Plainbox sessions)."""
+        if not blob:
+            return None
+        try:
+            data = json.loads(base64.standard_b64decode(blob))
+            return cls.from_json(data[APP_BLOB_KEY]) if isinstance(data, dict) and APP_BLOB_KEY in data else None
+        except (ValueError, TypeError):  # binascii.Error and JSON errors are ValueErrors
+            return None
+
+    @classmethod
+    def from_json(cls, data: object) -> "RunMetadata":
+        """The inverse of :meth:`to_json`; ``ValueError`` if *data* does not have its shape."""
+        try:
+            jobs = {
+                str(job_id): JobMetadata(meta.get("category_id"), meta.get("certification_status") or DEFAULT_CERTIFICATION_STATUS)
+                for job_id, meta in data["jobs"].items()
+            }
+            overrides = [
+                Override(str(o["pattern"]), str(o["field"]), str(o["value"])) for o in data.get("overrides", [])
+            ]
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise ValueError(f"job metadata has an unexpected shape: {exc!r}") from None
+        return cls(jobs, overrides)
 
 
 # --------------------------------------------------------------------------- ordering
@@ -321,12 +543,14 @@ class Plan:
         return len(self.order)
 
 
-def _predecessors(job: JobDefinition, known: Mapping[str, object]) -> list[str]:
+def _predecessors(
+    job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+) -> list[str]:
     """Known ``depends``, ``after`` and required resource targets of a job, without repeats."""
     depends, after = job.depends, job.after
     if not after and len(depends) <= 1 and not job.requires:  # the common cases, kept cheap for big plans
         return [depends[0]] if depends and depends[0] in known else []
-    extra = tuple(resource_jobs(job, known)) if job.requires else ()
+    extra = tuple(resource_jobs(job, known, by_bare)) if job.requires else ()
     return [dep for dep in dict.fromkeys(depends + after + extra) if dep in known]
 
 
@@ -351,10 +575,11 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
     next_edge: list[int] = []
     edge_target: list[int] = []
     unknown: dict[str, tuple[str, ...]] = {}
+    by_bare = _bare_index_if_needed(jobs, index)
     for position, job in enumerate(jobs):
         if not job.depends and not job.after and not job.requires:
             continue
-        for dep in _predecessors(job, index):
+        for dep in _predecessors(job, index, by_bare):
             pred = index[dep]
             next_edge.append(first_edge[pred])
             first_edge[pred] = len(edge_target)
@@ -486,6 +711,7 @@ class Scheduler:
         waiting = self._waiting
         first_edge, next_edge, edge_target = self._first_edge, self._next_edge, self._edge_target
         jobs = plan.jobs
+        by_bare = _bare_index_if_needed(jobs.values(), position)
         for i, job_id in enumerate(order):
             if job_id in outcomes:
                 continue
@@ -493,7 +719,7 @@ class Scheduler:
             job = jobs[job_id]
             if not job.depends and not job.after and not job.requires:
                 continue
-            for pred in _predecessors(job, position):
+            for pred in _predecessors(job, position, by_bare):
                 if pred not in outcomes:
                     waiting[i] += 1
                     p = position[pred]
@@ -526,12 +752,13 @@ class Scheduler:
             self._waiting.append(0)
             self._first_edge.append(-1)
         self._left += len(ordered.order)
+        by_bare = _bare_index_if_needed(new, position)
         for i in range(start, len(self._ids)):
             job = jobs_by_id[self._ids[i]]
             missing = tuple(dict.fromkeys(d for d in job.depends if d not in position))
             if missing:
                 self.plan.unknown_deps[job.id] = missing
-            for pred in _predecessors(job, position):
+            for pred in _predecessors(job, position, by_bare):
                 if pred not in self._outcomes:
                     self._waiting[i] += 1
                     p = position[pred]

@@ -31,7 +31,7 @@ import ast
 import itertools
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
 
 import attrs
@@ -46,6 +46,7 @@ __all__ = [
     "parse_records",
     "namespace_of",
     "resolve_resource",
+    "bare_name_index",
 ]
 
 #: Longest expression accepted (characters), and deepest nesting.
@@ -339,12 +340,27 @@ def namespace_of(job_id: str) -> str | None:
     return namespace if sep else None
 
 
-def resolve_resource(name: str, job_ids: Mapping[str, Any] | frozenset[str] | set[str], namespace: str | None = None) -> str | None:
+def bare_name_index(job_ids: Iterable[str]) -> dict[str, list[str]]:
+    """``name -> [ids ending in ::name]`` for :func:`resolve_resource` (build it once for many look-ups)."""
+    index: dict[str, list[str]] = {}
+    for job_id in job_ids:
+        if "::" in job_id:
+            index.setdefault(job_id.rsplit("::", 1)[1], []).append(job_id)
+    return index
+
+
+def resolve_resource(
+    name: str,
+    job_ids: Mapping[str, Any] | frozenset[str] | set[str],
+    namespace: str | None = None,
+    by_bare: Mapping[str, Sequence[str]] | None = None,
+) -> str | None:
     """The job id a resource *name* of an expression refers to, or None.
 
     Tried in order: the name itself; ``namespace::name`` (the requiring job's
     namespace); for ``ns::name``, the bare ``name``; finally the only job id
-    ending in ``::name``.
+    ending in ``::name``. *by_bare* (:func:`bare_name_index` of *job_ids*)
+    makes that last step a look-up instead of a scan of every id.
     """
     if name in job_ids:
         return name
@@ -355,6 +371,9 @@ def resolve_resource(name: str, job_ids: Mapping[str, Any] | frozenset[str] | se
         if bare in job_ids:
             return bare
         name = bare
-    suffix = f"::{name}"
-    matches = [job_id for job_id in job_ids if job_id.endswith(suffix)]
+    if by_bare is not None and "::" not in name:
+        matches = by_bare.get(name, ())
+    else:
+        suffix = f"::{name}"
+        matches = [job_id for job_id in job_ids if job_id.endswith(suffix)]
     return matches[0] if len(matches) == 1 else None

@@ -105,6 +105,7 @@ class LocalExecutor:
         self._running: dict[int, Process] = {}
         self._extra: dict[int, object] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
+        self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
 
     @property
     def running(self) -> list[Process]:
@@ -117,8 +118,8 @@ class LocalExecutor:
 
     def start(self, spec: ProcessSpec) -> Process:
         """Spawn *spec* in a new process group with piped stdout/stderr."""
-        out_r, out_w = _new_pipe()
-        err_r, err_w = _new_pipe()
+        out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
+        err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
         try:
             pid = os.posix_spawn(
                 spec.argv[0],
@@ -151,6 +152,8 @@ class LocalExecutor:
             except OSError:
                 self._use_pidfd = False
         self._running[pid] = process
+        while len(self._spare_pipes) < 2:  # the shell is starting meanwhile: this costs no time
+            self._spare_pipes.append(_new_pipe())
         return process
 
     def poll(self, timeout: float) -> list[Output | Exited]:
@@ -232,6 +235,10 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._selector.close()
+        for pair in self._spare_pipes:
+            for fd in pair:
+                os.close(fd)
+        self._spare_pipes.clear()
 
 
 def iter_pids() -> Iterator[int]:

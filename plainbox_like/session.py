@@ -14,7 +14,6 @@ import getpass
 import json
 import os
 import signal
-import subprocess
 import time
 from typing import Any, Callable, Protocol
 
@@ -40,7 +39,7 @@ from plainbox_like.model import (
 )
 from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
-from plainbox_like.storage import SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.resource import RequirementProgram
 from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
 
@@ -199,8 +198,9 @@ class _Running:
     job: JobDefinition
     attempt: int
     started_wall: float
-    log: RecordWriter
+    log_stem: str
     log_name: str
+    log: RecordWriter | None = None  # created once the process runs
     process: Process | None = None
     deadline: float | None = None
     kill_at: float | None = None
@@ -242,6 +242,7 @@ class BatchRunner:
         self.plan = plan
         self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
         self.reporter = reporter or NullReporter()
+        self._own_executor = executor is None
         self.executor = executor or LocalExecutor(clock)
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.kill_grace = kill_grace
@@ -306,6 +307,8 @@ class BatchRunner:
                 signal.signal(signum, handler)
             os.close(wake_r)
             os.close(wake_w)
+            if self._own_executor and not self.executor.running:
+                self.executor.close()
             self.reporter.close()
         return self.stopped_by is not None
 
@@ -375,11 +378,17 @@ class BatchRunner:
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIP, skip_reason=reason))
                 continue
             to_start.append(job)
-        # Journal every start (with the results before them) in one sync, then spawn.
+        # Journal every start (with the results before them) in one sync, then
+        # spawn; report and create log files while the jobs get going.
         starting = [self._prepare(job) for job in to_start]
-        self._commit()
+        if not starting:
+            return
+        self.writer.sync()
         for running in starting:
             self._spawn(running)
+        self._commit()
+        for running in starting:
+            self.reporter.started(running.job.id, running.attempt)
 
     def _commit(self) -> None:
         """Make the journal durable, then report what became durable."""
@@ -430,6 +439,8 @@ class BatchRunner:
 
     def _user_problem(self, user: str) -> str | None:
         if user not in self._user_ok:
+            import subprocess  # only for jobs with a user: field
+
             try:
                 ok = subprocess.run(
                     ["sudo", "-n", "-u", user, "true"], capture_output=True, timeout=10
@@ -441,11 +452,11 @@ class BatchRunner:
 
     def _prepare(self, job: JobDefinition) -> _Running:
         attempt = self.writer.state.next_attempt(job.id)
-        log, log_name = self.writer.new_log(job.id, attempt, clock=self._clock)
+        stem = self.writer.reserve_log(job.id, attempt)
+        log_name = f"{IO_LOGS}/{stem}.record.gz"
         started = self.writer.job_started(job.id, attempt, log_name, durable=False)
-        running = _Running(job=job, attempt=attempt, started_wall=started, log=log, log_name=log_name)
+        running = _Running(job=job, attempt=attempt, started_wall=started, log_stem=stem, log_name=log_name)
         self._running[job.id] = running
-        self.reporter.started(job.id, attempt)
         return running
 
     def _spawn(self, running: _Running) -> None:
@@ -458,12 +469,17 @@ class BatchRunner:
             process = self.executor.start(ProcessSpec(job.id, argv, env))
         except OSError as exc:
             del self._running[job.id]
-            running.log.close()
+            self.writer.open_log(running.log_stem, clock=self._clock).close()
             self.scheduler.finish(job.id, OUTCOME_FAIL)
             self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {exc}"))
             return
         running.process = process
-        running.log.restart_clock(process.started)
+        try:
+            running.log = self.writer.open_log(running.log_stem, started=process.started, clock=self._clock)
+        except OSError:
+            # Without a log its output would be lost: stop the job before giving up.
+            kill_group(process.pgid, grace=0)
+            raise
         if job.timeout:
             running.deadline = process.started + job.timeout
 
@@ -613,20 +629,29 @@ def start_session(
     units: UnitSet | None = None,
     plan: planning.Plan | None = None,
 ) -> Prepared:
-    """Create a session for a new batch and journal its plan."""
+    """Create a session for a new batch and journal its plan.
+
+    The app_blob holds the run configuration and the jobs' effective category
+    and certification status (:class:`plainbox_like.plan.RunMetadata`); the
+    plan's mandatory jobs go to ``mandatory_job_list``.
+    """
     units = units if units is not None else config.load_units()
     plan = plan if plan is not None else plan_jobs(units, config)
     parent_session = os.environ.get(SESSION_ENV)
     parent_job = os.environ.get(JOB_ENV) if parent_session else None
+    metadata = planning.RunMetadata.compute(units, config.test_plan, (plan.jobs[job_id] for job_id in plan.order))
     writer = repo.create(
         title=title,
         durability=config.durability,
         app_id=APP_ID,
-        app_blob=config.to_blob(),
+        app_blob=metadata.to_app_blob(config.to_blob()),
         parent_session=parent_session,
         parent_job=parent_job,
     )
-    writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
+    mandatory = [job_id for job_id in planning.mandatory_jobs(units, config.test_plan) if job_id in plan.jobs]
+    writer.set_plan(
+        {job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order, mandatory_job_list=mandatory
+    )
     expander = TemplateExpander(units, config) if units.templates else None
     return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel, expander=expander)
 
@@ -654,6 +679,8 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
             if job.plugin != "resource" or not job.command:
                 continue
             env = job_environment(dict(os.environ), job, "dry-run", share)
+            import subprocess  # only for a dry run's bootstrap
+
             try:
                 done = subprocess.run(
                     [shell, "-c", job.command], env=env, capture_output=True, timeout=job.timeout, check=False
@@ -794,6 +821,7 @@ def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable
         for pgid in leftovers.get(job_id, ()):
             say(f"killing the leftover processes of job {job_id} (process group {pgid})")
             kill_group(pgid)
+        _complete_missing_log(writer, running.io_log_filename)
         job = plan.jobs.get(job_id)
         noreturn = job is not None and "noreturn" in job.flags
         writer.job_finished(
@@ -811,6 +839,19 @@ def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable
         if not noreturn:  # a noreturn job did what it should: never a candidate for --rerun-interrupted
             settled.append(job_id)
     return settled
+
+
+def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) -> None:
+    """Give an attempt whose runner died before creating its log an empty one.
+
+    The runner journals a job's start before spawning it and creates the log
+    files just after; a death in between leaves a name without a file.
+    """
+    prefix, suffix = f"{IO_LOGS}/", ".record.gz"
+    if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
+        return
+    if not os.path.exists(os.path.join(writer.path, io_log_filename)):
+        writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()
 
 
 def find_leftovers(session_id: str) -> dict[str, set[int]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import tempfile
 import time
 from typing import Any, Callable, Iterable
@@ -24,7 +23,7 @@ import attrs
 from plainbox_like import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
-from plainbox_like.locks import LOCK_FILE, held_flocks, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
+from plainbox_like.locks import LOCK_FILE, held_flocks, hostname, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
 from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
 
 STATE_FILE = "session"
@@ -296,7 +295,7 @@ def acquire_lock(path: str) -> int:
         raise
     # Write first, then cut to length: the file never looks empty (a writer killed here
     # still leaves a pid behind), and readers only take its first line.
-    holder = f"{os.getpid()} {socket.gethostname()}\n".encode()
+    holder = f"{os.getpid()} {hostname()}\n".encode()
     os.pwrite(fd, holder, 0)
     os.ftruncate(fd, len(holder))
     return fd
@@ -333,6 +332,7 @@ class SessionWriter:
         self._snapshot_raw_size = 0
         self.snapshots = 0
         self.closed = False
+        self._log_stems: set[str] | None = None  # io-log stems in use, listed on first need
 
     # -- opening
 
@@ -358,7 +358,7 @@ class SessionWriter:
             flags=[FLAG_INCOMPLETE],
             created=now,
             updated=now,
-            runner=Runner(os.getpid(), socket.gethostname()),
+            runner=Runner(os.getpid(), hostname()),
             **metadata,
         )
         writer = cls(path, SessionState(metadata=meta), lock_fd, durability, clock)
@@ -391,7 +391,7 @@ class SessionWriter:
         _remove_stale_temporaries(path)
         # A fresh snapshot drops any torn journal tail before we append to it.
         writer.snapshot()
-        writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": socket.gethostname()}}})
+        writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": hostname()}}})
         return writer
 
     @property
@@ -476,9 +476,18 @@ class SessionWriter:
 
     # -- convenience changes
 
-    def set_plan(self, jobs: dict[str, str], desired_job_list: Iterable[str], durable: bool = True) -> None:
-        """Record the job definitions (id -> checksum) and the order they should run in."""
-        self.record({"op": "plan", "jobs": dict(jobs), "desired_job_list": list(desired_job_list)}, durable)
+    def set_plan(
+        self,
+        jobs: dict[str, str],
+        desired_job_list: Iterable[str],
+        durable: bool = True,
+        mandatory_job_list: Iterable[str] | None = None,
+    ) -> None:
+        """Record the job definitions (id -> checksum), the order they should run in, and the mandatory ones."""
+        change: dict[str, Any] = {"op": "plan", "jobs": dict(jobs), "desired_job_list": list(desired_job_list)}
+        if mandatory_job_list is not None:
+            change["mandatory_job_list"] = list(mandatory_job_list)
+        self.record(change, durable)
 
     def update_metadata(self, durable: bool = True, **fields: Any) -> None:
         """Set metadata fields (title, flags, tags, finished, ...)."""
@@ -512,9 +521,29 @@ class SessionWriter:
 
     def new_log(self, job_id: str, attempt: int, **kwargs: Any) -> tuple[iolog.RecordWriter, str]:
         """Create the log files of a new attempt; returns their writer and the name relative to the session."""
-        stem, record_fd = iolog.open_log_files(self.io_logs_dir, job_id, attempt)
-        writer = iolog.RecordWriter(os.path.join(self.io_logs_dir, stem), record_fd=record_fd, **kwargs)
-        return writer, f"{IO_LOGS}/{stem}.record.gz"
+        stem = self.reserve_log(job_id, attempt)
+        return self.open_log(stem, **kwargs), f"{IO_LOGS}/{stem}.record.gz"
+
+    def reserve_log(self, job_id: str, attempt: int) -> str:
+        """Choose the file stem of a new attempt's logs without creating them yet.
+
+        The runner journals the name with the job's start and creates the
+        files once the process is running, off the path from one job to the next.
+        """
+        if self._log_stems is None:
+            try:
+                names = os.listdir(self.io_logs_dir)
+            except FileNotFoundError:
+                names = []
+            self._log_stems = {name[: -len(".record.gz")] for name in names if name.endswith(".record.gz")}
+        stem = iolog.free_log_stem(self._log_stems, job_id, attempt)
+        self._log_stems.add(stem)
+        return stem
+
+    def open_log(self, stem: str, **kwargs: Any) -> iolog.RecordWriter:
+        """Create the log files of a stem from :meth:`reserve_log`."""
+        record_fd = iolog.open_reserved_log(self.io_logs_dir, stem)
+        return iolog.RecordWriter(os.path.join(self.io_logs_dir, stem), record_fd=record_fd, **kwargs)
 
     # -- closing
 

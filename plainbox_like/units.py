@@ -25,9 +25,15 @@ Rules implemented by :func:`parse_pxu`:
   empty lines of a value are dropped;
 * a ``#`` in column 0 starts a comment line, also in the middle of a value;
 * ``_key`` is the translatable form of ``key`` and means the same;
-* ``unit:`` defaults to ``job``; ``unit: test plan`` is a test plan; any other
-  kind (template, category, manifest entry, exporter, ...) is skipped with a
-  warning, so real Checkbox provider files load.
+* ``unit:`` defaults to ``job``; ``unit: test plan`` is a test plan and
+  ``unit: template`` a job template; any other kind (category, manifest entry,
+  exporter, ...) is skipped, so real Checkbox provider files load;
+* a job without ``id:`` takes its id from ``name:`` (Plainbox before 0.5);
+  ``plugin: local`` jobs (job generators of old Checkbox) are skipped.
+
+Whatever is not supported (a unit kind, a plugin, an unknown field, a
+template engine ...) is named once per load in a warning that gives the file
+and line of its first use and how often it occurs.
 
 Plain command lists (any text file not recognised as unit records) hold one
 shell command per non-empty line; ``#`` lines are comments.
@@ -36,13 +42,14 @@ shell command per non-empty line; ``#`` lines are comments.
 from __future__ import annotations
 
 import ast
-import configparser
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -53,6 +60,7 @@ __all__ = [
     "Origin",
     "JobDefinition",
     "IncludePattern",
+    "Override",
     "TestPlan",
     "Template",
     "UnitSet",
@@ -63,10 +71,29 @@ __all__ = [
     "provider_namespace",
     "jobs_from_commands",
     "COMMAND_LINE_PATH",
+    "CERTIFICATION_STATUSES",
+    "OVERRIDABLE_FIELDS",
 ]
 
 #: ``Origin.path`` of jobs made by :func:`jobs_from_commands` (``-c CMD`` options).
 COMMAND_LINE_PATH = "<command line>"
+#: Plainbox's certification statuses; ``unspecified`` is a job's default.
+CERTIFICATION_STATUSES = ("unspecified", "not-part-of-certification", "non-blocker", "blocker")
+#: Job fields a test plan may override (``key=value`` after an include pattern uses ``-`` or ``_``).
+OVERRIDABLE_FIELDS = frozenset({"category_id", "certification_status"})
+#: Plugins Plainbox knows; a job with another plugin loads with a warning (and is skipped when run).
+KNOWN_PLUGINS = frozenset(
+    {"shell", "resource", "attachment", "local", "manual", "user-interact", "user-verify",
+     "user-interact-verify", "qml"}
+)  # fmt: skip
+#: Plugins whose jobs are not loaded at all: ``local`` jobs printed job definitions
+#: (old Checkbox's way to load its job files), which are loaded from the files here.
+SKIPPED_PLUGINS = frozenset({"local"})
+
+
+def as_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    """``tuple(value)`` as an attrs converter (attrs inspects a builtin's signature slowly, at import)."""
+    return tuple(value)
 
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
@@ -165,7 +192,25 @@ class IncludePattern:
     """One ``include:`` line of a test plan: a regex and its ``key=value`` overrides."""
 
     pattern: str
-    overrides: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
+    overrides: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=as_tuple)
+
+
+@attrs.frozen
+class Override:
+    """One test plan override: jobs whose id matches ``pattern`` get ``value`` as their ``field``.
+
+    ``field`` is one of :data:`OVERRIDABLE_FIELDS`; ``origin`` is the line it was written on.
+    """
+
+    pattern: str
+    field: str
+    value: str
+    origin: Origin | None = attrs.field(default=None, eq=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"pattern", "field", "value", "origin"}`` (origin as ``path:line`` or null)."""
+        origin = str(self.origin) if self.origin else None
+        return {"pattern": self.pattern, "field": self.field, "value": self.value, "origin": origin}
 
 
 @attrs.frozen
@@ -173,20 +218,28 @@ class TestPlan:
     """A named selection of jobs (``unit: test plan``).
 
     Patterns are regular expressions matched against the whole job id
-    (``^(?:pattern)$``), as in Plainbox. ``nested_part`` is kept but not used yet.
+    (``^(?:pattern)$``), as in Plainbox. ``include_overrides`` are the valid
+    ``key=value`` overrides written after the patterns of ``bootstrap_include``,
+    ``mandatory_include`` and ``include`` (in that order);
+    ``category_overrides`` and ``certification_status_overrides`` come from the
+    ``apply VALUE to PATTERN`` lines of those fields. How they combine is
+    :func:`plainbox_like.plan.plan_overrides`.
     """
 
     __test__ = False  # not a pytest test class despite the name
 
     id: str
     name: str | None = None
-    include: tuple[IncludePattern, ...] = attrs.field(default=(), converter=tuple)
+    include: tuple[IncludePattern, ...] = attrs.field(default=(), converter=as_tuple)
     exclude: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     mandatory_include: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     bootstrap_include: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     nested_part: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     extra: dict[str, str] = attrs.field(factory=dict, hash=False)
     origin: Origin | None = attrs.field(default=None, eq=False)
+    include_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
+    category_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
+    certification_status_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
 
 
 @attrs.frozen
@@ -216,10 +269,10 @@ class Template:
 class UnitSet:
     """Everything loaded from a set of files: jobs, test plans and templates in file order, plus warnings."""
 
-    jobs: tuple[JobDefinition, ...] = attrs.field(default=(), converter=tuple)
-    test_plans: tuple[TestPlan, ...] = attrs.field(default=(), converter=tuple)
+    jobs: tuple[JobDefinition, ...] = attrs.field(default=(), converter=as_tuple)
+    test_plans: tuple[TestPlan, ...] = attrs.field(default=(), converter=as_tuple)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
-    templates: tuple[Template, ...] = attrs.field(default=(), converter=tuple)
+    templates: tuple[Template, ...] = attrs.field(default=(), converter=as_tuple)
     _job_index: dict[str, JobDefinition] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
@@ -228,6 +281,11 @@ class UnitSet:
     _bare_index: dict[str, list[JobDefinition]] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
+    #: (id or id without namespace, position) sorted, made on first use by :meth:`jobs_with_prefix`.
+    _sorted_keys: list[tuple[str, int]] | None = attrs.field(
+        init=False, default=None, repr=False, eq=False, hash=False
+    )
+    _memo: dict[Hashable, Any] = attrs.field(init=False, factory=dict, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_job_index", {job.id: job for job in self.jobs})
@@ -248,6 +306,36 @@ class UnitSet:
     def job(self, job_id: str) -> JobDefinition:
         """The job with this id; ``KeyError`` if there is none."""
         return self._job_index[job_id]
+
+    def jobs_with_prefix(self, prefix: str) -> list[JobDefinition]:
+        """Jobs whose id, or id without its namespace, starts with *prefix*, in file order."""
+        keys = self._sorted_keys
+        if keys is None:
+            keys = [(job.id, n) for n, job in enumerate(self.jobs)]
+            keys += [(job.id.split("::", 1)[1], n) for n, job in enumerate(self.jobs) if "::" in job.id]
+            keys.sort()
+            object.__setattr__(self, "_sorted_keys", keys)
+        positions = set()
+        for key, position in itertools.islice(keys, bisect.bisect_left(keys, (prefix,)), None):
+            if not key.startswith(prefix):
+                break
+            positions.add(position)
+        return [self.jobs[position] for position in sorted(positions)]
+
+    def cached(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()``, remembered under *key*: the set never changes, so neither does what follows from it."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def plans_named(self, name: str) -> list[TestPlan]:
+        """Test plans whose id is *name*, or, for a name without namespace, ``<any namespace>::name``."""
+        plan = self._plan_index.get(name)
+        if plan is not None:
+            return [plan]
+        if "::" in name:
+            return []
+        return [p for p in self.test_plans if "::" in p.id and p.id.split("::", 1)[1] == name]
 
     @property
     def by_id(self) -> Mapping[str, JobDefinition]:
@@ -309,7 +397,7 @@ def _read_text(path: str) -> str:
 # --------------------------------------------------------------------------- RFC 822 records
 
 _KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)[ \t]*:(.*)")
-_UNITS_HINT = re.compile(r"^(?:id|unit)[ \t]*:", re.MULTILINE)
+_UNITS_HINT = re.compile(r"^(?:id|unit|plugin)[ \t]*:", re.MULTILINE)
 
 
 @attrs.define
@@ -322,6 +410,8 @@ class _Field:
 
     def lines(self) -> list[tuple[int, str]]:
         """The value's lines with their line numbers, after dedent and ``.`` handling."""
+        if not self.cont:  # the common case: a one-line value
+            return [(self.line, self.first)] if self.first else []
         body: list[tuple[int, str | None]] = []
         indents: list[str] = []
         for number, raw in self.cont:
@@ -344,6 +434,8 @@ class _Field:
         return out
 
     def value(self) -> str:
+        if not self.cont:
+            return self.first
         return "\n".join(text for _, text in self.lines())
 
 
@@ -358,15 +450,17 @@ def _records(text: str, path: str) -> list[_Record]:
     records: list[_Record] = []
     record: _Record | None = None
     field: _Field | None = None
+    if "\r" in text:  # a CR ending a line is not part of it
+        text = text.replace("\r\n", "\n")
+        text = text[:-1] if text.endswith("\r") else text
     for number, line in enumerate(text.split("\n"), start=1):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if line.startswith("#"):
+        first = line[:1]
+        if first == "#":
             continue
-        if not line.strip():
+        if not first or (first.isspace() and line.isspace()):
             record = field = None
             continue
-        if line[0] in " \t":
+        if first == " " or first == "\t":
             if field is None:
                 raise UnitError(path, "continuation line without a field before it", line=number)
             field.cont.append((number, line))
@@ -412,17 +506,21 @@ _JOB_FIELDS = frozenset(
 _QUIET_JOB_EXTRAS = frozenset(
     {"purpose", "steps", "verification", "category_id", "certification_status", "imports", "name"}
 )
+#: Test plan fields holding ``apply VALUE to PATTERN`` lines (both spellings occur), by the job field they set.
+_OVERRIDE_FIELDS = {
+    "category_id": ("category_overrides", "category-overrides"),
+    "certification_status": ("certification_status_overrides", "certification-status-overrides"),
+}
 _PLAN_FIELDS = frozenset(
     {
         "unit", "id", "name", "include", "exclude", "mandatory_include", "bootstrap_include",
         "nested_part",
     }
+    | {key for keys in _OVERRIDE_FIELDS.values() for key in keys}
 )  # fmt: skip
-_QUIET_PLAN_EXTRAS = frozenset(
-    {"description", "estimated_duration", "certification_status_overrides", "category_overrides",
-     "category-overrides"}
-)
+_QUIET_PLAN_EXTRAS = frozenset({"description", "estimated_duration", "icon"})
 _LIST_SPLIT = re.compile(r"[\s,]+")
+_APPLY = re.compile(r"apply\s+(\S+)\s+to\s+(\S+)")
 _HMS = re.compile(
     r"(?:(\d+(?:\.\d*)?)\s*h)?[\s:]*(?:(\d+(?:\.\d*)?)\s*m)?[\s:]*(?:(\d+(?:\.\d*)?)\s*s)?"
 )
@@ -449,34 +547,93 @@ def _parse_seconds(text: str) -> float | None:
     return value
 
 
-class _Parser:
-    """Turns the records of one file into units, collecting warnings."""
+def _strip_comment(text: str) -> str:
+    """*text* without a ``#`` comment (a ``#`` at the start or after whitespace)."""
+    hash_at = text.find("#")
+    while hash_at > 0 and not text[hash_at - 1].isspace():
+        hash_at = text.find("#", hash_at + 1)
+    return text[:hash_at] if hash_at >= 0 else text
 
-    def __init__(self, path: str) -> None:
+
+def _shorten(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@attrs.define
+class _Notice:
+    """One kind of unsupported thing: where it was first met, and how often."""
+
+    message: str
+    origin: Origin
+    noun: str  # what is counted: "job", "unit", "field" ...
+    count: int = 1
+    paths: set[str] = attrs.Factory(set)
+
+    def merge(self, other: "_Notice") -> None:
+        self.count += other.count
+        self.paths |= other.paths
+
+    def __str__(self) -> str:
+        if self.count == 1:
+            return f"{self.origin}: {self.message}"
+        files = f" in {len(self.paths)} files" if len(self.paths) > 1 else ""
+        return f"{self.origin}: {self.message} ({self.count} {self.noun}s{files}; reported once)"
+
+
+def _merge_notices(into: dict[tuple[str, ...], _Notice], notices: Mapping[tuple[str, ...], _Notice]) -> None:
+    for key, notice in notices.items():
+        if key in into:
+            into[key].merge(notice)
+        else:
+            into[key] = notice
+
+
+class _Parser:
+    """Turns the records of one file into units, collecting warnings.
+
+    ``warnings`` are problems of one place (a bad override line); ``notices``
+    are kinds of unsupported things, each kept once with its first place and a
+    count, so that :func:`load_units` can report each once for a whole load.
+    """
+
+    def __init__(self, path: str, namespace: str | None = None) -> None:
         self.path = path
+        #: Given to the ids of jobs, test plans and templates that have none.
+        self.namespace = namespace
         self.warnings: list[str] = []
-        self._warned_fields: set[str] = set()
-        self._skipped: dict[str, tuple[int, int]] = {}  # kind -> (first line, count)
+        self.notices: dict[tuple[str, ...], _Notice] = {}
+
+    def qualified(self, unit_id: str) -> str:
+        """*unit_id* with the parser's namespace, unless it has one (or the parser has none)."""
+        return unit_id if self.namespace is None or "::" in unit_id else f"{self.namespace}::{unit_id}"
 
     def warn(self, line: int, message: str) -> None:
         self.warnings.append(f"{self.path}:{line}: {message}")
 
+    def note(self, key: tuple[str, ...], line: int, message: str, noun: str) -> None:
+        """Count one use of the unsupported thing *key*; the first use gives the message and place."""
+        notice = self.notices.get(key)
+        if notice is None:
+            self.notices[key] = _Notice(message, Origin(self.path, line), noun, paths={self.path})
+        else:
+            notice.count += 1
+
+    def all_warnings(self) -> list[str]:
+        """The warnings, then one line per notice."""
+        return self.warnings + [str(notice) for notice in self.notices.values()]
+
     def extras(
         self, record: _Record, known: frozenset[str], quiet: frozenset[str], what: str
     ) -> dict[str, str]:
-        """Fields not in ``known``; warn once per file about those not in ``quiet`` either."""
+        """Fields not in ``known``; those not in ``quiet`` either are noted as unknown."""
         extra: dict[str, str] = {}
         for key, field in record.fields.items():
             if key in known:
                 continue
             extra[key] = field.value()
-            if key not in quiet and key not in self._warned_fields:
-                self._warned_fields.add(key)
-                self.warn(
-                    field.line,
-                    f"unknown field {field.raw_key!r} in {what} kept as extra data"
-                    " (reported once per file)",
-                )
+            if key not in quiet:
+                message = f"unknown field {field.raw_key!r} in {what} kept as extra data"
+                self.note(("field", what, key), field.line, message, what)
         return extra
 
     def _claim(self, seen: dict[str, int], what: str, unit_id: str, line: int) -> None:
@@ -488,6 +645,7 @@ class _Parser:
         seen[unit_id] = line
 
     def parse(self, text: str) -> UnitSet:
+        """The units of *text*; warnings stay in :attr:`warnings` and :attr:`notices`."""
         jobs: list[JobDefinition] = []
         plans: list[TestPlan] = []
         templates: list[Template] = []
@@ -498,6 +656,10 @@ class _Parser:
             kind = " ".join(kind_field.value().split()) if kind_field else "job"
             if kind == "job":
                 job = self.job(record)
+                if job.plugin in SKIPPED_PLUGINS:
+                    message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
+                    self.note(("plugin", job.plugin), record.line, message, "job")
+                    continue
                 self._claim(seen_jobs, "job", job.id, record.line)
                 jobs.append(job)
             elif kind == "template":
@@ -509,11 +671,7 @@ class _Parser:
                 self._claim(seen_plans, "test plan", plan.id, record.line)
                 plans.append(plan)
             else:
-                first, count = self._skipped.get(kind, (record.line, 0))
-                self._skipped[kind] = (first, count + 1)
-        for kind, (first, count) in self._skipped.items():
-            units = "unit" if count == 1 else "units"
-            self.warn(first, f"skipped {count} {kind!r} {units} (unit kind not supported)")
+                self.note(("unit", kind), record.line, f"unit kind {kind!r} is not supported: skipped", "unit")
         return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates)
 
     def template(self, record: _Record) -> Template | None:
@@ -527,11 +685,12 @@ class _Parser:
             return None
         unit_kind = fields.pop("template-unit", None)
         if unit_kind not in (None, "job"):
-            self.warn(record.line, f"template {template_id!r} makes {unit_kind!r} units, which is not supported: skipped")
+            message = f"templates of {unit_kind!r} units are not supported: template {template_id!r} skipped"
+            self.note(("template-unit", unit_kind), record.line, message, "template")
             return None
         engine = fields.pop("template-engine", None)
         template = Template(
-            id=template_id,
+            id=self.qualified(template_id),
             resource=resource,
             filter=fields.pop("template-filter", None) or None,
             engine=engine,
@@ -539,11 +698,10 @@ class _Parser:
             origin=Origin(self.path, record.line),
         )
         if not template.supported:
-            self.warn(
-                record.line,
-                f"template {template_id!r} uses template-engine {engine!r}, which is not supported:"
-                " no jobs are made from it",
+            message = (
+                f"template-engine {engine!r} is not supported: no jobs are made from template {template_id!r}"
             )
+            self.note(("template-engine", str(engine)), record.line, message, "template")
         return template
 
     def job_from_values(self, values: Mapping[str, str], line: int) -> JobDefinition:
@@ -558,7 +716,7 @@ class _Parser:
         if field is None and what == "job" and "name" in record.fields:
             # Plainbox before 0.5 named jobs with ``name:``; accept it.
             field = record.fields["name"]
-            self.warn(field.line, "job uses the legacy 'name' field as its id")
+            self.note(("legacy", "name"), field.line, "job uses the legacy 'name' field as its id", "job")
         if field is None:
             raise UnitError(self.path, f"{what} has no 'id' field", line=record.line)
         value = field.value()
@@ -593,15 +751,20 @@ class _Parser:
         return value
 
     def job(self, record: _Record) -> JobDefinition:
-        job_id = self._id(record, "job")
+        job_id = self.qualified(self._id(record, "job"))
         fields = record.fields
 
         def listed(key: str) -> tuple[str, ...]:
             return _split_list(fields[key].value()) if key in fields else ()
 
+        known = _JOB_FIELDS if "id" in fields else _JOB_FIELDS | {"name"}  # a legacy name is the id
+        plugin = self._text(record, "plugin") or "shell"
+        if plugin not in KNOWN_PLUGINS:
+            message = f"plugin {plugin!r} is not supported: such jobs are skipped when run"
+            self.note(("plugin", plugin), fields["plugin"].line, message, "job")
         return JobDefinition(
             id=job_id,
-            plugin=self._text(record, "plugin") or "shell",
+            plugin=plugin,
             command=self._text(record, "command"),
             summary=self._text(record, "summary"),
             description=self._text(record, "description"),
@@ -613,66 +776,140 @@ class _Parser:
             user=self._text(record, "user"),
             timeout=self._seconds(record, "timeout", positive=True),
             requires=self._text(record, "requires"),
-            extra=self.extras(record, _JOB_FIELDS, _QUIET_JOB_EXTRAS, "job"),
+            extra=self.extras(record, known, _QUIET_JOB_EXTRAS, "job"),
             origin=Origin(self.path, record.line),
         )
 
-    def _patterns(self, record: _Record, key: str) -> list[IncludePattern]:
-        """Parse a pattern list: one ``pattern [key=value ...]`` per line, ``#`` comments."""
+    def _override_problem(self, field: str, value: str, pattern: str) -> str | None:
+        """Why an override of *field* to *value* for *pattern* cannot be used (None if it can)."""
+        if field == "certification_status" and value not in CERTIFICATION_STATUSES:
+            return f"unknown certification status {value!r} (known: {', '.join(CERTIFICATION_STATUSES)})"
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return f"invalid regular expression {pattern!r}: {exc}"
+        return None
+
+    def _include_overrides(
+        self, key: str, pattern: str, tokens: list[str], line: int
+    ) -> tuple[list[tuple[str, str]], list[Override]]:
+        """The ``key=value`` tokens after an include pattern: as written, and as usable overrides."""
+        written: list[tuple[str, str]] = []
+        usable: list[Override] = []
+        for token in tokens:
+            name, sep, value = token.partition("=")
+            if not sep or not name or not value:
+                self.warn(line, f"{key}: expected 'pattern [key=value ...]', got {token!r} after {pattern!r}: ignored")
+                continue
+            written.append((name, value))
+            field = name.replace("-", "_")
+            if field not in OVERRIDABLE_FIELDS:
+                message = f"override {name!r} after an include pattern is not supported: ignored"
+                self.note(("include override", field), line, message, "override")
+                continue
+            problem = self._override_problem(field, value, pattern)
+            if problem:
+                self.warn(line, f"{key}: {problem}: override ignored")
+                continue
+            usable.append(Override(pattern, field, value, Origin(self.path, line)))
+        return written, usable
+
+    def _patterns(self, record: _Record, key: str) -> tuple[list[IncludePattern], list[Override]]:
+        """A pattern list: one ``pattern [key=value[,] ...]`` per line, ``#`` comments; and its overrides.
+
+        In ``bootstrap_include`` and ``nested_part`` (word lists in Plainbox),
+        further words without ``=`` on a line are more patterns.
+        """
         field = record.fields.get(key)
         if field is None:
-            return []
-        out: list[IncludePattern] = []
+            return [], []
+        words = key in ("bootstrap_include", "nested_part")
+        patterns: list[IncludePattern] = []
+        overrides: list[Override] = []
         for number, text in field.lines():
-            hash_at = text.find("#")
-            while hash_at > 0 and not text[hash_at - 1].isspace():
-                hash_at = text.find("#", hash_at + 1)
-            if hash_at >= 0:
-                text = text[:hash_at]
-            tokens = text.split()
-            if not tokens:
+            parts = _strip_comment(text).split(None, 1)
+            if not parts:
                 continue
-            overrides: list[tuple[str, str]] = []
-            for token in tokens[1:]:
-                name, sep, value = token.partition("=")
-                if not sep or not name:
-                    raise UnitError(
-                        self.path,
-                        f"{field.raw_key}: expected 'pattern [key=value ...]',"
-                        f" got {token!r} after pattern {tokens[0]!r}",
-                        line=number,
-                    )
-                overrides.append((name, value))
-            out.append(IncludePattern(tokens[0], tuple(overrides)))
+            head = parts[0]
+            tokens = [token for token in _LIST_SPLIT.split(parts[1]) if token] if len(parts) > 1 else []
+            more: list[str] = []
+            if words:
+                head, *more = [word for word in head.split(",") if word] or [head]
+                more += [token for token in tokens if "=" not in token]
+                tokens = [token for token in tokens if "=" in token]
+            written, usable = self._include_overrides(field.raw_key, head, tokens, number)
+            patterns.append(IncludePattern(head, tuple(written)))
+            patterns.extend(IncludePattern(word) for word in more)
+            overrides.extend(usable)
+        return patterns, overrides
+
+    def _apply_lines(self, record: _Record, target: str) -> list[Override]:
+        """The ``apply VALUE to PATTERN`` lines of the test plan field that overrides job field *target*."""
+        field = next((record.fields[k] for k in _OVERRIDE_FIELDS[target] if k in record.fields), None)
+        if field is None:
+            return []
+        out: list[Override] = []
+        for number, text in field.lines():
+            text = _strip_comment(text).strip()
+            if not text:
+                continue
+            match = _APPLY.fullmatch(text)
+            if match is None:
+                self.warn(number, f"{field.raw_key}: expected 'apply VALUE to PATTERN', got {_shorten(text)!r}: ignored")
+                continue
+            value, pattern = match.groups()
+            problem = self._override_problem(target, value, pattern)
+            if problem:
+                self.warn(number, f"{field.raw_key}: {problem}: ignored")
+                continue
+            out.append(Override(pattern, target, value, Origin(self.path, number)))
         return out
 
     def test_plan(self, record: _Record) -> TestPlan:
-        plan_id = self._id(record, "test plan")
+        plan_id = self.qualified(self._id(record, "test plan"))
+        parsed = {
+            key: self._patterns(record, key)
+            for key in ("bootstrap_include", "mandatory_include", "include", "exclude", "nested_part")
+        }
 
         def patterns(key: str) -> tuple[str, ...]:
-            return tuple(item.pattern for item in self._patterns(record, key))
+            return tuple(item.pattern for item in parsed[key][0])
 
+        for key in ("exclude", "nested_part"):
+            if parsed[key][1]:
+                self.warn(parsed[key][1][0].origin.line, f"{key}: overrides after a pattern have no effect here")
         return TestPlan(
             id=plan_id,
             name=self._text(record, "name"),
-            include=tuple(self._patterns(record, "include")),
+            include=tuple(parsed["include"][0]),
             exclude=patterns("exclude"),
             mandatory_include=patterns("mandatory_include"),
             bootstrap_include=patterns("bootstrap_include"),
             nested_part=patterns("nested_part"),
             extra=self.extras(record, _PLAN_FIELDS, _QUIET_PLAN_EXTRAS, "test plan"),
             origin=Origin(self.path, record.line),
+            include_overrides=[o for key in ("bootstrap_include", "mandatory_include", "include") for o in parsed[key][1]],
+            category_overrides=self._apply_lines(record, "category_id"),
+            certification_status_overrides=self._apply_lines(record, "certification_status"),
         )
+
+
+def _parse(text: str, path: str, namespace: str | None) -> tuple[UnitSet, dict[tuple[str, ...], _Notice]]:
+    parser = _Parser(path, namespace)
+    return parser.parse(text), parser.notices
 
 
 def parse_pxu(text: str, path: str) -> UnitSet:
     """Parse the text of one ``.pxu`` file; ``path`` is used in origins and messages.
 
     Raises :class:`UnitError` (with the line) for malformed records, jobs or
-    test plans without ``id``, duplicate ids, and bad durations. Unknown fields
-    and unsupported unit kinds only produce warnings.
+    test plans without ``id``, duplicate ids, and bad durations. Unknown fields,
+    unsupported unit kinds and plugins, and bad override lines only produce
+    warnings, each kind of unsupported thing once.
     """
-    return _Parser(path).parse(text)
+    parser = _Parser(path)
+    units = parser.parse(text)
+    return attrs.evolve(units, warnings=parser.all_warnings())
 
 
 def parse_command_list(text: str, path: str, first_number: int = 1) -> list[JobDefinition]:
@@ -752,6 +989,8 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def _provider_file_namespace(path: str) -> str | None:
+    import configparser  # only for providers with a .provider file
+
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
@@ -795,29 +1034,16 @@ def provider_namespace(path: str, levels: int = 3, cache: dict[str, str | None] 
     ``.provider`` file (INI; its ``namespace`` key, or the part of its ``name``
     key before ``:``), else a ``manage.py`` whose ``setup(...)`` call has a
     ``namespace=`` argument (or ``name="namespace:provider"``). ``manage.py``
-    is parsed, never run. *cache* (directory -> namespace) saves looking again
-    for files of the same directory.
+    is parsed, never run. *cache* (directory -> what that directory itself
+    says) saves looking at a directory again for the other files of a load.
     """
+    cache = {} if cache is None else cache
     directory = os.path.dirname(os.path.abspath(path))
-    if cache is not None:
-        if directory not in cache:
-            cache[directory] = provider_namespace(path, levels)
-        return cache[directory]
     for _ in range(levels):
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            names = []
-        namespace = None
-        for name in names:
-            if name.endswith(".provider") and os.path.isfile(os.path.join(directory, name)):
-                namespace = _provider_file_namespace(os.path.join(directory, name))
-                if namespace:
-                    break
-        if not namespace and "manage.py" in names:
-            namespace = _manage_py_namespace(os.path.join(directory, "manage.py"))
-        if namespace and _NAMESPACE.fullmatch(namespace):
-            return namespace
+        if directory not in cache:
+            cache[directory] = _directory_namespace(directory)
+        if cache[directory]:
+            return cache[directory]
         parent = os.path.dirname(directory)
         if parent == directory:
             break
@@ -825,18 +1051,21 @@ def provider_namespace(path: str, levels: int = 3, cache: dict[str, str | None] 
     return None
 
 
-def _qualify(units: UnitSet, namespace: str) -> UnitSet:
-    """Give the jobs and test plans without a namespace in their id this one."""
-
-    def qualified(unit_id: str) -> str:
-        return unit_id if "::" in unit_id else f"{namespace}::{unit_id}"
-
-    return UnitSet(
-        jobs=[attrs.evolve(job, id=qualified(job.id)) for job in units.jobs],
-        test_plans=[attrs.evolve(plan, id=qualified(plan.id)) for plan in units.test_plans],
-        warnings=units.warnings,
-        templates=[attrs.evolve(t, id=qualified(t.id)) for t in units.templates],
-    )
+def _directory_namespace(directory: str) -> str | None:
+    """The namespace a ``.provider`` file or ``manage.py`` in *directory* itself names, or None."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    namespace = None
+    for name in names:
+        if name.endswith(".provider") and os.path.isfile(os.path.join(directory, name)):
+            namespace = _provider_file_namespace(os.path.join(directory, name))
+            if namespace:
+                break
+    if not namespace and "manage.py" in names:
+        namespace = _manage_py_namespace(os.path.join(directory, "manage.py"))
+    return namespace if namespace and _NAMESPACE.fullmatch(namespace) else None
 
 
 def _resolve_references(jobs: list[JobDefinition]) -> list[JobDefinition]:
@@ -899,16 +1128,23 @@ def load_units(
       namespace (see :func:`_resolve_references`).
 
     Job ids and test plan ids must be unique across everything loaded; a
-    duplicate raises :class:`UnitError` naming both places.
+    duplicate raises :class:`UnitError` naming both places. Warnings about
+    unsupported things come last, each kind once for the whole load.
     """
     jobs: list[JobDefinition] = []
     plans: list[TestPlan] = []
     templates: list[Template] = []
     warnings: list[str] = []
+    notices: dict[tuple[str, ...], _Notice] = {}
     job_origin: dict[str, Origin | None] = {}
     plan_origin: dict[str, Origin | None] = {}
     command_jobs = 0
     provider_cache: dict[str, str | None] = {}
+
+    def parse(text: str, path: str) -> UnitSet:
+        units, found = _parse(text, path, namespace or provider_namespace(path, cache=provider_cache))
+        _merge_notices(notices, found)
+        return units
 
     def add(units: UnitSet) -> None:
         for job in units.jobs:
@@ -927,24 +1163,20 @@ def load_units(
             if not files:
                 warnings.append(f"{path}: directory contains no .pxu files")
             for file in files:
-                add(_namespaced(parse_pxu(_read_text(file), file), file, namespace, provider_cache))
+                add(parse(_read_text(file), file))
             continue
         if os.path.exists(path) and not os.path.isfile(path):
             raise UnitError(path, "not a regular file or directory")
         text = _read_text(path)
         if path.endswith(".pxu") or _looks_like_units(text):
-            add(_namespaced(parse_pxu(text, path), path, namespace, provider_cache))
+            add(parse(text, path))
         else:
             listed = parse_command_list(text, path, first_number=command_jobs + 1)
             command_jobs += len(listed)
             add(UnitSet(jobs=listed))
     add(UnitSet(jobs=jobs_from_commands(commands)))
+    warnings.extend(str(notice) for notice in notices.values())
     return UnitSet(jobs=_resolve_references(jobs), test_plans=plans, warnings=warnings, templates=templates)
-
-
-def _namespaced(units: UnitSet, path: str, namespace: str | None, cache: dict[str, str | None]) -> UnitSet:
-    namespace = namespace or provider_namespace(path, cache=cache)
-    return _qualify(units, namespace) if namespace else units
 
 
 def _check_unique(
@@ -1011,4 +1243,4 @@ def instantiate_template(
             continue
         seen.add(job.id)
         jobs.append(attrs.evolve(job, extra={**job.extra, "template-id": template.id}, origin=origin))
-    return jobs, parser.warnings
+    return jobs, parser.all_warnings()

@@ -8,6 +8,9 @@ first pending event), and only sessions whose stamps changed are re-read.
 File events get lost (inotify queue overflow, the watch limit for new
 directories, network file systems), so a stat-only reconcile runs at start
 and every *interval* seconds, and at once when watchdog reports an overflow.
+It is the full one (every session's directory, ``session`` and ``journal``
+compared with the index; see :mod:`plainbox_like.index`): any change, also one
+made in place to a finished session by another tool, is caught.
 If the observer cannot start, or dies, the watcher polls: it reconciles
 every *poll_interval* seconds.
 
@@ -291,7 +294,7 @@ class Watcher:
 
     def _reconcile(self) -> indexing.ReconcileStats:
         assert self.index is not None
-        stats = self.index.reconcile()
+        stats = self.index.reconcile(full=True)  # file events may have been lost for any session
         self.reconciles += 1
         return stats
 

@@ -4,7 +4,9 @@
 Prints, for this machine, now:
 1. 1,000 jobs running `true`: `plainbox-like run` wall time (fsync, flush, -j 2)
    against a bare Python loop of subprocess.run(["bash", "-c", "true"]);
-   medians of N interleaved repeats, as ratios.
+   medians of N interleaved repeats, as ratios. For -j 2, the same baseline
+   loop split in two halves run side by side shows what two workers can get
+   from this machine at best (its "ceiling").
 2. 200, 1,000 and 5,000 jobs: the marginal cost per job of jobs 1,000-5,000
    against jobs 200-1,000 (constant cost per job means a ratio near 1).
 3. A job printing `seq 1 16000000` (~130 MB) against `seq ... | gzip -1 > file`,
@@ -71,6 +73,14 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
         "run, fsync": plainbox_like(["run", jobs, "--durability", "fsync"]),
         "run, flush": plainbox_like(["run", jobs, "--durability", "flush"]),
         "run -j 2, fsync": plainbox_like(["run", jobs, "-j", "2"]),
+        "run -j 2, flush": plainbox_like(["run", jobs, "-j", "2", "--durability", "flush"]),
+        # What two workers can get out of this machine at best: two independent
+        # baseline loops of half the jobs each, side by side, no coordination.
+        "ceiling: 2 loops side by side": [
+            "bash", "-c",
+            f'"$0" -c "$1" {count // 2} & "$0" -c "$1" {count - count // 2} & wait',
+            sys.executable, BASELINE,
+        ],
     }
     goals = {"run, fsync": 1.3, "run, flush": 1.15, "run -j 2, fsync": 0.75}
     times = median_runs(variants, repeats, env)

@@ -6,6 +6,8 @@ import datetime
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -87,6 +89,44 @@ def test_list_is_never_stale_without_a_watcher(repo, root, sessions, capsys):
     fresh = session(repo, "added after the index was built")
     assert run(root, "list", "--json", "--limit", "1") == 0
     assert [d["id"] for d in json.loads(capsys.readouterr().out)] == [fresh.id]
+
+
+def other_process(root, *argv):
+    """``plainbox-like ARGV...`` run by another process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAINBOX_LIKE_")}
+    subprocess.run([sys.executable, "-m", "plainbox_like", "--repository", root, *argv], check=True, capture_output=True, env=env)
+
+
+@pytest.mark.parametrize("mode", ["settled", "settled, scan shared with a forked process", "just read"])
+def test_list_without_a_watcher_follows_what_other_processes_do(repo, root, sessions, capsys, monkeypatch, mode):
+    settle = mode != "just read"
+    if settle:  # finished sessions settle as soon as they are read: checked by their directory alone
+        monkeypatch.setattr(indexing, "RACY_SECONDS", -1.0)
+    if "forked" in mode:
+        monkeypatch.setattr(indexing, "SPLIT_SCAN", 2)
+
+    def listed():
+        assert run(root, "list", "--json") == 0
+        return {d["id"]: d for d in json.loads(capsys.readouterr().out)}
+
+    assert set(listed()) == {w.id for w in sessions.values()}
+    if settle:
+        with indexing.SessionIndex.open(root) as index:
+            assert {row[0] for row in index.conn.execute("SELECT settled FROM sessions")} == {indexing.SETTLED}
+    gpu, old, child = (sessions[name].id for name in ("gpu", "old", "child"))
+    other_process(root, "tag", gpu, "rerun")  # a finished session changed elsewhere
+    other_process(root, "rename", child, "renamed elsewhere")
+    other_process(root, "delete", old)  # one deleted
+    other_process(root, "run", "--title", "made elsewhere", "-c", "true")  # one made
+    after = listed()
+    assert after[gpu]["tags"] == ["gpu", "rerun"]
+    assert after[child]["title"] == "renamed elsewhere" and after[child]["status"] == "incomplete"
+    assert old not in after
+    made = [d for d in after.values() if d["title"] == "made elsewhere"]
+    assert len(made) == 1 and made[0]["status"] == "complete"
+    assert capsys.readouterr().out == ""
+    assert run(root, "list", "--json") == 0
+    assert capsys.readouterr().out == old_list_json(repo)  # exactly what reading every session shows
 
 
 def test_list_filters(root, sessions, capsys):

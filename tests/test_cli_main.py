@@ -48,3 +48,21 @@ def test_unknown_command_is_a_usage_error(capsys):
         cli_main.main(["no-such-command"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_version_imports_no_command_module():
+    # `--version` answers at once: no command module (and none of the state machinery) is loaded.
+    code = (
+        "import sys\n"
+        "from plainbox_like.cli.main import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith('plainbox_like.') and m not in\n"
+        "      ('plainbox_like.cli', 'plainbox_like.cli.main', 'plainbox_like.errors', 'plainbox_like.paths')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "plainbox-like " in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -190,6 +190,69 @@ def test_json_document(loaded):
     assert doc["state"] == json.loads(json.dumps(codec.state_document(loaded.state)))
     assert codec.load_document(doc["state"], "x").state == loaded.state
     assert "logs" not in doc
+    # a session written without ``run`` stored no job metadata: every job is listed, values unknown
+    assert doc["jobs"] == {job: {"category_id": None, "certification_status": None} for job in PLAN}
+
+
+METADATA_UNITS = """\
+id: res
+plugin: resource
+command: printf 'name: x\\n\\nname: y\\n'
+
+id: a
+category_id: disks
+command: true
+
+id: b
+certification_status: blocker
+command: true
+
+unit: template
+template-resource: res
+id: t-{name}
+command: true
+
+unit: test plan
+id: tp
+bootstrap_include: res
+mandatory_include: a
+include:
+  b certification-status=non-blocker
+  t-.*
+category_overrides:
+  apply made to t-.*
+"""
+
+
+def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_path):
+    from plainbox_like import session as batch
+    from plainbox_like.plan import RunMetadata
+
+    path = tmp_path / "units.pxu"
+    path.write_text(METADATA_UNITS)
+    repo = SessionRepository(str(tmp_path / "repo"))
+    config = batch.RunConfig(sources=[str(path)], test_plan="tp")
+    summary = batch.run_prepared(batch.start_session(repo, config))
+    assert summary.counts == {"pass": 5}
+    loaded = load_session(summary.path)
+    assert loaded.state.mandatory_job_list == ["a"]
+    assert batch.RunConfig.from_blob(loaded.state.metadata.app_blob) == config
+    stored = RunMetadata.from_app_blob(loaded.state.metadata.app_blob)
+    assert set(stored.jobs) == {"a", "b"}  # default metadata is not stored
+    expected = {
+        "res": {"category_id": None, "certification_status": "unspecified"},
+        "a": {"category_id": "disks", "certification_status": "unspecified"},
+        "b": {"category_id": None, "certification_status": "non-blocker"},
+        "t-x": {"category_id": "made", "certification_status": "unspecified"},  # made from the template
+        "t-y": {"category_id": "made", "certification_status": "unspecified"},
+    }
+    assert json.loads(export_bytes(loaded, "json"))["jobs"] == expected
+    # a resume (with everything done already) keeps both
+    batch.run_prepared(batch.resume_session(repo, summary.session_id))
+    again = load_session(summary.path)
+    assert again.state.mandatory_job_list == ["a"]
+    assert json.loads(export_bytes(again, "json"))["jobs"] == expected
+    assert RunMetadata.from_app_blob(again.state.metadata.app_blob) == stored
 
 
 def test_json_with_logs(loaded):
@@ -226,6 +289,7 @@ def test_json_of_a_session_being_written(repo):
 def test_json_plainbox(plainbox):
     doc = json.loads(export_bytes(plainbox, "json", with_logs=True))
     assert doc["session"]["origin"] == "plainbox"
+    assert all(meta == {"category_id": None, "certification_status": None} for meta in doc["jobs"].values())
     assert doc["session"]["source_version"] == plainbox.source_version
     local = doc["logs"]["com.canonical.certification::local"][0]
     gone = doc["logs"]["com.canonical.certification::gone"][0]

@@ -130,12 +130,30 @@ def table_counts(index):
 
 
 def test_mirrored_constants_agree_with_the_library():
-    from plainbox_like import model
+    from plainbox_like import codec, model
 
     assert (indexing.STATE_FILE, indexing.JOURNAL_FILE) == (storage.STATE_FILE, storage.JOURNAL_FILE)
     assert set(indexing.FAILED_OUTCOMES) == set(model.FAILED_OUTCOMES)
     assert indexing.STATUSES == summary.STATUSES
     assert indexing.TIME_FIELDS == summary.TIME_FIELDS
+    assert (indexing.FLAG_INCOMPLETE, indexing.FLAG_PAUSED) == (model.FLAG_INCOMPLETE, model.FLAG_PAUSED)
+    assert indexing.FORMAT == codec.FORMAT
+
+
+def test_direct_reading_knows_every_field_of_the_model():
+    """Reading a snapshot directly checks each field as the converter would: a new field must be added there."""
+    import attrs
+
+    from plainbox_like import model
+
+    assert {f.name for f in attrs.fields(model.Attempt)} == set(indexing._ATTEMPT_TYPES)
+    assert {f.name for f in attrs.fields(model.SessionMetadata)} == set(indexing._METADATA_TYPES)
+    assert {f.name for f in attrs.fields(model.SessionState)} == {
+        "jobs", "results", "desired_job_list", "mandatory_job_list", "metadata", "running_jobs", "journal_seq",
+        "resources",
+    }  # fmt: skip
+    assert {f.name for f in attrs.fields(model.RunningJob)} == {"attempt", "started", "io_log_filename"}
+    assert {f.name for f in attrs.fields(model.Runner)} == {"pid", "host"}
 
 
 # -- schema, creation, repairs --------------------------------------------------------
@@ -326,7 +344,8 @@ def test_reconcile_rereads_only_changed_sessions(repo, root, units, count_loads)
         count_loads.clear()
         writers[0].close()  # new snapshot, empty journal
         os.utime(os.path.join(writers[3].path, "session"))  # only touched
-        stats = index.reconcile()
+        # (The full reconcile: the quick one need not stat the files of a settled session, see below.)
+        stats = index.reconcile(full=True)
         assert stats.updated == 2 and sorted(count_loads) == sorted(
             os.path.basename(w.path) for w in (writers[0], writers[3])
         )
@@ -618,3 +637,326 @@ def test_readers_are_never_locked_out_by_writers(repo, root, units):
         assert "locked" not in err
         assert reads > 0
     assert writes > 10
+
+
+# -- reading snapshots directly (bulk reads) ---------------------------------------------------
+
+
+def comparable(record):
+    """A record without the time it was made."""
+    if record is None:
+        return None
+    row = list(record.row)
+    row[indexing._COL["indexed"]] = None
+    return (record.id, record.path, record.stamps, record.sid, tuple(row), record.jobs, record.texts)
+
+
+def both_ways(path, definitions=None):
+    """A session read directly (when it can be) and read the ordinary way: the same record."""
+    definitions = definitions or indexing.DefinitionCache()
+    fast = indexing.read_session(path, definitions, fast=True)
+    slow = indexing.read_session(path, definitions, fast=False)
+    assert comparable(fast) == comparable(slow)
+    return fast
+
+
+def test_direct_reading_of_generated_sessions_is_the_ordinary_reading(tmp_path, count_loads):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    try:
+        import make_sessions
+    finally:
+        sys.path.pop(0)
+    root = str(tmp_path / "generated")
+    make_sessions.make_sessions(root, 150, seed=7, workers=1)
+    sessions_dir = os.path.join(root, "sessions")
+    paths = sorted(os.path.join(sessions_dir, name) for name in os.listdir(sessions_dir))
+    definitions = indexing.DefinitionCache()
+    count_loads.clear()
+    fast = [indexing.read_session(path, definitions, fast=True) for path in paths]
+    direct = len(paths) - len(count_loads)
+    slow = [indexing.read_session(path, definitions, fast=False) for path in paths]
+    assert [comparable(r) for r in fast] == [comparable(r) for r in slow]
+    statuses = {r.row[indexing._COL["status"]] for r in fast}
+    assert {"complete", "incomplete", "corrupt"} <= statuses
+    assert direct > len(paths) // 2  # most are plain snapshots: read directly
+    assert len(count_loads) > 5  # journals to replay, damage: the ordinary way
+
+
+def rewrite_snapshot(path, edit):
+    """Replace the session's snapshot by *edit* applied to its decoded document."""
+    import gzip
+
+    state_path = os.path.join(path, storage.STATE_FILE)
+    with open(state_path, "rb") as f:
+        doc = json.loads(gzip.decompress(f.read()))
+    edit(doc)
+    with open(state_path + ".tmp", "wb") as f:
+        f.write(gzip.compress(json.dumps(doc).encode()))
+    os.replace(state_path + ".tmp", state_path)
+
+
+def test_direct_reading_takes_only_what_the_converter_takes(repo, units):
+    writer = make_session(repo, units, outcomes={"train/resnet": "pass", "disk/read": "fail"})
+
+    def results(doc):
+        return doc["session"]["results"]
+
+    cases = {
+        "numbers as integers": lambda d: results(d)["disk/read"][0].update(execution_duration=3, started=1700000000),
+        "only an outcome": lambda d: results(d).__setitem__("eval/resnet", [{"outcome": "skip"}]),
+        "unknown fields": lambda d: (d["session"].update(extra=[1]), results(d)["disk/read"][0].update(extra={})),
+        "a running job": lambda d: d["session"].update(running_jobs={"eval/resnet": {"attempt": 2, "started": 17.5}}),
+        "resources": lambda d: d["session"].update(resources={"r": [{"a": "1"}]}),
+        "an older attempt of another type": lambda d: results(d)["disk/read"].insert(0, {"outcome": 5}),
+        "a float attempt number": lambda d: results(d)["disk/read"][0].update(attempt=1.0),
+        "a boolean return code": lambda d: results(d)["disk/read"][0].update(return_code=True),
+        "tags not a list": lambda d: d["session"]["metadata"].update(tags="gpu"),
+        "runner without host": lambda d: d["session"]["metadata"].update(runner={"pid": 1}),
+        "a running job without start": lambda d: d["session"].update(running_jobs={"x": {"attempt": 1}}),
+        "bad resources": lambda d: d["session"].update(resources={"r": [{"a": 1}]}),
+        "jobs not strings": lambda d: d["session"]["jobs"].update({"x": None}),
+        "older version": lambda d: d.update(version=1),
+        "newer version": lambda d: d.update(version=99),
+        "no format (Plainbox)": lambda d: d.pop("format"),
+    }
+    original = os.path.join(writer.path, storage.STATE_FILE)
+    with open(original, "rb") as f:
+        pristine = f.read()
+    seen = {}
+    for name, edit in cases.items():
+        with open(original, "wb") as f:
+            f.write(pristine)
+        rewrite_snapshot(writer.path, edit)
+        record = both_ways(writer.path)
+        seen[name] = record.row[indexing._COL["status"]]
+    assert seen["numbers as integers"] == seen["only an outcome"] == seen["unknown fields"] == "complete"
+    assert seen["an older attempt of another type"] == seen["runner without host"] == "corrupt"
+    assert seen["a boolean return code"] == seen["newer version"] == "corrupt"
+
+
+def test_direct_reading_replays_journals_the_ordinary_way(repo, units, count_loads):
+    writer = make_session(repo, units, close=False)
+    writer.job_finished("disk/read", Attempt("fail"))
+    count_loads.clear()
+    record = both_ways(writer.path)
+    assert count_loads  # a journal to replay: the model does it
+    assert json.loads(record.row[indexing._COL["counts"]]) == {"fail": 1}
+    writer.close()
+    count_loads.clear()
+    both_ways(writer.path)
+    assert len(count_loads) == 1  # only the ordinary reading
+
+
+def test_rebuild_reads_directly_and_stores_what_reading_each_session_stores(repo, root, units, monkeypatch):
+    for n in range(6):
+        make_session(repo, units, title=f"s{n}", outcomes={"disk/read": "fail"}, complete=n % 2 == 0)
+    plain_session(repo)
+    with reconciled(root) as index:
+        def dump():
+            return (
+                [
+                    row[:-2] + row[-1:]  # all but the time it was indexed
+                    for row in index.conn.execute(f"SELECT {', '.join(indexing.SESSION_COLUMNS)} FROM sessions ORDER BY id")
+                ],
+                index.conn.execute("SELECT * FROM jobs ORDER BY sid, position").fetchall(),
+                index.conn.execute("SELECT * FROM job_texts ORDER BY tid").fetchall(),
+                index.conn.execute("SELECT rowid, * FROM search ORDER BY rowid").fetchall(),
+            )
+
+        ordinary = dump()
+        index.rebuild()
+        assert dump() == ordinary
+        monkeypatch.setattr(indexing, "POOL_THRESHOLD", 2)  # through a pool of readers, each sending a text once
+        index.workers = 2
+        assert index.rebuild().added == 7
+        assert dump() == ordinary
+
+
+# -- the quick reconcile: settled sessions -------------------------------------------------------
+
+
+def settled_of(index, session_id):
+    return index.conn.execute("SELECT settled FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]
+
+
+@pytest.fixture
+def settle_at_once(monkeypatch):
+    """Finished sessions settle as soon as they are read (instead of after the clock-granularity window)."""
+    monkeypatch.setattr(indexing, "RACY_SECONDS", -1.0)
+
+
+def directory_stamp(path):
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size)
+
+
+def append_result(path, job_id, outcome):
+    """Journal a result as a writer would (without taking the lock: a writer we cannot see)."""
+    seq = storage.load_session(path).state.journal_seq + 1
+    line = {"seq": seq, "op": "result", "job": job_id, "result": {"outcome": outcome, "attempt": 1}, "t": time.time()}
+    with open(os.path.join(path, storage.JOURNAL_FILE), "ab") as f:
+        f.write(json.dumps(line).encode() + b"\n")
+
+
+def test_a_finished_session_is_checked_by_its_directory_alone(repo, root, units, count_loads, settle_at_once):
+    writer = make_session(repo, units, title="done long ago")
+    make_old(writer.path)
+    with open_index(root) as index:
+        index.reconcile()
+        assert settled_of(index, writer.id) == indexing.SETTLED
+        count_loads.clear()
+        directory = directory_stamp(writer.path)
+        os.utime(os.path.join(writer.path, storage.STATE_FILE))  # touched, not changed
+        assert directory_stamp(writer.path) == directory
+        assert index.reconcile().read == 0 and count_loads == []
+        assert index.reconcile(full=True).updated == 1  # the full one compares every file
+
+
+def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, settle_at_once):
+    writer = make_session(repo, units, title="done")
+    make_old(writer.path)
+    with reconciled(root) as index:
+        assert settled_of(index, writer.id) == indexing.SETTLED
+        again = storage.SessionWriter.open(writer.path, durability="flush")  # resume, tag, repair: all do this first
+        again.job_finished("disk/read", Attempt("crash"))
+        stats = index.reconcile()
+        assert stats.updated == 1
+        assert index.summaries()[0].status == "running" and settled_of(index, writer.id) == indexing.UNSETTLED
+        again.job_finished("eval/resnet", Attempt("pass"))  # the journal grows, the directory does not change
+        assert index.reconcile().updated == 1
+        assert index.summaries()[0].counts == {"crash": 1, "pass": 1}
+        again.close()
+        assert index.reconcile().updated == 1
+        assert index.summaries()[0].status == "complete"
+
+
+def test_a_session_locked_by_another_host_is_never_settled(repo, root, units, settle_at_once):
+    writer = make_session(repo, units, title="written elsewhere")
+    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        f.write("4242 some-other-host\n")
+    make_old(writer.path)
+    with reconciled(root) as index:
+        assert index.summaries()[0].status == "complete"  # we cannot tell that the writer there is alive
+        assert settled_of(index, writer.id) == indexing.UNSETTLED
+        directory = directory_stamp(writer.path)
+        append_result(writer.path, "disk/read", "fail")  # the directory does not change
+        assert directory_stamp(writer.path) == directory
+        assert index.reconcile().updated == 1
+        assert index.summaries()[0].counts == {"fail": 1}
+
+
+def test_a_session_read_just_after_a_change_is_checked_in_full_until_it_settles(repo, root, units, monkeypatch):
+    writer = make_session(repo, units, title="just finished")
+    with reconciled(root) as index:
+        assert settled_of(index, writer.id) == indexing.SETTLING  # its directory changed a moment ago
+        directory = directory_stamp(writer.path)
+        append_result(writer.path, "disk/read", "fail")  # as if a writer came within the same clock tick
+        assert directory_stamp(writer.path) == directory
+        assert index.reconcile().updated == 1  # still caught: the files are compared
+        assert index.summaries()[0].counts == {"fail": 1}
+        monkeypatch.setattr(indexing, "RACY_SECONDS", 0.05)
+        time.sleep(0.1)
+        assert index.reconcile().changed == 0  # unchanged, and long enough after: now settled
+        assert settled_of(index, writer.id) == indexing.SETTLED
+
+
+def test_a_directory_replaced_by_another_with_the_same_times_is_caught(repo, root, units, settle_at_once):
+    first = make_session(repo, units, title="first")
+    second = make_session(repo, units, title="second")
+    then = time.time_ns() - 10**12
+    for writer in (first, second):
+        os.utime(writer.path, ns=(then, then))
+    with reconciled(root) as index:
+        assert settled_of(index, first.id) == indexing.SETTLED
+        shutil.rmtree(first.path)
+        shutil.copytree(second.path, first.path)
+        os.utime(first.path, ns=(then, then))
+        assert index.reconcile().updated == 1
+        assert {s.id: s.title for s in index.summaries()}[first.id] == "second"
+
+
+def test_a_session_stored_as_running_whose_writer_died_is_read_again(repo, root, units):
+    writer = make_session(repo, units, title="live", complete=False, close=False)
+    with reconciled(root) as index:
+        writer.abandon()
+        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+            f.write(f"{dead_pid()} {socket.gethostname()}\n")
+        stats = index.reconcile()
+        assert stats.updated == 1 and stats.read == 1
+        assert index.conn.execute("SELECT status FROM sessions").fetchone()[0] == "incomplete"
+        assert index.reconcile().changed == 0
+
+
+def test_sessions_that_appear_and_disappear_without_a_reconcile_between(repo, root, units, settle_at_once):
+    kept = make_session(repo, units, title="kept")
+    gone = make_session(repo, units, title="gone")
+    for writer in (kept, gone):
+        make_old(writer.path)
+    with reconciled(root) as index:
+        shutil.rmtree(gone.path)
+        fresh = make_session(repo, units, title="fresh")  # as many sessions as before
+        stats = index.reconcile()
+        assert (stats.added, stats.removed) == (1, 1)
+        assert index.ids() == {kept.id, fresh.id}
+        os.rename(fresh.path, os.path.join(repo.sessions_dir, "renamed.session"))
+        stats = index.reconcile()
+        assert (stats.added, stats.removed) == (1, 1)
+        assert index.ids() == {kept.id, "renamed"}
+
+
+# -- list --json straight from the index ---------------------------------------------------------
+
+
+def test_json_parts_are_the_listed_documents_in_order(repo, root, units):
+    now = time.time()
+    for n in range(40):  # created in no particular order
+        writer = make_session(repo, units, title=f"s{n}", complete=n % 3 != 0, tags=["x"] if n % 2 else [])
+        if n % 5 == 0:
+            storage.SessionWriter.open(writer.path, durability="flush").close()
+        make_old(writer.path)
+        rewrite_snapshot(writer.path, lambda d, n=n: d["session"]["metadata"].update(created=now - (n * 7919 % 40) * 60))
+    with reconciled(root) as index:
+        for flt in (ListFilter(), ListFilter(limit=7), ListFilter(tags=["x"]), ListFilter(statuses=["incomplete"]),
+                    ListFilter(statuses=["incomplete"], limit=3), ListFilter(title="nothing like it")):  # fmt: skip
+            expected = indexing.json_list([item.document for item in index.list(flt, documents_only=True)])
+            assert b"".join(index.json_parts(flt)).decode() == expected
+
+
+def test_json_parts_check_live_statuses(repo, root, units):
+    make_session(repo, units, title="done")
+    writer = make_session(repo, units, title="live", complete=False, close=False)
+    with reconciled(root) as index:
+        writer.abandon()
+        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+            f.write(f"{dead_pid()} {socket.gethostname()}\n")
+        listed = json.loads(b"".join(index.json_parts()))  # no reconcile: the stored "running" is checked
+        assert [d["status"] for d in listed] == ["incomplete", "complete"]
+        assert json.loads(b"".join(index.json_parts(ListFilter(statuses=["running"])))) == []
+        assert [d["title"] for d in json.loads(b"".join(index.json_parts(ListFilter(statuses=["incomplete"]))))] == ["live"]
+
+
+def test_the_quick_scan_shared_with_a_forked_process_finds_the_same(repo, root, units, monkeypatch, settle_at_once):
+    writers = [make_session(repo, units, title=f"s{n}") for n in range(6)]
+    with open(os.path.join(repo.sessions_dir, "not-a-session.txt"), "w") as f:
+        f.write("x")
+    with reconciled(root) as index:
+        text = index.conn.execute("SELECT group_concat(dir_key, '/') FROM sessions WHERE settled = 1").fetchone()[0]
+        settled = set(text.split("/"))
+        assert len(settled) == 6
+        storage.SessionWriter.open(writers[0].path, durability="flush").close()  # changed
+        shutil.rmtree(writers[1].path)  # gone
+        fresh = make_session(repo, units, title="new")
+        fd = os.open(repo.sessions_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            names = sorted(os.listdir(fd))
+            here = indexing._scan_settled_here(names, fd, settled)
+            split = indexing._scan_settled_split(names, fd, settled)
+        finally:
+            os.close(fd)
+        assert (split[0], sorted(split[1])) == (here[0], sorted(here[1])) == (
+            4, sorted([os.path.basename(writers[0].path), os.path.basename(fresh.path), "not-a-session.txt"])
+        )
+        monkeypatch.setattr(indexing, "SPLIT_SCAN", 2)  # the reconcile itself, sharing its scan
+        stats = index.reconcile()
+        assert (stats.added, stats.updated, stats.removed) == (1, 1, 1)
+        assert index.ids() == {fresh.id, *(w.id for w in writers if w is not writers[1])}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import fcntl
 import os
 import select
 import shutil
@@ -471,6 +472,33 @@ def test_gc_skips_a_session_being_created(repo):
     os.mkdir(fresh)
     report = manage.gc(repo, "0s", now=time.time() + DAY)
     assert report.removed == [] and report.kept[0].reason == "session fresh is being created"
+
+
+def test_gc_removes_leftovers_of_interrupted_imports_but_not_running_ones(repo):
+    os.makedirs(repo.sessions_dir, exist_ok=True)
+    now = time.time()
+
+    def staging(name, age, locked=False):
+        path = os.path.join(repo.sessions_dir, ".importing-" + name)
+        os.mkdir(path)
+        with open(os.path.join(path, "lock"), "w"):
+            pass
+        os.utime(path, (now - age, now - age))
+        if locked:  # as import_archive holds it while it runs
+            fd = os.open(os.path.join(path, "lock"), os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd
+        return None
+
+    staging("dead", age=3600)
+    held = staging("running", age=3600, locked=True)
+    staging("fresh", age=1)  # may not be locked yet
+    try:
+        report = manage.gc(repo, "30d", now=now)
+    finally:
+        os.close(held)
+    assert [(i.id, i.status, i.leftover) for i in report.removed] == [(".importing-dead", "importing", True)]
+    assert sorted(n for n in os.listdir(repo.sessions_dir)) == [".importing-fresh", ".importing-running"]
 
 
 def test_gc_rejects_bad_durations(repo):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import time
 from pathlib import Path
@@ -12,15 +14,20 @@ from hypothesis import strategies as st
 
 from plainbox_like.errors import PlanError
 from plainbox_like.plan import (
+    DEFAULT_CERTIFICATION_STATUS,
     SKIPPED_DEPENDENCY,
     Decision,
+    JobMetadata,
     Plan,
+    RunMetadata,
     Scheduler,
     build_plan,
+    mandatory_jobs,
     needs_person,
+    plan_overrides,
     select_jobs,
 )
-from plainbox_like.units import IncludePattern, JobDefinition, TestPlan, UnitSet, load_units
+from plainbox_like.units import IncludePattern, JobDefinition, Override, TestPlan, UnitSet, load_units
 
 PROVIDER = Path(__file__).parent / "data" / "units" / "provider"
 
@@ -588,17 +595,114 @@ def test_plan_overrides_and_metadata_are_kept(tmp_path: Path) -> None:
     path = tmp_path / "plans.pxu"
     path.write_text(
         "unit: test plan\nid: tp\n_name: The plan\ninclude:\n a certification_status=blocker\n"
-        "category_overrides: apply cat to a\ncertification_status_overrides: apply blocker to a\n"
+        "category_overrides: apply cat to a\ncertification_status_overrides: apply non-blocker to a\n"
     )
     units = load_units([str(path)])
     assert units.warnings == ()
     plan = units.test_plan("tp")
     assert plan.name == "The plan"
     assert plan.include == (IncludePattern("a", (("certification_status", "blocker"),)),)
-    assert plan.extra == {
-        "category_overrides": "apply cat to a",
-        "certification_status_overrides": "apply blocker to a",
-    }
+    assert plan.extra == {}
+    assert plan.include_overrides == (Override("a", "certification_status", "blocker"),)
+    assert plan.category_overrides == (Override("a", "category_id", "cat"),)
+    assert plan.certification_status_overrides == (Override("a", "certification_status", "non-blocker"),)
+    # the same pattern: include overrides, then category, then certification status overrides
+    assert [(o.field, o.value) for o in plan_overrides(units, "tp")] == [
+        ("certification_status", "blocker"),
+        ("category_id", "cat"),
+        ("certification_status", "non-blocker"),
+    ]
+
+
+# --------------------------------------------------------------------------- metadata
+
+PLAINBOX_EXAMPLE = """\
+id: job-a
+category_id: own
+
+id: job-b
+certification_status: blocker
+
+id: job-c
+
+id: job-d
+category_id: other::theirs
+
+unit: test plan
+id: tp
+include:
+  job-a certification_status=blocker, category-id=example
+  job-b certification_status=non-blocker
+  job-c
+  job-d
+category_overrides:
+  apply other-example to job-[bc]
+certification_status_overrides:
+  apply not-part-of-certification to job-c
+"""
+
+
+def _metadata(tmp_path: Path, text: str, test_plan: str | None = "tp", namespace: str | None = None):
+    path = tmp_path / "units.pxu"
+    path.write_text(text)
+    units = load_units([str(path)], namespace=namespace)
+    jobs = select_jobs(units, test_plan, [], [])
+    return units, RunMetadata.compute(units, test_plan, jobs)
+
+
+def test_effective_metadata_as_plainbox_computes_it(tmp_path: Path) -> None:
+    units, meta = _metadata(tmp_path, PLAINBOX_EXAMPLE)
+    assert meta.of("job-a") == JobMetadata("example", "blocker")
+    assert meta.of("job-b") == JobMetadata("other-example", "non-blocker")
+    assert meta.of("job-c") == JobMetadata("other-example", "not-part-of-certification")
+    assert meta.of("job-d") == JobMetadata("other::theirs", DEFAULT_CERTIFICATION_STATUS)
+    # patterns apply in their sorted order: ^job-[bc]$ < ^job-a$ < ^job-b$ < ^job-c$
+    assert [o.pattern for o in plan_overrides(units, "tp")] == ["job-[bc]", "job-a", "job-a", "job-b", "job-c"]
+    _units, own = _metadata(tmp_path, PLAINBOX_EXAMPLE, test_plan=None)
+    assert own.of("job-a") == JobMetadata("own") and own.of("job-b") == JobMetadata(None, "blocker")
+    assert "job-c" not in own.jobs  # default metadata is not stored
+
+
+def test_later_pattern_in_sorted_order_wins(tmp_path: Path) -> None:
+    text = (
+        "id: job-a\n\nid: job-ab\n\nunit: test plan\nid: tp\ninclude: job-.*\n"
+        "category_overrides:\n apply specific to job-a\n apply general to job-.*\n apply wide to job-a.*\n"
+    )
+    _units, meta = _metadata(tmp_path, text)
+    # ^job-.*$ < ^job-a$ < ^job-a.*$: the last one that matches wins, whatever order the lines are in
+    assert meta.of("job-a").category_id == "wide"
+    assert meta.of("job-ab").category_id == "wide"
+
+
+def test_metadata_with_namespaces_and_nested_parts(tmp_path: Path) -> None:
+    text = (
+        "id: a\ncategory_id: mine\n\nid: b\n\nid: c\n\n"
+        "unit: test plan\nid: top\ninclude: a\nmandatory_include: b\nnested_part: part\n"
+        "category_overrides: apply top-cat to b\n\n"
+        "unit: test plan\nid: part\ninclude: c certification-status=blocker category-id=x::part-cat\n"
+        "mandatory_include: c\ncertification_status_overrides: apply non-blocker to com.x::a\n"
+    )
+    units, meta = _metadata(tmp_path, text, test_plan="top", namespace="com.x")
+    assert meta.of("com.x::a") == JobMetadata("com.x::mine", "non-blocker")
+    assert meta.of("com.x::b") == JobMetadata("com.x::top-cat")
+    assert meta.of("com.x::c") == JobMetadata("x::part-cat", "blocker")
+    assert mandatory_jobs(units, "top") == ["com.x::b", "com.x::c"]
+    assert mandatory_jobs(units, None) == []
+    # a job made later (a template) gets the overrides that match it
+    assert meta.of("com.x::unplanned") == JobMetadata()
+    assert RunMetadata(overrides=[Override("new-.*", "category_id", "n")]).of("com.x::new-1") == JobMetadata("n")
+
+
+def test_run_metadata_round_trips_through_json_and_app_blob(tmp_path: Path) -> None:
+    _units, meta = _metadata(tmp_path, PLAINBOX_EXAMPLE)
+    assert RunMetadata.from_json(json.loads(json.dumps(meta.to_json()))) == meta
+    blob = base64.standard_b64encode(json.dumps({"sources": ["x"]}).encode()).decode()
+    with_meta = meta.to_app_blob(blob)
+    assert json.loads(base64.standard_b64decode(with_meta))["sources"] == ["x"]
+    assert RunMetadata.from_app_blob(with_meta) == meta
+    for other in (None, "", blob, "not base64 !", base64.b64encode(b"[1]").decode(),
+                  base64.b64encode(b'{"job_metadata": {"jobs": 3}}').decode()):  # fmt: skip
+        assert RunMetadata.from_app_blob(other) is None
 
 
 def test_patterns_and_plan_ids_match_with_or_without_namespace(tmp_path: Path) -> None:

@@ -311,3 +311,16 @@ def test_background_process_does_not_hold_up_the_batch(tmp_path):
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_batch_leaves_no_file_descriptor_open(tmp_path):
+    # Pipes made ahead for the next job, pidfds, log files and the selector are all closed at the end.
+    def open_fds():
+        return set(os.listdir("/proc/self/fd"))
+
+    jobs = [JobDefinition(id=f"j{i}", command=f"echo {i}; echo e >&2") for i in range(4)]
+    run_batch(tmp_path / "warm", jobs[:1])  # imports and caches first
+    before = open_fds()
+    run_batch(tmp_path / "a", jobs)
+    run_batch(tmp_path / "b", jobs, parallel=2)
+    assert open_fds() - before == set()

@@ -580,3 +580,23 @@ def test_rerun_interrupted_does_not_rerun_a_noreturn_job(tmp_path, kill_later):
     assert not (markers / "reboot.pid").exists()
     assert state.latest("last").outcome == OUTCOME_PASS
     assert wait_until(lambda: not group_members(reboot_pgid), timeout=15)
+
+
+def test_settling_gives_a_job_killed_before_its_log_existed_an_empty_log(tmp_path):
+    # The runner journals a start, spawns, then creates the log: a death in between leaves a name only.
+    repo = SessionRepository(str(tmp_path))
+    writer = repo.create(title="died early")
+    stem = writer.reserve_log("a", 1)
+    writer.job_started("a", 1, f"io-logs/{stem}.record.gz")
+    path = writer.path
+    writer.abandon()
+    log = os.path.join(path, "io-logs", f"{stem}.record.gz")
+    assert not os.path.exists(log)
+
+    writer = SessionRepository(str(tmp_path)).open(path)
+    settled = batch.settle_interrupted(writer, planning.build_plan([JobDefinition(id="a", command="true")]), lambda _m: None)
+    writer.close()
+    assert settled == ["a"]
+    reader = RecordReader(log)
+    assert list(reader) == [] and reader.complete
+    assert load_session(path).state.latest("a").outcome == OUTCOME_CRASH

@@ -574,3 +574,18 @@ def test_readers_never_see_a_broken_or_older_session(tmp_path, monkeypatch):
     assert loads["decreases"] == 0, loads
     assert loads["loads"] > 20, loads
     assert loads["last"] == final_seq
+
+
+def test_reserved_log_names_never_collide_with_files_or_each_other(tmp_path):
+    repo = storage.SessionRepository(str(tmp_path))
+    writer = repo.create()
+    path = writer.path
+    first = writer.reserve_log("a/b", 1)
+    writer.open_log(first).close()
+    writer.close()
+    # A later writer (a resume) lists what exists; same-slug ids and attempts get their own names.
+    writer = repo.open(path)
+    names = {first, writer.reserve_log("a/b", 1), writer.reserve_log("a_b", 1), writer.reserve_log("a/b", 2)}
+    assert len(names) == 4
+    assert not any(n for n in names - {first} if os.path.exists(os.path.join(path, "io-logs", n + ".record.gz")))
+    writer.close()

@@ -19,6 +19,7 @@ from plainbox_like.units import (
     IncludePattern,
     JobDefinition,
     Origin,
+    Override,
     TestPlan,
     UnitSet,
     jobs_from_commands,
@@ -225,11 +226,14 @@ def test_unknown_fields_warn_once_per_file_and_go_to_extra() -> None:
     assert "'colour'" in units.warnings[0]
 
 
-def test_unknown_fields_warn_again_in_another_file(tmp_path: Path) -> None:
-    one = write(tmp_path, "one.pxu", "id: a\ncolour: red\n")
+def test_unknown_fields_warn_once_across_files(tmp_path: Path) -> None:
+    one = write(tmp_path, "one.pxu", "id: a\ncolour: red\n\nid: c\ncolour: green\n")
     two = write(tmp_path, "two.pxu", "id: b\ncolour: blue\n")
     units = load_units([one, two])
-    assert [w.split(": ")[0] for w in units.warnings] == [f"{one}:2", f"{two}:2"]
+    assert units.warnings == (
+        f"{one}:2: unknown field 'colour' in job kept as extra data (3 jobs in 2 files; reported once)",
+    )
+    assert units.job("b").extra == {"colour": "blue"}
 
 
 def test_other_unit_kinds_are_skipped_with_warning() -> None:
@@ -257,15 +261,35 @@ def test_other_unit_kinds_are_skipped_with_warning() -> None:
     assert [t.id for t in units.templates] == ["dev-{name}"]
     assert units.warnings == (
         "t.pxu:10: template 'other-{name}' has no 'template-resource' field: skipped",
-        "t.pxu:6: skipped 1 'category' unit (unit kind not supported)",
-        "t.pxu:13: skipped 1 'something new' unit (unit kind not supported)",
+        "t.pxu:6: unit kind 'category' is not supported: skipped",
+        "t.pxu:13: unit kind 'something new' is not supported: skipped",
     )
 
 
 def test_legacy_name_field_is_used_as_id() -> None:
     units = pxu("name: old-style\ncommand: true\n")
     assert units.job_ids == ("old-style",)
+    assert units.job("old-style").extra == {}
     assert units.warnings == ("t.pxu:1: job uses the legacy 'name' field as its id",)
+    both = pxu("id: new\nname: a display name\n")
+    assert both.job_ids == ("new",) and both.job("new").extra == {"name": "a display name"}
+    assert both.warnings == ()
+
+
+def test_legacy_files_with_local_jobs_warn_once_per_kind(tmp_path: Path) -> None:
+    """Checkbox 0.3 job files: ``name:`` ids, ``plugin: local`` generators, no ``.pxu`` suffix."""
+    local = "name: __{0}__\nplugin: local\ncommand: cat $CHECKBOX_SHARE/jobs/{0}.txt\n\n"
+    jobs = "name: {0}/one\nplugin: shell\ncommand: true\n\nname: {0}/two\nplugin: odd\ncommand: true\n"
+    one = write(tmp_path, "audio.txt.in", local.format("audio") + jobs.format("audio"))
+    two = write(tmp_path, "disk.txt.in", local.format("disk") + jobs.format("disk"))
+    units = load_units([one, two])
+    assert units.job_ids == ("audio/one", "audio/two", "disk/one", "disk/two")
+    assert units.warnings == (
+        f"{one}:1: job uses the legacy 'name' field as its id (6 jobs in 2 files; reported once)",
+        f"{one}:1: plugin 'local' is not supported: its jobs are skipped (first: '__audio__')"
+        " (2 jobs in 2 files; reported once)",
+        f"{one}:10: plugin 'odd' is not supported: such jobs are skipped when run (2 jobs in 2 files; reported once)",
+    )
 
 
 # --------------------------------------------------------------------------- test plans
@@ -307,26 +331,94 @@ def test_test_plan_with_overrides_and_comments() -> None:
         bootstrap_include=("boot",),
         nested_part=("other-plan",),
         extra={"description": "quietly kept"},
+        include_overrides=(Override("a.*", "certification_status", "blocker"),),
     )
     assert plan.origin == Origin("t.pxu", 1)
+    assert plan.include_overrides[0].origin == Origin("t.pxu", 7)
     assert units.test_plan("tp") is plan
     assert units.jobs == ()
+    assert units.warnings == ("t.pxu:7: override 'other' after an include pattern is not supported: ignored",)
+
+
+def test_test_plan_override_fields_and_comma_separated_overrides() -> None:
+    units = pxu(
+        """\
+        unit: test plan
+        id: tp
+        bootstrap_include: res other-res
+        mandatory_include: m category-id=core
+        include:
+          job-a certification_status=blocker, category-id=example
+          job-b certification-status=non-blocker
+        category-overrides:
+          # Plainbox spells it with '-' or '_'
+          apply other-example to job-[bc]
+        certification_status_overrides:
+          apply not-part-of-certification to job-c  # trailing comment
+        """
+    )
+    (plan,) = units.test_plans
+    assert plan.bootstrap_include == ("res", "other-res")
+    assert [(o.pattern, o.field, o.value, o.origin.line) for o in plan.include_overrides] == [
+        ("m", "category_id", "core", 4),
+        ("job-a", "certification_status", "blocker", 6),
+        ("job-a", "category_id", "example", 6),
+        ("job-b", "certification_status", "non-blocker", 7),
+    ]
+    assert plan.category_overrides == (Override("job-[bc]", "category_id", "other-example"),)
+    assert plan.category_overrides[0].origin == Origin("t.pxu", 10)
+    assert plan.certification_status_overrides == (
+        Override("job-c", "certification_status", "not-part-of-certification"),
+    )
+    assert plan.extra == {}
     assert units.warnings == ()
 
 
+def test_bad_override_lines_warn_with_file_and_line() -> None:
+    units = pxu(
+        """\
+        unit: test plan
+        id: tp
+        include:
+          a certification_status=golden
+          b notakeyvalue
+          c category-id=ok
+        category_overrides:
+          apply cat to
+          put cat on x
+          apply cat to bad[regex
+          apply good to c
+        certification_status_overrides:
+          apply blocking to c
+        """
+    )
+    (plan,) = units.test_plans
+    assert [item.pattern for item in plan.include] == ["a", "b", "c"]
+    assert [(o.pattern, o.value) for o in plan.include_overrides] == [("c", "ok")]
+    assert [(o.pattern, o.value) for o in plan.category_overrides] == [("c", "good")]
+    assert plan.certification_status_overrides == ()
+    lines = [w.split(": ", 1)[0] for w in units.warnings]
+    assert lines == ["t.pxu:4", "t.pxu:5", "t.pxu:8", "t.pxu:9", "t.pxu:10", "t.pxu:13"]
+    assert "unknown certification status 'golden'" in units.warnings[0]
+    assert "'notakeyvalue'" in units.warnings[1]
+    assert "expected 'apply VALUE to PATTERN', got 'apply cat to'" in units.warnings[2]
+    assert "invalid regular expression 'bad[regex'" in units.warnings[4]
+    assert "unknown certification status 'blocking'" in units.warnings[5]
+
+
 def test_test_plan_bad_override_token_names_line() -> None:
-    with pytest.raises(UnitError) as info:
-        pxu(
-            """\
-            unit: test plan
-            id: tp
-            include:
-              a
-              b notakeyvalue
-            """
-        )
-    assert info.value.line == 5
-    assert str(info.value).startswith("t.pxu:5: include:")
+    units = pxu(
+        """\
+        unit: test plan
+        id: tp
+        include:
+          a
+          b notakeyvalue
+        """
+    )
+    assert units.test_plans[0].include == (IncludePattern("a"), IncludePattern("b"))
+    (warning,) = units.warnings
+    assert warning.startswith("t.pxu:5: include: ") and warning.endswith(": ignored")
 
 
 def test_test_plan_without_id() -> None:
@@ -510,7 +602,7 @@ def test_realistic_provider_loads_with_warnings_only() -> None:
         assert f"'{quiet}'" not in text and f"'_{quiet}'" not in text
     assert len(units.warnings) == 4
     info = PROVIDER / "units" / "info.pxu"
-    assert f"{info}:4: skipped 1 'category' unit" in text
+    assert f"{info}:4: unit kind 'category' is not supported: skipped" in text
 
     cpu = units.job("info/cpuinfo")
     assert cpu.plugin == "resource"

@@ -183,6 +183,20 @@ def test_lost_events_are_recovered_by_the_reconcile(repo, root):
         assert watcher.events == 0 and watcher.reconciles >= 2
 
 
+def test_the_watchers_reconcile_compares_every_file(repo, root, monkeypatch):
+    """A finished session edited in place (its directory unchanged) is caught by the watcher's reconcile
+    even when its file events are lost (list's quick reconcile stats only the directory of such a one)."""
+    monkeypatch.setattr(indexing, "RACY_SECONDS", -1.0)  # finished sessions settle at once
+    writer = make(repo, "edited in place")
+    watcher = Watcher(root, interval=0.3, observer_factory=SilentObserver)
+    with Running(watcher):
+        assert wait_until(lambda: writer.id in indexed(root), 5)
+        seq = storage.load_session(writer.path).state.journal_seq + 1
+        with open(os.path.join(writer.path, storage.JOURNAL_FILE), "ab") as f:
+            f.write(b'{"seq": %d, "op": "result", "job": "a", "result": {"outcome": "fail"}, "t": 1.0}\n' % seq)
+        assert wait_until(lambda: indexed(root)[writer.id].counts == {"fail": 1}, 5)
+
+
 def test_many_sessions_with_most_events_dropped(repo, root, tmp_path):
     staging = SessionRepository(str(tmp_path / "staging"))
     made = [make(staging, f"burst {n}") for n in range(60)]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from plainbox_like import index as indexing
-from plainbox_like.cli import common
 
+# ``list`` through the index is a short-lived process: what only ``show`` and the table need
+# (the shared CLI helpers, datetime, typing, the state machinery) is imported where it is used.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
+
     from plainbox_like import manage, summary
     from plainbox_like.model import Attempt, SessionState
     from plainbox_like.storage import LoadedSession
@@ -69,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="JOB",
         help="only sessions in which job JOB (shell wildcards allowed) failed or crashed in its latest attempt",
     )
-    p.add_argument("--limit", type=common.positive_int, metavar="N", help="list at most N sessions (the newest)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="list at most N sessions (the newest)")
     p.set_defaults(func=cmd_list)
 
     p = subparsers.add_parser(
@@ -117,9 +120,17 @@ def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[s
     return lines
 
 
+def _positive_int(text: str) -> int:
+    """:func:`common.positive_int` (imported when a limit is given)."""
+    from plainbox_like.cli import common
+
+    return common.positive_int(text)
+
+
 def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
     """A summary for JSON output: times as ISO 8601 UTC strings."""
     from plainbox_like import summary
+    from plainbox_like.cli import common
 
     data = s.as_dict()
     for key in summary.TIME_FIELDS:
@@ -140,6 +151,8 @@ def parse_since(text: str) -> float:
     match = _AGE.fullmatch(value.lower())
     if match:
         return time.time() - float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    import datetime
+
     try:
         when = datetime.datetime.fromisoformat(value)
     except ValueError:
@@ -166,16 +179,37 @@ def list_filter(args: argparse.Namespace) -> indexing.ListFilter:
     )
 
 
+def _write_bytes(parts: list[bytes]) -> None:
+    """*parts* (UTF-8) on stdout, one after the other, as they are."""
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # a text-only stream (redirected in-process)
+        out.write(b"".join(parts).decode("utf-8", "surrogateescape"))
+        return
+    out.flush()
+    for part in parts:
+        buffer.write(part)
+    buffer.flush()
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     root = indexing.repository_root(getattr(args, "repository", None))  # no session decoder needed
     flt = list_filter(args)
-    listed: list[indexing.Listed] = []
-    if indexing.repository_exists(root):
-        with indexing.fresh_index(root, _notice) as index:
-            listed = index.list(flt, documents_only=args.json)
+    exists = indexing.repository_exists(root)
     if args.json:
-        sys.stdout.write(indexing.json_list([item.document for item in listed]))
+        # The stored documents, joined by SQLite: no Python object per session.
+        parts = [b"[]\n"]
+        if exists:
+            with indexing.fresh_index(root, _notice) as index:
+                parts = index.json_parts(flt)
+        _write_bytes(parts)
         return 0
+    from plainbox_like.cli import common
+
+    listed: list[indexing.Listed] = []
+    if exists:
+        with indexing.fresh_index(root, _notice) as index:
+            listed = index.list(flt)
     sessions = [item.summary for item in listed]
     if not sessions:
         filtered = flt != indexing.ListFilter()
@@ -223,6 +257,8 @@ def _ordered_jobs(state: SessionState) -> list[str]:
 
 
 def _attempt_json(a: Attempt) -> dict[str, Any]:
+    from plainbox_like.cli import common
+
     return {
         "attempt": a.attempt,
         "outcome": a.outcome,
@@ -243,6 +279,7 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
     ``None`` for a job that has not run.
     """
     from plainbox_like import codec, summary
+    from plainbox_like.cli import common
 
     now = time.time() if now is None else now
     state = loaded.state
@@ -293,6 +330,7 @@ def _note(job: dict[str, Any]) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from plainbox_like import codec, manage, summary
+    from plainbox_like.cli import common
 
     repo = common.repository(args)
     path = repo.resolve(args.session)
@@ -368,6 +406,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _child_json(child: manage.Child) -> dict[str, Any]:
+    from plainbox_like.cli import common
+
     return {
         "id": child.id,
         "title": child.title,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence  # (not typing: start-up stays short)
 
 from plainbox_like import __version__
 from plainbox_like.errors import PlainboxLikeError
@@ -86,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_word(argv)
-    parser = build_parser((COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES)
+    if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        modules: Sequence[str] = ()  # the version needs no command module
+    else:
+        modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -102,4 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
+        import signal
+
         return 128 + signal.SIGINT

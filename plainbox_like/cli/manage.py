@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="delete old sessions",
         description="Delete the sessions created more than DURATION ago (corrupt sessions and those "
         "that do not record a creation time: whose directory was last modified then), and the leftovers "
-        "of interrupted deletions. A session being run or being created is never deleted. Prints each "
+        "of interrupted deletions and imports. A session being run or being created is never deleted. Prints each "
         "session deleted and the total space freed.",
     )
     p.add_argument(
@@ -184,7 +184,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     def on_item(item: manage.GcItem) -> None:
         if item.leftover:
-            print(f"{verb} {item.id}  leftover of an interrupted deletion  {manage.human_size(item.size)}")
+            what = "deletion" if item.status == "deleting" else "import"
+            print(f"{verb} {item.id}  leftover of an interrupted {what}  {manage.human_size(item.size)}")
         else:
             created = common.format_time(item.age_time)
             print(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from plainbox_like import session as batch
 from plainbox_like.cli.common import positive_int, format_duration, print_json, repository
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.model import FAILED_OUTCOMES, Attempt
 from plainbox_like.storage import DURABILITY_MODES
+
+if TYPE_CHECKING:
+    from plainbox_like.units import TestPlan, UnitSet
 
 
 class LineReporter:
@@ -171,6 +174,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _finish(summary, started)
 
 
+def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
+    """Everything about one test plan; ``overrides`` are those that apply, nested parts included, in order."""
+    from plainbox_like.plan import plan_overrides
+
+    try:
+        overrides = [o.to_json() for o in plan_overrides(units, plan.id)]
+    except PlainboxLikeError as exc:
+        print(f"plainbox-like: warning: test plan {plan.id}: {exc}", file=sys.stderr)
+        overrides = None
+    return {
+        "id": plan.id,
+        "name": plan.name,
+        "origin": str(plan.origin) if plan.origin else None,
+        "include": [{"pattern": item.pattern, "overrides": dict(item.overrides)} for item in plan.include],
+        "exclude": list(plan.exclude),
+        "mandatory_include": list(plan.mandatory_include),
+        "bootstrap_include": list(plan.bootstrap_include),
+        "nested_part": list(plan.nested_part),
+        "include_overrides": [o.to_json() for o in plan.include_overrides],
+        "category_overrides": [o.to_json() for o in plan.category_overrides],
+        "certification_status_overrides": [o.to_json() for o in plan.certification_status_overrides],
+        "overrides": overrides,
+        "extra": dict(plan.extra),
+    }
+
+
 def cmd_plans(args: argparse.Namespace) -> int:
     from plainbox_like.units import load_units
 
@@ -179,24 +208,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
         print(f"plainbox-like: warning: {warning}", file=sys.stderr)
     plans = sorted(units.test_plans, key=lambda p: p.id)
     if args.json:
-        print_json(
-            [
-                {
-                    "id": plan.id,
-                    "name": plan.name,
-                    "origin": str(plan.origin) if plan.origin else None,
-                    "include": [
-                        {"pattern": item.pattern, "overrides": dict(item.overrides)} for item in plan.include
-                    ],
-                    "exclude": list(plan.exclude),
-                    "mandatory_include": list(plan.mandatory_include),
-                    "bootstrap_include": list(plan.bootstrap_include),
-                    "nested_part": list(plan.nested_part),
-                    "extra": dict(plan.extra),
-                }
-                for plan in plans
-            ]
-        )
+        print_json([_plan_json(units, plan) for plan in plans])
         return 0
     width = max((len(plan.id) for plan in plans), default=0)
     for plan in plans:
@@ -262,7 +274,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     plans.add_argument("files", nargs="+", metavar="FILE", help="unit files (.pxu) or directories of them")
     plans.add_argument("--json", action="store_true",
-                       help="print every test plan with all its fields as a JSON list")
+                       help="print every test plan with all its fields as a JSON list, including its category "
+                       "and certification status overrides and the order they apply in")
     plans.set_defaults(func=cmd_plans)
 
     resume = subparsers.add_parser(

@@ -120,7 +120,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     root = indexing.repository_root(getattr(args, "repository", None))
     if args.once:
         with indexing.open_index(root, notice, args.jobs) as index:
-            stats = index.reconcile()
+            stats = index.reconcile(full=True)
             total = index.count()
         _say(
             f"{index.path}: {total} sessions; {stats.added} new, {stats.updated} changed, "
@@ -158,7 +158,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     root = indexing.repository_root(getattr(args, "repository", None))
     index = indexing.SessionIndex.open(root, notice=notice, workers=args.jobs, replace_newer=args.rebuild)
     with index:
-        stats = index.rebuild() if args.rebuild else index.reconcile()
+        stats = index.rebuild() if args.rebuild else index.reconcile(full=True)
         total = index.count()
         jobs = index.conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
     if args.json:

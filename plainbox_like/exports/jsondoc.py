@@ -6,6 +6,7 @@ The document::
       "format": "plainbox-like-export", "version": 1,
       "session": {"id", "path", "origin", "source_version", "status", "journal_problem"},
       "state": {"format": "plainbox-like", "version": N, "session": {...}},   # as in the state file
+      "jobs": {"<job id>": {"category_id": "ns::cat" | null, "certification_status": "blocker"}},
       "logs": {                                                           # only with_logs=True
         "<job id>": [
           {"attempt": 1, "running": false, "source": "record", "complete": true, "problem": null,
@@ -14,6 +15,12 @@ The document::
         ]
       }
     }
+
+``jobs`` gives every job the session knows its effective category and
+certification status: the job unit's own, with the test plan's overrides
+applied, as the run stored them (see ``plainbox_like.plan.RunMetadata``).
+Both are null when the session stored none (a Plainbox session, or one
+started before this was kept).
 
 Each stream's ``text`` is its bytes decoded as UTF-8, undecodable bytes
 replaced by U+FFFD. ``exact`` says whether that decoding was lossless (the
@@ -31,7 +38,7 @@ import base64
 import json
 from typing import Any, BinaryIO
 
-from plainbox_like import codec
+from plainbox_like import codec, replay
 from plainbox_like.exports import common
 from plainbox_like.iolog import STREAMS
 from plainbox_like.storage import LoadedSession
@@ -71,6 +78,18 @@ def logs_json(loaded: LoadedSession, views: list[common.JobView]) -> dict[str, l
     return logs
 
 
+def jobs_json(loaded: LoadedSession) -> dict[str, dict[str, str | None]]:
+    """Job id -> its effective ``category_id`` and ``certification_status`` (null if not stored)."""
+    from plainbox_like.plan import RunMetadata  # the planning code, only for this
+
+    metadata = RunMetadata.from_app_blob(loaded.state.metadata.app_blob)
+    unknown = {"category_id": None, "certification_status": None}
+    return {
+        job_id: metadata.of(job_id).to_json() if metadata is not None else dict(unknown)
+        for job_id in replay.known_jobs(loaded)
+    }
+
+
 def document(loaded: LoadedSession, with_logs: bool = False) -> dict[str, Any]:
     """The export document of *loaded*."""
     doc: dict[str, Any] = {
@@ -85,6 +104,7 @@ def document(loaded: LoadedSession, with_logs: bool = False) -> dict[str, Any]:
             "journal_problem": loaded.journal_torn,
         },
         "state": codec.state_document(loaded.state),
+        "jobs": jobs_json(loaded),
     }
     if with_logs:
         doc["logs"] = logs_json(loaded, common.job_views(loaded, doc["session"]["status"]))

@@ -41,10 +41,10 @@ from typing import BinaryIO, Callable
 
 from plainbox_like import storage
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
-from plainbox_like.paths import SESSION_SUFFIX
+from plainbox_like.paths import IMPORT_STAGING_PREFIX, SESSION_SUFFIX
 from plainbox_like.storage import LoadedSession
 
-STAGING_PREFIX = ".importing-"
+STAGING_PREFIX = IMPORT_STAGING_PREFIX
 #: Snapshot temporaries of a writer (``storage.write_atomically``), never archived.
 _TEMP_PREFIX = "." + storage.STATE_FILE + "."
 _TEMP_SUFFIX = ".tmp"
