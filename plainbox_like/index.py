@@ -102,6 +102,9 @@ SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 #: How long a writer waits for another one (seconds); a full rebuild holds the write lock that long at most.
 BUSY_TIMEOUT = 120.0
+#: Page size of a new index file (bytes): a fresh ``list`` reads the documents of every session in
+#: order, a quarter as many reads as with the default 4096.
+PAGE_SIZE = 16384
 #: Reading this many sessions or more uses a process pool (when more than one worker is allowed).
 POOL_THRESHOLD = 200
 #: A session whose directory changed less than this long (seconds) before it was read is not
@@ -351,7 +354,7 @@ class DefinitionCache:
         self.max_entries = max_entries
         self.stamp_ttl = stamp_ttl
         self._clock = clock
-        self._configs: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._configs: collections.OrderedDict[bytes, Any] = collections.OrderedDict()
         self._entries: collections.OrderedDict[tuple, dict[str, tuple]] = collections.OrderedDict()
         self._stamps: dict[str, tuple[float, Any]] = {}
         #: How many times unit files were parsed (for tests and benchmarks).
@@ -360,9 +363,13 @@ class DefinitionCache:
     def _config(self, blob: str | None) -> Any:
         if not blob:
             return None
-        if blob in self._configs:
-            self._configs.move_to_end(blob)
-            return self._configs[blob]
+        import hashlib  # only sessions with a run configuration get here
+
+        # Keyed by a digest: a blob holds per-job metadata and can be hundreds of KiB.
+        key = hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if key in self._configs:
+            self._configs.move_to_end(key)
+            return self._configs[key]
         from plainbox_like.session import RunConfig  # the runner machinery is only needed here
 
         try:
@@ -371,7 +378,7 @@ class DefinitionCache:
             config.commands = [str(c) for c in config.commands]
         except Exception:  # noqa: BLE001 - Plainbox's own blobs, or damage: index ids only
             config = None
-        self._configs[blob] = config
+        self._configs[key] = config
         if len(self._configs) > self.max_entries * 4:
             self._configs.popitem(last=False)
         return config
@@ -614,6 +621,31 @@ def _dumps(obj: Any) -> str:
     return _compact_encoder.encode(obj)
 
 
+def _json_strings(values: list[Any]) -> str:
+    """:func:`_dumps` of a list (shorter work for a list of strings)."""
+    if type(values) is list and {*map(type, values)} <= _STR:
+        return "[" + ",".join(map(_encode_string(), values)) + "]"
+    return _dumps(values)
+
+
+def _json_counts(counts: dict[str, Any]) -> str:
+    """:func:`_dumps` of a dict (shorter work for strings to integers)."""
+    if type(counts) is dict and {*map(type, counts.values())} <= _INT:
+        encode = _encode_string()
+        return "{" + ",".join(f"{encode(k)}:{int.__repr__(counts[k])}" for k in sorted(counts)) + "}"
+    return _dumps(counts)
+
+
+def _encode_string() -> Callable[[str], str]:
+    """JSON's string encoder (the C one when there is one), as ``json.dumps(..., ensure_ascii=False)`` uses it."""
+    import json
+
+    return json.encoder.encode_basestring
+
+
+_STR = {str}
+_INT = {int}
+
 #: Texts of jobs without a matching definition, by job id (a cache; bounded).
 _id_texts: dict[str, tuple] = {}
 
@@ -728,7 +760,7 @@ def _make_record(
         fields["title"],
         fields["app_id"],
         fields["origin"],
-        _dumps(fields["flags"]),
+        _json_strings(fields["flags"]),
         int(incomplete),
         fields["status"],
         fields["reason"],
@@ -737,13 +769,13 @@ def _make_record(
         fields["updated"],
         fields["finished"],
         sort_time,
-        _dumps(counts),
+        _json_counts(counts),
         fields["total"],
         sum(counts.values()),
         fields["running_job"],
         fields["runner_pid"],
         fields["runner_host"],
-        _dumps(fields["tags"]),
+        _json_strings(fields["tags"]),
         fields["parent_session"],
         parent_job,
         stamps,
@@ -869,9 +901,6 @@ def _attempt_shape_ok(shape: tuple) -> bool:
     if len(_attempt_shapes) < 10_000:
         _attempt_shapes[shape] = ok
     return ok
-
-
-_STR = {str}
 
 
 def _str_list(value: Any) -> bool:
@@ -1069,7 +1098,10 @@ def _read_plain(
 
 
 def _read_all(fd: int, size: int) -> bytes:
-    """Everything in the file open at *fd*, whose size was *size* (one read, unless it grew)."""
+    """Everything in the file open at *fd*, whose size was *size* (one read, unless it grew).
+    (An empty file is not read: what was appended since is as if appended after the read.)"""
+    if size == 0:
+        return b""
     data = os.read(fd, size + 1)
     if len(data) <= size:
         return data
@@ -1147,20 +1179,11 @@ _worker_sent: set[int] = set()
 _worker_fast = False
 
 
-#: Niceness added to the readers: the process that writes what they read (one core's worth of
-#: work) must not wait for a CPU behind them, or everything waits for it.
-WORKER_NICENESS = 5
-
-
 def _start_worker(fast: bool = False) -> None:
     global _worker_definitions, _worker_fast
     _worker_definitions = DefinitionCache()
     _worker_sent.clear()
     _worker_fast = fast
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:
-        pass
     _no_cycle_collection()
 
 
@@ -1497,6 +1520,8 @@ class SessionIndex:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             if fresh:
+                # Before anything is written: big pages, fewer reads (list reads a few megabytes in order).
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
                 self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
             conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:

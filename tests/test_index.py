@@ -167,6 +167,7 @@ def test_new_index_has_schema_wal_and_private_file(repo, root, units):
         assert index.created
         assert index.conn.execute("SELECT version FROM schema_version").fetchone()[0] == indexing.SCHEMA_VERSION
         assert index.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert index.conn.execute("PRAGMA page_size").fetchone()[0] == indexing.PAGE_SIZE
         names = {row[0] for row in index.conn.execute("SELECT name FROM sqlite_master")}
         assert {"sessions", "jobs", "job_texts", "search", "info", "schema_version", "job_results"} <= names
         assert index.count() == 1
@@ -476,6 +477,16 @@ def test_rendered_document_is_what_json_dumps_writes(title, counts, tags, create
     )  # fmt: skip
     expected = json.dumps(indexing.summary_document(s), indent=2, sort_keys=True, ensure_ascii=False)
     assert indexing.render_document(s) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(strings=st.lists(st.text()), counts=st.dictionaries(st.text(), st.integers()))
+def test_compact_json_of_flags_tags_and_counts_is_what_json_dumps_writes(strings, counts):
+    def dumps(obj):
+        return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+    assert indexing._json_strings(strings) == dumps(strings)
+    assert indexing._json_counts(counts) == dumps(counts)
 
 
 # -- filters -------------------------------------------------------------------------------
