@@ -222,10 +222,10 @@ def _stamp(st: os.stat_result) -> str:
     return f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}"
 
 
-def file_stamp(path: str) -> str:
-    """:func:`_stamp` of *path*; ``-`` if it does not exist."""
+def file_stamp(path: str, dir_fd: int | None = None) -> str:
+    """:func:`_stamp` of *path* (relative to *dir_fd* if given); ``-`` if it does not exist."""
     try:
-        return _stamp(os.stat(path))
+        return _stamp(os.stat(path, dir_fd=dir_fd))
     except FileNotFoundError:
         return "-"
     except OSError as exc:
@@ -284,7 +284,6 @@ def scan_sessions(sessions_dir: str) -> dict[str, tuple[str, str]]:
         return found
     suffix = SESSION_SUFFIX
     cut = -len(suffix)
-    stat_ = os.stat
     state_name = "/" + STATE_FILE
     journal_name = "/" + JOURNAL_FILE
     with entries:
@@ -299,21 +298,8 @@ def scan_sessions(sessions_dir: str) -> dict[str, tuple[str, str]]:
             except OSError:
                 continue
             path = entry.path
-            try:
-                f = stat_(path + state_name)
-                session = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
-            except FileNotFoundError:
-                session = "-"
-            except OSError as exc:
-                session = f"error{exc.errno}"
-            try:
-                f = stat_(path + journal_name)
-                journal = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
-            except FileNotFoundError:
-                journal = "-"
-            except OSError as exc:
-                journal = f"error{exc.errno}"
-            found[name[:cut]] = (path, f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}|{session}|{journal}")
+            stamps = f"{_stamp(st)}|{file_stamp(path + state_name)}|{file_stamp(path + journal_name)}"
+            found[name[:cut]] = (path, stamps)
     return found
 
 
@@ -2000,23 +1986,10 @@ class SessionIndex:
                     if st.st_mode & 0o170000 != directory_mode:
                         continue
                     seen += 1
-                    directory = f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}:{st.st_ctime_ns}"
                     key = name[:cut]
-                    try:
-                        f = stat_(name + "/" + STATE_FILE, dir_fd=fd)
-                        session = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
-                    except FileNotFoundError:
-                        session = "-"
-                    except OSError as exc:
-                        session = f"error{exc.errno}"
-                    try:
-                        f = stat_(name + "/" + JOURNAL_FILE, dir_fd=fd)
-                        journal = f"{f.st_mtime_ns}:{f.st_size}:{f.st_ino}:{f.st_ctime_ns}"
-                    except FileNotFoundError:
-                        journal = "-"
-                    except OSError as exc:
-                        journal = f"error{exc.errno}"
-                    stamps = f"{directory}|{session}|{journal}"
+                    session = file_stamp(name + "/" + STATE_FILE, fd)
+                    journal = file_stamp(name + "/" + JOURNAL_FILE, fd)
+                    stamps = f"{_stamp(st)}|{session}|{journal}"
                     stored = get(key)
                     if stored is None or not stored.startswith(stamps + " "):
                         changed.append(prefix + name)
