@@ -782,6 +782,7 @@ def read_session(
     sent: set[int] | None = None,
     *,
     fast: bool = False,
+    sid: int | None = None,
 ) -> SessionRecord | None:
     """Read the session at *path* for the index; None if the directory is gone.
 
@@ -791,6 +792,7 @@ def read_session(
     the next reconcile (the session is read again), never as a stale entry.
     Texts whose tid is in *sent* are left out of the record (and new ones added to it).
     With *fast*, a plain snapshot with nothing to replay is decoded directly (see :func:`_read_plain`).
+    The record's sid is *sid*, or else the session id's :func:`stable_id`.
     """
     path = os.path.abspath(path)
     checked = time.time()
@@ -798,7 +800,7 @@ def read_session(
     if stamps is None:
         return None
     if fast and _has_state(stamps):
-        record = _read_plain(path, stamps, checked, definitions, sent)
+        record = _read_plain(path, stamps, checked, definitions, sent, sid)
         if record is not None:
             return record
     from plainbox_like import locks, storage, summary
@@ -810,11 +812,12 @@ def read_session(
             holder = storage.lock_holder(path)
             pid, host = holder if holder else (None, None)
             s = SessionSummary(id=session_id, path=path, status=summary.STATUS_RUNNING, runner_pid=pid, runner_host=host)
-            return make_record(s, stamps, incomplete=True, state_missing=True)
+            return make_record(s, stamps, sid=sid, incomplete=True, state_missing=True)
         loaded = storage.load_session(path)
         s = summary.summarize_loaded(loaded)
         defs = definitions.definitions(loaded.state.metadata.app_blob) if definitions is not None else {}
-        sid = stable_id(session_id)
+        if sid is None:
+            sid = stable_id(session_id)
         jobs, texts = _job_rows(sid, loaded.state, defs, sent)
         return make_record(
             s,
@@ -831,7 +834,7 @@ def read_session(
         if not os.path.isdir(path):
             return None
         s = SessionSummary(id=session_id, path=path, status=summary.STATUS_CORRUPT, reason=summary.one_line(exc))
-        return make_record(s, stamps, incomplete=False, state_missing=not _has_state(stamps))
+        return make_record(s, stamps, sid=sid, incomplete=False, state_missing=not _has_state(stamps))
 
 
 # -- reading a plain snapshot directly ------------------------------------------------------
@@ -976,7 +979,12 @@ def _attempts_ok(attempts: list[dict[str, Any]]) -> bool:
 
 
 def _read_plain(
-    path: str, stamps: str, checked: float, definitions: DefinitionCache | None, sent: set[int] | None
+    path: str,
+    stamps: str,
+    checked: float,
+    definitions: DefinitionCache | None,
+    sent: set[int] | None,
+    sid: int | None = None,
 ) -> SessionRecord | None:
     """The record of the session at *path* read from its snapshot directly, or None to read it the ordinary way."""
     global _plain_modules
@@ -1074,7 +1082,8 @@ def _read_plain(
         "app_id": meta.get("app_id"),
         "origin": FORMAT,
     }
-    sid = stable_id(session_id)
+    if sid is None:
+        sid = stable_id(session_id)
     defs = definitions.definitions(meta.get("app_blob")) if definitions is not None else {}
     rows, texts = _plain_job_rows(sid, jobs, results, desired, running, defs, sent)
     return _make_record(
@@ -1185,6 +1194,11 @@ def _read_in_worker(path: str) -> tuple[str, SessionRecord | None]:
     return path, read_session(path, _worker_definitions, sent=_worker_sent, fast=_worker_fast)
 
 
+def _read_numbered_in_worker(item: tuple[int, str]) -> tuple[str, SessionRecord | None]:
+    sid, path = item
+    return path, read_session(path, _worker_definitions, sent=_worker_sent, fast=_worker_fast, sid=sid)
+
+
 def default_workers() -> int:
     """Worker processes for reading many sessions: the CPUs this process may use, at most 8."""
     try:
@@ -1207,14 +1221,26 @@ def read_sessions(
 
 @contextlib.contextmanager
 def reading_sessions(
-    paths: Sequence[str], definitions: DefinitionCache, workers: int | None = None, *, fast: bool | None = None
+    paths: Sequence[str],
+    definitions: DefinitionCache,
+    workers: int | None = None,
+    *,
+    fast: bool | None = None,
+    numbered: bool = False,
 ) -> Iterator[Iterator[tuple[str, SessionRecord | None]]]:
-    """:func:`read_sessions`, with the process pool started (and reading) on entering."""
+    """:func:`read_sessions`, with the process pool started (and reading) on entering.
+
+    If *numbered*, the n-th path's record gets sid n (from 1) instead of its stable id: for an
+    empty index, where rows in ascending key order are much cheaper to insert than rows keyed by hash.
+    """
     if fast is None:
         fast = len(paths) >= POOL_THRESHOLD
     workers = default_workers() if workers is None else max(1, workers)
     if workers == 1 or len(paths) < POOL_THRESHOLD:
-        yield ((path, read_session(path, definitions, fast=fast)) for path in paths)
+        if numbered:
+            yield ((path, read_session(path, definitions, fast=fast, sid=sid)) for sid, path in enumerate(paths, 1))
+        else:
+            yield ((path, read_session(path, definitions, fast=fast)) for path in paths)
         return
     import multiprocessing
     import threading
@@ -1224,7 +1250,10 @@ def reading_sessions(
     context = multiprocessing.get_context(method)
     chunk = max(1, min(64, len(paths) // (workers * 8) or 1))
     with context.Pool(workers, initializer=_start_worker, initargs=(fast,)) as pool:
-        yield pool.imap_unordered(_read_in_worker, paths, chunksize=chunk)
+        if numbered:
+            yield pool.imap_unordered(_read_numbered_in_worker, enumerate(paths, 1), chunksize=chunk)
+        else:
+            yield pool.imap_unordered(_read_in_worker, paths, chunksize=chunk)
 
 
 # -- filters and results -------------------------------------------------------------------
@@ -1868,7 +1897,7 @@ class SessionIndex:
         paths = [os.path.join(self.sessions_dir, name + SESSION_SUFFIX) for name in sorted(scan_ids(self.sessions_dir))]
         stats.sessions = len(paths)
         # The workers read while the old tables are dropped.
-        with reading_sessions(paths, self.definitions, self.workers, fast=True) as results:
+        with reading_sessions(paths, self.definitions, self.workers, fast=True, numbered=True) as results:
             self._drop_all()
             self._create_schema()
             for name in BULK_INDEXES:  # cheaper to make once every row is in

@@ -769,14 +769,23 @@ def test_rebuild_reads_directly_and_stores_what_reading_each_session_stores(repo
                     row[:-2] + row[-1:]  # all but the time it was indexed
                     for row in index.conn.execute(f"SELECT {', '.join(indexing.SESSION_COLUMNS)} FROM sessions ORDER BY id")
                 ],
-                index.conn.execute("SELECT * FROM jobs ORDER BY sid, position").fetchall(),
+                # (a rebuild numbers the sessions: compare rows by session id, not by sid)
+                index.conn.execute(
+                    "SELECT s.id, j.position, j.tid, j.attempt, j.outcome, j.return_code, j.duration, j.started,"
+                    " j.running FROM jobs j JOIN sessions s USING (sid) ORDER BY s.id, j.position"
+                ).fetchall(),
                 index.conn.execute("SELECT * FROM job_texts ORDER BY tid").fetchall(),
-                index.conn.execute("SELECT rowid, * FROM search ORDER BY rowid").fetchall(),
+                index.conn.execute(
+                    "SELECT coalesce((SELECT id FROM sessions WHERE sid = search.rowid), rowid) AS key,"
+                    " title, job_id, summary, command FROM search ORDER BY rowid > 0, key"
+                ).fetchall(),
             )
 
         ordinary = dump()
         index.rebuild()
         assert dump() == ordinary
+        sids = [row[0] for row in index.conn.execute("SELECT sid FROM sessions ORDER BY id")]
+        assert sids == list(range(1, 8))  # numbered in path order: rows go in in key order
         monkeypatch.setattr(indexing, "POOL_THRESHOLD", 2)  # through a pool of readers, each sending a text once
         index.workers = 2
         assert index.rebuild().added == 7
