@@ -12,7 +12,10 @@ Prints, for this machine, now:
 3. A job printing `seq 1 16000000` (~130 MB) against `seq ... | gzip -1 > file`,
    and the runner's peak RSS, also for a job writing 128 MB on one line.
 
-Usage: python scripts/bench_runner.py [--repeats 5] [--quick]
+0. Context: what creating a file and a durable journal append cost in this file system,
+   measured first (every job pays for one of each with fsync durability).
+
+Usage: python scripts/bench_runner.py [--repeats 5] [--quick] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -98,6 +101,33 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
     return result
 
 
+def filesystem_costs(directory: str, count: int = 300) -> dict:
+    """What a job costs the runner in this file system, whatever the runner does: creating one
+    file (its io-log) and appending a line + fdatasync (a durable journal entry); medians in µs.
+    On a file system that is slow to create files (e.g. ext4 without a journal after many files
+    were deleted nearby: it skips recently freed inodes) the first figure can be ten times the
+    usual one, and every ratio below pays for it."""
+    scratch = tempfile.mkdtemp(prefix="fs-costs-", dir=directory)
+    creates, syncs = [], []
+    try:
+        fd = os.open(os.path.join(scratch, "journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        for n in range(count):
+            started = time.perf_counter()
+            os.close(os.open(os.path.join(scratch, f"job-{n}.record.gz"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            creates.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            os.write(fd, b'{"op": "finished", "job": "x", "outcome": "pass"}\n')
+            os.fdatasync(fd)
+            syncs.append(time.perf_counter() - started)
+        os.close(fd)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    figures = {"create_us": statistics.median(creates) * 1e6, "append_fdatasync_us": statistics.median(syncs) * 1e6}
+    print(f"\n0. this file system ({directory}): creating a file {figures['create_us']:.0f} µs, "
+          f"appending a line + fdatasync {figures['append_fdatasync_us']:.0f} µs (medians of {count})")
+    return figures
+
+
 def section_marginal(tmp: str, repeats: int, sizes: tuple[int, int, int], env: dict[str, str]) -> dict:
     variants = {str(n): plainbox_like(["run", job_file(tmp, n)]) for n in sizes}
     times = median_runs(variants, repeats, env)
@@ -160,17 +190,20 @@ def main() -> int:
     parser.add_argument("--only", choices=["overhead", "marginal", "output"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    parser.add_argument("--dir", metavar="DIR",
+                        help="make the temporary repository in DIR (default: the system's temporary directory)")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     count = 100 if args.quick else 1000
     sizes = (50, 100, 300) if args.quick else (200, 1000, 5000)
     lines = 1_000_000 if args.quick else 16_000_000
     sections = set(args.only or ["overhead", "marginal", "output"])
-    tmp = tempfile.mkdtemp(prefix="bench-runner-")
+    tmp = tempfile.mkdtemp(prefix="bench-runner-", dir=args.dir)
     env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=os.path.join(tmp, "repo"))
     print(f"bench_runner: python {sys.version.split()[0]}, {os.cpu_count()} cores, repository {tmp}/repo")
     figures = {}
     try:
+        figures["filesystem"] = filesystem_costs(tmp)
         if "overhead" in sections:
             figures["overhead"] = section_overhead(tmp, repeats, count, env)
         if "marginal" in sections:
