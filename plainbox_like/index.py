@@ -1129,41 +1129,58 @@ def _plain_job_rows(
         if job_id not in order:
             order[job_id] = None
     ids = list(order)
-    rows: list[tuple] = []
-    texts: list[tuple] = []
-    append = rows.append
-    add_text = texts.append
-    latest_fields = _latest_fields
-    get_running = running_jobs.get
-    for position, job_id, attempts, definition, checksum in zip(
-        itertools.count(), ids, order.values(), map(defs.get, ids), map(checksums.get, ids)
-    ):
-        text = definition[1] if definition is not None and definition[0] == checksum else _id_text(job_id)
-        tid = text[0]
-        add_text(text)
-        running = get_running(job_id) if running_jobs else None
-        if running is None:
-            if attempts:
-                try:
-                    append((sid, position, tid, *latest_fields(attempts[-1]), 0))
-                except KeyError:  # our writer writes every field; others may leave out optional ones
-                    latest = attempts[-1]
-                    get = latest.get
-                    append((sid, position, tid, get("attempt", 1), latest["outcome"], get("return_code"),
-                            get("execution_duration"), get("started"), 0))  # fmt: skip
+    texts = [
+        definition[1] if definition is not None and definition[0] == checksum else _id_text(job_id)
+        for job_id, definition, checksum in zip(ids, map(defs.get, ids), map(checksums.get, ids))
+    ]
+    tids = list(map(_first, texts))
+    rows = _finished_rows(sid, tids, order.values()) if not running_jobs else None
+    if rows is None:
+        rows = []
+        append = rows.append
+        latest_fields = _latest_fields
+        get_running = running_jobs.get
+        for position, job_id, attempts, tid in zip(itertools.count(), ids, order.values(), tids):
+            running = get_running(job_id) if running_jobs else None
+            if running is None:
+                if attempts:
+                    try:
+                        append((sid, position, tid, *latest_fields(attempts[-1]), 0))
+                    except KeyError:  # our writer writes every field; others may leave out optional ones
+                        latest = attempts[-1]
+                        get = latest.get
+                        append((sid, position, tid, get("attempt", 1), latest["outcome"], get("return_code"),
+                                get("execution_duration"), get("started"), 0))  # fmt: skip
+                else:
+                    append((sid, position, tid, None, None, None, None, None, 0))
+            elif attempts:
+                latest = attempts[-1]
+                get = latest.get
+                append((sid, position, tid, running["attempt"], latest["outcome"], get("return_code"),
+                        get("execution_duration"), running["started"], 1))  # fmt: skip
             else:
-                append((sid, position, tid, None, None, None, None, None, 0))
-        elif attempts:
-            latest = attempts[-1]
-            get = latest.get
-            append((sid, position, tid, running["attempt"], latest["outcome"], get("return_code"),
-                    get("execution_duration"), running["started"], 1))  # fmt: skip
-        else:
-            append((sid, position, tid, running["attempt"], None, None, None, running["started"], 1))
+                append((sid, position, tid, running["attempt"], None, None, None, running["started"], 1))
     if sent is not None:  # only the texts not sent before (job ids are unique in a session: so are their texts)
-        texts = [text for text in texts if text[0] not in sent]
-        sent.update([text[0] for text in texts])
+        new = set(tids).difference(sent)
+        texts = [text for text in texts if text[0] in new] if new else []
+        sent.update(new)
     return rows, texts
+
+
+def _finished_rows(sid: int, tids: list[int], attempts_of_jobs: Iterable[Any]) -> list[tuple] | None:
+    """The rows of jobs that all have attempts with every field and none running (the usual case),
+    built column by column in C; None for anything else (the caller goes job by job)."""
+    if not tids or not all(attempts_of_jobs):
+        return None
+    try:
+        columns = list(zip(*map(_latest_fields, map(_last, attempts_of_jobs))))
+    except KeyError:  # an attempt without an optional field
+        return None
+    return list(zip(itertools.repeat(sid), itertools.count(), tids, *columns, itertools.repeat(0)))
+
+
+_first = operator.itemgetter(0)
+_last = operator.itemgetter(-1)
 
 
 # -- reading many ---------------------------------------------------------------------------
