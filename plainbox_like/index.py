@@ -1889,13 +1889,17 @@ class SessionIndex:
                 continue
             new.append(record)
             stats.added += 1
-            if len(new) >= 500:
-                self._store_new(new, job_batch)
-                new.clear()
-            if job_batch.rows >= 50_000:
-                self._flush_jobs(job_batch)
+            self._store_if_full(new, job_batch)
         self._store_new(new, job_batch)
         self._flush_jobs(job_batch)
+
+    def _store_if_full(self, new: list[SessionRecord], job_batch: _JobBatch) -> None:
+        """Write the waiting new sessions and job rows once there are enough for big statements."""
+        if len(new) >= 500:
+            self._store_new(new, job_batch)
+            new.clear()
+        if job_batch.rows >= 50_000:
+            self._flush_jobs(job_batch)
 
     def _refill(self, stats: ReconcileStats) -> None:
         """Drop everything and read every session again (inside a write transaction)."""
@@ -2151,11 +2155,7 @@ class SessionIndex:
                 else:
                     self._store(record, current[0], job_batch)
                     stats.updated += 1
-                if len(new) >= 500:
-                    self._store_new(new, job_batch)
-                    new.clear()
-                if job_batch.rows >= 50_000:
-                    self._flush_jobs(job_batch)
+                self._store_if_full(new, job_batch)
             self._store_new(new, job_batch)
             sids = []
             for session_id in dict.fromkeys(gone_ids):
