@@ -1207,11 +1207,7 @@ def _no_cycle_collection() -> None:
     gc.disable()
 
 
-def _read_in_worker(path: str) -> tuple[str, SessionRecord | None]:
-    return path, read_session(path, _worker_definitions, sent=_worker_sent, fast=_worker_fast)
-
-
-def _read_numbered_in_worker(item: tuple[int, str]) -> tuple[str, SessionRecord | None]:
+def _read_in_worker(item: tuple[int | None, str]) -> tuple[str, SessionRecord | None]:
     sid, path = item
     return path, read_session(path, _worker_definitions, sent=_worker_sent, fast=_worker_fast, sid=sid)
 
@@ -1253,11 +1249,9 @@ def reading_sessions(
     if fast is None:
         fast = len(paths) >= POOL_THRESHOLD
     workers = default_workers() if workers is None else max(1, workers)
+    items = enumerate(paths, 1) if numbered else zip(itertools.repeat(None), paths)
     if workers == 1 or len(paths) < POOL_THRESHOLD:
-        if numbered:
-            yield ((path, read_session(path, definitions, fast=fast, sid=sid)) for sid, path in enumerate(paths, 1))
-        else:
-            yield ((path, read_session(path, definitions, fast=fast)) for path in paths)
+        yield ((path, read_session(path, definitions, fast=fast, sid=sid)) for sid, path in items)
         return
     import multiprocessing
     import threading
@@ -1267,10 +1261,7 @@ def reading_sessions(
     context = multiprocessing.get_context(method)
     chunk = max(1, min(64, len(paths) // (workers * 8) or 1))
     with context.Pool(workers, initializer=_start_worker, initargs=(fast,)) as pool:
-        if numbered:
-            yield pool.imap_unordered(_read_numbered_in_worker, enumerate(paths, 1), chunksize=chunk)
-        else:
-            yield pool.imap_unordered(_read_in_worker, paths, chunksize=chunk)
+        yield pool.imap_unordered(_read_in_worker, items, chunksize=chunk)
 
 
 # -- filters and results -------------------------------------------------------------------
