@@ -9,6 +9,12 @@ jobs on other machines) only has to produce the same events.
 Locally, each job is ``bash -c COMMAND`` started with ``posix_spawn`` in its
 own process group, stdin from /dev/null, stdout and stderr on separate pipes
 read by one selector loop (no thread per job), exit noticed through a pidfd.
+
+A spec that names an io-log (``log``) has its output written there by the
+executor, which closes the log before it reports the exit: the controller
+then only sees :class:`Started` and :class:`Exited`. Without one, every chunk
+comes back as an :class:`Output` event. :mod:`plainbox_like.workers` runs
+specs in worker processes with the same interface.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import selectors
 import shutil
 import signal
 import time
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import attrs
+
+from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.iolog import RecordWriter, open_reserved_log
 
 READ_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
@@ -38,24 +47,45 @@ def find_shell() -> str:
 
 @attrs.frozen
 class ProcessSpec:
-    """What to run: a command line for the shell, its environment, and a key to know it by."""
+    """What to run: a command line for the shell, its environment, and a key to know it by.
+
+    *log* is the path of an io-log without its suffixes (a stem reserved in a
+    session's ``io-logs``): the executor writes the output there and closes
+    it (synced if *durable_log*) before reporting the exit.
+    """
 
     key: str
     argv: tuple[str, ...]
     env: dict[str, str]
+    log: str | None = None
+    durable_log: bool = False
 
 
 @attrs.define(eq=False)
 class Process:
-    """A started job process."""
+    """A job process; *pid*, *pgid* and *started* are None until it has started (see :class:`Started`)."""
 
     spec: ProcessSpec
-    pid: int
-    pgid: int
-    started: float  # monotonic
+    pid: int | None = None
+    pgid: int | None = None
+    started: float | None = None  # monotonic
     fds: dict[int, str] = attrs.Factory(dict)  # open pipe fd -> stream name
     pidfd: int | None = None
     status: int | None = None
+    log: RecordWriter | None = None
+    #: Signals asked for before the process had started (worker executors deliver them then).
+    pending_signals: list[int] = attrs.Factory(list)
+
+
+class LogError(PlainboxLikeError):
+    """A job's io-log could not be created: its output would be lost, so the job was stopped."""
+
+
+@attrs.frozen
+class Started:
+    """A process is running (its spec's journaled start was durable before it did)."""
+
+    process: Process
 
 
 @attrs.frozen
@@ -80,9 +110,12 @@ class Exited:
 class Executor(Protocol):
     """What the batch runner needs from whatever runs its jobs."""
 
+    #: True if the executor makes the journal durable itself before each spawn (see workers.py).
+    syncs_journal: bool
+
     def start(self, spec: ProcessSpec) -> Process: ...
 
-    def poll(self, timeout: float) -> list[Output | Exited]: ...
+    def poll(self, timeout: float | None) -> list[Started | Output | Exited]: ...
 
     def signal(self, process: Process, signum: int) -> None: ...
 
@@ -97,15 +130,18 @@ def _new_pipe() -> tuple[int, int]:
 
 
 class LocalExecutor:
-    """Runs processes on this machine."""
+    """Runs processes on this machine, in this process."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    syncs_journal = False
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._selector = selectors.DefaultSelector()
         self._running: dict[int, Process] = {}
         self._extra: dict[int, object] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
+        self._started: list[Started] = []  # reported by the next poll
 
     @property
     def running(self) -> list[Process]:
@@ -117,7 +153,11 @@ class LocalExecutor:
         self._extra[fd] = tag
 
     def start(self, spec: ProcessSpec) -> Process:
-        """Spawn *spec* in a new process group with piped stdout/stderr."""
+        """Spawn *spec* in a new process group with piped stdout/stderr, then create its io-log.
+
+        Raises OSError if it cannot be spawned, :class:`LogError` (after
+        killing it) if its io-log cannot be created.
+        """
         out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
         err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
         try:
@@ -152,13 +192,29 @@ class LocalExecutor:
             except OSError:
                 self._use_pidfd = False
         self._running[pid] = process
-        while len(self._spare_pipes) < 2:  # the shell is starting meanwhile: this costs no time
+        if spec.log is not None:  # the shell is starting meanwhile: creating the files costs it no time
+            self._open_log(process)
+        self._started.append(Started(process))
+        while len(self._spare_pipes) < 2:
             self._spare_pipes.append(_new_pipe())
         return process
 
-    def poll(self, timeout: float) -> list[Output | Exited]:
-        """Wait up to *timeout* seconds for output or exits; returns what happened."""
-        events: list[Output | Exited] = []
+    def _open_log(self, process: Process) -> None:
+        try:
+            fd = open_reserved_log(os.path.dirname(process.spec.log), os.path.basename(process.spec.log))
+            process.log = RecordWriter(process.spec.log, started=process.started, clock=self._clock, record_fd=fd)
+        except OSError as exc:
+            self.signal(process, signal.SIGKILL)
+            self._reap(process, 0)
+            self._finish(process, [])
+            raise LogError(f"cannot create the io-log of job {process.spec.key}: {exc}") from None
+
+    def poll(self, timeout: float | None) -> list[Started | Output | Exited]:
+        """Wait up to *timeout* seconds (None: until something happens) for output or exits."""
+        events: list[Started | Output | Exited] = self._started
+        self._started = []
+        if events:
+            timeout = 0
         exited: list[Process] = []
         for key, _ in self._selector.select(timeout):
             fd = key.fd
@@ -175,6 +231,10 @@ class LocalExecutor:
             if process.status is None:
                 self._reap(process, 0)
             self._finish(process, events)
+        now = self._clock()
+        for process in self._running.values():
+            if process.log is not None:
+                process.log.maybe_flush(now)
         return events
 
     def _read(self, process: Process, fd: int, events: list) -> None:
@@ -186,7 +246,7 @@ class LocalExecutor:
         except OSError:  # pragma: no cover - EIO and the like: treat as end of file
             data = b""
         if data:
-            events.append(Output(process, process.fds[fd], data, self._clock()))
+            self._output(process, process.fds[fd], data, events)
             return
         self._selector.unregister(fd)
         os.close(fd)
@@ -215,7 +275,7 @@ class LocalExecutor:
                     break
                 if not data:
                     break
-                events.append(Output(process, stream, data, self._clock()))
+                self._output(process, stream, data, events)
             self._selector.unregister(fd)
             os.close(fd)
             del process.fds[fd]
@@ -224,10 +284,22 @@ class LocalExecutor:
             os.close(process.pidfd)
             process.pidfd = None
         del self._running[process.pid]
-        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), self._clock()))
+        when = self._clock()
+        if process.log is not None:
+            process.log.close(durable=process.spec.durable_log)
+        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when))
+
+    def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
+        if process.log is not None:
+            process.log.write(stream, data, self._clock())
+        else:
+            events.append(Output(process, stream, data, self._clock()))
 
     def signal(self, process: Process, signum: int) -> None:
         """Send *signum* to the process group of *process*."""
+        if process.pgid is None:
+            process.pending_signals.append(signum)
+            return
         try:
             os.killpg(process.pgid, signum)
         except ProcessLookupError:

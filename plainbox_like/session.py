@@ -22,7 +22,6 @@ import attrs
 from plainbox_like import control
 from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.iolog import RecordWriter
 from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
 from plainbox_like.model import (
     FAILED_OUTCOMES,
@@ -37,7 +36,7 @@ from plainbox_like.model import (
     Attempt,
     SessionState,
 )
-from plainbox_like.runner import Exited, LocalExecutor, Output, Process, ProcessSpec, find_shell
+from plainbox_like.runner import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
 from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.resource import RequirementProgram
@@ -200,7 +199,7 @@ class _Running:
     started_wall: float
     log_stem: str
     log_name: str
-    log: RecordWriter | None = None  # created once the process runs
+    start_seq: int  # the journal sequence number of its start
     process: Process | None = None
     deadline: float | None = None
     kill_at: float | None = None
@@ -231,7 +230,7 @@ class BatchRunner:
         finished: dict[str, str] | None = None,
         parallel: int = 1,
         reporter: Reporter | None = None,
-        executor: LocalExecutor | None = None,
+        executor: Executor | None = None,
         base_env: dict[str, str] | None = None,
         kill_grace: float = KILL_GRACE,
         clock: Callable[[], float] = time.monotonic,
@@ -243,7 +242,9 @@ class BatchRunner:
         self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
         self.reporter = reporter or NullReporter()
         self._own_executor = executor is None
-        self.executor = executor or LocalExecutor(clock)
+        self._parallel = parallel
+        #: Made by :meth:`run` unless given: in-process for one job at a time, worker processes for more.
+        self.executor: Executor | None = executor
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.kill_grace = kill_grace
         self._clock = clock
@@ -251,7 +252,9 @@ class BatchRunner:
         self._me = getpass.getuser()
         self._user_ok: dict[str, str | None] = {}
         self._running: dict[str, _Running] = {}
-        self._unreported: list[tuple[str, Attempt]] = []
+        self._unreported: list[tuple[int, str, Attempt]] = []  # (journal seq, job, result) not yet durable
+        self._durable_seq = 0  # every journal line up to this one is durable
+        self._syncing_to = 0  # an executor that syncs the journal will make lines up to this one durable
         self._stop: int | None = None
         self._stop_comment = INTERRUPTED
         self._control = control.ControlWatcher(writer.path, clock)
@@ -266,6 +269,8 @@ class BatchRunner:
 
     def run(self) -> bool:
         """Run until every job has an outcome or a stop is requested; True if interrupted."""
+        if self.executor is None:
+            self.executor = self._make_executor()
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.executor.watch_fd(wake_r, "wakeup")
         previous = {}
@@ -296,8 +301,6 @@ class BatchRunner:
                     self._set_paused_flag(True)
                 self._handle(self.executor.poll(self._poll_timeout()))
                 self._enforce_deadlines()
-                for running in self._running.values():
-                    running.log.maybe_flush()
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
@@ -311,6 +314,14 @@ class BatchRunner:
                 self.executor.close()
             self.reporter.close()
         return self.stopped_by is not None
+
+    def _make_executor(self) -> Executor:
+        if self._parallel < 2:
+            return LocalExecutor(self._clock)
+        from plainbox_like.workers import WorkerExecutor
+
+        sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
+        return WorkerExecutor(self._parallel, sync_fd=sync_fd)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
@@ -378,30 +389,39 @@ class BatchRunner:
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIP, skip_reason=reason))
                 continue
             to_start.append(job)
-        # Journal every start (with the results before them) in one sync, then
-        # spawn; report and create log files while the jobs get going.
+        # Journal every start (with the results before them), make them durable in one sync (or let the
+        # executor do it just before each spawn), then spawn.
         starting = [self._prepare(job) for job in to_start]
         if not starting:
             return
-        self.writer.sync()
+        if self.executor.syncs_journal:
+            self._syncing_to = starting[-1].start_seq
+        else:
+            self._sync()
         for running in starting:
             self._spawn(running)
         self._commit()
-        for running in starting:
-            self.reporter.started(running.job.id, running.attempt)
+
+    def _sync(self) -> None:
+        self.writer.sync()
+        self._durable_seq = self.writer.state.journal_seq
 
     def _commit(self) -> None:
-        """Make the journal durable, then report what became durable."""
-        self.writer.sync()
-        for job_id, result in self._unreported:
+        """Report the results that are durable, making the journal durable first unless a start will."""
+        if not self._unreported:
+            return
+        if self._unreported[-1][0] > max(self._durable_seq, self._syncing_to):
+            self._sync()
+        durable = self._durable_seq
+        while self._unreported and self._unreported[0][0] <= durable:
+            _seq, job_id, result = self._unreported.pop(0)
             self.reporter.finished(job_id, result)
-        self._unreported.clear()
 
     def _record(self, job_id: str, result: Attempt) -> None:
         if result.attempt == 1 and job_id in self.writer.state.results:
             result.attempt = self.writer.state.next_attempt(job_id)
         self.writer.job_finished(job_id, result, durable=False)
-        self._unreported.append((job_id, result))
+        self._unreported.append((self.writer.state.journal_seq, job_id, result))
 
     def _unmet_requirement(self, job: JobDefinition) -> str | None:
         """Why the job's ``requires:`` does not hold (None if it holds or there is none)."""
@@ -455,7 +475,14 @@ class BatchRunner:
         stem = self.writer.reserve_log(job.id, attempt)
         log_name = f"{IO_LOGS}/{stem}.record.gz"
         started = self.writer.job_started(job.id, attempt, log_name, durable=False)
-        running = _Running(job=job, attempt=attempt, started_wall=started, log_stem=stem, log_name=log_name)
+        running = _Running(
+            job=job,
+            attempt=attempt,
+            started_wall=started,
+            log_stem=stem,
+            log_name=log_name,
+            start_seq=self.writer.state.journal_seq,
+        )
         self._running[job.id] = running
         return running
 
@@ -465,37 +492,45 @@ class BatchRunner:
         if job.user and job.user != self._me:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
         env = job_environment(self.base_env, job, self.writer.id, self.writer.share_dir)
+        spec = ProcessSpec(
+            job.id,
+            argv,
+            env,
+            log=os.path.join(self.writer.io_logs_dir, running.log_stem),
+            durable_log=self.writer.durability == "fsync",
+        )
         try:
-            process = self.executor.start(ProcessSpec(job.id, argv, env))
-        except OSError as exc:
-            del self._running[job.id]
-            self.writer.open_log(running.log_stem, clock=self._clock).close()
-            self.scheduler.finish(job.id, OUTCOME_FAIL)
-            self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {exc}"))
-            return
-        running.process = process
-        try:
-            running.log = self.writer.open_log(running.log_stem, started=process.started, clock=self._clock)
-        except OSError:
-            # Without a log its output would be lost: stop the job before giving up.
-            kill_group(process.pgid, grace=0)
-            raise
-        if job.timeout:
-            running.deadline = process.started + job.timeout
+            running.process = self.executor.start(spec)
+        except OSError as exc:  # it could not be spawned (a LogError, for its io-log, ends the run)
+            self._cannot_start(running, str(exc))
 
-    def _handle(self, events: list[Output | Exited]) -> None:
+    def _cannot_start(self, running: _Running, error: str) -> None:
+        job = running.job
+        del self._running[job.id]
+        self.writer.open_log(running.log_stem, clock=self._clock).close()
+        self.scheduler.finish(job.id, OUTCOME_FAIL)
+        self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
+
+    def _started(self, running: _Running) -> None:
+        """Its process runs, so its start (and every line before it) is durable."""
+        self._durable_seq = max(self._durable_seq, running.start_seq)
+        if running.job.timeout:
+            running.deadline = running.process.started + running.job.timeout
+        self.reporter.started(running.job.id, running.attempt)
+
+    def _handle(self, events: list) -> None:
         for event in events:
             running = self._running[event.process.spec.key]
-            if isinstance(event, Output):
-                running.log.write(event.stream, event.data, event.when)
-            else:
+            if isinstance(event, Started):
+                self._started(running)
+            elif isinstance(event, Exited):
                 self._finish(running, event)
+            else:  # Failed: a worker could not spawn it
+                self._cannot_start(running, event.error)
 
     def _finish(self, running: _Running, event: Exited) -> None:
         job = running.job
         del self._running[job.id]
-        durable = self.writer.durability == "fsync"
-        running.log.close(durable=durable)
         code = event.returncode
         duration = event.when - running.process.started
         if running.why_stopped:

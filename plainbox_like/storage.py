@@ -403,6 +403,11 @@ class SessionWriter:
         return os.path.join(self.path, IO_LOGS)
 
     @property
+    def journal_fd(self) -> int:
+        """The open journal, for an executor that makes it durable before each spawn (``-j N`` workers)."""
+        return self._journal_fd
+
+    @property
     def share_dir(self) -> str:
         return os.path.join(self.path, SHARE_DIR)
 

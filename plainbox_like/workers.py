@@ -1,0 +1,251 @@
+"""Worker processes that start and watch the jobs of a parallel run (``-j N``).
+
+With several jobs at once, one process that spawns every job, creates its
+io-log, pumps its output and syncs the journal is the bottleneck: the jobs
+wait for it, and the second core mostly idles. So a parallel run forks one
+worker per slot before its first job. A worker runs one job at a time with a
+:class:`~plainbox_like.runner.LocalExecutor` of its own: it makes the journal
+durable (the job's start is in it), spawns the job, writes its io-log and
+reports its exit once the log is closed. The runner only decides, journals
+and reports, and sees the same :class:`~plainbox_like.runner.Started` and
+:class:`~plainbox_like.runner.Exited` events as with a local executor.
+
+Messages are pickles with a length prefix on one pipe each way per worker.
+A worker whose runner dies sees its command pipe close and exits at once,
+leaving its job to ``resume`` (which kills leftovers), as a dead runner does.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import selectors
+import signal
+import struct
+import time
+import traceback
+from typing import Any, Callable
+
+import attrs
+
+from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.iolog import FLUSH_INTERVAL
+from plainbox_like.runner import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
+
+_LENGTH = struct.Struct("<I")
+
+
+class WorkerDied(PlainboxLikeError):
+    """A worker process ended without being told to."""
+
+
+@attrs.frozen
+class Failed:
+    """A process could not be spawned (*error* says why); it never ran."""
+
+    process: Process
+    error: str
+
+
+def _send(fd: int, message: tuple) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = _LENGTH.pack(len(data)) + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+class _Inbox:
+    """Reassembles the messages arriving on a pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = b""
+        os.set_blocking(fd, False)
+
+    def read(self) -> list[tuple] | None:
+        """The messages complete so far (reading once); None once the writer is gone."""
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        buffer = self._buffer + data
+        messages = []
+        while len(buffer) >= 4:
+            (size,) = _LENGTH.unpack_from(buffer)
+            if len(buffer) < 4 + size:
+                break
+            messages.append(pickle.loads(buffer[4: 4 + size]))
+            buffer = buffer[4 + size:]
+        self._buffer = buffer
+        return messages
+
+
+def _serve(commands: int, events: int, sync_fd: int | None) -> None:
+    """A worker's loop: start what the runner sends, report starts and exits, until the runner goes."""
+    executor = LocalExecutor()
+    executor.watch_fd(commands, "commands")
+    inbox = _Inbox(commands)
+    current: Process | None = None
+    while True:
+        for event in executor.poll(FLUSH_INTERVAL if current is not None else None):
+            if isinstance(event, Started):
+                _send(events, ("started", event.process.pid, event.process.started))
+            elif isinstance(event, Exited):
+                current = None
+                _send(events, ("exited", event.returncode, event.when))
+        messages = inbox.read()
+        if messages is None:
+            return  # the runner is gone
+        for kind, argument in messages:
+            if kind == "start":
+                if sync_fd is not None:
+                    os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
+                try:
+                    current = executor.start(argument)
+                except LogError as exc:
+                    _send(events, ("error", str(exc)))
+                except OSError as exc:
+                    _send(events, ("failed", str(exc)))
+            elif kind == "signal" and current is not None:
+                executor.signal(current, argument)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+@attrs.define(eq=False)
+class _Worker:
+    pid: int
+    commands: int  # write end, ours
+    inbox: _Inbox  # read end, ours
+    process: Process | None = None  # the job it runs now
+
+
+class WorkerExecutor:
+    """Runs each spec in one of *count* forked worker processes (one job per worker at a time).
+
+    With *sync_fd* (the session's journal), a worker fdatasyncs it before
+    each spawn, so the runner does not sync before :meth:`start`.
+    """
+
+    def __init__(self, count: int, sync_fd: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.syncs_journal = sync_fd is not None
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._extra: dict[int, object] = {}
+        self._workers: list[_Worker] = []
+        gc.collect()  # garbage left now could be collected in a worker, closing descriptor numbers it reuses
+        try:
+            for _ in range(count):
+                self._workers.append(self._fork(sync_fd))
+        except BaseException:
+            self.close()
+            raise
+
+    def _fork(self, sync_fd: int | None) -> _Worker:
+        commands_r, commands_w = os.pipe2(os.O_CLOEXEC)
+        events_r, events_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker (coverage does not follow forks)
+            code = 0
+            try:
+                gc.freeze()  # the runner's objects are never collected here
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_IGN)  # the runner stops jobs; a worker lives as long as it
+                keep = {0, 1, 2, commands_r, events_w} | ({sync_fd} if sync_fd is not None else set())
+                _close_fds_except(keep)
+                _serve(commands_r, events_w, sync_fd)
+            except OSError:
+                code = 1  # the runner went away mid-message
+            except BaseException:
+                code = 1
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(commands_r)
+        os.close(events_w)
+        worker = _Worker(pid=pid, commands=commands_w, inbox=_Inbox(events_r))
+        self._selector.register(events_r, selectors.EVENT_READ, worker)
+        return worker
+
+    @property
+    def running(self) -> list[Process]:
+        return [w.process for w in self._workers if w.process is not None]
+
+    def watch_fd(self, fd: int, tag: object) -> None:
+        """Also wake :meth:`poll` when *fd* is readable."""
+        self._selector.register(fd, selectors.EVENT_READ, tag)
+        self._extra[fd] = tag
+
+    def start(self, spec: ProcessSpec) -> Process:
+        """Hand *spec* to an idle worker; its :class:`Started` (or :class:`Failed`) event follows."""
+        worker = next((w for w in self._workers if w.process is None), None)
+        if worker is None:
+            raise PlainboxLikeError(f"all {len(self._workers)} workers are busy")
+        worker.process = Process(spec=spec)
+        _send(worker.commands, ("start", spec))
+        return worker.process
+
+    def poll(self, timeout: float | None) -> list[Started | Exited | Failed]:
+        """Wait up to *timeout* seconds (None: until something happens) for starts and exits."""
+        events: list[Started | Exited | Failed] = []
+        for key, _ in self._selector.select(timeout):
+            if key.fd in self._extra:
+                continue
+            worker: _Worker = key.data
+            messages = worker.inbox.read()
+            if messages is None:
+                self._selector.unregister(key.fd)
+                job = f" while job {worker.process.spec.key} ran" if worker.process is not None else ""
+                raise WorkerDied(f"worker process {worker.pid} ended unexpectedly{job}")
+            for message in messages:
+                events.append(self._event(worker, message))
+        return events
+
+    def _event(self, worker: _Worker, message: tuple[Any, ...]) -> Started | Exited | Failed:
+        process = worker.process
+        kind = message[0]
+        if kind == "started":
+            process.pid = process.pgid = message[1]
+            process.started = message[2]
+            return Started(process)
+        worker.process = None
+        if kind == "exited":
+            return Exited(process, message[1], message[2])
+        if kind == "failed":
+            return Failed(process, message[1])
+        raise LogError(message[1])  # "error": the worker stopped the job, its output would be lost
+
+    def signal(self, process: Process, signum: int) -> None:
+        """Send *signum* to the process group of *process* (through its worker while it runs there)."""
+        worker = next((w for w in self._workers if w.process is process), None)
+        if worker is not None:
+            _send(worker.commands, ("signal", signum))  # the worker knows whether it still runs
+            return
+        if process.pgid is not None:  # the leader exited; what is left of its group
+            try:
+                os.killpg(process.pgid, signum)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Let the workers go (they exit when their command pipe closes) and reap them."""
+        for worker in self._workers:
+            os.close(worker.commands)
+        for worker in self._workers:
+            try:
+                os.waitpid(worker.pid, 0)
+            except ChildProcessError:  # pragma: no cover
+                pass
+            os.close(worker.inbox.fd)
+        self._workers.clear()
+        self._selector.close()
