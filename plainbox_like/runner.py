@@ -113,7 +113,7 @@ class Executor(Protocol):
     #: True if the executor makes the journal durable itself before each spawn (see workers.py).
     syncs_journal: bool
 
-    def start(self, spec: ProcessSpec) -> Process: ...
+    def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process: ...
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited]: ...
 
@@ -152,10 +152,11 @@ class LocalExecutor:
         self._selector.register(fd, selectors.EVENT_READ, tag)
         self._extra[fd] = tag
 
-    def start(self, spec: ProcessSpec) -> Process:
+    def start(self, spec: ProcessSpec, report_at_once: bool = True) -> Process:
         """Spawn *spec* in a new process group with piped stdout/stderr, then create its io-log.
 
-        Raises OSError if it cannot be spawned, :class:`LogError` (after
+        Its :class:`Started` comes with the next :meth:`poll` (*report_at_once*
+        is always so here). Raises OSError if it cannot be spawned, :class:`LogError` (after
         killing it) if its io-log cannot be created.
         """
         out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()

@@ -321,7 +321,7 @@ class BatchRunner:
         from plainbox_like.workers import WorkerExecutor
 
         sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
-        return WorkerExecutor(self._parallel, sync_fd=sync_fd)
+        return WorkerExecutor(self._parallel, sync_fd=sync_fd, base_env=self.base_env)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
@@ -500,7 +500,8 @@ class BatchRunner:
             durable_log=self.writer.durability == "fsync",
         )
         try:
-            running.process = self.executor.start(spec)
+            # A job with a timeout needs its exact start at once; others may tell it with their exit.
+            running.process = self.executor.start(spec, report_at_once=bool(job.timeout))
         except OSError as exc:  # it could not be spawned (a LogError, for its io-log, ends the run)
             self._cannot_start(running, str(exc))
 

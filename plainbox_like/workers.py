@@ -10,7 +10,13 @@ reports its exit once the log is closed. The runner only decides, journals
 and reports, and sees the same :class:`~plainbox_like.runner.Started` and
 :class:`~plainbox_like.runner.Exited` events as with a local executor.
 
-Messages are pickles with a length prefix on one pipe each way per worker.
+Messages are pickles with a length prefix on one pipe each way per worker;
+a job's environment goes as its difference from the runner's (which the
+workers have from the fork). A worker tells that its job started only once it
+has run for :data:`STARTED_DELAY` (or at once when the runner asks, for a job
+with a timeout); a job that ends sooner is told in one message with its exit,
+so a short job costs the runner one wake-up, not two.
+
 A worker whose runner dies sees its command pipe close and exits at once,
 leaving its job to ``resume`` (which kills leftovers), as a dead runner does.
 """
@@ -25,7 +31,7 @@ import signal
 import struct
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 
@@ -34,6 +40,8 @@ from plainbox_like.iolog import FLUSH_INTERVAL
 from plainbox_like.runner import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
 
 _LENGTH = struct.Struct("<I")
+#: Seconds a job runs before its worker reports that it started (unless asked to at once).
+STARTED_DELAY = 0.05
 
 
 class WorkerDied(PlainboxLikeError):
@@ -83,34 +91,52 @@ class _Inbox:
         return messages
 
 
-def _serve(commands: int, events: int, sync_fd: int | None) -> None:
+def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, str]) -> None:
     """A worker's loop: start what the runner sends, report starts and exits, until the runner goes."""
     executor = LocalExecutor()
     executor.watch_fd(commands, "commands")
     inbox = _Inbox(commands)
     current: Process | None = None
+    report_started_at: float | None = None  # when to tell that *current* started (None: told)
     while True:
-        for event in executor.poll(FLUSH_INTERVAL if current is not None else None):
-            if isinstance(event, Started):
-                _send(events, ("started", event.process.pid, event.process.started))
-            elif isinstance(event, Exited):
+        timeout = None
+        if current is not None:
+            timeout = FLUSH_INTERVAL
+            if report_started_at is not None:
+                timeout = max(0.0, min(timeout, report_started_at - time.monotonic()))
+        for event in executor.poll(timeout):
+            if isinstance(event, Exited):
+                process = current
                 current = None
-                _send(events, ("exited", event.returncode, event.when))
+                if report_started_at is not None:
+                    report_started_at = None
+                    _send(events, ("ran", process.pid, process.started, event.returncode, event.when))
+                else:
+                    _send(events, ("exited", event.returncode, event.when))
+        if report_started_at is not None and time.monotonic() >= report_started_at:
+            report_started_at = None
+            _send(events, ("started", current.pid, current.started))
         messages = inbox.read()
         if messages is None:
             return  # the runner is gone
-        for kind, argument in messages:
-            if kind == "start":
+        for message in messages:
+            if message[0] == "start":
+                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once = message
+                env = {**base_env, **env_changes}
+                for name in env_removed:
+                    del env[name]
                 if sync_fd is not None:
                     os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
                 try:
-                    current = executor.start(argument)
+                    current = executor.start(ProcessSpec(key, argv, env, log, durable_log))
                 except LogError as exc:
                     _send(events, ("error", str(exc)))
                 except OSError as exc:
                     _send(events, ("failed", str(exc)))
-            elif kind == "signal" and current is not None:
-                executor.signal(current, argument)
+                else:
+                    report_started_at = current.started + (0.0 if at_once else STARTED_DELAY)
+            elif message[0] == "signal" and current is not None:
+                executor.signal(current, message[1])
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -134,12 +160,13 @@ class WorkerExecutor:
     """Runs each spec in one of *count* forked worker processes (one job per worker at a time).
 
     With *sync_fd* (the session's journal), a worker fdatasyncs it before
-    each spawn, so the runner does not sync before :meth:`start`.
+    each spawn, so the runner does not sync before :meth:`start`. *base_env*
+    is what job environments mostly are (only differences are sent).
     """
 
-    def __init__(self, count: int, sync_fd: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, count: int, sync_fd: int | None = None, base_env: dict[str, str] | None = None) -> None:
         self.syncs_journal = sync_fd is not None
-        self._clock = clock
+        self._base_env = dict(os.environ if base_env is None else base_env)
         self._selector = selectors.DefaultSelector()
         self._extra: dict[int, object] = {}
         self._workers: list[_Worker] = []
@@ -163,7 +190,7 @@ class WorkerExecutor:
                     signal.signal(signum, signal.SIG_IGN)  # the runner stops jobs; a worker lives as long as it
                 keep = {0, 1, 2, commands_r, events_w} | ({sync_fd} if sync_fd is not None else set())
                 _close_fds_except(keep)
-                _serve(commands_r, events_w, sync_fd)
+                _serve(commands_r, events_w, sync_fd, self._base_env)
             except OSError:
                 code = 1  # the runner went away mid-message
             except BaseException:
@@ -186,13 +213,23 @@ class WorkerExecutor:
         self._selector.register(fd, selectors.EVENT_READ, tag)
         self._extra[fd] = tag
 
-    def start(self, spec: ProcessSpec) -> Process:
-        """Hand *spec* to an idle worker; its :class:`Started` (or :class:`Failed`) event follows."""
+    def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process:
+        """Hand *spec* to an idle worker; its :class:`Started` (or :class:`Failed`) event follows.
+
+        Started comes once the job has run :data:`STARTED_DELAY` seconds (with
+        its Exited if it ended sooner), or at once with *report_at_once*.
+        """
         worker = next((w for w in self._workers if w.process is None), None)
         if worker is None:
             raise PlainboxLikeError(f"all {len(self._workers)} workers are busy")
         worker.process = Process(spec=spec)
-        _send(worker.commands, ("start", spec))
+        base = self._base_env
+        changes = {name: value for name, value in spec.env.items() if base.get(name) != value}
+        removed = [name for name in base if name not in spec.env]
+        _send(
+            worker.commands,
+            ("start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once),
+        )
         return worker.process
 
     def poll(self, timeout: float | None) -> list[Started | Exited | Failed]:
@@ -208,22 +245,26 @@ class WorkerExecutor:
                 job = f" while job {worker.process.spec.key} ran" if worker.process is not None else ""
                 raise WorkerDied(f"worker process {worker.pid} ended unexpectedly{job}")
             for message in messages:
-                events.append(self._event(worker, message))
+                self._events(worker, message, events)
         return events
 
-    def _event(self, worker: _Worker, message: tuple[Any, ...]) -> Started | Exited | Failed:
+    def _events(self, worker: _Worker, message: tuple[Any, ...], events: list) -> None:
         process = worker.process
         kind = message[0]
-        if kind == "started":
+        if kind in ("started", "ran"):
             process.pid = process.pgid = message[1]
             process.started = message[2]
-            return Started(process)
+            events.append(Started(process))
+            if kind == "started":
+                return
+            message = ("exited", *message[3:])
         worker.process = None
-        if kind == "exited":
-            return Exited(process, message[1], message[2])
-        if kind == "failed":
-            return Failed(process, message[1])
-        raise LogError(message[1])  # "error": the worker stopped the job, its output would be lost
+        if message[0] == "exited":
+            events.append(Exited(process, message[1], message[2]))
+        elif kind == "failed":
+            events.append(Failed(process, message[1]))
+        else:  # "error": the worker stopped the job, its output would be lost
+            raise LogError(message[1])
 
     def signal(self, process: Process, signum: int) -> None:
         """Send *signum* to the process group of *process* (through its worker while it runs there)."""

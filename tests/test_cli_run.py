@@ -365,3 +365,18 @@ def test_plans_without_test_plans_says_so(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "no test plans" in captured.err
+
+
+def test_progress_bar_starts_no_thread():
+    """A parallel run forks its workers after the progress bar is made: no thread may exist then."""
+    import io
+    import threading
+
+    from plainbox_like.cli.run import ProgressReporter
+
+    before = threading.active_count()
+    reporter = ProgressReporter(3, stream=io.StringIO())
+    try:
+        assert threading.active_count() == before
+    finally:
+        reporter.close()

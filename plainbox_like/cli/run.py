@@ -54,6 +54,8 @@ class ProgressReporter:
     def __init__(self, total: int, done: int = 0, stream: TextIO = sys.stderr) -> None:
         from tqdm import tqdm  # only needed on a terminal
 
+        # No monitor thread: a parallel run forks its workers, which must not happen in a threaded process.
+        tqdm.monitor_interval = 0
         self.bar = tqdm(total=total, initial=done, file=stream, unit="job", dynamic_ncols=True, leave=True)
         self.counts: dict[str, int] = {}
         self.current: list[str] = []
