@@ -73,8 +73,6 @@ class Process:
     pidfd: int | None = None
     status: int | None = None
     log: RecordWriter | None = None
-    #: Signals asked for before the process had started (worker executors deliver them then).
-    pending_signals: list[int] = attrs.Factory(list)
 
 
 class LogError(PlainboxLikeError):
@@ -161,6 +159,9 @@ class LocalExecutor:
         """
         out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
         err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
+        # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while before
+        # this process is scheduled again, so a clock read after it could come after the job began.
+        started = self._clock()
         try:
             pid = os.posix_spawn(
                 spec.argv[0],
@@ -181,7 +182,7 @@ class LocalExecutor:
             raise
         os.close(out_w)
         os.close(err_w)
-        process = Process(spec=spec, pid=pid, pgid=pid, started=self._clock())
+        process = Process(spec=spec, pid=pid, pgid=pid, started=started)
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             process.fds[fd] = stream
@@ -298,9 +299,6 @@ class LocalExecutor:
 
     def signal(self, process: Process, signum: int) -> None:
         """Send *signum* to the process group of *process*."""
-        if process.pgid is None:
-            process.pending_signals.append(signum)
-            return
         try:
             os.killpg(process.pgid, signum)
         except ProcessLookupError:
