@@ -12,6 +12,7 @@ import time
 import pytest
 
 from plainbox_like import plan as planning
+from plainbox_like import workers
 from plainbox_like.iolog import RecordReader
 from plainbox_like.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
 from plainbox_like.runner import Exited, LogError, ProcessSpec, Started, find_shell, iter_pgid_members
@@ -84,19 +85,25 @@ def _records(stem):
     return got
 
 
-def test_a_short_job_is_started_and_exited_in_one_message(tmp_path, executor):
-    executor.start(spec(tmp_path, "quick", "true"))
-    deadline = time.monotonic() + 20
-    batches = []
-    while time.monotonic() < deadline and not any(isinstance(e, Exited) for b in batches for e in b):
-        got = executor.poll(0.5)
-        if got:
-            batches.append(got)
-    assert [type(e) for e in batches[0]] == [Started, Exited]
+HELD_BACK = 30.0  # a STARTED_DELAY no test waits for: the workers are forked after it is set
+
+
+def test_a_short_job_is_started_and_exited_in_one_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(workers, "STARTED_DELAY", HELD_BACK)  # "short" whatever the machine's speed
+    executor = WorkerExecutor(1)
+    try:
+        executor.start(spec(tmp_path, "quick", "true"))
+        first = []
+        deadline = time.monotonic() + 20
+        while not first and time.monotonic() < deadline:
+            first = executor.poll(0.5)
+    finally:
+        executor.close()
+    assert [type(e) for e in first] == [Started, Exited]
 
 
 def test_a_longer_job_is_told_started_while_it_runs(tmp_path, executor):
-    executor.start(spec(tmp_path, "slow", f"sleep {STARTED_DELAY * 10}"))
+    executor.start(spec(tmp_path, "slow", f"sleep {STARTED_DELAY * 20}"))
     first = []
     deadline = time.monotonic() + 20
     while not first and time.monotonic() < deadline:
@@ -105,16 +112,16 @@ def test_a_longer_job_is_told_started_while_it_runs(tmp_path, executor):
     collect(executor, 1)
 
 
-def test_report_at_once_does_not_wait(tmp_path):
+def test_report_at_once_does_not_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(workers, "STARTED_DELAY", HELD_BACK)  # without report_at_once: no Started for 30 s
     executor = WorkerExecutor(1)
     try:
-        executor.start(spec(tmp_path, "timed", "sleep 5"), report_at_once=True)
-        sent = time.monotonic()
+        executor.start(spec(tmp_path, "timed", "sleep 60"), report_at_once=True)
         first = []
-        while not first and time.monotonic() < sent + 20:
+        deadline = time.monotonic() + HELD_BACK / 3
+        while not first and time.monotonic() < deadline:
             first = executor.poll(0.5)
         assert [type(e) for e in first] == [Started]
-        assert first[0].process.started - sent < STARTED_DELAY * 20  # not held back (generous: a busy machine)
         executor.signal(first[0].process, signal.SIGKILL)
         collect(executor, 1)
     finally:
