@@ -18,7 +18,7 @@ import re
 import struct
 import time
 import zlib
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import attrs
 import orjson
@@ -31,6 +31,8 @@ MAX_SLUG = 150
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _RAW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
+#: A finished deflate stream with nothing in it, and the gzip trailer of no data (CRC 0, size 0).
+_EMPTY_TAIL = b"\x03\x00" + struct.pack("<II", 0, 0)
 
 
 @attrs.frozen
@@ -151,7 +153,8 @@ class RecordWriter:
             record_fd = os.open(stem_path + ".record.gz", _RAW_FLAGS, 0o600)
         self._record_fd = record_fd
         self._raw_fds: dict[str, int] = {}
-        self._deflate = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+        self._level = level
+        self._deflate: Any = None  # made by the first write (most jobs print little, many nothing)
         self._crc = 0
         self._size = 0
         self.bytes_written = {s: 0 for s in STREAMS}
@@ -174,6 +177,8 @@ class RecordWriter:
         line = f'[{float(delay)!r},"{stream}","{base64.b64encode(data).decode("ascii")}"]\n'.encode("ascii")
         self._crc = isal_zlib.crc32(line, self._crc)
         self._size += len(line)
+        if self._deflate is None:
+            self._deflate = isal_zlib.compressobj(self._level, isal_zlib.DEFLATED, -15)
         compressed = self._deflate.compress(line)
         if compressed:
             _write_all(self._record_fd, compressed)
@@ -204,8 +209,11 @@ class RecordWriter:
         if self.closed:
             return
         self.closed = True
-        tail = self._deflate.flush(isal_zlib.Z_FINISH)
-        _write_all(self._record_fd, tail + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+        if self._deflate is None:
+            _write_all(self._record_fd, _EMPTY_TAIL)
+        else:
+            tail = self._deflate.flush(isal_zlib.Z_FINISH)
+            _write_all(self._record_fd, tail + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         fds = [self._record_fd, *self._raw_fds.values()]
         if durable and self._size:
             for fd in fds:

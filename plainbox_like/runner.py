@@ -8,24 +8,29 @@ jobs on other machines) only has to produce the same events.
 
 Locally, each job is ``bash -c COMMAND`` started with ``posix_spawn`` in its
 own process group, stdin from /dev/null, stdout and stderr on separate pipes
-read by one selector loop (no thread per job), exit noticed through a pidfd.
+read by one epoll loop (no thread per job), exit noticed through a pidfd.
+Pipes start at the kernel's default size and grow when a job fills one.
 
 A spec that names an io-log (``log``) has its output written there by the
 executor, which closes the log before it reports the exit: the controller
 then only sees :class:`Started` and :class:`Exited`. Without one, every chunk
-comes back as an :class:`Output` event. :mod:`plainbox_like.workers` runs
-specs in worker processes with the same interface.
+comes back as an :class:`Output` event. A :class:`Started` is reported once
+the job has run :data:`STARTED_DELAY` seconds, or with its exit if it ended
+sooner (so a short job costs its controller one wake-up, not two), or at
+once when asked (a job with a timeout) or when its output comes as events.
+:mod:`plainbox_like.workers` runs specs in worker processes with the same
+interface.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import selectors
+import select
 import shutil
 import signal
 import time
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import attrs
 
@@ -33,7 +38,11 @@ from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.iolog import RecordWriter, open_reserved_log
 
 READ_SIZE = 1 << 20
+#: The size Linux gives a new pipe; a read that returns this much found the pipe full.
+_PIPE_SIZE = 1 << 16
 F_SETPIPE_SZ = 1031
+#: Seconds a job runs before its :class:`Started` is reported, unless asked at once.
+STARTED_DELAY = 0.05
 #: Signals a job starts with default handling for, whatever the runner ignores.
 _DEFAULT_SIGNALS = tuple(
     s for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
@@ -118,13 +127,19 @@ class Executor(Protocol):
     def signal(self, process: Process, signum: int) -> None: ...
 
 
-def _new_pipe() -> tuple[int, int]:
-    r, w = os.pipe2(os.O_CLOEXEC)
+def _enlarge_pipe(fd: int) -> None:
+    """Let a job that writes a lot run further ahead of the reader (fewer wake-ups, as with ``seq``)."""
     try:
-        fcntl.fcntl(r, F_SETPIPE_SZ, READ_SIZE)
-    except OSError:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, READ_SIZE)
+    except OSError:  # beyond the user's pipe limits: the default size still works
         pass
-    return r, w
+
+
+def _new_poller() -> tuple[Any, float]:
+    """An epoll object and the factor that turns seconds into its timeout unit."""
+    if hasattr(select, "epoll"):
+        return select.epoll(), 1.0
+    return select.poll(), 1000.0  # pragma: no cover - not Linux
 
 
 class LocalExecutor:
@@ -134,12 +149,13 @@ class LocalExecutor:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._selector = selectors.DefaultSelector()
-        self._running: dict[int, Process] = {}
+        self._poller, self._poll_scale = _new_poller()
+        self._owners: dict[int, Process] = {}  # watched pipe and pidfd -> its process
         self._extra: dict[int, object] = {}
+        self._running: dict[int, Process] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
-        self._started: list[Started] = []  # reported by the next poll
+        self._unannounced: dict[Process, float] = {}  # running, Started not reported yet -> when it is due
 
     @property
     def running(self) -> list[Process]:
@@ -147,18 +163,27 @@ class LocalExecutor:
 
     def watch_fd(self, fd: int, tag: object) -> None:
         """Also wake :meth:`poll` when *fd* is readable (e.g. a signal wakeup pipe)."""
-        self._selector.register(fd, selectors.EVENT_READ, tag)
+        self._poller.register(fd, select.POLLIN)
         self._extra[fd] = tag
 
-    def start(self, spec: ProcessSpec, report_at_once: bool = True) -> Process:
+    def _watch(self, fd: int, process: Process) -> None:
+        self._poller.register(fd, select.POLLIN)
+        self._owners[fd] = process
+
+    def _unwatch(self, fd: int) -> None:
+        self._poller.unregister(fd)
+        del self._owners[fd]
+        os.close(fd)
+
+    def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process:
         """Spawn *spec* in a new process group with piped stdout/stderr, then create its io-log.
 
-        Its :class:`Started` comes with the next :meth:`poll` (*report_at_once*
-        is always so here). Raises OSError if it cannot be spawned, :class:`LogError` (after
-        killing it) if its io-log cannot be created.
+        Its :class:`Started` comes from :meth:`poll` (see the module's
+        docstring for when). Raises OSError if it cannot be spawned,
+        :class:`LogError` (after killing it) if its io-log cannot be created.
         """
-        out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
-        err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else _new_pipe()
+        out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else os.pipe2(os.O_CLOEXEC)
         # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while before
         # this process is scheduled again, so a clock read after it could come after the job began.
         started = self._clock()
@@ -186,19 +211,20 @@ class LocalExecutor:
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             process.fds[fd] = stream
-            self._selector.register(fd, selectors.EVENT_READ, process)
+            self._watch(fd, process)
         if self._use_pidfd:
             try:
                 process.pidfd = os.pidfd_open(pid)
-                self._selector.register(process.pidfd, selectors.EVENT_READ, process)
+                self._watch(process.pidfd, process)
             except OSError:
                 self._use_pidfd = False
         self._running[pid] = process
         if spec.log is not None:  # the shell is starting meanwhile: creating the files costs it no time
             self._open_log(process)
-        self._started.append(Started(process))
+        at_once = report_at_once or spec.log is None  # its Output events must not come before it
+        self._unannounced[process] = started if at_once else started + STARTED_DELAY
         while len(self._spare_pipes) < 2:
-            self._spare_pipes.append(_new_pipe())
+            self._spare_pipes.append(os.pipe2(os.O_CLOEXEC))
         return process
 
     def _open_log(self, process: Process) -> None:
@@ -213,20 +239,19 @@ class LocalExecutor:
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited]:
         """Wait up to *timeout* seconds (None: until something happens) for output or exits."""
-        events: list[Started | Output | Exited] = self._started
-        self._started = []
-        if events:
-            timeout = 0
+        if self._unannounced:
+            due = min(self._unannounced.values()) - self._clock()
+            timeout = max(0.0, due if timeout is None else min(timeout, due))
+        events: list[Started | Output | Exited] = []
         exited: list[Process] = []
-        for key, _ in self._selector.select(timeout):
-            fd = key.fd
-            if fd in self._extra:
+        for fd, _ in self._poller.poll(-1 if timeout is None else timeout * self._poll_scale):
+            process = self._owners.get(fd)
+            if process is None:  # a watch_fd descriptor: it only wakes us
                 continue
-            process: Process = key.data
             if fd == process.pidfd:
                 exited.append(process)
-                continue
-            self._read(process, fd, events)
+            else:
+                self._read(process, fd, events)
         if not self._use_pidfd:
             exited.extend(p for p in self._running.values() if p.status is None and self._reap(p, os.WNOHANG))
         for process in exited:
@@ -234,6 +259,12 @@ class LocalExecutor:
                 self._reap(process, 0)
             self._finish(process, events)
         now = self._clock()
+        if self._unannounced:
+            due = [p for p, at in self._unannounced.items() if at <= now or p.status is not None]
+            if due:
+                for process in due:
+                    del self._unannounced[process]
+                events[:0] = [Started(process) for process in due]
         for process in self._running.values():
             if process.log is not None:
                 process.log.maybe_flush(now)
@@ -248,11 +279,12 @@ class LocalExecutor:
         except OSError:  # pragma: no cover - EIO and the like: treat as end of file
             data = b""
         if data:
+            if len(data) == _PIPE_SIZE:  # the pipe was full
+                _enlarge_pipe(fd)
             self._output(process, process.fds[fd], data, events)
             return
-        self._selector.unregister(fd)
-        os.close(fd)
         del process.fds[fd]
+        self._unwatch(fd)
 
     def _reap(self, process: Process, flags: int) -> bool:
         pid, status = os.waitpid(process.pid, flags)
@@ -269,7 +301,7 @@ class LocalExecutor:
         most 64 chunks more in case they write without pause.
         """
         for fd in list(process.fds):
-            stream = process.fds[fd]
+            stream = process.fds.pop(fd)
             for _ in range(64):  # bounded: a background process may write forever
                 try:
                     data = os.read(fd, READ_SIZE)
@@ -278,12 +310,9 @@ class LocalExecutor:
                 if not data:
                     break
                 self._output(process, stream, data, events)
-            self._selector.unregister(fd)
-            os.close(fd)
-            del process.fds[fd]
+            self._unwatch(fd)
         if process.pidfd is not None:
-            self._selector.unregister(process.pidfd)
-            os.close(process.pidfd)
+            self._unwatch(process.pidfd)
             process.pidfd = None
         del self._running[process.pid]
         when = self._clock()
@@ -305,7 +334,8 @@ class LocalExecutor:
             pass
 
     def close(self) -> None:
-        self._selector.close()
+        if hasattr(self._poller, "close"):  # select.poll objects have no descriptor to close
+            self._poller.close()
         for pair in self._spare_pipes:
             for fd in pair:
                 os.close(fd)

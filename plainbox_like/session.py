@@ -250,6 +250,10 @@ class BatchRunner:
         self._clock = clock
         self._shell = find_shell()
         self._me = getpass.getuser()
+        # What every job's spec needs from the session, worked out once.
+        self._session_env = (writer.id, writer.share_dir)
+        self._io_logs_dir = writer.io_logs_dir
+        self._durable_logs = writer.durability == "fsync"
         self._user_ok: dict[str, str | None] = {}
         self._running: dict[str, _Running] = {}
         self._unreported: list[tuple[int, str, Attempt]] = []  # (journal seq, job, result) not yet durable
@@ -264,6 +268,7 @@ class BatchRunner:
         self.stopped_by: str | None = None
         # (kill_at, process) of stopped jobs whose leader exited while others in its group live on.
         self._stragglers: list[tuple[float, Process]] = []
+        self._wake_r: int | None = None  # the read end of the pipe a signal writes to, while run() runs
 
     # -- the loop
 
@@ -273,6 +278,7 @@ class BatchRunner:
             self.executor = self._make_executor()
         wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.executor.watch_fd(wake_r, "wakeup")
+        self._wake_r = wake_r
         previous = {}
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -395,6 +401,7 @@ class BatchRunner:
         if not starting:
             return
         if self.executor.syncs_journal:
+            self.writer.write_pending()
             self._syncing_to = starting[-1].start_seq
         else:
             self._sync()
@@ -491,17 +498,16 @@ class BatchRunner:
         argv: tuple[str, ...] = (self._shell, "-c", job.command or "")
         if job.user and job.user != self._me:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
-        env = job_environment(self.base_env, job, self.writer.id, self.writer.share_dir)
+        env = job_environment(self.base_env, job, *self._session_env)
         spec = ProcessSpec(
-            job.id,
-            argv,
-            env,
-            log=os.path.join(self.writer.io_logs_dir, running.log_stem),
-            durable_log=self.writer.durability == "fsync",
+            job.id, argv, env, log=os.path.join(self._io_logs_dir, running.log_stem), durable_log=self._durable_logs
         )
+        # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
+        # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
+        # of its own while the job runs, and handling the start after the exit would delay the next job.
+        at_once = bool(job.timeout) or isinstance(self.executor, LocalExecutor)
         try:
-            # A job with a timeout needs its exact start at once; others may tell it with their exit.
-            running.process = self.executor.start(spec, report_at_once=bool(job.timeout))
+            running.process = self.executor.start(spec, report_at_once=at_once)
         except OSError as exc:  # it could not be spawned (a LogError, for its io-log, ends the run)
             self._cannot_start(running, str(exc))
 
@@ -610,6 +616,15 @@ class BatchRunner:
         running.deadline = None
         running.kill_at = now + self.kill_grace
 
+    def _drain_wakeups(self) -> None:
+        if self._wake_r is None:
+            return
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
     def _shut_down(self) -> None:
         """Stop every running job (SIGTERM, SIGKILL after the grace period) and record it as interrupted."""
         now = self._clock()
@@ -620,6 +635,7 @@ class BatchRunner:
                 running.kill_at = now + min(self.kill_grace, 1.0)
         give_up = now + self.kill_grace + 5.0
         while (self._running or self._stragglers) and self._clock() < give_up:
+            self._drain_wakeups()  # else the signal's wake-up byte would make every poll return at once
             self._handle(self.executor.poll(self._poll_timeout()))
             self._enforce_deadlines()
         self._commit()

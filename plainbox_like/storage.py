@@ -323,7 +323,8 @@ class SessionWriter:
         self._journal_fd = os.open(
             self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
-        self._journal_bytes = os.fstat(self._journal_fd).st_size
+        self._journal_bytes = os.fstat(self._journal_fd).st_size  # and the pending lines
+        self._pending: list[bytes] = []  # journal lines not written yet (see record)
         self._unsynced = False
         self._opened_at = clock()
         self._last_snapshot_at = self._opened_at
@@ -404,7 +405,10 @@ class SessionWriter:
 
     @property
     def journal_fd(self) -> int:
-        """The open journal, for an executor that makes it durable before each spawn (``-j N`` workers)."""
+        """The open journal, for an executor that makes it durable before each spawn (``-j N`` workers).
+
+        Call :meth:`write_pending` before handing it a job whose start must be in it.
+        """
         return self._journal_fd
 
     @property
@@ -418,10 +422,11 @@ class SessionWriter:
     ) -> int:
         """Apply *change* and append it to the journal; durable on return unless told otherwise.
 
-        With ``durable=False`` the line is written but not synced: the next
-        durable record (or :meth:`sync`) makes it durable, so several changes
-        can share one fsync. A *lazy* change never calls for a sync by itself
-        (it rides along with the next one).
+        With ``durable=False`` the line waits in memory: the next durable
+        record (or :meth:`sync`, or :meth:`write_pending`) writes it with the
+        lines before it in one write, so several changes share one write and
+        one fsync (a job's result and the next job's start). A *lazy* change
+        never calls for a sync by itself (it rides along with the next one).
         """
         if self.closed:
             raise PlainboxLikeError(f"{self.path}: session is closed")
@@ -430,12 +435,7 @@ class SessionWriter:
         line = codec.dumps_json(change) + b"\n"
         # The writer already has the Attempt of a result: no need to structure it back from JSON.
         self.state.apply(change, codec.structure_attempt if attempt is None else lambda _data: attempt)
-        try:
-            _write_all(self._journal_fd, line)
-        except OSError:
-            # Never leave half a line that later lines would follow.
-            os.ftruncate(self._journal_fd, self._journal_bytes)
-            raise
+        self._pending.append(line)
         self._journal_bytes += len(line)
         self._unsynced = self._unsynced or not lazy
         if durable:
@@ -445,8 +445,24 @@ class SessionWriter:
             self.snapshot()
         return seq
 
+    def write_pending(self) -> None:
+        """Write the lines that wait in memory (visible to readers, not synced)."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        try:
+            _write_all(self._journal_fd, data)
+        except OSError:
+            # Never leave half a line that later lines would follow; the lines stay pending (the state
+            # already has them) and go out with the next write, e.g. once a full disk has room again.
+            os.ftruncate(self._journal_fd, self._journal_bytes - len(data))
+            self._pending[:] = [data]
+            raise
+        self._pending.clear()
+
     def sync(self) -> None:
         """Make every journaled change durable (fsync mode) or visible to readers (flush mode)."""
+        self.write_pending()
         if self._unsynced:
             if self.durability == "fsync":
                 os.fdatasync(self._journal_fd)
@@ -570,6 +586,7 @@ class SessionWriter:
         """Release files and lock without a final snapshot (the journal has everything)."""
         if not self.closed:
             self.closed = True
+            self.write_pending()
             os.close(self._journal_fd)
             os.close(self._lock_fd)
 

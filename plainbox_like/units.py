@@ -181,10 +181,12 @@ class JobDefinition:
         Python's shortest round-trip repr, so the value is stable across runs
         and Python versions.
         """
-        text = json.dumps(
-            self.checksum_fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        )
+        text = _CANONICAL_JSON.encode(self.checksum_fields())
         return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+#: The encoder of :attr:`JobDefinition.checksum` (made once: a run checksums every job).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 @attrs.frozen

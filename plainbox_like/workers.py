@@ -12,10 +12,10 @@ and reports, and sees the same :class:`~plainbox_like.runner.Started` and
 
 Messages are pickles with a length prefix on one pipe each way per worker;
 a job's environment goes as its difference from the runner's (which the
-workers have from the fork). A worker tells that its job started only once it
-has run for :data:`STARTED_DELAY` (or at once when the runner asks, for a job
-with a timeout); a job that ends sooner is told in one message with its exit,
-so a short job costs the runner one wake-up, not two.
+workers have from the fork). A worker tells that its job started when its
+executor reports it (after :data:`~plainbox_like.runner.STARTED_DELAY`, or at
+once for a job with a timeout); a job that ends sooner is told in one message
+with its exit, so a short job costs the runner one wake-up, not two.
 
 A worker whose runner dies sees its command pipe close and exits at once,
 leaving its job to ``resume`` (which kills leftovers), as a dead runner does.
@@ -29,7 +29,6 @@ import pickle
 import selectors
 import signal
 import struct
-import time
 import traceback
 from typing import Any
 
@@ -40,8 +39,6 @@ from plainbox_like.iolog import FLUSH_INTERVAL
 from plainbox_like.runner import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
 
 _LENGTH = struct.Struct("<I")
-#: Seconds a job runs before its worker reports that it started (unless asked to at once).
-STARTED_DELAY = 0.05
 
 
 class WorkerDied(PlainboxLikeError):
@@ -96,26 +93,21 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
     executor = LocalExecutor()
     executor.watch_fd(commands, "commands")
     inbox = _Inbox(commands)
-    current: Process | None = None
-    report_started_at: float | None = None  # when to tell that *current* started (None: told)
+    running = False
     while True:
-        timeout = None
-        if current is not None:
-            timeout = FLUSH_INTERVAL
-            if report_started_at is not None:
-                timeout = max(0.0, min(timeout, report_started_at - time.monotonic()))
-        for event in executor.poll(timeout):
-            if isinstance(event, Exited):
-                process = current
-                current = None
-                if report_started_at is not None:
-                    report_started_at = None
-                    _send(events, ("ran", process.pid, process.started, event.returncode, event.when))
+        started: Process | None = None
+        for event in executor.poll(FLUSH_INTERVAL if running else None):
+            if isinstance(event, Started):
+                started = event.process
+            elif isinstance(event, Exited):
+                running = False
+                if started is event.process:  # a short job: its start and exit in one message
+                    started = None
+                    _send(events, ("ran", event.process.pid, event.process.started, event.returncode, event.when))
                 else:
                     _send(events, ("exited", event.returncode, event.when))
-        if report_started_at is not None and time.monotonic() >= report_started_at:
-            report_started_at = None
-            _send(events, ("started", current.pid, current.started))
+        if started is not None:
+            _send(events, ("started", started.pid, started.started))
         messages = inbox.read()
         if messages is None:
             return  # the runner is gone
@@ -128,15 +120,16 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
                 if sync_fd is not None:
                     os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
                 try:
-                    current = executor.start(ProcessSpec(key, argv, env, log, durable_log))
+                    executor.start(ProcessSpec(key, argv, env, log, durable_log), report_at_once=at_once)
                 except LogError as exc:
                     _send(events, ("error", str(exc)))
                 except OSError as exc:
                     _send(events, ("failed", str(exc)))
                 else:
-                    report_started_at = current.started + (0.0 if at_once else STARTED_DELAY)
-            elif message[0] == "signal" and current is not None:
-                executor.signal(current, message[1])
+                    running = True
+            elif message[0] == "signal":
+                for process in executor.running:
+                    executor.signal(process, message[1])
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -216,8 +209,8 @@ class WorkerExecutor:
     def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process:
         """Hand *spec* to an idle worker; its :class:`Started` (or :class:`Failed`) event follows.
 
-        Started comes once the job has run :data:`STARTED_DELAY` seconds (with
-        its Exited if it ended sooner), or at once with *report_at_once*.
+        Started comes once the job has run :data:`~plainbox_like.runner.STARTED_DELAY`
+        seconds (with its Exited if it ended sooner), or at once with *report_at_once*.
         """
         worker = next((w for w in self._workers if w.process is None), None)
         if worker is None:

@@ -15,6 +15,11 @@ Prints, for this machine, now:
 0. Context: what creating a file and a durable journal append cost in this file system,
    measured first (every job pays for one of each with fsync durability).
 
+Every timed run starts after os.sync(): the files an earlier run left to write
+back would otherwise be committed by the next run's first fdatasync calls,
+charging one variant for another's writes. Section 1 also prints the start-up
+cost (one job against one subprocess.run), which is in every ratio.
+
 Usage: python scripts/bench_runner.py [--repeats 5] [--quick] [--dir DIR]
 """
 
@@ -39,6 +44,7 @@ for _ in range(int(sys.argv[1])):
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
     """Run *argv*; return (wall seconds, exit code, peak RSS in KiB of it and its descendants)."""
+    os.sync()  # start from a clean page cache: no writeback left over from the previous run
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -98,7 +104,18 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
         verdict = "" if goal is None else f"<= {goal}  {'ok' if ratio <= goal else 'MISSED'}"
         print(f"   {name:32} {med:9.3f} {med / count * 1000:7.3f} {ratio:6.2f}  {verdict}")
         result[name] = {"median_s": med, "ratio": ratio, "all": values}
+    result["startup"] = section_startup(tmp, repeats, env)
     return result
+
+
+def section_startup(tmp: str, repeats: int, env: dict[str, str]) -> dict:
+    """What one run costs before and after its jobs: one job against the baseline loop of one."""
+    variants = {"baseline": [sys.executable, "-c", BASELINE, "1"], "run": plainbox_like(["run", job_file(tmp, 1)])}
+    times = median_runs(variants, max(repeats, 7), env)
+    base, ours = (statistics.median(times[name]) for name in variants)
+    print(f"   start-up (one job): run {ours * 1000:.0f} ms, baseline {base * 1000:.0f} ms: "
+          f"{(ours - base) * 1000:.0f} ms more per run")
+    return {"baseline_s": base, "run_s": ours}
 
 
 def filesystem_costs(directory: str, count: int = 300) -> dict:

@@ -96,6 +96,17 @@ def test_empty_chunks_are_not_records(tmp_path):
     assert [r.data for r in iolog.read_records(stem + ".record.gz").records] == [b"x"]
 
 
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_job_without_output_has_a_complete_empty_gzip(tmp_path, durable):
+    stem = str(tmp_path / "job")
+    iolog.RecordWriter(stem, started=0.0, clock=FakeClock(1.0)).close(durable=durable)
+    path = stem + ".record.gz"
+    assert gzip.decompress(open(path, "rb").read()) == b""
+    assert subprocess.run(["zcat", path], capture_output=True, check=True).stdout == b""
+    assert iolog.read_records(path) == iolog.RecordsRead([], True, None)
+    assert sorted(os.listdir(tmp_path)) == ["job.record.gz"]  # no raw files for streams without output
+
+
 def test_unknown_stream_is_refused_without_damaging_the_log(tmp_path):
     stem = str(tmp_path / "job")
     writer = iolog.RecordWriter(stem, started=0.0, clock=FakeClock(1.0))

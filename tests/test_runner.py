@@ -14,9 +14,10 @@ import signal
 import time
 
 from plainbox_like import plan as planning
+from plainbox_like import runner as runner_module
 from plainbox_like.iolog import RecordReader
 from plainbox_like.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
-from plainbox_like.runner import Exited, LocalExecutor, Output, ProcessSpec, find_shell, iter_pgid_members
+from plainbox_like.runner import Exited, LocalExecutor, Output, ProcessSpec, Started, find_shell, iter_pgid_members
 from plainbox_like.session import BatchRunner
 from plainbox_like.storage import SessionRepository, load_session
 from plainbox_like.units import JobDefinition
@@ -124,6 +125,95 @@ def test_executor_delivers_output_without_waiting_for_newline_or_exit():
     assert first.data == b"abc"
     # "abc" was read while the job still slept, well before it ended.
     assert exited.when - first.when >= 0.5
+
+
+def logged_spec(tmp_path, key, command):
+    return ProcessSpec(key, (find_shell(), "-c", command), dict(os.environ), log=str(tmp_path / key))
+
+
+def events_until_exit(executor, timeout=20.0):
+    """Every poll's events (one list per poll that had any) until an Exited."""
+    polls = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = executor.poll(0.2)
+        if events:
+            polls.append(events)
+        if any(isinstance(e, Exited) for e in events):
+            return polls
+    raise AssertionError("process did not exit in time")
+
+
+def test_a_short_job_is_started_and_exited_in_one_poll(tmp_path, monkeypatch):
+    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", 30.0)  # "short" whatever the machine's speed
+    executor = LocalExecutor()
+    try:
+        process = executor.start(logged_spec(tmp_path, "short", "echo hi"))
+        polls = events_until_exit(executor)
+    finally:
+        executor.close()
+    assert [[type(e) for e in events] for events in polls] == [[Started, Exited]]
+    assert all(e.process is process for e in polls[0])
+
+
+def test_a_longer_job_is_reported_started_after_the_delay(tmp_path):
+    executor = LocalExecutor()
+    try:
+        process = executor.start(logged_spec(tmp_path, "long", "sleep 1.5"))
+        polls = events_until_exit(executor)
+    finally:
+        executor.close()
+    assert [[type(e) for e in events] for events in polls] == [[Started], [Exited]]
+    assert polls[0][0].process is process
+
+
+def test_report_at_once_does_not_wait_for_the_delay(tmp_path, monkeypatch):
+    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", 30.0)
+    executor = LocalExecutor()
+    try:
+        held = executor.start(logged_spec(tmp_path, "held", "sleep 60"))
+        told = executor.start(logged_spec(tmp_path, "told", "sleep 60"), report_at_once=True)
+        started = [e.process for e in executor.poll(5.0) if isinstance(e, Started)]
+        assert started == [told]
+        assert executor.poll(0.3) == []  # the other one is held back (its delay is 30 s)
+    finally:
+        for process in executor.running:
+            executor.signal(process, signal.SIGKILL)
+        while executor.running:
+            executor.poll(1.0)
+        executor.close()
+    assert not held.fds and not told.fds
+
+
+def test_output_events_never_come_before_the_start(tmp_path, monkeypatch):
+    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", 30.0)  # ignored: no io-log, output comes as events
+    executor = LocalExecutor()
+    try:
+        process = executor.start(ProcessSpec("k", (find_shell(), "-c", "echo a; sleep 0.5; echo b"), dict(os.environ)))
+        polls = events_until_exit(executor)
+    finally:
+        executor.close()
+    kinds = [type(e) for events in polls for e in events]
+    assert kinds[0] is Started and kinds[-1] is Exited and kinds.count(Output) >= 1
+    assert polls[0][0].process is process
+
+
+def test_a_pipe_grows_only_when_a_job_fills_it(tmp_path, monkeypatch):
+    grown = []
+    real = runner_module._enlarge_pipe
+    monkeypatch.setattr(runner_module, "_enlarge_pipe", lambda fd: (grown.append(fd), real(fd)))
+    executor = LocalExecutor()
+    try:
+        executor.start(logged_spec(tmp_path, "small", "echo small"))
+        events_until_exit(executor)
+        assert grown == []
+        executor.start(logged_spec(tmp_path, "big", "head -c 3000000 /dev/zero"))
+        time.sleep(0.5)  # not reading: the job fills its pipe and waits
+        events_until_exit(executor)
+    finally:
+        executor.close()
+    assert len(grown) >= 1
+    assert os.path.getsize(tmp_path / "big.stdout") == 3_000_000
 
 
 # -- one job in a session --------------------------------------------------------
@@ -324,3 +414,36 @@ def test_a_batch_leaves_no_file_descriptor_open(tmp_path):
     run_batch(tmp_path / "a", jobs)
     run_batch(tmp_path / "b", jobs, parallel=2)
     assert open_fds() - before == set()
+
+
+def test_an_interrupted_run_waits_for_its_jobs_without_spinning(tmp_path, monkeypatch):
+    """After SIGTERM the runner waits out the grace period in poll(), not in a busy loop on the signal's wake-up."""
+    polls = []
+    real_poll = LocalExecutor.poll
+    monkeypatch.setattr(LocalExecutor, "poll", lambda self, timeout: (polls.append(timeout), real_poll(self, timeout))[1])
+
+    class SignalOnStart:
+        def started(self, job_id, attempt):
+            assert wait_until(lambda: os.path.exists(ready), timeout=20)  # its trap is set
+            os.kill(os.getpid(), signal.SIGTERM)  # the runner's handler is installed while it runs
+
+        def finished(self, job_id, result):
+            pass
+
+        def close(self):
+            pass
+
+    repo = SessionRepository(str(tmp_path))
+    writer = repo.create()
+    ready = tmp_path / "ready"
+    plan = planning.build_plan([JobDefinition("stubborn", command=f"trap '' TERM; touch {ready}; sleep 30")])
+    writer.set_plan({"stubborn": plan.jobs["stubborn"].checksum}, plan.order)
+    runner = BatchRunner(writer, plan, kill_grace=1.0, reporter=SignalOnStart())
+    started = time.monotonic()
+    try:
+        assert runner.run() is True
+    finally:
+        writer.close()
+    assert time.monotonic() - started >= 0.9  # it did wait for the job to be killed
+    assert len(polls) < 50, f"{len(polls)} polls while waiting"
+    assert load_session(writer.path).state.latest("stubborn").outcome == OUTCOME_CRASH

@@ -230,6 +230,60 @@ def test_loaded_state_is_what_the_writer_has(tmp_path_factory, ops):
         writer.close()
 
 
+def _journal(writer):
+    with open(os.path.join(writer.path, storage.JOURNAL_FILE), "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush"])
+def test_changes_not_durable_yet_go_out_together_with_the_next_sync(tmp_path, durability, monkeypatch):
+    writer = SessionWriter.create(str(tmp_path), durability=durability)
+    writes = []
+    real_write_all = storage._write_all
+    monkeypatch.setattr(storage, "_write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
+    before = _journal(writer)
+    writer.job_finished("a", Attempt("pass", attempt=1), durable=False)
+    writer.job_started("b", 1, None, durable=False)
+    assert _journal(writer) == before and writes == []  # waiting in memory, not half written
+    writer.sync()
+    assert len(writes) == 1 and writes[0].count(b"\n") == 2  # a result and a start: one write
+    assert _loaded_state(writer.path) == writer.state
+    writer.sync()
+    assert len(writes) == 1  # nothing left to write
+    writer.close()
+
+
+def test_abandon_writes_the_waiting_changes(tmp_path):
+    writer = SessionWriter.create(str(tmp_path))
+    writer.job_started("a", 1, None, durable=False)
+    writer.abandon()
+    assert load_session(writer.path).state.running_jobs.keys() == {"a"}
+
+
+def test_a_failed_journal_write_leaves_no_partial_line(tmp_path, monkeypatch):
+    """A full disk mid-write: the journal is cut back to its last whole line, and nothing is lost."""
+    writer = SessionWriter.create(str(tmp_path))
+    writer.set_plan({"a": "1", "b": "2"}, ["a", "b"])
+    intact = _journal(writer)
+    real_write_all = storage._write_all
+
+    def half_then_full(fd, data):
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "_write_all", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        writer.job_started("a", 1, None)
+    assert _journal(writer) == intact
+    monkeypatch.setattr(storage, "_write_all", real_write_all)  # room again
+    writer.job_finished("b", Attempt("pass", attempt=1))
+    loaded = load_session(writer.path)
+    assert loaded.journal_torn is None
+    assert loaded.state == writer.state  # the change that failed went out with the next one
+    assert "a" in loaded.state.running_jobs and "b" in loaded.state.results
+    writer.close()
+
+
 def test_unknown_durability_is_refused(tmp_path):
     with pytest.raises(PlainboxLikeError, match="durability"):
         SessionWriter.create(str(tmp_path), durability="never")

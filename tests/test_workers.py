@@ -12,14 +12,13 @@ import time
 import pytest
 
 from plainbox_like import plan as planning
-from plainbox_like import workers
 from plainbox_like.iolog import RecordReader
 from plainbox_like.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
-from plainbox_like.runner import Exited, LogError, ProcessSpec, Started, find_shell, iter_pgid_members
+from plainbox_like.runner import STARTED_DELAY, Exited, LogError, ProcessSpec, Started, find_shell, iter_pgid_members
 from plainbox_like.session import INTERRUPTED, BatchRunner
 from plainbox_like.storage import SessionRepository, load_session
 from plainbox_like.units import JobDefinition
-from plainbox_like.workers import STARTED_DELAY, Failed, WorkerDied, WorkerExecutor
+from plainbox_like.workers import Failed, WorkerDied, WorkerExecutor
 
 from tests.test_runner import records, wait_until
 
@@ -89,7 +88,7 @@ HELD_BACK = 30.0  # a STARTED_DELAY no test waits for: the workers are forked af
 
 
 def test_a_short_job_is_started_and_exited_in_one_message(tmp_path, monkeypatch):
-    monkeypatch.setattr(workers, "STARTED_DELAY", HELD_BACK)  # "short" whatever the machine's speed
+    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", HELD_BACK)  # "short" whatever the machine's speed
     executor = WorkerExecutor(1)
     try:
         executor.start(spec(tmp_path, "quick", "true"))
@@ -113,7 +112,7 @@ def test_a_longer_job_is_told_started_while_it_runs(tmp_path, executor):
 
 
 def test_report_at_once_does_not_wait(tmp_path, monkeypatch):
-    monkeypatch.setattr(workers, "STARTED_DELAY", HELD_BACK)  # without report_at_once: no Started for 30 s
+    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", HELD_BACK)  # without report_at_once: no Started for 30 s
     executor = WorkerExecutor(1)
     try:
         executor.start(spec(tmp_path, "timed", "sleep 60"), report_at_once=True)
