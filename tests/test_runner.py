@@ -13,6 +13,8 @@ import shutil
 import signal
 import time
 
+import pytest
+
 from plainbox_like import plan as planning
 from plainbox_like import runner as runner_module
 from plainbox_like.iolog import RecordReader
@@ -144,27 +146,24 @@ def events_until_exit(executor, timeout=20.0):
     raise AssertionError("process did not exit in time")
 
 
-def test_a_short_job_is_started_and_exited_in_one_poll(tmp_path, monkeypatch):
-    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", 30.0)  # "short" whatever the machine's speed
+@pytest.mark.parametrize(
+    "delay, command, expected",
+    [
+        (30.0, "echo hi", [[Started, Exited]]),  # ends before its start is due: one poll tells both
+        (0.05, "sleep 1.5", [[Started], [Exited]]),  # runs past the delay: its start is told first
+    ],
+    ids=["short", "longer"],
+)
+def test_when_a_start_is_reported(tmp_path, monkeypatch, delay, command, expected):
+    monkeypatch.setattr("plainbox_like.runner.STARTED_DELAY", delay)
     executor = LocalExecutor()
     try:
-        process = executor.start(logged_spec(tmp_path, "short", "echo hi"))
+        process = executor.start(logged_spec(tmp_path, "job", command))
         polls = events_until_exit(executor)
     finally:
         executor.close()
-    assert [[type(e) for e in events] for events in polls] == [[Started, Exited]]
-    assert all(e.process is process for e in polls[0])
-
-
-def test_a_longer_job_is_reported_started_after_the_delay(tmp_path):
-    executor = LocalExecutor()
-    try:
-        process = executor.start(logged_spec(tmp_path, "long", "sleep 1.5"))
-        polls = events_until_exit(executor)
-    finally:
-        executor.close()
-    assert [[type(e) for e in events] for events in polls] == [[Started], [Exited]]
-    assert polls[0][0].process is process
+    assert [[type(e) for e in events] for events in polls] == expected
+    assert all(e.process is process for events in polls for e in events)
 
 
 def test_report_at_once_does_not_wait_for_the_delay(tmp_path, monkeypatch):
