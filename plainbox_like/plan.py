@@ -444,9 +444,10 @@ def plan_overrides(units: UnitSet, test_plan: str) -> list[Override]:
 class RunMetadata:
     """The effective metadata of a run's jobs, as kept in its session.
 
-    ``jobs`` holds every planned job whose metadata is not the default;
-    ``overrides`` (those of :func:`plan_overrides`) give the metadata of jobs
-    added later (made from templates), which start from the default.
+    ``jobs`` holds every job whose metadata is not the default (the planned
+    ones, and those made from templates once they join the run, see
+    :meth:`with_jobs`); ``overrides`` (those of :func:`plan_overrides`) give
+    the metadata of any other job, which starts from the default.
     """
 
     jobs: dict[str, JobMetadata] = attrs.field(factory=dict)
@@ -469,9 +470,18 @@ class RunMetadata:
     def of(self, job_id: str) -> JobMetadata:
         """The metadata of *job_id*: as computed, else the default with the overrides applied."""
         found = self.jobs.get(job_id)
-        if found is not None:
-            return found
-        meta = JobMetadata()
+        return found if found is not None else self._overridden(job_id, JobMetadata())
+
+    def with_jobs(self, jobs: Iterable[JobDefinition]) -> "RunMetadata":
+        """This, and the metadata of *jobs* joining the run (made from templates): their own, then the overrides."""
+        values = dict(self.jobs)
+        for job in jobs:
+            meta = self._overridden(job.id, own_metadata(job))
+            if meta != JobMetadata():
+                values[job.id] = meta
+        return RunMetadata(values, self.overrides)
+
+    def _overridden(self, job_id: str, meta: JobMetadata) -> JobMetadata:
         for override in self.overrides:
             try:
                 matches = _Matcher(override.pattern, "override").matches(job_id)

@@ -566,11 +566,22 @@ class BatchRunner:
             else:
                 jobs = {new.id: new.checksum for new in new_jobs}
                 self.writer.record({"op": "plan", "jobs": jobs, "append": True}, durable=False)
+                self._remember_metadata(new_jobs)
                 added = getattr(self.reporter, "added", None)
                 if added is not None:
                     added(len(jobs))
         self.scheduler.finish(job.id, outcome)
         self._record(job.id, self._attempt(running, outcome, code, duration, comments))
+
+    def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
+        """Keep the category and certification status of jobs made from templates with the run's."""
+        blob = self.writer.state.metadata.app_blob
+        metadata = planning.RunMetadata.from_app_blob(blob)
+        if metadata is None:  # a session made without it (the Python API, older versions)
+            return
+        updated = metadata.with_jobs(jobs)
+        if updated != metadata:
+            self.writer.update_metadata(durable=False, app_blob=updated.to_app_blob(blob))
 
     def _resource_records(self, running: _Running) -> list[dict[str, str]]:
         stem = running.log_name[: -len(".record.gz")] if running.log_name.endswith(".record.gz") else running.log_name

@@ -210,6 +210,13 @@ command: true
 unit: template
 template-resource: res
 id: t-{name}
+category_id: own-t
+command: true
+
+unit: template
+template-resource: res
+id: u-{name}
+category_id: own-u
 command: true
 
 unit: test plan
@@ -219,6 +226,7 @@ mandatory_include: a
 include:
   b certification-status=non-blocker
   t-.*
+  u-.*
 category_overrides:
   apply made to t-.*
 """
@@ -233,18 +241,20 @@ def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_pat
     repo = SessionRepository(str(tmp_path / "repo"))
     config = batch.RunConfig(sources=[str(path)], test_plan="tp")
     summary = batch.run_prepared(batch.start_session(repo, config))
-    assert summary.counts == {"pass": 5}
+    assert summary.counts == {"pass": 7}
     loaded = load_session(summary.path)
     assert loaded.state.mandatory_job_list == ["a"]
     assert batch.RunConfig.from_blob(loaded.state.metadata.app_blob) == config
     stored = RunMetadata.from_app_blob(loaded.state.metadata.app_blob)
-    assert set(stored.jobs) == {"a", "b"}  # default metadata is not stored
+    assert set(stored.jobs) == {"a", "b", "t-x", "t-y", "u-x", "u-y"}  # default metadata is not stored
     expected = {
         "res": {"category_id": None, "certification_status": "unspecified"},
         "a": {"category_id": "disks", "certification_status": "unspecified"},
         "b": {"category_id": None, "certification_status": "non-blocker"},
-        "t-x": {"category_id": "made", "certification_status": "unspecified"},  # made from the template
+        "t-x": {"category_id": "made", "certification_status": "unspecified"},  # the plan's override wins
         "t-y": {"category_id": "made", "certification_status": "unspecified"},
+        "u-x": {"category_id": "own-u", "certification_status": "unspecified"},  # the template's own
+        "u-y": {"category_id": "own-u", "certification_status": "unspecified"},
     }
     assert json.loads(export_bytes(loaded, "json"))["jobs"] == expected
     # a resume (with everything done already) keeps both
