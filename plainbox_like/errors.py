@@ -11,6 +11,16 @@ class PlainboxLikeError(Exception):
     exit_code = 2
 
 
+class RunAborted(PlainboxLikeError):
+    """A run stopped for a reason outside its jobs (its files cannot be written, a worker died).
+
+    The jobs it was running were stopped; the session stays incomplete, and
+    ``resume`` continues it. Exit code 1, as when a job crashed.
+    """
+
+    exit_code = 1
+
+
 class FileProblem(PlainboxLikeError):
     """Something is wrong with one file; the message names the file (and line)."""
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import attrs
 
-from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.errors import RunAborted
 from plainbox_like.iolog import RecordWriter, open_reserved_log
 
 READ_SIZE = 1 << 20
@@ -84,8 +84,8 @@ class Process:
     log: RecordWriter | None = None
 
 
-class LogError(PlainboxLikeError):
-    """A job's io-log could not be created: its output would be lost, so the job was stopped."""
+class LogError(RunAborted):
+    """A job's io-log could not be created or written: its output would be lost, so the job was stopped."""
 
 
 @attrs.frozen
@@ -322,7 +322,11 @@ class LocalExecutor:
 
     def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
         if process.log is not None:
-            process.log.write(stream, data, self._clock())
+            try:
+                process.log.write(stream, data, self._clock())
+            except OSError as exc:  # a full disk, an I/O error: what it prints now would be lost
+                self.signal(process, signal.SIGKILL)
+                raise LogError(f"cannot write the io-log of job {process.spec.key}: {exc.strerror or exc}") from None
         else:
             events.append(Output(process, stream, data, self._clock()))
 

@@ -21,7 +21,7 @@ import attrs
 
 from plainbox_like import control
 from plainbox_like import plan as planning
-from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
 from plainbox_like.model import (
     FAILED_OUTCOMES,
@@ -311,11 +311,15 @@ class BatchRunner:
             if self._stop is not None:
                 self._shut_down()
             self._set_paused_flag(False)
+        except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
+            self._stop_after_failure()
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             os.close(wake_r)
             os.close(wake_w)
+            self._wake_r = None
             if self._own_executor and not self.executor.running:
                 self.executor.close()
             self.reporter.close()
@@ -627,6 +631,29 @@ class BatchRunner:
         running.deadline = None
         running.kill_at = now + self.kill_grace
 
+    def _stop_after_failure(self) -> None:
+        """Stop the running jobs as an interruption does, recording them while that works; else kill them.
+
+        A job killed without a result stays running in the journal, as after a
+        crash of the runner: ``resume`` records it as a crash.
+        """
+        if self._stop is None:
+            self._stop = signal.SIGTERM
+        for job_id in [job_id for job_id, running in self._running.items() if running.process is None]:
+            del self._running[job_id]  # its start was being journaled: it never ran
+        try:
+            self._shut_down()
+            return
+        except (OSError, RunAborted):
+            pass
+        for running in self._running.values():
+            process = running.process
+            if process is not None and process.pgid is not None:
+                try:
+                    os.killpg(process.pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+
     def _drain_wakeups(self) -> None:
         if self._wake_r is None:
             return
@@ -650,6 +677,14 @@ class BatchRunner:
             self._handle(self.executor.poll(self._poll_timeout()))
             self._enforce_deadlines()
         self._commit()
+
+
+def _release(writer: SessionWriter) -> None:
+    """Close *writer* with a final snapshot if it can be written, else leave its journal as it is."""
+    try:
+        writer.close()
+    except OSError:
+        writer.abandon()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -962,8 +997,17 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         if not interrupted:
             flags = [f for f in writer.state.metadata.flags if f != FLAG_INCOMPLETE]
             writer.update_metadata(flags=flags, finished=time.time())
-    finally:
         writer.close()
+    except (OSError, RunAborted) as exc:
+        _release(writer)
+        detail = f"cannot write its files ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+        raise RunAborted(
+            f"session {writer.id}: {detail}; the run stopped, and so did its running jobs. "
+            f"To continue (once there is room again, if the disk is full): plainbox-like resume {writer.id}"
+        ) from None
+    except BaseException:
+        _release(writer)
+        raise
     counts = {}
     for job_id in runner.scheduler.order:
         latest = writer.state.latest(job_id)

@@ -583,10 +583,13 @@ class SessionWriter:
                 os.close(self._lock_fd)
 
     def abandon(self) -> None:
-        """Release files and lock without a final snapshot (the journal has everything)."""
+        """Release files and lock without a final snapshot (the journal has everything it could take)."""
         if not self.closed:
             self.closed = True
-            self.write_pending()
+            try:
+                self.write_pending()
+            except OSError:  # e.g. a full disk: those changes were not durable yet, as after a crash
+                pass
             os.close(self._journal_fd)
             os.close(self._lock_fd)
 

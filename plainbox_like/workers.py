@@ -34,14 +34,14 @@ from typing import Any
 
 import attrs
 
-from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.iolog import FLUSH_INTERVAL
 from plainbox_like.runner import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
 
 _LENGTH = struct.Struct("<I")
 
 
-class WorkerDied(PlainboxLikeError):
+class WorkerDied(RunAborted):
     """A worker process ended without being told to."""
 
 
@@ -96,7 +96,12 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
     running = False
     while True:
         started: Process | None = None
-        for event in executor.poll(FLUSH_INTERVAL if running else None):
+        try:
+            events_now = executor.poll(FLUSH_INTERVAL if running else None)
+        except LogError as exc:  # its job is killed; the runner stops the run
+            _send(events, ("error", str(exc)))
+            return
+        for event in events_now:
             if isinstance(event, Started):
                 started = event.process
             elif isinstance(event, Exited):

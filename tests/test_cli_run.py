@@ -380,3 +380,29 @@ def test_progress_bar_starts_no_thread():
         assert threading.active_count() == before
     finally:
         reporter.close()
+
+
+def test_a_full_disk_is_a_one_line_error_with_the_way_to_resume(tmp_path, monkeypatch, capsys):
+    from plainbox_like import iolog
+    from tests.cli_helpers import assert_one_line_error, run as run_cli
+
+    real = iolog._write_all
+
+    def no_room_for_big_output(fd, data):
+        if len(data) > 4096:
+            raise OSError(28, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(iolog, "_write_all", no_room_for_big_output)
+    root = str(tmp_path / "repo")
+    code = run_cli(root, "run", "-c", "echo small", "-c", "head -c 1000000 /dev/zero", "-c", "echo never")
+    captured = capsys.readouterr()
+    assert code == 1
+    path = SessionRepository(root).session_paths()[0]
+    sid = os.path.basename(path)[: -len(".session")]
+    error = [line for line in captured.err.splitlines() if line.startswith("plainbox-like: error:")]
+    assert len(error) == 1 and "Traceback" not in captured.err
+    assert_one_line_error(error[0], "io-log of job c2", "No space left on device", f"plainbox-like resume {sid}")
+    state = load_session(path).state
+    assert state.latest("c1").outcome == "pass" and "c3" not in state.results
+    assert FLAG_INCOMPLETE in state.metadata.flags

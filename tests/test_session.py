@@ -7,6 +7,7 @@ session lives under ``tmp_path`` (``--repository`` / ``PLAINBOX_LIKE_REPOSITORY`
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -600,3 +601,83 @@ def test_settling_gives_a_job_killed_before_its_log_existed_an_empty_log(tmp_pat
     reader = RecordReader(log)
     assert list(reader) == [] and reader.complete
     assert load_session(path).state.latest("a").outcome == OUTCOME_CRASH
+
+
+# -- a full disk ---------------------------------------------------------------------
+
+# Jobs sleep (31.7 s, to be found in /proc) only until the test marks the session as resumed.
+FULL_DISK_UNITS = """\
+id: first
+command: echo first
+
+id: big
+command: head -c 2000000 /dev/zero | tr '\\0' x; test -e "$PLAINBOX_SESSION_SHARE/resumed" || sleep 31.7
+
+id: slow
+command: test -e "$PLAINBOX_SESSION_SHARE/resumed" || sleep 31.7
+
+id: last
+command: echo last
+"""
+
+
+def _no_space(*_args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _sleepers():
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"31.7" in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("parallel", [1, 2], ids=["j1", "j2"])
+@pytest.mark.parametrize("what", ["io-log", "journal"])
+def test_a_full_disk_stops_the_run_cleanly_and_resume_continues(tmp_path, monkeypatch, parallel, what):
+    from plainbox_like import iolog, storage
+    from plainbox_like.errors import RunAborted
+
+    units = tmp_path / "units.pxu"
+    units.write_text(FULL_DISK_UNITS)
+    repo = SessionRepository(str(tmp_path / "repo"))
+    prepared = batch.start_session(repo, batch.RunConfig(sources=[str(units)], parallel=parallel))
+    sid, path = prepared.writer.id, prepared.writer.path
+    if what == "io-log":  # the big output is the first io-log write that does not fit (workers inherit this)
+        real = iolog._write_all
+        monkeypatch.setattr(iolog, "_write_all", lambda fd, data: _no_space() if len(data) > 4096 else real(fd, data))
+    else:  # the journal is full from the first result on
+        real = storage._write_all
+        monkeypatch.setattr(
+            storage, "_write_all", lambda fd, data: _no_space() if b'"op":"result"' in data else real(fd, data)
+        )
+    started = time.monotonic()
+    with pytest.raises(RunAborted) as caught:
+        batch.run_prepared(prepared)
+    message = str(caught.value)
+    assert "No space left on device" in message and f"plainbox-like resume {sid}" in message
+    assert "\n" not in message
+    assert time.monotonic() - started < 20  # the sleeping jobs were stopped, not waited for
+    assert wait_until(lambda: not _sleepers(), timeout=10), "a job of the stopped run still runs"
+    loaded = load_session(path)  # it loads: no torn line, no sequence gap
+    assert loaded.journal_torn is None
+    assert FLAG_INCOMPLETE in loaded.state.metadata.flags
+
+    monkeypatch.undo()  # room again
+    open(os.path.join(path, "session-share", "resumed"), "w").close()
+    summary = batch.run_prepared(batch.resume_session(repo, sid))
+    state = load_session(summary.path).state
+    assert FLAG_INCOMPLETE not in state.metadata.flags
+    assert set(state.results) == {"first", "big", "slow", "last"}
+    assert state.latest("last").outcome == OUTCOME_PASS
+    if what == "io-log":
+        assert state.latest("big").outcome == OUTCOME_CRASH  # its output could not be kept: never a pass
+        if parallel == 1:
+            assert state.latest("first").outcome == OUTCOME_PASS  # done before the disk filled up
+    else:
+        assert state.latest("first").outcome == OUTCOME_CRASH  # its result could not be written: never a pass
