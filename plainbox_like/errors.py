@@ -21,6 +21,10 @@ class RunAborted(PlainboxLikeError):
     exit_code = 1
 
 
+class CannotWrite(PlainboxLikeError):
+    """A session cannot be created or opened for writing: its file system is full, read-only or failing."""
+
+
 class FileProblem(PlainboxLikeError):
     """Something is wrong with one file; the message names the file (and line)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, Callable, Iterable
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable
 import attrs
 
 from plainbox_like import codec, iolog
-from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
+from plainbox_like.errors import CannotWrite, CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
 from plainbox_like.locks import LOCK_FILE, held_flocks, hostname, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
 from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
@@ -296,8 +297,12 @@ def acquire_lock(path: str) -> int:
     # Write first, then cut to length: the file never looks empty (a writer killed here
     # still leaves a pid behind), and readers only take its first line.
     holder = f"{os.getpid()} {hostname()}\n".encode()
-    os.pwrite(fd, holder, 0)
-    os.ftruncate(fd, len(holder))
+    try:
+        os.pwrite(fd, holder, 0)
+        os.ftruncate(fd, len(holder))
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -348,23 +353,38 @@ class SessionWriter:
         **metadata: Any,
     ) -> "SessionWriter":
         """Create a new session directory with a random name and open it for writing."""
-        os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
-        path = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
-        for sub in (IO_LOGS, SHARE_DIR):
-            os.mkdir(os.path.join(path, sub), 0o700)
-        lock_fd = acquire_lock(path)
-        now = time.time()
-        meta = SessionMetadata(
-            title=title,
-            flags=[FLAG_INCOMPLETE],
-            created=now,
-            updated=now,
-            runner=Runner(os.getpid(), hostname()),
-            **metadata,
-        )
-        writer = cls(path, SessionState(metadata=meta), lock_fd, durability, clock)
-        writer.snapshot()
-        fsync_dir(sessions_dir)
+        try:
+            os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
+            path = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
+        except OSError as exc:
+            raise CannotWrite(f"{sessions_dir}: cannot create a session ({exc.strerror or exc})") from None
+        writer = lock_fd = None
+        try:
+            for sub in (IO_LOGS, SHARE_DIR):
+                os.mkdir(os.path.join(path, sub), 0o700)
+            lock_fd = acquire_lock(path)
+            now = time.time()
+            meta = SessionMetadata(
+                title=title,
+                flags=[FLAG_INCOMPLETE],
+                created=now,
+                updated=now,
+                runner=Runner(os.getpid(), hostname()),
+                **metadata,
+            )
+            writer = cls(path, SessionState(metadata=meta), lock_fd, durability, clock)
+            writer.snapshot()
+            fsync_dir(sessions_dir)
+        except BaseException as exc:
+            # Half made, it holds nothing: leave no directory that would list as a broken session.
+            if writer is not None:
+                writer.abandon()
+            elif lock_fd is not None:
+                os.close(lock_fd)
+            shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise CannotWrite(f"{sessions_dir}: cannot create a session ({exc.strerror or exc})") from None
+            raise
         return writer
 
     @classmethod
@@ -376,7 +396,10 @@ class SessionWriter:
             # Only our sessions have a journal; never put a lock into anything else.
             load_session(path)  # raises if it is not a session at all
             raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
-        lock_fd = acquire_lock(path)
+        try:
+            lock_fd = acquire_lock(path)
+        except OSError as exc:
+            raise CannotWrite(f"{path}: cannot write the session ({exc.strerror or exc})") from None
         try:
             loaded = load_session(path)
             if loaded.origin != codec.FORMAT:
@@ -389,10 +412,14 @@ class SessionWriter:
             finally:
                 os.close(lock_fd)
             raise
-        _remove_stale_temporaries(path)
-        # A fresh snapshot drops any torn journal tail before we append to it.
-        writer.snapshot()
-        writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": hostname()}}})
+        try:
+            _remove_stale_temporaries(path)
+            # A fresh snapshot drops any torn journal tail before we append to it.
+            writer.snapshot()
+            writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": hostname()}}})
+        except OSError as exc:
+            writer.abandon()  # what is on disk stays as it was
+            raise CannotWrite(f"{path}: cannot write the session ({exc.strerror or exc})") from None
         return writer
 
     @property

@@ -681,3 +681,37 @@ def test_reserved_log_names_never_collide_with_files_or_each_other(tmp_path):
     assert len(names) == 4
     assert not any(n for n in names - {first} if os.path.exists(os.path.join(path, "io-logs", n + ".record.gz")))
     writer.close()
+
+
+# -- a full disk -----------------------------------------------------------------------
+
+
+def _no_space(*_args, **_kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_session_that_cannot_be_created_leaves_nothing_behind(tmp_path, monkeypatch):
+    from plainbox_like.errors import CannotWrite
+
+    sessions = tmp_path / "sessions"
+    monkeypatch.setattr(storage, "write_atomically", _no_space)  # its first snapshot does not fit
+    with pytest.raises(CannotWrite, match="cannot create a session .No space left on device"):
+        SessionWriter.create(str(sessions), title="t")
+    assert os.listdir(sessions) == []  # no half-made directory to list as a broken session
+
+
+def test_a_session_that_cannot_be_reopened_stays_as_it_was(tmp_path, monkeypatch):
+    from plainbox_like.errors import CannotWrite
+
+    writer = SessionWriter.create(str(tmp_path), title="t")
+    writer.job_started("a", 1, None)
+    writer.abandon()  # as if its runner died
+    before = load_session(writer.path).state
+    monkeypatch.setattr(storage, "write_atomically", _no_space)
+    with pytest.raises(CannotWrite, match="cannot write the session"):
+        SessionWriter.open(writer.path)
+    assert load_session(writer.path).state == before
+    monkeypatch.undo()
+    again = SessionWriter.open(writer.path)  # the lock was let go
+    assert again.state.running_jobs.keys() == {"a"}
+    again.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -40,6 +41,8 @@ COMMANDS: dict[str, str] = {
     "import": "export",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
+#: Errors of the machine, not of this program: a one-line message, not a traceback.
+_ENVIRONMENT_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
@@ -99,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlainboxLikeError as exc:
         print(f"plainbox-like: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"plainbox-like: error: {where}{exc.strerror}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)
