@@ -150,8 +150,7 @@ class LocalExecutor:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._poller, self._poll_scale = _new_poller()
-        self._owners: dict[int, Process] = {}  # watched pipe and pidfd -> its process
-        self._extra: dict[int, object] = {}
+        self._owners: dict[int, Process] = {}  # watched pipe and pidfd -> its process (not watch_fd's)
         self._running: dict[int, Process] = {}
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
@@ -162,9 +161,8 @@ class LocalExecutor:
         return list(self._running.values())
 
     def watch_fd(self, fd: int, tag: object) -> None:
-        """Also wake :meth:`poll` when *fd* is readable (e.g. a signal wakeup pipe)."""
+        """Also wake :meth:`poll` when *fd* is readable (e.g. a signal wakeup pipe); *tag* is for the caller."""
         self._poller.register(fd, select.POLLIN)
-        self._extra[fd] = tag
 
     def _watch(self, fd: int, process: Process) -> None:
         self._poller.register(fd, select.POLLIN)

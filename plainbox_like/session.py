@@ -637,8 +637,6 @@ class BatchRunner:
         A job killed without a result stays running in the journal, as after a
         crash of the runner: ``resume`` records it as a crash.
         """
-        if self._stop is None:
-            self._stop = signal.SIGTERM
         for job_id in [job_id for job_id, running in self._running.items() if running.process is None]:
             del self._running[job_id]  # its start was being journaled: it never ran
         try:
