@@ -97,3 +97,15 @@ def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
     monkeypatch.setattr(session, "start_session", fail)
     with pytest.raises(OSError):
         cli_main.main(["--repository", str(tmp_path), "run", "-c", "true"])
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plainbox_like", "--repository", str(tmp_path), "run", "--dry-run",
+         *[arg for n in range(2000) for arg in ("-c", f"echo {n}")]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # like `| head` that has read enough
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err

@@ -102,17 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlainboxLikeError as exc:
         print(f"plainbox-like: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
-        if exc.errno not in _ENVIRONMENT_ERRORS:
-            raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"plainbox-like: error: {where}{exc.strerror}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # after BrokenPipeError, one of its kind
+        if exc.errno not in _ENVIRONMENT_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"plainbox-like: error: {where}{exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         import signal
 
