@@ -268,6 +268,10 @@ def write_atomically(path: str, data: bytes, backup: str | None = None) -> None:
     fsync_dir(directory)
 
 
+def _cannot_write(path: str, what: str, exc: OSError) -> CannotWrite:
+    return CannotWrite(f"{path}: {what} ({exc.strerror or exc})")
+
+
 def _remove_stale_temporaries(path: str) -> None:
     """Remove snapshot temporaries a killed writer left behind (we hold the lock)."""
     prefix = "." + STATE_FILE + "."
@@ -353,13 +357,10 @@ class SessionWriter:
         **metadata: Any,
     ) -> "SessionWriter":
         """Create a new session directory with a random name and open it for writing."""
+        path = writer = lock_fd = None
         try:
             os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
             path = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
-        except OSError as exc:
-            raise CannotWrite(f"{sessions_dir}: cannot create a session ({exc.strerror or exc})") from None
-        writer = lock_fd = None
-        try:
             for sub in (IO_LOGS, SHARE_DIR):
                 os.mkdir(os.path.join(path, sub), 0o700)
             lock_fd = acquire_lock(path)
@@ -381,9 +382,10 @@ class SessionWriter:
                 writer.abandon()
             elif lock_fd is not None:
                 os.close(lock_fd)
-            shutil.rmtree(path, ignore_errors=True)
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
             if isinstance(exc, OSError):
-                raise CannotWrite(f"{sessions_dir}: cannot create a session ({exc.strerror or exc})") from None
+                raise _cannot_write(sessions_dir, "cannot create a session", exc) from None
             raise
         return writer
 
@@ -399,7 +401,7 @@ class SessionWriter:
         try:
             lock_fd = acquire_lock(path)
         except OSError as exc:
-            raise CannotWrite(f"{path}: cannot write the session ({exc.strerror or exc})") from None
+            raise _cannot_write(path, "cannot write the session", exc) from None
         try:
             loaded = load_session(path)
             if loaded.origin != codec.FORMAT:
@@ -419,7 +421,7 @@ class SessionWriter:
             writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": hostname()}}})
         except OSError as exc:
             writer.abandon()  # what is on disk stays as it was
-            raise CannotWrite(f"{path}: cannot write the session ({exc.strerror or exc})") from None
+            raise _cannot_write(path, "cannot write the session", exc) from None
         return writer
 
     @property
