@@ -240,18 +240,16 @@ def decode_state(data: bytes, path: str | os.PathLike) -> Loaded:
 
 
 def _plainbox_log_name(name: str, session_dir: str) -> str:
-    """Make a Plainbox ``io_log_filename`` relative to *session_dir* when it can be."""
+    """Make a Plainbox ``io_log_filename`` (absolute, where Checkbox ran it) relative to *session_dir*."""
     if not os.path.isabs(name):
         return name
     real_dir = os.path.realpath(session_dir)
     real = os.path.realpath(name)
     if real.startswith(real_dir + os.sep):
         return os.path.relpath(real, real_dir)
-    # The session was moved (or comes from another machine): look for the file here.
-    candidate = os.path.join("io-logs", os.path.basename(name))
-    if os.path.exists(os.path.join(session_dir, candidate)):
-        return candidate
-    return name
+    # The session was moved (or comes from another machine): the file is looked for here, and
+    # only here (a path from a state never leads outside its session).
+    return os.path.join("io-logs", os.path.basename(name))
 
 
 class _FieldError(Exception):

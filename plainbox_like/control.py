@@ -15,7 +15,7 @@ import time
 import attrs
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.storage import hostname, lock_holder, write_atomically, writer_alive
+from plainbox_like.storage import hostname, lock_holder, refuse_symlinked, write_atomically, writer_alive
 
 CONTROL_FILE = "control"
 STOP = "stop"
@@ -41,6 +41,7 @@ def write_request(session_path: str, action: str) -> Request:
     """Leave *action* for the session's runner; it must be running on this host."""
     if action not in ACTIONS:
         raise PlainboxLikeError(f"unknown request {action!r} (use one of {', '.join(ACTIONS)})")
+    refuse_symlinked(session_path)
     holder = lock_holder(session_path)
     here = hostname()
     if holder is not None and holder[1] != here:

@@ -80,3 +80,10 @@ class SessionLocked(PlainboxLikeError):
         self.host = host
         who = f"pid {pid} on host {host}" if pid else "another process"
         super().__init__(f"{path}: session is locked by {who}")
+
+
+class OutsideSession(PlainboxLikeError):
+    """A path taken from a session (a state field, a symbolic link) would lead outside its directory.
+
+    Nothing is read or written through it; the message names the session and what leads out.
+    """

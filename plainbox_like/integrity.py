@@ -780,6 +780,11 @@ def check_session(path: str, held: set | None = None) -> SessionCheck:
             "unknown-origin",
         )
         return report
+    for name, target in storage.symlinked_parts(path):
+        what = "the session directory" if name == "." else f"{name}/"
+        report.problem(
+            name, f"{what} is a symbolic link (to {target!r:.200}): nothing writes through it", "symlinked-directory"
+        )
     if ours:
         _check_our_files(report, rb, live, holder)
     if rb.state is not None:
@@ -870,6 +875,11 @@ def _check_logs(report: SessionCheck, rb: Rebuild, live: bool) -> None:
     referenced: set[str] = set()
     seen: set[str] = set()
     for name, users in uses.items():
+        why = storage.outside_reason(path, name)
+        if why is not None:
+            field = storage.log_field(users[0].job_id, users[0].attempt)
+            report.problem(name, f"{field} {why}: refused, nothing is read through it", "path-outside")
+            continue
         record_path = os.path.normpath(_log_path(path, name))
         if record_path in seen:
             continue
@@ -1169,6 +1179,10 @@ class _Repairer:
             if record_path in seen:
                 continue
             seen.add(record_path)
+            why = storage.outside_reason(self.path, name)
+            if why is not None:
+                self.drop_outside(state, name, why, users)
+                continue
             if not self.inside_logs(record_path):
                 self.result.lost.append(f"{name}: outside the session's io-logs directory: not repaired")
                 continue
@@ -1182,6 +1196,19 @@ class _Repairer:
             stale = [s for s, r in scan.raw.items() if r.status != "equal"]
             if stale:
                 self.rebuild_raw(record_path, scan, stale)
+
+    def drop_outside(self, state: SessionState, name: str, why: str, users: list[LogUse]) -> None:
+        """A log name that leads outside the session: never read nor written, dropped from the state."""
+        note = f"its log name {name!r:.200} led outside the session ({why}) and was dropped by a repair"
+        for use in users:
+            target = use.result if use.result is not None else state.running_jobs.get(use.job_id)
+            if use.result is not None:
+                use.result.comments = f"{use.result.comments}; {note}" if use.result.comments else note
+            if target is not None:
+                target.io_log_filename = None
+        self.act(f"{name!r:.200}: {why}: dropped from {_describe(users)} (nothing was read or written there)")
+        self.result.lost.append(f"the output of {_describe(users)} (its log name led outside the session)")
+        self.state_changed = True
 
     def missing_record(
         self, state: SessionState, name: str, record_path: str, scan: LogScan, users: list[LogUse]

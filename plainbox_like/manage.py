@@ -109,6 +109,8 @@ def human_size(size: int) -> str:
 
 def tree_size(path: str) -> int:
     """The sum of the sizes of the files under *path* (symbolic links not followed)."""
+    if os.path.islink(path):
+        return 0  # a session directory that is a link: only the link is ever removed
     total = 0
     stack = [path]
     while stack:
@@ -191,7 +193,8 @@ class Deleted:
 def session_in_repository(repo: SessionRepository, ref: str) -> str:
     """The directory of session *ref*, which must be in *repo*'s ``sessions/`` directory."""
     path = repo.resolve(ref)
-    parent = os.path.dirname(os.path.realpath(path))
+    # Where the entry is (a session directory that is a link counts as its link's place).
+    parent = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     if parent != os.path.realpath(repo.sessions_dir):
         raise NotInRepository(
             f"{path}: not a session of the repository {repo.root}; only the repository's own sessions are deleted"
@@ -226,6 +229,15 @@ def delete_session(path: str, *, force: bool = False) -> Deleted:
     path = os.path.abspath(path)
     sid = session_id_of(path)
     info = summary.summarize(path)
+    if os.path.islink(path):
+        # A session directory that is a symbolic link: the link goes, never what it points at
+        # (nothing is locked or written there either).
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise PlainboxLikeError(f"{path}: cannot delete: {exc.strerror}") from None
+        storage.fsync_dir(os.path.dirname(path))
+        return Deleted(id=sid, path=path, size=0, title=info.title, status=info.status)
     busy = busy_reason(path)
     runner_left = None
     if busy is not None:
@@ -535,7 +547,7 @@ def gc(
         _gc_remove(report, attrs.evolve(item, size=tree_size(path)), dry_run, on_item)
     for path, status in _leftovers(repo):
         try:
-            mtime = os.stat(path).st_mtime
+            mtime = os.lstat(path).st_mtime
         except OSError:
             continue
         if status == "importing" and mtime > now - STAGING_GRACE:
@@ -559,7 +571,7 @@ def _leftovers(repo: SessionRepository) -> list[tuple[str, str]]:
     with entries:
         for e in entries:
             for prefix, status in ((DELETING_PREFIX, "deleting"), (IMPORT_STAGING_PREFIX, "importing")):
-                if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False):
+                if e.name.startswith(prefix) and (e.is_dir(follow_symlinks=False) or e.is_symlink()):
                     found.append((e.path, status))
     return sorted(found)
 
@@ -568,6 +580,15 @@ def _gc_remove(report: GcReport, item: GcItem, dry_run: bool, on_item: Callable[
     if dry_run:
         if item.leftover and _lock_is_held(item.path):
             return  # a deletion in progress
+        report.removed.append(item)
+        on_item(item)
+        return
+    if item.leftover and os.path.islink(item.path):
+        try:
+            os.unlink(item.path)  # a link left by an older version's deletion: never its target
+        except OSError as exc:
+            report.failed.append(attrs.evolve(item, reason=f"cannot remove {item.path}: {exc.strerror or exc}"))
+            return
         report.removed.append(item)
         on_item(item)
         return

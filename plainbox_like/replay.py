@@ -21,7 +21,7 @@ from plainbox_like import iolog
 from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing
 from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.model import Attempt
-from plainbox_like.storage import LoadedSession
+from plainbox_like.storage import LoadedSession, log_field, session_file
 
 RECORD_SUFFIX = ".record.gz"
 
@@ -157,11 +157,14 @@ def select_attempt(loaded: LoadedSession, job_id: str, attempt: int | None = Non
 
 
 def log_paths(loaded: LoadedSession, ref: AttemptRef) -> dict[str, str] | None:
-    """Absolute paths of the attempt's ``record``, ``stdout`` and ``stderr`` files (``None``: no log)."""
+    """Absolute paths of the attempt's ``record``, ``stdout`` and ``stderr`` files (``None``: no log).
+
+    Raises :class:`~plainbox_like.errors.OutsideSession` if the state names a log outside the session.
+    """
     name = ref.io_log_filename
     if not name:
         return None
-    record = name if os.path.isabs(name) else os.path.join(loaded.path, name)
+    record = session_file(loaded.path, name, log_field(ref.job_id, ref.attempt))
     stem = record[: -len(RECORD_SUFFIX)] if record.endswith(RECORD_SUFFIX) else record
     return {"record": record, **{s: f"{stem}.{s}" for s in STREAMS}}
 

@@ -38,7 +38,15 @@ from plainbox_like.model import (
 )
 from plainbox_like.runner import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
-from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.storage import (
+    IO_LOGS,
+    SessionRepository,
+    SessionWriter,
+    held_flocks,
+    load_session,
+    session_file,
+    writer_alive,
+)
 from plainbox_like.resource import RequirementProgram
 from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
 
@@ -946,7 +954,8 @@ def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) ->
     prefix, suffix = f"{IO_LOGS}/", ".record.gz"
     if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
         return
-    if not os.path.exists(os.path.join(writer.path, io_log_filename)):
+    # Confined (the writer refuses a state naming paths outside), and never written through a link.
+    if not os.path.lexists(session_file(writer.path, io_log_filename, "io_log_filename")):
         writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()
 
 

@@ -15,14 +15,22 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
 from plainbox_like import codec, iolog
-from plainbox_like.errors import CannotWrite, CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
+from plainbox_like.errors import (
+    CannotWrite,
+    CorruptSession,
+    OutsideSession,
+    PlainboxLikeError,
+    SessionLocked,
+    SessionNotFound,
+)
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
 from plainbox_like.locks import LOCK_FILE, held_flocks, hostname, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
 from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
@@ -41,6 +49,153 @@ MIN_JOURNAL_BYTES = 64 * 1024
 SNAPSHOT_INTERVAL = 2.0
 #: Share of the run's time that interval snapshots may take.
 SNAPSHOT_TIME_BUDGET = 0.05
+
+
+# -- confinement -----------------------------------------------------------------
+#
+# A session's state may come from anywhere (an imported archive, a directory
+# someone else wrote): every path taken from it, and every directory of it that
+# we write into, is checked here, and only here, before it is used.
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def outside_reason(
+    session_dir: str, name: object, real_dir: str | None = None, plain_dirs: set[str] | None = None
+) -> str | None:
+    """Why *name*, a path taken from the state of the session at *session_dir*, does not stay inside it.
+
+    ``None``: it names a file inside the session directory, after following every
+    symbolic link on the way. Absolute names and names with ``..`` are refused
+    whatever they point at: our writer never makes them. *real_dir* is
+    ``os.path.realpath(session_dir)`` if the caller has it already; *plain_dirs*
+    caches, across calls, the directories already found not to be links.
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        return "not a file name"
+    if os.path.isabs(name):
+        return "an absolute path"
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        return "climbs out with '..'"
+    if not parts:
+        return "not a file name"
+    real_dir = os.path.realpath(session_dir) if real_dir is None else real_dir
+    current = real_dir
+    for number, part in enumerate(parts, start=1):
+        current = current + os.sep + part
+        last = number == len(parts)
+        if not last and plain_dirs is not None and current in plain_dirs:
+            continue
+        try:
+            mode = os.lstat(current).st_mode
+        except OSError:
+            return None  # nothing below a missing name can be a link yet
+        if stat.S_ISLNK(mode):
+            real = os.path.realpath(os.path.join(real_dir, name))
+            if real == real_dir or not _inside(real, real_dir):
+                return "leads outside the session through a symbolic link"
+            return None
+        if not last and plain_dirs is not None:
+            plain_dirs.add(current)
+    return None
+
+
+def session_file(session_dir: str, name: object, field: str) -> str:
+    """The path of *name* (the value of state field *field*) inside the session at *session_dir*.
+
+    Raises :class:`OutsideSession`, naming the session and the field, if it would lead outside.
+    """
+    why = outside_reason(session_dir, name)
+    if why is not None:
+        raise OutsideSession(
+            f"session {session_id_of(session_dir)} ({session_dir}): {field} {name!r:.200}: {why}: refused"
+        )
+    return os.path.join(session_dir, name)  # type: ignore[arg-type]
+
+
+def refuse_paths_outside(session_dir: str, state: SessionState) -> None:
+    """Raise :class:`OutsideSession` if *state* names any path outside the session (see :func:`paths_outside`)."""
+    found = paths_outside(session_dir, state)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise OutsideSession(
+            f"session {session_id_of(session_dir)} ({session_dir}): {found[0]}{more}: refused "
+            "(repair drops such names)"
+        )
+
+
+def log_field(job_id: str, attempt: int) -> str:
+    """How messages name the ``io_log_filename`` field of one attempt."""
+    return f"io_log_filename of job {job_id!r} attempt {attempt}"
+
+
+def state_paths(state: SessionState) -> Iterator[tuple[str, str]]:
+    """``(field, name)`` for every path a state names (the ``io_log_filename`` of each attempt, running ones too)."""
+    for job_id, attempts in state.results.items():
+        for attempt in attempts:
+            if attempt.io_log_filename is not None:
+                yield log_field(job_id, attempt.attempt), attempt.io_log_filename
+    for job_id, running in state.running_jobs.items():
+        if running.io_log_filename is not None:
+            yield log_field(job_id, running.attempt), running.io_log_filename
+
+
+def paths_outside(session_dir: str, state: SessionState) -> list[str]:
+    """One message per path of *state* that leads outside the session at *session_dir* (``[]``: none)."""
+    found = []
+    real_dir = os.path.realpath(session_dir)
+    plain_dirs: set[str] = set()
+    # The usual name, io-logs/FILE in a real io-logs/: one directory listing tells which files
+    # are links (the only ones that need resolving), instead of a stat per attempt.
+    logs_dir = real_dir + os.sep + IO_LOGS
+    plain_logs: set[str] | None = None
+    try:
+        if not os.path.islink(logs_dir):
+            with os.scandir(logs_dir) as entries:
+                plain_logs = {f"{IO_LOGS}/{e.name}" for e in entries if not e.is_symlink()}
+    except OSError:
+        plain_logs = None
+    for field, name in state_paths(state):
+        if plain_logs is not None and name in plain_logs:
+            continue
+        why = outside_reason(session_dir, name, real_dir, plain_dirs)
+        if why is not None:
+            found.append(f"{field} {name!r:.200}: {why}")
+    return found
+
+
+def symlinked_parts(session_dir: str) -> list[tuple[str, str]]:
+    """The parts of a session that are symbolic links and must not be written through.
+
+    ``(name, target)`` for the session directory itself (name ``.``), ``io-logs/``
+    and ``session-share/``.
+    """
+    found = []
+    for name in (".", IO_LOGS, SHARE_DIR):
+        path = os.path.normpath(session_dir) if name == "." else os.path.join(session_dir, name)
+        try:
+            if os.path.islink(path):
+                found.append((name, os.readlink(path)))
+        except OSError:
+            continue
+    return found
+
+
+def refuse_symlinked(session_dir: str) -> None:
+    """Raise :class:`OutsideSession` if the session directory, its ``io-logs/`` or ``session-share/`` is a link.
+
+    Called before anything writes a session (the lock is the first thing written), so that
+    no writer ever writes through such a link to wherever it points.
+    """
+    for name, target in symlinked_parts(session_dir):
+        what = "the session directory" if name == "." else f"{name}/"
+        raise OutsideSession(
+            f"session {session_id_of(session_dir)} ({session_dir}): {what} is a symbolic link "
+            f"(to {target!r:.200}): refusing to write through it"
+        )
 
 
 # -- reading -------------------------------------------------------------------
@@ -288,7 +443,9 @@ def acquire_lock(path: str) -> int:
 
     Raises :class:`SessionLocked`, naming the holder, if another process has it.
     Used by writers, and by ``repair``, which cannot open a session whose snapshot is damaged.
+    Raises :class:`OutsideSession` first if the session is written through a symbolic link.
     """
+    refuse_symlinked(path)
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -406,6 +563,7 @@ class SessionWriter:
             loaded = load_session(path)
             if loaded.origin != codec.FORMAT:
                 raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
+            refuse_paths_outside(path, loaded.state)
             writer = cls(path, loaded.state, lock_fd, durability, clock)
         except BaseException:
             # Leave no pid in the lock: the session must not look like ours to cleanup or list.

@@ -309,6 +309,31 @@ def _make_private(root: str) -> None:
                 os.chmod(path, 0o700 if st.st_mode & stat.S_IXUSR else 0o600)
 
 
+def _check_links(root: str, name: str) -> None:
+    """Refuse symbolic links that would lead outside the session once it is in place.
+
+    Checked against the session directory itself (not the staging directory
+    around it, which the session leaves): a link is only accepted inside
+    ``session-share/`` (jobs make them there), and only if it resolves inside the session.
+    """
+    real_root = os.path.realpath(root)
+    share = os.path.join(root, storage.SHARE_DIR)
+    for directory, dirs, files in os.walk(root):
+        for entry in dirs + files:
+            path = os.path.join(directory, entry)
+            if not os.path.islink(path):
+                continue
+            rel = os.path.relpath(path, root)
+            target = os.readlink(path)
+            if not _within(path, share) or path == share:
+                why = "symbolic link outside session-share/"
+            elif not _within(os.path.realpath(path), real_root):
+                why = "symbolic link leading outside the session"
+            else:
+                continue
+            raise UnsafeArchive(f"{name}: refusing to import: {rel!r:.200} -> {target!r:.200}: {why}")
+
+
 def _session_root(content: str) -> str | None:
     if os.path.isfile(os.path.join(content, storage.STATE_FILE)):
         return content
@@ -382,10 +407,14 @@ def _import(source: BinaryIO, sessions_dir: str, name: str) -> LoadedSession:
         if os.path.isfile(lock) and not os.path.islink(lock):
             os.unlink(lock)
         _make_private(root)
+        _check_links(root, name)
         try:
-            storage.load_session(root)
+            staged = storage.load_session(root)
         except (CorruptSession, SessionNotFound) as exc:
             raise BadArchive(f"{name}: the session in the archive does not load: {exc}") from None
+        outside = storage.paths_outside(root, staged.state)
+        if outside:
+            raise UnsafeArchive(f"{name}: refusing to import: the session's {outside[0]}")
         final = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
         # rename(2) replaces an empty directory atomically: the fresh name that
         # mkdtemp reserved now holds the whole session.
