@@ -58,6 +58,83 @@ def _mknod_null(path: str) -> None:
         pytest.skip("mknod is not allowed here")
 
 
+# -- export -o ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("through_link", [False, True], ids=["device", "link-to-device"])
+def test_export_writes_into_a_device_node_never_replaces_it(root, tmp_path, capfd, through_link):
+    sid = _new_session(root, capfd)
+    device = str(tmp_path / "null")
+    _mknod_null(device)
+    target = device
+    if through_link:
+        target = str(tmp_path / "out.json")
+        os.symlink(device, target)
+    assert run(root, "export", sid, "-o", target) == 0
+    assert stat.S_ISCHR(os.lstat(device).st_mode) and os.lstat(device).st_rdev == os.makedev(1, 3)
+    assert os.path.islink(target) == through_link
+    assert sorted(os.listdir(tmp_path)) == sorted({"repo", "null", os.path.basename(target)})
+
+
+def test_export_writes_into_a_fifo(root, tmp_path, capfd):
+    sid = _new_session(root, capfd)
+    fifo = str(tmp_path / "pipe")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer, as a shell pipe
+    try:
+        env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
+        proc = subprocess.Popen([sys.executable, "-m", "plainbox_like", "export", sid, "-o", fifo], cwd=REPO, env=env)
+        data = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = proc.poll() is not None
+            try:
+                chunk = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                data += chunk
+            elif done:
+                break
+            else:
+                time.sleep(0.01)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert json.loads(data)["session"]["id"] == sid
+
+
+def test_export_follows_a_symlink_and_replaces_its_target(root, tmp_path, capfd):
+    sid = _new_session(root, capfd)
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    os.symlink("real.json", link)
+    assert run(root, "export", sid, "-o", str(link)) == 0
+    assert os.readlink(link) == "real.json"
+    assert json.loads(target.read_bytes())["session"]["id"] == sid
+
+
+@pytest.mark.parametrize("fmt", ["json", "junit", "html", "tar"])
+def test_export_into_a_session_directory_is_refused(root, tmp_path, capfd, fmt):
+    sid = _new_session(root, capfd)
+    other = SessionRepository(root).create(title="other")
+    other.close()
+    path = _path(root, sid)
+    before = _tree(path), _tree(other.path)
+    for output in (os.path.join(path, "session"), os.path.join(other.path, "io-logs", "x.out")):
+        assert run(root, "export", sid, "--format", fmt, "-o", output) == 2
+        assert_one_line_error(capfd.readouterr().err, output, "inside")
+    # Through a link outside the repository too: where the name leads is what counts.
+    link = str(tmp_path / "innocent")
+    os.symlink(os.path.join(path, "session"), link)
+    assert run(root, "export", sid, "--format", fmt, "-o", link) == 2
+    assert_one_line_error(capfd.readouterr().err, link, "inside")
+    assert (_tree(path), _tree(other.path)) == before
+    storage.load_session(path)
+
+
 # -- paths taken from a state ----------------------------------------------------------------
 
 

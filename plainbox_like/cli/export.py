@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import tempfile
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 
 from plainbox_like import codec, exports, storage
 from plainbox_like.cli import common
@@ -74,16 +75,37 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def write_output(path: str, produce: Callable[[BinaryIO], None]) -> None:
-    """Write *path* through a temporary file renamed over it: never a half-written export."""
+def write_output(path: str, produce: Callable[[BinaryIO], None], refused: Iterable[tuple[str, str]] = ()) -> None:
+    """Write the export to *path* without ever replacing what is not a regular file.
+
+    A device, FIFO or socket there is written into (``-o /dev/stdout``, a pipe); a
+    symbolic link is followed and its target written; a regular file (or nothing)
+    is replaced through a temporary file renamed over it: never a half-written
+    export. *refused*: ``(directory, what)`` pairs that nothing is written inside
+    (the sessions), checked where the name leads after every link.
+    """
+    shown = path
     path = os.path.abspath(path)
-    directory, base = os.path.split(path)
-    if os.path.isdir(path):
-        raise PlainboxLikeError(f"{path}: is a directory")
+    real = os.path.realpath(path)
+    for directory, what in refused:
+        if _within(real, os.path.realpath(directory)):
+            raise PlainboxLikeError(f"{shown}: inside {what}: an export never writes there")
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise PlainboxLikeError(f"{shown}: cannot write: {exc.strerror or exc}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise PlainboxLikeError(f"{shown}: is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _write_into(shown, path, produce)
+        return
+    directory, base = os.path.split(real)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise PlainboxLikeError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise PlainboxLikeError(f"{shown}: cannot write: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             produce(f)
@@ -92,15 +114,31 @@ def write_output(path: str, produce: Callable[[BinaryIO], None]) -> None:
         umask = os.umask(0o022)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a shell redirection would create it
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         if isinstance(exc, OSError) and not isinstance(exc, PlainboxLikeError):
-            raise PlainboxLikeError(f"{path}: cannot write: {exc.strerror or exc}") from None
+            raise PlainboxLikeError(f"{shown}: cannot write: {exc.strerror or exc}") from None
         raise
+
+
+def _write_into(shown: str, path: str, produce: Callable[[BinaryIO], None]) -> None:
+    """Write into an existing device, FIFO or socket, as a shell redirection would (never replacing it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PlainboxLikeError(f"{shown}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            produce(f)
+            f.flush()
+    except OSError as exc:
+        if isinstance(exc, (PlainboxLikeError, BrokenPipeError)):
+            raise
+        raise PlainboxLikeError(f"{shown}: cannot write: {exc.strerror or exc}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -119,10 +157,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         options["with_logs"] = args.with_logs
     elif fmt == "tar":
         options["warn"] = _note
-        if not to_stdout and _within(
-            os.path.realpath(os.path.dirname(os.path.abspath(args.output))), os.path.realpath(loaded.path)
-        ):
-            raise PlainboxLikeError(f"{args.output}: cannot write the archive inside the session it archives")
 
     def produce(out: BinaryIO) -> None:
         exports.write(loaded, fmt, out, **options)
@@ -132,7 +166,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         produce(sys.stdout.buffer)
         sys.stdout.buffer.flush()
     else:
-        write_output(args.output, produce)
+        refused = [
+            (loaded.path, f"the session it exports ({loaded.path})"),
+            (repo.sessions_dir, f"the repository's sessions directory ({repo.sessions_dir})"),
+        ]
+        write_output(args.output, produce, refused)
     return 0
 
 
