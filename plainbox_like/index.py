@@ -212,6 +212,17 @@ class IndexUnusable(PlainboxLikeError):
     """The index file cannot be used (newer schema, read-only, ...); the message says why."""
 
 
+def refuse_symlinked_index(path: str) -> None:
+    """Raise :class:`IndexUnusable` if the index file (or its -wal, -shm, -journal) is a symbolic link.
+
+    The index is never opened through a link: SQLite would create or write
+    the link's target, wherever it points (even outside the repository).
+    """
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.islink(path + suffix):
+            raise IndexUnusable(f"{path + suffix}: is a symbolic link: the index is never opened through one")
+
+
 # -- stamps ------------------------------------------------------------------------
 
 
@@ -1531,7 +1542,8 @@ class SessionIndex:
     def _connect(self) -> sqlite3.Connection:
         if not self.memory:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            refuse_symlinked_index(self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             try:
                 self._inode = os.fstat(fd).st_ino
                 fresh = os.fstat(fd).st_size == 0
@@ -1650,7 +1662,9 @@ class SessionIndex:
         """Replace a corrupt index file by a new one (one process at a time), with a notice."""
         if self.memory:
             raise exc
-        lock_fd = os.open(os.path.join(self.root, REPLACE_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = os.open(
+            os.path.join(self.root, REPLACE_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             # Someone else may have replaced it while we waited.

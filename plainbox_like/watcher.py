@@ -68,7 +68,12 @@ def acquire_watch_lock(root: str, wait: float = LOCK_WAIT) -> int:
     """Take the repository's watch lock (an open fd, released by closing it) or raise :class:`WatcherRunning`."""
     os.makedirs(root, mode=0o700, exist_ok=True)
     path = os.path.join(root, indexing.WATCH_LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:  # never through a symbolic link (it would create the link's target, wherever it points)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise indexing.IndexUnusable(f"{path}: is a symbolic link: the watch lock is never opened through one") from None
     deadline = time.monotonic() + wait
     while True:
         try:

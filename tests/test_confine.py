@@ -284,6 +284,31 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
     assert _tree(target) == before
 
 
+# -- the index ----------------------------------------------------------------------------
+
+
+def test_index_is_never_opened_through_a_symlink(root, tmp_path, capfd):
+    sid = _new_session(root, capfd)
+    for name in os.listdir(root):
+        if name.startswith("index.sqlite3"):
+            os.unlink(os.path.join(root, name))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside / "stolen.db"), os.path.join(root, "index.sqlite3"))
+    assert run(root, "list") == 0
+    out, err = capfd.readouterr()
+    assert sid in out and "is a symbolic link" in err
+    assert run(root, "search", "c1") == 0
+    out, err = capfd.readouterr()
+    assert sid in out and "is a symbolic link" in err
+    assert run(root, "watch", "--once") == 0
+    capfd.readouterr()
+    assert run(root, "index") == 2
+    assert_one_line_error(capfd.readouterr().err, "index.sqlite3", "is a symbolic link")
+    assert os.listdir(outside) == []
+    assert os.path.islink(os.path.join(root, "index.sqlite3"))
+
+
 def test_outside_reason_is_the_one_check(tmp_path):
     session = tmp_path / "s.session"
     (session / "io-logs").mkdir(parents=True)
