@@ -339,3 +339,34 @@ def test_outside_reason_is_the_one_check(tmp_path):
     assert all(message.startswith("io_log_filename of job 'j") for message in found)
     with pytest.raises(storage.OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
         storage.refuse_paths_outside(path, state)
+
+
+@pytest.mark.parametrize("name", ["index.sqlite3", "index.sqlite3-wal", "watch.lock"])
+def test_watch_never_opens_the_index_or_its_lock_through_a_symlink(root, tmp_path, capfd, name):
+    _new_session(root, capfd)
+    for existing in os.listdir(root):
+        if existing.startswith("index.sqlite3"):
+            os.unlink(os.path.join(root, existing))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(str(outside / "stolen"), os.path.join(root, name))
+    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "plainbox_like", "watch", "--poll"], cwd=REPO, env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, name, "is a symbolic link")
+    assert os.listdir(outside) == []
+
+
+def test_gc_removes_a_deleting_link_never_its_target(root, tmp_path, capfd):
+    _new_session(root, capfd)
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "keep").write_bytes(b"x")
+    link = os.path.join(root, "sessions", ".deleting-abc.1234")
+    os.symlink(str(target), link)
+    assert run(root, "gc", "--older-than", "1d") == 0
+    capfd.readouterr()
+    assert not os.path.lexists(link)
+    assert (target / "keep").read_bytes() == b"x"
