@@ -715,7 +715,8 @@ def _describe(uses: list[LogUse]) -> str:
 
 
 def _log_path(session_path: str, name: str) -> str:
-    return name if os.path.isabs(name) else os.path.join(session_path, name)
+    """Where log *name* is; only for names :func:`storage.outside_reason` accepted (relative, inside)."""
+    return os.path.join(session_path, name)
 
 
 def _rel(session_path: str, path: str) -> str:
@@ -1175,14 +1176,14 @@ class _Repairer:
     def repair_logs(self, state: SessionState) -> None:
         seen: set[str] = set()
         for name, users in log_uses(state).items():
-            record_path = os.path.normpath(_log_path(self.path, name))
-            if record_path in seen:
-                continue
-            seen.add(record_path)
             why = storage.outside_reason(self.path, name)
             if why is not None:
                 self.drop_outside(state, name, why, users)
                 continue
+            record_path = os.path.normpath(_log_path(self.path, name))
+            if record_path in seen:
+                continue
+            seen.add(record_path)
             if not self.inside_logs(record_path):
                 self.result.lost.append(f"{name}: outside the session's io-logs directory: not repaired")
                 continue
