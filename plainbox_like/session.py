@@ -38,15 +38,8 @@ from plainbox_like.model import (
 )
 from plainbox_like.runner import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
-from plainbox_like.storage import (
-    IO_LOGS,
-    SessionRepository,
-    SessionWriter,
-    held_flocks,
-    load_session,
-    session_file,
-    writer_alive,
-)
+from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.storage import session_file
 from plainbox_like.resource import RequirementProgram
 from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
 

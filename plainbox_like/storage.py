@@ -23,14 +23,8 @@ from typing import Any, Callable, Iterable, Iterator
 import attrs
 
 from plainbox_like import codec, iolog
-from plainbox_like.errors import (
-    CannotWrite,
-    CorruptSession,
-    OutsideSession,
-    PlainboxLikeError,
-    SessionLocked,
-    SessionNotFound,
-)
+from plainbox_like.errors import CannotWrite, CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
+from plainbox_like.errors import OutsideSession
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
 from plainbox_like.locks import LOCK_FILE, held_flocks, hostname, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
 from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
