@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         metavar="FILE",
-        help="write to FILE, replacing it only once the export is complete (default or '-': standard "
+        help="write to FILE, replacing a regular file only once the export is complete (a device or FIFO "
+        "is written into, a symbolic link is followed; never inside a session) (default or '-': standard "
         "output, which for tar must not be a terminal)",
     )
     p.add_argument(
