@@ -46,7 +46,7 @@ from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
 from plainbox_like.paths import session_id_of
 
 QUARANTINE_DIR = "quarantine"
-RECORD_SUFFIX = ".record.gz"
+RECORD_SUFFIX = storage.RECORD_SUFFIX
 #: A directory without a state file younger than this may still be being created.
 CREATING_GRACE = 30.0
 #: Comment of a running job whose result may have been lost with a damaged snapshot.
@@ -781,11 +781,9 @@ def check_session(path: str, held: set | None = None) -> SessionCheck:
             "unknown-origin",
         )
         return report
-    for name, target in storage.symlinked_parts(path):
-        what = "the session directory" if name == "." else f"{name}/"
-        report.problem(
-            name, f"{what} is a symbolic link (to {target!r:.200}): nothing writes through it", "symlinked-directory"
-        )
+    for part in storage.symlinked_parts(path):
+        kind = "symlinked-directory" if part.is_dir else "symlinked-file"
+        report.problem(part.name, f"{part.describe()}: nothing writes through it", kind)
     if ours:
         _check_our_files(report, rb, live, holder)
     if rb.state is not None:
@@ -876,10 +874,10 @@ def _check_logs(report: SessionCheck, rb: Rebuild, live: bool) -> None:
     referenced: set[str] = set()
     seen: set[str] = set()
     for name, users in uses.items():
-        why = storage.outside_reason(path, name)
-        if why is not None:
+        outside = storage.log_files_outside(path, name)
+        if outside is not None:
             field = storage.log_field(users[0].job_id, users[0].attempt)
-            report.problem(name, f"{field} {why}: refused, nothing is read through it", "path-outside")
+            report.problem(outside[0], f"{field} {outside[1]}: refused, nothing is read through it", "path-outside")
             continue
         record_path = os.path.normpath(_log_path(path, name))
         if record_path in seen:
@@ -1184,6 +1182,10 @@ class _Repairer:
             if record_path in seen:
                 continue
             seen.add(record_path)
+            outside = storage.log_files_outside(self.path, name)
+            if outside is not None:
+                self.result.lost.append(f"{outside[0]}: {outside[1]}: not read, not repaired")
+                continue
             if not self.inside_logs(record_path):
                 self.result.lost.append(f"{name}: outside the session's io-logs directory: not repaired")
                 continue

@@ -29,7 +29,8 @@ STREAMS = ("stdout", "stderr")
 FLUSH_INTERVAL = 0.5
 MAX_SLUG = 150
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_RAW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+#: Never through a symbolic link: a log file is only ever written inside its session.
+_RAW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
 #: A finished deflate stream with nothing in it, and the gzip trailer of no data (CRC 0, size 0).
 _EMPTY_TAIL = b"\x03\x00" + struct.pack("<II", 0, 0)
@@ -111,7 +112,7 @@ def open_reserved_log(io_logs_dir: str, stem: str) -> int:
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
-        return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
 
 
 def create_log_files(io_logs_dir: str, job_id: str, attempt: int) -> str:

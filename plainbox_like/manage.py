@@ -151,13 +151,16 @@ def _try_lock(path: str) -> int | None:
     """Take the session's write lock without waiting; None if another process holds it.
 
     Held while a session is deleted, so that no ``resume`` or edit starts
-    writing it meanwhile. Our pid is written in it like a writer's.
+    writing it meanwhile. Our pid is written in it like a writer's. A lock
+    file that is a symbolic link is not a lock (no writer opens it): -1, nothing written.
     """
     try:
-        fd = os.open(os.path.join(path, storage.LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(path, storage.LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except FileNotFoundError:
         raise
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return -1
         raise PlainboxLikeError(f"{path}: cannot open the lock file: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -265,7 +268,7 @@ def delete_session(path: str, *, force: bool = False) -> Deleted:
                 f"they are left in {hidden}, which gc removes"
             ) from None
     finally:
-        if fd is not None:
+        if fd is not None and fd >= 0:
             os.close(fd)
     return Deleted(
         id=sid,

@@ -21,9 +21,8 @@ from plainbox_like import iolog
 from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing
 from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.model import Attempt
-from plainbox_like.storage import LoadedSession, log_field, session_file
+from plainbox_like.storage import RECORD_SUFFIX, LoadedSession, log_field, log_file_names, session_file  # noqa: F401
 
-RECORD_SUFFIX = ".record.gz"
 
 
 # -- the pipeline ------------------------------------------------------------
@@ -164,9 +163,9 @@ def log_paths(loaded: LoadedSession, ref: AttemptRef) -> dict[str, str] | None:
     name = ref.io_log_filename
     if not name:
         return None
-    record = session_file(loaded.path, name, log_field(ref.job_id, ref.attempt))
-    stem = record[: -len(RECORD_SUFFIX)] if record.endswith(RECORD_SUFFIX) else record
-    return {"record": record, **{s: f"{stem}.{s}" for s in STREAMS}}
+    field = log_field(ref.job_id, ref.attempt)
+    # The raw files too: a .stdout that is a link to elsewhere is never read either.
+    return {key: session_file(loaded.path, file_name, field) for key, file_name in log_file_names(name).items()}
 
 
 # -- reading an attempt's output -----------------------------------------------

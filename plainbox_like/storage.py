@@ -34,6 +34,8 @@ STATE_FILE = "session"
 BACKUP_FILE = "session.bak"
 JOURNAL_FILE = "journal"
 IO_LOGS = "io-logs"
+#: The record file of a log; its raw files are the same stem with ``.stdout`` and ``.stderr``.
+RECORD_SUFFIX = ".record.gz"
 SHARE_DIR = "session-share"
 
 DURABILITY_MODES = ("fsync", "flush")
@@ -126,6 +128,21 @@ def log_field(job_id: str, attempt: int) -> str:
     return f"io_log_filename of job {job_id!r} attempt {attempt}"
 
 
+def log_file_names(name: str) -> dict[str, str]:
+    """The files of the log whose record file is *name* (a state's ``io_log_filename``): record, stdout, stderr."""
+    stem = name[: -len(RECORD_SUFFIX)] if name.endswith(RECORD_SUFFIX) else name
+    return {"record": name, **{stream: f"{stem}.{stream}" for stream in iolog.STREAMS}}
+
+
+def log_files_outside(session_dir: str, name: str) -> tuple[str, str] | None:
+    """The first file of log *name* (see :func:`log_file_names`) that leads outside the session, and why."""
+    for file_name in log_file_names(name).values():
+        why = outside_reason(session_dir, file_name)
+        if why is not None:
+            return file_name, why
+    return None
+
+
 def state_paths(state: SessionState) -> Iterator[tuple[str, str]]:
     """``(field, name)`` for every path a state names (the ``io_log_filename`` of each attempt, running ones too)."""
     for job_id, attempts in state.results.items():
@@ -161,34 +178,49 @@ def paths_outside(session_dir: str, state: SessionState) -> list[str]:
     return found
 
 
-def symlinked_parts(session_dir: str) -> list[tuple[str, str]]:
-    """The parts of a session that are symbolic links and must not be written through.
+#: What a writer writes in place (the directory itself is ``.``): none of it may be a symbolic link.
+WRITTEN_DIRS = (".", IO_LOGS, SHARE_DIR)
+WRITTEN_FILES = (LOCK_FILE, JOURNAL_FILE)
 
-    ``(name, target)`` for the session directory itself (name ``.``), ``io-logs/``
-    and ``session-share/``.
-    """
+
+@attrs.frozen
+class SymlinkedPart:
+    """A part of a session that is a symbolic link: never written through."""
+
+    name: str
+    target: str
+
+    @property
+    def is_dir(self) -> bool:
+        return self.name in WRITTEN_DIRS
+
+    def describe(self) -> str:
+        what = "the session directory" if self.name == "." else f"{self.name}/" if self.is_dir else self.name
+        return f"{what} is a symbolic link (to {self.target!r:.200})"
+
+
+def symlinked_parts(session_dir: str) -> list[SymlinkedPart]:
+    """The parts of a session written in place that are symbolic links (see :data:`WRITTEN_DIRS`)."""
     found = []
-    for name in (".", IO_LOGS, SHARE_DIR):
+    for name in (*WRITTEN_DIRS, *WRITTEN_FILES):
         path = os.path.normpath(session_dir) if name == "." else os.path.join(session_dir, name)
         try:
             if os.path.islink(path):
-                found.append((name, os.readlink(path)))
+                found.append(SymlinkedPart(name, os.readlink(path)))
         except OSError:
             continue
     return found
 
 
 def refuse_symlinked(session_dir: str) -> None:
-    """Raise :class:`OutsideSession` if the session directory, its ``io-logs/`` or ``session-share/`` is a link.
+    """Raise :class:`OutsideSession` if a part of the session written in place is a symbolic link.
 
     Called before anything writes a session (the lock is the first thing written), so that
     no writer ever writes through such a link to wherever it points.
     """
-    for name, target in symlinked_parts(session_dir):
-        what = "the session directory" if name == "." else f"{name}/"
+    for part in symlinked_parts(session_dir):
         raise OutsideSession(
-            f"session {session_id_of(session_dir)} ({session_dir}): {what} is a symbolic link "
-            f"(to {target!r:.200}): refusing to write through it"
+            f"session {session_id_of(session_dir)} ({session_dir}): {part.describe()}: refusing to write through it"
         )
 
 
@@ -440,7 +472,7 @@ def acquire_lock(path: str) -> int:
     Raises :class:`OutsideSession` first if the session is written through a symbolic link.
     """
     refuse_symlinked(path)
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -481,7 +513,7 @@ class SessionWriter:
         self._clock = clock
         self._journal_path = os.path.join(path, JOURNAL_FILE)
         self._journal_fd = os.open(
-            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
         )
         self._journal_bytes = os.fstat(self._journal_fd).st_size  # and the pending lines
         self._pending: list[bytes] = []  # journal lines not written yet (see record)

@@ -370,3 +370,39 @@ def test_gc_removes_a_deleting_link_never_its_target(root, tmp_path, capfd):
     capfd.readouterr()
     assert not os.path.lexists(link)
     assert (target / "keep").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("name", [storage.LOCK_FILE, storage.JOURNAL_FILE])
+def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path, capfd, name):
+    sid = _new_session(root, capfd)
+    path = _path(root, sid)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    os.unlink(os.path.join(path, name))
+    os.symlink(str(victim), os.path.join(path, name))
+    assert ("symlinked-file", name) in {(f.kind, f.file) for f in integrity.check_session(path).problems}
+    for argv in (["tag", sid, "x"], ["resume", sid], ["repair", sid]):
+        assert run(root, *argv) == 2, argv
+        assert_one_line_error(capfd.readouterr().err, f"session {sid}", f"{name} is a symbolic link")
+    assert run(root, "delete", sid) == 0
+    capfd.readouterr()
+    assert not os.path.lexists(path)
+    assert victim.read_bytes() == b"precious\n"
+
+
+def test_raw_log_file_that_is_a_link_outside_is_never_read(root, tmp_path, capfd):
+    (tmp_path / "secret").write_bytes(SECRET)
+    sid = _new_session(root, capfd)
+    path = _path(root, sid)
+    os.unlink(os.path.join(path, "io-logs", "c1.record.gz"))  # log then falls back to the raw files
+    os.unlink(os.path.join(path, "io-logs", "c1.stdout"))
+    os.symlink(str(tmp_path / "secret"), os.path.join(path, "io-logs", "c1.stdout"))
+    assert run(root, "log", sid, "c1") == 2
+    out, err = capfd.readouterr()
+    assert SECRET.decode() not in out
+    assert_one_line_error(err, f"session {sid}", "io-logs/c1.stdout", "leads outside the session")
+    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert run(root, "repair", sid) == 1  # not repaired: it would have to read through the link
+    out, err = capfd.readouterr()
+    assert "io-logs/c1.stdout: leads outside the session through a symbolic link: not read, not repaired" in out + err
+    assert (tmp_path / "secret").read_bytes() == SECRET
