@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from plainbox_like import codec, iolog, storage
-from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
+from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeError, SessionNotFound
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
 from plainbox_like.paths import session_id_of
 
@@ -1019,6 +1019,11 @@ class _Quarantine:
     def _ensure(self) -> str:
         if self.path is None:
             root = os.path.join(self.session_path, QUARANTINE_DIR)
+            if os.path.islink(root):  # never written through (it could lead anywhere)
+                raise OutsideSession(
+                    f"session {session_id_of(self.session_path)} ({self.session_path}): {QUARANTINE_DIR}/ is a "
+                    f"symbolic link (to {os.readlink(root)!r:.200}): refusing to write through it"
+                )
             os.makedirs(root, mode=0o700, exist_ok=True)
             for n in range(1, 10_000):
                 candidate = os.path.join(root, self.stamp if n == 1 else f"{self.stamp}-{n}")

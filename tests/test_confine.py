@@ -406,3 +406,16 @@ def test_raw_log_file_that_is_a_link_outside_is_never_read(root, tmp_path, capfd
     out, err = capfd.readouterr()
     assert "io-logs/c1.stdout: leads outside the session through a symbolic link: not read, not repaired" in out + err
     assert (tmp_path / "secret").read_bytes() == SECRET
+
+
+def test_repair_never_writes_through_a_symlinked_quarantine(root, tmp_path, capfd):
+    sid = _new_session(root, capfd)
+    path = _path(root, sid)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(str(elsewhere), os.path.join(path, "quarantine"))
+    with open(os.path.join(path, "io-logs", "c1.stdout"), "ab") as f:
+        f.write(b"damage")  # something repair keeps a copy of before fixing it
+    assert run(root, "repair", sid) == 2
+    assert_one_line_error(capfd.readouterr().err, f"session {sid}", "quarantine/ is a symbolic link")
+    assert os.listdir(elsewhere) == []
