@@ -1007,6 +1007,16 @@ def release_lock(fd: int, restore: tuple[int, str] | None = None) -> None:
         os.close(fd)
 
 
+def refuse_symlinked_quarantine(session_path: str) -> None:
+    """Raise :class:`OutsideSession` if ``quarantine/`` is a symbolic link: a repair never writes through it."""
+    root = os.path.join(session_path, QUARANTINE_DIR)
+    if os.path.islink(root):
+        raise OutsideSession(
+            f"session {session_id_of(session_path)} ({session_path}): {QUARANTINE_DIR}/ is a "
+            f"symbolic link (to {os.readlink(root)!r:.200}): refusing to write through it"
+        )
+
+
 class _Quarantine:
     """``quarantine/<UTC timestamp>/`` of one repair, created when first needed."""
 
@@ -1019,11 +1029,7 @@ class _Quarantine:
     def _ensure(self) -> str:
         if self.path is None:
             root = os.path.join(self.session_path, QUARANTINE_DIR)
-            if os.path.islink(root):  # never written through (it could lead anywhere)
-                raise OutsideSession(
-                    f"session {session_id_of(self.session_path)} ({self.session_path}): {QUARANTINE_DIR}/ is a "
-                    f"symbolic link (to {os.readlink(root)!r:.200}): refusing to write through it"
-                )
+            refuse_symlinked_quarantine(self.session_path)  # checked first thing too; again, just before use
             os.makedirs(root, mode=0o700, exist_ok=True)
             for n in range(1, 10_000):
                 candidate = os.path.join(root, self.stamp if n == 1 else f"{self.stamp}-{n}")
@@ -1338,6 +1344,7 @@ def repair_session(path: str, say: Callable[[str], None] = lambda _m: None) -> R
             f"{path}: cannot tell whether this is a plainbox-like session (no journal, no lock, "
             "no readable snapshot): not repairing it"
         )
+    refuse_symlinked_quarantine(path)
     previous_holder = storage.lock_holder(path)
     lock_fd = take_lock(path)
     repairer = _Repairer(path, say)
