@@ -1,0 +1,126 @@
+"""Limits on hostile input: archives that unpack too much, gzip bombs, huge logs."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from cli_helpers import assert_one_line_error, run
+from plainbox_like.exports import tarball
+from plainbox_like.storage import SessionRepository
+from plainbox_like.text import format_size, parse_size
+
+
+def _session_archive(repo: SessionRepository, extra: list[tuple[str, bytes | None]]) -> bytes:
+    """A ``.tar.gz`` of a real session, plus *extra* members (``None``: a directory) at its end."""
+    with repo.create(title="limits") as writer:
+        path = writer.path
+    out = io.BytesIO()
+    tarball.write_archive(path, out, "x")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), mode="r:gz") as src, tarfile.open(
+        fileobj=buffer, mode="w:gz", compresslevel=1
+    ) as dst:
+        for member in src:
+            dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+        for name, data in extra:
+            info = tarfile.TarInfo(f"x.session/{name}")
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o700
+                dst.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o600
+                dst.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _nothing_left(root) -> None:
+    sessions = root / "sessions"
+    assert not sessions.exists() or os.listdir(sessions) == []
+
+
+# -- import ----------------------------------------------------------------------
+
+
+def test_parse_and_format_sizes():
+    assert parse_size("512M") == 512 << 20
+    assert parse_size("10G") == parse_size("10GiB") == parse_size("10gb") == 10 << 30
+    assert parse_size("1.5K") == 1536 and parse_size("4096") == 4096 and parse_size("7B") == 7
+    for bad in ("", "x", "-1", "G", "1e9", "nan", "1.2.3M", "\u0661"):
+        with pytest.raises(ValueError, match="not a size"):
+            parse_size(bad)
+    assert format_size(512 << 20) == "512 MiB" and format_size(1536) == "1.5 KiB" and format_size(3) == "3 bytes"
+
+
+def test_import_refuses_an_archive_past_max_size(tmp_path, capsys):
+    source = SessionRepository(str(tmp_path / "src"))
+    archive = tmp_path / "big.tar.gz"
+    archive.write_bytes(_session_archive(source, [("session-share", None), ("session-share/zeros", bytes(2 << 20))]))
+    root = tmp_path / "repo"
+    capsys.readouterr()
+    assert run(str(root), "import", "--max-size", "1M", str(archive)) == 2
+    assert_one_line_error(capsys.readouterr().err, str(archive), "more than 1 MiB", "--max-size")
+    _nothing_left(root)
+    # Under a larger limit the same archive imports.
+    assert run(str(root), "import", "--max-size", "3M", str(archive)) == 0
+    assert len(os.listdir(root / "sessions")) == 1
+
+
+def test_import_checks_the_size_a_member_claims_before_reading_it(tmp_path, capsys):
+    """A header claiming 20 GiB (no data follows): refused by the default limit, nothing read or written."""
+    source = SessionRepository(str(tmp_path / "src"))
+    good = _session_archive(source, [])
+    with tarfile.open(fileobj=io.BytesIO(good), mode="r:gz") as src:
+        members = [(m, src.extractfile(m).read() if m.isreg() else None) for m in src]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as dst:
+        for member, data in members:
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    header = tarfile.TarInfo("x.session/huge")
+    header.size = 20 << 30
+    body = raw.getvalue().rstrip(b"\0") + b"\0" * (-len(raw.getvalue().rstrip(b"\0")) % 512)
+    archive = tmp_path / "claims.tar"
+    archive.write_bytes(body + header.tobuf(tarfile.GNU_FORMAT))
+    root = tmp_path / "repo"
+    capsys.readouterr()
+    assert run(str(root), "import", str(archive)) == 2
+    assert_one_line_error(capsys.readouterr().err, str(archive), "more than 64 MiB", "x.session/huge")
+    _nothing_left(root)
+
+
+def test_default_import_size_limit(tmp_path):
+    def limit_for(size: int) -> int:
+        path = tmp_path / f"a{size}"
+        with open(path, "wb") as f:
+            f.truncate(size)
+        with open(path, "rb") as f:
+            return tarball.default_max_size(f)
+
+    assert limit_for(10) == tarball.MIN_IMPORT_SIZE
+    assert limit_for(1 << 20) == 100 << 20  # 100x the archive
+    assert limit_for(1 << 30) == 10 << 30  # never more than 10 GiB
+    assert tarball.default_max_size(io.BytesIO(b"x")) == 10 << 30  # size unknown (a stream)
+
+
+def test_import_refuses_too_many_members(tmp_path, capsys):
+    source = SessionRepository(str(tmp_path / "src"))
+    files = [(f"session-share/f{n}", b"x") for n in range(20)]
+    archive = tmp_path / "many.tar.gz"
+    archive.write_bytes(_session_archive(source, [("session-share", None), *files]))
+    root = tmp_path / "repo"
+    capsys.readouterr()
+    assert run(str(root), "import", "--max-members", "10", str(archive)) == 2
+    assert_one_line_error(capsys.readouterr().err, str(archive), "more than 10 members", "--max-members")
+    _nothing_left(root)
+    assert run(str(root), "import", "--max-members", "100", str(archive)) == 0
+
+
+@pytest.mark.parametrize("value", ["", "lots", "-5", "1e9"])
+def test_import_max_size_must_be_a_size(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as info:
+        run(str(tmp_path), "import", "--max-size", value, "x.tar.gz")
+    assert info.value.code == 2
+    assert "--max-size" in capsys.readouterr().err
