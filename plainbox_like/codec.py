@@ -8,6 +8,7 @@ model for inspection only.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zlib
@@ -17,17 +18,29 @@ import attrs
 import cattrs
 import orjson
 from cattrs.cols import is_mutable_sequence, list_structure_factory
-from isal import igzip
+from isal import igzip, isal_zlib
 from isal.igzip_lib import IsalError
 
-from plainbox_like.errors import CorruptSession, UnsupportedVersion
+from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
 from plainbox_like.model import Attempt, SessionState
+from plainbox_like.text import format_size, parse_size
 
 FORMAT = "plainbox-like"
 #: Current version of our state format; bump on any change and add a migration.
 VERSION = 2
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
+
+#: The most a state file (``session``, ``session.bak``) may inflate to; also the longest
+#: line read from an io-log. Past it the file is reported as corrupt, and the rest of it
+#: is never inflated: a small gzip bomb cannot take the memory of whoever reads it.
+MAX_STATE_SIZE = 512 << 20
+#: Environment variable that sets another limit (a size: ``64M``, ``2G``).
+MAX_STATE_SIZE_ENV = "PLAINBOX_LIKE_MAX_STATE_SIZE"
+#: States up to this size are inflated in one go; larger ones are measured first.
+_GUNZIP_AT_ONCE = 16 << 20
+#: Bytes inflated at a time while measuring.
+_GUNZIP_CHUNK = 1 << 20
 
 #: ``MIGRATIONS[n]`` turns the ``session`` object of version *n* into version *n + 1*.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -185,14 +198,58 @@ def _describe(exc: Exception, path: str = "$.session") -> str:
     return f"wrong field type: {exc} @ {path}"
 
 
+def max_state_size() -> int:
+    """:data:`MAX_STATE_SIZE`, or the size given by ``$PLAINBOX_LIKE_MAX_STATE_SIZE``."""
+    text = os.environ.get(MAX_STATE_SIZE_ENV)
+    if not text:
+        return MAX_STATE_SIZE
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise PlainboxLikeError(f"${MAX_STATE_SIZE_ENV}: {exc}") from None
+
+
+def too_large(path: str | os.PathLike, limit: int, what: str = "inflates to") -> CorruptSession:
+    """The error for a file past :func:`max_state_size`."""
+    return CorruptSession(path, f"{what} more than {format_size(limit)} (the limit; ${MAX_STATE_SIZE_ENV} raises it)")
+
+
+def gunzip(data: bytes, path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The inflated *data* of a state file, at most *limit* (default :func:`max_state_size`) bytes.
+
+    Memory stays bounded whatever *data* holds: what inflates to more than
+    :data:`_GUNZIP_AT_ONCE` is first inflated once only to count its size (keeping
+    nothing), and kept on a second pass only if that is within the limit.
+    """
+    limit = max_state_size() if limit is None else limit
+    at_once = min(limit, _GUNZIP_AT_ONCE)
+    try:  # the usual case: one gzip member, not large, in one call
+        inflate = isal_zlib.decompressobj(31)
+        raw = inflate.decompress(data, at_once + 1)
+        if len(raw) <= at_once and inflate.eof and not inflate.unused_data:
+            return raw
+    except (zlib.error, ValueError, IsalError):
+        pass  # said below, in the reader's own words
+    try:
+        with igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as reader:
+            total = 0
+            while chunk := reader.read(min(_GUNZIP_CHUNK, limit + 1 - total)):
+                total += len(chunk)
+                if total > limit:
+                    raise too_large(path, limit)
+        with igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as reader:
+            return reader.read()
+    except CorruptSession:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError, IsalError) as exc:
+        raise CorruptSession(path, f"not a valid gzip file ({exc})") from None
+
+
 def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
     """Gunzip, decode and parse a state file; each failure names *path* and the problem."""
     if not data:
         raise CorruptSession(path, "empty file")
-    try:
-        raw = igzip.decompress(data)
-    except (OSError, EOFError, zlib.error, ValueError, IsalError) as exc:
-        raise CorruptSession(path, f"not a valid gzip file ({exc})") from None
+    raw = gunzip(data, path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

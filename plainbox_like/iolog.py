@@ -24,6 +24,9 @@ import attrs
 import orjson
 from isal import isal_zlib
 
+from plainbox_like import codec
+from plainbox_like.text import format_size
+
 STREAMS = ("stdout", "stderr")
 #: Longest output-free stretch before buffered records are flushed to disk.
 FLUSH_INTERVAL = 0.5
@@ -31,6 +34,8 @@ MAX_SLUG = 150
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _RAW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
+#: The most a record file is inflated at a time while reading.
+_INFLATE_CHUNK = 1 << 20
 #: A finished deflate stream with nothing in it, and the gzip trailer of no data (CRC 0, size 0).
 _EMPTY_TAIL = b"\x03\x00" + struct.pack("<II", 0, 0)
 
@@ -236,16 +241,21 @@ class RecordReader:
 
     After iteration, :attr:`complete` says whether the file ended cleanly and
     :attr:`problem` says what was wrong otherwise (cut, trailing garbage...).
+    Memory stays bounded whatever the file holds: it is inflated a piece at a
+    time, and a record line longer than *max_line* (default
+    :func:`codec.max_state_size`) is a problem like any damage.
     """
 
-    def __init__(self, path: str, chunk_size: int = 1 << 16) -> None:
+    def __init__(self, path: str, chunk_size: int = 1 << 16, max_line: int | None = None) -> None:
         self.path = path
         self.chunk_size = chunk_size
+        self.max_line = codec.max_state_size() if max_line is None else max_line
         self.complete = False
         self.problem: str | None = None
 
     def __iter__(self) -> Iterator[IORecord]:
-        pending = b""
+        pending: list[bytes] = []  # the start of the line being read, in pieces
+        pending_size = 0
         line_no = 0
         try:
             fileobj = open(self.path, "rb")
@@ -253,21 +263,33 @@ class RecordReader:
             self.problem = f"cannot open: {exc.strerror}"
             return
         with fileobj:
-            ended = True
             for text in self._decompressed(fileobj):
-                pending += text
-                *lines, pending = pending.split(b"\n")
+                *lines, rest = text.split(b"\n")
                 for line in lines:
+                    if pending:
+                        line = b"".join([*pending, line])
+                        pending, pending_size = [], 0
                     line_no += 1
-                    record = _parse_record(line)
+                    record = _parse_record(line) if len(line) <= self.max_line else None
                     if record is None:
                         self.problem = f"bad record at line {line_no}"
+                        if len(line) > self.max_line:
+                            self.problem += f" (longer than {format_size(self.max_line)}, the limit)"
                         self.complete = False
                         return
                     yield record
+                if rest:
+                    pending.append(rest)
+                    pending_size += len(rest)
+                    if pending_size > self.max_line:
+                        self.problem = (
+                            f"bad record at line {line_no + 1} (longer than {format_size(self.max_line)}, the limit)"
+                        )
+                        self.complete = False
+                        return
             ended = self.problem is None
             if pending:
-                record = _parse_record(pending) if ended else None
+                record = _parse_record(b"".join(pending)) if ended else None
                 if record is not None:
                     yield record
                 elif ended:
@@ -283,7 +305,8 @@ class RecordReader:
                 break
             while chunk:
                 try:
-                    out = decomp.decompress(chunk)
+                    # At most 1 MiB at a time: a few bytes of a bomb inflate to gigabytes.
+                    out = decomp.decompress(chunk, _INFLATE_CHUNK)
                 except zlib.error as exc:
                     self.problem = f"corrupt gzip data ({exc})"
                     return
@@ -291,7 +314,7 @@ class RecordReader:
                 if out:
                     yield out
                 if not decomp.eof:
-                    chunk = b""
+                    chunk = decomp.unconsumed_tail
                     continue
                 chunk = decomp.unused_data
                 if chunk and not chunk.startswith(b"\x1f\x8b"):
@@ -300,7 +323,7 @@ class RecordReader:
                 decomp = zlib.decompressobj(31)
                 seen_member = False
         if seen_member and not decomp.eof:
-            tail = decomp.flush()
+            tail = decomp.flush()  # what the last call held back (all input was given to it)
             if tail:
                 yield tail
             self.problem = "file was cut (gzip stream has no end)"

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
+from isal import isal_zlib
 
 from cli_helpers import assert_one_line_error, run
+from plainbox_like import codec, iolog
+from plainbox_like.errors import CorruptSession, PlainboxLikeError
 from plainbox_like.exports import tarball
+from plainbox_like.paths import session_id_of
 from plainbox_like.storage import SessionRepository
 from plainbox_like.text import format_size, parse_size
 
@@ -124,3 +131,87 @@ def test_import_max_size_must_be_a_size(tmp_path, capsys, value):
         run(str(tmp_path), "import", "--max-size", value, "x.tar.gz")
     assert info.value.code == 2
     assert "--max-size" in capsys.readouterr().err
+
+
+# -- gzip bombs ------------------------------------------------------------------
+
+
+def _bomb(size: int) -> bytes:
+    """*size* zero bytes, gzipped (about a thousandth of that)."""
+    deflate = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    return b"".join(deflate.compress(zeros) for _ in range(size >> 20)) + deflate.flush()
+
+
+def _measured(args: list[str], env: dict[str, str]) -> tuple[int, str, int]:
+    """Run the CLI in a fresh interpreter: exit code, standard output, and its peak RSS in KiB."""
+    script = (
+        "import resource, sys\n"
+        "from plainbox_like.cli.main import main\n"
+        "try:\n"
+        "    code = main(sys.argv[1:])\n"
+        "finally:\n"
+        "    sys.stdout.flush()\n"
+        "    sys.stderr.write(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    rss = int(done.stderr.rsplit("maxrss=", 1)[1])
+    return done.returncode, done.stdout, rss
+
+
+def test_gunzip_stops_at_the_limit(monkeypatch):
+    data = gzip.compress(b"x" * 1000)
+    assert codec.gunzip(data, "s", limit=1000) == b"x" * 1000
+    with pytest.raises(CorruptSession, match=r"^s: inflates to more than 999 bytes \(the limit; "):
+        codec.gunzip(data, "s", limit=999)
+    # Several gzip members count together; a lying trailer changes nothing.
+    with pytest.raises(CorruptSession, match="more than 1.5 KiB"):
+        codec.gunzip(data + data, "s", limit=1536)
+    lying = bytearray(gzip.compress(bytes(100_000)))
+    lying[-4:] = (10).to_bytes(4, "little")
+    with pytest.raises(CorruptSession, match="more than 1000 bytes"):
+        codec.gunzip(bytes(lying), "s", limit=1000)
+    monkeypatch.setenv(codec.MAX_STATE_SIZE_ENV, "1K")
+    with pytest.raises(CorruptSession, match="more than 1 KiB"):
+        codec.decode_state(gzip.compress(b" " * 1025), "s")
+    monkeypatch.setenv(codec.MAX_STATE_SIZE_ENV, "lots")
+    with pytest.raises(PlainboxLikeError, match=r"^\$PLAINBOX_LIKE_MAX_STATE_SIZE: not a size: 'lots'"):
+        codec.max_state_size()
+
+
+def test_list_and_check_report_a_gzip_bomb_in_bounded_memory(tmp_path):
+    """256 MiB of zeros in place of a state, limit 8 MiB: corrupt, and memory as without it."""
+    root = tmp_path / "repo"
+    repo = SessionRepository(str(root))
+    with repo.create(title="fine"):
+        pass
+    with repo.create(title="bomb") as writer:
+        bomb_path = writer.path
+    env = {**os.environ, codec.MAX_STATE_SIZE_ENV: "8M", "PYTHONPATH": os.getcwd()}
+    env.pop("PLAINBOX_LIKE_REPOSITORY", None)
+    code, _, baseline = _measured(["--repository", str(root), "list"], env)
+    assert code == 0
+    with open(os.path.join(bomb_path, "session"), "wb") as f:
+        f.write(_bomb(256 << 20))
+    os.remove(root / "index.sqlite3")
+    code, out, rss = _measured(["--repository", str(root), "list"], env)
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith(session_id_of(bomb_path))]
+    assert "corrupt: " in line and "inflates to more than 8 MiB" in line
+    assert rss < baseline + 48 * 1024, (baseline, rss)
+    code, out, rss = _measured(["--repository", str(root), "check", session_id_of(bomb_path)], env)
+    assert code == 1 and "inflates to more than 8 MiB" in out
+    assert rss < baseline + 48 * 1024, (baseline, rss)
+
+
+def test_a_record_file_that_inflates_to_one_huge_line_is_damage(tmp_path):
+    path = tmp_path / "job.record.gz"
+    good = b'[0.1,"stdout","aGkK"]\n'
+    path.write_bytes(gzip.compress(good) + _bomb(64 << 20))
+    reader = iolog.RecordReader(str(path), max_line=1 << 20)
+    assert [r.data for r in reader] == [b"hi\n"]
+    assert not reader.complete
+    assert reader.problem == "bad record at line 2 (longer than 1 MiB, the limit)"
