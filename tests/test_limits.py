@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
+import tracemalloc
+import xml.etree.ElementTree as ET
+from html import escape as html_escape
 
 import pytest
 from isal import isal_zlib
@@ -15,9 +19,10 @@ from isal import isal_zlib
 from cli_helpers import assert_one_line_error, run
 from plainbox_like import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError
-from plainbox_like.exports import tarball
+from plainbox_like.exports import htmlreport, jsondoc, junit, tarball
+from plainbox_like.model import Attempt
 from plainbox_like.paths import session_id_of
-from plainbox_like.storage import SessionRepository
+from plainbox_like.storage import SessionRepository, load_session
 from plainbox_like.text import format_size, parse_size
 
 
@@ -130,7 +135,8 @@ def test_import_max_size_must_be_a_size(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as info:
         run(str(tmp_path), "import", "--max-size", value, "x.tar.gz")
     assert info.value.code == 2
-    assert "--max-size" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --max-size: not a size" in err and "Traceback" not in err
 
 
 # -- gzip bombs ------------------------------------------------------------------
@@ -190,7 +196,7 @@ def test_list_and_check_report_a_gzip_bomb_in_bounded_memory(tmp_path):
         pass
     with repo.create(title="bomb") as writer:
         bomb_path = writer.path
-    env = {**os.environ, codec.MAX_STATE_SIZE_ENV: "8M", "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PLAINBOX_LIKE_MAX_STATE_SIZE": "8M", "PYTHONPATH": os.getcwd()}
     env.pop("PLAINBOX_LIKE_REPOSITORY", None)
     code, _, baseline = _measured(["--repository", str(root), "list"], env)
     assert code == 0
@@ -198,6 +204,7 @@ def test_list_and_check_report_a_gzip_bomb_in_bounded_memory(tmp_path):
         f.write(_bomb(256 << 20))
     os.remove(root / "index.sqlite3")
     code, out, rss = _measured(["--repository", str(root), "list"], env)
+    assert "Traceback" not in out
     assert code == 0
     (line,) = [line for line in out.splitlines() if line.startswith(session_id_of(bomb_path))]
     assert "corrupt: " in line and "inflates to more than 8 MiB" in line
@@ -215,3 +222,111 @@ def test_a_record_file_that_inflates_to_one_huge_line_is_damage(tmp_path):
     assert [r.data for r in reader] == [b"hi\n"]
     assert not reader.complete
     assert reader.problem == "bad record at line 2 (longer than 1 MiB, the limit)"
+
+
+# -- huge logs ---------------------------------------------------------------------
+
+#: The big log of these tests, and the memory reading it may take (several times less).
+BIG = 32 << 20
+BOUND = 8 << 20
+
+
+def _line(n: int) -> bytes:
+    return b"line %08d of a job that prints a lot\n" % n
+
+
+@pytest.fixture(scope="module")
+def big_session(tmp_path_factory):
+    """A session whose job ``big`` printed 32 MiB (numbered lines), its last line on stderr."""
+    repo = SessionRepository(str(tmp_path_factory.mktemp("big") / "repo"))
+    writer = repo.create(title="big")
+    log, name = writer.new_log("big", 1, started=0.0, clock=lambda: 0.0)
+    writer.job_started("big", 1, name)
+    per_chunk = (64 << 10) // len(_line(0))
+    lines = BIG // len(_line(0))
+    for start in range(0, lines - 1, per_chunk):
+        log.write("stdout", b"".join(_line(n) for n in range(start, min(start + per_chunk, lines - 1))), now=0.0)
+    log.write("stderr", _line(lines - 1), now=0.0)
+    log.close()
+    writer.job_finished("big", Attempt(outcome="fail", return_code=1, io_log_filename=name))
+    writer.close()
+    return load_session(writer.path), lines
+
+
+def _peak(action) -> int:
+    """The most memory (traced Python allocations) *action* took at once."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_log_streams_a_huge_log_in_bounded_memory(big_session, tmp_path, monkeypatch, capsys):
+    loaded, lines = big_session
+    expected = b"".join(_line(n) for n in range(lines))
+    target = tmp_path / "out"
+    with open(target, "wb") as out:
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, write_through=True))
+        peak = _peak(lambda: run(str(tmp_path), "log", loaded.path, "big"))
+    assert target.read_bytes() == expected
+    assert peak < BOUND, peak
+
+
+def test_html_and_junit_embed_a_bounded_head_and_tail(big_session):
+    loaded, lines = big_session
+    limit = 64 << 10
+    html = io.BytesIO()
+    peak = _peak(lambda: htmlreport.write(loaded, html, output_limit=limit))
+    assert peak < BOUND, peak
+    page = html.getvalue().decode()
+    assert _line(0).decode() in page and _line(lines - 1).decode() in page  # the first line, the last (stderr)
+    assert _line(lines // 2).decode() not in page
+    omitted = lines * len(_line(0)) - limit
+    assert html_escape(f"[... {omitted} bytes omitted here; 'plainbox-like log --attempt 1 ") in page
+    assert html_escape(f"{loaded.path} big' prints all of it ...]") in page
+    assert len(page) < 4 * limit + 64 * 1024
+
+    xml = io.BytesIO()
+    peak = _peak(lambda: junit.write(loaded, xml, output_limit=limit))
+    assert peak < BOUND, peak
+    case = ET.fromstring(xml.getvalue()).find(".//testcase")
+    out = case.find("system-out").text
+    assert out.startswith(_line(0).decode()) and out.endswith(_line(lines - 2).decode())
+    assert f"[... {(lines - 1) * len(_line(0)) - limit} bytes omitted here; 'plainbox-like log" in out
+    assert case.find("system-err").text == _line(lines - 1).decode()
+
+
+def test_export_with_logs_streams_in_bounded_memory(big_session, tmp_path):
+    """Written as it is read, the export is still exactly ``json.dumps(document(...))``."""
+    loaded, lines = big_session
+    target = tmp_path / "export.json"
+    with open(target, "wb") as out:
+        peak = _peak(lambda: jsondoc.write(loaded, out, with_logs=True))
+    assert peak < BOUND, peak
+    (entry,) = json.loads(target.read_bytes())["logs"]["big"]
+    assert entry["stdout"]["bytes"] == (lines - 1) * len(_line(0)) and entry["stdout"]["exact"]
+    assert entry["stdout"]["text"] == b"".join(_line(n) for n in range(lines - 1)).decode()
+    assert entry["stderr"]["text"] == _line(lines - 1).decode() and entry["complete"]
+
+    # Hostile text, invalid UTF-8, a character split between records: the same bytes as json.dumps gives.
+    repo = SessionRepository(str(tmp_path / "repo"))
+    writer = repo.create(title="t")
+    for job, chunks in (
+        ("b", [("stdout", b"\xff\xfe not utf-8 \xc3"), ("stderr", "é\u2028\"\\\x1b".encode() * 3)]),
+        ("a\n\"é", [("stderr", b"x" * 7), ("stdout", b"\xc3"), ("stdout", b"\xa9 split character")]),
+    ):
+        log, name = writer.new_log(job, 1, started=0.0, clock=lambda: 0.0)
+        writer.job_started(job, 1, name)
+        for stream, data in chunks:
+            log.write(stream, data, now=0.0)
+        log.close()
+        writer.job_finished(job, Attempt(outcome="pass", io_log_filename=name))
+    writer.job_started("never-logged", 1, None)
+    writer.close()
+    loaded = load_session(writer.path)
+    out = io.BytesIO()
+    jsondoc.write(loaded, out, with_logs=True)
+    expected = json.dumps(jsondoc.document(loaded, True), indent=2, sort_keys=True, ensure_ascii=False)
+    assert out.getvalue() == expected.encode() + b"\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import collections
 import datetime
 import re
 import shlex
@@ -12,7 +14,7 @@ import attrs
 from plainbox_like import codec, replay, storage, summary
 from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.iolog import IORecord
+from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
 from plainbox_like.replay import AttemptRef
 from plainbox_like.storage import LoadedSession
@@ -199,18 +201,111 @@ def merge_records(records: Iterable[IORecord]) -> tuple[tuple[str, bytes], ...]:
     return tuple((stream, b"".join(parts)) for stream, parts in segments)
 
 
+def _report_problem(loaded: LoadedSession, ref: AttemptRef, source: str, problem: str | None) -> str | None:
+    """What a report says is wrong with an attempt's log read from *source* (*problem*: the reader's word)."""
+    if problem and ref.running and storage.writer_alive(loaded.path):
+        return None  # still being written: not damaged, just not finished
+    if source == "raw":
+        return "the timed record file is missing: stdout and stderr are shown one after the other"
+    return problem
+
+
 def read_attempt(loaded: LoadedSession, ref: AttemptRef) -> AttemptOutput:
-    """The output of *ref*; a missing or unreadable log gives no output and a ``problem``."""
+    """The output of *ref*; a missing or unreadable log gives no output and a ``problem``.
+
+    This holds the whole output in memory; :func:`read_attempt_capped` does not.
+    """
     try:
         output = replay.read_output(loaded, ref)
     except PlainboxLikeError as exc:
         return AttemptOutput((), "missing", summary.one_line(exc))
-    problem = output.problem
-    if problem and ref.running and storage.writer_alive(loaded.path):
-        problem = None  # still being written: not damaged, just not finished
-    elif output.source == "raw":
-        problem = "the timed record file is missing: stdout and stderr are shown one after the other"
-    return AttemptOutput(merge_records(output.records), output.source, problem)
+    return AttemptOutput(merge_records(output.records), output.source, _report_problem(loaded, ref, output.source, output.problem))
+
+
+@attrs.frozen
+class CappedOutput:
+    """The head and tail of an attempt's output (in memory: at most the limit it was read with),
+    with the size and UTF-8 validity of the whole of each stream."""
+
+    #: ``(stream, bytes)`` runs: everything, or the first half of the limit if some was left out.
+    head: tuple[tuple[str, bytes], ...]
+    #: The last half of the limit, if some was left out (else empty).
+    tail: tuple[tuple[str, bytes], ...]
+    #: Bytes left out between *head* and *tail*.
+    omitted: int
+    #: Bytes of each stream read, and whether each was valid UTF-8 as a whole.
+    sizes: dict[str, int]
+    utf8: dict[str, bool]
+    #: As in :class:`AttemptOutput`.
+    source: str
+    problem: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes.values())
+
+
+def read_attempt_capped(
+    loaded: LoadedSession, ref: AttemptRef, limit: int, streams: Iterable[str] = STREAMS
+) -> CappedOutput:
+    """The output of *ref* on *streams* cut as :func:`cap_segments` would cut it, read as a stream:
+    memory stays about *limit* however long the log. A missing or unreadable log gives no output
+    and a ``problem``."""
+    streams = tuple(streams)
+    sizes = {s: 0 for s in streams}
+    utf8 = {s: True for s in streams}
+    decoders = {s: codecs.getincrementaldecoder("utf-8")() for s in streams}
+    head_left = limit // 2
+    tail_budget = limit - head_left
+    head: list[tuple[str, bytes]] = []
+    tail: collections.deque[tuple[str, bytes]] = collections.deque()
+    tail_size = dropped = 0
+    try:
+        reader = replay.OutputReader(loaded, ref)
+        for record in reader:
+            stream, data = record.stream, record.data
+            if stream not in sizes or not data:
+                continue
+            sizes[stream] += len(data)
+            if utf8[stream]:
+                try:
+                    decoders[stream].decode(data)
+                except UnicodeDecodeError:
+                    utf8[stream] = False
+            if head_left > 0:
+                head.append((stream, data[:head_left]))
+                data = data[head_left:]
+                head_left -= len(head[-1][1])
+                if not data:
+                    continue
+            tail.append((stream, data))
+            tail_size += len(data)
+            while tail and tail_size - len(tail[0][1]) >= tail_budget:
+                gone = len(tail.popleft()[1])
+                tail_size -= gone
+                dropped += gone
+    except PlainboxLikeError as exc:
+        return CappedOutput((), (), 0, {s: 0 for s in streams}, {s: True for s in streams}, "missing", summary.one_line(exc))
+    for stream in streams:
+        if utf8[stream]:
+            try:
+                decoders[stream].decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8[stream] = False
+    problem = _report_problem(loaded, ref, reader.source, reader.problem)
+    extra = max(0, tail_size - tail_budget)
+    omitted = dropped + extra
+    if not omitted:
+        return CappedOutput(merge_segments([*head, *tail]), (), 0, sizes, utf8, reader.source, problem)
+    if extra:
+        first_stream, first = tail[0]
+        tail[0] = (first_stream, first[extra:])
+    return CappedOutput(merge_segments(head), merge_segments(tail), omitted, sizes, utf8, reader.source, problem)
+
+
+def merge_segments(segments: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Consecutive ``(stream, bytes)`` runs of the same stream joined."""
+    return merge_records(IORecord(0.0, stream, data) for stream, data in segments)
 
 
 # -- making output printable ----------------------------------------------------------
@@ -296,6 +391,15 @@ def cap_text(data: bytes, limit: int, note: Callable[[int], str]) -> str:
     if not omitted:
         return printable(decode(data))
     return printable(decode(head[0][1])) + "\n" + note(omitted) + "\n" + printable(decode(tail[0][1]))
+
+
+def capped_text(output: CappedOutput, note: Callable[[int], str]) -> str:
+    """The text of a one-stream *output* as :func:`cap_text` makes it, from its head and tail."""
+    head = b"".join(data for _, data in output.head)
+    if not output.omitted:
+        return printable(decode(head))
+    tail = b"".join(data for _, data in output.tail)
+    return printable(decode(head)) + "\n" + note(output.omitted) + "\n" + printable(decode(tail))
 
 
 def log_hint(loaded: LoadedSession, job_id: str, attempt: int | None = None) -> str:
