@@ -130,6 +130,28 @@ def test_import_refuses_too_many_members(tmp_path, capsys):
     assert run(str(root), "import", "--max-members", "100", str(archive)) == 0
 
 
+def test_import_of_a_hard_link_to_nothing_extracted_is_a_one_line_error(tmp_path, capsys):
+    """Members read are not kept (memory stays flat over a million), so no link is searched for among them."""
+    source = SessionRepository(str(tmp_path / "src"))
+    good = _session_archive(source, [])
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(good), mode="r:gz") as src, tarfile.open(fileobj=buffer, mode="w:gz") as dst:
+        for member in src:
+            dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+        link = tarfile.TarInfo("x.session/alias")
+        link.type, link.linkname = tarfile.LNKTYPE, "x.session/later"
+        dst.addfile(link)
+        later = tarfile.TarInfo("x.session/later")
+        dst.addfile(later, io.BytesIO(b""))
+    archive = tmp_path / "link.tar.gz"
+    archive.write_bytes(buffer.getvalue())
+    root = tmp_path / "repo"
+    capsys.readouterr()
+    assert run(str(root), "import", str(archive)) == 2
+    assert_one_line_error(capsys.readouterr().err, str(archive), "'x.session/alias': hard link to 'x.session/later'")
+    _nothing_left(root)
+
+
 @pytest.mark.parametrize("value", ["", "lots", "-5", "1e9"])
 def test_import_max_size_must_be_a_size(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as info:

@@ -164,7 +164,7 @@ def _write_logs(loaded: LoadedSession, views: list[common.JobView], out: BinaryI
 def _write_attempt(loaded: LoadedSession, ref: replay.AttemptRef, out: BinaryIO) -> None:
     # A first pass measures each stream (size, UTF-8 or not) and finds any problem; a pass per
     # stream and form then writes it, no further than the first pass went (a running job's log grows).
-    read = _measure(loaded, ref)
+    read = common.read_attempt_capped(loaded, ref, 0)  # keeps nothing: sizes, UTF-8 or not, problem
     fields: dict[str, Any] = {
         "attempt": ref.attempt,
         "complete": read.problem is None,
@@ -192,10 +192,6 @@ def _write_attempt(loaded: LoadedSession, ref: replay.AttemptRef, out: BinaryIO)
             out.write(_encode(json.dumps(decoder.decode(data), ensure_ascii=False)[1:-1]))
         out.write(_encode(json.dumps(decoder.decode(b"", final=True), ensure_ascii=False)[1:-1]))
         out.write(b'"\n        }' + (b"," if k + 1 < len(STREAMS) else b""))
-
-
-def _measure(loaded: LoadedSession, ref: replay.AttemptRef) -> common.CappedOutput:
-    return common.read_attempt_capped(loaded, ref, 0)
 
 
 def _stream_bytes(loaded: LoadedSession, ref: replay.AttemptRef, stream: str, size: int) -> Iterator[bytes]:

@@ -23,6 +23,9 @@ archive's root if ``session`` is there) must load; only then is it renamed
 into place as ``sessions/<new id>.session`` (a fresh name from
 :func:`tempfile.mkdtemp`, as new sessions get), directories 0700 and files
 0600. On any error the staging directory is removed: nothing is left behind.
+While an import runs it holds an flock on the staging directory's ``lock``
+file, so that a clean-up of staging directories left by a killed import can
+tell a live one from a leftover.
 
 Import has limits, checked on each member's header before its data is
 extracted: the files may add up to at most :data:`MAX_IMPORT_SIZE` bytes, or
@@ -30,9 +33,6 @@ extracted: the files may add up to at most :data:`MAX_IMPORT_SIZE` bytes, or
 (whichever is smaller, never less than :data:`MIN_IMPORT_SIZE`), and the
 archive may hold at most :data:`MAX_IMPORT_MEMBERS` members. The work done per
 member does not grow with the number of members before it.
-While an import runs it holds an flock on the staging directory's ``lock``
-file, so that a clean-up of staging directories left by a killed import can
-tell a live one from a leftover.
 """
 
 from __future__ import annotations
@@ -488,11 +488,17 @@ def _extract_all(source: BinaryIO, dest: str, name: str, limits: ImportLimits) -
                 if member.isreg():
                     size += member.size
                 _check_limits(member, count, size, limits, name)
-                # A stream keeps every member read so far (for lookups we never do).
+                # A stream keeps every member read so far, for lookups we never need: a hard
+                # link is made to a file already extracted (else refused), never searched for.
                 tar.members.clear()
                 why = check_member(member, dest)
                 if why is not None:
                     raise UnsafeArchive(f"{name}: refusing to import: member {member.name!r:.200}: {why}")
+                if member.islnk() and not os.path.isfile(os.path.join(dest, member.linkname)):
+                    raise BadArchive(
+                        f"{name}: member {member.name!r:.200}: hard link to {member.linkname!r:.200}, "
+                        "which is no file extracted before it"
+                    )
                 try:
                     _extract(tar, member, dest)
                 except _FILTER_ERRORS as exc:
