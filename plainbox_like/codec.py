@@ -209,9 +209,9 @@ def max_state_size() -> int:
         raise PlainboxLikeError(f"${MAX_STATE_SIZE_ENV}: {exc}") from None
 
 
-def too_large(path: str | os.PathLike, limit: int, what: str = "inflates to") -> CorruptSession:
-    """The error for a file past :func:`max_state_size`."""
-    return CorruptSession(path, f"{what} more than {format_size(limit)} (the limit; ${MAX_STATE_SIZE_ENV} raises it)")
+def _too_large(path: str | os.PathLike, limit: int) -> CorruptSession:
+    """The error for a state that inflates past *limit*."""
+    return CorruptSession(path, f"inflates to more than {format_size(limit)} (the limit; ${MAX_STATE_SIZE_ENV} raises it)")
 
 
 def gunzip(data: bytes, path: str | os.PathLike, limit: int | None = None) -> bytes:
@@ -236,7 +236,7 @@ def gunzip(data: bytes, path: str | os.PathLike, limit: int | None = None) -> by
             while chunk := reader.read(min(_GUNZIP_CHUNK, limit + 1 - total)):
                 total += len(chunk)
                 if total > limit:
-                    raise too_large(path, limit)
+                    raise _too_large(path, limit)
         with igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as reader:
             return reader.read()
     except CorruptSession:

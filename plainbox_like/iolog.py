@@ -270,22 +270,17 @@ class RecordReader:
                         line = b"".join([*pending, line])
                         pending, pending_size = [], 0
                     line_no += 1
-                    record = _parse_record(line) if len(line) <= self.max_line else None
+                    too_long = len(line) > self.max_line
+                    record = None if too_long else _parse_record(line)
                     if record is None:
-                        self.problem = f"bad record at line {line_no}"
-                        if len(line) > self.max_line:
-                            self.problem += f" (longer than {format_size(self.max_line)}, the limit)"
-                        self.complete = False
+                        self._bad(line_no, too_long)
                         return
                     yield record
                 if rest:
                     pending.append(rest)
                     pending_size += len(rest)
                     if pending_size > self.max_line:
-                        self.problem = (
-                            f"bad record at line {line_no + 1} (longer than {format_size(self.max_line)}, the limit)"
-                        )
-                        self.complete = False
+                        self._bad(line_no + 1, too_long=True)
                         return
             ended = self.problem is None
             if pending:
@@ -295,6 +290,11 @@ class RecordReader:
                 elif ended:
                     self.problem = "last record is incomplete"
             self.complete = ended and self.problem is None
+
+    def _bad(self, line_no: int, too_long: bool) -> None:
+        limit = f" (longer than {format_size(self.max_line)}, the limit)" if too_long else ""
+        self.problem = f"bad record at line {line_no}{limit}"
+        self.complete = False
 
     def _decompressed(self, fileobj) -> Iterator[bytes]:
         decomp = zlib.decompressobj(31)
