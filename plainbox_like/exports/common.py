@@ -248,18 +248,14 @@ class CappedOutput:
 def read_attempt_capped(
     loaded: LoadedSession, ref: AttemptRef, limit: int, streams: Iterable[str] = STREAMS
 ) -> CappedOutput:
-    """The output of *ref* on *streams* cut as :func:`cap_segments` would cut it, read as a stream:
+    """The output of *ref* on *streams* cut as :func:`cap_segments` cuts it, read as a stream:
     memory stays about *limit* however long the log. A missing or unreadable log gives no output
     and a ``problem``."""
     streams = tuple(streams)
     sizes = {s: 0 for s in streams}
     utf8 = {s: True for s in streams}
     decoders = {s: codecs.getincrementaldecoder("utf-8")() for s in streams}
-    head_left = limit // 2
-    tail_budget = limit - head_left
-    head: list[tuple[str, bytes]] = []
-    tail: collections.deque[tuple[str, bytes]] = collections.deque()
-    tail_size = dropped = 0
+    kept = HeadTail(limit)
     try:
         reader = replay.OutputReader(loaded, ref)
         for record in reader:
@@ -272,18 +268,7 @@ def read_attempt_capped(
                     decoders[stream].decode(data)
                 except UnicodeDecodeError:
                     utf8[stream] = False
-            if head_left > 0:
-                head.append((stream, data[:head_left]))
-                data = data[head_left:]
-                head_left -= len(head[-1][1])
-                if not data:
-                    continue
-            tail.append((stream, data))
-            tail_size += len(data)
-            while tail and tail_size - len(tail[0][1]) >= tail_budget:
-                gone = len(tail.popleft()[1])
-                tail_size -= gone
-                dropped += gone
+            kept.add(stream, data)
     except PlainboxLikeError as exc:
         return CappedOutput((), (), 0, {s: 0 for s in streams}, {s: True for s in streams}, "missing", summary.one_line(exc))
     for stream in streams:
@@ -292,14 +277,8 @@ def read_attempt_capped(
                 decoders[stream].decode(b"", final=True)
             except UnicodeDecodeError:
                 utf8[stream] = False
+    head, tail, omitted = kept.result()
     problem = _report_problem(loaded, ref, reader.source, reader.problem)
-    extra = max(0, tail_size - tail_budget)
-    omitted = dropped + extra
-    if not omitted:
-        return CappedOutput(merge_segments([*head, *tail]), (), 0, sizes, utf8, reader.source, problem)
-    if extra:
-        first_stream, first = tail[0]
-        tail[0] = (first_stream, first[extra:])
     return CappedOutput(merge_segments(head), merge_segments(tail), omitted, sizes, utf8, reader.source, problem)
 
 
@@ -354,6 +333,44 @@ def omitted_note(size: int, hint: str | None = None) -> str:
     return f"[... {size} bytes omitted here{more} ...]"
 
 
+class HeadTail:
+    """Keeps the first and last halves of about *limit* bytes of ``(stream, bytes)`` runs fed one
+    at a time, and counts what is left out between them: memory stays about *limit*."""
+
+    def __init__(self, limit: int) -> None:
+        self.head: list[tuple[str, bytes]] = []
+        self._head_left = limit // 2
+        self._tail_budget = limit - self._head_left
+        self._tail: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._tail_size = 0
+        self._dropped = 0
+
+    def add(self, stream: str, data: bytes) -> None:
+        if self._head_left > 0:
+            self.head.append((stream, data[: self._head_left]))
+            data = data[self._head_left :]
+            self._head_left -= len(self.head[-1][1])
+            if not data:
+                return
+        self._tail.append((stream, data))
+        self._tail_size += len(data)
+        while self._tail and self._tail_size - len(self._tail[0][1]) >= self._tail_budget:
+            gone = len(self._tail.popleft()[1])
+            self._tail_size -= gone
+            self._dropped += gone
+
+    def result(self) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int]:
+        """``(head, tail, bytes left out)``; with nothing left out, everything is in *head*."""
+        extra = max(0, self._tail_size - self._tail_budget)
+        omitted = self._dropped + extra
+        tail = list(self._tail)
+        if not omitted:
+            return self.head + tail, [], 0
+        if extra:
+            tail[0] = (tail[0][0], tail[0][1][extra:])
+        return self.head, tail, omitted
+
+
 def cap_segments(
     segments: Iterable[tuple[str, bytes]], limit: int
 ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int]:
@@ -362,44 +379,30 @@ def cap_segments(
     With nothing left out, everything is in *head* and *tail* is empty.
     """
     segments = list(segments)
-    total = sum(len(data) for _, data in segments)
-    if total <= limit:
+    if sum(len(data) for _, data in segments) <= limit:
         return segments, [], 0
-    head_budget = limit // 2
-    tail_budget = limit - head_budget
-    head: list[tuple[str, bytes]] = []
+    kept = HeadTail(limit)
     for stream, data in segments:
-        if head_budget <= 0:
-            break
-        head.append((stream, data[:head_budget]))
-        head_budget -= len(head[-1][1])
-    tail: list[tuple[str, bytes]] = []
-    for stream, data in reversed(segments):
-        if tail_budget <= 0:
-            break
-        piece = data[-tail_budget:]
-        tail.append((stream, piece))
-        tail_budget -= len(piece)
-    tail.reverse()
-    kept = sum(len(d) for _, d in head) + sum(len(d) for _, d in tail)
-    return head, tail, total - kept
+        kept.add(stream, data)
+    return kept.result()
 
 
 def cap_text(data: bytes, limit: int, note: Callable[[int], str]) -> str:
     """*data* decoded and made printable, its middle replaced by ``note(bytes left out)`` if too long."""
     head, tail, omitted = cap_segments([("", data)], limit)
-    if not omitted:
-        return printable(decode(data))
-    return printable(decode(head[0][1])) + "\n" + note(omitted) + "\n" + printable(decode(tail[0][1]))
+    return _capped_text(head, tail, omitted, note)
 
 
 def capped_text(output: CappedOutput, note: Callable[[int], str]) -> str:
     """The text of a one-stream *output* as :func:`cap_text` makes it, from its head and tail."""
-    head = b"".join(data for _, data in output.head)
-    if not output.omitted:
-        return printable(decode(head))
-    tail = b"".join(data for _, data in output.tail)
-    return printable(decode(head)) + "\n" + note(output.omitted) + "\n" + printable(decode(tail))
+    return _capped_text(output.head, output.tail, output.omitted, note)
+
+
+def _capped_text(head: Iterable[tuple[str, bytes]], tail: Iterable[tuple[str, bytes]], omitted: int, note: Callable[[int], str]) -> str:
+    text = printable(decode(b"".join(data for _, data in head)))
+    if not omitted:
+        return text
+    return text + "\n" + note(omitted) + "\n" + printable(decode(b"".join(data for _, data in tail)))
 
 
 def log_hint(loaded: LoadedSession, job_id: str, attempt: int | None = None) -> str:
