@@ -21,9 +21,10 @@ from cattrs.cols import is_mutable_sequence, list_structure_factory
 from isal import igzip, isal_zlib
 from isal.igzip_lib import IsalError
 
-from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
+from plainbox_like.errors import CorruptSession, UnsupportedVersion
+from plainbox_like.limits import MAX_STATE_SIZE_ENV, max_state_size
 from plainbox_like.model import Attempt, SessionState
-from plainbox_like.text import format_size, parse_size
+from plainbox_like.text import format_size
 
 FORMAT = "plainbox-like"
 #: Current version of our state format; bump on any change and add a migration.
@@ -31,12 +32,6 @@ VERSION = 2
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
 
-#: The most a state file (``session``, ``session.bak``) may inflate to; also the longest
-#: line read from an io-log. Past it the file is reported as corrupt, and the rest of it
-#: is never inflated: a small gzip bomb cannot take the memory of whoever reads it.
-MAX_STATE_SIZE = 512 << 20
-#: Environment variable that sets another limit (a size: ``64M``, ``2G``).
-MAX_STATE_SIZE_ENV = "PLAINBOX_LIKE_MAX_STATE_SIZE"
 #: States up to this size are inflated in one go; larger ones are measured first.
 _GUNZIP_AT_ONCE = 16 << 20
 #: Bytes inflated at a time while measuring.
@@ -198,24 +193,13 @@ def _describe(exc: Exception, path: str = "$.session") -> str:
     return f"wrong field type: {exc} @ {path}"
 
 
-def max_state_size() -> int:
-    """:data:`MAX_STATE_SIZE`, or the size given by ``$PLAINBOX_LIKE_MAX_STATE_SIZE``."""
-    text = os.environ.get(MAX_STATE_SIZE_ENV)
-    if not text:
-        return MAX_STATE_SIZE
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise PlainboxLikeError(f"${MAX_STATE_SIZE_ENV}: {exc}") from None
-
-
 def _too_large(path: str | os.PathLike, limit: int) -> CorruptSession:
     """The error for a state that inflates past *limit*."""
     return CorruptSession(path, f"inflates to more than {format_size(limit)} (the limit; ${MAX_STATE_SIZE_ENV} raises it)")
 
 
 def gunzip(data: bytes, path: str | os.PathLike, limit: int | None = None) -> bytes:
-    """The inflated *data* of a state file, at most *limit* (default :func:`max_state_size`) bytes.
+    """The inflated *data* of a state file, at most *limit* (default :func:`limits.max_state_size`) bytes.
 
     Memory stays bounded whatever *data* holds: what inflates to more than
     :data:`_GUNZIP_AT_ONCE` is first inflated once only to count its size (keeping

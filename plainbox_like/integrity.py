@@ -42,6 +42,7 @@ import attrs
 
 from plainbox_like import codec, iolog, storage
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
+from plainbox_like.limits import max_state_size
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
 from plainbox_like.paths import session_id_of
 
@@ -228,9 +229,9 @@ def _inflated_pieces(data: bytes) -> Iterator[bytes]:
 def _readable_text(data: bytes, start: str = "") -> str:
     """The text a damaged gzip file yields before the damage ("" if it does not begin with *start*).
 
-    At most :func:`codec.max_state_size` bytes are inflated.
+    At most :func:`limits.max_state_size` bytes are inflated.
     """
-    limit = codec.max_state_size()
+    limit = max_state_size()
     prefix = start.encode()
     out: list[bytes] = []
     size = 0

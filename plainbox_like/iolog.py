@@ -24,7 +24,7 @@ import attrs
 import orjson
 from isal import isal_zlib
 
-from plainbox_like import codec
+from plainbox_like.limits import max_state_size
 from plainbox_like.text import format_size
 
 STREAMS = ("stdout", "stderr")
@@ -243,13 +243,13 @@ class RecordReader:
     :attr:`problem` says what was wrong otherwise (cut, trailing garbage...).
     Memory stays bounded whatever the file holds: it is inflated a piece at a
     time, and a record line longer than *max_line* (default
-    :func:`codec.max_state_size`) is a problem like any damage.
+    :func:`limits.max_state_size`) is a problem like any damage.
     """
 
     def __init__(self, path: str, chunk_size: int = 1 << 16, max_line: int | None = None) -> None:
         self.path = path
         self.chunk_size = chunk_size
-        self.max_line = codec.max_state_size() if max_line is None else max_line
+        self.max_line = max_state_size() if max_line is None else max_line
         self.complete = False
         self.problem: str | None = None
 

@@ -17,7 +17,7 @@ import pytest
 from isal import isal_zlib
 
 from cli_helpers import assert_one_line_error, run
-from plainbox_like import codec, iolog
+from plainbox_like import codec, iolog, limits
 from plainbox_like.errors import CorruptSession, PlainboxLikeError
 from plainbox_like.exports import htmlreport, jsondoc, junit, tarball
 from plainbox_like.model import Attempt
@@ -202,12 +202,24 @@ def test_gunzip_stops_at_the_limit(monkeypatch):
     lying[-4:] = (10).to_bytes(4, "little")
     with pytest.raises(CorruptSession, match="more than 1000 bytes"):
         codec.gunzip(bytes(lying), "s", limit=1000)
-    monkeypatch.setenv(codec.MAX_STATE_SIZE_ENV, "1K")
+    monkeypatch.setenv(limits.MAX_STATE_SIZE_ENV, "1K")
     with pytest.raises(CorruptSession, match="more than 1 KiB"):
         codec.decode_state(gzip.compress(b" " * 1025), "s")
-    monkeypatch.setenv(codec.MAX_STATE_SIZE_ENV, "lots")
+    monkeypatch.setenv(limits.MAX_STATE_SIZE_ENV, "lots")
     with pytest.raises(PlainboxLikeError, match=r"^\$PLAINBOX_LIKE_MAX_STATE_SIZE: not a size: 'lots'"):
-        codec.max_state_size()
+        limits.max_state_size()
+
+
+def test_a_bad_state_limit_is_an_error_not_corrupt_sessions(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "repo"
+    with SessionRepository(str(root)).create(title="fine"):
+        pass
+    monkeypatch.setenv("PLAINBOX_LIKE_MAX_STATE_SIZE", "lots")
+    assert run(str(root), "list") == 2
+    assert_one_line_error(capsys.readouterr().err, "$PLAINBOX_LIKE_MAX_STATE_SIZE: not a size: 'lots'")
+    monkeypatch.delenv("PLAINBOX_LIKE_MAX_STATE_SIZE")
+    assert run(str(root), "list") == 0
+    assert "corrupt" not in capsys.readouterr().out
 
 
 def test_list_and_check_report_a_gzip_bomb_in_bounded_memory(tmp_path):
