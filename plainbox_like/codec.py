@@ -8,6 +8,7 @@ model for inspection only.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -222,11 +223,27 @@ def gunzip(data: bytes, path: str | os.PathLike, limit: int | None = None) -> by
                 if total > limit:
                     raise _too_large(path, limit)
         with igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as reader:
-            return reader.read()
+            raw = reader.read(total)  # in one piece, as a rule: no copies joined
+            if len(raw) < total:  # several members
+                raw += reader.read()
+            return raw
     except CorruptSession:
         raise
     except (OSError, EOFError, zlib.error, ValueError, IsalError) as exc:
         raise CorruptSession(path, f"not a valid gzip file ({exc})") from None
+
+
+def _utf8_error_at(raw: bytes) -> int | None:
+    """Where *raw* stops being UTF-8 (``None``: it is), decoded a slice at a time (no copy of it all)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    for start in range(0, len(view), _GUNZIP_CHUNK):
+        piece = view[start:start + _GUNZIP_CHUNK]
+        try:
+            decoder.decode(piece, final=start + len(piece) >= len(view))
+        except UnicodeDecodeError as exc:
+            return start + exc.start - len(decoder.getstate()[0])  # what it held back came before
+    return None
 
 
 def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
@@ -235,12 +252,11 @@ def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
         raise CorruptSession(path, "empty file")
     raw = gunzip(data, path)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptSession(path, f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        doc = loads_json(text)
+        doc = loads_json(raw)  # the bytes, not a decoded copy: checked as UTF-8 all the same
     except json.JSONDecodeError as exc:
+        bad = _utf8_error_at(raw)
+        if bad is not None:
+            raise CorruptSession(path, f"not valid UTF-8 at byte {bad}") from None
         raise CorruptSession(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("session"), dict):
         raise CorruptSession(path, 'not a session state (expected {"version": N, "session": {...}})')
