@@ -13,7 +13,11 @@ the median wall time and the peak RSS of that process (from ``wait4``):
   the big job (output thrown away).
 
     python scripts/measure_limits.py                       # the figures of issue 14
-    python scripts/measure_limits.py --bomb 256M --log 32M --repeats 1   # a quick run
+    python scripts/measure_limits.py --bomb 1G --log 32M --repeats 1     # a quick run
+    git archive b7b15f0 plainbox_like | tar -x -C /tmp/old       # the code before the limits...
+    python scripts/measure_limits.py --baseline /tmp/old         # ...measured in the same run
+
+A bomb smaller than the limit (512 MiB) is no bomb: it is inflated and read.
 
 Progress goes to stderr, results to stdout; the temporary directory is removed.
 """
@@ -78,11 +82,15 @@ def write_bomb(path: str, size: int) -> None:
         f.write(deflate.flush())
 
 
-def measure(args: list[str], before=None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of ``python -m plainbox_like ARGS``, its output thrown away."""
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def measure(args: list[str], before=None, code: str = HERE) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of ``python -m plainbox_like ARGS`` run from the tree
+    at *code*, its output thrown away."""
     if before is not None:
         before()
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    env = {**os.environ, "PYTHONPATH": code}
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "plainbox_like", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
@@ -99,6 +107,7 @@ def main() -> int:
     parser.add_argument("--log", type=parse_size, default=300 * 10**6, help="bytes the big job printed")
     parser.add_argument("--sessions", type=int, default=10, help="small sessions beside the bomb")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", metavar="DIR", help="also run the plainbox_like package found in DIR")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="measure-limits-")
     try:
@@ -130,12 +139,14 @@ def main() -> int:
             ("export --format junit", ["export", "--format", "junit", big], None),
             ("export --with-logs", ["export", "--with-logs", big], None),
         ]
+        trees = [("", HERE)] + ([("baseline ", args.baseline)] if args.baseline else [])
         print(f"{'command':<48} {'median s':>9} {'peak RSS':>10}")
         for label, argv, before in runs:
-            results = [measure(argv, before) for _ in range(args.repeats)]
-            seconds = statistics.median(r[0] for r in results)
-            rss = max(r[1] for r in results)
-            print(f"{label:<48} {seconds:>9.2f} {rss / 2**20:>7.0f} MB", flush=True)
+            for name, code in trees:
+                results = [measure(argv, before, code) for _ in range(args.repeats)]
+                seconds = statistics.median(r[0] for r in results)
+                rss = max(r[1] for r in results)
+                print(f"{name + label:<48} {seconds:>9.2f} {rss / 2**20:>7.0f} MB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
