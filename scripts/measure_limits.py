@@ -93,7 +93,11 @@ def measure(args: list[str], before=None, code: str = HERE) -> tuple[float, int]
     env = {**os.environ, "PYTHONPATH": code}
     start = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        [sys.executable, "-m", "plainbox_like", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=code,  # ``-m`` looks in the current directory first
     )
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start

@@ -171,8 +171,8 @@ def _bomb(size: int) -> bytes:
     return b"".join(deflate.compress(zeros) for _ in range(size >> 20)) + deflate.flush()
 
 
-def _measured(args: list[str], env: dict[str, str]) -> tuple[int, str, int]:
-    """Run the CLI in a fresh interpreter: exit code, standard output, and its peak RSS in KiB."""
+def _measured(args: list[str], env: dict[str, str], tree: str) -> tuple[int, str, int]:
+    """Run the CLI of *tree* in a fresh interpreter: exit code, standard output, and its peak RSS in KiB."""
     script = (
         "import resource, sys\n"
         "from plainbox_like.cli.main import main\n"
@@ -184,7 +184,7 @@ def _measured(args: list[str], env: dict[str, str]) -> tuple[int, str, int]:
         "sys.exit(code)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, cwd=tree, timeout=120
     )
     rss = int(done.stderr.rsplit("maxrss=", 1)[1])
     return done.returncode, done.stdout, rss
@@ -233,19 +233,19 @@ def test_list_and_check_report_a_gzip_bomb_in_bounded_memory(tmp_path):
     tree = os.path.dirname(os.path.dirname(os.path.abspath(codec.__file__)))
     env = {**os.environ, "PLAINBOX_LIKE_MAX_STATE_SIZE": "8M", "PYTHONPATH": tree}
     env.pop("PLAINBOX_LIKE_REPOSITORY", None)
-    code, _, baseline = _measured(["--repository", str(root), "list"], env)
+    code, _, baseline = _measured(["--repository", str(root), "list"], env, tree)
     assert code == 0
     with open(os.path.join(bomb_path, "session"), "wb") as f:
         f.write(_bomb(256 << 20))
     for index_file in root.glob("index.sqlite3*"):  # read every session again
         index_file.unlink()
-    code, out, rss = _measured(["--repository", str(root), "list"], env)
+    code, out, rss = _measured(["--repository", str(root), "list"], env, tree)
     assert "Traceback" not in out
     assert code == 0
     (line,) = [line for line in out.splitlines() if line.startswith(session_id_of(bomb_path))]
     assert "corrupt: " in line and "inflates to more than 8 MiB" in line
     assert rss < baseline + 48 * 1024, (baseline, rss)
-    code, out, rss = _measured(["--repository", str(root), "check", session_id_of(bomb_path)], env)
+    code, out, rss = _measured(["--repository", str(root), "check", session_id_of(bomb_path)], env, tree)
     assert code == 1 and "inflates to more than 8 MiB" in out
     assert rss < baseline + 48 * 1024, (baseline, rss)
 
