@@ -8,6 +8,8 @@ model for inspection only.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 import zlib
@@ -17,17 +19,24 @@ import attrs
 import cattrs
 import orjson
 from cattrs.cols import is_mutable_sequence, list_structure_factory
-from isal import igzip
+from isal import igzip, isal_zlib
 from isal.igzip_lib import IsalError
 
 from plainbox_like.errors import CorruptSession, UnsupportedVersion
+from plainbox_like.limits import MAX_STATE_SIZE_ENV, max_state_size
 from plainbox_like.model import Attempt, SessionState
+from plainbox_like.text import format_size
 
 FORMAT = "plainbox-like"
 #: Current version of our state format; bump on any change and add a migration.
 VERSION = 2
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
+
+#: States up to this size are inflated in one go; larger ones are measured first.
+_GUNZIP_AT_ONCE = 16 << 20
+#: Bytes inflated at a time while measuring.
+_GUNZIP_CHUNK = 1 << 20
 
 #: ``MIGRATIONS[n]`` turns the ``session`` object of version *n* into version *n + 1*.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -185,21 +194,69 @@ def _describe(exc: Exception, path: str = "$.session") -> str:
     return f"wrong field type: {exc} @ {path}"
 
 
+def _too_large(path: str | os.PathLike, limit: int) -> CorruptSession:
+    """The error for a state that inflates past *limit*."""
+    return CorruptSession(path, f"inflates to more than {format_size(limit)} (the limit; ${MAX_STATE_SIZE_ENV} raises it)")
+
+
+def gunzip(data: bytes, path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The inflated *data* of a state file, at most *limit* (default :func:`limits.max_state_size`) bytes.
+
+    Memory stays bounded whatever *data* holds: what inflates to more than
+    :data:`_GUNZIP_AT_ONCE` is first inflated once only to count its size (keeping
+    nothing), and kept on a second pass only if that is within the limit.
+    """
+    limit = max_state_size() if limit is None else limit
+    at_once = min(limit, _GUNZIP_AT_ONCE)
+    try:  # the usual case: one gzip member, not large, in one call
+        inflate = isal_zlib.decompressobj(31)
+        raw = inflate.decompress(data, at_once + 1)
+        if len(raw) <= at_once and inflate.eof and not inflate.unused_data:
+            return raw
+    except (zlib.error, ValueError, IsalError):
+        pass  # said below, in the reader's own words
+    try:
+        with igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as reader:
+            total = 0
+            while chunk := reader.read(min(_GUNZIP_CHUNK, limit + 1 - total)):
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(path, limit)
+        with igzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as reader:
+            raw = reader.read(total)  # in one piece, as a rule: no copies joined
+            if len(raw) < total:  # several members
+                raw += reader.read()
+            return raw
+    except CorruptSession:
+        raise
+    except (OSError, EOFError, zlib.error, ValueError, IsalError) as exc:
+        raise CorruptSession(path, f"not a valid gzip file ({exc})") from None
+
+
+def _utf8_error_at(raw: bytes) -> int | None:
+    """Where *raw* stops being UTF-8 (``None``: it is), decoded a slice at a time (no copy of it all)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    for start in range(0, len(view), _GUNZIP_CHUNK):
+        piece = view[start:start + _GUNZIP_CHUNK]
+        try:
+            decoder.decode(piece, final=start + len(piece) >= len(view))
+        except UnicodeDecodeError as exc:
+            return start + exc.start - len(decoder.getstate()[0])  # what it held back came before
+    return None
+
+
 def decode_document(data: bytes, path: str | os.PathLike) -> dict[str, Any]:
     """Gunzip, decode and parse a state file; each failure names *path* and the problem."""
     if not data:
         raise CorruptSession(path, "empty file")
+    raw = gunzip(data, path)
     try:
-        raw = igzip.decompress(data)
-    except (OSError, EOFError, zlib.error, ValueError, IsalError) as exc:
-        raise CorruptSession(path, f"not a valid gzip file ({exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorruptSession(path, f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        doc = loads_json(text)
+        doc = loads_json(raw)  # the bytes, not a decoded copy: checked as UTF-8 all the same
     except json.JSONDecodeError as exc:
+        bad = _utf8_error_at(raw)
+        if bad is not None:
+            raise CorruptSession(path, f"not valid UTF-8 at byte {bad}") from None
         raise CorruptSession(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("session"), dict):
         raise CorruptSession(path, 'not a session state (expected {"version": N, "session": {...}})')

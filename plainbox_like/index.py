@@ -1001,13 +1001,12 @@ def _read_plain(
     global _plain_modules
     if _plain_modules is None:
         import orjson
-        from isal import igzip
 
         from plainbox_like import codec, locks, storage
 
         # (If the codec's format name ever differs from the one mirrored here, nothing is read directly.)
         ok = codec.FORMAT == FORMAT
-        _plain_modules = (orjson.loads, igzip.decompress, codec.VERSION, storage.parse_journal, locks) if ok else ()
+        _plain_modules = (orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks) if ok else ()
     if not _plain_modules:
         return None
     loads, decompress, version, parse_journal, locks = _plain_modules
@@ -1019,7 +1018,7 @@ def _read_plain(
         return None
     try:
         st = os.fstat(fd)
-        doc = loads(decompress(_read_all(fd, st.st_size)))
+        doc = loads(decompress(_read_all(fd, st.st_size), state_path))  # bounded: a gzip bomb is no state
         if type(doc) is not dict or doc.get("format") != FORMAT:
             return None
         number = doc.get("version")

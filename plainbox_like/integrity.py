@@ -42,6 +42,7 @@ import attrs
 
 from plainbox_like import codec, iolog, storage
 from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeError, SessionNotFound
+from plainbox_like.limits import max_state_size
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
 from plainbox_like.paths import session_id_of
 
@@ -209,18 +210,41 @@ class Salvage:
         return not self.fields and not any(self.partial.values())
 
 
-def _readable_text(data: bytes) -> str:
-    """The text a damaged gzip file yields before the damage."""
+def _inflated_pieces(data: bytes) -> Iterator[bytes]:
+    """What a gzip file inflates to, a piece at a time, up to the first damage or its end."""
     decomp = zlib.decompressobj(31)
-    out = []
-    for start in range(0, len(data), 4096):
-        try:
-            out.append(decomp.decompress(data[start:start + 4096]))
-        except zlib.error:
-            break
+    for offset in range(0, len(data), 4096):
+        chunk = data[offset:offset + 4096]
+        while chunk:
+            try:
+                piece = decomp.decompress(chunk, 1 << 20)
+            except zlib.error:
+                return
+            yield piece
+            chunk = decomp.unconsumed_tail
         if decomp.eof:
+            return
+
+
+def _readable_text(data: bytes, start: str = "") -> str:
+    """The text a damaged gzip file yields before the damage ("" if it does not begin with *start*).
+
+    At most :func:`limits.max_state_size` bytes are inflated.
+    """
+    limit = max_state_size()
+    prefix = start.encode()
+    out: list[bytes] = []
+    size = 0
+    for piece in _inflated_pieces(data):
+        out.append(piece)
+        size += len(piece)
+        if prefix and size >= len(prefix):
+            if not b"".join(out).startswith(prefix):
+                return ""
+            prefix = b""
+        if size > limit:
             break
-    raw = b"".join(out)
+    raw = b"".join(out)[:limit]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -236,8 +260,8 @@ def salvage_snapshot(data: bytes) -> Salvage | None:
     the middle would parse as a smaller one). Returns ``None`` when not even
     the start of our document can be read.
     """
-    text = _readable_text(data)
     head = '{"format":"' + codec.FORMAT + '","session":{'
+    text = _readable_text(data, head)
     if not text.startswith(head):
         return None
     decoder = json.JSONDecoder()

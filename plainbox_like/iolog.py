@@ -24,6 +24,9 @@ import attrs
 import orjson
 from isal import isal_zlib
 
+from plainbox_like.limits import max_state_size
+from plainbox_like.text import format_size
+
 STREAMS = ("stdout", "stderr")
 #: Longest output-free stretch before buffered records are flushed to disk.
 FLUSH_INTERVAL = 0.5
@@ -32,6 +35,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 #: Never through a symbolic link: a log file is only ever written inside its session.
 _RAW_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\x03"
+#: The most a record file is inflated at a time while reading.
+_INFLATE_CHUNK = 1 << 20
 #: A finished deflate stream with nothing in it, and the gzip trailer of no data (CRC 0, size 0).
 _EMPTY_TAIL = b"\x03\x00" + struct.pack("<II", 0, 0)
 
@@ -237,16 +242,21 @@ class RecordReader:
 
     After iteration, :attr:`complete` says whether the file ended cleanly and
     :attr:`problem` says what was wrong otherwise (cut, trailing garbage...).
+    Memory stays bounded whatever the file holds: it is inflated a piece at a
+    time, and a record line longer than *max_line* (default
+    :func:`limits.max_state_size`) is a problem like any damage.
     """
 
-    def __init__(self, path: str, chunk_size: int = 1 << 16) -> None:
+    def __init__(self, path: str, chunk_size: int = 1 << 16, max_line: int | None = None) -> None:
         self.path = path
         self.chunk_size = chunk_size
+        self.max_line = max_state_size() if max_line is None else max_line
         self.complete = False
         self.problem: str | None = None
 
     def __iter__(self) -> Iterator[IORecord]:
-        pending = b""
+        pending: list[bytes] = []  # the start of the line being read, in pieces
+        pending_size = 0
         line_no = 0
         try:
             fileobj = open(self.path, "rb")
@@ -254,26 +264,38 @@ class RecordReader:
             self.problem = f"cannot open: {exc.strerror}"
             return
         with fileobj:
-            ended = True
             for text in self._decompressed(fileobj):
-                pending += text
-                *lines, pending = pending.split(b"\n")
+                *lines, rest = text.split(b"\n")
                 for line in lines:
+                    if pending:
+                        line = b"".join([*pending, line])
+                        pending, pending_size = [], 0
                     line_no += 1
-                    record = _parse_record(line)
+                    too_long = len(line) > self.max_line
+                    record = None if too_long else _parse_record(line)
                     if record is None:
-                        self.problem = f"bad record at line {line_no}"
-                        self.complete = False
+                        self._bad(line_no, too_long)
                         return
                     yield record
+                if rest:
+                    pending.append(rest)
+                    pending_size += len(rest)
+                    if pending_size > self.max_line:
+                        self._bad(line_no + 1, too_long=True)
+                        return
             ended = self.problem is None
             if pending:
-                record = _parse_record(pending) if ended else None
+                record = _parse_record(b"".join(pending)) if ended else None
                 if record is not None:
                     yield record
                 elif ended:
                     self.problem = "last record is incomplete"
             self.complete = ended and self.problem is None
+
+    def _bad(self, line_no: int, too_long: bool) -> None:
+        limit = f" (longer than {format_size(self.max_line)}, the limit)" if too_long else ""
+        self.problem = f"bad record at line {line_no}{limit}"
+        self.complete = False
 
     def _decompressed(self, fileobj) -> Iterator[bytes]:
         decomp = zlib.decompressobj(31)
@@ -284,7 +306,8 @@ class RecordReader:
                 break
             while chunk:
                 try:
-                    out = decomp.decompress(chunk)
+                    # At most 1 MiB at a time: a few bytes of a bomb inflate to gigabytes.
+                    out = decomp.decompress(chunk, _INFLATE_CHUNK)
                 except zlib.error as exc:
                     self.problem = f"corrupt gzip data ({exc})"
                     return
@@ -292,7 +315,7 @@ class RecordReader:
                 if out:
                     yield out
                 if not decomp.eof:
-                    chunk = b""
+                    chunk = decomp.unconsumed_tail
                     continue
                 chunk = decomp.unused_data
                 if chunk and not chunk.startswith(b"\x1f\x8b"):
@@ -301,7 +324,7 @@ class RecordReader:
                 decomp = zlib.decompressobj(31)
                 seen_member = False
         if seen_member and not decomp.eof:
-            tail = decomp.flush()
+            tail = decomp.flush()  # what the last call held back (all input was given to it)
             if tail:
                 yield tail
             self.problem = "file was cut (gzip stream has no end)"

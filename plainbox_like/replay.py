@@ -198,14 +198,72 @@ def _raw_size(path: str) -> int:
         return 0
 
 
-def _read_raw(path: str) -> bytes | None:
+#: Bytes read at a time from a raw ``.stdout``/``.stderr`` file.
+RAW_CHUNK = 1 << 20
+
+
+def _raw_records(path: str, stream: str) -> Iterator[IORecord]:
+    """The content of a raw output file as records of at most :data:`RAW_CHUNK` bytes (none if it is missing)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
-        return None
+        return
     except OSError as exc:
         raise LogMissing(f"{path}: cannot read: {exc.strerror}") from None
+    with f:
+        while True:
+            try:
+                data = f.read(RAW_CHUNK)
+            except OSError as exc:
+                raise LogMissing(f"{path}: cannot read: {exc.strerror}") from None
+            if not data:
+                return
+            yield IORecord(0.0, stream, data)
+
+
+class OutputReader:
+    """The records of one attempt, read as they are iterated: memory stays the same however long the log.
+
+    Where the output comes from is known at once (:attr:`source`, :attr:`path`);
+    what was wrong with it (:attr:`problem`) and how much more the raw files
+    hold (:attr:`raw_extra`) once the records have been iterated. See
+    :func:`read_output`.
+    """
+
+    def __init__(self, loaded: LoadedSession, ref: AttemptRef) -> None:
+        self._inline = loaded.inline_io_logs.get((ref.job_id, ref.attempt))
+        self._paths = log_paths(loaded, ref)
+        self.problem: str | None = None
+        self.path: str | None = None
+        self.raw_extra: dict[str, int] = {}
+        paths = self._paths
+        if paths is None:
+            self.source = "none" if self._inline is None else "inline"
+        elif os.path.exists(paths["record"]):
+            self.source, self.path = "record", paths["record"]
+        elif self._inline is not None:
+            self.source = "inline"
+        else:
+            if not any(os.path.exists(paths[s]) for s in STREAMS):
+                raise LogMissing(f"{paths['record']}: log of job {ref.job_id!r} attempt {ref.attempt} is missing")
+            self.source, self.path = "raw", paths["record"]
+
+    def __iter__(self) -> Iterator[IORecord]:
+        if self.source == "inline":
+            yield from iolog.records_from_json(self._inline)
+        elif self.source == "raw":
+            for stream in STREAMS:
+                yield from _raw_records(self._paths[stream], stream)
+        elif self.source == "record":
+            reader = iolog.RecordReader(self._paths["record"])
+            shown = {s: 0 for s in STREAMS}
+            for record in reader:
+                shown[record.stream] += len(record.data)
+                yield record
+            self.problem = reader.problem
+            if not reader.complete:
+                paths = self._paths
+                self.raw_extra = {s: n for s in STREAMS if (n := _raw_size(paths[s]) - shown[s]) > 0}
 
 
 def read_output(loaded: LoadedSession, ref: AttemptRef) -> Output:
@@ -214,31 +272,12 @@ def read_output(loaded: LoadedSession, ref: AttemptRef) -> Output:
     Prefers the ``.record.gz`` (read tolerantly: a cut file gives the records
     before the cut, and ``problem`` says so); falls back to the raw
     ``.stdout``/``.stderr`` files (stdout first; their relative order is
-    unknown) and to logs kept inside a Plainbox v1 state.
+    unknown) and to logs kept inside a Plainbox v1 state. This holds the
+    whole output in memory: :class:`OutputReader` reads it as it goes.
     """
-    inline = loaded.inline_io_logs.get((ref.job_id, ref.attempt))
-    paths = log_paths(loaded, ref)
-    if paths is None:
-        if inline is not None:
-            return Output(iolog.records_from_json(inline), "inline")
-        return Output([], "none")
-    if os.path.exists(paths["record"]):
-        reader = iolog.RecordReader(paths["record"])
-        records = list(reader)
-        extra: dict[str, int] = {}
-        if not reader.complete:
-            shown = {s: 0 for s in STREAMS}
-            for record in records:
-                shown[record.stream] += len(record.data)
-            extra = {s: n for s in STREAMS if (n := _raw_size(paths[s]) - shown[s]) > 0}
-        return Output(records, "record", reader.problem, paths["record"], extra)
-    if inline is not None:
-        return Output(iolog.records_from_json(inline), "inline")
-    raw = {s: _read_raw(paths[s]) for s in STREAMS}
-    if all(data is None for data in raw.values()):
-        raise LogMissing(f"{paths['record']}: log of job {ref.job_id!r} attempt {ref.attempt} is missing")
-    records = [IORecord(0.0, s, data) for s, data in raw.items() if data]
-    return Output(records, "raw", path=paths["record"])
+    reader = OutputReader(loaded, ref)
+    records = list(reader)
+    return Output(records, reader.source, reader.problem, reader.path, reader.raw_extra)
 
 
 def replay(

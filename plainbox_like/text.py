@@ -1,6 +1,8 @@
-"""Text for people: durations."""
+"""Text for people: durations and sizes."""
 
 from __future__ import annotations
+
+import re
 
 
 def format_duration(seconds: float | None) -> str:
@@ -14,3 +16,31 @@ def format_duration(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE | re.ASCII)
+
+
+def parse_size(text: str) -> int:
+    """A size in bytes from ``4096``, ``512K``, ``512M``, ``10G``, ``1.5G`` or ``2TiB`` (powers of 1024).
+
+    Raises :class:`ValueError` with a message fit for people on anything else.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r:.60} (a number of bytes, or with K, M, G or T: 512M, 10G)")
+    number, unit = match.groups()
+    size = (float(number) if "." in number else int(number)) * _SIZE_UNITS[unit.upper()]
+    if size >= 1 << 63:
+        raise ValueError(f"size too large: {text!r:.60}")
+    return int(size)
+
+
+def format_size(size: int) -> str:
+    """``512 MiB``, ``10 GiB``, ``1.5 KiB``, ``100 bytes``: a size for people."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{size} bytes"

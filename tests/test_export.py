@@ -867,8 +867,8 @@ def test_import_stages_in_a_hidden_locked_directory(loaded, tmp_path, monkeypatc
     seen = {}
     extract = tarball._extract_all
 
-    def spy(source, dest, name):
-        extract(source, dest, name)
+    def spy(source, dest, name, *limits):
+        extract(source, dest, name, *limits)
         staging = os.path.dirname(dest)
         seen["entries"] = os.listdir(sessions)
         seen["mode"] = stat.S_IMODE(os.stat(staging).st_mode)

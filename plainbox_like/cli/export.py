@@ -13,6 +13,7 @@ from plainbox_like import codec, exports, storage
 from plainbox_like.cli import common
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.exports import tarball
+from plainbox_like.text import format_size, parse_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +65,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the archive: a .tar.gz from 'export --format tar', or any tar (gzip, bzip2, xz or "
         "uncompressed) of one session directory; '-' reads standard input",
     )
+    p.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        type=_size,
+        help="refuse an archive whose files add up to more than SIZE bytes (512M, 10G...; default: 10G, "
+        f"or {tarball.MAX_IMPORT_RATIO} times the archive's size if that is smaller, but at least "
+        f"{format_size(tarball.MIN_IMPORT_SIZE)})",
+    )
+    p.add_argument(
+        "--max-members",
+        metavar="N",
+        type=common.positive_int,
+        default=tarball.MAX_IMPORT_MEMBERS,
+        help=f"refuse an archive of more than N files, directories and links (default: {tarball.MAX_IMPORT_MEMBERS})",
+    )
     p.set_defaults(func=cmd_import)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _note(message: str) -> None:
@@ -177,17 +200,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     repo = common.repository(args)
+    limits = {"max_size": args.max_size, "max_members": args.max_members}
     if args.archive == "-":
         if sys.stdin.isatty():
             raise PlainboxLikeError("will not read an archive from a terminal: give a file or redirect the input")
-        loaded = tarball.import_archive(sys.stdin.buffer, repo.sessions_dir, "standard input")
+        loaded = tarball.import_archive(sys.stdin.buffer, repo.sessions_dir, "standard input", **limits)
     else:
         try:
             source = open(args.archive, "rb")
         except OSError as exc:
             raise PlainboxLikeError(f"{args.archive}: cannot read: {exc.strerror or exc}") from None
         with source:
-            loaded = tarball.import_archive(source, repo.sessions_dir, args.archive)
+            loaded = tarball.import_archive(source, repo.sessions_dir, args.archive, **limits)
     print(loaded.id)
     if loaded.origin != codec.FORMAT:
         _note(f"session {loaded.id} is a Checkbox/Plainbox session: it can be inspected and exported, not resumed")

@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 import time
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from plainbox_like import replay, storage
 from plainbox_like.cli import common
 from plainbox_like.errors import CorruptSession, SessionNotFound
-from plainbox_like.iolog import STREAMS
+from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.replay import AttemptRef
 from plainbox_like.storage import LoadedSession
 
@@ -119,22 +119,33 @@ def _open(args: argparse.Namespace) -> tuple[LoadedSession, AttemptRef]:
     return loaded, replay.select_attempt(loaded, args.job, args.attempt)
 
 
-def _read(loaded: LoadedSession, ref: AttemptRef, streams: tuple[str, ...]) -> replay.Output:
-    """The attempt's output, with notes on stderr about what is missing or cut."""
-    output = replay.read_output(loaded, ref)
+def _read(loaded: LoadedSession, ref: AttemptRef, streams: tuple[str, ...]) -> tuple[Iterator[IORecord], Callable[[], None]]:
+    """The attempt's records, read as they are iterated (a note on stderr says where from if that is unusual),
+    and what to call once they have been: a note on stderr if the log was cut or damaged."""
+    reader = replay.OutputReader(loaded, ref)
     what = f"job {ref.job_id!r} attempt {ref.attempt}"
-    if output.source == "none":
+    if reader.source == "none":
         note(f"{what} kept no output log")
-    elif output.source == "raw":
+    elif reader.source == "raw":
         order = " (their relative order is unknown)" if len(streams) > 1 else ""
-        note(f"{output.path}: missing; showing the raw .stdout and .stderr files without timing{order}")
-    if ref.running and storage.writer_alive(loaded.path):
-        note(f"{what} is still running; this is its output so far")
-    elif output.problem:
-        extra = sum(output.raw_extra.get(s, 0) for s in streams)
-        more = f" (the raw {'/'.join('.' + s for s in streams)} files hold {extra} more bytes)" if extra else ""
-        note(f"{output.path}: {output.problem}; showing the {len(output.records)} records before it{more}")
-    return output
+        note(f"{reader.path}: missing; showing the raw .stdout and .stderr files without timing{order}")
+    count = 0
+
+    def counted() -> Iterator[IORecord]:
+        nonlocal count
+        for record in reader:
+            count += 1
+            yield record
+
+    def after() -> None:
+        if ref.running and storage.writer_alive(loaded.path):
+            note(f"{what} is still running; this is its output so far")
+        elif reader.problem:
+            extra = sum(reader.raw_extra.get(s, 0) for s in streams)
+            more = f" (the raw {'/'.join('.' + s for s in streams)} files hold {extra} more bytes)" if extra else ""
+            note(f"{reader.path}: {reader.problem}; showing the {count} records before it{more}")
+
+    return counted(), after
 
 
 # -- log -----------------------------------------------------------------------
@@ -149,10 +160,11 @@ def cmd_log(args: argparse.Namespace) -> int:
         if stopped:
             note(stopped)
         return 0
-    output = _read(loaded, ref, streams)
-    for record in replay.select_streams(output.records, streams):
+    records, after = _read(loaded, ref, streams)
+    for record in replay.select_streams(records, streams):  # one record in memory at a time
         out.write(record.data)
     out.flush()
+    after()
     return 0
 
 
@@ -193,8 +205,7 @@ def follow(
     """
     streams = tuple(streams)
     offsets = {s: 0 for s in STREAMS}
-    output = replay.read_output(loaded, ref) if ref.io_log_filename else replay.Output([], "none")
-    for record in output.records:
+    for record in replay.OutputReader(loaded, ref) if ref.io_log_filename else ():
         if record.stream in streams:
             out.write(record.data)
         offsets[record.stream] += len(record.data)
@@ -246,7 +257,7 @@ def follow(
 def cmd_replay(args: argparse.Namespace) -> int:
     loaded, ref = _open(args)
     streams = _streams(args.stream)
-    output = _read(loaded, ref, streams)
+    records, after = _read(loaded, ref, streams)
     out = _binary_stdout()
 
     def write(data: bytes) -> None:
@@ -254,7 +265,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         out.flush()
 
     replay.replay(
-        output.records,
+        records,
         write,
         streams=streams,
         speed_factor=args.speed,
@@ -262,4 +273,5 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sleep=time.sleep,
         clock=time.monotonic,
     )
+    after()
     return 0

@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from plainbox_like.limits import max_state_size  # (not for --version, which answers at once)
+
+        max_state_size()  # a bad $PLAINBOX_LIKE_MAX_STATE_SIZE is an error before any session is read
         return args.func(args)
     except PlainboxLikeError as exc:
         print(f"plainbox-like: error: {exc}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import collections
 import datetime
 import re
 import shlex
@@ -12,7 +14,7 @@ import attrs
 from plainbox_like import codec, replay, storage, summary
 from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.iolog import IORecord
+from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
 from plainbox_like.replay import AttemptRef
 from plainbox_like.storage import LoadedSession
@@ -199,18 +201,90 @@ def merge_records(records: Iterable[IORecord]) -> tuple[tuple[str, bytes], ...]:
     return tuple((stream, b"".join(parts)) for stream, parts in segments)
 
 
+def _report_problem(loaded: LoadedSession, ref: AttemptRef, source: str, problem: str | None) -> str | None:
+    """What a report says is wrong with an attempt's log read from *source* (*problem*: the reader's word)."""
+    if problem and ref.running and storage.writer_alive(loaded.path):
+        return None  # still being written: not damaged, just not finished
+    if source == "raw":
+        return "the timed record file is missing: stdout and stderr are shown one after the other"
+    return problem
+
+
 def read_attempt(loaded: LoadedSession, ref: AttemptRef) -> AttemptOutput:
-    """The output of *ref*; a missing or unreadable log gives no output and a ``problem``."""
+    """The output of *ref*; a missing or unreadable log gives no output and a ``problem``.
+
+    This holds the whole output in memory; :func:`read_attempt_capped` does not.
+    """
     try:
         output = replay.read_output(loaded, ref)
     except PlainboxLikeError as exc:
         return AttemptOutput((), "missing", summary.one_line(exc))
-    problem = output.problem
-    if problem and ref.running and storage.writer_alive(loaded.path):
-        problem = None  # still being written: not damaged, just not finished
-    elif output.source == "raw":
-        problem = "the timed record file is missing: stdout and stderr are shown one after the other"
-    return AttemptOutput(merge_records(output.records), output.source, problem)
+    return AttemptOutput(merge_records(output.records), output.source, _report_problem(loaded, ref, output.source, output.problem))
+
+
+@attrs.frozen
+class CappedOutput:
+    """The head and tail of an attempt's output (in memory: at most the limit it was read with),
+    with the size and UTF-8 validity of the whole of each stream."""
+
+    #: ``(stream, bytes)`` runs: everything, or the first half of the limit if some was left out.
+    head: tuple[tuple[str, bytes], ...]
+    #: The last half of the limit, if some was left out (else empty).
+    tail: tuple[tuple[str, bytes], ...]
+    #: Bytes left out between *head* and *tail*.
+    omitted: int
+    #: Bytes of each stream read, and whether each was valid UTF-8 as a whole.
+    sizes: dict[str, int]
+    utf8: dict[str, bool]
+    #: As in :class:`AttemptOutput`.
+    source: str
+    problem: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes.values())
+
+
+def read_attempt_capped(
+    loaded: LoadedSession, ref: AttemptRef, limit: int, streams: Iterable[str] = STREAMS
+) -> CappedOutput:
+    """The output of *ref* on *streams* cut as :func:`cap_segments` cuts it, read as a stream:
+    memory stays about *limit* however long the log. A missing or unreadable log gives no output
+    and a ``problem``."""
+    streams = tuple(streams)
+    sizes = {s: 0 for s in streams}
+    utf8 = {s: True for s in streams}
+    decoders = {s: codecs.getincrementaldecoder("utf-8")() for s in streams}
+    kept = HeadTail(limit)
+    try:
+        reader = replay.OutputReader(loaded, ref)
+        for record in reader:
+            stream, data = record.stream, record.data
+            if stream not in sizes or not data:
+                continue
+            sizes[stream] += len(data)
+            if utf8[stream]:
+                try:
+                    decoders[stream].decode(data)
+                except UnicodeDecodeError:
+                    utf8[stream] = False
+            kept.add(stream, data)
+    except PlainboxLikeError as exc:
+        return CappedOutput((), (), 0, {s: 0 for s in streams}, {s: True for s in streams}, "missing", summary.one_line(exc))
+    for stream in streams:
+        if utf8[stream]:
+            try:
+                decoders[stream].decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8[stream] = False
+    head, tail, omitted = kept.result()
+    problem = _report_problem(loaded, ref, reader.source, reader.problem)
+    return CappedOutput(merge_segments(head), merge_segments(tail), omitted, sizes, utf8, reader.source, problem)
+
+
+def merge_segments(segments: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Consecutive ``(stream, bytes)`` runs of the same stream joined."""
+    return merge_records(IORecord(0.0, stream, data) for stream, data in segments)
 
 
 # -- making output printable ----------------------------------------------------------
@@ -259,6 +333,44 @@ def omitted_note(size: int, hint: str | None = None) -> str:
     return f"[... {size} bytes omitted here{more} ...]"
 
 
+class HeadTail:
+    """Keeps the first and last halves of about *limit* bytes of ``(stream, bytes)`` runs fed one
+    at a time, and counts what is left out between them: memory stays about *limit*."""
+
+    def __init__(self, limit: int) -> None:
+        self.head: list[tuple[str, bytes]] = []
+        self._head_left = limit // 2
+        self._tail_budget = limit - self._head_left
+        self._tail: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._tail_size = 0
+        self._dropped = 0
+
+    def add(self, stream: str, data: bytes) -> None:
+        if self._head_left > 0:
+            self.head.append((stream, data[: self._head_left]))
+            data = data[self._head_left :]
+            self._head_left -= len(self.head[-1][1])
+            if not data:
+                return
+        self._tail.append((stream, data))
+        self._tail_size += len(data)
+        while self._tail and self._tail_size - len(self._tail[0][1]) >= self._tail_budget:
+            gone = len(self._tail.popleft()[1])
+            self._tail_size -= gone
+            self._dropped += gone
+
+    def result(self) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int]:
+        """``(head, tail, bytes left out)``; with nothing left out, everything is in *head*."""
+        extra = max(0, self._tail_size - self._tail_budget)
+        omitted = self._dropped + extra
+        tail = list(self._tail)
+        if not omitted:
+            return self.head + tail, [], 0
+        if extra:
+            tail[0] = (tail[0][0], tail[0][1][extra:])
+        return self.head, tail, omitted
+
+
 def cap_segments(
     segments: Iterable[tuple[str, bytes]], limit: int
 ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int]:
@@ -267,35 +379,30 @@ def cap_segments(
     With nothing left out, everything is in *head* and *tail* is empty.
     """
     segments = list(segments)
-    total = sum(len(data) for _, data in segments)
-    if total <= limit:
+    if sum(len(data) for _, data in segments) <= limit:
         return segments, [], 0
-    head_budget = limit // 2
-    tail_budget = limit - head_budget
-    head: list[tuple[str, bytes]] = []
+    kept = HeadTail(limit)
     for stream, data in segments:
-        if head_budget <= 0:
-            break
-        head.append((stream, data[:head_budget]))
-        head_budget -= len(head[-1][1])
-    tail: list[tuple[str, bytes]] = []
-    for stream, data in reversed(segments):
-        if tail_budget <= 0:
-            break
-        piece = data[-tail_budget:]
-        tail.append((stream, piece))
-        tail_budget -= len(piece)
-    tail.reverse()
-    kept = sum(len(d) for _, d in head) + sum(len(d) for _, d in tail)
-    return head, tail, total - kept
+        kept.add(stream, data)
+    return kept.result()
 
 
 def cap_text(data: bytes, limit: int, note: Callable[[int], str]) -> str:
     """*data* decoded and made printable, its middle replaced by ``note(bytes left out)`` if too long."""
     head, tail, omitted = cap_segments([("", data)], limit)
+    return _capped_text(head, tail, omitted, note)
+
+
+def capped_text(output: CappedOutput, note: Callable[[int], str]) -> str:
+    """The text of a one-stream *output* as :func:`cap_text` makes it, from its head and tail."""
+    return _capped_text(output.head, output.tail, output.omitted, note)
+
+
+def _capped_text(head: Iterable[tuple[str, bytes]], tail: Iterable[tuple[str, bytes]], omitted: int, note: Callable[[int], str]) -> str:
+    text = printable(decode(b"".join(data for _, data in head)))
     if not omitted:
-        return printable(decode(data))
-    return printable(decode(head[0][1])) + "\n" + note(omitted) + "\n" + printable(decode(tail[0][1]))
+        return text
+    return text + "\n" + note(omitted) + "\n" + printable(decode(b"".join(data for _, data in tail)))
 
 
 def log_hint(loaded: LoadedSession, job_id: str, attempt: int | None = None) -> str:

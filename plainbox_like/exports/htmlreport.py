@@ -180,8 +180,9 @@ class _Budget:
 
 def _output_html(
     loaded: LoadedSession, view: common.JobView, ref: AttemptRef, limit: int, budget: _Budget
-) -> tuple[str, common.AttemptOutput]:
-    output = common.read_attempt(loaded, ref)
+) -> tuple[str, common.CappedOutput]:
+    # Only the head and tail that can be shown are kept: memory stays bounded whatever the log's size.
+    output = common.read_attempt_capped(loaded, ref, min(limit, max(budget.left, 1024)) if budget.left > 0 else 0)
     parts = []
     if output.problem:
         parts.append(f'<p class="note-box">{esc(output.problem)}</p>')
@@ -199,7 +200,7 @@ def _output_html(
             f"limit; {esc(hint)}.</p>"
         )
         return "".join(parts), output
-    head, tail, omitted = common.cap_segments(output.segments, min(limit, max(budget.left, 1024)))
+    head, tail, omitted = output.head, output.tail, output.omitted
     budget.left -= output.size - omitted
     pre = [_segments_html(head)]
     if omitted:
@@ -248,12 +249,12 @@ def _attempt_html(
     meta.extend(esc(f) for f in _attempt_facts(ref))
     sizes = []
     for stream, css in (("stdout", "out"), ("stderr", "err")):
-        n = len(output.stream(stream))
+        n = output.sizes[stream]
         if n:
             sizes.append(f'<span class="tag {css}">{stream}</span> {esc(_size(n))}')
     if sizes:
         meta.append(" ".join(sizes))
-    if any(not common.is_utf8(output.stream(stream)) for stream in ("stdout", "stderr")):
+    if not all(output.utf8.values()):
         meta.append("not valid UTF-8: undecodable bytes are shown as \ufffd ('plainbox-like log' prints the exact bytes)")
     note = ref.result.skip_reason or ref.result.comments if ref.result is not None else None
     lines = [f'<p class="attempt-meta">{" · ".join(meta)}</p>']

@@ -35,8 +35,10 @@ says what was wrong with the log, ``complete`` whether nothing was.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
-from typing import Any, BinaryIO
+import secrets
+from typing import Any, BinaryIO, Iterator
 
 from plainbox_like import codec, replay
 from plainbox_like.exports import common
@@ -111,9 +113,95 @@ def document(loaded: LoadedSession, with_logs: bool = False) -> dict[str, Any]:
     return doc
 
 
-def write(loaded: LoadedSession, out: BinaryIO, with_logs: bool = False) -> None:
-    """Write the document as indented JSON (UTF-8, sorted keys) with a final newline."""
-    text = json.dumps(document(loaded, with_logs), indent=2, sort_keys=True, ensure_ascii=False)
+def _encode(text: str) -> bytes:
     # A lone surrogate (JSON can carry one in a job id) cannot be UTF-8: written as
     # its \uXXXX escape, which is what it was in the state file.
-    out.write(text.encode("utf-8", errors="backslashreplace") + b"\n")
+    return text.encode("utf-8", errors="backslashreplace")
+
+
+def _dumps(value: Any, level: int) -> str:
+    """*value* as :func:`json.dumps` with ``indent=2`` writes it *level* levels deep in a document."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return text.replace("\n", "\n" + "  " * level)  # JSON strings hold no raw newline
+
+
+def write(loaded: LoadedSession, out: BinaryIO, with_logs: bool = False) -> None:
+    """Write the document as indented JSON (UTF-8, sorted keys) with a final newline.
+
+    The same text as ``json.dumps(document(loaded, with_logs), indent=2,
+    sort_keys=True)``, but the logs are written as they are read: memory
+    stays the same however much output the jobs wrote.
+    """
+    doc = document(loaded)
+    if not with_logs:
+        out.write(_encode(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)) + b"\n")
+        return
+    marker = f"plainbox-like-logs-{secrets.token_hex(16)}"
+    doc["logs"] = marker
+    before, after = _dumps(doc, 0).split(json.dumps(marker))
+    out.write(_encode(before))
+    _write_logs(loaded, common.job_views(loaded, doc["session"]["status"]), out)
+    out.write(_encode(after) + b"\n")
+
+
+def _write_logs(loaded: LoadedSession, views: list[common.JobView], out: BinaryIO) -> None:
+    """``logs`` as :func:`logs_json` makes it, at level 1 of the document, written as it is read."""
+    views = sorted((v for v in views if v.attempts), key=lambda v: v.id)
+    if not views:
+        out.write(b"{}")
+        return
+    out.write(b"{")
+    for i, view in enumerate(views):
+        out.write(_encode(f"{',' if i else ''}\n    {json.dumps(view.id, ensure_ascii=False)}: ["))
+        for j, ref in enumerate(view.attempts):
+            out.write(b",\n      {" if j else b"\n      {")
+            _write_attempt(loaded, ref, out)
+            out.write(b"\n      }")
+        out.write(b"\n    ]")
+    out.write(b"\n  }")
+
+
+def _write_attempt(loaded: LoadedSession, ref: replay.AttemptRef, out: BinaryIO) -> None:
+    # A first pass measures each stream (size, UTF-8 or not) and finds any problem; a pass per
+    # stream and form then writes it, no further than the first pass went (a running job's log grows).
+    read = common.read_attempt_capped(loaded, ref, 0)  # keeps nothing: sizes, UTF-8 or not, problem
+    fields: dict[str, Any] = {
+        "attempt": ref.attempt,
+        "complete": read.problem is None,
+        "problem": read.problem,
+        "running": ref.running,
+        "source": read.source,
+    }
+    for key, value in fields.items():
+        out.write(_encode(f"\n        {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},"))
+    for k, stream in enumerate(sorted(STREAMS)):
+        size, exact = read.sizes[stream], read.utf8[stream]
+        out.write(_encode(f"\n        {json.dumps(stream)}: {{"))
+        if not exact:
+            out.write(b'\n          "base64": "')
+            carry = b""
+            for data in _stream_bytes(loaded, ref, stream, size):
+                data = carry + data
+                cut = len(data) - len(data) % 3
+                out.write(base64.b64encode(data[:cut]))
+                carry = data[cut:]
+            out.write(base64.b64encode(carry) + b'",')
+        out.write(_encode(f'\n          "bytes": {size},\n          "exact": {json.dumps(exact)},\n          "text": "'))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for data in _stream_bytes(loaded, ref, stream, size):
+            out.write(_encode(json.dumps(decoder.decode(data), ensure_ascii=False)[1:-1]))
+        out.write(_encode(json.dumps(decoder.decode(b"", final=True), ensure_ascii=False)[1:-1]))
+        out.write(b'"\n        }' + (b"," if k + 1 < len(STREAMS) else b""))
+
+
+def _stream_bytes(loaded: LoadedSession, ref: replay.AttemptRef, stream: str, size: int) -> Iterator[bytes]:
+    """The first *size* bytes of *stream* of *ref*, a record at a time."""
+    if not size:
+        return
+    for record in replay.OutputReader(loaded, ref):
+        if record.stream == stream:
+            data = record.data[:size]
+            size -= len(data)
+            yield data
+            if not size:
+                return

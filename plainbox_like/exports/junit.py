@@ -154,11 +154,11 @@ def _testcase(loaded: LoadedSession, view: common.JobView, kind: str, output_lim
         ET.SubElement(case, "skipped", {"message": message})
     if view.attempts:
         ref = view.attempts[-1]
-        output = common.read_attempt(loaded, ref)
         hint = common.log_hint(loaded, view.id, ref.attempt)
         for stream, tag in (("stdout", "system-out"), ("stderr", "system-err")):
-            data = output.stream(stream)
-            text = common.cap_text(data, output_limit, lambda n: common.omitted_note(n, hint)) if data else ""
+            # Read as a stream, keeping only the head and tail shown: memory stays bounded.
+            output = common.read_attempt_capped(loaded, ref, output_limit, (stream,))
+            text = common.capped_text(output, lambda n: common.omitted_note(n, hint))
             if stream == "stdout" and output.problem:
                 text = f"[plainbox-like: {common.printable(output.problem)}]\n" + text
             if text:

@@ -26,6 +26,13 @@ into place as ``sessions/<new id>.session`` (a fresh name from
 While an import runs it holds an flock on the staging directory's ``lock``
 file, so that a clean-up of staging directories left by a killed import can
 tell a live one from a leftover.
+
+Import has limits, checked on each member's header before its data is
+extracted: the files may add up to at most :data:`MAX_IMPORT_SIZE` bytes, or
+:data:`MAX_IMPORT_RATIO` times the archive's own size when that is known
+(whichever is smaller, never less than :data:`MIN_IMPORT_SIZE`), and the
+archive may hold at most :data:`MAX_IMPORT_MEMBERS` members. The work done per
+member does not grow with the number of members before it.
 """
 
 from __future__ import annotations
@@ -39,10 +46,13 @@ import tempfile
 import zlib
 from typing import BinaryIO, Callable
 
+import attrs
+
 from plainbox_like import storage
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
 from plainbox_like.paths import IMPORT_STAGING_PREFIX, SESSION_SUFFIX
 from plainbox_like.storage import LoadedSession
+from plainbox_like.text import format_size
 
 STAGING_PREFIX = IMPORT_STAGING_PREFIX
 #: Snapshot temporaries of a writer (``storage.write_atomically``), never archived.
@@ -53,6 +63,15 @@ _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
 #: What the data filter raises (nothing to catch where there is no filter).
 _FILTER_ERRORS = getattr(tarfile, "FilterError", ())
 
+#: The most an import unpacks by default (``import --max-size`` changes it).
+MAX_IMPORT_SIZE = 10 << 30
+#: By default an archive of known size unpacks to at most this many times its size...
+MAX_IMPORT_RATIO = 100
+#: ...but that bound is never below this (a small session may hold much very repetitive output).
+MIN_IMPORT_SIZE = 64 << 20
+#: The most members an archive may have (``import --max-members`` changes it).
+MAX_IMPORT_MEMBERS = 1_000_000
+
 
 class UnsafeArchive(PlainboxLikeError):
     """An archive member that would write outside the session, or is not a plain file or directory."""
@@ -60,6 +79,10 @@ class UnsafeArchive(PlainboxLikeError):
 
 class BadArchive(PlainboxLikeError):
     """An archive that cannot be read, or does not hold a session that loads."""
+
+
+class ArchiveTooLarge(PlainboxLikeError):
+    """An archive that unpacks to more than the import's limits allow."""
 
 
 # -- export ------------------------------------------------------------------------
@@ -373,21 +396,50 @@ def _makedirs(path: str) -> list[str]:
     return made[::-1]
 
 
-def import_archive(source: BinaryIO, sessions_dir: str, name: str) -> LoadedSession:
+def default_max_size(source: BinaryIO) -> int:
+    """The default limit on what *source* may unpack to (see the module's notes)."""
+    try:
+        st = os.fstat(source.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (a buffer in memory)
+        return MAX_IMPORT_SIZE
+    if not stat.S_ISREG(st.st_mode):  # a pipe: its size is not known in advance
+        return MAX_IMPORT_SIZE
+    return min(MAX_IMPORT_SIZE, max(MIN_IMPORT_SIZE, MAX_IMPORT_RATIO * st.st_size))
+
+
+@attrs.frozen
+class ImportLimits:
+    """How much an import may unpack: total bytes of its files, and number of members."""
+
+    max_size: int
+    max_members: int = MAX_IMPORT_MEMBERS
+
+
+def import_archive(
+    source: BinaryIO,
+    sessions_dir: str,
+    name: str,
+    *,
+    max_size: int | None = None,
+    max_members: int = MAX_IMPORT_MEMBERS,
+) -> LoadedSession:
     """Extract the session archive read from *source* into *sessions_dir* under a new id.
 
-    *name* is how the archive is named in messages. Returns the imported
+    *name* is how the archive is named in messages. *max_size* (default:
+    :func:`default_max_size`) and *max_members* bound what is unpacked: past
+    them the import fails and leaves nothing behind. Returns the imported
     session, loaded from its new place.
     """
+    limits = ImportLimits(default_max_size(source) if max_size is None else max_size, max_members)
     try:
-        return _import(source, sessions_dir, name)
+        return _import(source, sessions_dir, name, limits)
     except PlainboxLikeError:
         raise
     except OSError as exc:
         raise PlainboxLikeError(f"{name}: cannot import: {exc}") from None
 
 
-def _import(source: BinaryIO, sessions_dir: str, name: str) -> LoadedSession:
+def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits) -> LoadedSession:
     staging = final = None
     lock_fd = -1
     created = _makedirs(sessions_dir)
@@ -399,7 +451,7 @@ def _import(source: BinaryIO, sessions_dir: str, name: str) -> LoadedSession:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         content = os.path.join(staging, "content")
         os.mkdir(content, 0o700)
-        _extract_all(source, content, name)
+        _extract_all(source, content, name, limits)
         root = _session_root(content)
         if root is None:
             raise BadArchive(f"{name}: no session in the archive (expected one directory holding a 'session' file)")
@@ -444,13 +496,38 @@ def _import(source: BinaryIO, sessions_dir: str, name: str) -> LoadedSession:
             os.close(lock_fd)
 
 
-def _extract_all(source: BinaryIO, dest: str, name: str) -> None:
+def _check_limits(member: tarfile.TarInfo, count: int, size: int, limits: ImportLimits, name: str) -> None:
+    if count > limits.max_members:
+        raise ArchiveTooLarge(
+            f"{name}: refusing to import: more than {limits.max_members} members (--max-members raises the limit)"
+        )
+    if size > limits.max_size:
+        raise ArchiveTooLarge(
+            f"{name}: refusing to import: its files add up to more than {format_size(limits.max_size)} "
+            f"(at member {member.name!r:.200}; --max-size raises the limit)"
+        )
+
+
+def _extract_all(source: BinaryIO, dest: str, name: str, limits: ImportLimits) -> None:
+    count = size = 0
     try:
         with tarfile.open(fileobj=source, mode="r|*") as tar:
             for member in tar:
+                count += 1
+                if member.isreg():
+                    size += member.size
+                _check_limits(member, count, size, limits, name)
+                # A stream keeps every member read so far, for lookups we never need: a hard
+                # link is made to a file already extracted (else refused), never searched for.
+                tar.members.clear()
                 why = check_member(member, dest)
                 if why is not None:
                     raise UnsafeArchive(f"{name}: refusing to import: member {member.name!r:.200}: {why}")
+                if member.islnk() and not os.path.isfile(os.path.join(dest, member.linkname)):
+                    raise BadArchive(
+                        f"{name}: member {member.name!r:.200}: hard link to {member.linkname!r:.200}, "
+                        "which is no file extracted before it"
+                    )
                 try:
                     _extract(tar, member, dest)
                 except _FILTER_ERRORS as exc:
