@@ -714,7 +714,7 @@ class Prepared:
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
     """Select and order the jobs *config* asks for."""
     selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
-    return planning.build_plan(selected)
+    return planning.build_plan(selected, units.dropped)
 
 
 def start_session(

@@ -194,6 +194,7 @@ def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
         "mandatory_include": list(plan.mandatory_include),
         "bootstrap_include": list(plan.bootstrap_include),
         "nested_part": list(plan.nested_part),
+        "setup_include": list(plan.setup_include),
         "include_overrides": [o.to_json() for o in plan.include_overrides],
         "category_overrides": [o.to_json() for o in plan.category_overrides],
         "certification_status_overrides": [o.to_json() for o in plan.certification_status_overrides],
