@@ -38,6 +38,7 @@ import attrs
 __all__ = [
     "Provider",
     "find_providers",
+    "provider_refs",
     "provider_search_path",
     "read_provider_file",
     "read_source_tree",
@@ -52,6 +53,14 @@ STANDARD_PROVIDER_DIRS = ("/usr/local/share/plainbox-providers-1", "/usr/share/p
 #: Where ``manage.py develop`` writes ``.provider`` files by default (searched last).
 DEVELOP_PROVIDER_DIR = "/var/tmp/checkbox-providers-develop"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def provider_refs(providers: Sequence["Provider"]) -> list[str]:
+    """What :func:`find_providers` needs to find *providers* again: each one's ``.provider`` file or source tree."""
+    return [
+        p.base_dir if p.definition and os.path.basename(p.definition) == "manage.py" and p.base_dir else p.definition or ""
+        for p in providers
+    ]
 
 
 @attrs.frozen
@@ -222,7 +231,7 @@ def find_providers(
     """The providers found, in Checkbox's order, and warnings (each naming a file).
 
     *dirs* are ``--providers`` directories (of ``.provider`` files, or provider
-    source trees); with *search*, the directories of :func:`provider_search_path`
+    source trees) or ``.provider`` files; with *search*, the directories of :func:`provider_search_path`
     (read from *environ*, default ``os.environ``) are searched as well.
     Missing or unreadable directories are skipped silently, as in Checkbox.
     """
@@ -231,6 +240,9 @@ def find_providers(
     files: list[str] = []
     for directory in dirs:
         directory = os.path.abspath(directory)
+        if directory.endswith(".provider") and os.path.isfile(directory):  # one definition, as a run keeps it
+            files.append(directory)
+            continue
         found = _provider_files(directory)
         if found:
             files.extend(found)
@@ -239,7 +251,9 @@ def find_providers(
         if tree is not None:
             trees.append(tree)
         else:
-            warnings.append(f"{directory}: neither .provider files nor a provider source tree (manage.py with setup(name=...))")
+            warnings.append(
+                f"{directory}: neither .provider files nor a provider source tree (manage.py with setup(name=...))"
+            )
     if search:
         for directory in provider_search_path(environ):
             files.extend(_provider_files(directory))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from shared_checkbox import PROVIDERS, needs_providers
@@ -97,3 +98,73 @@ def test_real_checkbox_source_trees():
     assert resource.units_dirs == (str(SHARED / "resource" / "jobs"),)
     assert resource.bin_dir == str(SHARED / "resource" / "bin")
     assert base.gettext_domain == "checkbox-provider-base"
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _provider_with_units(root: Path, name: str, namespace: str, units: str) -> Path:
+    tree = _tree(root, name, namespace)
+    (tree / "units" / "jobs.pxu").write_text(units)
+    return tree
+
+
+def test_run_and_plans_find_providers_through_providerpath(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run
+
+    from plainbox_like.storage import SessionRepository, load_session
+
+    one = _provider_with_units(tmp_path / "one", "one", "org.one", (
+        "id: hello\ncommand: echo hello\n\nunit: test plan\nid: greet\nname: Greetings\ninclude: hello\n"
+    ))
+    two = _provider_with_units(tmp_path / "two", "two", "org.two", "id: other\ncommand: true\n")
+    pp = tmp_path / "pp"
+    _provider_file(pp, one, "one", namespace="org.one")
+    _provider_file(pp, two, "two", namespace="org.two")
+    monkeypatch.setenv("PROVIDERPATH", str(pp))
+    root = str(tmp_path / "repo")
+    assert run(root, "plans") == 0
+    assert capsys.readouterr().out.splitlines() == ["org.one::greet  Greetings"]
+    assert run(root, "run", "--test-plan", "org.one::greet") == 0
+    capsys.readouterr()
+    (path,) = SessionRepository(root).session_paths()
+    assert list(load_session(path).state.results) == ["org.one::hello"]
+    # --providers DIR finds them whatever PROVIDERPATH says
+    monkeypatch.setenv("PROVIDERPATH", str(tmp_path / "empty"))
+    assert run(root, "run", "--dry-run", "--providers", str(pp), "--test-plan", "greet") == 0
+    assert capsys.readouterr().out.split() == ["org.one::hello"]
+
+
+def test_no_provider_found_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from cli_helpers import assert_one_line_error, run
+
+    monkeypatch.setenv("PROVIDERPATH", str(tmp_path / "none"))
+    assert run(str(tmp_path / "repo"), "plans") == 2
+    assert_one_line_error(capsys.readouterr().err, "no test plans to list", f"PROVIDERPATH={tmp_path}/none")
+    assert run(str(tmp_path / "repo"), "run", "--test-plan", "x") == 2
+    assert_one_line_error(capsys.readouterr().err, "nothing to run", "--providers DIR")
+    assert run(str(tmp_path / "repo"), "plans", "--providers", str(tmp_path / "missing")) == 2
+    assert_one_line_error(capsys.readouterr().err, f"--providers {tmp_path}/missing: not a directory")
+
+
+@needs_providers
+def test_base_and_resource_list_checkbox_598_test_plans_quickly(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "plainbox_like", "plans", f"{PROVIDERS}/base", f"{PROVIDERS}/resource"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    ids = [line.split()[0] for line in done.stdout.splitlines()]
+    assert len(ids) == len(set(ids)) == 598
+    assert "com.canonical.certification::submission-cert-automated" in ids
+    assert "com.canonical.certification::cpu-cert-automated" in ids
+    for warning in done.stderr.splitlines():  # every warning names a file and line
+        assert re.match(r"plainbox-like: warning: /\S+:\d+: ", warning), warning
+    assert elapsed < 10  # generous for a loaded CI machine; scripts/bench_units.py measures it
