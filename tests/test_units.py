@@ -258,9 +258,9 @@ def test_other_unit_kinds_are_skipped_with_warning() -> None:
         """
     )
     assert units.job_ids == ("real",)
-    assert [t.id for t in units.templates] == ["dev-{name}"]
+    assert [t.id for t in units.templates] == ["dev-name"]  # as Checkbox: the id without braces
     assert units.warnings == (
-        "t.pxu:10: template 'other-{name}' has no 'template-resource' field: skipped",
+        "t.pxu:10: template 'other-name' has no 'template-resource' field: skipped",
         "t.pxu:13: unit kind 'something new' is not supported: skipped",
     )  # a category plays no part in a run: skipped without a word, as Checkbox runs
 
@@ -618,7 +618,7 @@ def test_realistic_provider_loads_with_warnings_only() -> None:
         assert expected in text
     for quiet in ("'category'", "'exporter'"):  # Checkbox's kinds that play no part in a run
         assert quiet not in text
-    assert [t.id for t in units.templates] == ["storage/smart-{name}"]
+    assert [t.id for t in units.templates] == ["storage/smart-name"]
     for quiet in ("purpose", "steps", "verification", "category_id", "imports"):
         assert f"'{quiet}'" not in text and f"'_{quiet}'" not in text
     assert len(units.warnings) == 2
