@@ -63,6 +63,8 @@ __all__ = [
 PASS_OUTCOMES = frozenset({"pass"})
 #: Outcome of a job skipped because a ``depends`` target did not pass or is unknown.
 SKIPPED_DEPENDENCY = "skipped-dependency"
+#: The outcome a ``salvages`` target must have for its salvage job to run (as in Checkbox).
+SALVAGED_OUTCOME = "fail"
 #: Plugins whose jobs need a person at the machine (``qml`` jobs show a UI too).
 PERSON_PLUGINS = frozenset(
     {"manual", "user-interact", "user-verify", "user-interact-verify", "qml"}
@@ -567,10 +569,10 @@ def _predecessors(
     run ``before`` it (*before_of*, from :func:`_before_index`), without repeats."""
     depends, after = job.depends, job.after
     earlier = before_of.get(job.id, ()) if before_of else ()
-    if not after and len(depends) <= 1 and not job.requires and not earlier:  # the common cases, kept cheap
+    if not after and len(depends) <= 1 and not job.requires and not earlier and not job.salvages:  # kept cheap
         return [depends[0]] if depends and depends[0] in known else []
     extra = tuple(resource_jobs(job, known, by_bare)) if job.requires else ()
-    return [dep for dep in dict.fromkeys(depends + after + extra + tuple(earlier)) if dep in known]
+    return [dep for dep in dict.fromkeys(depends + after + extra + job.salvages + tuple(earlier)) if dep in known]
 
 
 def _before_index(jobs: Iterable[JobDefinition], known: Mapping[str, object]) -> dict[str, list[str]]:
@@ -617,7 +619,7 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
     by_bare = _bare_index_if_needed(jobs, index)
     before_of = _before_index(jobs, index)
     for position, job in enumerate(jobs):
-        if not job.depends and not job.after and not job.requires and job.id not in before_of:
+        if not job.depends and not job.after and not job.requires and not job.salvages and job.id not in before_of:
             continue
         for dep in _predecessors(job, index, by_bare, before_of):
             pred = index[dep]
@@ -630,11 +632,29 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
                 unknown[job.id] = tuple(dict.fromkeys(d for d in job.depends if d not in index))
                 break
 
+    group_of = _groups(jobs, index, by_bare, before_of, waiting, first_edge, next_edge, edge_target)
     ready = [position for position in range(count) if not waiting[position]]  # sorted: a heap
     order: list[str] = []
     pop, push = heapq.heappop, heapq.heappush
+    group_ready: dict[str, list[int]] = {}  # ready members of each group, so a started group goes on
+    active: str | None = None
+    done = [False] * count if group_of else None
+    for position in ready:
+        if position in group_of:
+            push(group_ready.setdefault(group_of[position], []), position)
     while ready:
         position = pop(ready)
+        if done is not None:
+            if done[position]:
+                continue  # taken earlier as a member of its group
+            members = group_ready.get(active) if active is not None else None
+            while members and done[members[0]]:
+                pop(members)
+            if members:
+                push(ready, position)
+                position = pop(members)
+            done[position] = True
+            active = group_of.get(position)
         order.append(jobs[position].id)
         edge = first_edge[position]
         while edge >= 0:
@@ -642,12 +662,52 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
             waiting[child] -= 1
             if not waiting[child]:
                 push(ready, child)
+                if group_of and child in group_of:
+                    push(group_ready.setdefault(group_of[child], []), child)
             edge = next_edge[edge]
     if len(order) < count:
         cycle = _find_cycle(jobs, index, waiting, before_of)
         raise PlanError("dependency cycle: " + " -> ".join(_place(jobs[index[job_id]]) for job_id in cycle))
     left = {job_id: left_out[job_id] for deps in unknown.values() for job_id in deps if left_out and job_id in left_out}
     return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown, left_out=left)
+
+
+def _groups(
+    jobs: Sequence[JobDefinition],
+    index: Mapping[str, int],
+    by_bare: Mapping[str, Sequence[str]] | None,
+    before_of: Mapping[str, Sequence[str]],
+    waiting: list[int],
+    first_edge: list[int],
+    next_edge: list[int],
+    edge_target: list[int],
+) -> dict[int, str]:
+    """Positions of the jobs of each ``group`` (two or more jobs of the run), adding the edges that
+    keep a group together, as Checkbox orders a group: every member waits for whatever any member
+    waits for outside the group, so once one member may start, the others follow it."""
+    groups: dict[str, list[int]] = {}
+    for position, job in enumerate(jobs):
+        name = job.extra.get("group") if job.extra else None
+        if name:
+            groups.setdefault(name, []).append(position)
+    group_of: dict[int, str] = {}
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        inside = set(members)
+        outside = {
+            index[dep] for m in members for dep in _predecessors(jobs[m], index, by_bare, before_of)
+            if index[dep] not in inside
+        }  # fmt: skip
+        for member in members:
+            group_of[member] = name
+            own = {index[dep] for dep in _predecessors(jobs[member], index, by_bare, before_of)}
+            for pred in sorted(outside - own):
+                next_edge.append(first_edge[pred])
+                first_edge[pred] = len(edge_target)
+                edge_target.append(member)
+                waiting[member] += 1
+    return group_of
 
 
 def _find_cycle(
@@ -668,8 +728,15 @@ def _find_cycle(
         seen[node] = len(path)
         path.append(node)
         node = next(
-            index[dep] for dep in _predecessors(jobs[node], index, None, before_of) if waiting[index[dep]] > 0
+            (index[dep] for dep in _predecessors(jobs[node], index, None, before_of) if waiting[index[dep]] > 0),
+            None,
         )
+        if node is None:  # stuck only by the edges that keep a group together
+            group = jobs[path[-1]].extra.get("group")
+            raise PlanError(
+                f"dependency cycle through group {group!r}: a job outside it needs one of its jobs and is needed"
+                f" by another ({_place(jobs[path[-1]])})"
+            )
     cycle = path[seen[node] :] + [node]
     return [jobs[position].id for position in cycle]
 
@@ -763,7 +830,7 @@ class Scheduler:
                 continue
             self._left += 1
             job = jobs[job_id]
-            if not job.depends and not job.after and not job.requires and job_id not in before_of:
+            if not job.depends and not job.after and not job.requires and not job.salvages and job_id not in before_of:
                 continue
             for pred in _predecessors(job, position, by_bare, before_of):
                 if pred not in outcomes:
@@ -829,11 +896,18 @@ class Scheduler:
             reason = f"dependency {missing} could not be loaded ({why})" if why else f"unknown dependency {missing}"
             heapq.heappush(self._ready_skip, (i, reason))
             return
-        for dep in self.plan.jobs[job_id].depends:
+        job = self.plan.jobs[job_id]
+        for dep in job.depends:
             outcome = self._outcomes.get(dep)
             if outcome not in PASS_OUTCOMES:
                 reason = f"dependency {dep} did not pass (outcome {outcome})"
                 heapq.heappush(self._ready_skip, (i, reason))
+                return
+        for dep in job.salvages:
+            outcome = self._outcomes.get(dep)
+            if outcome != SALVAGED_OUTCOME:
+                why = f"outcome {outcome}" if dep in self._position else "not part of the run"
+                heapq.heappush(self._ready_skip, (i, f"salvages {dep}, which did not fail ({why})"))
                 return
         heapq.heappush(self._ready_run, i)
 

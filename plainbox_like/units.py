@@ -170,6 +170,8 @@ class JobDefinition:
     origin: Origin | None = attrs.field(default=None, eq=False)
     #: Jobs this one must run before, if they are part of the run (Checkbox's ``before``).
     before: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    #: Jobs that must fail for this one to run (Checkbox's ``salvages``: a job that repairs what they left).
+    salvages: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def checksum_fields(self) -> dict[str, Any]:
         """The fields that define what the job does, as plain JSON-able data.
@@ -190,7 +192,10 @@ class JobDefinition:
             "timeout": self.timeout,
             "requires": self.requires,
             "extra": dict(self.extra),
-        } | ({"before": list(self.before)} if self.before else {})  # absent when empty: older checksums stay
+        } | (
+            ({"before": list(self.before)} if self.before else {})
+            | ({"salvages": list(self.salvages)} if self.salvages else {})
+        )  # absent when empty: older checksums stay
 
     @property
     def checksum(self) -> str:
@@ -547,6 +552,7 @@ _JOB_FIELDS = frozenset(
     {
         "unit", "id", "plugin", "command", "summary", "description", "depends", "after",
         "environ", "estimated_duration", "flags", "user", "timeout", "requires", "before",
+        "salvages",
     }
 )  # fmt: skip
 # Plainbox job fields that only describe a job (or feed features we do not
@@ -555,7 +561,7 @@ _JOB_FIELDS = frozenset(
 _QUIET_JOB_EXTRAS = frozenset(
     {
         "purpose", "steps", "verification", "category_id", "certification_status", "imports", "name",
-        "group", "salvages", "shell", "auto_retry", "requires_manifest", "template-engine", "template-id",
+        "group", "shell", "auto_retry", "requires_manifest", "template-engine", "template-id",
     }
 )  # fmt: skip
 #: Test plan fields holding ``apply VALUE to PATTERN`` lines (both spellings occur), by the job field they set.
@@ -900,6 +906,7 @@ class _Parser:
             extra=self.extras(record, known, _QUIET_JOB_EXTRAS | {"siblings"}, "job"),
             origin=Origin(self.path, record.line),
             before=listed("before"),
+            salvages=listed("salvages"),
         )
 
     def with_siblings(self, job: JobDefinition, values: Mapping[str, str], line: int) -> list[JobDefinition]:
@@ -1291,7 +1298,7 @@ def _resolve_references(jobs: list[JobDefinition], left_out: Iterable[str] = ())
     """
     ids = {job.id for job in jobs} | set(left_out)
     if not any("::" in job_id for job_id in ids) and not any(
-        "::" in dep for job in jobs for dep in job.depends + job.after + job.before
+        "::" in dep for job in jobs for dep in job.depends + job.after + job.before + job.salvages
     ):
         return jobs
     bare: dict[str, list[str]] = {}
@@ -1312,13 +1319,14 @@ def _resolve_references(jobs: list[JobDefinition], left_out: Iterable[str] = ())
 
     out = []
     for job in jobs:
-        if job.depends or job.after or job.before:
+        if job.depends or job.after or job.before or job.salvages:
             namespace = job.id.split("::", 1)[0] if "::" in job.id else None
             depends = tuple(dict.fromkeys(resolve(d, namespace) for d in job.depends))
             after = tuple(dict.fromkeys(resolve(d, namespace) for d in job.after))
             before = tuple(dict.fromkeys(resolve(d, namespace) for d in job.before))
-            if depends != job.depends or after != job.after or before != job.before:
-                job = attrs.evolve(job, depends=depends, after=after, before=before)
+            salvages = tuple(dict.fromkeys(resolve(d, namespace) for d in job.salvages))
+            if (depends, after, before, salvages) != (job.depends, job.after, job.before, job.salvages):
+                job = attrs.evolve(job, depends=depends, after=after, before=before, salvages=salvages)
         out.append(job)
     return out
 
@@ -1495,10 +1503,10 @@ def _jinja_template(text: str) -> Any:
 def render_jinja(text: str, params: Mapping[str, Any]) -> str:
     """*text* rendered as a Jinja2 template with *params*, as Checkbox renders a field;
     ``ValueError`` (one line) if it cannot be."""
-    import jinja2
-
     if "{" not in text:
         return text
+    import jinja2  # only for units that use it
+
     try:
         return _jinja_template(text).render(params)
     except jinja2.TemplateError as exc:

@@ -334,3 +334,65 @@ def test_jinja2_fields_get_the_variables_checkbox_gives(monkeypatch):
     assert warning.startswith("b.pxu:3: field 'command': Jinja2 TemplateSyntaxError") and warning.endswith(
         "job 'bad' left out"
     )
+
+
+def test_salvage_jobs_run_only_when_what_they_salvage_failed():
+    units = parse_pxu(textwrap.dedent("""\
+        id: flaky
+        command: false
+
+        id: fine
+        command: true
+
+        id: repair-flaky
+        salvages: flaky
+        command: true
+
+        id: repair-fine
+        salvages: fine
+        command: true
+
+        id: repair-absent
+        salvages: absent
+        command: true
+        """), "s.pxu")
+    plan = planning.build_plan(units.jobs)
+    assert plan.order.index("repair-flaky") > plan.order.index("flaky")
+    scheduler = planning.Scheduler(plan)
+    decisions = {}
+    while not scheduler.done():
+        decision = scheduler.next_decision()
+        decisions[decision.job_id] = decision
+        if decision.action == "run":
+            scheduler.finish(decision.job_id, "fail" if decision.job_id == "flaky" else "pass")
+    assert decisions["repair-flaky"].action == "run"
+    assert (decisions["repair-fine"].outcome, decisions["repair-fine"].skip_reason) == (
+        "skipped-dependency", "salvages fine, which did not fail (outcome pass)")
+    assert decisions["repair-absent"].skip_reason == "salvages absent, which did not fail (not part of the run)"
+
+
+def test_a_group_runs_together_once_all_it_waits_for_is_done():
+    units = parse_pxu(textwrap.dedent("""\
+        id: g1
+        group: fp
+        command: true
+
+        id: other
+        command: true
+
+        id: g2
+        group: fp
+        after: late
+        command: true
+
+        id: late
+        command: true
+
+        id: g3
+        group: fp
+        depends: g1
+        command: true
+        """), "g.pxu")
+    # without the group: g1, other, late, g2, g3; as in Checkbox, the group's jobs stay together,
+    # after everything any of them waits for
+    assert planning.build_plan(units.jobs).order == ("other", "late", "g1", "g2", "g3")
