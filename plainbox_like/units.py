@@ -578,6 +578,8 @@ _PLAN_FIELDS = frozenset(
 )  # fmt: skip
 _QUIET_PLAN_EXTRAS = frozenset({"description", "estimated_duration", "icon"})
 _LIST_SPLIT = re.compile(r"[\s,]+")
+#: Characters that make a pattern more than a literal id.
+_REGEX_SPECIALS = frozenset(".^$*+?{}[]\\|()")
 _APPLY = re.compile(r"apply\s+(\S+)\s+to\s+(\S+)")
 _HMS = re.compile(
     r"(?:(\d+(?:\.\d*)?)\s*h)?[\s:]*(?:(\d+(?:\.\d*)?)\s*m)?[\s:]*(?:(\d+(?:\.\d*)?)\s*s)?"
@@ -985,6 +987,8 @@ class _Parser:
         """Why an override of *field* to *value* for *pattern* cannot be used (None if it can)."""
         if field == "certification_status" and value not in CERTIFICATION_STATUSES:
             return f"unknown certification status {value!r} (known: {', '.join(CERTIFICATION_STATUSES)})"
+        if _REGEX_SPECIALS.isdisjoint(pattern):
+            return None  # a literal id (most are): nothing to compile
         try:
             re.compile(pattern)
         except re.error as exc:
