@@ -644,7 +644,7 @@ class _Notice:
     def __str__(self) -> str:
         if self.count == 1:
             return f"{self.origin}: {self.message}"
-        files = f" in {len(self.paths)} files" if len(self.paths) > 1 else ""
+        files = f" in {len(self.paths)} files" if len(self.paths) > 1 and self.noun != "file" else ""
         return f"{self.origin}: {self.message} ({self.count} {self.noun}s{files}; reported once)"
 
 
@@ -1414,6 +1414,9 @@ def load_units(
     def add_provider(provider: Provider) -> None:
         for directory in provider.units_dirs:
             add_tree(directory, PROVIDER_UNIT_SUFFIXES, provider.namespace)
+            for path in _unit_files(directory, (".yaml", ".yml")):  # newer Checkbox reads these; 1.18 does not
+                message = "YAML unit files are not read: skipped"
+                _merge_notices(notices, {("yaml",): _Notice(message, Origin(path, 1), "file", paths={path})})
 
     for provider in providers:
         add_provider(provider)
