@@ -400,3 +400,14 @@ def test_a_group_runs_together_once_all_it_waits_for_is_done():
     # without the group: g1, other, late, g2, g3; as in Checkbox, the group's jobs stay together,
     # after everything any of them waits for
     assert planning.build_plan(units.jobs).order == ("other", "late", "g1", "g2", "g3")
+
+
+def test_an_unknown_test_plan_among_hundreds_names_the_closest_not_all(tmp_path, capsys):
+    text = "id: j\ncommand: true\n\n" + "\n".join(
+        f"unit: test plan\nid: area{n:03}-cert-automated\ninclude: j\n" for n in range(300)
+    )
+    path = _write(tmp_path / "plans.pxu", text)
+    assert run(str(tmp_path / "repo"), "run", "--dry-run", "--test-plan", "area007-cert-automatd", str(path)) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("plainbox-like: error: unknown test plan 'area007-cert-automatd' (300 known test plans")
+    assert "similar: area007-cert-automated" in line and len(line) < 400
