@@ -745,8 +745,11 @@ class _Parser:
                         message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
                         self.note(("plugin", job.plugin), record.line, message, "job")
                         continue
-                    values = {key: field.value() for key, field in record.fields.items()}
-                    made = self.with_siblings(job, values, record.line)
+                    if "siblings" in record.fields or job.flags & SUSPEND_FLAGS.keys():
+                        values = {key: field.value() for key, field in record.fields.items()}
+                        made = self.with_siblings(job, values, record.line)
+                    else:
+                        made = [job]
                     self._claim(seen_jobs, "job", job.id, record.line)
                     for sibling in made[1:]:
                         if sibling.id in seen_jobs:
