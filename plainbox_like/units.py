@@ -16,23 +16,35 @@ providers use them::
 Rules implemented by :func:`parse_pxu`:
 
 * records are separated by one or more blank (or whitespace-only) lines;
-* a field is ``key: value``; keys are case-sensitive, start with a letter or
-  ``_`` and may contain letters, digits, ``_`` and ``-``;
+* a field is ``key: value``; keys are case-sensitive and usually start with a
+  letter or ``_`` and contain letters, digits, ``_`` and ``-`` (as in
+  Checkbox, whatever comes before the first ``:`` is taken as a key);
 * a line starting with a space or tab continues the previous field's value;
   the continuation lines of one field lose their common leading whitespace
   (dedent) and are appended after a newline; a continuation line that is a
   lone ``.`` stands for an empty line inside the value; leading and trailing
   empty lines of a value are dropped;
 * a ``#`` in column 0 starts a comment line, also in the middle of a value;
-* ``_key`` is the translatable form of ``key`` and means the same;
-* ``unit:`` defaults to ``job``; ``unit: test plan`` is a test plan and
-  ``unit: template`` a job template; any other kind (category, manifest entry,
-  exporter, ...) is skipped, so real Checkbox provider files load;
+* ``_key`` is the translatable form of ``key`` and means the same; a record
+  with both uses ``_key``'s value, as Checkbox does (with a warning);
+* ``unit:`` defaults to ``job``; ``unit: setup job`` is a job too,
+  ``unit: test plan`` a test plan and ``unit: template`` a job template;
+  Checkbox's kinds that play no part in a run (:data:`QUIET_UNIT_KINDS`) are
+  skipped quietly, any other kind (manifest entry, ...) with a warning;
 * a job without ``id:`` takes its id from ``name:`` (Plainbox before 0.5);
-  ``plugin: local`` jobs (job generators of old Checkbox) are skipped.
+  ``plugin: local`` jobs (job generators of old Checkbox) are skipped;
+* a job's ``siblings`` and ``also-after-suspend`` flags add the jobs Checkbox
+  adds, right after it (:meth:`_Parser.with_siblings`); a unit with
+  ``template-engine: jinja2`` that is not a template is rendered with Jinja2.
+
+A record that cannot be used (a line that is no ``key:``, a key given twice,
+no id, a bad timeout, a second unit with an id already loaded) is left out
+with a warning naming its file and line; the rest loads
+(:attr:`UnitSet.dropped` keeps why, so jobs needing it can say so). Untidy
+records that Checkbox accepts (an id with spaces ...) load, with a warning.
 
 Whatever is not supported (a unit kind, a plugin, an unknown field, a
-template engine ...) is named once per load in a warning that gives the file
+template unit kind ...) is named once per load in a warning that gives the file
 and line of its first use and how often it occurs.
 
 Plain command lists (any text file not recognised as unit records) hold one
