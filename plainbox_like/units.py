@@ -1128,10 +1128,11 @@ def _parse(text: str, path: str, namespace: str | None) -> tuple[UnitSet, dict[t
 def parse_pxu(text: str, path: str) -> UnitSet:
     """Parse the text of one ``.pxu`` file; ``path`` is used in origins and messages.
 
-    Raises :class:`UnitError` (with the line) for malformed records, jobs or
-    test plans without ``id``, duplicate ids, and bad durations. Unknown fields,
-    unsupported unit kinds and plugins, and bad override lines only produce
-    warnings, each kind of unsupported thing once.
+    Never raises for what the text holds: a unit that cannot be used
+    (malformed record, no ``id``, an id already defined, a bad timeout) is left
+    out with a warning naming its line, and kept in :attr:`UnitSet.dropped`;
+    untidy units, unknown fields, unsupported unit kinds and plugins, and bad
+    override lines produce warnings, each kind of unsupported thing once.
     """
     parser = _Parser(path)
     units = parser.parse(text)
