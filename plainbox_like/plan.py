@@ -284,7 +284,11 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
         for part in matches:
             if part.id in stack:
                 cycle = stack[stack.index(part.id) :] + (part.id,)
-                raise PlanError("test plan cycle through nested_part: " + " -> ".join(cycle))
+                places = []
+                for plan_id in cycle:
+                    origin = units.test_plan(plan_id).origin
+                    places.append(f"{plan_id} ({origin})" if origin else plan_id)
+                raise PlanError("test plan cycle through nested_part: " + " -> ".join(places))
             found.setdefault(part.id, part)
     return list(found.values())
 

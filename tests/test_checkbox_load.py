@@ -411,3 +411,20 @@ def test_an_unknown_test_plan_among_hundreds_names_the_closest_not_all(tmp_path,
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("plainbox-like: error: unknown test plan 'area007-cert-automatd' (300 known test plans")
     assert "similar: area007-cert-automated" in line and len(line) < 400
+
+
+def test_a_nested_part_cycle_names_each_test_plan_file_and_line(tmp_path):
+    path = _write(tmp_path / "plans.pxu", """\
+        unit: test plan
+        id: outer
+        nested_part: inner
+
+        unit: test plan
+        id: inner
+        nested_part: outer
+        """)
+    with pytest.raises(PlanError) as info:
+        planning.select_jobs(load_units([str(path)]), "outer", [], [])
+    assert str(info.value) == (
+        f"test plan cycle through nested_part: outer ({path}:1) -> inner ({path}:5) -> outer ({path}:1)"
+    )
