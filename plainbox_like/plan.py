@@ -899,6 +899,18 @@ class Scheduler:
                     self._next_edge.append(self._first_edge[p])
                     self._first_edge[p] = len(self._edge_target)
                     self._edge_target.append(i)
+        # ``before`` targets planned earlier that have not started wait for the new job too (as when
+        # Checkbox bootstraps first): a target already handed over to the ready heaps stays there,
+        # and is passed over while it waits (see next_decision)
+        for i in range(start, len(self._ids)):
+            for target in jobs_by_id[self._ids[i]].before:
+                t = position.get(target)
+                if t is None or t >= start or target in self._outcomes or target in self._running:
+                    continue
+                self._waiting[t] += 1
+                self._next_edge.append(self._first_edge[i])
+                self._first_edge[i] = len(self._edge_target)
+                self._edge_target.append(t)
         for i in range(start, len(self._ids)):
             if not self._waiting[i]:
                 self._make_ready(i)
@@ -949,13 +961,18 @@ class Scheduler:
         None means: wait for a running job to finish (or, if :meth:`done`,
         that everything is finished).
         """
-        if self._ready_skip:
+        while self._ready_skip:
             i, reason = heapq.heappop(self._ready_skip)
             job_id = self._ids[i]
+            if self._waiting[i] or job_id in self._outcomes:
+                continue  # made to wait again by a job added since (extend), or an earlier copy of it
             self._record(job_id, SKIPPED_DEPENDENCY)
             return Decision(job_id, "skip", SKIPPED_DEPENDENCY, reason)
-        if self._ready_run and len(self._running) < self.max_running:
-            job_id = self._ids[heapq.heappop(self._ready_run)]
+        while self._ready_run and len(self._running) < self.max_running:
+            i = heapq.heappop(self._ready_run)
+            job_id = self._ids[i]
+            if self._waiting[i] or job_id in self._outcomes or job_id in self._running:
+                continue  # as above
             self._running.add(job_id)
             return Decision(job_id, "run")
         return None

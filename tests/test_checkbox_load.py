@@ -428,3 +428,26 @@ def test_a_nested_part_cycle_names_each_test_plan_file_and_line(tmp_path):
     assert str(info.value) == (
         f"test plan cycle through nested_part: outer ({path}:1) -> inner ({path}:5) -> outer ({path}:1)"
     )
+
+
+def test_template_jobs_added_later_still_run_before_their_before_targets():
+    units = parse_pxu(textwrap.dedent("""\
+        id: resource
+        plugin: resource
+        command: true
+
+        id: suspend
+        command: true
+        """), "t.pxu")
+    scheduler = planning.Scheduler(planning.build_plan(units.jobs))
+    first = scheduler.next_decision()
+    assert first.job_id == "resource"  # suspend is ready as well, waiting in the heap
+    made = parse_pxu("id: made\nbefore: suspend\ncommand: true\n", "m.pxu").jobs
+    scheduler.extend(made)  # what a template makes once the resource job has run
+    scheduler.finish("resource", "pass")
+    assert scheduler.next_decision().job_id == "made"
+    assert scheduler.next_decision() is None  # suspend waits for made
+    scheduler.finish("made", "pass")
+    assert scheduler.next_decision().job_id == "suspend"
+    scheduler.finish("suspend", "pass")
+    assert scheduler.next_decision() is None and scheduler.done()
