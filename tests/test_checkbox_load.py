@@ -451,3 +451,14 @@ def test_template_jobs_added_later_still_run_before_their_before_targets():
     assert scheduler.next_decision().job_id == "suspend"
     scheduler.finish("suspend", "pass")
     assert scheduler.next_decision() is None and scheduler.done()
+
+
+def test_jinja2_units_get_the_checkbox_environment_given_to_the_load(tmp_path):
+    path = _write(tmp_path / "env.pxu", """\
+        id: uses-env
+        template-engine: jinja2
+        command: install {{ __checkbox_env__.get("TEST_SNAP", "test-snapd-tools") }}
+        """)
+    assert load_units([str(path)]).job("uses-env").command == "install test-snapd-tools"
+    loaded = load_units([str(path)], checkbox_env={"TEST_SNAP": "other-snap"})
+    assert loaded.job("uses-env").command == "install other-snap"
