@@ -63,6 +63,8 @@ __all__ = [
 PASS_OUTCOMES = frozenset({"pass"})
 #: Outcome of a job skipped because a ``depends`` target did not pass or is unknown.
 SKIPPED_DEPENDENCY = "skipped-dependency"
+#: The outcome a ``salvages`` target must have for its salvage job to run (as in Checkbox).
+SALVAGED_OUTCOME = "fail"
 #: Plugins whose jobs need a person at the machine (``qml`` jobs show a UI too).
 PERSON_PLUGINS = frozenset(
     {"manual", "user-interact", "user-verify", "user-interact-verify", "qml"}
@@ -231,9 +233,7 @@ def select_jobs(
         try:
             plan = units.test_plan(test_plan)
         except KeyError:
-            known = ", ".join(sorted(p.id for p in units.test_plans)) or "none"
-            message = f"unknown test plan {test_plan!r} (known test plans: {known})"
-            raise PlanError(message) from None
+            raise PlanError(f"unknown test plan {test_plan!r} ({_known_plans(units, test_plan)})") from None
         for job_id, (job, is_protected) in _plan_selection(units, plan).items():
             chosen.setdefault(job_id, job)
             if is_protected:
@@ -252,6 +252,24 @@ def select_jobs(
     return _with_dependencies(units, list(chosen.values()))
 
 
+#: Up to this many test plans, an unknown one's error lists them all; beyond, the closest few.
+LISTED_PLANS = 20
+
+
+def _known_plans(units: UnitSet, wanted: str) -> str:
+    """What an unknown test plan's error says about the known ones: all of them, or (a real provider has
+    hundreds) how many there are and the ids closest to *wanted*."""
+    import difflib
+
+    ids = sorted(plan.id for plan in units.test_plans)
+    if len(ids) <= LISTED_PLANS:
+        return "known test plans: " + (", ".join(ids) or "none")
+    bare = {plan_id.split("::", 1)[-1]: plan_id for plan_id in ids}
+    close = difflib.get_close_matches(wanted.split("::", 1)[-1], list(bare), n=5, cutoff=0.5)
+    similar = f"; similar: {', '.join(bare[name] for name in close)}" if close else ""
+    return f"{len(ids)} known test plans, listed by 'plainbox-like plans'{similar}"
+
+
 def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> list[TestPlan]:
     """The test plans *plan*'s ``nested_part`` names (ids or patterns over test plan ids), in order."""
     found: dict[str, TestPlan] = {}
@@ -266,7 +284,11 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
         for part in matches:
             if part.id in stack:
                 cycle = stack[stack.index(part.id) :] + (part.id,)
-                raise PlanError("test plan cycle through nested_part: " + " -> ".join(cycle))
+                places = []
+                for plan_id in cycle:
+                    origin = units.test_plan(plan_id).origin
+                    places.append(f"{plan_id} ({origin})" if origin else plan_id)
+                raise PlanError("test plan cycle through nested_part: " + " -> ".join(places))
             found.setdefault(part.id, part)
     return list(found.values())
 
@@ -274,26 +296,28 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
 def _plan_selection(units: UnitSet, plan: TestPlan) -> dict[str, tuple[JobDefinition, bool]]:
     """The jobs a test plan selects, its nested parts included, with whether each is protected.
 
-    Order: the bootstrap jobs of the plan and of its nested parts (depth first, in the order
-    the parts are named), then their mandatory jobs, then their included jobs. A plan's
+    Order: the setup jobs of the plan and of its nested parts (depth first, in the order
+    the parts are named), then their bootstrap jobs, then their mandatory jobs, then their
+    included jobs. A plan's
     ``exclude`` patterns apply to its own ``include`` patterns and to those of its nested
     parts; bootstrap and mandatory jobs are never excluded.
     """
     tree: list[tuple[TestPlan, tuple[str, ...]]] = []  # (plan, excludes that apply to it)
     seen: set[tuple[str, tuple[str, ...]]] = set()
 
-    def walk(node: TestPlan, stack: tuple[str, ...], excludes: tuple[str, ...]) -> None:
+    # depth first, parts in the order named; iterative, so a chain of any length cannot overflow the stack
+    todo: list[tuple[TestPlan, tuple[str, ...], tuple[str, ...]]] = [(plan, (), ())]
+    while todo:
+        node, stack, excludes = todo.pop()
         excludes = excludes + node.exclude
         if (node.id, excludes) in seen:
-            return  # a part reached again the same way adds nothing (and its cycles were checked)
+            continue  # a part reached again the same way adds nothing (and its cycles were checked)
         seen.add((node.id, excludes))
         tree.append((node, excludes))
-        for part in _nested_plans(units, node, stack + (node.id,)):
-            walk(part, stack + (node.id,), excludes)
-
-    walk(plan, (), ())
+        inner = stack + (node.id,)
+        todo.extend((part, inner, excludes) for part in reversed(_nested_plans(units, node, inner)))
     out: dict[str, tuple[JobDefinition, bool]] = {}
-    for field in ("bootstrap_include", "mandatory_include"):
+    for field in ("setup_include", "bootstrap_include", "mandatory_include"):
         for node, _excludes in tree:
             label = _plan_label(node)
             for pattern in getattr(node, field):
@@ -314,15 +338,15 @@ def _plan_tree(units: UnitSet, test_plan: str) -> list[TestPlan]:
     tree: list[TestPlan] = []
     seen: set[str] = set()
 
-    def walk(node: TestPlan, stack: tuple[str, ...]) -> None:
+    todo: list[tuple[TestPlan, tuple[str, ...]]] = [(units.test_plan(test_plan), ())]
+    while todo:  # iterative depth first walk, as in _plan_selection
+        node, stack = todo.pop()
         if node.id in seen:
-            return
+            continue
         seen.add(node.id)
         tree.append(node)
-        for part in _nested_plans(units, node, stack + (node.id,)):
-            walk(part, stack + (node.id,))
-
-    walk(units.test_plan(test_plan), ())
+        inner = stack + (node.id,)
+        todo.extend((part, inner) for part in reversed(_nested_plans(units, node, inner)))
     return tree
 
 
@@ -543,36 +567,63 @@ class Plan:
     ``order`` lists every job id once; each comes after all of its known
     ``depends`` and ``after`` targets. ``unknown_deps`` maps a job id to the
     ``depends`` targets that are not among the jobs; such a job will be skipped.
+    ``left_out`` says, for those targets that were left out when loading, why.
     """
 
     order: tuple[str, ...]
     jobs: dict[str, JobDefinition] = attrs.field(hash=False)
     unknown_deps: dict[str, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
+    left_out: dict[str, str] = attrs.field(factory=dict, hash=False)
 
     def __len__(self) -> int:
         return len(self.order)
 
 
 def _predecessors(
-    job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+    job: JobDefinition,
+    known: Mapping[str, object],
+    by_bare: Mapping[str, Sequence[str]] | None = None,
+    before_of: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
-    """Known ``depends``, ``after`` and required resource targets of a job, without repeats."""
+    """Known ``depends``, ``after`` and required resource targets of a job, and the jobs that must
+    run ``before`` it (*before_of*, from :func:`_before_index`), without repeats."""
     depends, after = job.depends, job.after
-    if not after and len(depends) <= 1 and not job.requires:  # the common cases, kept cheap for big plans
+    earlier = before_of.get(job.id, ()) if before_of else ()
+    if not after and len(depends) <= 1 and not job.requires and not earlier and not job.salvages:  # kept cheap
         return [depends[0]] if depends and depends[0] in known else []
     extra = tuple(resource_jobs(job, known, by_bare)) if job.requires else ()
-    return [dep for dep in dict.fromkeys(depends + after + extra) if dep in known]
+    return [dep for dep in dict.fromkeys(depends + after + extra + job.salvages + tuple(earlier)) if dep in known]
 
 
-def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
-    """Order jobs so that every ``depends``/``after`` target runs first.
+def _before_index(jobs: Iterable[JobDefinition], known: Mapping[str, object]) -> dict[str, list[str]]:
+    """For each known job that others must run ``before``, those others (in the order given)."""
+    index: dict[str, list[str]] = {}
+    for job in jobs:
+        for target in job.before:
+            if target in known and target != job.id:
+                index.setdefault(target, []).append(job.id)
+    return index
+
+
+def _place(job: JobDefinition) -> str:
+    """``id (file:line)``, or the id alone for a job without origin."""
+    return f"{job.id} ({job.origin})" if job.origin else job.id
+
+
+def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None = None) -> Plan:
+    """Order jobs so that every ``depends``/``after`` target runs first (and every job runs
+    before its ``before`` targets).
 
     The order is stable: among the jobs that could come next, the one earliest
     in ``jobs`` is taken (Kahn's algorithm with a heap, O(N log N + E)). So a
     list without relations keeps its order.
 
+    *left_out* (:attr:`UnitSet.dropped`) says why jobs that could not be loaded
+    are missing; jobs depending on them are skipped saying so.
+
     Raises :class:`PlanError` for duplicate ids and for a cycle, naming one
-    cycle as ``dependency cycle: a -> b -> a`` (``a -> b``: a runs after b).
+    cycle with the place of each job, as ``dependency cycle: a (f.pxu:1) -> b
+    (f.pxu:4) -> a (f.pxu:1)`` (``a -> b``: a runs after b).
     """
     index: dict[str, int] = {}
     for position, job in enumerate(jobs):
@@ -586,10 +637,11 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
     edge_target: list[int] = []
     unknown: dict[str, tuple[str, ...]] = {}
     by_bare = _bare_index_if_needed(jobs, index)
+    before_of = _before_index(jobs, index)
     for position, job in enumerate(jobs):
-        if not job.depends and not job.after and not job.requires:
+        if not job.depends and not job.after and not job.requires and not job.salvages and job.id not in before_of:
             continue
-        for dep in _predecessors(job, index, by_bare):
+        for dep in _predecessors(job, index, by_bare, before_of):
             pred = index[dep]
             next_edge.append(first_edge[pred])
             first_edge[pred] = len(edge_target)
@@ -600,11 +652,29 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
                 unknown[job.id] = tuple(dict.fromkeys(d for d in job.depends if d not in index))
                 break
 
+    group_of = _groups(jobs, index, by_bare, before_of, waiting, first_edge, next_edge, edge_target)
     ready = [position for position in range(count) if not waiting[position]]  # sorted: a heap
     order: list[str] = []
     pop, push = heapq.heappop, heapq.heappush
+    group_ready: dict[str, list[int]] = {}  # ready members of each group, so a started group goes on
+    active: str | None = None
+    done = [False] * count if group_of else None
+    for position in ready:
+        if position in group_of:
+            push(group_ready.setdefault(group_of[position], []), position)
     while ready:
         position = pop(ready)
+        if done is not None:
+            if done[position]:
+                continue  # taken earlier as a member of its group
+            members = group_ready.get(active) if active is not None else None
+            while members and done[members[0]]:
+                pop(members)
+            if members:
+                push(ready, position)
+                position = pop(members)
+            done[position] = True
+            active = group_of.get(position)
         order.append(jobs[position].id)
         edge = first_edge[position]
         while edge >= 0:
@@ -612,14 +682,59 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
             waiting[child] -= 1
             if not waiting[child]:
                 push(ready, child)
+                if group_of and child in group_of:
+                    push(group_ready.setdefault(group_of[child], []), child)
             edge = next_edge[edge]
     if len(order) < count:
-        raise PlanError("dependency cycle: " + " -> ".join(_find_cycle(jobs, index, waiting)))
-    return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown)
+        cycle = _find_cycle(jobs, index, waiting, before_of)
+        raise PlanError("dependency cycle: " + " -> ".join(_place(jobs[index[job_id]]) for job_id in cycle))
+    left = {job_id: left_out[job_id] for deps in unknown.values() for job_id in deps if left_out and job_id in left_out}
+    return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown, left_out=left)
+
+
+def _groups(
+    jobs: Sequence[JobDefinition],
+    index: Mapping[str, int],
+    by_bare: Mapping[str, Sequence[str]] | None,
+    before_of: Mapping[str, Sequence[str]],
+    waiting: list[int],
+    first_edge: list[int],
+    next_edge: list[int],
+    edge_target: list[int],
+) -> dict[int, str]:
+    """Positions of the jobs of each ``group`` (two or more jobs of the run), adding the edges that
+    keep a group together, as Checkbox orders a group: every member waits for whatever any member
+    waits for outside the group, so once one member may start, the others follow it."""
+    groups: dict[str, list[int]] = {}
+    for position, job in enumerate(jobs):
+        name = job.extra.get("group") if job.extra else None
+        if name:
+            groups.setdefault(name, []).append(position)
+    group_of: dict[int, str] = {}
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        inside = set(members)
+        outside = {
+            index[dep] for m in members for dep in _predecessors(jobs[m], index, by_bare, before_of)
+            if index[dep] not in inside
+        }  # fmt: skip
+        for member in members:
+            group_of[member] = name
+            own = {index[dep] for dep in _predecessors(jobs[member], index, by_bare, before_of)}
+            for pred in sorted(outside - own):
+                next_edge.append(first_edge[pred])
+                first_edge[pred] = len(edge_target)
+                edge_target.append(member)
+                waiting[member] += 1
+    return group_of
 
 
 def _find_cycle(
-    jobs: Sequence[JobDefinition], index: Mapping[str, int], waiting: list[int]
+    jobs: Sequence[JobDefinition],
+    index: Mapping[str, int],
+    waiting: list[int],
+    before_of: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """One cycle among the jobs Kahn's algorithm could not place.
 
@@ -633,8 +748,15 @@ def _find_cycle(
         seen[node] = len(path)
         path.append(node)
         node = next(
-            index[dep] for dep in _predecessors(jobs[node], index) if waiting[index[dep]] > 0
+            (index[dep] for dep in _predecessors(jobs[node], index, None, before_of) if waiting[index[dep]] > 0),
+            None,
         )
+        if node is None:  # stuck only by the edges that keep a group together
+            group = jobs[path[-1]].extra.get("group")
+            raise PlanError(
+                f"dependency cycle through group {group!r}: a job outside it needs one of its jobs and is needed"
+                f" by another ({_place(jobs[path[-1]])})"
+            )
     cycle = path[seen[node] :] + [node]
     return [jobs[position].id for position in cycle]
 
@@ -722,14 +844,15 @@ class Scheduler:
         first_edge, next_edge, edge_target = self._first_edge, self._next_edge, self._edge_target
         jobs = plan.jobs
         by_bare = _bare_index_if_needed(jobs.values(), position)
+        before_of = _before_index(jobs.values(), position)
         for i, job_id in enumerate(order):
             if job_id in outcomes:
                 continue
             self._left += 1
             job = jobs[job_id]
-            if not job.depends and not job.after and not job.requires:
+            if not job.depends and not job.after and not job.requires and not job.salvages and job_id not in before_of:
                 continue
-            for pred in _predecessors(job, position, by_bare):
+            for pred in _predecessors(job, position, by_bare, before_of):
                 if pred not in outcomes:
                     waiting[i] += 1
                     p = position[pred]
@@ -763,18 +886,31 @@ class Scheduler:
             self._first_edge.append(-1)
         self._left += len(ordered.order)
         by_bare = _bare_index_if_needed(new, position)
+        before_of = _before_index(new, {job.id: None for job in new})  # jobs already planned may have started
         for i in range(start, len(self._ids)):
             job = jobs_by_id[self._ids[i]]
             missing = tuple(dict.fromkeys(d for d in job.depends if d not in position))
             if missing:
                 self.plan.unknown_deps[job.id] = missing
-            for pred in _predecessors(job, position, by_bare):
+            for pred in _predecessors(job, position, by_bare, before_of):
                 if pred not in self._outcomes:
                     self._waiting[i] += 1
                     p = position[pred]
                     self._next_edge.append(self._first_edge[p])
                     self._first_edge[p] = len(self._edge_target)
                     self._edge_target.append(i)
+        # ``before`` targets planned earlier that have not started wait for the new job too (as when
+        # Checkbox bootstraps first): a target already handed over to the ready heaps stays there,
+        # and is passed over while it waits (see next_decision)
+        for i in range(start, len(self._ids)):
+            for target in jobs_by_id[self._ids[i]].before:
+                t = position.get(target)
+                if t is None or t >= start or target in self._outcomes or target in self._running:
+                    continue
+                self._waiting[t] += 1
+                self._next_edge.append(self._first_edge[i])
+                self._first_edge[i] = len(self._edge_target)
+                self._edge_target.append(t)
         for i in range(start, len(self._ids)):
             if not self._waiting[i]:
                 self._make_ready(i)
@@ -788,13 +924,22 @@ class Scheduler:
         job_id = self._ids[i]
         if job_id in self.plan.unknown_deps:
             missing = self.plan.unknown_deps[job_id][0]
-            heapq.heappush(self._ready_skip, (i, f"unknown dependency {missing}"))
+            why = self.plan.left_out.get(missing)
+            reason = f"dependency {missing} could not be loaded ({why})" if why else f"unknown dependency {missing}"
+            heapq.heappush(self._ready_skip, (i, reason))
             return
-        for dep in self.plan.jobs[job_id].depends:
+        job = self.plan.jobs[job_id]
+        for dep in job.depends:
             outcome = self._outcomes.get(dep)
             if outcome not in PASS_OUTCOMES:
                 reason = f"dependency {dep} did not pass (outcome {outcome})"
                 heapq.heappush(self._ready_skip, (i, reason))
+                return
+        for dep in job.salvages:
+            outcome = self._outcomes.get(dep)
+            if outcome != SALVAGED_OUTCOME:
+                why = f"outcome {outcome}" if dep in self._position else "not part of the run"
+                heapq.heappush(self._ready_skip, (i, f"salvages {dep}, which did not fail ({why})"))
                 return
         heapq.heappush(self._ready_run, i)
 
@@ -816,13 +961,18 @@ class Scheduler:
         None means: wait for a running job to finish (or, if :meth:`done`,
         that everything is finished).
         """
-        if self._ready_skip:
+        while self._ready_skip:
             i, reason = heapq.heappop(self._ready_skip)
             job_id = self._ids[i]
+            if self._waiting[i] or job_id in self._outcomes:
+                continue  # made to wait again by a job added since (extend), or an earlier copy of it
             self._record(job_id, SKIPPED_DEPENDENCY)
             return Decision(job_id, "skip", SKIPPED_DEPENDENCY, reason)
-        if self._ready_run and len(self._running) < self.max_running:
-            job_id = self._ids[heapq.heappop(self._ready_run)]
+        while self._ready_run and len(self._running) < self.max_running:
+            i = heapq.heappop(self._ready_run)
+            job_id = self._ids[i]
+            if self._waiting[i] or job_id in self._outcomes or job_id in self._running:
+                continue  # as above
             self._running.add(job_id)
             return Decision(job_id, "run")
         return None

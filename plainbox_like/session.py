@@ -41,6 +41,7 @@ from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
 from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.storage import session_file
 from plainbox_like.resource import RequirementProgram
+from plainbox_like.providers import Provider, find_providers
 from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
 
 APP_ID = "plainbox-like"
@@ -93,6 +94,9 @@ class RunConfig:
     durability: str = "fsync"
     #: Namespace for the jobs of unit files (None: each provider's own, if any).
     namespace: str | None = None
+    #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
+    #: when the run started (:func:`plainbox_like.providers.find_providers`), in Checkbox's order.
+    providers: list[str] = attrs.Factory(list)
 
     def to_blob(self) -> str:
         return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
@@ -107,8 +111,12 @@ class RunConfig:
         except (ValueError, TypeError) as exc:
             raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
 
+    def provider_list(self) -> list[Provider]:
+        """The providers of the run (read again from their definitions); one that is gone is left out."""
+        return find_providers(self.providers, search=False)[0] if self.providers else []
+
     def load_units(self) -> UnitSet:
-        return load_units(self.sources, self.commands, namespace=self.namespace)
+        return load_units(self.sources, self.commands, namespace=self.namespace, providers=self.provider_list())
 
 
 def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
@@ -715,7 +723,7 @@ class Prepared:
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
     """Select and order the jobs *config* asks for."""
     selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
-    return planning.build_plan(selected)
+    return planning.build_plan(selected, units.dropped)
 
 
 def start_session(
@@ -899,7 +907,7 @@ def _resume_plan(
         raise PlainboxLikeError(
             f"job definitions changed since the session started: {listed}; use --ignore-changed to resume anyway"
         )
-    return planning.build_plan([known[j] for j in state.desired_job_list if j in known])
+    return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
 
 
 def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:

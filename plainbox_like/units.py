@@ -16,23 +16,35 @@ providers use them::
 Rules implemented by :func:`parse_pxu`:
 
 * records are separated by one or more blank (or whitespace-only) lines;
-* a field is ``key: value``; keys are case-sensitive, start with a letter or
-  ``_`` and may contain letters, digits, ``_`` and ``-``;
+* a field is ``key: value``; keys are case-sensitive and usually start with a
+  letter or ``_`` and contain letters, digits, ``_`` and ``-`` (as in
+  Checkbox, whatever comes before the first ``:`` is taken as a key);
 * a line starting with a space or tab continues the previous field's value;
   the continuation lines of one field lose their common leading whitespace
   (dedent) and are appended after a newline; a continuation line that is a
   lone ``.`` stands for an empty line inside the value; leading and trailing
   empty lines of a value are dropped;
 * a ``#`` in column 0 starts a comment line, also in the middle of a value;
-* ``_key`` is the translatable form of ``key`` and means the same;
-* ``unit:`` defaults to ``job``; ``unit: test plan`` is a test plan and
-  ``unit: template`` a job template; any other kind (category, manifest entry,
-  exporter, ...) is skipped, so real Checkbox provider files load;
+* ``_key`` is the translatable form of ``key`` and means the same; a record
+  with both uses ``_key``'s value, as Checkbox does (with a warning);
+* ``unit:`` defaults to ``job``; ``unit: setup job`` is a job too,
+  ``unit: test plan`` a test plan and ``unit: template`` a job template;
+  Checkbox's kinds that play no part in a run (:data:`QUIET_UNIT_KINDS`) are
+  skipped quietly, any other kind (manifest entry, ...) with a warning;
 * a job without ``id:`` takes its id from ``name:`` (Plainbox before 0.5);
-  ``plugin: local`` jobs (job generators of old Checkbox) are skipped.
+  ``plugin: local`` jobs (job generators of old Checkbox) are skipped;
+* a job's ``siblings`` and ``also-after-suspend`` flags add the jobs Checkbox
+  adds, right after it (:meth:`_Parser.with_siblings`); a unit with
+  ``template-engine: jinja2`` that is not a template is rendered with Jinja2.
+
+A record that cannot be used (a line that is no ``key:``, a key given twice,
+no id, a bad timeout, a second unit with an id already loaded) is left out
+with a warning naming its file and line; the rest loads
+(:attr:`UnitSet.dropped` keeps why, so jobs needing it can say so). Untidy
+records that Checkbox accepts (an id with spaces ...) load, with a warning.
 
 Whatever is not supported (a unit kind, a plugin, an unknown field, a
-template engine ...) is named once per load in a warning that gives the file
+template unit kind ...) is named once per load in a warning that gives the file
 and line of its first use and how often it occurs.
 
 Plain command lists (any text file not recognised as unit records) hold one
@@ -43,6 +55,7 @@ from __future__ import annotations
 
 import ast
 import bisect
+import functools
 import hashlib
 import itertools
 import json
@@ -50,11 +63,14 @@ import math
 import os
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from plainbox_like.errors import UnitError
+
+if TYPE_CHECKING:
+    from plainbox_like.providers import Provider
 
 __all__ = [
     "Origin",
@@ -65,12 +81,15 @@ __all__ = [
     "Template",
     "UnitSet",
     "instantiate_template",
+    "jinja_context",
+    "render_jinja",
     "parse_pxu",
     "parse_command_list",
     "load_units",
     "provider_namespace",
     "jobs_from_commands",
     "COMMAND_LINE_PATH",
+    "QUIET_UNIT_KINDS",
     "CERTIFICATION_STATUSES",
     "OVERRIDABLE_FIELDS",
 ]
@@ -89,6 +108,15 @@ KNOWN_PLUGINS = frozenset(
 #: Plugins whose jobs are not loaded at all: ``local`` jobs printed job definitions
 #: (old Checkbox's way to load its job files), which are loaded from the files here.
 SKIPPED_PLUGINS = frozenset({"local"})
+#: Flags that make Checkbox add a sibling run after a suspend: flag -> (id prefix, the suspend job it follows).
+SUSPEND_FLAGS = {
+    "also-after-suspend": ("after-suspend", "com.canonical.certification::suspend/suspend_advanced_auto"),
+    "also-after-suspend-manual": ("after-suspend-manual", "com.canonical.certification::suspend/suspend_advanced"),
+}
+#: Template engines: Python ``{field}`` placeholders (the default) and Jinja2, as in Checkbox.
+TEMPLATE_ENGINES = (None, "default", "jinja2")
+#: Unit kinds Checkbox knows that play no part in running jobs: skipped without a word.
+QUIET_UNIT_KINDS = frozenset({"category", "packaging meta-data", "exporter", "file"})
 
 
 def as_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
@@ -128,7 +156,8 @@ class JobDefinition:
     """One job: what to run and how it relates to other jobs.
 
     ``depends`` targets must pass before this job runs; ``after`` targets only
-    have to finish first. ``timeout`` (seconds) is our own field. ``requires``
+    have to finish first. ``before`` targets, if part of the run, wait for this job to finish.
+    ``timeout`` (seconds) is our own field. ``requires``
     is kept as raw text (Plainbox resource expressions, one per line), parsed
     by :mod:`plainbox_like.resource` when the job is planned and run.
     ``extra`` holds fields this program does not interpret; it takes part in
@@ -151,6 +180,10 @@ class JobDefinition:
     requires: str | None = None
     extra: dict[str, str] = attrs.field(factory=dict, hash=False)
     origin: Origin | None = attrs.field(default=None, eq=False)
+    #: Jobs this one must run before, if they are part of the run (Checkbox's ``before``).
+    before: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    #: Jobs that must fail for this one to run (Checkbox's ``salvages``: a job that repairs what they left).
+    salvages: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def checksum_fields(self) -> dict[str, Any]:
         """The fields that define what the job does, as plain JSON-able data.
@@ -171,7 +204,10 @@ class JobDefinition:
             "timeout": self.timeout,
             "requires": self.requires,
             "extra": dict(self.extra),
-        }
+        } | (
+            ({"before": list(self.before)} if self.before else {})
+            | ({"salvages": list(self.salvages)} if self.salvages else {})
+        )  # absent when empty: older checksums stay
 
     @property
     def checksum(self) -> str:
@@ -239,6 +275,8 @@ class TestPlan:
     nested_part: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     extra: dict[str, str] = attrs.field(factory=dict, hash=False)
     origin: Origin | None = attrs.field(default=None, eq=False)
+    #: Setup jobs (``unit: setup job``) the plan runs first, before its bootstrap jobs.
+    setup_include: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     include_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
     category_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
     certification_status_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
@@ -250,8 +288,10 @@ class Template:
 
     ``fields`` are the job fields with ``{name}`` placeholders (``{{``/``}}``
     stand for braces), filled from each record of ``resource`` that
-    ``filter`` (a resource expression, optional) accepts. ``id`` is the
-    ``template-id`` field, else the job id pattern.
+    ``filter`` (a resource expression, optional) accepts; with ``engine``
+    ``jinja2`` the fields are Jinja2 templates instead. ``id`` is the
+    ``template-id`` field, else the ``id`` field without the characters Checkbox
+    drops from it (anything but letters, digits and ``-_.:/\\``).
     """
 
     id: str
@@ -263,8 +303,8 @@ class Template:
 
     @property
     def supported(self) -> bool:
-        """Whether jobs can be made from it (Jinja2 templates cannot)."""
-        return self.engine in (None, "default")
+        """Whether jobs can be made from it: the default engine and Jinja2 are known."""
+        return self.engine in TEMPLATE_ENGINES
 
 
 @attrs.frozen
@@ -275,6 +315,8 @@ class UnitSet:
     test_plans: tuple[TestPlan, ...] = attrs.field(default=(), converter=as_tuple)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     templates: tuple[Template, ...] = attrs.field(default=(), converter=as_tuple)
+    #: Jobs left out because they cannot be used: id -> the warning that says where and why.
+    dropped: dict[str, str] = attrs.field(factory=dict, hash=False)
     _job_index: dict[str, JobDefinition] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
@@ -445,10 +487,24 @@ class _Field:
 class _Record:
     line: int
     fields: dict[str, _Field] = attrs.field(factory=dict)
+    #: Why the record cannot be used (line, reason): the first problem met; None if it can.
+    problem: tuple[int, str] | None = None
+    #: Untidy but usable things (line, what), each reported once with its line.
+    untidy: list[tuple[int, str]] = attrs.field(factory=list)
+
+    def fail(self, line: int, reason: str) -> None:
+        if self.problem is None:
+            self.problem = (line, reason)
 
 
 def _records(text: str, path: str) -> list[_Record]:
-    """Split RFC 822 style text into records of fields (no interpretation yet)."""
+    """Split RFC 822 style text into records of fields (no interpretation yet).
+
+    Lines that Checkbox would refuse (no ``key:``, a field given twice, a
+    continuation with no field before it) mark their record as unusable
+    (:attr:`_Record.problem`) instead of failing the whole file; a record with
+    both ``key`` and ``_key`` keeps ``_key``'s value, as Checkbox reads it.
+    """
     records: list[_Record] = []
     record: _Record | None = None
     field: _Field | None = None
@@ -462,35 +518,43 @@ def _records(text: str, path: str) -> list[_Record]:
         if not first or (first.isspace() and line.isspace()):
             record = field = None
             continue
-        if first == " " or first == "\t":
-            if field is None:
-                raise UnitError(path, "continuation line without a field before it", line=number)
-            field.cont.append((number, line))
-            continue
-        match = _KEY_LINE.fullmatch(line)
-        if match is None:
-            shown = line if len(line) <= 40 else line[:37] + "..."
-            raise UnitError(
-                path,
-                f"expected 'key: value', an indented continuation, a '#' comment or a blank line,"
-                f" got {shown!r}",
-                line=number,
-            )
-        raw_key, rest = match.groups()
-        key = raw_key[1:] if raw_key.startswith("_") and len(raw_key) > 1 else raw_key
         if record is None:
             record = _Record(line=number)
             records.append(record)
-        previous = record.fields.get(key)
-        if previous is not None:
-            raise UnitError(
-                path,
-                f"field {raw_key!r} given twice in one record (first as {previous.raw_key!r}"
-                f" at line {previous.line})",
-                line=number,
-            )
+        if first == " " or first == "\t":
+            if field is None:
+                record.fail(number, "continuation line without a field before it")
+            else:
+                field.cont.append((number, line))
+            continue
+        match = _KEY_LINE.fullmatch(line)
+        if match is not None:
+            raw_key, rest = match.groups()
+        else:
+            raw_key, colon, rest = line.partition(":")
+            raw_key = raw_key.strip()
+            if not colon or not raw_key:
+                shown = line if len(line) <= 40 else line[:37] + "..."
+                record.fail(
+                    number,
+                    f"expected 'key: value', an indented continuation, a '#' comment or a blank line, got {shown!r}",
+                )
+                field = None
+                continue
+        key = raw_key[1:] if raw_key.startswith("_") and len(raw_key) > 1 else raw_key
         field = _Field(key=key, raw_key=raw_key, line=number, first=rest.strip())
-        record.fields[key] = field
+        previous = record.fields.get(key)
+        if previous is None:
+            record.fields[key] = field
+        elif previous.raw_key == raw_key:
+            record.fail(number, f"field {raw_key!r} given twice in one record (first at line {previous.line})")
+        else:
+            used = field if raw_key.startswith("_") else previous
+            record.untidy.append(
+                (number, f"both {previous.raw_key!r} (line {previous.line}) and {raw_key!r} given: the value of"
+                 f" {used.raw_key!r} (line {used.line}) is used, as in Checkbox")
+            )
+            record.fields[key] = used
     return records
 
 
@@ -499,15 +563,19 @@ def _records(text: str, path: str) -> list[_Record]:
 _JOB_FIELDS = frozenset(
     {
         "unit", "id", "plugin", "command", "summary", "description", "depends", "after",
-        "environ", "estimated_duration", "flags", "user", "timeout", "requires",
+        "environ", "estimated_duration", "flags", "user", "timeout", "requires", "before",
+        "salvages",
     }
 )  # fmt: skip
 # Plainbox job fields that only describe a job (or feed features we do not
 # have); they go to ``extra`` without a warning. Anything else, including
 # likely typos, goes to ``extra`` with a warning.
 _QUIET_JOB_EXTRAS = frozenset(
-    {"purpose", "steps", "verification", "category_id", "certification_status", "imports", "name"}
-)
+    {
+        "purpose", "steps", "verification", "category_id", "certification_status", "imports", "name",
+        "group", "shell", "auto_retry", "requires_manifest", "template-engine", "template-id",
+    }
+)  # fmt: skip
 #: Test plan fields holding ``apply VALUE to PATTERN`` lines (both spellings occur), by the job field they set.
 _OVERRIDE_FIELDS = {
     "category_id": ("category_overrides", "category-overrides"),
@@ -516,12 +584,14 @@ _OVERRIDE_FIELDS = {
 _PLAN_FIELDS = frozenset(
     {
         "unit", "id", "name", "include", "exclude", "mandatory_include", "bootstrap_include",
-        "nested_part",
+        "nested_part", "setup_include",
     }
     | {key for keys in _OVERRIDE_FIELDS.values() for key in keys}
 )  # fmt: skip
 _QUIET_PLAN_EXTRAS = frozenset({"description", "estimated_duration", "icon"})
 _LIST_SPLIT = re.compile(r"[\s,]+")
+#: Characters that make a pattern more than a literal id.
+_REGEX_SPECIALS = frozenset(".^$*+?{}[]\\|()")
 _APPLY = re.compile(r"apply\s+(\S+)\s+to\s+(\S+)")
 _HMS = re.compile(
     r"(?:(\d+(?:\.\d*)?)\s*h)?[\s:]*(?:(\d+(?:\.\d*)?)\s*m)?[\s:]*(?:(\d+(?:\.\d*)?)\s*s)?"
@@ -557,6 +627,14 @@ def _strip_comment(text: str) -> str:
     return text[:hash_at] if hash_at >= 0 else text
 
 
+_SLUG_DROPS = re.compile(r"[^A-Za-z0-9_.:/\\-]")
+
+
+def _slug(text: str) -> str:
+    """A template's id made from its ``id`` field, as Checkbox makes it (``disk/{name}`` -> ``disk/name``)."""
+    return _SLUG_DROPS.sub("", text)
+
+
 def _shorten(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -578,7 +656,7 @@ class _Notice:
     def __str__(self) -> str:
         if self.count == 1:
             return f"{self.origin}: {self.message}"
-        files = f" in {len(self.paths)} files" if len(self.paths) > 1 else ""
+        files = f" in {len(self.paths)} files" if len(self.paths) > 1 and self.noun != "file" else ""
         return f"{self.origin}: {self.message} ({self.count} {self.noun}s{files}; reported once)"
 
 
@@ -598,12 +676,20 @@ class _Parser:
     count, so that :func:`load_units` can report each once for a whole load.
     """
 
-    def __init__(self, path: str, namespace: str | None = None) -> None:
+    def __init__(
+        self, path: str, namespace: str | None = None, checkbox_env: Mapping[str, str] | None = None
+    ) -> None:
         self.path = path
+        #: ``__checkbox_env__`` of the Jinja2 units it renders (a launcher's ``[environment]``).
+        self.checkbox_env = checkbox_env
         #: Given to the ids of jobs, test plans and templates that have none.
         self.namespace = namespace
         self.warnings: list[str] = []
         self.notices: dict[tuple[str, ...], _Notice] = {}
+        #: Ids of jobs left out, with the warning that says why.
+        self.dropped: dict[str, str] = {}
+        #: True while making siblings: their fields were noted with the job they come from.
+        self.quiet = False
 
     def qualified(self, unit_id: str) -> str:
         """*unit_id* with the parser's namespace, unless it has one (or the parser has none)."""
@@ -614,6 +700,8 @@ class _Parser:
 
     def note(self, key: tuple[str, ...], line: int, message: str, noun: str) -> None:
         """Count one use of the unsupported thing *key*; the first use gives the message and place."""
+        if self.quiet:  # a job made from a record already counted (a sibling)
+            return
         notice = self.notices.get(key)
         if notice is None:
             self.notices[key] = _Notice(message, Origin(self.path, line), noun, paths={self.path})
@@ -647,7 +735,11 @@ class _Parser:
         seen[unit_id] = line
 
     def parse(self, text: str) -> UnitSet:
-        """The units of *text*; warnings stay in :attr:`warnings` and :attr:`notices`."""
+        """The units of *text*; warnings stay in :attr:`warnings` and :attr:`notices`.
+
+        A record that cannot be used is left out with a warning naming its line (and kept
+        in :attr:`dropped` by id, when it has one, so that jobs needing it can say why).
+        """
         jobs: list[JobDefinition] = []
         plans: list[TestPlan] = []
         templates: list[Template] = []
@@ -656,29 +748,62 @@ class _Parser:
         for record in _records(text, self.path):
             kind_field = record.fields.get("unit")
             kind = " ".join(kind_field.value().split()) if kind_field else "job"
-            if kind == "job":
-                job = self.job(record)
-                if job.plugin in SKIPPED_PLUGINS:
-                    message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
-                    self.note(("plugin", job.plugin), record.line, message, "job")
+            try:
+                if record.problem is not None:
+                    raise UnitError(self.path, record.problem[1], line=record.problem[0])
+                for line, what in record.untidy:
+                    self.warn(line, what)
+                if kind in ("job", "setup job"):
+                    job = self.job(record)
+                    if kind == "setup job":
+                        job = attrs.evolve(job, extra={**job.extra, "unit": kind})
+                    if job.plugin in SKIPPED_PLUGINS:
+                        message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
+                        self.note(("plugin", job.plugin), record.line, message, "job")
+                        continue
+                    if "siblings" in record.fields or job.flags & SUSPEND_FLAGS.keys():
+                        values = {key: field.value() for key, field in record.fields.items()}
+                        made = self.with_siblings(job, values, record.line)
+                    else:
+                        made = [job]
+                    self._claim(seen_jobs, "job", job.id, record.line)
+                    for sibling in made[1:]:
+                        if sibling.id in seen_jobs:
+                            self.warn(record.line, f"sibling {sibling.id!r} of job {job.id!r} is already defined: left out")
+                            made.remove(sibling)
+                        else:
+                            seen_jobs[sibling.id] = record.line
+                    jobs.extend(made)
+                elif kind == "template":
+                    template = self.template(record)
+                    if template is not None:
+                        templates.append(template)
+                elif kind == "test plan":
+                    plan = self.test_plan(record)
+                    self._claim(seen_plans, "test plan", plan.id, record.line)
+                    plans.append(plan)
+                elif kind in QUIET_UNIT_KINDS:
                     continue
-                self._claim(seen_jobs, "job", job.id, record.line)
-                jobs.append(job)
-            elif kind == "template":
-                template = self.template(record)
-                if template is not None:
-                    templates.append(template)
-            elif kind == "test plan":
-                plan = self.test_plan(record)
-                self._claim(seen_plans, "test plan", plan.id, record.line)
-                plans.append(plan)
-            else:
-                self.note(("unit", kind), record.line, f"unit kind {kind!r} is not supported: skipped", "unit")
-        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates)
+                else:
+                    self.note(("unit", kind), record.line, f"unit kind {kind!r} is not supported: skipped", "unit")
+            except UnitError as exc:
+                self.drop(record, kind, exc)
+        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates, dropped=self.dropped)
+
+    def drop(self, record: _Record, kind: str, exc: UnitError) -> None:
+        """Leave out a unit that cannot be used, with a warning naming its place (and its id, if it has one)."""
+        id_field = record.fields.get("id") or (record.fields.get("name") if kind == "job" else None)
+        unit_id = id_field.value() if id_field is not None else ""
+        what = "job" if kind == "setup job" else kind
+        label = f"{what} {self.qualified(unit_id)!r}" if unit_id else what
+        message = f"{exc}: {label} left out"
+        self.warnings.append(message)
+        if unit_id and kind in ("job", "setup job"):
+            self.dropped.setdefault(self.qualified(unit_id), message)
 
     def template(self, record: _Record) -> Template | None:
         fields = {key: field.value() for key, field in record.fields.items() if key != "unit"}
-        template_id = fields.pop("template-id", None) or fields.get("id")
+        template_id = fields.pop("template-id", None) or _slug(fields.get("id", ""))
         if not template_id:
             raise UnitError(self.path, "template has no 'id' field", line=record.line)
         resource = fields.pop("template-resource", None)
@@ -725,8 +850,10 @@ class _Parser:
         if not value:
             raise UnitError(self.path, f"{what} has an empty 'id'", line=field.line)
         if _LIST_SPLIT.search(value):
-            raise UnitError(
-                self.path, f"{what} id {value!r} contains whitespace or a comma", line=field.line
+            self.warn(
+                field.line,
+                f"{what} id {value!r} contains whitespace or a comma: kept as written, as in Checkbox"
+                " (no depends/after list can name it)",
             )
         return value
 
@@ -743,6 +870,9 @@ class _Parser:
             return None
         text = field.value()
         value = _parse_seconds(text)
+        if (value is None or value < 0) and key == "estimated_duration":
+            self.warn(field.line, f"{field.raw_key}: not a duration, {_shorten(text)!r}: ignored")
+            return None
         if value is None or value < 0 or (positive and value == 0):
             need = "a positive" if positive else "a non-negative"
             raise UnitError(
@@ -752,7 +882,23 @@ class _Parser:
             )
         return value
 
+    def _rendered(self, record: _Record) -> _Record:
+        """*record* with every field rendered by Jinja2 (a unit with ``template-engine: jinja2`` that is
+        not a template: Checkbox renders its fields with :func:`jinja_context`)."""
+        context = jinja_context(self.checkbox_env)
+        out = _Record(line=record.line)
+        for key, field in record.fields.items():
+            try:
+                value = render_jinja(field.value(), context)
+            except ValueError as exc:
+                raise UnitError(self.path, f"field {field.raw_key!r}: {exc}", line=field.line) from None
+            out.fields[key] = _Field(key=key, raw_key=field.raw_key, line=field.line, first=value)
+        return out
+
     def job(self, record: _Record) -> JobDefinition:
+        engine = record.fields.get("template-engine")
+        if engine is not None and engine.value() == "jinja2":
+            record = self._rendered(record)
         job_id = self.qualified(self._id(record, "job"))
         fields = record.fields
 
@@ -778,14 +924,90 @@ class _Parser:
             user=self._text(record, "user"),
             timeout=self._seconds(record, "timeout", positive=True),
             requires=self._text(record, "requires"),
-            extra=self.extras(record, known, _QUIET_JOB_EXTRAS, "job"),
+            extra=self.extras(record, known, _QUIET_JOB_EXTRAS | {"siblings"}, "job"),
             origin=Origin(self.path, record.line),
+            before=listed("before"),
+            salvages=listed("salvages"),
         )
+
+    def with_siblings(self, job: JobDefinition, values: Mapping[str, str], line: int) -> list[JobDefinition]:
+        """*job* followed by the jobs Checkbox adds beside it: its ``siblings`` and ``also-after-suspend*`` flags.
+
+        As in Checkbox, a job whose siblings wait for a suspend job it does not wait for
+        itself runs ``before`` that suspend job.
+        """
+        if not values.get("siblings") and not job.flags & SUSPEND_FLAGS.keys():
+            return [job]
+        siblings, direct = self._siblings_of(job, dict(values), line)
+        own = set(job.depends) | set(job.after)
+        suspend_jobs = {suspend_job for _prefix, suspend_job in SUSPEND_FLAGS.values()}
+        waits = [
+            target for sibling in direct for target in (*sibling.depends, *sibling.after)
+            if target in suspend_jobs and target not in own
+        ]  # fmt: skip
+        if waits:
+            job = attrs.evolve(job, before=tuple(dict.fromkeys(job.before + tuple(waits))))
+        return [job, *siblings]
+
+    def _siblings_of(
+        self, job: JobDefinition, values: dict[str, str], line: int
+    ) -> tuple[list[JobDefinition], list[JobDefinition]]:
+        """Each sibling of *job* (made from its field *values*), each followed by its own siblings; and the direct ones.
+
+        In Checkbox's order: the ``siblings`` entries (a JSON list of field overrides), then
+        ``after-suspend-<id>`` for ``also-after-suspend``, then ``after-suspend-manual-<id>``.
+        """
+        overrides: list[dict[str, str]] = []
+        if values.get("siblings"):
+            try:
+                listed = json.loads(values["siblings"])
+                if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+                    raise ValueError("not a list of objects")
+            except ValueError as exc:
+                self.warn(line, f"job {job.id!r}: siblings is not a JSON list of objects ({exc}): no siblings made")
+                listed = []
+            for item in listed:
+                overrides.append({
+                    (key[1:] if key.startswith("_") and len(key) > 1 else key):
+                    " ".join(map(str, value)) if isinstance(value, list) else str(value)
+                    for key, value in item.items()
+                })  # fmt: skip
+        partial_id = values.get("id") or values.get("name") or job.id
+        for flag, (prefix, suspend_job) in SUSPEND_FLAGS.items():
+            if flag not in job.flags:
+                continue
+            made = {
+                "flags": " ".join(f for f in _split_list(values.get("flags", "")) if f not in SUSPEND_FLAGS),
+                "id": f"{prefix}-{partial_id}",
+                "summary": f"{values.get('summary') or partial_id} after suspend (S3)",
+                "depends": " ".join(filter(None, (values.get("depends", ""), job.id, suspend_job))),
+            }
+            if values.get("group"):
+                made["group"] = f"{prefix}-{values['group']}"
+            overrides.append(made)
+        out: list[JobDefinition] = []
+        direct: list[JobDefinition] = []
+        base = {key: value for key, value in values.items() if not key.endswith("siblings")}
+        for override in overrides:
+            data = {**base, **override}
+            quiet, self.quiet = self.quiet, True
+            try:
+                sibling = self.job_from_values(data, line)
+            except UnitError as exc:
+                self.warn(line, f"job {job.id!r}: a sibling cannot be made: {exc}")
+                continue
+            finally:
+                self.quiet = quiet
+            direct.append(sibling)
+            out.extend(self.with_siblings(sibling, data, line))
+        return out, direct
 
     def _override_problem(self, field: str, value: str, pattern: str) -> str | None:
         """Why an override of *field* to *value* for *pattern* cannot be used (None if it can)."""
         if field == "certification_status" and value not in CERTIFICATION_STATUSES:
             return f"unknown certification status {value!r} (known: {', '.join(CERTIFICATION_STATUSES)})"
+        if _REGEX_SPECIALS.isdisjoint(pattern):
+            return None  # a literal id (most are): nothing to compile
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -825,11 +1047,16 @@ class _Parser:
         field = record.fields.get(key)
         if field is None:
             return [], []
-        words = key in ("bootstrap_include", "nested_part")
+        words = key in ("setup_include", "bootstrap_include", "nested_part")
         patterns: list[IncludePattern] = []
         overrides: list[Override] = []
         for number, text in field.lines():
-            parts = _strip_comment(text).split(None, 1)
+            text = _strip_comment(text).strip()
+            if text.startswith('"') and '"' in text[1:]:  # a quoted pattern may hold spaces (as in Checkbox)
+                end = text.index('"', 1)
+                parts = [text[1:end], *([text[end + 1 :]] if text[end + 1 :].strip() else [])]
+            else:
+                parts = text.split(None, 1)
             if not parts:
                 continue
             head = parts[0]
@@ -871,13 +1098,13 @@ class _Parser:
         plan_id = self.qualified(self._id(record, "test plan"))
         parsed = {
             key: self._patterns(record, key)
-            for key in ("bootstrap_include", "mandatory_include", "include", "exclude", "nested_part")
+            for key in ("setup_include", "bootstrap_include", "mandatory_include", "include", "exclude", "nested_part")
         }
 
         def patterns(key: str) -> tuple[str, ...]:
             return tuple(item.pattern for item in parsed[key][0])
 
-        for key in ("exclude", "nested_part"):
+        for key in ("exclude", "nested_part", "setup_include"):
             if parsed[key][1]:
                 self.warn(parsed[key][1][0].origin.line, f"{key}: overrides after a pattern have no effect here")
         return TestPlan(
@@ -888,6 +1115,7 @@ class _Parser:
             mandatory_include=patterns("mandatory_include"),
             bootstrap_include=patterns("bootstrap_include"),
             nested_part=patterns("nested_part"),
+            setup_include=patterns("setup_include"),
             extra=self.extras(record, _PLAN_FIELDS, _QUIET_PLAN_EXTRAS, "test plan"),
             origin=Origin(self.path, record.line),
             include_overrides=[o for key in ("bootstrap_include", "mandatory_include", "include") for o in parsed[key][1]],
@@ -896,18 +1124,21 @@ class _Parser:
         )
 
 
-def _parse(text: str, path: str, namespace: str | None) -> tuple[UnitSet, dict[tuple[str, ...], _Notice]]:
-    parser = _Parser(path, namespace)
+def _parse(
+    text: str, path: str, namespace: str | None, checkbox_env: Mapping[str, str] | None = None
+) -> tuple[UnitSet, dict[tuple[str, ...], _Notice]]:
+    parser = _Parser(path, namespace, checkbox_env)
     return parser.parse(text), parser.notices
 
 
 def parse_pxu(text: str, path: str) -> UnitSet:
     """Parse the text of one ``.pxu`` file; ``path`` is used in origins and messages.
 
-    Raises :class:`UnitError` (with the line) for malformed records, jobs or
-    test plans without ``id``, duplicate ids, and bad durations. Unknown fields,
-    unsupported unit kinds and plugins, and bad override lines only produce
-    warnings, each kind of unsupported thing once.
+    Never raises for what the text holds: a unit that cannot be used
+    (malformed record, no ``id``, an id already defined, a bad timeout) is left
+    out with a warning naming its line, and kept in :attr:`UnitSet.dropped`;
+    untidy units, unknown fields, unsupported unit kinds and plugins, and bad
+    override lines produce warnings, each kind of unsupported thing once.
     """
     parser = _Parser(path)
     units = parser.parse(text)
@@ -972,17 +1203,30 @@ def _looks_like_units(text: str) -> bool:
     return False
 
 
-def _unit_files(directory: str) -> list[str]:
-    """Every ``*.pxu`` file under ``directory`` (recursively, not following
-    symlinked directories), sorted by their path relative to it."""
+#: File name endings Checkbox reads units from in a provider's ``units``/``jobs`` directory.
+PROVIDER_UNIT_SUFFIXES = (".pxu", ".txt", ".txt.in", ".in")
+
+
+def _unit_files(directory: str, suffixes: tuple[str, ...] = (".pxu",), warnings: list[str] | None = None) -> list[str]:
+    """Every regular file ending in one of *suffixes* under ``directory`` (recursively, not following
+    symlinked directories), sorted by their path relative to it.
+
+    Anything else with such a name (a FIFO, a device, a socket, a dangling link) is
+    not opened, which could block forever: it is named in *warnings* and skipped.
+    """
     found: list[tuple[tuple[str, ...], str]] = []
     for root, dirs, files in os.walk(directory):
         dirs.sort()
         rel = os.path.relpath(root, directory)
         parts = () if rel == "." else tuple(rel.split(os.sep))
         for name in files:
-            if name.endswith(".pxu"):
-                found.append((parts + (name,), os.path.join(root, name)))
+            if name.endswith(suffixes):
+                path = os.path.join(root, name)
+                if not os.path.isfile(path):
+                    if warnings is not None:
+                        warnings.append(f"{path}: not a regular file: skipped")
+                    continue
+                found.append((parts + (name,), path))
     found.sort()
     return [path for _, path in found]
 
@@ -1070,16 +1314,17 @@ def _directory_namespace(directory: str) -> str | None:
     return namespace if namespace and _NAMESPACE.fullmatch(namespace) else None
 
 
-def _resolve_references(jobs: list[JobDefinition]) -> list[JobDefinition]:
-    """Write ``depends``/``after`` targets as the full ids they refer to, with or without namespace.
+def _resolve_references(jobs: list[JobDefinition], left_out: Iterable[str] = ()) -> list[JobDefinition]:
+    """Write ``depends``/``after``/``before`` targets as the full ids they refer to, with or without namespace.
 
     A target that is a job id stays; otherwise ``<referrer's namespace>::target``, then for
-    ``ns::name`` the bare ``name``, then the only job ``<any namespace>::target``. Targets that
-    resolve to nothing stay as written (and are reported as unknown when planned).
+    ``ns::name`` the bare ``name``, then the only job ``<any namespace>::target``. Ids of jobs
+    *left_out* count as ids (so a job needing one names it). Targets that resolve to nothing
+    stay as written (and are reported as unknown when planned).
     """
-    ids = {job.id for job in jobs}
+    ids = {job.id for job in jobs} | set(left_out)
     if not any("::" in job_id for job_id in ids) and not any(
-        "::" in dep for job in jobs for dep in job.depends + job.after
+        "::" in dep for job in jobs for dep in job.depends + job.after + job.before + job.salvages
     ):
         return jobs
     bare: dict[str, list[str]] = {}
@@ -1100,23 +1345,36 @@ def _resolve_references(jobs: list[JobDefinition]) -> list[JobDefinition]:
 
     out = []
     for job in jobs:
-        if job.depends or job.after:
+        if job.depends or job.after or job.before or job.salvages:
             namespace = job.id.split("::", 1)[0] if "::" in job.id else None
             depends = tuple(dict.fromkeys(resolve(d, namespace) for d in job.depends))
             after = tuple(dict.fromkeys(resolve(d, namespace) for d in job.after))
-            if depends != job.depends or after != job.after:
-                job = attrs.evolve(job, depends=depends, after=after)
+            before = tuple(dict.fromkeys(resolve(d, namespace) for d in job.before))
+            salvages = tuple(dict.fromkeys(resolve(d, namespace) for d in job.salvages))
+            if (depends, after, before, salvages) != (job.depends, job.after, job.before, job.salvages):
+                job = attrs.evolve(job, depends=depends, after=after, before=before, salvages=salvages)
         out.append(job)
     return out
 
 
 def load_units(
-    paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] = (), namespace: str | None = None
+    paths: Sequence[str | os.PathLike[str]],
+    commands: Sequence[str] = (),
+    namespace: str | None = None,
+    providers: Sequence[Provider] = (),
+    checkbox_env: Mapping[str, str] | None = None,
 ) -> UnitSet:
-    """Load jobs and test plans from files and directories, in the order given.
+    """Load jobs and test plans from providers, files and directories, in the order given.
 
-    * a directory contributes every ``*.pxu`` file under it, recursively, sorted
-      by relative path;
+    * each of *providers* (:func:`plainbox_like.providers.find_providers`)
+      contributes the unit files (``.pxu``, ``.txt``, ``.txt.in``, ``.in``, as
+      Checkbox reads them) of its ``units`` and ``jobs`` directories, in its
+      namespace; they come first;
+    * a directory that is a provider source tree (a ``manage.py`` whose
+      ``setup(...)`` names the provider) is loaded as that provider;
+    * any other directory contributes every ``*.pxu`` file under it,
+      recursively, sorted by relative path; a file there that is not a regular
+      file (a FIFO ...) is skipped with a warning;
     * a file ending in ``.pxu``, or whose content looks like unit records, is
       parsed with :func:`parse_pxu`;
     * any other text file is a command list: each command becomes job
@@ -1126,46 +1384,78 @@ def load_units(
     * jobs and test plans of unit files get a namespace (``ns::id``) unless
       their id has one: *namespace* if given, else the one of the provider
       the file belongs to (:func:`provider_namespace`), else none;
-    * ``depends``/``after`` targets are then resolved with or without their
-      namespace (see :func:`_resolve_references`).
+    * ``depends``/``after``/``before`` targets are then resolved with or without their
+      namespace (see :func:`_resolve_references`);
+    * units with ``template-engine: jinja2`` that are not templates are rendered with
+      :func:`jinja_context`, *checkbox_env* being ``__checkbox_env__``.
 
-    Job ids and test plan ids must be unique across everything loaded; a
-    duplicate raises :class:`UnitError` naming both places. Warnings about
-    unsupported things come last, each kind once for the whole load.
+    A unit that cannot be used is left out with a warning naming its file and
+    line (ids of such jobs are kept in :attr:`UnitSet.dropped`); so is a
+    second unit with an id already loaded (the warning names both places). A
+    file named in *paths* that cannot be read is an error; one found in a
+    directory is skipped with a warning. Warnings about unsupported things come
+    last, each kind once for the whole load.
     """
+    from plainbox_like.providers import read_source_tree
+
     jobs: list[JobDefinition] = []
     plans: list[TestPlan] = []
     templates: list[Template] = []
     warnings: list[str] = []
+    dropped: dict[str, str] = {}
     notices: dict[tuple[str, ...], _Notice] = {}
     job_origin: dict[str, Origin | None] = {}
     plan_origin: dict[str, Origin | None] = {}
     command_jobs = 0
     provider_cache: dict[str, str | None] = {}
 
-    def parse(text: str, path: str) -> UnitSet:
-        units, found = _parse(text, path, namespace or provider_namespace(path, cache=provider_cache))
+    def parse(text: str, path: str, file_namespace: str | None = None) -> UnitSet:
+        ns = namespace or file_namespace or provider_namespace(path, cache=provider_cache)
+        units, found = _parse(text, path, ns, checkbox_env)
         _merge_notices(notices, found)
         return units
 
     def add(units: UnitSet) -> None:
         for job in units.jobs:
-            _check_unique(job_origin, job.id, job.origin, "job")
-            jobs.append(job)
+            if _is_new(job_origin, job.id, job.origin, "job", warnings):
+                jobs.append(job)
         for plan in units.test_plans:
-            _check_unique(plan_origin, plan.id, plan.origin, "test plan")
-            plans.append(plan)
+            if _is_new(plan_origin, plan.id, plan.origin, "test plan", warnings):
+                plans.append(plan)
         templates.extend(units.templates)
         warnings.extend(units.warnings)
+        for job_id, why in units.dropped.items():
+            dropped.setdefault(job_id, why)
 
+    def add_tree(directory: str, suffixes: tuple[str, ...], file_namespace: str | None) -> None:
+        for file in _unit_files(directory, suffixes, warnings):
+            try:
+                text = _read_text(file)
+            except UnitError as exc:
+                warnings.append(f"{exc}: file skipped")
+                continue
+            add(parse(text, file, file_namespace))
+
+    def add_provider(provider: Provider) -> None:
+        for directory in provider.units_dirs:
+            add_tree(directory, PROVIDER_UNIT_SUFFIXES, provider.namespace)
+            for path in _unit_files(directory, (".yaml", ".yml")):  # newer Checkbox reads these; 1.18 does not
+                message = "YAML unit files are not read: skipped"
+                _merge_notices(notices, {("yaml",): _Notice(message, Origin(path, 1), "file", paths={path})})
+
+    for provider in providers:
+        add_provider(provider)
     for entry in paths:
         path = os.fspath(entry)
         if os.path.isdir(path):
-            files = _unit_files(path)
-            if not files:
+            tree = read_source_tree(path)
+            if tree is not None and tree.units_dirs:
+                add_provider(tree)
+                continue
+            before = len(jobs) + len(plans) + len(templates) + len(warnings)
+            add_tree(path, (".pxu",), None)
+            if before == len(jobs) + len(plans) + len(templates) + len(warnings):
                 warnings.append(f"{path}: directory contains no .pxu files")
-            for file in files:
-                add(parse(_read_text(file), file))
             continue
         if os.path.exists(path) and not os.path.isfile(path):
             raise UnitError(path, "not a regular file or directory")
@@ -1178,20 +1468,24 @@ def load_units(
             add(UnitSet(jobs=listed))
     add(UnitSet(jobs=jobs_from_commands(commands)))
     warnings.extend(str(notice) for notice in notices.values())
-    return UnitSet(jobs=_resolve_references(jobs), test_plans=plans, warnings=warnings, templates=templates)
+    left_out = {job_id: why for job_id, why in dropped.items() if job_id not in job_origin}
+    return UnitSet(
+        jobs=_resolve_references(jobs, left_out), test_plans=plans, warnings=warnings, templates=templates, dropped=left_out
+    )
 
 
-def _check_unique(
-    seen: dict[str, Origin | None], unit_id: str, origin: Origin | None, what: str
-) -> None:
+def _is_new(
+    seen: dict[str, Origin | None], unit_id: str, origin: Origin | None, what: str, warnings: list[str]
+) -> bool:
+    """Whether *unit_id* is met for the first time; a second one is named in *warnings* (both places) and left out."""
     if unit_id not in seen:
         seen[unit_id] = origin
-        return
+        return True
     first = seen[unit_id]
     where = str(first) if first else "elsewhere"
-    path = origin.path if origin else "<unknown>"
-    line = origin.line if origin else None
-    raise UnitError(path, f"duplicate {what} id {unit_id!r} (first defined at {where})", line=line)
+    place = str(origin) if origin else "<unknown>"
+    warnings.append(f"{place}: duplicate {what} id {unit_id!r} (first defined at {where}): left out")
+    return False
 
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*)\}")
@@ -1208,41 +1502,107 @@ def _fill(text: str, record: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(replace, text)
 
 
+def _on_ubuntucore() -> bool:
+    """Checkbox's ``__on_ubuntucore__``: running from a snap (``$SNAP``) that is not classic-confined."""
+    snap = os.environ.get("SNAP")
+    if not snap:
+        return False
+    try:
+        with open(os.path.join(snap, "meta", "snap.yaml"), encoding="utf-8", errors="replace") as handle:
+            return not any(line == "confinement: classic\n" for line in handle)
+    except OSError:
+        return True
+
+
+def jinja_context(checkbox_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The variables Checkbox gives every Jinja2 field besides a record's:
+    ``__checkbox_env__`` (a launcher's ``[environment]``), ``__system_env__`` (``os.environ``)
+    and ``__on_ubuntucore__``."""
+    return {
+        "__checkbox_env__": dict(checkbox_env or {}),
+        "__system_env__": os.environ,
+        "__on_ubuntucore__": _on_ubuntucore(),
+    }
+
+
+@functools.lru_cache(maxsize=2048)
+def _jinja_template(text: str) -> Any:
+    import jinja2  # only for providers that use it
+
+    return jinja2.Template(text)
+
+
+def render_jinja(text: str, params: Mapping[str, Any]) -> str:
+    """*text* rendered as a Jinja2 template with *params*, as Checkbox renders a field;
+    ``ValueError`` (one line) if it cannot be."""
+    if "{" not in text:
+        return text
+    import jinja2  # only for units that use it
+
+    try:
+        return _jinja_template(text).render(params)
+    except jinja2.TemplateError as exc:
+        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise ValueError(f"Jinja2 {type(exc).__name__}{line}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except (TypeError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise ValueError(f"Jinja2 rendering failed: {type(exc).__name__}: {exc}") from None
+
+
 def instantiate_template(
-    template: Template, records: Sequence[Mapping[str, str]], accept: Any = None
+    template: Template,
+    records: Sequence[Mapping[str, str]],
+    accept: Any = None,
+    checkbox_env: Mapping[str, str] | None = None,
 ) -> tuple[list[JobDefinition], list[str]]:
     """The jobs *template* makes from *records*, and warnings.
 
     *accept* (a callable taking a record, or None for all) applies the
-    template's filter. A record lacking a placeholder's field, or giving an id
-    already made, makes no job (a warning says why). The jobs' ``extra`` holds
-    ``template-id``; their origin is the template's.
+    template's filter. Each field is filled from the record as Checkbox fills
+    it: ``{field}`` placeholders (the default engine), or rendered with Jinja2
+    (``template-engine: jinja2``) given the record's fields, ``__index__``,
+    and :func:`jinja_context` (*checkbox_env* is ``__checkbox_env__``).
+    ``__index__`` counts the accepted records from 1, in both engines. Each job
+    is followed by its siblings (see ``siblings`` and ``also-after-suspend``).
+    A record lacking a placeholder's field, a field that cannot be rendered, or
+    an id already made, makes no job (a warning says why). The jobs' ``extra``
+    holds ``template-id``; their origin is the template's.
     """
     if not template.supported:
         return [], []
     origin = template.origin or Origin("<template>", 0)
-    parser = _Parser(origin.path)
+    namespace = template.id.split("::", 1)[0] if "::" in template.id else None
+    parser = _Parser(origin.path, namespace, checkbox_env)
     jobs: list[JobDefinition] = []
     seen: set[str] = set()
-    namespace = template.id.split("::", 1)[0] if "::" in template.id else None
+    jinja = template.engine == "jinja2"
+    context = jinja_context(checkbox_env) if jinja else {}
+    index = 0
     for number, record in enumerate(records, start=1):
         if accept is not None and not accept(record):
             continue
+        index += 1
         try:
-            values = {key: _fill(value, record) for key, value in template.fields.items()}
+            if jinja:
+                params = {**record, "__index__": index, **context}
+                values = {key: render_jinja(value, params) for key, value in template.fields.items()}
+            else:
+                params = {**record, "__index__": str(index)}
+                values = {key: _fill(value, params) for key, value in template.fields.items()}
         except KeyError as exc:
             parser.warn(origin.line, f"template {template.id!r}: record {number} has no field {exc.args[0]!r}")
+            continue
+        except ValueError as exc:
+            parser.warn(origin.line, f"template {template.id!r}: record {number}: {exc}")
             continue
         try:
             job = parser.job_from_values(values, origin.line)
         except UnitError as exc:
             parser.warn(origin.line, f"template {template.id!r}: record {number}: {exc}")
             continue
-        if namespace and "::" not in job.id:
-            job = attrs.evolve(job, id=f"{namespace}::{job.id}")
-        if job.id in seen:
-            parser.warn(origin.line, f"template {template.id!r}: record {number} makes job {job.id!r} again")
-            continue
-        seen.add(job.id)
-        jobs.append(attrs.evolve(job, extra={**job.extra, "template-id": template.id}, origin=origin))
+        for made in parser.with_siblings(job, values, origin.line):
+            if made.id in seen:
+                parser.warn(origin.line, f"template {template.id!r}: record {number} makes job {made.id!r} again")
+                continue
+            seen.add(made.id)
+            jobs.append(attrs.evolve(made, extra={**made.extra, "template-id": template.id}, origin=origin))
     return jobs, parser.all_warnings()
