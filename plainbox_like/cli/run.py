@@ -12,6 +12,7 @@ from plainbox_like.cli.common import positive_int, format_duration, print_json, 
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.model import FAILED_OUTCOMES, Attempt
 from plainbox_like.storage import DURABILITY_MODES
+from plainbox_like.text import clean
 
 if TYPE_CHECKING:
     from plainbox_like.units import TestPlan, UnitSet
@@ -39,9 +40,9 @@ class LineReporter:
         detail = result.skip_reason or result.comments
         line = (
             f"[{self.done:>{self.width}}/{self.total}] {result.outcome:<18} "
-            f"{format_duration(result.execution_duration):>8}  {job_id}"
+            f"{format_duration(result.execution_duration):>8}  {clean(job_id)}"
         )
-        self.stream.write(line + (f"  ({detail})" if detail else "") + "\n")
+        self.stream.write(line + (f"  ({clean(detail)})" if detail else "") + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -67,7 +68,7 @@ class ProgressReporter:
         self.bar.set_postfix_str(counts, refresh=True)
 
     def started(self, job_id: str, attempt: int) -> None:
-        self.current.append(job_id)
+        self.current.append(clean(job_id))
         self._refresh()
 
     def added(self, count: int) -> None:
@@ -76,11 +77,12 @@ class ProgressReporter:
         self._refresh()
 
     def finished(self, job_id: str, result: Attempt) -> None:
+        job_id = clean(job_id)
         if job_id in self.current:
             self.current.remove(job_id)
         self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
         if result.outcome in FAILED_OUTCOMES:
-            detail = f" ({result.comments})" if result.comments else ""
+            detail = f" ({clean(result.comments)})" if result.comments else ""
             self.bar.write(f"{result.outcome}: {job_id}{detail}")
         self.bar.update(1)
         self._refresh()
@@ -98,7 +100,7 @@ def _reporter(total: int, done: int):
 def _warn_templates(prepared: batch.Prepared) -> None:
     if prepared.expander is not None:
         for warning in prepared.expander.warnings:
-            print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+            print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
 
 
 def _finish(summary: batch.RunSummary, started: float) -> int:
@@ -133,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     units = config.load_units()
     for warning in units.warnings:
-        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     plan = batch.plan_jobs(units, config)
     if args.bootstrap and not args.dry_run:
         raise PlainboxLikeError("--bootstrap only goes with --dry-run")
@@ -141,17 +143,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         order = list(plan.order)
         if args.bootstrap:
             order = batch.bootstrapped_order(
-                units, config, plan, lambda msg: print(f"plainbox-like: warning: {msg}", file=sys.stderr)
+                units, config, plan, lambda msg: print(f"plainbox-like: warning: {clean(msg)}", file=sys.stderr)
             )
         if args.json:
             print_json(order)
         else:
             for job_id in order:
-                print(job_id)
+                print(clean(job_id))
         return 0
     started = time.monotonic()
     prepared = batch.start_session(repository(args), config, title=args.title, units=units, plan=plan)
-    print(f"Session {prepared.writer.id} in {prepared.writer.path}", file=sys.stderr)
+    print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
     summary = batch.run_prepared(prepared, _reporter(len(plan.order), 0))
     _warn_templates(prepared)
     return _finish(summary, started)
@@ -167,7 +169,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         rerun_bootstrap=args.rerun_bootstrap,
         ignore_changed=args.ignore_changed,
         parallel=args.jobs,
-        say=lambda msg: print(f"plainbox-like: {msg}", file=sys.stderr),
+        say=lambda msg: print(f"plainbox-like: {clean(msg)}", file=sys.stderr),
     )
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
@@ -183,7 +185,7 @@ def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
     try:
         overrides = [o.to_json() for o in plan_overrides(units, plan.id)]
     except PlainboxLikeError as exc:
-        print(f"plainbox-like: warning: test plan {plan.id}: {exc}", file=sys.stderr)
+        print(f"plainbox-like: warning: test plan {clean(plan.id)}: {clean(exc)}", file=sys.stderr)
         overrides = None
     return {
         "id": plan.id,
@@ -207,14 +209,14 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
     units = load_units([_absolute(p) for p in args.files])
     for warning in units.warnings:
-        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     plans = sorted(units.test_plans, key=lambda p: p.id)
     if args.json:
         print_json([_plan_json(units, plan) for plan in plans])
         return 0
-    width = max((len(plan.id) for plan in plans), default=0)
+    width = max((len(clean(plan.id)) for plan in plans), default=0)
     for plan in plans:
-        print(f"{plan.id:<{width}}  {plan.name or ''}".rstrip())
+        print(f"{clean(plan.id):<{width}}  {clean(plan.name or '')}".rstrip())
     if not plans:
         print("plainbox-like: no test plans found", file=sys.stderr)
     return 0
