@@ -47,6 +47,10 @@ APP_ID = "plainbox-like"
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE = 3.0
+#: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
+#: the number of CPUs is no limit; but each worker is a forked copy of the runner holding two of its pipe
+#: ends, and 256 of them already take half of the common limit of 1,024 open files.
+MAX_PARALLEL = 256
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
 STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
@@ -206,6 +210,15 @@ class _Running:
     why_stopped: str | None = None
 
 
+def check_parallel(parallel: int, force: bool = False) -> None:
+    """Refuse a parallelism above :data:`MAX_PARALLEL` unless *force* (a one-line error)."""
+    if parallel > MAX_PARALLEL and not force:
+        raise PlainboxLikeError(
+            f"-j {parallel}: more than {MAX_PARALLEL} jobs at once needs --force "
+            f"(each is a worker process forked from the runner)"
+        )
+
+
 def job_environment(base: dict[str, str], job: JobDefinition, session_id: str, share_dir: str) -> dict[str, str]:
     """The environment of a job: the caller's, our variables, and ``environ: NAME=value`` entries."""
     env = dict(base)
@@ -326,12 +339,14 @@ class BatchRunner:
         return self.stopped_by is not None
 
     def _make_executor(self) -> Executor:
-        if self._parallel < 2:
+        # No more workers than jobs to run (unless templates may add jobs while it runs).
+        workers = self._parallel if self.expander is not None else min(self._parallel, self.scheduler.remaining)
+        if workers < 2:
             return LocalExecutor(self._clock)
         from plainbox_like.workers import WorkerExecutor
 
         sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
-        return WorkerExecutor(self._parallel, sync_fd=sync_fd, base_env=self.base_env)
+        return WorkerExecutor(workers, sync_fd=sync_fd, base_env=self.base_env)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""

@@ -119,6 +119,7 @@ def _finish(summary: batch.RunSummary, started: float) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    batch.check_parallel(args.jobs, args.force)
     if args.json and not args.dry_run:
         raise PlainboxLikeError("--json only goes with --dry-run")
     if not args.files and not args.command_lines:
@@ -160,6 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    if args.jobs is not None:
+        batch.check_parallel(args.jobs, args.force)
     started = time.monotonic()
     prepared = batch.resume_session(
         repository(args),
@@ -258,7 +261,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="leave out jobs whose whole id matches REGEX (repeatable; jobs that selected jobs "
                      "depend on, and a test plan's mandatory jobs, still run)")
     run.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                     help="run up to N independent jobs at once (default 1)")
+                     help="run up to N independent jobs at once (default 1; at most as many workers as "
+                     f"jobs; more than {batch.MAX_PARALLEL} needs --force)")
+    run.add_argument("--force", action="store_true",
+                     help=f"allow -j above {batch.MAX_PARALLEL}")
     run.add_argument("--title", help="a title for the session")
     run.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
                      help="fsync: every result survives a power cut (default); "
@@ -301,5 +307,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     resume.add_argument("--ignore-changed", action="store_true",
                         help="resume even if job definitions changed since the session started")
     resume.add_argument("-j", "--jobs", type=positive_int, metavar="N",
-                        help="run up to N independent jobs at once (default: as the session was started)")
+                        help="run up to N independent jobs at once (default: as the session was started; "
+                        f"more than {batch.MAX_PARALLEL} needs --force)")
+    resume.add_argument("--force", action="store_true",
+                        help=f"allow -j above {batch.MAX_PARALLEL}")
     resume.set_defaults(func=cmd_resume)
