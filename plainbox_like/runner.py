@@ -43,6 +43,9 @@ _PIPE_SIZE = 1 << 16
 F_SETPIPE_SZ = 1031
 #: Seconds a job runs before its :class:`Started` is reported, unless asked at once.
 STARTED_DELAY = 0.05
+#: A poll that returns this long after the previous one began may see exits that happened a while ago
+#: (the runner was busy, stopped or starved): their time is then taken from the kernel (see exit_time).
+LATE = 0.05
 #: Signals a job starts with default handling for, whatever the runner ignores.
 _DEFAULT_SIGNALS = tuple(
     s for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
@@ -155,6 +158,9 @@ class LocalExecutor:
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
         self._unannounced: dict[Process, float] = {}  # running, Started not reported yet -> when it is due
+        self._polled_at = clock()  # when the last poll began: exits seen later than LATE after it may be old
+        # The kernel's times are on the monotonic clock's time line; an injected clock's are not.
+        self._kernel_times = clock is time.monotonic
 
     @property
     def running(self) -> list[Process]:
@@ -242,7 +248,11 @@ class LocalExecutor:
             timeout = max(0.0, due if timeout is None else min(timeout, due))
         events: list[Started | Output | Exited] = []
         exited: list[Process] = []
-        for fd, _ in self._poller.poll(-1 if timeout is None else timeout * self._poll_scale):
+        began, self._polled_at = self._polled_at, self._clock()
+        ready = self._poller.poll(-1 if timeout is None else timeout * self._poll_scale)
+        woke = self._clock()
+        late = self._kernel_times and woke - began > LATE
+        for fd, _ in ready:
             process = self._owners.get(fd)
             if process is None:  # a watch_fd descriptor: it only wakes us
                 continue
@@ -253,9 +263,12 @@ class LocalExecutor:
         if not self._use_pidfd:
             exited.extend(p for p in self._running.values() if p.status is None and self._reap(p, os.WNOHANG))
         for process in exited:
+            when = None
             if process.status is None:
+                if late:  # still a zombie: ask the kernel when it ended
+                    when = exit_time(process.pid, woke, process.started)
                 self._reap(process, 0)
-            self._finish(process, events)
+            self._finish(process, events, when)
         now = self._clock()
         if self._unannounced:
             due = [p for p, at in self._unannounced.items() if at <= now or p.status is not None]
@@ -291,8 +304,8 @@ class LocalExecutor:
         process.status = status
         return True
 
-    def _finish(self, process: Process, events: list) -> None:
-        """The leader exited: take what is already in the pipes, then close them.
+    def _finish(self, process: Process, events: list, when: float | None = None) -> None:
+        """The leader exited (at *when*, if known better than now): take what is already in the pipes, then close them.
 
         Background processes the job left behind may keep the pipes open; we
         do not wait for them (they get EPIPE if they write later), and read at
@@ -313,7 +326,8 @@ class LocalExecutor:
             self._unwatch(process.pidfd)
             process.pidfd = None
         del self._running[process.pid]
-        when = self._clock()
+        if when is None:
+            when = self._clock()
         if process.log is not None:
             process.log.close(durable=process.spec.durable_log)
         events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when))
@@ -342,6 +356,35 @@ class LocalExecutor:
             for fd in pair:
                 os.close(fd)
         self._spare_pipes.clear()
+
+
+def _sched_exec_start(path: str) -> float:
+    """``se.exec_start`` of a ``/proc/.../sched`` file: when the task last began running, in seconds."""
+    with open(path, "rb") as f:
+        for line in f:
+            if line.startswith(b"se.exec_start"):
+                return float(line.split(b":", 1)[1]) / 1000.0  # milliseconds
+    raise ValueError(f"{path}: no se.exec_start")
+
+
+def exit_time(pid: int, now: float, started: float | None) -> float | None:
+    """When zombie *pid* exited, on the monotonic clock, *now* being the time of this call; None if unknown.
+
+    A runner that was stopped, starved or busy sees an exit late. The
+    scheduler knows when the zombie last ran (its exit) and when this thread
+    began running (just now, having woken up); both are on the scheduler's
+    clock, so their difference is how long ago the process ended. Linux shows
+    them in ``/proc/PID/sched`` where the kernel has scheduler statistics (most
+    distributions' kernels); elsewhere the time is unknown and the caller keeps
+    when it saw the exit. The result is kept between *started* and *now*.
+    """
+    try:
+        theirs = _sched_exec_start(f"/proc/{pid}/sched")
+        mine = _sched_exec_start("/proc/thread-self/sched")
+    except (OSError, ValueError):
+        return None
+    when = now - max(0.0, mine - theirs)
+    return when if started is None else max(started, when)
 
 
 def iter_pids() -> Iterator[int]:

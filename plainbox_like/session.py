@@ -208,6 +208,8 @@ class _Running:
     deadline: float | None = None
     kill_at: float | None = None
     why_stopped: str | None = None
+    #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
+    timed_out_at: float | None = None
 
 
 def check_parallel(parallel: int, force: bool = False) -> None:
@@ -559,6 +561,8 @@ class BatchRunner:
         del self._running[job.id]
         code = event.returncode
         duration = event.when - running.process.started
+        if running.timed_out_at is not None and event.when < running.timed_out_at:
+            running.why_stopped = None  # it ended before its deadline, however late the runner saw it
         if running.why_stopped:
             stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
             outcome, comments = (OUTCOME_CRASH if stopped else OUTCOME_FAIL), running.why_stopped
@@ -624,6 +628,10 @@ class BatchRunner:
 
     def _enforce_deadlines(self) -> None:
         now = self._clock()
+        if any(r.deadline is not None and now >= r.deadline for r in self._running.values()):
+            # Woken late (stopped, starved, busy), the runner may find both a deadline passed and the job
+            # already ended: take the exits first, so a job that ended in time is not recorded as timed out.
+            self._handle(self.executor.poll(0))
         for item in list(self._stragglers):
             kill_at, process = item
             alive = _group_alive(process.pgid)
@@ -639,6 +647,7 @@ class BatchRunner:
                 running.kill_at = None
             elif running.deadline is not None and now >= running.deadline:
                 running.why_stopped = f"timed out after {running.job.timeout:g} s"
+                running.timed_out_at = running.deadline
                 self._terminate(running, now)
 
     def _terminate(self, running: _Running, now: float) -> None:

@@ -101,3 +101,55 @@ def test_no_more_workers_than_jobs_left(tmp_path, monkeypatch):
         writer.close()
     assert len(forked) == 3
     assert all(a[-1].outcome == "pass" for a in load_session(writer.path).state.results.values())
+
+
+# -- timeouts measure the job -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("jobs, whole_group", [("1", False), ("2", False), ("2", True)],
+                         ids=["local", "workers", "workers-stopped-too"])
+def test_a_job_that_ended_in_time_is_not_timed_out_by_a_runner_that_woke_late(tmp_path, jobs, whole_group):
+    """``timeout: 2``, ``sleep 1``: the runner is stopped (SIGSTOP) from the job's start until after its
+    deadline, then continued (SIGCONT). The job ended at 1 s: it passed, exit status 0, duration about 1 s.
+    With *whole_group*, the workers are stopped too (as Ctrl-Z stops the runner's process group)."""
+    started = tmp_path / "started"
+    units = tmp_path / "timed.pxu"
+    units.write_text(f"id: timed\nplugin: shell\ntimeout: 2\ncommand: touch {started}; sleep 1\n")
+    proc = subprocess.Popen(
+        cli_argv(tmp_path / "repo", "run", "-j", jobs, str(units), "-c", "true"),
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: started.exists() or proc.poll() is not None, timeout=60), "the job never started"
+        assert proc.poll() is None, proc.communicate()
+        stopped_at = time.monotonic()
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGSTOP)  # the runner's own new session: the runner and its workers
+        else:
+            os.kill(proc.pid, signal.SIGSTOP)
+        # Past the job's deadline (2 s after its start, which came before stopped_at), with a margin.
+        wait_until(lambda: time.monotonic() > stopped_at + 3.0, timeout=10)
+    finally:
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGCONT)
+        else:
+            os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    state = load_session(only_session(tmp_path / "repo")).state
+    (attempt,) = state.results["timed"]
+    assert (attempt.outcome, attempt.return_code, attempt.comments) == ("pass", 0, None)
+    if os.path.exists("/proc/self/sched"):  # where the kernel tells when the job ended (see runner.exit_time)
+        assert 0.9 <= attempt.execution_duration < 1.8, attempt.execution_duration
+
+
+def test_a_job_past_its_deadline_still_times_out(tmp_path):
+    units = tmp_path / "slow.pxu"
+    units.write_text("id: slow\nplugin: shell\ntimeout: 0.5\ncommand: sleep 30\n")
+    started = time.monotonic()
+    done = cli(tmp_path / "repo", "run", str(units), timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 20
+    (attempt,) = load_session(only_session(tmp_path / "repo")).state.results["slow"]
+    assert attempt.outcome == "fail" and attempt.comments == "timed out after 0.5 s"
+    assert 0.5 <= attempt.execution_duration < 10
