@@ -43,6 +43,8 @@ _PIPE_SIZE = 1 << 16
 F_SETPIPE_SZ = 1031
 #: Seconds a job runs before its :class:`Started` is reported, unless asked at once.
 STARTED_DELAY = 0.05
+#: A job that ran longer than this may have left processes with any pid (see find_marked).
+FULL_SCAN_AFTER = 1.0
 #: A poll that returns this long after the previous one began may see exits that happened a while ago
 #: (the runner was busy, stopped or starved): their time is then taken from the kernel (see exit_time).
 LATE = 0.05
@@ -71,6 +73,9 @@ class ProcessSpec:
     env: dict[str, str]
     log: str | None = None
     durable_log: bool = False
+    #: Environment entries that mark the job's processes (its session and job): with them, the processes
+    #: it leaves running are looked for when it ends and reported with its :class:`Exited`.
+    marker: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.define(eq=False)
@@ -109,12 +114,27 @@ class Output:
 
 
 @attrs.frozen
+class Leftover:
+    """A live process a job left behind: its pid, its start (to tell it from a later process with the same
+    pid) and its command line."""
+
+    pid: int
+    start: int  # clock ticks after boot (/proc/PID/stat)
+    command: str
+
+
+@attrs.frozen
 class Exited:
-    """A process ended; *returncode* is negative for a signal, as in subprocess."""
+    """A process ended; *returncode* is negative for a signal, as in subprocess.
+
+    *leftovers* are the processes of its job still running when it ended
+    (found by its spec's marker), not signalled: the caller decides.
+    """
 
     process: Process
     returncode: int
     when: float
+    leftovers: tuple[Leftover, ...] = ()
 
 
 class Executor(Protocol):
@@ -328,9 +348,15 @@ class LocalExecutor:
         del self._running[process.pid]
         if when is None:
             when = self._clock()
+        leftovers: tuple[Leftover, ...] = ()
+        if process.spec.marker:
+            # A short job's descendants have pids after its own: only those need a look (a long one's
+            # may have wrapped around, and the look costs little next to it).
+            since = process.pid if when - process.started < FULL_SCAN_AFTER else None
+            leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since))
         if process.log is not None:
             process.log.close(durable=process.spec.durable_log)
-        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when))
+        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers))
 
     def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
         if process.log is not None:
@@ -410,6 +436,96 @@ def iter_pgid_members(pgid: int) -> Iterator[int]:
         fields = stat[stat.rfind(b")") + 2:].split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
             yield int(name)
+
+
+def _pids_after(pid: int) -> Iterator[int] | None:
+    """Pids that may have been given out after *pid* (its descendants among them), without listing /proc.
+
+    None if that cannot be told (no ``/proc/sys/kernel/ns_last_pid``) or the range is wide.
+    """
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return None
+    if last >= pid:
+        return iter(range(pid + 1, last + 1)) if last - pid <= 256 else None
+    return None  # wrapped around: look at everything
+
+
+def read_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start in clock ticks after boot) of *pid*, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return fields[0].decode("ascii", "replace"), int(fields[2]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def command_line(pid: int, limit: int = 200) -> str:
+    """The command line of *pid*, arguments joined by spaces, cut to *limit* characters ("" if unknown)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(limit * 4 + 1)
+    except OSError:
+        return ""
+    if not raw:  # a kernel thread or a zombie: the name the kernel keeps
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                return "[" + f.read().strip().decode("utf-8", "replace")[:limit] + "]"
+        except OSError:
+            return ""
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def find_marked(marker: dict[str, str], pgid: int | None = None, since_pid: int | None = None) -> list[Leftover]:
+    """Live processes whose environment holds every entry of *marker*, or that are in process group *pgid*.
+
+    With *since_pid*, only processes with pids given out after it are looked
+    at when that can be told cheaply (see :func:`_pids_after`); otherwise all.
+    A job's processes inherit its environment, whatever process group or
+    session they move to; only one that replaces its environment escapes.
+    This process itself is never one of them.
+    """
+    pids = _pids_after(since_pid) if since_pid is not None else None
+    if pids is None:
+        pids = iter_pids()
+    me = os.getpid()
+    found = []
+    items = marker.items()
+    for pid in pids:
+        if pid == me:
+            continue
+        stat = read_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        if stat[1] != pgid:
+            env = process_env(pid)
+            if not env or any(env.get(name) != value for name, value in items):
+                continue
+        found.append(Leftover(pid, stat[2], command_line(pid)))
+    return found
+
+
+def still_running(leftover: Leftover) -> bool:
+    """Whether *leftover* is alive (not a zombie) and is still the same process (same start)."""
+    stat = read_stat(leftover.pid)
+    return stat is not None and stat[0] not in ("Z", "X") and stat[2] == leftover.start
+
+
+def signal_leftover(leftover: Leftover, signum: int) -> None:
+    """Send *signum* to *leftover* if it is still that process (never to a later one with its pid)."""
+    if still_running(leftover):
+        try:
+            os.kill(leftover.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -24,6 +24,8 @@ from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
 from plainbox_like.model import (
+    LEFTOVER_COMMAND_MAX,
+    LEFTOVERS_LISTED,
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
@@ -34,10 +36,12 @@ from plainbox_like.model import (
     OUTCOME_SKIPPED_DEPENDENCY,
     OUTCOME_SKIPPED_RESOURCE,
     Attempt,
+    LeftoverProcess,
+    LeftoverProcesses,
     SessionState,
 )
 from plainbox_like.runner import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
-from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
+from plainbox_like.runner import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.resource import RequirementProgram
 from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
@@ -45,6 +49,8 @@ from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, lo
 APP_ID = "plainbox-like"
 #: Plugins whose command we run.
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
+#: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
+FLAG_LEAVES_PROCESSES = "leaves-processes"
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE = 3.0
 #: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
@@ -283,6 +289,8 @@ class BatchRunner:
         self.stopped_by: str | None = None
         # (kill_at, process) of stopped jobs whose leader exited while others in its group live on.
         self._stragglers: list[tuple[float, Process]] = []
+        # (kill_at, process) of processes jobs left running, sent SIGTERM, to SIGKILL after the grace period.
+        self._leftovers: list[tuple[float, Leftover]] = []
         self._wake_r: int | None = None  # the read end of the pipe a signal writes to, while run() runs
 
     # -- the loop
@@ -315,7 +323,7 @@ class BatchRunner:
                 if not (self._paused or self._draining):
                     self._hand_out()
                 self._commit()
-                idle = not self._running and not self._stragglers
+                idle = not self._running and not self._stragglers and not self._leftovers
                 if idle and (self._draining or self.scheduler.done()):
                     break
                 if idle and self._paused:
@@ -325,6 +333,7 @@ class BatchRunner:
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
+            self._end_leftovers()
             self._set_paused_flag(False)
         except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
             self._stop_after_failure()
@@ -393,6 +402,8 @@ class BatchRunner:
                     timeout = min(timeout, max(0.0, moment - now))
         for kill_at, _process in self._stragglers:
             timeout = min(timeout, max(0.0, kill_at - now))
+        if self._leftovers:  # look again soon: most go at the SIGTERM
+            timeout = min(timeout, 0.05, *(max(0.0, kill_at - now) for kill_at, _ in self._leftovers))
         return timeout
 
     def _hand_out(self) -> None:
@@ -521,7 +532,12 @@ class BatchRunner:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
         env = job_environment(self.base_env, job, *self._session_env)
         spec = ProcessSpec(
-            job.id, argv, env, log=os.path.join(self._io_logs_dir, running.log_stem), durable_log=self._durable_logs
+            job.id,
+            argv,
+            env,
+            log=os.path.join(self._io_logs_dir, running.log_stem),
+            durable_log=self._durable_logs,
+            marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
@@ -575,6 +591,7 @@ class BatchRunner:
         if running.kill_at is not None and _group_alive(running.process.pgid):
             # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
             self._stragglers.append((running.kill_at, running.process))
+        leftovers = self._take_leftovers(running, getattr(event, "leftovers", ()))
         new_jobs: list[JobDefinition] = []
         if job.plugin == "resource" and outcome == OUTCOME_PASS:
             records = self._resource_records(running)
@@ -594,7 +611,47 @@ class BatchRunner:
                 if added is not None:
                     added(len(jobs))
         self.scheduler.finish(job.id, outcome)
-        self._record(job.id, self._attempt(running, outcome, code, duration, comments))
+        attempt = self._attempt(running, outcome, code, duration, comments)
+        attempt.leftover_processes = leftovers
+        self._record(job.id, attempt)
+
+    def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:
+        """What a job left running when it ended, for its result; SIGTERM them unless it keeps them.
+
+        A job flagged ``leaves-processes`` keeps them, unless it was stopped
+        (timeout, stop --now, interrupted): then, as for every other job, they
+        get SIGTERM now and SIGKILL after the grace period.
+        """
+        if not found:
+            return None
+        kept = FLAG_LEAVES_PROCESSES in running.job.flags and not running.why_stopped
+        if not kept:
+            kill_at = self._clock() + self.kill_grace
+            for leftover in found:
+                signal_leftover(leftover, signal.SIGTERM)
+                self._leftovers.append((kill_at, leftover))
+        listed = sorted(found, key=lambda leftover: leftover.pid)[:LEFTOVERS_LISTED]
+        return LeftoverProcesses(
+            count=len(found),
+            kept=kept,
+            processes=[LeftoverProcess(pid=p.pid, command=p.command[:LEFTOVER_COMMAND_MAX]) for p in listed],
+        )
+
+    def _end_leftovers(self) -> None:
+        """The run ends: stop every process of the session's jobs still running, but those kept on purpose.
+
+        Found by the session id in their environment, as ``resume`` finds a dead
+        runner's: also those that escaped the look at their job's end.
+        """
+        session_id = self._session_env[0]
+        keep = {job_id for job_id, job in self.plan.jobs.items() if FLAG_LEAVES_PROCESSES in job.flags}
+        found = [
+            leftover for leftover in find_marked({SESSION_ENV: session_id})
+            if process_env(leftover.pid).get(JOB_ENV) not in keep
+        ]
+        pending = [leftover for _kill_at, leftover in self._leftovers] + found
+        self._leftovers.clear()
+        kill_leftovers(pending, self.kill_grace)
 
     def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
         """Keep the category and certification status of jobs made from templates with the run's."""
@@ -632,6 +689,13 @@ class BatchRunner:
             # Woken late (stopped, starved, busy), the runner may find both a deadline passed and the job
             # already ended: take the exits first, so a job that ended in time is not recorded as timed out.
             self._handle(self.executor.poll(0))
+        for item in list(self._leftovers):
+            kill_at, leftover = item
+            alive = still_running(leftover)
+            if alive and now >= kill_at:
+                signal_leftover(leftover, signal.SIGKILL)
+            if not alive or now >= kill_at:
+                self._leftovers.remove(item)
         for item in list(self._stragglers):
             kill_at, process = item
             alive = _group_alive(process.pgid)
@@ -694,7 +758,7 @@ class BatchRunner:
                 self._terminate(running, now)
                 running.kill_at = now + min(self.kill_grace, 1.0)
         give_up = now + self.kill_grace + 5.0
-        while (self._running or self._stragglers) and self._clock() < give_up:
+        while (self._running or self._stragglers or self._leftovers) and self._clock() < give_up:
             self._drain_wakeups()  # else the signal's wake-up byte would make every poll return at once
             self._handle(self.executor.poll(self._poll_timeout()))
             self._enforce_deadlines()
@@ -977,17 +1041,27 @@ def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) ->
 def find_leftovers(session_id: str) -> dict[str, set[int]]:
     """Process groups of live processes started as jobs of *session_id*, by job id."""
     found: dict[str, set[int]] = {}
-    me = os.getpid()
-    for pid in iter_pids():
-        if pid == me:
-            continue
-        env = process_env(pid)
-        if env.get(SESSION_ENV) == session_id and JOB_ENV in env:
+    for leftover in find_marked({SESSION_ENV: session_id}):
+        job_id = process_env(leftover.pid).get(JOB_ENV)
+        if job_id is not None:
             try:
-                found.setdefault(env[JOB_ENV], set()).add(os.getpgid(pid))
+                found.setdefault(job_id, set()).add(os.getpgid(leftover.pid))
             except ProcessLookupError:
                 pass
     return found
+
+
+def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
+    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
+    for leftover in leftovers:
+        signal_leftover(leftover, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = [leftover for leftover in leftovers if still_running(leftover)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [leftover for leftover in alive if still_running(leftover)]
+    for leftover in alive:
+        signal_leftover(leftover, signal.SIGKILL)
 
 
 def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:

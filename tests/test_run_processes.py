@@ -18,7 +18,8 @@ import pytest
 
 from plainbox_like import plan as planning
 from plainbox_like import session as batch
-from plainbox_like import workers
+from plainbox_like import codec, workers
+from plainbox_like.runner import iter_pids, process_env
 from plainbox_like.storage import SessionRepository, load_session
 from plainbox_like.units import JobDefinition
 
@@ -27,11 +28,18 @@ from cli_helpers import assert_one_line_error
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cli_env():
+#: An environment variable every job of these tests inherits (with a value unique to the test), so that
+#: a test finds, and at its end kills, only the processes it started.
+MARKER = "PLAINBOX_LIKE_TEST_MARKER"
+
+
+def cli_env(marker=None):
     env = dict(os.environ)
     env.pop("PLAINBOX_LIKE_SESSION", None)
     env.pop("PLAINBOX_LIKE_JOB", None)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    if marker is not None:
+        env[MARKER] = marker
     return env
 
 
@@ -39,11 +47,37 @@ def cli_argv(repo, *args):
     return [sys.executable, "-m", "plainbox_like", "--repository", str(repo), *args]
 
 
-def cli(repo, *args, timeout=90):
+def cli(repo, *args, timeout=90, marker=None):
     return subprocess.run(
-        cli_argv(repo, *args), env=cli_env(), capture_output=True, text=True, timeout=timeout,
+        cli_argv(repo, *args), env=cli_env(marker), capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def marked(marker):
+    """Live processes (not zombies) that carry *marker*: this test's job processes."""
+    found = []
+    for pid in iter_pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X") and process_env(pid).get(MARKER) == marker:
+            found.append(pid)
+    return found
+
+
+@pytest.fixture
+def marker():
+    """A marker unique to the test; whatever process still carries it at the end is killed."""
+    value = f"test-{uuid.uuid4().hex}"
+    yield value
+    for pid in marked(value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def only_session(repo):
@@ -153,3 +187,94 @@ def test_a_job_past_its_deadline_still_times_out(tmp_path):
     (attempt,) = load_session(only_session(tmp_path / "repo")).state.results["slow"]
     assert attempt.outcome == "fail" and attempt.comments == "timed out after 0.5 s"
     assert 0.5 <= attempt.execution_duration < 10
+
+
+# -- processes a job leaves running ------------------------------------------------------
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_background_processes_are_killed_when_their_job_ends_and_named_in_its_result(tmp_path, marker, jobs):
+    done = cli(tmp_path / "repo", "run", "-j", jobs, "-c", "sleep 600 & echo one",
+               "-c", "setsid sleep 599 & echo two", "-c", "true", marker=marker)
+    assert done.returncode == 0, done.stderr
+    assert wait_until(lambda: not marked(marker), timeout=10), "a job's background process outlived the run"
+    state = load_session(only_session(tmp_path / "repo")).state
+    by_command = {}
+    for attempts in state.results.values():
+        left = attempts[-1].leftover_processes
+        assert attempts[-1].outcome == "pass"
+        if left is not None:
+            assert (left.count, left.kept, len(left.processes)) == (1, False, 1)
+            assert left.processes[0].pid > 0
+            by_command[left.processes[0].command] = left
+    # (setsid may not have replaced itself by sleep yet when the job ended)
+    assert sorted(c.replace("setsid ", "") for c in by_command) == ["sleep 599", "sleep 600"]
+    assert sum(1 for a in state.results.values() if a[-1].leftover_processes is None) == 1
+
+
+def test_a_job_that_moves_to_a_new_session_does_not_survive_its_timeout(tmp_path, marker):
+    units = tmp_path / "escape.pxu"
+    units.write_text("id: escape\nplugin: shell\ntimeout: 1\ncommand: setsid sleep 598; true\n")
+    done = cli(tmp_path / "repo", "run", str(units), marker=marker, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert wait_until(lambda: not marked(marker), timeout=10), "the job's process survived its timeout"
+    (attempt,) = load_session(only_session(tmp_path / "repo")).state.results["escape"]
+    assert attempt.outcome == "fail" and attempt.comments == "timed out after 1 s"
+    assert attempt.leftover_processes.count == 1
+    assert attempt.leftover_processes.processes[0].command == "sleep 598"
+    assert attempt.leftover_processes.kept is False
+
+
+def test_stop_now_kills_what_a_job_moved_out_of_its_process_group(tmp_path, marker):
+    started = tmp_path / "started"
+    repo = tmp_path / "repo"
+    proc = subprocess.Popen(
+        cli_argv(repo, "run", "-c", f"touch {started}; setsid sleep 597; true"),
+        env=cli_env(marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wait_until(lambda: started.exists() and marked(marker) or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, proc.communicate()
+        done = cli(repo, "stop", "--now", only_session(repo), timeout=60)
+        assert done.returncode == 0, done.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert wait_until(lambda: not marked(marker), timeout=10), "the job's process survived stop --now"
+    (attempt,) = load_session(only_session(repo)).state.results["c1"]
+    assert attempt.outcome == "crash" and attempt.comments == "stopped by request"
+    assert attempt.leftover_processes is not None
+    assert [p.command for p in attempt.leftover_processes.processes] == ["sleep 597"]
+
+
+def test_a_job_flagged_leaves_processes_keeps_its_daemon(tmp_path, marker):
+    units = tmp_path / "daemon.pxu"
+    units.write_text(
+        "id: daemon\nplugin: shell\nflags: leaves-processes\ncommand: setsid sleep 596 & echo started\n\n"
+        "id: plain\nplugin: shell\ncommand: sleep 595 & echo started\n"
+    )
+    done = cli(tmp_path / "repo", "run", str(units), marker=marker)
+    assert done.returncode == 0, done.stderr
+    # The kept one lives on after the run; the other job's was killed.
+    assert wait_until(lambda: len(marked(marker)) == 1, timeout=10)
+    (pid,) = marked(marker)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:2] == [b"sleep", b"596"]
+    results = load_session(only_session(tmp_path / "repo")).state.results
+    daemon = results["daemon"][-1].leftover_processes
+    assert (daemon.count, daemon.kept, [p.pid for p in daemon.processes]) == (1, True, [pid])
+    plain = results["plain"][-1].leftover_processes
+    assert (plain.count, plain.kept) == (1, False)
+
+
+def test_many_leftovers_are_all_counted_and_a_bounded_number_listed(tmp_path, marker):
+    done = cli(tmp_path / "repo", "run", "-c", "for i in $(seq 25); do sleep 594 & done; echo", marker=marker)
+    assert done.returncode == 0, done.stderr
+    assert wait_until(lambda: not marked(marker), timeout=10)
+    (attempt,) = load_session(only_session(tmp_path / "repo")).state.results["c1"]
+    left = attempt.leftover_processes
+    assert left.count == 25 and len(left.processes) == 10
+    assert [p.pid for p in left.processes] == sorted(p.pid for p in left.processes)
+    assert {p.command for p in left.processes} == {"sleep 594"}
