@@ -393,24 +393,45 @@ def _sched_exec_start(path: str) -> float:
     raise ValueError(f"{path}: no se.exec_start")
 
 
+def _last_cpu(path: str) -> int:
+    """The CPU a task last ran on (field 39 of a ``/proc/.../stat`` file)."""
+    with open(path, "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rfind(b")") + 2:].split()[36])
+
+
 def exit_time(pid: int, now: float, started: float | None) -> float | None:
     """When zombie *pid* exited, on the monotonic clock, *now* being the time of this call; None if unknown.
 
     A runner that was stopped, starved or busy sees an exit late. The
     scheduler knows when the zombie last ran (its exit) and when this thread
-    began running (just now, having woken up); both are on the scheduler's
-    clock, so their difference is how long ago the process ended. Linux shows
-    them in ``/proc/PID/sched`` where the kernel has scheduler statistics (most
-    distributions' kernels); elsewhere the time is unknown and the caller keeps
-    when it saw the exit. The result is kept between *started* and *now*.
+    began running (just now, having woken up), each on the clock of the CPU it
+    ran on: on the same CPU, their difference is how long ago the process
+    ended (clocks of different CPUs drift apart, by seconds in a virtual
+    machine), so this thread moves to the zombie's last CPU for the reading.
+    Linux shows these in ``/proc/PID/sched`` where the kernel keeps scheduler
+    statistics (most distributions' kernels); elsewhere the time is unknown and
+    the caller keeps when it saw the exit. The result is kept between *started*
+    and *now*.
     """
     try:
         theirs = _sched_exec_start(f"/proc/{pid}/sched")
-        mine = _sched_exec_start("/proc/thread-self/sched")
-    except (OSError, ValueError):
+        cpu = _last_cpu(f"/proc/{pid}/stat")
+        if _last_cpu("/proc/thread-self/stat") == cpu:
+            mine = _sched_exec_start("/proc/thread-self/sched")
+        else:
+            allowed = os.sched_getaffinity(0)
+            if cpu not in allowed:
+                return None
+            os.sched_setaffinity(0, {cpu})  # returns once this thread runs there
+            try:
+                mine = _sched_exec_start("/proc/thread-self/sched")
+            finally:
+                os.sched_setaffinity(0, allowed)
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
     when = now - max(0.0, mine - theirs)
-    return when if started is None else max(started, when)
+    return when if started is None else min(now, max(started, when))
 
 
 def iter_pids() -> Iterator[int]:

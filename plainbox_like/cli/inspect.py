@@ -250,6 +250,8 @@ def _ordered_jobs(state: SessionState) -> list[str]:
 
 
 def _attempt_json(a: Attempt) -> dict[str, Any]:
+    import attrs
+
     from plainbox_like.cli import common
 
     return {
@@ -261,6 +263,7 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "skip_reason": a.skip_reason,
         "io_log_filename": a.io_log_filename,
         "started": common.iso_time(a.started),
+        "leftover_processes": attrs.asdict(a.leftover_processes) if a.leftover_processes is not None else None,
     }
 
 

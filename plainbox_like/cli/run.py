@@ -37,7 +37,7 @@ class LineReporter:
 
     def finished(self, job_id: str, result: Attempt) -> None:
         self.done += 1
-        detail = result.skip_reason or result.comments
+        detail = "; ".join(filter(None, (result.skip_reason or result.comments, leftover_note(result)))) or None
         line = (
             f"[{self.done:>{self.width}}/{self.total}] {result.outcome:<18} "
             f"{format_duration(result.execution_duration):>8}  {clean(job_id)}"
@@ -47,6 +47,15 @@ class LineReporter:
 
     def close(self) -> None:
         pass
+
+
+def leftover_note(result: Attempt) -> str | None:
+    """``left 2 processes running, stopped`` for a job that left processes behind, else None."""
+    left = result.leftover_processes
+    if left is None:
+        return None
+    plural = "" if left.count == 1 else "es"
+    return f"left {left.count} process{plural} running, {'kept' if left.kept else 'stopped'}"
 
 
 class ProgressReporter:
