@@ -19,7 +19,7 @@ import pytest
 
 from plainbox_like import plan as planning
 from plainbox_like import session as batch
-from plainbox_like import codec, workers
+from plainbox_like import workers
 from plainbox_like.runner import iter_pids, process_env
 from plainbox_like.storage import SessionRepository, load_session
 from plainbox_like.units import JobDefinition
