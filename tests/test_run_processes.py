@@ -229,11 +229,12 @@ def test_a_job_that_moves_to_a_new_session_does_not_survive_its_timeout(tmp_path
     assert attempt.leftover_processes.kept is False
 
 
-def test_stop_now_kills_what_a_job_moved_out_of_its_process_group(tmp_path, marker):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_stop_now_kills_what_a_job_moved_out_of_its_process_group(tmp_path, marker, jobs):
     started = tmp_path / "started"
     repo = tmp_path / "repo"
     proc = subprocess.Popen(
-        cli_argv(repo, "run", "-c", f"touch {started}; setsid sleep 597; true"),
+        cli_argv(repo, "run", "-j", jobs, "-c", f"touch {started}; setsid sleep 597; true", "-c", "true"),
         env=cli_env(marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
