@@ -29,7 +29,7 @@ from plainbox_like.text import format_size
 
 FORMAT = "plainbox-like"
 #: Current version of our state format; bump on any change and add a migration.
-VERSION = 2
+VERSION = 3
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
 
@@ -48,6 +48,22 @@ def _v1_to_v2(session: dict[str, Any]) -> dict[str, Any]:
 
 
 MIGRATIONS[1] = _v1_to_v2
+
+
+def _v2_to_v3(session: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds ``leftover_processes`` to attempts; version 2 did not look for any (null: none known)."""
+    results = session.get("results")
+    if not isinstance(results, dict):
+        return session  # the structuring step reports it
+    migrated = {
+        job_id: [{**a, "leftover_processes": None} if isinstance(a, dict) else a for a in attempts]
+        if isinstance(attempts, list) else attempts
+        for job_id, attempts in results.items()
+    }
+    return {**session, "results": migrated}
+
+
+MIGRATIONS[2] = _v2_to_v3
 
 
 def _strict(kind: type, name: str) -> Callable[[Any, type], Any]:
@@ -102,7 +118,8 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
             comments, log, number = get("comments"), get("io_log_filename"), get("attempt", 1)
             started, skip_reason = get("started"), get("skip_reason")
             if (
-                type(outcome) is str
+                get("leftover_processes") is None
+                and type(outcome) is str
                 and (return_code is None or type(return_code) is int)
                 and (duration is None or type(duration) is float or type(duration) is int)
                 and (comments is None or type(comments) is str)

@@ -872,6 +872,7 @@ _ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
     "attempt": (int,),
     "started": (_NONE, float, int),
     "skip_reason": (_NONE, str),
+    "leftover_processes": (_NONE,),  # an object: the ordinary way checks it
 }
 _METADATA_TYPES: dict[str, tuple[type, ...]] = {
     "title": (_NONE, str),

@@ -136,9 +136,10 @@ class RecordWriter:
     *clock* is a monotonic clock (injected for tests); *started* is the job's
     start on that clock, from which the first record's delay is measured;
     *record_fd* is the record file already open (from :func:`open_log_files`).
-    ``.stdout`` and ``.stderr`` are created when the stream first has output
-    (a stream without output has no raw file), so that a job without output
-    costs one file creation, not three.
+    ``.stdout`` and ``.stderr`` are created at once, with the record file:
+    every attempt has both, empty when its stream had no output (the on-disk
+    contract, and what Checkbox writes); the runner creates them while the job's
+    shell starts, so they cost the job no time.
     """
 
     def __init__(
@@ -159,6 +160,13 @@ class RecordWriter:
             record_fd = os.open(stem_path + ".record.gz", _RAW_FLAGS, 0o600)
         self._record_fd = record_fd
         self._raw_fds: dict[str, int] = {}
+        try:
+            for stream in STREAMS:
+                self._raw_fds[stream] = os.open(f"{stem_path}.{stream}", _RAW_FLAGS, 0o600)
+        except BaseException:
+            for fd in (record_fd, *self._raw_fds.values()):
+                os.close(fd)
+            raise
         self._level = level
         self._deflate: Any = None  # made by the first write (most jobs print little, many nothing)
         self._crc = 0
@@ -188,10 +196,7 @@ class RecordWriter:
         compressed = self._deflate.compress(line)
         if compressed:
             _write_all(self._record_fd, compressed)
-        fd = self._raw_fds.get(stream)
-        if fd is None:
-            fd = self._raw_fds[stream] = os.open(f"{self.stem_path}.{stream}", _RAW_FLAGS, 0o600)
-        _write_all(fd, data)
+        _write_all(self._raw_fds[stream], data)
         self.bytes_written[stream] += len(data)
         self._dirty = True
         if now - self._last_flush >= FLUSH_INTERVAL:

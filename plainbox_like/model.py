@@ -34,6 +34,32 @@ FLAG_PAUSED = "paused"
 
 
 @attrs.define
+class LeftoverProcess:
+    """One process a job left running when it ended."""
+
+    pid: int
+    #: Its command line (arguments joined by spaces, cut to :data:`LEFTOVER_COMMAND_MAX` characters).
+    command: str
+
+
+#: How many leftover processes an attempt lists (all are counted), and how long a listed command line may be.
+LEFTOVERS_LISTED = 10
+LEFTOVER_COMMAND_MAX = 200
+
+
+@attrs.define
+class LeftoverProcesses:
+    """The processes a job left running when it ended (version 3)."""
+
+    #: How many there were.
+    count: int
+    #: True if they were left alive (the job's ``leaves-processes`` flag), false if they were killed.
+    kept: bool = False
+    #: The first of them by pid, at most :data:`LEFTOVERS_LISTED`.
+    processes: list[LeftoverProcess] = attrs.Factory(list)
+
+
+@attrs.define
 class Attempt:
     """One attempt at running a job: an entry of ``results[job_id]``."""
 
@@ -45,6 +71,8 @@ class Attempt:
     attempt: int = 1
     started: float | None = None
     skip_reason: str | None = None
+    #: Processes the job left running when it ended; None if none (or not known: before version 3).
+    leftover_processes: LeftoverProcesses | None = None
 
 
 @attrs.define

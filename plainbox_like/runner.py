@@ -43,6 +43,11 @@ _PIPE_SIZE = 1 << 16
 F_SETPIPE_SZ = 1031
 #: Seconds a job runs before its :class:`Started` is reported, unless asked at once.
 STARTED_DELAY = 0.05
+#: A job that ran longer than this may have left processes with any pid (see find_marked).
+FULL_SCAN_AFTER = 1.0
+#: A poll that returns this long after the previous one began may see exits that happened a while ago
+#: (the runner was busy, stopped or starved): their time is then taken from the kernel (see exit_time).
+LATE = 0.05
 #: Signals a job starts with default handling for, whatever the runner ignores.
 _DEFAULT_SIGNALS = tuple(
     s for s in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
@@ -68,6 +73,9 @@ class ProcessSpec:
     env: dict[str, str]
     log: str | None = None
     durable_log: bool = False
+    #: Environment entries that mark the job's processes (its session and job): with them, the processes
+    #: it leaves running are looked for when it ends and reported with its :class:`Exited`.
+    marker: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.define(eq=False)
@@ -106,12 +114,27 @@ class Output:
 
 
 @attrs.frozen
+class Leftover:
+    """A live process a job left behind: its pid, its start (to tell it from a later process with the same
+    pid) and its command line."""
+
+    pid: int
+    start: int  # clock ticks after boot (/proc/PID/stat)
+    command: str
+
+
+@attrs.frozen
 class Exited:
-    """A process ended; *returncode* is negative for a signal, as in subprocess."""
+    """A process ended; *returncode* is negative for a signal, as in subprocess.
+
+    *leftovers* are the processes of its job still running when it ended
+    (found by its spec's marker), not signalled: the caller decides.
+    """
 
     process: Process
     returncode: int
     when: float
+    leftovers: tuple[Leftover, ...] = ()
 
 
 class Executor(Protocol):
@@ -155,6 +178,9 @@ class LocalExecutor:
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
         self._unannounced: dict[Process, float] = {}  # running, Started not reported yet -> when it is due
+        self._polled_at = clock()  # when the last poll began: exits seen later than LATE after it may be old
+        # The kernel's times are on the monotonic clock's time line; an injected clock's are not.
+        self._kernel_times = clock is time.monotonic
 
     @property
     def running(self) -> list[Process]:
@@ -242,7 +268,11 @@ class LocalExecutor:
             timeout = max(0.0, due if timeout is None else min(timeout, due))
         events: list[Started | Output | Exited] = []
         exited: list[Process] = []
-        for fd, _ in self._poller.poll(-1 if timeout is None else timeout * self._poll_scale):
+        began, self._polled_at = self._polled_at, self._clock()
+        ready = self._poller.poll(-1 if timeout is None else timeout * self._poll_scale)
+        woke = self._clock()
+        late = self._kernel_times and woke - began > LATE
+        for fd, _ in ready:
             process = self._owners.get(fd)
             if process is None:  # a watch_fd descriptor: it only wakes us
                 continue
@@ -253,9 +283,12 @@ class LocalExecutor:
         if not self._use_pidfd:
             exited.extend(p for p in self._running.values() if p.status is None and self._reap(p, os.WNOHANG))
         for process in exited:
+            when = None
             if process.status is None:
+                if late:  # still a zombie: ask the kernel when it ended
+                    when = exit_time(process.pid, woke, process.started)
                 self._reap(process, 0)
-            self._finish(process, events)
+            self._finish(process, events, when)
         now = self._clock()
         if self._unannounced:
             due = [p for p, at in self._unannounced.items() if at <= now or p.status is not None]
@@ -291,8 +324,8 @@ class LocalExecutor:
         process.status = status
         return True
 
-    def _finish(self, process: Process, events: list) -> None:
-        """The leader exited: take what is already in the pipes, then close them.
+    def _finish(self, process: Process, events: list, when: float | None = None) -> None:
+        """The leader exited (at *when*, if known better than now): take what is already in the pipes, then close them.
 
         Background processes the job left behind may keep the pipes open; we
         do not wait for them (they get EPIPE if they write later), and read at
@@ -313,10 +346,17 @@ class LocalExecutor:
             self._unwatch(process.pidfd)
             process.pidfd = None
         del self._running[process.pid]
-        when = self._clock()
+        if when is None:
+            when = self._clock()
+        leftovers: tuple[Leftover, ...] = ()
+        if process.spec.marker:
+            # A short job's descendants have pids after its own: only those need a look (a long one's
+            # may have wrapped around, and the look costs little next to it).
+            since = process.pid if when - process.started < FULL_SCAN_AFTER else None
+            leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since))
         if process.log is not None:
             process.log.close(durable=process.spec.durable_log)
-        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when))
+        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers))
 
     def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
         if process.log is not None:
@@ -344,6 +384,56 @@ class LocalExecutor:
         self._spare_pipes.clear()
 
 
+def _sched_exec_start(path: str) -> float:
+    """``se.exec_start`` of a ``/proc/.../sched`` file: when the task last began running, in seconds."""
+    with open(path, "rb") as f:
+        for line in f:
+            if line.startswith(b"se.exec_start"):
+                return float(line.split(b":", 1)[1]) / 1000.0  # milliseconds
+    raise ValueError(f"{path}: no se.exec_start")
+
+
+def _last_cpu(path: str) -> int:
+    """The CPU a task last ran on (field 39 of a ``/proc/.../stat`` file)."""
+    with open(path, "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rfind(b")") + 2:].split()[36])
+
+
+def exit_time(pid: int, now: float, started: float | None) -> float | None:
+    """When zombie *pid* exited, on the monotonic clock, *now* being the time of this call; None if unknown.
+
+    A runner that was stopped, starved or busy sees an exit late. The
+    scheduler knows when the zombie last ran (its exit) and when this thread
+    began running (just now, having woken up), each on the clock of the CPU it
+    ran on: on the same CPU, their difference is how long ago the process
+    ended (clocks of different CPUs drift apart, by seconds in a virtual
+    machine), so this thread moves to the zombie's last CPU for the reading.
+    Linux shows these in ``/proc/PID/sched`` where the kernel keeps scheduler
+    statistics (most distributions' kernels); elsewhere the time is unknown and
+    the caller keeps when it saw the exit. The result is kept between *started*
+    and *now*.
+    """
+    try:
+        theirs = _sched_exec_start(f"/proc/{pid}/sched")
+        cpu = _last_cpu(f"/proc/{pid}/stat")
+        if _last_cpu("/proc/thread-self/stat") == cpu:
+            mine = _sched_exec_start("/proc/thread-self/sched")
+        else:
+            allowed = os.sched_getaffinity(0)
+            if cpu not in allowed:
+                return None
+            os.sched_setaffinity(0, {cpu})  # returns once this thread runs there
+            try:
+                mine = _sched_exec_start("/proc/thread-self/sched")
+            finally:
+                os.sched_setaffinity(0, allowed)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    when = now - max(0.0, mine - theirs)
+    return when if started is None else min(now, max(started, when))
+
+
 def iter_pids() -> Iterator[int]:
     """Pids of all processes (from /proc)."""
     try:
@@ -367,6 +457,96 @@ def iter_pgid_members(pgid: int) -> Iterator[int]:
         fields = stat[stat.rfind(b")") + 2:].split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
             yield int(name)
+
+
+def _pids_after(pid: int) -> Iterator[int] | None:
+    """Pids that may have been given out after *pid* (its descendants among them), without listing /proc.
+
+    None if that cannot be told (no ``/proc/sys/kernel/ns_last_pid``) or the range is wide.
+    """
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return None
+    if last >= pid:
+        return iter(range(pid + 1, last + 1)) if last - pid <= 256 else None
+    return None  # wrapped around: look at everything
+
+
+def read_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start in clock ticks after boot) of *pid*, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return fields[0].decode("ascii", "replace"), int(fields[2]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def command_line(pid: int, limit: int = 200) -> str:
+    """The command line of *pid*, arguments joined by spaces, cut to *limit* characters ("" if unknown)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(limit * 4 + 1)
+    except OSError:
+        return ""
+    if not raw:  # a kernel thread or a zombie: the name the kernel keeps
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                return "[" + f.read().strip().decode("utf-8", "replace")[:limit] + "]"
+        except OSError:
+            return ""
+    text = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def find_marked(marker: dict[str, str], pgid: int | None = None, since_pid: int | None = None) -> list[Leftover]:
+    """Live processes whose environment holds every entry of *marker*, or that are in process group *pgid*.
+
+    With *since_pid*, only processes with pids given out after it are looked
+    at when that can be told cheaply (see :func:`_pids_after`); otherwise all.
+    A job's processes inherit its environment, whatever process group or
+    session they move to; only one that replaces its environment escapes.
+    This process itself is never one of them.
+    """
+    pids = _pids_after(since_pid) if since_pid is not None else None
+    if pids is None:
+        pids = iter_pids()
+    me = os.getpid()
+    found = []
+    items = marker.items()
+    for pid in pids:
+        if pid == me:
+            continue
+        stat = read_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        if stat[1] != pgid:
+            env = process_env(pid)
+            if not env or any(env.get(name) != value for name, value in items):
+                continue
+        found.append(Leftover(pid, stat[2], command_line(pid)))
+    return found
+
+
+def still_running(leftover: Leftover) -> bool:
+    """Whether *leftover* is alive (not a zombie) and is still the same process (same start)."""
+    stat = read_stat(leftover.pid)
+    return stat is not None and stat[0] not in ("Z", "X") and stat[2] == leftover.start
+
+
+def signal_leftover(leftover: Leftover, signum: int) -> None:
+    """Send *signum* to *leftover* if it is still that process (never to a later one with its pid)."""
+    if still_running(leftover):
+        try:
+            os.kill(leftover.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -24,6 +24,8 @@ from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
 from plainbox_like.model import (
+    LEFTOVER_COMMAND_MAX,
+    LEFTOVERS_LISTED,
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
@@ -34,10 +36,12 @@ from plainbox_like.model import (
     OUTCOME_SKIPPED_DEPENDENCY,
     OUTCOME_SKIPPED_RESOURCE,
     Attempt,
+    LeftoverProcess,
+    LeftoverProcesses,
     SessionState,
 )
 from plainbox_like.runner import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
-from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
+from plainbox_like.runner import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.storage import session_file
 from plainbox_like.resource import RequirementProgram
@@ -47,8 +51,14 @@ from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, lo
 APP_ID = "plainbox-like"
 #: Plugins whose command we run.
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
+#: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
+FLAG_LEAVES_PROCESSES = "leaves-processes"
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE = 3.0
+#: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
+#: the number of CPUs is no limit; but each worker is a forked copy of the runner holding two of its pipe
+#: ends, and 256 of them already take half of the common limit of 1,024 open files.
+MAX_PARALLEL = 256
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
 STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
@@ -213,6 +223,17 @@ class _Running:
     deadline: float | None = None
     kill_at: float | None = None
     why_stopped: str | None = None
+    #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
+    timed_out_at: float | None = None
+
+
+def check_parallel(parallel: int, force: bool = False) -> None:
+    """Refuse a parallelism above :data:`MAX_PARALLEL` unless *force* (a one-line error)."""
+    if parallel > MAX_PARALLEL and not force:
+        raise PlainboxLikeError(
+            f"-j {parallel}: more than {MAX_PARALLEL} jobs at once needs --force "
+            f"(each is a worker process forked from the runner)"
+        )
 
 
 def job_environment(base: dict[str, str], job: JobDefinition, session_id: str, share_dir: str) -> dict[str, str]:
@@ -277,6 +298,8 @@ class BatchRunner:
         self.stopped_by: str | None = None
         # (kill_at, process) of stopped jobs whose leader exited while others in its group live on.
         self._stragglers: list[tuple[float, Process]] = []
+        # (kill_at, process) of processes jobs left running, sent SIGTERM, to SIGKILL after the grace period.
+        self._leftovers: list[tuple[float, Leftover]] = []
         self._wake_r: int | None = None  # the read end of the pipe a signal writes to, while run() runs
 
     # -- the loop
@@ -309,7 +332,7 @@ class BatchRunner:
                 if not (self._paused or self._draining):
                     self._hand_out()
                 self._commit()
-                idle = not self._running and not self._stragglers
+                idle = not self._running and not self._stragglers and not self._leftovers
                 if idle and (self._draining or self.scheduler.done()):
                     break
                 if idle and self._paused:
@@ -319,6 +342,7 @@ class BatchRunner:
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
+            self._end_leftovers()
             self._set_paused_flag(False)
         except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
             self._stop_after_failure()
@@ -335,12 +359,14 @@ class BatchRunner:
         return self.stopped_by is not None
 
     def _make_executor(self) -> Executor:
-        if self._parallel < 2:
+        # No more workers than jobs to run (unless templates may add jobs while it runs).
+        workers = self._parallel if self.expander is not None else min(self._parallel, self.scheduler.remaining)
+        if workers < 2:
             return LocalExecutor(self._clock)
         from plainbox_like.workers import WorkerExecutor
 
         sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
-        return WorkerExecutor(self._parallel, sync_fd=sync_fd, base_env=self.base_env)
+        return WorkerExecutor(workers, sync_fd=sync_fd, base_env=self.base_env)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
@@ -385,6 +411,8 @@ class BatchRunner:
                     timeout = min(timeout, max(0.0, moment - now))
         for kill_at, _process in self._stragglers:
             timeout = min(timeout, max(0.0, kill_at - now))
+        if self._leftovers:  # look again soon: most go at the SIGTERM
+            timeout = min(timeout, 0.05, *(max(0.0, kill_at - now) for kill_at, _ in self._leftovers))
         return timeout
 
     def _hand_out(self) -> None:
@@ -513,7 +541,12 @@ class BatchRunner:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
         env = job_environment(self.base_env, job, *self._session_env)
         spec = ProcessSpec(
-            job.id, argv, env, log=os.path.join(self._io_logs_dir, running.log_stem), durable_log=self._durable_logs
+            job.id,
+            argv,
+            env,
+            log=os.path.join(self._io_logs_dir, running.log_stem),
+            durable_log=self._durable_logs,
+            marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
@@ -553,6 +586,8 @@ class BatchRunner:
         del self._running[job.id]
         code = event.returncode
         duration = event.when - running.process.started
+        if running.timed_out_at is not None and event.when < running.timed_out_at:
+            running.why_stopped = None  # it ended before its deadline, however late the runner saw it
         if running.why_stopped:
             stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
             outcome, comments = (OUTCOME_CRASH if stopped else OUTCOME_FAIL), running.why_stopped
@@ -565,6 +600,7 @@ class BatchRunner:
         if running.kill_at is not None and _group_alive(running.process.pgid):
             # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
             self._stragglers.append((running.kill_at, running.process))
+        leftovers = self._take_leftovers(running, getattr(event, "leftovers", ()))
         new_jobs: list[JobDefinition] = []
         if job.plugin == "resource" and outcome == OUTCOME_PASS:
             records = self._resource_records(running)
@@ -584,7 +620,47 @@ class BatchRunner:
                 if added is not None:
                     added(len(jobs))
         self.scheduler.finish(job.id, outcome)
-        self._record(job.id, self._attempt(running, outcome, code, duration, comments))
+        attempt = self._attempt(running, outcome, code, duration, comments)
+        attempt.leftover_processes = leftovers
+        self._record(job.id, attempt)
+
+    def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:
+        """What a job left running when it ended, for its result; SIGTERM them unless it keeps them.
+
+        A job flagged ``leaves-processes`` keeps them, unless it was stopped
+        (timeout, stop --now, interrupted): then, as for every other job, they
+        get SIGTERM now and SIGKILL after the grace period.
+        """
+        if not found:
+            return None
+        kept = FLAG_LEAVES_PROCESSES in running.job.flags and not running.why_stopped
+        if not kept:
+            kill_at = self._clock() + self.kill_grace
+            for leftover in found:
+                signal_leftover(leftover, signal.SIGTERM)
+                self._leftovers.append((kill_at, leftover))
+        listed = sorted(found, key=lambda leftover: leftover.pid)[:LEFTOVERS_LISTED]
+        return LeftoverProcesses(
+            count=len(found),
+            kept=kept,
+            processes=[LeftoverProcess(pid=p.pid, command=p.command[:LEFTOVER_COMMAND_MAX]) for p in listed],
+        )
+
+    def _end_leftovers(self) -> None:
+        """The run ends: stop every process of the session's jobs still running, but those kept on purpose.
+
+        Found by the session id in their environment, as ``resume`` finds a dead
+        runner's: also those that escaped the look at their job's end.
+        """
+        session_id = self._session_env[0]
+        keep = {job_id for job_id, job in self.plan.jobs.items() if FLAG_LEAVES_PROCESSES in job.flags}
+        found = [
+            leftover for leftover in find_marked({SESSION_ENV: session_id})
+            if process_env(leftover.pid).get(JOB_ENV) not in keep
+        ]
+        pending = [leftover for _kill_at, leftover in self._leftovers] + found
+        self._leftovers.clear()
+        kill_leftovers(pending, self.kill_grace)
 
     def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
         """Keep the category and certification status of jobs made from templates with the run's."""
@@ -618,6 +694,17 @@ class BatchRunner:
 
     def _enforce_deadlines(self) -> None:
         now = self._clock()
+        if any(r.deadline is not None and now >= r.deadline for r in self._running.values()):
+            # Woken late (stopped, starved, busy), the runner may find both a deadline passed and the job
+            # already ended: take the exits first, so a job that ended in time is not recorded as timed out.
+            self._handle(self.executor.poll(0))
+        for item in list(self._leftovers):
+            kill_at, leftover = item
+            alive = still_running(leftover)
+            if alive and now >= kill_at:
+                signal_leftover(leftover, signal.SIGKILL)
+            if not alive or now >= kill_at:
+                self._leftovers.remove(item)
         for item in list(self._stragglers):
             kill_at, process = item
             alive = _group_alive(process.pgid)
@@ -633,6 +720,7 @@ class BatchRunner:
                 running.kill_at = None
             elif running.deadline is not None and now >= running.deadline:
                 running.why_stopped = f"timed out after {running.job.timeout:g} s"
+                running.timed_out_at = running.deadline
                 self._terminate(running, now)
 
     def _terminate(self, running: _Running, now: float) -> None:
@@ -679,7 +767,7 @@ class BatchRunner:
                 self._terminate(running, now)
                 running.kill_at = now + min(self.kill_grace, 1.0)
         give_up = now + self.kill_grace + 5.0
-        while (self._running or self._stragglers) and self._clock() < give_up:
+        while (self._running or self._stragglers or self._leftovers) and self._clock() < give_up:
             self._drain_wakeups()  # else the signal's wake-up byte would make every poll return at once
             self._handle(self.executor.poll(self._poll_timeout()))
             self._enforce_deadlines()
@@ -963,17 +1051,27 @@ def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) ->
 def find_leftovers(session_id: str) -> dict[str, set[int]]:
     """Process groups of live processes started as jobs of *session_id*, by job id."""
     found: dict[str, set[int]] = {}
-    me = os.getpid()
-    for pid in iter_pids():
-        if pid == me:
-            continue
-        env = process_env(pid)
-        if env.get(SESSION_ENV) == session_id and JOB_ENV in env:
+    for leftover in find_marked({SESSION_ENV: session_id}):
+        job_id = process_env(leftover.pid).get(JOB_ENV)
+        if job_id is not None:
             try:
-                found.setdefault(env[JOB_ENV], set()).add(os.getpgid(pid))
+                found.setdefault(job_id, set()).add(os.getpgid(leftover.pid))
             except ProcessLookupError:
                 pass
     return found
+
+
+def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
+    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
+    for leftover in leftovers:
+        signal_leftover(leftover, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = [leftover for leftover in leftovers if still_running(leftover)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [leftover for leftover in alive if still_running(leftover)]
+    for leftover in alive:
+        signal_leftover(leftover, signal.SIGKILL)
 
 
 def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:

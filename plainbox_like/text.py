@@ -1,4 +1,4 @@
-"""Text for people: durations and sizes."""
+"""Text for people: durations, sizes, and text from sessions and unit files made safe to print."""
 
 from __future__ import annotations
 
@@ -44,3 +44,13 @@ def format_size(size: int) -> str:
             value = size / factor
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} bytes"
+def clean(text: object) -> str:
+    """*text* on one line with control characters escaped (safe to print on a terminal or in a table).
+
+    Job ids, titles and comments come from unit files and sessions that others
+    wrote: an escape sequence in them must not reach the terminal as one.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -108,9 +108,10 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
                 running = False
                 if started is event.process:  # a short job: its start and exit in one message
                     started = None
-                    _send(events, ("ran", event.process.pid, event.process.started, event.returncode, event.when))
+                    _send(events, ("ran", event.process.pid, event.process.started, event.returncode, event.when,
+                                   event.leftovers))
                 else:
-                    _send(events, ("exited", event.returncode, event.when))
+                    _send(events, ("exited", event.returncode, event.when, event.leftovers))
         if started is not None:
             _send(events, ("started", started.pid, started.started))
         messages = inbox.read()
@@ -118,14 +119,14 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
             return  # the runner is gone
         for message in messages:
             if message[0] == "start":
-                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once = message
+                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker = message
                 env = {**base_env, **env_changes}
                 for name in env_removed:
                     del env[name]
                 if sync_fd is not None:
                     os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
                 try:
-                    executor.start(ProcessSpec(key, argv, env, log, durable_log), report_at_once=at_once)
+                    executor.start(ProcessSpec(key, argv, env, log, durable_log, marker), report_at_once=at_once)
                 except LogError as exc:
                     _send(events, ("error", str(exc)))
                 except OSError as exc:
@@ -226,7 +227,7 @@ class WorkerExecutor:
         removed = [name for name in base if name not in spec.env]
         _send(
             worker.commands,
-            ("start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once),
+            ("start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once, spec.marker),
         )
         return worker.process
 
@@ -258,7 +259,7 @@ class WorkerExecutor:
             message = ("exited", *message[3:])
         worker.process = None
         if message[0] == "exited":
-            events.append(Exited(process, message[1], message[2]))
+            events.append(Exited(process, message[1], message[2], message[3]))
         elif kind == "failed":
             events.append(Failed(process, message[1]))
         else:  # "error": the worker stopped the job, its output would be lost

@@ -323,7 +323,7 @@ def test_long_line_without_newline_keeps_runner_memory_bounded(tmp_path):
     assert attempt.outcome == "pass"
     stem = os.path.join(loaded.path, attempt.io_log_filename[: -len(".record.gz")])
     assert os.path.getsize(stem + ".stdout") == size
-    assert not os.path.exists(stem + ".stderr")  # nothing was written to stderr
+    assert os.path.getsize(stem + ".stderr") == 0  # nothing was written to stderr
     reader = RecordReader(stem + ".record.gz", chunk_size=1 << 12)
     total = largest = count = 0
     for record in reader:

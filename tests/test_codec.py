@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 import strategies
 from plainbox_like import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
-from plainbox_like.model import Attempt, SessionMetadata, SessionState
+from plainbox_like.model import Attempt, LeftoverProcess, LeftoverProcesses, SessionMetadata, SessionState
 from plainbox_like.storage import SessionWriter, load_session
 
 PATH = "/some/where/x.session/session"
@@ -254,6 +254,47 @@ def test_resources_round_trip_and_are_type_checked():
     assert codec.decode_state(data, PATH).state.resources == state.resources
     _check_error(_ours({"resources": {"cpu": [{"count": 4}]}}), CorruptSession, "wrong field type", "resources")
 
+
+
+def test_version_2_sessions_migrate_to_version_3_with_no_leftover_processes_known():
+    v2 = {"jobs": {"a": "x"}, "results": {"a": [{"outcome": "pass", "return_code": 0}, {"outcome": "fail"}]},
+          "desired_job_list": ["a"], "metadata": {"title": "t"}, "journal_seq": 2, "resources": {}}
+    assert codec.VERSION == 3
+    migrated = codec.MIGRATIONS[2](json.loads(json.dumps(v2)))
+    assert [a["leftover_processes"] for a in migrated["results"]["a"]] == [None, None]
+    assert v2["results"]["a"][0] == {"outcome": "pass", "return_code": 0}  # the input is not changed
+    loaded = codec.decode_state(_ours(v2, 2), PATH)
+    assert loaded.source_version == 2
+    assert [a.leftover_processes for a in loaded.state.results["a"]] == [None, None]
+    assert [a.outcome for a in loaded.state.results["a"]] == ["pass", "fail"]
+    # Damage is still reported by the structuring step, not by the migration.
+    _check_error(_ours({"results": {"a": "nope"}}, 2), CorruptSession, "wrong field type")
+    _check_error(_ours({"results": []}, 2), CorruptSession, "wrong field type")
+    # Version 1 goes through both steps.
+    v1 = {k: v for k, v in v2.items() if k != "resources"}
+    assert codec.decode_state(_ours(v1, 1), PATH).state.results["a"][0].leftover_processes is None
+
+
+def test_leftover_processes_round_trip_and_are_type_checked(tmp_path):
+    left = LeftoverProcesses(count=12, kept=True, processes=[LeftoverProcess(pid=41, command="sleep 600")])
+    state = SessionState(results={"a": [Attempt("pass", 0, 1.5, leftover_processes=left)], "b": [Attempt("pass")]})
+    data, _ = codec.encode_state(state)
+    doc = json.loads(gzip.decompress(data))
+    assert doc["version"] == 3
+    assert doc["session"]["results"]["a"][0]["leftover_processes"] == {
+        "count": 12, "kept": True, "processes": [{"command": "sleep 600", "pid": 41}]
+    }
+    assert doc["session"]["results"]["b"][0]["leftover_processes"] is None
+    assert codec.decode_state(data, PATH).state == state
+    # A journal result line (no version of its own) with and without the field.
+    assert codec.structure_attempt({"outcome": "pass"}).leftover_processes is None
+    assert codec.structure_attempt(
+        {"outcome": "pass", "leftover_processes": {"count": 1, "processes": [{"pid": 3, "command": "x"}]}}
+    ).leftover_processes == LeftoverProcesses(1, False, [LeftoverProcess(3, "x")])
+    for bad in ({"count": "1"}, {"count": 1, "kept": "yes"}, {"count": 1, "processes": [{"pid": "3", "command": "x"}]},
+                {"count": 1, "processes": "x"}, "many"):
+        _check_error(_ours({"results": {"a": [{"outcome": "pass", "leftover_processes": bad}]}}),
+                     CorruptSession, "wrong field type", "leftover_processes")
 
 
 # -- Plainbox / Checkbox sessions (read-only) -----------------------------------------

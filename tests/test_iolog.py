@@ -71,11 +71,9 @@ def test_round_trip(chunks):
         assert raw == b"".join(_line(r) for r in expected)
         for stream in iolog.STREAMS:
             data = b"".join(r.data for r in expected if r.stream == stream)
-            # A raw file exists exactly when its stream had output.
-            assert os.path.exists(f"{stem}.{stream}") == bool(data)
-            if data:
-                with open(f"{stem}.{stream}", "rb") as f:
-                    assert f.read() == data
+            # Both raw files always exist, empty for a stream without output.
+            with open(f"{stem}.{stream}", "rb") as f:
+                assert f.read() == data
 
 
 def test_delays_follow_the_clock():
@@ -104,7 +102,9 @@ def test_a_job_without_output_has_a_complete_empty_gzip(tmp_path, durable):
     assert gzip.decompress(open(path, "rb").read()) == b""
     assert subprocess.run(["zcat", path], capture_output=True, check=True).stdout == b""
     assert iolog.read_records(path) == iolog.RecordsRead([], True, None)
-    assert sorted(os.listdir(tmp_path)) == ["job.record.gz"]  # no raw files for streams without output
+    # Both raw files exist, empty: every attempt has them (the on-disk contract, as Checkbox writes it).
+    assert sorted(os.listdir(tmp_path)) == ["job.record.gz", "job.stderr", "job.stdout"]
+    assert os.path.getsize(stem + ".stdout") == os.path.getsize(stem + ".stderr") == 0
 
 
 def test_unknown_stream_is_refused_without_damaging_the_log(tmp_path):

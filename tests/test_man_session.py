@@ -35,6 +35,8 @@ STATE_SECTIONS = {
     "Runner objects": model.Runner,
     "Attempt objects": model.Attempt,
     "Running job objects": model.RunningJob,
+    "Leftover processes objects": model.LeftoverProcesses,
+    "Leftover process objects": model.LeftoverProcess,
 }
 #: Fields every journal line has, documented next to the operations.
 JOURNAL_COMMON = {"seq", "t", "op"}

@@ -50,12 +50,9 @@ def log_path(session_path, attempt, stream):
 
 
 def raw_output(session_path, attempt, stream="stdout"):
-    """The raw file's bytes; a stream without output has no raw file."""
-    try:
-        with open(log_path(session_path, attempt, stream), "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return b""
+    """The raw file's bytes (every attempt that ran has both raw files, empty ones included)."""
+    with open(log_path(session_path, attempt, stream), "rb") as f:
+        return f.read()
 
 
 def records(session_path, attempt):

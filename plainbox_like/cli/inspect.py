@@ -9,6 +9,7 @@ import sys
 import time
 
 from plainbox_like import index as indexing
+from plainbox_like.text import clean  # noqa: F401 (also for the other command modules)
 
 # ``list`` through the index is a short-lived process: what only ``show`` and the table need
 # (the shared CLI helpers, datetime, typing, the state machinery) is imported where it is used.
@@ -92,14 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def clean(text: object) -> str:
-    """*text* on one line with control characters escaped (safe to print in a table)."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def format_counts(counts: dict[str, int]) -> str:
@@ -257,6 +250,8 @@ def _ordered_jobs(state: SessionState) -> list[str]:
 
 
 def _attempt_json(a: Attempt) -> dict[str, Any]:
+    import attrs
+
     from plainbox_like.cli import common
 
     return {
@@ -268,6 +263,7 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "skip_reason": a.skip_reason,
         "io_log_filename": a.io_log_filename,
         "started": common.iso_time(a.started),
+        "leftover_processes": attrs.asdict(a.leftover_processes) if a.leftover_processes is not None else None,
     }
 
 

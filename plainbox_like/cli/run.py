@@ -13,6 +13,7 @@ from plainbox_like.cli.common import positive_int, format_duration, print_json, 
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.model import FAILED_OUTCOMES, Attempt
 from plainbox_like.storage import DURABILITY_MODES
+from plainbox_like.text import clean
 
 if TYPE_CHECKING:
     from plainbox_like.units import TestPlan, UnitSet
@@ -37,16 +38,25 @@ class LineReporter:
 
     def finished(self, job_id: str, result: Attempt) -> None:
         self.done += 1
-        detail = result.skip_reason or result.comments
+        detail = "; ".join(filter(None, (result.skip_reason or result.comments, leftover_note(result)))) or None
         line = (
             f"[{self.done:>{self.width}}/{self.total}] {result.outcome:<18} "
-            f"{format_duration(result.execution_duration):>8}  {job_id}"
+            f"{format_duration(result.execution_duration):>8}  {clean(job_id)}"
         )
-        self.stream.write(line + (f"  ({detail})" if detail else "") + "\n")
+        self.stream.write(line + (f"  ({clean(detail)})" if detail else "") + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         pass
+
+
+def leftover_note(result: Attempt) -> str | None:
+    """``left 2 processes running, stopped`` for a job that left processes behind, else None."""
+    left = result.leftover_processes
+    if left is None:
+        return None
+    plural = "" if left.count == 1 else "es"
+    return f"left {left.count} process{plural} running, {'kept' if left.kept else 'stopped'}"
 
 
 class ProgressReporter:
@@ -68,7 +78,7 @@ class ProgressReporter:
         self.bar.set_postfix_str(counts, refresh=True)
 
     def started(self, job_id: str, attempt: int) -> None:
-        self.current.append(job_id)
+        self.current.append(clean(job_id))
         self._refresh()
 
     def added(self, count: int) -> None:
@@ -77,11 +87,12 @@ class ProgressReporter:
         self._refresh()
 
     def finished(self, job_id: str, result: Attempt) -> None:
+        job_id = clean(job_id)
         if job_id in self.current:
             self.current.remove(job_id)
         self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
         if result.outcome in FAILED_OUTCOMES:
-            detail = f" ({result.comments})" if result.comments else ""
+            detail = f" ({clean(result.comments)})" if result.comments else ""
             self.bar.write(f"{result.outcome}: {job_id}{detail}")
         self.bar.update(1)
         self._refresh()
@@ -99,7 +110,7 @@ def _reporter(total: int, done: int):
 def _warn_templates(prepared: batch.Prepared) -> None:
     if prepared.expander is not None:
         for warning in prepared.expander.warnings:
-            print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+            print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
 
 
 def _finish(summary: batch.RunSummary, started: float) -> int:
@@ -144,6 +155,7 @@ def _no_providers_found(what: str = "nothing to run: give job files, -c COMMAND"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    batch.check_parallel(args.jobs, args.force)
     if args.json and not args.dry_run:
         raise PlainboxLikeError("--json only goes with --dry-run")
     providers = _find_providers(args, search=not args.files and not args.command_lines)
@@ -162,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     units = config.load_units()
     for warning in units.warnings:
-        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     plan = batch.plan_jobs(units, config)
     if args.bootstrap and not args.dry_run:
         raise PlainboxLikeError("--bootstrap only goes with --dry-run")
@@ -170,23 +182,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         order = list(plan.order)
         if args.bootstrap:
             order = batch.bootstrapped_order(
-                units, config, plan, lambda msg: print(f"plainbox-like: warning: {msg}", file=sys.stderr)
+                units, config, plan, lambda msg: print(f"plainbox-like: warning: {clean(msg)}", file=sys.stderr)
             )
         if args.json:
             print_json(order)
         else:
             for job_id in order:
-                print(job_id)
+                print(clean(job_id))
         return 0
     started = time.monotonic()
     prepared = batch.start_session(repository(args), config, title=args.title, units=units, plan=plan)
-    print(f"Session {prepared.writer.id} in {prepared.writer.path}", file=sys.stderr)
+    print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
     summary = batch.run_prepared(prepared, _reporter(len(plan.order), 0))
     _warn_templates(prepared)
     return _finish(summary, started)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    if args.jobs is not None:
+        batch.check_parallel(args.jobs, args.force)
     started = time.monotonic()
     prepared = batch.resume_session(
         repository(args),
@@ -196,7 +210,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         rerun_bootstrap=args.rerun_bootstrap,
         ignore_changed=args.ignore_changed,
         parallel=args.jobs,
-        say=lambda msg: print(f"plainbox-like: {msg}", file=sys.stderr),
+        say=lambda msg: print(f"plainbox-like: {clean(msg)}", file=sys.stderr),
     )
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
@@ -212,7 +226,7 @@ def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
     try:
         overrides = [o.to_json() for o in plan_overrides(units, plan.id)]
     except PlainboxLikeError as exc:
-        print(f"plainbox-like: warning: test plan {plan.id}: {exc}", file=sys.stderr)
+        print(f"plainbox-like: warning: test plan {clean(plan.id)}: {clean(exc)}", file=sys.stderr)
         overrides = None
     return {
         "id": plan.id,
@@ -239,14 +253,14 @@ def cmd_plans(args: argparse.Namespace) -> int:
     config = batch.RunConfig(sources=[_absolute(p) for p in args.files], providers=refs)
     units = config.load_units()
     for warning in units.warnings:
-        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     plans = sorted(units.test_plans, key=lambda p: p.id)
     if args.json:
         print_json([_plan_json(units, plan) for plan in plans])
         return 0
-    width = max((len(plan.id) for plan in plans), default=0)
+    width = max((len(clean(plan.id)) for plan in plans), default=0)
     for plan in plans:
-        print(f"{plan.id:<{width}}  {plan.name or ''}".rstrip())
+        print(f"{clean(plan.id):<{width}}  {clean(plan.name or '')}".rstrip())
     if not plans:
         print("plainbox-like: no test plans found", file=sys.stderr)
     return 0
@@ -295,7 +309,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="leave out jobs whose whole id matches REGEX (repeatable; jobs that selected jobs "
                      "depend on, and a test plan's mandatory jobs, still run)")
     run.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                     help="run up to N independent jobs at once (default 1)")
+                     help="run up to N independent jobs at once (default 1; at most as many workers as "
+                     f"jobs; more than {batch.MAX_PARALLEL} needs --force)")
+    run.add_argument("--force", action="store_true",
+                     help=f"allow -j above {batch.MAX_PARALLEL}")
     run.add_argument("--title", help="a title for the session")
     run.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
                      help="fsync: every result survives a power cut (default); "
@@ -340,5 +357,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     resume.add_argument("--ignore-changed", action="store_true",
                         help="resume even if job definitions changed since the session started")
     resume.add_argument("-j", "--jobs", type=positive_int, metavar="N",
-                        help="run up to N independent jobs at once (default: as the session was started)")
+                        help="run up to N independent jobs at once (default: as the session was started; "
+                        f"more than {batch.MAX_PARALLEL} needs --force)")
+    resume.add_argument("--force", action="store_true",
+                        help=f"allow -j above {batch.MAX_PARALLEL}")
     resume.set_defaults(func=cmd_resume)
