@@ -45,6 +45,8 @@ class Attempt:
     attempt: int = 1
     started: float | None = None
     skip_reason: str | None = None
+    #: Files and directories the job left in its temporary working directory (relative paths).
+    leftover_files: list[str] = attrs.Factory(list)
 
 
 @attrs.define

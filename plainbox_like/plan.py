@@ -565,11 +565,14 @@ def _predecessors(
 
 
 def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
-    """Order jobs so that every ``depends``/``after`` target runs first.
+    """Order jobs so that every ``depends``/``after``/resource target runs first, as Checkbox orders them.
 
-    The order is stable: among the jobs that could come next, the one earliest
-    in ``jobs`` is taken (Kahn's algorithm with a heap, O(N log N + E)). So a
-    list without relations keeps its order.
+    Checkbox's dependency solver walks the jobs in their listed order, depth
+    first: a job comes right after its targets (its ``depends``, then the
+    resource jobs of its ``requires``, then its ``after`` targets, each placed
+    the same way), unless they are placed already. So a list without relations
+    keeps its order, and a target listed later moves up to just before the
+    first job that needs it. Iterative, O(N + E).
 
     Raises :class:`PlanError` for duplicate ids and for a cycle, naming one
     cycle as ``dependency cycle: a -> b -> a`` (``a -> b``: a runs after b).
@@ -579,64 +582,44 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
         if index.setdefault(job.id, position) != position:
             raise PlanError(f"job id {job.id!r} is listed twice")
     count = len(jobs)
-    waiting = [0] * count
-    # dependents as linked lists in flat int arrays (few container objects for 100,000 jobs)
-    first_edge = [-1] * count
-    next_edge: list[int] = []
-    edge_target: list[int] = []
     unknown: dict[str, tuple[str, ...]] = {}
     by_bare = _bare_index_if_needed(jobs, index)
-    for position, job in enumerate(jobs):
-        if not job.depends and not job.after and not job.requires:
-            continue
-        for dep in _predecessors(job, index, by_bare):
-            pred = index[dep]
-            next_edge.append(first_edge[pred])
-            first_edge[pred] = len(edge_target)
-            edge_target.append(position)
-            waiting[position] += 1
+    for job in jobs:
         for dep in job.depends:
             if dep not in index:
                 unknown[job.id] = tuple(dict.fromkeys(d for d in job.depends if d not in index))
                 break
-
-    ready = [position for position in range(count) if not waiting[position]]  # sorted: a heap
+    WHITE, GRAY, BLACK = 0, 1, 2
+    color = [WHITE] * count
     order: list[str] = []
-    pop, push = heapq.heappop, heapq.heappush
-    while ready:
-        position = pop(ready)
-        order.append(jobs[position].id)
-        edge = first_edge[position]
-        while edge >= 0:
-            child = edge_target[edge]
-            waiting[child] -= 1
-            if not waiting[child]:
-                push(ready, child)
-            edge = next_edge[edge]
-    if len(order) < count:
-        raise PlanError("dependency cycle: " + " -> ".join(_find_cycle(jobs, index, waiting)))
+    for root in range(count):
+        if color[root] != WHITE:
+            continue
+        job = jobs[root]
+        if not job.depends and not job.after and not job.requires:
+            color[root] = BLACK  # the common case, kept cheap for big plans
+            order.append(job.id)
+            continue
+        # parallel stacks: the job, and its predecessors still to visit
+        stack = [root]
+        pending = [iter([index[d] for d in _predecessors(job, index, by_bare)])]
+        color[root] = GRAY
+        while stack:
+            for pred in pending[-1]:
+                if color[pred] == WHITE:
+                    color[pred] = GRAY
+                    stack.append(pred)
+                    pending.append(iter([index[d] for d in _predecessors(jobs[pred], index, by_bare)]))
+                    break
+                if color[pred] == GRAY:
+                    cycle = stack[stack.index(pred):] + [pred]
+                    raise PlanError("dependency cycle: " + " -> ".join(jobs[p].id for p in cycle))
+            else:
+                done = stack.pop()
+                pending.pop()
+                color[done] = BLACK
+                order.append(jobs[done].id)
     return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown)
-
-
-def _find_cycle(
-    jobs: Sequence[JobDefinition], index: Mapping[str, int], waiting: list[int]
-) -> list[str]:
-    """One cycle among the jobs Kahn's algorithm could not place.
-
-    Every such job still waits for some other such job, so following the first
-    waiting predecessor from the earliest stuck job must revisit a job.
-    """
-    node = min(position for position, left in enumerate(waiting) if left > 0)
-    path: list[int] = []
-    seen: dict[int, int] = {}
-    while node not in seen:
-        seen[node] = len(path)
-        path.append(node)
-        node = next(
-            index[dep] for dep in _predecessors(jobs[node], index) if waiting[index[dep]] > 0
-        )
-    cycle = path[seen[node] :] + [node]
-    return [jobs[position].id for position in cycle]
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -790,12 +773,18 @@ class Scheduler:
             missing = self.plan.unknown_deps[job_id][0]
             heapq.heappush(self._ready_skip, (i, f"unknown dependency {missing}"))
             return
-        for dep in self.plan.jobs[job_id].depends:
-            outcome = self._outcomes.get(dep)
-            if outcome not in PASS_OUTCOMES:
-                reason = f"dependency {dep} did not pass (outcome {outcome})"
-                heapq.heappush(self._ready_skip, (i, reason))
-                return
+        failed = [
+            f"{dep} (outcome {outcome})"
+            for dep in dict.fromkeys(self.plan.jobs[job_id].depends)
+            if (outcome := self._outcomes.get(dep)) not in PASS_OUTCOMES
+        ]
+        if len(failed) == 1:
+            dep, outcome = failed[0].split(" (", 1)
+            heapq.heappush(self._ready_skip, (i, f"dependency {dep} did not pass ({outcome}"))
+            return
+        if failed:
+            heapq.heappush(self._ready_skip, (i, f"dependencies did not pass: {', '.join(failed)}"))
+            return
         heapq.heappush(self._ready_run, i)
 
     def _record(self, job_id: str, outcome: str) -> None:
@@ -816,7 +805,13 @@ class Scheduler:
         None means: wait for a running job to finish (or, if :meth:`done`,
         that everything is finished).
         """
-        if self._ready_skip:
+        # Skips need no slot, but come in plan order with the runs, so one job at a time follows plan.order.
+        skip_first = self._ready_skip and (
+            not self._ready_run
+            or self._ready_skip[0][0] < self._ready_run[0]
+            or len(self._running) >= self.max_running > 1
+        )
+        if skip_first:
             i, reason = heapq.heappop(self._ready_skip)
             job_id = self._ids[i]
             self._record(job_id, SKIPPED_DEPENDENCY)

@@ -13,16 +13,17 @@ import base64
 import getpass
 import json
 import os
+import shutil
 import signal
 import time
 from typing import Any, Callable, Protocol
 
 import attrs
 
-from plainbox_like import control
+from plainbox_like import control, jobenv
 from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError, RunAborted
-from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
+from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, read_records, resolve_resource
 from plainbox_like.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
@@ -50,6 +51,8 @@ KILL_GRACE = 3.0
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
 STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
+#: Outcomes of a resource job whose records count (Checkbox keeps the records of any job that ran).
+RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 
 SESSION_ENV = "PLAINBOX_LIKE_SESSION"
 JOB_ENV = "PLAINBOX_LIKE_JOB"
@@ -92,6 +95,10 @@ class RunConfig:
     durability: str = "fsync"
     #: Namespace for the jobs of unit files (None: each provider's own, if any).
     namespace: str | None = None
+    #: Variables a launcher's ``[environment]`` gives the jobs (only where the environment lacks them).
+    environment: dict[str, str] = attrs.Factory(dict)
+    #: Manifest answers (entry id -> value), from ``--manifest`` and a launcher's ``[manifest]``.
+    manifest: dict[str, Any] = attrs.Factory(dict)
 
     def to_blob(self) -> str:
         return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
@@ -204,6 +211,7 @@ class _Running:
     deadline: float | None = None
     kill_at: float | None = None
     why_stopped: str | None = None
+    cwd: str | None = None  # its temporary working directory, removed when it ends
 
 
 def job_environment(base: dict[str, str], job: JobDefinition, session_id: str, share_dir: str) -> dict[str, str]:
@@ -235,6 +243,9 @@ class BatchRunner:
         kill_grace: float = KILL_GRACE,
         clock: Callable[[], float] = time.monotonic,
         expander: TemplateExpander | None = None,
+        providers: jobenv.ProviderIndex | None = None,
+        launcher_env: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -249,7 +260,14 @@ class BatchRunner:
         self.kill_grace = kill_grace
         self._clock = clock
         self._shell = find_shell()
+        self._env_cmd = shutil.which("env") or "/usr/bin/env"
         self._me = getpass.getuser()
+        #: The provider of each job, and every provider's bin/ for PATH (met in the plan's order).
+        self.providers = providers if providers is not None else jobenv.ProviderIndex()
+        self.providers.learn(plan.jobs[job_id] for job_id in plan.order)
+        self.launcher_env = dict(launcher_env or {})
+        #: Problems met while running (told after the run).
+        self.warnings = warnings if warnings is not None else []
         # What every job's spec needs from the session, worked out once.
         self._session_env = (writer.id, writer.share_dir)
         self._io_logs_dir = writer.io_logs_dir
@@ -448,9 +466,10 @@ class BatchRunner:
             if resource_id is None:
                 return f"resource job {name} is not part of the run"
             outcome = self.scheduler.outcomes.get(resource_id)
-            if outcome != OUTCOME_PASS:
-                return f"resource job {resource_id} did not pass (outcome {outcome})"
-            records[name] = self.writer.state.resources.get(resource_id, [])
+            if outcome not in RESOURCE_RAN_OUTCOMES:
+                return f"resource job {resource_id} did not run (outcome {outcome})"
+            # As in Checkbox: a resource job that printed nothing gives one record with no fields.
+            records[name] = self.writer.state.resources.get(resource_id) or [{}]
         try:
             unmet = program.first_false(records)
         except ResourceExpressionError as exc:
@@ -502,7 +521,19 @@ class BatchRunner:
         argv: tuple[str, ...] = (self._shell, "-c", job.command or "")
         if job.user and job.user != self._me:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
-        env = job_environment(self.base_env, job, *self._session_env)
+        provider = self.providers.of_job(job)
+        bin_dirs = self.providers.bin_dirs(provider.namespace) if provider is not None else ()
+        env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
+        env = job_environment(env, job, *self._session_env)
+        try:
+            running.cwd = jobenv.make_cwd(job)
+        except OSError as exc:
+            self._cannot_start(running, f"no temporary working directory: {exc}")
+            return
+        if running.cwd is not None:
+            if job.user and job.user != self._me:
+                os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
+            argv = (self._env_cmd, "-C", running.cwd, *argv)
         spec = ProcessSpec(
             job.id, argv, env, log=os.path.join(self._io_logs_dir, running.log_stem), durable_log=self._durable_logs
         )
@@ -518,6 +549,7 @@ class BatchRunner:
     def _cannot_start(self, running: _Running, error: str) -> None:
         job = running.job
         del self._running[job.id]
+        jobenv.collect_leftovers(running.cwd, job)
         self.writer.open_log(running.log_stem, clock=self._clock).close()
         self.scheduler.finish(job.id, OUTCOME_FAIL)
         self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
@@ -557,10 +589,11 @@ class BatchRunner:
             # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
             self._stragglers.append((running.kill_at, running.process))
         new_jobs: list[JobDefinition] = []
-        if job.plugin == "resource" and outcome == OUTCOME_PASS:
+        if job.plugin == "resource" and outcome in RESOURCE_RAN_OUTCOMES:
+            # As in Checkbox, a resource job that failed still gives the records it printed.
             records = self._resource_records(running)
             self.writer.resource_recorded(job.id, records, durable=False)
-            if self.expander is not None:
+            if self.expander is not None and records:
                 new_jobs = self.expander.expand(job.id, records, self.plan.jobs)
         if new_jobs:
             try:
@@ -575,7 +608,9 @@ class BatchRunner:
                 if added is not None:
                     added(len(jobs))
         self.scheduler.finish(job.id, outcome)
-        self._record(job.id, self._attempt(running, outcome, code, duration, comments))
+        result = self._attempt(running, outcome, code, duration, comments)
+        result.leftover_files = jobenv.collect_leftovers(running.cwd, job)
+        self._record(job.id, result)
 
     def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
         """Keep the category and certification status of jobs made from templates with the run's."""
@@ -594,7 +629,13 @@ class BatchRunner:
                 data = handle.read()
         except FileNotFoundError:  # the job printed nothing
             return []
-        return parse_records(data.decode("utf-8", errors="replace"))
+        records, problem = read_records(data.decode("utf-8", errors="replace"))
+        if problem is not None:
+            self.warnings.append(
+                f"resource job {running.job.id} printed output that is not RFC 822 ({problem}): "
+                f"kept the {len(records)} record(s) before it"
+            )
+        return records
 
     def _attempt(self, running: _Running, outcome: str, code: int | None, duration: float, comments: str | None) -> Attempt:
         return Attempt(
@@ -709,6 +750,7 @@ class Prepared:
     parallel: int
     notes: list[str] = attrs.Factory(list)
     expander: TemplateExpander | None = None
+    config: RunConfig | None = None
 
 
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
@@ -749,7 +791,9 @@ def start_session(
         {job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order, mandatory_job_list=mandatory
     )
     expander = TemplateExpander(units, config) if units.templates else None
-    return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel, expander=expander)
+    return Prepared(
+        writer=writer, plan=plan, finished={}, parallel=config.parallel, expander=expander, config=config
+    )
 
 
 def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
@@ -876,7 +920,12 @@ def resume_session(
         writer.close()
         raise
     return Prepared(
-        writer=writer, plan=plan, finished=finished, parallel=parallel or config.parallel, expander=expander
+        writer=writer,
+        plan=plan,
+        finished=finished,
+        parallel=parallel or config.parallel,
+        expander=expander,
+        config=config,
     )
 
 
@@ -988,6 +1037,8 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         parallel=prepared.parallel,
         reporter=reporter,
         expander=prepared.expander,
+        warnings=prepared.notes,
+        launcher_env=prepared.config.environment if prepared.config is not None else None,
     )
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:

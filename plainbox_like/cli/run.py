@@ -96,6 +96,8 @@ def _reporter(total: int, done: int):
 
 
 def _warn_templates(prepared: batch.Prepared) -> None:
+    for warning in prepared.notes:
+        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
     if prepared.expander is not None:
         for warning in prepared.expander.warnings:
             print(f"plainbox-like: warning: {warning}", file=sys.stderr)

@@ -1,0 +1,250 @@
+"""Where and with what environment a job runs, the way Checkbox runs it.
+
+Checkbox gives each job the variables of the provider that defines it
+(``PLAINBOX_PROVIDER_DATA``, ``PLAINBOX_PROVIDER_UNITS``, ``CHECKBOX_SHARE``,
+the gettext domain and locale directory), puts the ``bin/`` directory of every
+provider that shares the job's namespace on ``PATH`` (in the order the
+providers were found, the first of a name winning), and runs the command in a
+fresh temporary working directory that is removed afterwards; files left there
+are reported (here: listed in the attempt's ``leftover_files``) unless the job
+has the ``has-leftovers`` flag. ``preserve-cwd`` runs it in the runner's own
+directory instead; ``reset-locale`` gives it ``LANG=C.UTF-8`` without any
+``LANGUAGE`` or ``LC_*``, and otherwise (``preserve-locale`` included) the
+locale is left as it is.
+
+A provider is found from the file a job was defined in: its directory or one
+of its parents holds a ``.provider`` file (what ``manage.py develop`` writes)
+or a ``manage.py`` whose ``setup(...)`` call names it (read with :mod:`ast`,
+never run). Jobs from files outside any provider get none of this but the
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from plainbox_like.units import JobDefinition
+
+#: Directory levels looked at above a unit file for its provider (units/sub/file.pxu).
+PROVIDER_LEVELS = 3
+FLAG_PRESERVE_CWD = "preserve-cwd"
+FLAG_HAS_LEFTOVERS = "has-leftovers"
+FLAG_RESET_LOCALE = "reset-locale"
+#: Most leftover paths kept for one attempt (a job that unpacks a tree leaves thousands).
+MAX_LEFTOVERS = 100
+
+
+@attrs.frozen
+class Provider:
+    """A Checkbox provider's identity and directories (None where it has none)."""
+
+    name: str
+    namespace: str
+    base_dir: str
+    bin_dir: str | None = None
+    data_dir: str | None = None
+    units_dir: str | None = None
+    locale_dir: str | None = None
+    gettext_domain: str | None = None
+
+
+def _dir_or_none(path: str | None) -> str | None:
+    return path if path and os.path.isdir(path) else None
+
+
+def _make(values: Mapping[str, str], location: str) -> Provider | None:
+    name = values.get("name") or ""
+    namespace = values.get("namespace") or (name.split(":", 1)[0] if ":" in name else "")
+    if not namespace:
+        return None
+    location = os.path.abspath(values.get("location") or location)
+
+    def directory(key: str, implicit: str) -> str | None:
+        return _dir_or_none(values.get(key) or os.path.join(location, implicit))
+
+    locale = values.get("locale_dir") or None
+    if locale is None:
+        locale = _dir_or_none(os.path.join(location, "locale")) or _dir_or_none(
+            os.path.join(location, "build", "mo")
+        )
+    return Provider(
+        name=name.split(":", 1)[1] if ":" in name else name,
+        namespace=namespace,
+        base_dir=location,
+        bin_dir=directory("bin_dir", "bin"),
+        data_dir=directory("data_dir", "data"),
+        units_dir=directory("units_dir", "units"),
+        locale_dir=locale,
+        gettext_domain=values.get("gettext_domain") or None,
+    )
+
+
+def _from_provider_file(path: str) -> Provider | None:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError, OSError):
+        return None
+    for section in parser.sections():
+        values = {key: value.strip() for key, value in parser.items(section)}
+        provider = _make(values, os.path.dirname(path))
+        if provider is not None:
+            return provider
+    return None
+
+
+def _from_manage_py(path: str) -> Provider | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setup":
+            values = {}
+            for kw in node.keywords:
+                value = kw.value
+                if isinstance(value, ast.Call) and value.args:  # N_("...")
+                    value = value.args[0]
+                if kw.arg and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    values[kw.arg] = value.value
+            provider = _make(values, os.path.dirname(path))
+            if provider is not None:
+                return provider
+    return None
+
+
+def provider_in(directory: str) -> Provider | None:
+    """The provider *directory* itself defines (a ``.provider`` file, else ``manage.py``), or None."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for name in names:
+        if name.endswith(".provider") and os.path.isfile(os.path.join(directory, name)):
+            provider = _from_provider_file(os.path.join(directory, name))
+            if provider is not None:
+                return provider
+    if "manage.py" in names:
+        return _from_manage_py(os.path.join(directory, "manage.py"))
+    return None
+
+
+class ProviderIndex:
+    """Finds the provider of each job (from its file) and remembers the providers in the order met."""
+
+    def __init__(self, providers: Iterable[Provider] = ()) -> None:
+        self._by_dir: dict[str, Provider | None] = {}
+        self.providers: list[Provider] = []
+        for provider in providers:
+            self._remember(provider)
+            self._by_dir[provider.base_dir] = provider
+
+    def _remember(self, provider: Provider) -> None:
+        if provider not in self.providers:
+            self.providers.append(provider)
+
+    def of_path(self, path: str) -> Provider | None:
+        """The provider a unit file belongs to, or None."""
+        directory = os.path.dirname(os.path.abspath(path))
+        for _ in range(PROVIDER_LEVELS):
+            if directory not in self._by_dir:
+                self._by_dir[directory] = provider_in(directory)
+            found = self._by_dir[directory]
+            if found is not None:
+                self._remember(found)
+                return found
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
+        return None
+
+    def of_job(self, job: JobDefinition) -> Provider | None:
+        """The provider that defines *job* (None for jobs from the command line or plain files)."""
+        if job.origin is None or job.origin.path.startswith("<"):
+            return None
+        return self.of_path(job.origin.path)
+
+    def learn(self, jobs: Iterable[JobDefinition]) -> None:
+        """Meet the providers of *jobs* now, so that ``PATH`` has them in the order of the jobs."""
+        for job in jobs:
+            self.of_job(job)
+
+    def bin_dirs(self, namespace: str) -> list[str]:
+        """The ``bin/`` directories of every provider of *namespace*, in the order the providers were met."""
+        return [p.bin_dir for p in self.providers if p.namespace == namespace and p.bin_dir]
+
+
+def job_env(
+    base: Mapping[str, str],
+    job: JobDefinition,
+    provider: Provider | None,
+    bin_dirs: Iterable[str],
+    launcher_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Checkbox's variables for *job* on top of *base* (the session's own are added by the caller).
+
+    ``launcher_env`` (a launcher's ``[environment]``) only fills variables
+    *base* does not have, as in Checkbox.
+    """
+    env = dict(base)
+    if FLAG_RESET_LOCALE in job.flags:
+        env["LANG"] = "C.UTF-8"
+        env.pop("LANGUAGE", None)
+        for name in [n for n in env if n.startswith("LC_")]:
+            del env[name]
+    elif provider is not None:
+        if provider.gettext_domain:
+            env["TEXTDOMAIN"] = env["PLAINBOX_PROVIDER_GETTEXT_DOMAIN"] = provider.gettext_domain
+        if provider.locale_dir:
+            env["TEXTDOMAINDIR"] = env["PLAINBOX_PROVIDER_LOCALE_DIR"] = provider.locale_dir
+    dirs = list(bin_dirs)
+    if dirs:
+        env["PATH"] = os.pathsep.join([*dirs, env.get("PATH", "")])
+    if provider is not None:
+        for name, value in (
+            ("PLAINBOX_PROVIDER_DATA", provider.data_dir),
+            ("PLAINBOX_PROVIDER_UNITS", provider.units_dir),
+            ("CHECKBOX_SHARE", provider.base_dir),
+        ):
+            if value is not None:
+                env[name] = value
+    for name, value in (launcher_env or {}).items():
+        env.setdefault(name, value)
+    return env
+
+
+def make_cwd(job: JobDefinition) -> str | None:
+    """A new temporary working directory for *job*, or None if it keeps the runner's (``preserve-cwd``)."""
+    if FLAG_PRESERVE_CWD in job.flags:
+        return None
+    return tempfile.mkdtemp(prefix="plainbox-like-cwd-")
+
+
+def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:
+    """Remove *cwd*; the paths (relative, sorted) the job left in it unless it has ``has-leftovers``.
+
+    As in Checkbox, every directory below *cwd* and every file counts. At
+    most :data:`MAX_LEFTOVERS` are listed, then ``... and N more``.
+    """
+    if cwd is None:
+        return []
+    found: list[str] = []
+    if FLAG_HAS_LEFTOVERS not in job.flags:
+        for dirpath, _dirnames, filenames in os.walk(cwd):
+            if dirpath != cwd:
+                found.append(os.path.relpath(dirpath, cwd))
+            found.extend(os.path.relpath(os.path.join(dirpath, name), cwd) for name in filenames)
+    shutil.rmtree(cwd, ignore_errors=True)
+    found.sort()
+    if len(found) > MAX_LEFTOVERS:
+        found = found[:MAX_LEFTOVERS] + [f"... and {len(found) - MAX_LEFTOVERS} more"]
+    return found
