@@ -397,28 +397,32 @@ class DefinitionCache:
         config = self._config(blob)
         if config is None:
             return {}
+        providers = [str(p) for p in getattr(config, "providers", None) or []]
         key = (
             tuple(config.sources),
             tuple(config.commands),
             tuple(self._source_stamp(source) for source in config.sources),
+            tuple(providers),
         )
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
             return entry
-        entry = self._load(config.sources, config.commands)
+        entry = self._load(config.sources, config.commands, providers)
         self._entries[key] = entry
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return entry
 
-    def _load(self, sources: list[str], commands: list[str]) -> dict[str, tuple]:
+    def _load(self, sources: list[str], commands: list[str], providers: list[str] = ()) -> dict[str, tuple]:
+        from plainbox_like.providers import find_providers
         from plainbox_like.units import load_units
 
         self.parses += 1
         jobs: list[Any] = []
         try:
-            jobs = list(load_units(sources, commands).jobs)
+            found = find_providers(providers, search=False)[0] if providers else []
+            jobs = list(load_units(sources, commands, providers=found).jobs)
         except Exception:  # noqa: BLE001 - a file is missing or broken: take what each part defines
             for part in [[source] for source in sources] + ([[]] if commands else []):
                 try:

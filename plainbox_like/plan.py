@@ -274,26 +274,28 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
 def _plan_selection(units: UnitSet, plan: TestPlan) -> dict[str, tuple[JobDefinition, bool]]:
     """The jobs a test plan selects, its nested parts included, with whether each is protected.
 
-    Order: the bootstrap jobs of the plan and of its nested parts (depth first, in the order
-    the parts are named), then their mandatory jobs, then their included jobs. A plan's
+    Order: the setup jobs of the plan and of its nested parts (depth first, in the order
+    the parts are named), then their bootstrap jobs, then their mandatory jobs, then their
+    included jobs. A plan's
     ``exclude`` patterns apply to its own ``include`` patterns and to those of its nested
     parts; bootstrap and mandatory jobs are never excluded.
     """
     tree: list[tuple[TestPlan, tuple[str, ...]]] = []  # (plan, excludes that apply to it)
     seen: set[tuple[str, tuple[str, ...]]] = set()
 
-    def walk(node: TestPlan, stack: tuple[str, ...], excludes: tuple[str, ...]) -> None:
+    # depth first, parts in the order named; iterative, so a chain of any length cannot overflow the stack
+    todo: list[tuple[TestPlan, tuple[str, ...], tuple[str, ...]]] = [(plan, (), ())]
+    while todo:
+        node, stack, excludes = todo.pop()
         excludes = excludes + node.exclude
         if (node.id, excludes) in seen:
-            return  # a part reached again the same way adds nothing (and its cycles were checked)
+            continue  # a part reached again the same way adds nothing (and its cycles were checked)
         seen.add((node.id, excludes))
         tree.append((node, excludes))
-        for part in _nested_plans(units, node, stack + (node.id,)):
-            walk(part, stack + (node.id,), excludes)
-
-    walk(plan, (), ())
+        inner = stack + (node.id,)
+        todo.extend((part, inner, excludes) for part in reversed(_nested_plans(units, node, inner)))
     out: dict[str, tuple[JobDefinition, bool]] = {}
-    for field in ("bootstrap_include", "mandatory_include"):
+    for field in ("setup_include", "bootstrap_include", "mandatory_include"):
         for node, _excludes in tree:
             label = _plan_label(node)
             for pattern in getattr(node, field):
@@ -314,15 +316,15 @@ def _plan_tree(units: UnitSet, test_plan: str) -> list[TestPlan]:
     tree: list[TestPlan] = []
     seen: set[str] = set()
 
-    def walk(node: TestPlan, stack: tuple[str, ...]) -> None:
+    todo: list[tuple[TestPlan, tuple[str, ...]]] = [(units.test_plan(test_plan), ())]
+    while todo:  # iterative depth first walk, as in _plan_selection
+        node, stack = todo.pop()
         if node.id in seen:
-            return
+            continue
         seen.add(node.id)
         tree.append(node)
-        for part in _nested_plans(units, node, stack + (node.id,)):
-            walk(part, stack + (node.id,))
-
-    walk(units.test_plan(test_plan), ())
+        inner = stack + (node.id,)
+        todo.extend((part, inner) for part in reversed(_nested_plans(units, node, inner)))
     return tree
 
 
@@ -543,29 +545,52 @@ class Plan:
     ``order`` lists every job id once; each comes after all of its known
     ``depends`` and ``after`` targets. ``unknown_deps`` maps a job id to the
     ``depends`` targets that are not among the jobs; such a job will be skipped.
+    ``left_out`` says, for those targets that were left out when loading, why.
     """
 
     order: tuple[str, ...]
     jobs: dict[str, JobDefinition] = attrs.field(hash=False)
     unknown_deps: dict[str, tuple[str, ...]] = attrs.field(factory=dict, hash=False)
+    left_out: dict[str, str] = attrs.field(factory=dict, hash=False)
 
     def __len__(self) -> int:
         return len(self.order)
 
 
 def _predecessors(
-    job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+    job: JobDefinition,
+    known: Mapping[str, object],
+    by_bare: Mapping[str, Sequence[str]] | None = None,
+    before_of: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
-    """Known ``depends``, ``after`` and required resource targets of a job, without repeats."""
+    """Known ``depends``, ``after`` and required resource targets of a job, and the jobs that must
+    run ``before`` it (*before_of*, from :func:`_before_index`), without repeats."""
     depends, after = job.depends, job.after
-    if not after and len(depends) <= 1 and not job.requires:  # the common cases, kept cheap for big plans
+    earlier = before_of.get(job.id, ()) if before_of else ()
+    if not after and len(depends) <= 1 and not job.requires and not earlier:  # the common cases, kept cheap
         return [depends[0]] if depends and depends[0] in known else []
     extra = tuple(resource_jobs(job, known, by_bare)) if job.requires else ()
-    return [dep for dep in dict.fromkeys(depends + after + extra) if dep in known]
+    return [dep for dep in dict.fromkeys(depends + after + extra + tuple(earlier)) if dep in known]
 
 
-def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
-    """Order jobs so that every ``depends``/``after``/resource target runs first, as Checkbox orders them.
+def _before_index(jobs: Iterable[JobDefinition], known: Mapping[str, object]) -> dict[str, list[str]]:
+    """For each known job that others must run ``before``, those others (in the order given)."""
+    index: dict[str, list[str]] = {}
+    for job in jobs:
+        for target in job.before:
+            if target in known and target != job.id:
+                index.setdefault(target, []).append(job.id)
+    return index
+
+
+def _place(job: JobDefinition) -> str:
+    """``id (file:line)``, or the id alone for a job without origin."""
+    return f"{job.id} ({job.origin})" if job.origin else job.id
+
+
+def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None = None) -> Plan:
+    """Order jobs so that every ``depends``/``after``/resource target runs first (and every job runs
+    before its ``before`` targets), as Checkbox orders them.
 
     Checkbox's dependency solver walks the jobs in their listed order, depth
     first: a job comes right after its targets (its ``depends``, then the
@@ -574,8 +599,12 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
     keeps its order, and a target listed later moves up to just before the
     first job that needs it. Iterative, O(N + E).
 
+    *left_out* (:attr:`UnitSet.dropped`) says why jobs that could not be loaded
+    are missing; jobs depending on them are skipped saying so.
+
     Raises :class:`PlanError` for duplicate ids and for a cycle, naming one
-    cycle as ``dependency cycle: a -> b -> a`` (``a -> b``: a runs after b).
+    cycle with the place of each job, as ``dependency cycle: a (f.pxu:1) -> b
+    (f.pxu:4) -> a (f.pxu:1)`` (``a -> b``: a runs after b).
     """
     index: dict[str, int] = {}
     for position, job in enumerate(jobs):
@@ -584,6 +613,7 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
     count = len(jobs)
     unknown: dict[str, tuple[str, ...]] = {}
     by_bare = _bare_index_if_needed(jobs, index)
+    before_of = _before_index(jobs, index)
     for job in jobs:
         for dep in job.depends:
             if dep not in index:
@@ -596,30 +626,31 @@ def build_plan(jobs: Sequence[JobDefinition]) -> Plan:
         if color[root] != WHITE:
             continue
         job = jobs[root]
-        if not job.depends and not job.after and not job.requires:
+        if not job.depends and not job.after and not job.requires and job.id not in before_of:
             color[root] = BLACK  # the common case, kept cheap for big plans
             order.append(job.id)
             continue
         # parallel stacks: the job, and its predecessors still to visit
         stack = [root]
-        pending = [iter([index[d] for d in _predecessors(job, index, by_bare)])]
+        pending = [iter([index[d] for d in _predecessors(job, index, by_bare, before_of)])]
         color[root] = GRAY
         while stack:
             for pred in pending[-1]:
                 if color[pred] == WHITE:
                     color[pred] = GRAY
                     stack.append(pred)
-                    pending.append(iter([index[d] for d in _predecessors(jobs[pred], index, by_bare)]))
+                    pending.append(iter([index[d] for d in _predecessors(jobs[pred], index, by_bare, before_of)]))
                     break
                 if color[pred] == GRAY:
                     cycle = stack[stack.index(pred):] + [pred]
-                    raise PlanError("dependency cycle: " + " -> ".join(jobs[p].id for p in cycle))
+                    raise PlanError("dependency cycle: " + " -> ".join(_place(jobs[p]) for p in cycle))
             else:
                 done = stack.pop()
                 pending.pop()
                 color[done] = BLACK
                 order.append(jobs[done].id)
-    return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown)
+    left = {job_id: left_out[job_id] for deps in unknown.values() for job_id in deps if left_out and job_id in left_out}
+    return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown, left_out=left)
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -705,14 +736,15 @@ class Scheduler:
         first_edge, next_edge, edge_target = self._first_edge, self._next_edge, self._edge_target
         jobs = plan.jobs
         by_bare = _bare_index_if_needed(jobs.values(), position)
+        before_of = _before_index(jobs.values(), position)
         for i, job_id in enumerate(order):
             if job_id in outcomes:
                 continue
             self._left += 1
             job = jobs[job_id]
-            if not job.depends and not job.after and not job.requires:
+            if not job.depends and not job.after and not job.requires and job_id not in before_of:
                 continue
-            for pred in _predecessors(job, position, by_bare):
+            for pred in _predecessors(job, position, by_bare, before_of):
                 if pred not in outcomes:
                     waiting[i] += 1
                     p = position[pred]
@@ -746,12 +778,13 @@ class Scheduler:
             self._first_edge.append(-1)
         self._left += len(ordered.order)
         by_bare = _bare_index_if_needed(new, position)
+        before_of = _before_index(new, {job.id: None for job in new})  # jobs already planned may have started
         for i in range(start, len(self._ids)):
             job = jobs_by_id[self._ids[i]]
             missing = tuple(dict.fromkeys(d for d in job.depends if d not in position))
             if missing:
                 self.plan.unknown_deps[job.id] = missing
-            for pred in _predecessors(job, position, by_bare):
+            for pred in _predecessors(job, position, by_bare, before_of):
                 if pred not in self._outcomes:
                     self._waiting[i] += 1
                     p = position[pred]
@@ -771,7 +804,9 @@ class Scheduler:
         job_id = self._ids[i]
         if job_id in self.plan.unknown_deps:
             missing = self.plan.unknown_deps[job_id][0]
-            heapq.heappush(self._ready_skip, (i, f"unknown dependency {missing}"))
+            why = self.plan.left_out.get(missing)
+            reason = f"dependency {missing} could not be loaded ({why})" if why else f"unknown dependency {missing}"
+            heapq.heappush(self._ready_skip, (i, reason))
             return
         failed = [
             f"{dep} (outcome {outcome})"

@@ -41,6 +41,7 @@ from plainbox_like.runner import Executor, Exited, LocalExecutor, Process, Proce
 from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
 from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.resource import RequirementProgram
+from plainbox_like.providers import Provider, find_providers
 from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
 
 APP_ID = "plainbox-like"
@@ -99,6 +100,9 @@ class RunConfig:
     environment: dict[str, str] = attrs.Factory(dict)
     #: Manifest answers (entry id -> value), from ``--manifest`` and a launcher's ``[manifest]``.
     manifest: dict[str, Any] = attrs.Factory(dict)
+    #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
+    #: when the run started (:func:`plainbox_like.providers.find_providers`), in Checkbox's order.
+    providers: list[str] = attrs.Factory(list)
 
     def to_blob(self) -> str:
         return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
@@ -113,8 +117,12 @@ class RunConfig:
         except (ValueError, TypeError) as exc:
             raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
 
+    def provider_list(self) -> list[Provider]:
+        """The providers of the run (read again from their definitions); one that is gone is left out."""
+        return find_providers(self.providers, search=False)[0] if self.providers else []
+
     def load_units(self) -> UnitSet:
-        return load_units(self.sources, self.commands, namespace=self.namespace)
+        return load_units(self.sources, self.commands, namespace=self.namespace, providers=self.provider_list())
 
 
 def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
@@ -756,7 +764,7 @@ class Prepared:
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
     """Select and order the jobs *config* asks for."""
     selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
-    return planning.build_plan(selected)
+    return planning.build_plan(selected, units.dropped)
 
 
 def start_session(

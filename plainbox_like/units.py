@@ -50,11 +50,14 @@ import math
 import os
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from plainbox_like.errors import UnitError
+
+if TYPE_CHECKING:
+    from plainbox_like.providers import Provider
 
 __all__ = [
     "Origin",
@@ -71,6 +74,7 @@ __all__ = [
     "provider_namespace",
     "jobs_from_commands",
     "COMMAND_LINE_PATH",
+    "QUIET_UNIT_KINDS",
     "CERTIFICATION_STATUSES",
     "OVERRIDABLE_FIELDS",
 ]
@@ -89,6 +93,13 @@ KNOWN_PLUGINS = frozenset(
 #: Plugins whose jobs are not loaded at all: ``local`` jobs printed job definitions
 #: (old Checkbox's way to load its job files), which are loaded from the files here.
 SKIPPED_PLUGINS = frozenset({"local"})
+#: Flags that make Checkbox add a sibling run after a suspend: flag -> (id prefix, the suspend job it follows).
+SUSPEND_FLAGS = {
+    "also-after-suspend": ("after-suspend", "com.canonical.certification::suspend/suspend_advanced_auto"),
+    "also-after-suspend-manual": ("after-suspend-manual", "com.canonical.certification::suspend/suspend_advanced"),
+}
+#: Unit kinds Checkbox knows that play no part in running jobs: skipped without a word.
+QUIET_UNIT_KINDS = frozenset({"category", "packaging meta-data", "exporter", "file"})
 
 
 def as_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
@@ -128,7 +139,8 @@ class JobDefinition:
     """One job: what to run and how it relates to other jobs.
 
     ``depends`` targets must pass before this job runs; ``after`` targets only
-    have to finish first. ``timeout`` (seconds) is our own field. ``requires``
+    have to finish first. ``before`` targets, if part of the run, wait for this job to finish.
+    ``timeout`` (seconds) is our own field. ``requires``
     is kept as raw text (Plainbox resource expressions, one per line), parsed
     by :mod:`plainbox_like.resource` when the job is planned and run.
     ``extra`` holds fields this program does not interpret; it takes part in
@@ -151,6 +163,8 @@ class JobDefinition:
     requires: str | None = None
     extra: dict[str, str] = attrs.field(factory=dict, hash=False)
     origin: Origin | None = attrs.field(default=None, eq=False)
+    #: Jobs this one must run before, if they are part of the run (Checkbox's ``before``).
+    before: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def checksum_fields(self) -> dict[str, Any]:
         """The fields that define what the job does, as plain JSON-able data.
@@ -171,7 +185,7 @@ class JobDefinition:
             "timeout": self.timeout,
             "requires": self.requires,
             "extra": dict(self.extra),
-        }
+        } | ({"before": list(self.before)} if self.before else {})  # absent when empty: older checksums stay
 
     @property
     def checksum(self) -> str:
@@ -239,6 +253,8 @@ class TestPlan:
     nested_part: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     extra: dict[str, str] = attrs.field(factory=dict, hash=False)
     origin: Origin | None = attrs.field(default=None, eq=False)
+    #: Setup jobs (``unit: setup job``) the plan runs first, before its bootstrap jobs.
+    setup_include: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     include_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
     category_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
     certification_status_overrides: tuple[Override, ...] = attrs.field(default=(), converter=as_tuple)
@@ -275,6 +291,8 @@ class UnitSet:
     test_plans: tuple[TestPlan, ...] = attrs.field(default=(), converter=as_tuple)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     templates: tuple[Template, ...] = attrs.field(default=(), converter=as_tuple)
+    #: Jobs left out because they cannot be used: id -> the warning that says where and why.
+    dropped: dict[str, str] = attrs.field(factory=dict, hash=False)
     _job_index: dict[str, JobDefinition] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
@@ -445,10 +463,24 @@ class _Field:
 class _Record:
     line: int
     fields: dict[str, _Field] = attrs.field(factory=dict)
+    #: Why the record cannot be used (line, reason): the first problem met; None if it can.
+    problem: tuple[int, str] | None = None
+    #: Untidy but usable things (line, what), each reported once with its line.
+    untidy: list[tuple[int, str]] = attrs.field(factory=list)
+
+    def fail(self, line: int, reason: str) -> None:
+        if self.problem is None:
+            self.problem = (line, reason)
 
 
 def _records(text: str, path: str) -> list[_Record]:
-    """Split RFC 822 style text into records of fields (no interpretation yet)."""
+    """Split RFC 822 style text into records of fields (no interpretation yet).
+
+    Lines that Checkbox would refuse (no ``key:``, a field given twice, a
+    continuation with no field before it) mark their record as unusable
+    (:attr:`_Record.problem`) instead of failing the whole file; a record with
+    both ``key`` and ``_key`` keeps ``_key``'s value, as Checkbox reads it.
+    """
     records: list[_Record] = []
     record: _Record | None = None
     field: _Field | None = None
@@ -462,35 +494,43 @@ def _records(text: str, path: str) -> list[_Record]:
         if not first or (first.isspace() and line.isspace()):
             record = field = None
             continue
-        if first == " " or first == "\t":
-            if field is None:
-                raise UnitError(path, "continuation line without a field before it", line=number)
-            field.cont.append((number, line))
-            continue
-        match = _KEY_LINE.fullmatch(line)
-        if match is None:
-            shown = line if len(line) <= 40 else line[:37] + "..."
-            raise UnitError(
-                path,
-                f"expected 'key: value', an indented continuation, a '#' comment or a blank line,"
-                f" got {shown!r}",
-                line=number,
-            )
-        raw_key, rest = match.groups()
-        key = raw_key[1:] if raw_key.startswith("_") and len(raw_key) > 1 else raw_key
         if record is None:
             record = _Record(line=number)
             records.append(record)
-        previous = record.fields.get(key)
-        if previous is not None:
-            raise UnitError(
-                path,
-                f"field {raw_key!r} given twice in one record (first as {previous.raw_key!r}"
-                f" at line {previous.line})",
-                line=number,
-            )
+        if first == " " or first == "\t":
+            if field is None:
+                record.fail(number, "continuation line without a field before it")
+            else:
+                field.cont.append((number, line))
+            continue
+        match = _KEY_LINE.fullmatch(line)
+        if match is not None:
+            raw_key, rest = match.groups()
+        else:
+            raw_key, colon, rest = line.partition(":")
+            raw_key = raw_key.strip()
+            if not colon or not raw_key:
+                shown = line if len(line) <= 40 else line[:37] + "..."
+                record.fail(
+                    number,
+                    f"expected 'key: value', an indented continuation, a '#' comment or a blank line, got {shown!r}",
+                )
+                field = None
+                continue
+        key = raw_key[1:] if raw_key.startswith("_") and len(raw_key) > 1 else raw_key
         field = _Field(key=key, raw_key=raw_key, line=number, first=rest.strip())
-        record.fields[key] = field
+        previous = record.fields.get(key)
+        if previous is None:
+            record.fields[key] = field
+        elif previous.raw_key == raw_key:
+            record.fail(number, f"field {raw_key!r} given twice in one record (first at line {previous.line})")
+        else:
+            used = field if raw_key.startswith("_") else previous
+            record.untidy.append(
+                (number, f"both {previous.raw_key!r} (line {previous.line}) and {raw_key!r} given: the value of"
+                 f" {used.raw_key!r} (line {used.line}) is used, as in Checkbox")
+            )
+            record.fields[key] = used
     return records
 
 
@@ -499,15 +539,18 @@ def _records(text: str, path: str) -> list[_Record]:
 _JOB_FIELDS = frozenset(
     {
         "unit", "id", "plugin", "command", "summary", "description", "depends", "after",
-        "environ", "estimated_duration", "flags", "user", "timeout", "requires",
+        "environ", "estimated_duration", "flags", "user", "timeout", "requires", "before",
     }
 )  # fmt: skip
 # Plainbox job fields that only describe a job (or feed features we do not
 # have); they go to ``extra`` without a warning. Anything else, including
 # likely typos, goes to ``extra`` with a warning.
 _QUIET_JOB_EXTRAS = frozenset(
-    {"purpose", "steps", "verification", "category_id", "certification_status", "imports", "name"}
-)
+    {
+        "purpose", "steps", "verification", "category_id", "certification_status", "imports", "name",
+        "group", "salvages", "shell", "auto_retry", "requires_manifest", "template-engine", "template-id",
+    }
+)  # fmt: skip
 #: Test plan fields holding ``apply VALUE to PATTERN`` lines (both spellings occur), by the job field they set.
 _OVERRIDE_FIELDS = {
     "category_id": ("category_overrides", "category-overrides"),
@@ -516,7 +559,7 @@ _OVERRIDE_FIELDS = {
 _PLAN_FIELDS = frozenset(
     {
         "unit", "id", "name", "include", "exclude", "mandatory_include", "bootstrap_include",
-        "nested_part",
+        "nested_part", "setup_include",
     }
     | {key for keys in _OVERRIDE_FIELDS.values() for key in keys}
 )  # fmt: skip
@@ -604,6 +647,10 @@ class _Parser:
         self.namespace = namespace
         self.warnings: list[str] = []
         self.notices: dict[tuple[str, ...], _Notice] = {}
+        #: Ids of jobs left out, with the warning that says why.
+        self.dropped: dict[str, str] = {}
+        #: True while making siblings: their fields were noted with the job they come from.
+        self.quiet = False
 
     def qualified(self, unit_id: str) -> str:
         """*unit_id* with the parser's namespace, unless it has one (or the parser has none)."""
@@ -614,6 +661,8 @@ class _Parser:
 
     def note(self, key: tuple[str, ...], line: int, message: str, noun: str) -> None:
         """Count one use of the unsupported thing *key*; the first use gives the message and place."""
+        if self.quiet:  # a job made from a record already counted (a sibling)
+            return
         notice = self.notices.get(key)
         if notice is None:
             self.notices[key] = _Notice(message, Origin(self.path, line), noun, paths={self.path})
@@ -647,7 +696,11 @@ class _Parser:
         seen[unit_id] = line
 
     def parse(self, text: str) -> UnitSet:
-        """The units of *text*; warnings stay in :attr:`warnings` and :attr:`notices`."""
+        """The units of *text*; warnings stay in :attr:`warnings` and :attr:`notices`.
+
+        A record that cannot be used is left out with a warning naming its line (and kept
+        in :attr:`dropped` by id, when it has one, so that jobs needing it can say why).
+        """
         jobs: list[JobDefinition] = []
         plans: list[TestPlan] = []
         templates: list[Template] = []
@@ -656,25 +709,55 @@ class _Parser:
         for record in _records(text, self.path):
             kind_field = record.fields.get("unit")
             kind = " ".join(kind_field.value().split()) if kind_field else "job"
-            if kind == "job":
-                job = self.job(record)
-                if job.plugin in SKIPPED_PLUGINS:
-                    message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
-                    self.note(("plugin", job.plugin), record.line, message, "job")
+            try:
+                if record.problem is not None:
+                    raise UnitError(self.path, record.problem[1], line=record.problem[0])
+                for line, what in record.untidy:
+                    self.warn(line, what)
+                if kind in ("job", "setup job"):
+                    job = self.job(record)
+                    if kind == "setup job":
+                        job = attrs.evolve(job, extra={**job.extra, "unit": kind})
+                    if job.plugin in SKIPPED_PLUGINS:
+                        message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
+                        self.note(("plugin", job.plugin), record.line, message, "job")
+                        continue
+                    values = {key: field.value() for key, field in record.fields.items()}
+                    made = self.with_siblings(job, values, record.line)
+                    self._claim(seen_jobs, "job", job.id, record.line)
+                    for sibling in made[1:]:
+                        if sibling.id in seen_jobs:
+                            self.warn(record.line, f"sibling {sibling.id!r} of job {job.id!r} is already defined: left out")
+                            made.remove(sibling)
+                        else:
+                            seen_jobs[sibling.id] = record.line
+                    jobs.extend(made)
+                elif kind == "template":
+                    template = self.template(record)
+                    if template is not None:
+                        templates.append(template)
+                elif kind == "test plan":
+                    plan = self.test_plan(record)
+                    self._claim(seen_plans, "test plan", plan.id, record.line)
+                    plans.append(plan)
+                elif kind in QUIET_UNIT_KINDS:
                     continue
-                self._claim(seen_jobs, "job", job.id, record.line)
-                jobs.append(job)
-            elif kind == "template":
-                template = self.template(record)
-                if template is not None:
-                    templates.append(template)
-            elif kind == "test plan":
-                plan = self.test_plan(record)
-                self._claim(seen_plans, "test plan", plan.id, record.line)
-                plans.append(plan)
-            else:
-                self.note(("unit", kind), record.line, f"unit kind {kind!r} is not supported: skipped", "unit")
-        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates)
+                else:
+                    self.note(("unit", kind), record.line, f"unit kind {kind!r} is not supported: skipped", "unit")
+            except UnitError as exc:
+                self.drop(record, kind, exc)
+        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates, dropped=self.dropped)
+
+    def drop(self, record: _Record, kind: str, exc: UnitError) -> None:
+        """Leave out a unit that cannot be used, with a warning naming its place (and its id, if it has one)."""
+        id_field = record.fields.get("id") or (record.fields.get("name") if kind == "job" else None)
+        unit_id = id_field.value() if id_field is not None else ""
+        what = "job" if kind == "setup job" else kind
+        label = f"{what} {self.qualified(unit_id)!r}" if unit_id else what
+        message = f"{exc}: {label} left out"
+        self.warnings.append(message)
+        if unit_id and kind in ("job", "setup job"):
+            self.dropped.setdefault(self.qualified(unit_id), message)
 
     def template(self, record: _Record) -> Template | None:
         fields = {key: field.value() for key, field in record.fields.items() if key != "unit"}
@@ -725,8 +808,10 @@ class _Parser:
         if not value:
             raise UnitError(self.path, f"{what} has an empty 'id'", line=field.line)
         if _LIST_SPLIT.search(value):
-            raise UnitError(
-                self.path, f"{what} id {value!r} contains whitespace or a comma", line=field.line
+            self.warn(
+                field.line,
+                f"{what} id {value!r} contains whitespace or a comma: kept as written, as in Checkbox"
+                " (no depends/after list can name it)",
             )
         return value
 
@@ -743,6 +828,9 @@ class _Parser:
             return None
         text = field.value()
         value = _parse_seconds(text)
+        if (value is None or value < 0) and key == "estimated_duration":
+            self.warn(field.line, f"{field.raw_key}: not a duration, {_shorten(text)!r}: ignored")
+            return None
         if value is None or value < 0 or (positive and value == 0):
             need = "a positive" if positive else "a non-negative"
             raise UnitError(
@@ -778,9 +866,82 @@ class _Parser:
             user=self._text(record, "user"),
             timeout=self._seconds(record, "timeout", positive=True),
             requires=self._text(record, "requires"),
-            extra=self.extras(record, known, _QUIET_JOB_EXTRAS, "job"),
+            extra=self.extras(record, known, _QUIET_JOB_EXTRAS | {"siblings"}, "job"),
             origin=Origin(self.path, record.line),
+            before=listed("before"),
         )
+
+    def with_siblings(self, job: JobDefinition, values: Mapping[str, str], line: int) -> list[JobDefinition]:
+        """*job* followed by the jobs Checkbox adds beside it: its ``siblings`` and ``also-after-suspend*`` flags.
+
+        As in Checkbox, a job whose siblings wait for a suspend job it does not wait for
+        itself runs ``before`` that suspend job.
+        """
+        if not values.get("siblings") and not job.flags & SUSPEND_FLAGS.keys():
+            return [job]
+        siblings, direct = self._siblings_of(job, dict(values), line)
+        own = set(job.depends) | set(job.after)
+        suspend_jobs = {suspend_job for _prefix, suspend_job in SUSPEND_FLAGS.values()}
+        waits = [
+            target for sibling in direct for target in (*sibling.depends, *sibling.after)
+            if target in suspend_jobs and target not in own
+        ]  # fmt: skip
+        if waits:
+            job = attrs.evolve(job, before=tuple(dict.fromkeys(job.before + tuple(waits))))
+        return [job, *siblings]
+
+    def _siblings_of(
+        self, job: JobDefinition, values: dict[str, str], line: int
+    ) -> tuple[list[JobDefinition], list[JobDefinition]]:
+        """Each sibling of *job* (made from its field *values*), each followed by its own siblings; and the direct ones.
+
+        In Checkbox's order: the ``siblings`` entries (a JSON list of field overrides), then
+        ``after-suspend-<id>`` for ``also-after-suspend``, then ``after-suspend-manual-<id>``.
+        """
+        overrides: list[dict[str, str]] = []
+        if values.get("siblings"):
+            try:
+                listed = json.loads(values["siblings"])
+                if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+                    raise ValueError("not a list of objects")
+            except ValueError as exc:
+                self.warn(line, f"job {job.id!r}: siblings is not a JSON list of objects ({exc}): no siblings made")
+                listed = []
+            for item in listed:
+                overrides.append({
+                    (key[1:] if key.startswith("_") and len(key) > 1 else key):
+                    " ".join(map(str, value)) if isinstance(value, list) else str(value)
+                    for key, value in item.items()
+                })  # fmt: skip
+        partial_id = values.get("id") or values.get("name") or job.id
+        for flag, (prefix, suspend_job) in SUSPEND_FLAGS.items():
+            if flag not in job.flags:
+                continue
+            made = {
+                "flags": " ".join(f for f in _split_list(values.get("flags", "")) if f not in SUSPEND_FLAGS),
+                "id": f"{prefix}-{partial_id}",
+                "summary": f"{values.get('summary') or partial_id} after suspend (S3)",
+                "depends": " ".join(filter(None, (values.get("depends", ""), job.id, suspend_job))),
+            }
+            if values.get("group"):
+                made["group"] = f"{prefix}-{values['group']}"
+            overrides.append(made)
+        out: list[JobDefinition] = []
+        direct: list[JobDefinition] = []
+        base = {key: value for key, value in values.items() if not key.endswith("siblings")}
+        for override in overrides:
+            data = {**base, **override}
+            quiet, self.quiet = self.quiet, True
+            try:
+                sibling = self.job_from_values(data, line)
+            except UnitError as exc:
+                self.warn(line, f"job {job.id!r}: a sibling cannot be made: {exc}")
+                continue
+            finally:
+                self.quiet = quiet
+            direct.append(sibling)
+            out.extend(self.with_siblings(sibling, data, line))
+        return out, direct
 
     def _override_problem(self, field: str, value: str, pattern: str) -> str | None:
         """Why an override of *field* to *value* for *pattern* cannot be used (None if it can)."""
@@ -825,11 +986,16 @@ class _Parser:
         field = record.fields.get(key)
         if field is None:
             return [], []
-        words = key in ("bootstrap_include", "nested_part")
+        words = key in ("setup_include", "bootstrap_include", "nested_part")
         patterns: list[IncludePattern] = []
         overrides: list[Override] = []
         for number, text in field.lines():
-            parts = _strip_comment(text).split(None, 1)
+            text = _strip_comment(text).strip()
+            if text.startswith('"') and '"' in text[1:]:  # a quoted pattern may hold spaces (as in Checkbox)
+                end = text.index('"', 1)
+                parts = [text[1:end], *([text[end + 1 :]] if text[end + 1 :].strip() else [])]
+            else:
+                parts = text.split(None, 1)
             if not parts:
                 continue
             head = parts[0]
@@ -871,13 +1037,13 @@ class _Parser:
         plan_id = self.qualified(self._id(record, "test plan"))
         parsed = {
             key: self._patterns(record, key)
-            for key in ("bootstrap_include", "mandatory_include", "include", "exclude", "nested_part")
+            for key in ("setup_include", "bootstrap_include", "mandatory_include", "include", "exclude", "nested_part")
         }
 
         def patterns(key: str) -> tuple[str, ...]:
             return tuple(item.pattern for item in parsed[key][0])
 
-        for key in ("exclude", "nested_part"):
+        for key in ("exclude", "nested_part", "setup_include"):
             if parsed[key][1]:
                 self.warn(parsed[key][1][0].origin.line, f"{key}: overrides after a pattern have no effect here")
         return TestPlan(
@@ -888,6 +1054,7 @@ class _Parser:
             mandatory_include=patterns("mandatory_include"),
             bootstrap_include=patterns("bootstrap_include"),
             nested_part=patterns("nested_part"),
+            setup_include=patterns("setup_include"),
             extra=self.extras(record, _PLAN_FIELDS, _QUIET_PLAN_EXTRAS, "test plan"),
             origin=Origin(self.path, record.line),
             include_overrides=[o for key in ("bootstrap_include", "mandatory_include", "include") for o in parsed[key][1]],
@@ -972,17 +1139,30 @@ def _looks_like_units(text: str) -> bool:
     return False
 
 
-def _unit_files(directory: str) -> list[str]:
-    """Every ``*.pxu`` file under ``directory`` (recursively, not following
-    symlinked directories), sorted by their path relative to it."""
+#: File name endings Checkbox reads units from in a provider's ``units``/``jobs`` directory.
+PROVIDER_UNIT_SUFFIXES = (".pxu", ".txt", ".txt.in", ".in")
+
+
+def _unit_files(directory: str, suffixes: tuple[str, ...] = (".pxu",), warnings: list[str] | None = None) -> list[str]:
+    """Every regular file ending in one of *suffixes* under ``directory`` (recursively, not following
+    symlinked directories), sorted by their path relative to it.
+
+    Anything else with such a name (a FIFO, a device, a socket, a dangling link) is
+    not opened, which could block forever: it is named in *warnings* and skipped.
+    """
     found: list[tuple[tuple[str, ...], str]] = []
     for root, dirs, files in os.walk(directory):
         dirs.sort()
         rel = os.path.relpath(root, directory)
         parts = () if rel == "." else tuple(rel.split(os.sep))
         for name in files:
-            if name.endswith(".pxu"):
-                found.append((parts + (name,), os.path.join(root, name)))
+            if name.endswith(suffixes):
+                path = os.path.join(root, name)
+                if not os.path.isfile(path):
+                    if warnings is not None:
+                        warnings.append(f"{path}: not a regular file: skipped")
+                    continue
+                found.append((parts + (name,), path))
     found.sort()
     return [path for _, path in found]
 
@@ -1070,16 +1250,17 @@ def _directory_namespace(directory: str) -> str | None:
     return namespace if namespace and _NAMESPACE.fullmatch(namespace) else None
 
 
-def _resolve_references(jobs: list[JobDefinition]) -> list[JobDefinition]:
-    """Write ``depends``/``after`` targets as the full ids they refer to, with or without namespace.
+def _resolve_references(jobs: list[JobDefinition], left_out: Iterable[str] = ()) -> list[JobDefinition]:
+    """Write ``depends``/``after``/``before`` targets as the full ids they refer to, with or without namespace.
 
     A target that is a job id stays; otherwise ``<referrer's namespace>::target``, then for
-    ``ns::name`` the bare ``name``, then the only job ``<any namespace>::target``. Targets that
-    resolve to nothing stay as written (and are reported as unknown when planned).
+    ``ns::name`` the bare ``name``, then the only job ``<any namespace>::target``. Ids of jobs
+    *left_out* count as ids (so a job needing one names it). Targets that resolve to nothing
+    stay as written (and are reported as unknown when planned).
     """
-    ids = {job.id for job in jobs}
+    ids = {job.id for job in jobs} | set(left_out)
     if not any("::" in job_id for job_id in ids) and not any(
-        "::" in dep for job in jobs for dep in job.depends + job.after
+        "::" in dep for job in jobs for dep in job.depends + job.after + job.before
     ):
         return jobs
     bare: dict[str, list[str]] = {}
@@ -1100,23 +1281,34 @@ def _resolve_references(jobs: list[JobDefinition]) -> list[JobDefinition]:
 
     out = []
     for job in jobs:
-        if job.depends or job.after:
+        if job.depends or job.after or job.before:
             namespace = job.id.split("::", 1)[0] if "::" in job.id else None
             depends = tuple(dict.fromkeys(resolve(d, namespace) for d in job.depends))
             after = tuple(dict.fromkeys(resolve(d, namespace) for d in job.after))
-            if depends != job.depends or after != job.after:
-                job = attrs.evolve(job, depends=depends, after=after)
+            before = tuple(dict.fromkeys(resolve(d, namespace) for d in job.before))
+            if depends != job.depends or after != job.after or before != job.before:
+                job = attrs.evolve(job, depends=depends, after=after, before=before)
         out.append(job)
     return out
 
 
 def load_units(
-    paths: Sequence[str | os.PathLike[str]], commands: Sequence[str] = (), namespace: str | None = None
+    paths: Sequence[str | os.PathLike[str]],
+    commands: Sequence[str] = (),
+    namespace: str | None = None,
+    providers: Sequence[Provider] = (),
 ) -> UnitSet:
-    """Load jobs and test plans from files and directories, in the order given.
+    """Load jobs and test plans from providers, files and directories, in the order given.
 
-    * a directory contributes every ``*.pxu`` file under it, recursively, sorted
-      by relative path;
+    * each of *providers* (:func:`plainbox_like.providers.find_providers`)
+      contributes the unit files (``.pxu``, ``.txt``, ``.txt.in``, ``.in``, as
+      Checkbox reads them) of its ``units`` and ``jobs`` directories, in its
+      namespace; they come first;
+    * a directory that is a provider source tree (a ``manage.py`` whose
+      ``setup(...)`` names the provider) is loaded as that provider;
+    * any other directory contributes every ``*.pxu`` file under it,
+      recursively, sorted by relative path; a file there that is not a regular
+      file (a FIFO ...) is skipped with a warning;
     * a file ending in ``.pxu``, or whose content looks like unit records, is
       parsed with :func:`parse_pxu`;
     * any other text file is a command list: each command becomes job
@@ -1126,46 +1318,73 @@ def load_units(
     * jobs and test plans of unit files get a namespace (``ns::id``) unless
       their id has one: *namespace* if given, else the one of the provider
       the file belongs to (:func:`provider_namespace`), else none;
-    * ``depends``/``after`` targets are then resolved with or without their
+    * ``depends``/``after``/``before`` targets are then resolved with or without their
       namespace (see :func:`_resolve_references`).
 
-    Job ids and test plan ids must be unique across everything loaded; a
-    duplicate raises :class:`UnitError` naming both places. Warnings about
-    unsupported things come last, each kind once for the whole load.
+    A unit that cannot be used is left out with a warning naming its file and
+    line (ids of such jobs are kept in :attr:`UnitSet.dropped`); so is a
+    second unit with an id already loaded (the warning names both places). A
+    file named in *paths* that cannot be read is an error; one found in a
+    directory is skipped with a warning. Warnings about unsupported things come
+    last, each kind once for the whole load.
     """
+    from plainbox_like.providers import read_source_tree
+
     jobs: list[JobDefinition] = []
     plans: list[TestPlan] = []
     templates: list[Template] = []
     warnings: list[str] = []
+    dropped: dict[str, str] = {}
     notices: dict[tuple[str, ...], _Notice] = {}
     job_origin: dict[str, Origin | None] = {}
     plan_origin: dict[str, Origin | None] = {}
     command_jobs = 0
     provider_cache: dict[str, str | None] = {}
 
-    def parse(text: str, path: str) -> UnitSet:
-        units, found = _parse(text, path, namespace or provider_namespace(path, cache=provider_cache))
+    def parse(text: str, path: str, file_namespace: str | None = None) -> UnitSet:
+        ns = namespace or file_namespace or provider_namespace(path, cache=provider_cache)
+        units, found = _parse(text, path, ns)
         _merge_notices(notices, found)
         return units
 
     def add(units: UnitSet) -> None:
         for job in units.jobs:
-            _check_unique(job_origin, job.id, job.origin, "job")
-            jobs.append(job)
+            if _is_new(job_origin, job.id, job.origin, "job", warnings):
+                jobs.append(job)
         for plan in units.test_plans:
-            _check_unique(plan_origin, plan.id, plan.origin, "test plan")
-            plans.append(plan)
+            if _is_new(plan_origin, plan.id, plan.origin, "test plan", warnings):
+                plans.append(plan)
         templates.extend(units.templates)
         warnings.extend(units.warnings)
+        for job_id, why in units.dropped.items():
+            dropped.setdefault(job_id, why)
 
+    def add_tree(directory: str, suffixes: tuple[str, ...], file_namespace: str | None) -> None:
+        for file in _unit_files(directory, suffixes, warnings):
+            try:
+                text = _read_text(file)
+            except UnitError as exc:
+                warnings.append(f"{exc}: file skipped")
+                continue
+            add(parse(text, file, file_namespace))
+
+    def add_provider(provider: Provider) -> None:
+        for directory in provider.units_dirs:
+            add_tree(directory, PROVIDER_UNIT_SUFFIXES, provider.namespace)
+
+    for provider in providers:
+        add_provider(provider)
     for entry in paths:
         path = os.fspath(entry)
         if os.path.isdir(path):
-            files = _unit_files(path)
-            if not files:
+            tree = read_source_tree(path)
+            if tree is not None and tree.units_dirs:
+                add_provider(tree)
+                continue
+            before = len(jobs) + len(plans) + len(templates) + len(warnings)
+            add_tree(path, (".pxu",), None)
+            if before == len(jobs) + len(plans) + len(templates) + len(warnings):
                 warnings.append(f"{path}: directory contains no .pxu files")
-            for file in files:
-                add(parse(_read_text(file), file))
             continue
         if os.path.exists(path) and not os.path.isfile(path):
             raise UnitError(path, "not a regular file or directory")
@@ -1178,20 +1397,24 @@ def load_units(
             add(UnitSet(jobs=listed))
     add(UnitSet(jobs=jobs_from_commands(commands)))
     warnings.extend(str(notice) for notice in notices.values())
-    return UnitSet(jobs=_resolve_references(jobs), test_plans=plans, warnings=warnings, templates=templates)
+    left_out = {job_id: why for job_id, why in dropped.items() if job_id not in job_origin}
+    return UnitSet(
+        jobs=_resolve_references(jobs, left_out), test_plans=plans, warnings=warnings, templates=templates, dropped=left_out
+    )
 
 
-def _check_unique(
-    seen: dict[str, Origin | None], unit_id: str, origin: Origin | None, what: str
-) -> None:
+def _is_new(
+    seen: dict[str, Origin | None], unit_id: str, origin: Origin | None, what: str, warnings: list[str]
+) -> bool:
+    """Whether *unit_id* is met for the first time; a second one is named in *warnings* (both places) and left out."""
     if unit_id not in seen:
         seen[unit_id] = origin
-        return
+        return True
     first = seen[unit_id]
     where = str(first) if first else "elsewhere"
-    path = origin.path if origin else "<unknown>"
-    line = origin.line if origin else None
-    raise UnitError(path, f"duplicate {what} id {unit_id!r} (first defined at {where})", line=line)
+    place = str(origin) if origin else "<unknown>"
+    warnings.append(f"{place}: duplicate {what} id {unit_id!r} (first defined at {where}): left out")
+    return False
 
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*)\}")

@@ -134,11 +134,17 @@ def test_exit_one_on_fail_or_crash(tmp_path, command):
     assert FLAG_INCOMPLETE not in loaded.state.metadata.flags
 
 
+def test_a_job_without_id_is_left_out_with_a_warning_the_others_run(tmp_path):
+    result = run(tmp_path, "run", os.path.join(JOBS, "no-id.pxu"))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {JOBS}/no-id.pxu:4: job has no 'id' field: job left out" in result.stderr
+    assert list(only_session(tmp_path).state.results) == ["fine"]
+
+
 @pytest.mark.parametrize(
     "make_args, needle",
     [
         (lambda t: ["run", str(t / "missing.pxu")], "missing.pxu"),
-        (lambda t: ["run", os.path.join(JOBS, "no-id.pxu")], "no-id.pxu:4"),
         (lambda t: ["run", os.path.join(JOBS, "cycle.pxu")], "cycle"),
         (lambda t: ["run", "--test-plan", "nope", os.path.join(JOBS, "selection.pxu")], "nope"),
         (lambda t: ["run", "-i", "(", os.path.join(JOBS, "selection.pxu")], "("),
@@ -148,7 +154,7 @@ def test_exit_one_on_fail_or_crash(tmp_path, command):
         (lambda t: ["run", "--json", "-c", "true"], "--dry-run"),
     ],
     ids=[
-        "missing-file", "no-id", "cycle", "unknown-plan", "bad-regex", "nothing", "dry-run-cycle", "bad-resume",
+        "missing-file", "cycle", "unknown-plan", "bad-regex", "nothing", "dry-run-cycle", "bad-resume",
         "json-without-dry-run",
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
@@ -118,11 +119,38 @@ def _finish(summary: batch.RunSummary, started: float) -> int:
     return summary.exit_code
 
 
+def _find_providers(args: argparse.Namespace, search: bool) -> list[str]:
+    """The providers of ``--providers`` and, with *search*, of ``PROVIDERPATH`` or the standard places,
+    as :attr:`RunConfig.providers` keeps them; warnings go to stderr."""
+    from plainbox_like.providers import find_providers, provider_refs
+
+    if not args.providers and not search:
+        return []
+    for directory in args.providers:
+        if not os.path.isdir(directory):
+            raise PlainboxLikeError(f"--providers {directory}: not a directory")
+    found, warnings = find_providers(args.providers, search=search)
+    for warning in warnings:
+        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+    return provider_refs(found)
+
+
+def _no_providers_found(what: str = "nothing to run: give job files, -c COMMAND") -> PlainboxLikeError:
+    from plainbox_like.providers import provider_search_path
+
+    where = (
+        f"PROVIDERPATH={os.environ['PROVIDERPATH']}" if "PROVIDERPATH" in os.environ
+        else "PROVIDERPATH (unset) or " + ", ".join(provider_search_path())
+    )  # fmt: skip
+    return PlainboxLikeError(f"{what} or --providers DIR (no provider found in {where})")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.json and not args.dry_run:
         raise PlainboxLikeError("--json only goes with --dry-run")
-    if not args.files and not args.command_lines:
-        raise PlainboxLikeError("nothing to run: give job files or -c COMMAND")
+    providers = _find_providers(args, search=not args.files and not args.command_lines)
+    if not args.files and not args.command_lines and not providers:
+        raise _no_providers_found()
     config = batch.RunConfig(
         sources=[_absolute(p) for p in args.files],
         commands=list(args.command_lines),
@@ -132,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parallel=args.jobs,
         durability=args.durability,
         namespace=args.namespace,
+        providers=providers,
     )
     units = config.load_units()
     for warning in units.warnings:
@@ -196,6 +225,7 @@ def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
         "mandatory_include": list(plan.mandatory_include),
         "bootstrap_include": list(plan.bootstrap_include),
         "nested_part": list(plan.nested_part),
+        "setup_include": list(plan.setup_include),
         "include_overrides": [o.to_json() for o in plan.include_overrides],
         "category_overrides": [o.to_json() for o in plan.category_overrides],
         "certification_status_overrides": [o.to_json() for o in plan.certification_status_overrides],
@@ -205,9 +235,11 @@ def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
 
 
 def cmd_plans(args: argparse.Namespace) -> int:
-    from plainbox_like.units import load_units
-
-    units = load_units([_absolute(p) for p in args.files])
+    refs = _find_providers(args, search=not args.files)
+    if not args.files and not refs:
+        raise _no_providers_found("no test plans to list: give unit files")
+    config = batch.RunConfig(sources=[_absolute(p) for p in args.files], providers=refs)
+    units = config.load_units()
     for warning in units.warnings:
         print(f"plainbox-like: warning: {warning}", file=sys.stderr)
     plans = sorted(units.test_plans, key=lambda p: p.id)
@@ -223,8 +255,6 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
 
 def _absolute(path: str) -> str:
-    import os
-
     return os.path.abspath(path)
 
 
@@ -234,6 +264,14 @@ def _namespace(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", text):
         raise argparse.ArgumentTypeError(f"not a namespace (letters, digits, '.', '-', '_'): {text!r}")
     return text
+
+
+PROVIDERS_HELP = (
+    "load the Checkbox providers of DIR too: a directory of .provider files (as 'manage.py develop -d DIR' "
+    "writes them) or a provider source tree (repeatable); with no FILE and no -c, the providers of the "
+    "directories in $PROVIDERPATH (else /usr/local/share/plainbox-providers-1, /usr/share/plainbox-providers-1, "
+    "~/.local/share/plainbox-providers-1 and /var/tmp/checkbox-providers-develop) are loaded as well"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -248,6 +286,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-c", "--command", dest="command_lines", action="append", default=[], metavar="CMD",
                      help="a shell command to run as a job (repeatable)")
     run.add_argument("--test-plan", metavar="ID", help="run the jobs this test plan includes")
+    run.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
     run.add_argument("--namespace", metavar="NS", type=_namespace,
                      help="give the jobs and test plans of unit files ids NS::id (default: the namespace of "
                      "the provider the files belong to, from its .provider file or manage.py, if any)")
@@ -276,7 +315,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the test plans (unit: test plan) defined in Plainbox .pxu unit files or directories "
         "of them: one line per test plan with its id and name, sorted by id.",
     )
-    plans.add_argument("files", nargs="+", metavar="FILE", help="unit files (.pxu) or directories of them")
+    plans.add_argument("files", nargs="*", metavar="FILE",
+                       help="unit files (.pxu) or directories of them (none: the providers found, see --providers)")
+    plans.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
     plans.add_argument("--json", action="store_true",
                        help="print every test plan with all its fields as a JSON list, including its category "
                        "and certification status overrides and the order they apply in")

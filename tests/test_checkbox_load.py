@@ -1,0 +1,231 @@
+"""Loading what Checkbox loads: untidy records, units left out, siblings, ``before``, and hostile unit trees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from cli_helpers import run
+
+from plainbox_like import plan as planning
+from plainbox_like import session as batch
+from plainbox_like.errors import PlanError
+from plainbox_like.storage import SessionRepository, load_session
+from plainbox_like.units import load_units, parse_pxu
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _outcomes(root: str) -> dict[str, tuple[str, str | None]]:
+    (path,) = SessionRepository(root).session_paths()
+    state = load_session(path).state
+    return {job_id: (results[-1].outcome, results[-1].skip_reason) for job_id, results in state.results.items()}
+
+
+# --------------------------------------------------------------------------- issue 14: hostile unit trees
+
+
+def test_a_chain_of_1200_nested_parts_runs(tmp_path, capsys):
+    parts = ["id: leaf-job\ncommand: true\n"]
+    for n in range(1200):
+        link = f"nested_part: p{n + 1}" if n < 1199 else "include: leaf-job"
+        parts.append(f"unit: test plan\nid: p{n}\n{link}\n")
+    units = _write(tmp_path / "chain.pxu", "\n".join(parts))
+    root = str(tmp_path / "repo")
+    assert run(root, "run", "--test-plan", "p0", str(units)) == 0
+    assert _outcomes(root) == {"leaf-job": ("pass", None)}
+    assert run(root, "run", "--dry-run", "--test-plan", "p0", str(units)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "leaf-job"
+
+
+def test_a_fifo_named_like_a_unit_file_is_skipped_not_opened(tmp_path):
+    _write(tmp_path / "units" / "a.pxu", "id: a\ncommand: true\n")
+    os.mkfifo(tmp_path / "units" / "x.pxu")
+    os.symlink(tmp_path / "nowhere.pxu", tmp_path / "units" / "y.pxu")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "plainbox_like", "--repository", str(tmp_path / "repo"), "run", "--dry-run",
+         str(tmp_path / "units")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["a"]
+    assert f"warning: {tmp_path}/units/x.pxu: not a regular file: skipped" in done.stderr
+    assert f"warning: {tmp_path}/units/y.pxu: not a regular file: skipped" in done.stderr
+
+
+def test_a_dependency_cycle_names_each_unit_file_and_line(tmp_path):
+    path = _write(tmp_path / "cycle.pxu", """\
+        id: ok
+        command: true
+
+        id: p
+        after: q
+        command: true
+
+        id: q
+        depends: p
+        command: true
+        """)
+    units = load_units([str(path)])
+    with pytest.raises(PlanError) as info:
+        planning.build_plan(units.jobs)
+    assert str(info.value) == f"dependency cycle: p ({path}:4) -> q ({path}:8) -> p ({path}:4)"
+
+
+# --------------------------------------------------------------------------- untidy records, units left out
+
+
+def test_untidy_records_load_with_one_warning_each_naming_file_and_line(tmp_path, capsys):
+    path = _write(tmp_path / "untidy.pxu", """\
+        id: both
+        summary: plain
+        command: true
+        _summary: translatable
+
+        id: with space
+        command: true
+
+        id: odd
+        colour: red
+        command: true
+
+        unit: test plan
+        id: tp
+        include: .*
+        """)
+    root = str(tmp_path / "repo")
+    assert run(root, "plans", str(path)) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == ["tp"]
+    warnings = captured.err.splitlines()
+    assert warnings == [
+        f"plainbox-like: warning: {path}:4: both 'summary' (line 2) and '_summary' given: the value of '_summary'"
+        " (line 4) is used, as in Checkbox",
+        f"plainbox-like: warning: {path}:6: job id 'with space' contains whitespace or a comma: kept as written,"
+        " as in Checkbox (no depends/after list can name it)",
+        f"plainbox-like: warning: {path}:10: unknown field 'colour' in job kept as extra data",
+    ]
+    units = load_units([str(path)])
+    assert units.job("both").summary == "translatable"
+    assert units.job_ids == ("both", "with space", "odd")
+
+
+def test_a_unit_that_cannot_be_used_is_left_out_and_its_dependents_skipped_naming_it(tmp_path, capsys):
+    units_dir = tmp_path / "units"
+    _write(units_dir / "a.pxu", """\
+        id: broken
+        command: true
+        command: twice
+
+        id: needs-broken
+        depends: broken
+        command: true
+
+        id: fine
+        command: true
+        """)
+    _write(units_dir / "b.pxu", "id: other\ncommand: true\n")
+    root = str(tmp_path / "repo")
+    assert run(root, "run", str(units_dir)) == 0
+    err = capsys.readouterr().err
+    left_out = f"{units_dir}/a.pxu:3: field 'command' given twice in one record (first at line 2): job 'broken' left out"
+    assert f"plainbox-like: warning: {left_out}\n" in err
+    outcomes = _outcomes(root)
+    assert outcomes["fine"] == outcomes["other"] == ("pass", None)
+    assert outcomes["needs-broken"] == ("skipped-dependency", f"dependency broken could not be loaded ({left_out})")
+    assert "broken" not in outcomes
+
+
+# --------------------------------------------------------------------------- siblings, after-suspend, before
+
+SIBLINGS = """\
+    id: audio/play
+    _summary: Play a sound
+    depends: audio/detect
+    flags: also-after-suspend also-after-suspend-manual preserve-locale
+    group: sound
+    command: play
+    _siblings: [
+      {"id": "audio/play-loud", "_summary": "Play loudly", "command": "play --loud"}
+      ]
+
+    id: audio/detect
+    command: true
+    """
+
+
+def test_siblings_and_after_suspend_jobs_are_made_as_checkbox_makes_them():
+    units = parse_pxu(textwrap.dedent(SIBLINGS), "s.pxu")
+    assert units.warnings == ()
+    assert units.job_ids == (
+        "audio/play",
+        "audio/play-loud",
+        "after-suspend-audio/play-loud",
+        "after-suspend-manual-audio/play-loud",
+        "after-suspend-audio/play",
+        "after-suspend-manual-audio/play",
+        "audio/detect",
+    )
+    auto = units.job("after-suspend-audio/play")
+    assert auto.summary == "Play a sound after suspend (S3)"
+    assert auto.depends == ("audio/detect", "audio/play", "com.canonical.certification::suspend/suspend_advanced_auto")
+    assert auto.flags == {"preserve-locale"}
+    assert auto.extra["group"] == "after-suspend-sound"
+    manual = units.job("after-suspend-manual-audio/play")
+    assert manual.depends[-1] == "com.canonical.certification::suspend/suspend_advanced"
+    loud = units.job("audio/play-loud")
+    assert (loud.summary, loud.command, loud.depends) == ("Play loudly", "play --loud", ("audio/detect",))
+    assert "siblings" not in loud.extra
+    assert units.job("after-suspend-audio/play-loud").summary == "Play loudly after suspend (S3)"
+    # the job itself runs before the suspend jobs its siblings wait for
+    assert units.job("audio/play").before == (
+        "com.canonical.certification::suspend/suspend_advanced_auto",
+        "com.canonical.certification::suspend/suspend_advanced",
+    )
+
+
+def test_before_orders_a_job_ahead_of_its_targets():
+    units = parse_pxu("id: late\ncommand: true\n\nid: early\nbefore: late\ncommand: true\n", "b.pxu")
+    assert planning.build_plan(units.jobs).order == ("early", "late")
+    scheduler = planning.Scheduler(planning.build_plan(units.jobs))
+    assert scheduler.next_decision().job_id == "early"
+    assert scheduler.next_decision() is None  # late waits for early
+    scheduler.finish("early", "fail")
+    assert scheduler.next_decision().job_id == "late"  # before only orders: any outcome will do
+
+
+def test_setup_jobs_load_as_jobs_and_setup_include_comes_first():
+    units = parse_pxu(textwrap.dedent("""\
+        unit: setup job
+        id: setup/install
+        plugin: shell
+        command: true
+
+        id: main
+        command: true
+
+        id: boot
+        plugin: resource
+        command: true
+
+        unit: test plan
+        id: tp
+        setup_include: setup/install
+        bootstrap_include: boot
+        include: main
+        """), "s.pxu")
+    assert units.warnings == ()
+    assert units.job("setup/install").extra["unit"] == "setup job"
+    selected = planning.select_jobs(units, "tp", [], [])
+    assert [job.id for job in selected] == ["setup/install", "boot", "main"]
