@@ -21,15 +21,12 @@ temporary directory.
 
 from __future__ import annotations
 
-import ast
-import configparser
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 
-import attrs
-
+from plainbox_like.providers import Provider, read_provider_file, read_source_tree
 from plainbox_like.units import JobDefinition
 
 #: Directory levels looked at above a unit file for its provider (units/sub/file.pxu).
@@ -41,100 +38,22 @@ FLAG_RESET_LOCALE = "reset-locale"
 MAX_LEFTOVERS = 100
 
 
-@attrs.frozen
-class Provider:
-    """A Checkbox provider's identity and directories (None where it has none)."""
-
-    name: str
-    namespace: str
-    base_dir: str
-    bin_dir: str | None = None
-    data_dir: str | None = None
-    units_dir: str | None = None
-    locale_dir: str | None = None
-    gettext_domain: str | None = None
-
-
-def _dir_or_none(path: str | None) -> str | None:
-    return path if path and os.path.isdir(path) else None
-
-
-def _make(values: Mapping[str, str], location: str) -> Provider | None:
-    name = values.get("name") or ""
-    namespace = values.get("namespace") or (name.split(":", 1)[0] if ":" in name else "")
-    if not namespace:
-        return None
-    location = os.path.abspath(values.get("location") or location)
-
-    def directory(key: str, implicit: str) -> str | None:
-        return _dir_or_none(values.get(key) or os.path.join(location, implicit))
-
-    locale = values.get("locale_dir") or None
-    if locale is None:
-        locale = _dir_or_none(os.path.join(location, "locale")) or _dir_or_none(
-            os.path.join(location, "build", "mo")
-        )
-    return Provider(
-        name=name.split(":", 1)[1] if ":" in name else name,
-        namespace=namespace,
-        base_dir=location,
-        bin_dir=directory("bin_dir", "bin"),
-        data_dir=directory("data_dir", "data"),
-        units_dir=directory("units_dir", "units"),
-        locale_dir=locale,
-        gettext_domain=values.get("gettext_domain") or None,
-    )
-
-
-def _from_provider_file(path: str) -> Provider | None:
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError, OSError):
-        return None
-    for section in parser.sections():
-        values = {key: value.strip() for key, value in parser.items(section)}
-        provider = _make(values, os.path.dirname(path))
-        if provider is not None:
-            return provider
-    return None
-
-
-def _from_manage_py(path: str) -> Provider | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            tree = ast.parse(handle.read(), path)
-    except (OSError, SyntaxError, ValueError):
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setup":
-            values = {}
-            for kw in node.keywords:
-                value = kw.value
-                if isinstance(value, ast.Call) and value.args:  # N_("...")
-                    value = value.args[0]
-                if kw.arg and isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    values[kw.arg] = value.value
-            provider = _make(values, os.path.dirname(path))
-            if provider is not None:
-                return provider
-    return None
-
-
 def provider_in(directory: str) -> Provider | None:
-    """The provider *directory* itself defines (a ``.provider`` file, else ``manage.py``), or None."""
+    """The provider *directory* itself defines (a ``.provider`` file naming it as its location, else
+    ``manage.py``), or None (*directory* is absolute)."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return None
     for name in names:
         if name.endswith(".provider") and os.path.isfile(os.path.join(directory, name)):
-            provider = _from_provider_file(os.path.join(directory, name))
-            if provider is not None:
+            try:
+                provider = read_provider_file(os.path.join(directory, name))
+            except ValueError:
+                continue
+            if provider.base_dir and os.path.abspath(provider.base_dir) == directory:
                 return provider
-    if "manage.py" in names:
-        return _from_manage_py(os.path.join(directory, "manage.py"))
-    return None
+    return read_source_tree(directory) if "manage.py" in names else None
 
 
 class ProviderIndex:
@@ -145,15 +64,19 @@ class ProviderIndex:
         self.providers: list[Provider] = []
         for provider in providers:
             self._remember(provider)
-            self._by_dir[provider.base_dir] = provider
 
     def _remember(self, provider: Provider) -> None:
         if provider not in self.providers:
             self.providers.append(provider)
 
     def of_path(self, path: str) -> Provider | None:
-        """The provider a unit file belongs to, or None."""
-        directory = os.path.dirname(os.path.abspath(path))
+        """The provider a unit file belongs to (one given whose units it holds, else one found above it), or None."""
+        path = os.path.abspath(path)
+        for provider in self.providers:
+            for units in provider.units_dirs:
+                if path.startswith(units.rstrip(os.sep) + os.sep):
+                    return provider
+        directory = os.path.dirname(path)
         for _ in range(PROVIDER_LEVELS):
             if directory not in self._by_dir:
                 self._by_dir[directory] = provider_in(directory)

@@ -821,24 +821,31 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     planned = dict(plan.jobs)
     order = list(plan.order)
     shell = find_shell()
+    providers = jobenv.ProviderIndex(config.provider_list())
+    providers.learn(plan.jobs[job_id] for job_id in plan.order)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
         for job_id in planning.bootstrap_jobs(units, config.test_plan):
             job = units.by_id[job_id]
             if job.plugin != "resource" or not job.command:
                 continue
-            env = job_environment(dict(os.environ), job, "dry-run", share)
+            provider = providers.of_job(job)
+            bin_dirs = providers.bin_dirs(provider.namespace) if provider is not None else ()
+            env = jobenv.job_env(dict(os.environ), job, provider, bin_dirs, config.environment)
+            env = job_environment(env, job, "dry-run", share)
             import subprocess  # only for a dry run's bootstrap
 
+            cwd = jobenv.make_cwd(job)
             try:
                 done = subprocess.run(
-                    [shell, "-c", job.command], env=env, capture_output=True, timeout=job.timeout, check=False
+                    [shell, "-c", job.command], env=env, cwd=cwd, capture_output=True, timeout=job.timeout, check=False
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 say(f"bootstrap job {job_id} did not finish: {exc}")
                 continue
-            if done.returncode != 0:
+            finally:
+                jobenv.collect_leftovers(cwd, job)
+            if done.returncode != 0:  # as in Checkbox, what it printed still counts
                 say(f"bootstrap job {job_id} failed (exit status {done.returncode})")
-                continue
             new = expander.expand(job_id, parse_records(done.stdout.decode("utf-8", errors="replace")), planned)
             if new:
                 try:
@@ -1047,6 +1054,7 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         expander=prepared.expander,
         warnings=prepared.notes,
         launcher_env=prepared.config.environment if prepared.config is not None else None,
+        providers=jobenv.ProviderIndex(prepared.config.provider_list()) if prepared.config is not None else None,
     )
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:
