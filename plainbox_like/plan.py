@@ -86,6 +86,32 @@ def requirement_program(job: JobDefinition) -> tuple[RequirementProgram | None, 
     return _parse_requires(job.requires)
 
 
+def job_imports(job: JobDefinition) -> dict[str, str]:
+    """The job's ``imports:`` lines (``from NS import ID [as ALIAS]``) as ``{alias: NS::ID}``; others are ignored."""
+    text = job.extra.get("imports")
+    if not text:
+        return {}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) in (4, 6) and parts[0] == "from" and parts[2] == "import" and (len(parts) == 4 or parts[4] == "as"):
+            found[parts[-1]] = f"{parts[1]}::{parts[3]}"
+    return found
+
+
+def resource_id(
+    job: JobDefinition, name: str, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+) -> str | None:
+    """The id among *known* of the resource job *name* (as written in the job's ``requires``) stands for, or None.
+
+    An ``imports:`` alias names its job, as in Checkbox; otherwise :func:`resolve_resource`.
+    """
+    imported = job_imports(job).get(name) if "imports" in job.extra else None
+    if imported is not None:
+        return imported if imported in known else None
+    return resolve_resource(name, known, namespace_of(job.id), by_bare)
+
+
 def resource_jobs(
     job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
 ) -> list[str]:
@@ -96,8 +122,7 @@ def resource_jobs(
     program, _error = requirement_program(job)
     if program is None:
         return []
-    namespace = namespace_of(job.id)
-    found = (resolve_resource(name, known, namespace, by_bare) for name in program.resources)
+    found = (resource_id(job, name, known, by_bare) for name in program.resources)
     return [job_id for job_id in dict.fromkeys(found) if job_id is not None and job_id != job.id]
 
 
@@ -840,12 +865,15 @@ class Scheduler:
         None means: wait for a running job to finish (or, if :meth:`done`,
         that everything is finished).
         """
-        # Skips need no slot, but come in plan order with the runs, so one job at a time follows plan.order.
-        skip_first = self._ready_skip and (
-            not self._ready_run
-            or self._ready_skip[0][0] < self._ready_run[0]
-            or len(self._running) >= self.max_running > 1
-        )
+        # Skips need no slot. One job at a time, they come in plan order with the runs (as in Checkbox): a
+        # skip waits for the jobs before it to finish.
+        skip_first = False
+        if self._ready_skip:
+            first = self._ready_skip[0][0]
+            skip_first = self.max_running > 1 or (
+                (not self._ready_run or first < self._ready_run[0])
+                and not any(self._position[job] < first for job in self._running)
+            )
         if skip_first:
             i, reason = heapq.heappop(self._ready_skip)
             job_id = self._ids[i]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 
 import attrs
 
-from plainbox_like import control, jobenv
+from plainbox_like import control, jobenv, manifest
 from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, read_records, resolve_resource
@@ -42,7 +42,7 @@ from plainbox_like.runner import iter_pgid_members, iter_pids, process_env
 from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
 from plainbox_like.resource import RequirementProgram
 from plainbox_like.providers import Provider, find_providers
-from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
+from plainbox_like.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
 
 APP_ID = "plainbox-like"
 #: Plugins whose command we run.
@@ -122,7 +122,21 @@ class RunConfig:
         return find_providers(self.providers, search=False)[0] if self.providers else []
 
     def load_units(self) -> UnitSet:
-        return load_units(self.sources, self.commands, namespace=self.namespace, providers=self.provider_list())
+        """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
+        providers = self.provider_list()
+        units = load_units(self.sources, self.commands, namespace=self.namespace, providers=providers)
+        if manifest.MANIFEST_JOB_ID in units.by_id or not (
+            units.manifest_entries or manifest.needs_manifest(units.jobs)
+        ):
+            return units
+        index = jobenv.ProviderIndex(providers)
+
+        def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
+            found = index.of_path(entry.origin.path) if entry.origin is not None else None
+            return (found.namespace, found.name) if found is not None else None
+
+        job = manifest.manifest_job(units.manifest_entries, self.manifest, provider_of)
+        return attrs.evolve(units, jobs=[*units.jobs, job])
 
 
 def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
@@ -254,6 +268,8 @@ class BatchRunner:
         providers: jobenv.ProviderIndex | None = None,
         launcher_env: dict[str, str] | None = None,
         warnings: list[str] | None = None,
+        manifest_entries: tuple[ManifestEntry, ...] = (),
+        manifest_answers: dict[str, Any] | None = None,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -274,6 +290,8 @@ class BatchRunner:
         self.providers = providers if providers is not None else jobenv.ProviderIndex()
         self.providers.learn(plan.jobs[job_id] for job_id in plan.order)
         self.launcher_env = dict(launcher_env or {})
+        self.manifest_entries = manifest_entries
+        self.manifest_answers = dict(manifest_answers or {})
         #: Problems met while running (told after the run).
         self.warnings = warnings if warnings is not None else []
         # What every job's spec needs from the session, worked out once.
@@ -470,7 +488,7 @@ class BatchRunner:
         records: dict[str, list[dict[str, str]]] = {}
         namespace = namespace_of(job.id)
         for name in program.resources:
-            resource_id = resolve_resource(name, self.plan.jobs, namespace)
+            resource_id = planning.resource_id(job, name, self.plan.jobs)
             if resource_id is None:
                 return f"resource job {name} is not part of the run"
             outcome = self.scheduler.outcomes.get(resource_id)
@@ -482,7 +500,15 @@ class BatchRunner:
             unmet = program.first_false(records)
         except ResourceExpressionError as exc:
             return str(exc)
-        return None if unmet is None else f"resource expression is false: {unmet.text}"
+        if unmet is None:
+            return None
+        reason = f"resource expression is false: {unmet.text}"
+        if manifest.MANIFEST_JOB_ID in self.plan.jobs:
+            missing = manifest.unanswered(unmet.text, self.manifest_entries, self.manifest_answers)
+            if missing:
+                entries = ", ".join(missing)
+                reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
+        return reason
 
     def _cannot_run(self, job: JobDefinition) -> str | None:
         if planning.needs_person(job):
@@ -759,6 +785,7 @@ class Prepared:
     notes: list[str] = attrs.Factory(list)
     expander: TemplateExpander | None = None
     config: RunConfig | None = None
+    manifest_entries: tuple[ManifestEntry, ...] = ()
 
 
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
@@ -800,7 +827,13 @@ def start_session(
     )
     expander = TemplateExpander(units, config) if units.templates else None
     return Prepared(
-        writer=writer, plan=plan, finished={}, parallel=config.parallel, expander=expander, config=config
+        writer=writer,
+        plan=plan,
+        finished={},
+        parallel=config.parallel,
+        expander=expander,
+        config=config,
+        manifest_entries=units.manifest_entries,
     )
 
 
@@ -941,6 +974,7 @@ def resume_session(
         parallel=parallel or config.parallel,
         expander=expander,
         config=config,
+        manifest_entries=units.manifest_entries,
     )
 
 
@@ -1055,6 +1089,8 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         warnings=prepared.notes,
         launcher_env=prepared.config.environment if prepared.config is not None else None,
         providers=jobenv.ProviderIndex(prepared.config.provider_list()) if prepared.config is not None else None,
+        manifest_entries=prepared.manifest_entries,
+        manifest_answers=prepared.config.manifest if prepared.config is not None else None,
     )
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:

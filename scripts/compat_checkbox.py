@@ -34,7 +34,18 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-CHECKBOX_RUN = os.path.join(REPO, "..", "shared", "checkbox", "checkbox-run.sh")
+#: ``<repo>/../shared/checkbox`` as CI lays it out, or ``../../shared`` from a worktree under ``<project>/wt/``.
+CHECKBOX_RUN = next(
+    (
+        path
+        for path in (
+            os.path.join(REPO, "..", "shared", "checkbox", "checkbox-run.sh"),
+            os.path.join(REPO, "..", "..", "shared", "checkbox", "checkbox-run.sh"),
+        )
+        if os.path.isfile(path)
+    ),
+    os.path.join(REPO, "..", "shared", "checkbox", "checkbox-run.sh"),
+)
 #: Our outcomes that Checkbox calls not-supported.
 NOT_SUPPORTED_EQUIVALENTS = frozenset({"skipped-resource", "skipped-dependency"})
 PLAN_PROVIDER_MANAGE = """\
@@ -97,7 +108,7 @@ def jobs_bin(home: str, jobpy: str | None) -> str | None:
     return directory
 
 
-def run_ours(plan: str, providers: list[str], home: str, jobpy: str | None) -> dict[str, str]:
+def run_ours(plan: str, providers: list[str], home: str, jobpy: str | None) -> tuple[dict[str, str], list[str]]:
     sys.path.insert(0, REPO)
     from plainbox_like.storage import load_session
 
