@@ -21,6 +21,7 @@ temporary directory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ PROVIDER_LEVELS = 3
 FLAG_PRESERVE_CWD = "preserve-cwd"
 FLAG_HAS_LEFTOVERS = "has-leftovers"
 FLAG_RESET_LOCALE = "reset-locale"
+CWD_PREFIX = "plainbox-like-cwd-"
 #: Most leftover paths kept for one attempt (a job that unpacks a tree leaves thousands).
 MAX_LEFTOVERS = 100
 
@@ -145,11 +147,39 @@ def job_env(
     return env
 
 
-def make_cwd(job: JobDefinition) -> str | None:
-    """A new temporary working directory for *job*, or None if it keeps the runner's (``preserve-cwd``)."""
+def _temp_root() -> str:
+    """``$TMPDIR`` as it is now (tests and callers may change it), else the system's temporary directory."""
+    root = os.environ.get("TMPDIR")
+    return root if root and os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK) else tempfile.gettempdir()
+
+
+def _cwd_prefix(session_id: str, job_id: str, attempt: int) -> str:
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{CWD_PREFIX}{session_id}-{digest}-{attempt}-"
+
+
+def make_cwd(job: JobDefinition, session_id: str = "", attempt: int = 0) -> str | None:
+    """A new temporary working directory for *job*, or None if it keeps the runner's (``preserve-cwd``).
+
+    Its name says which session, job and attempt it is for, so that the
+    directory of a job whose runner died can be found and removed
+    (:func:`remove_stale_cwds`).
+    """
     if FLAG_PRESERVE_CWD in job.flags:
         return None
-    return tempfile.mkdtemp(prefix="plainbox-like-cwd-")
+    return tempfile.mkdtemp(prefix=_cwd_prefix(session_id, job.id, attempt), dir=_temp_root())
+
+
+def remove_stale_cwds(session_id: str, job_id: str, attempt: int) -> None:
+    """Remove the temporary working directories a dead runner left for this attempt (in today's ``$TMPDIR``)."""
+    root = _temp_root()
+    prefix = _cwd_prefix(session_id, job_id, attempt)
+    try:
+        names = [name for name in os.listdir(root) if name.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:

@@ -560,7 +560,7 @@ class BatchRunner:
         env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
         env = job_environment(env, job, *self._session_env)
         try:
-            running.cwd = jobenv.make_cwd(job)
+            running.cwd = jobenv.make_cwd(job, self.writer.id, running.attempt)
         except OSError as exc:
             self._cannot_start(running, f"no temporary working directory: {exc}")
             return
@@ -1016,6 +1016,7 @@ def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable
             say(f"killing the leftover processes of job {job_id} (process group {pgid})")
             kill_group(pgid)
         _complete_missing_log(writer, running.io_log_filename)
+        jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
         job = plan.jobs.get(job_id)
         noreturn = job is not None and "noreturn" in job.flags
         writer.job_finished(

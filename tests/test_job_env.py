@@ -147,3 +147,22 @@ def test_reset_locale_and_launcher_environment(tmp_path, monkeypatch):
     assert kept["LC_TIME"] == "fr_FR.UTF-8"
     # a launcher's [environment] only fills what the caller's environment lacks, as in Checkbox
     assert kept["FROM_LAUNCHER"] == "yes" and kept["ALREADY"] == "caller"
+
+
+def test_the_working_directory_of_a_job_whose_runner_died_is_removed_when_it_is_settled(tmp_path):
+    from plainbox_like import jobenv
+    from plainbox_like import plan as planning
+    from plainbox_like.units import JobDefinition
+
+    repo = SessionRepository(str(tmp_path / "repo"))
+    writer = repo.create()
+    job = JobDefinition("a", command="true")
+    writer.set_plan({"a": job.checksum}, ["a"])
+    writer.job_started("a", 1, None)
+    left = jobenv.make_cwd(job, writer.id, 1)  # as the dead runner made it
+    other = jobenv.make_cwd(job, writer.id, 2)  # another attempt's: not this one's to remove
+    (Path(left) / "file").write_text("x")
+    batch.settle_interrupted(writer, planning.build_plan([job]), lambda _msg: None)
+    writer.close()
+    assert not os.path.exists(left)
+    assert os.path.isdir(other)
