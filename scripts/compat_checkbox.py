@@ -16,7 +16,10 @@ plan: a small extra provider holding one test plan (``include: REGEX``) is
 written under the Checkbox home and given to both. ``--checkbox-session DIR``
 compares with a Checkbox session made before instead of running Checkbox.
 
-Prints one row per job (Checkbox's outcome, ours, same?) and a summary line.
+Prints one row per job (Checkbox's outcome, ours, same?), a summary line, and
+whether the jobs that ran under both ran in the same order (informational:
+Checkbox's own order changes from run to run where a job has several
+dependencies, as it walks them in Python set order).
 Checkbox's ``not-supported`` and our ``skipped-resource`` /
 ``skipped-dependency`` count as the same; nothing else does. Exit status 0 if
 no row differs, 1 otherwise, 2 on bad arguments.
@@ -28,6 +31,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,6 +83,17 @@ def checkbox_outcomes(session_dir: str) -> dict[str, str]:
     return {job: attempts[-1]["outcome"] for job, attempts in results.items() if attempts}
 
 
+def checkbox_run_order(session_dir: str, jobs: list[str]) -> list[str]:
+    """The jobs of a Checkbox session that ran, in the order they ended (their io-log records' times)."""
+    slug = {re.sub(r"[^A-Za-z0-9_.-]", "_", job): job for job in jobs}
+    logs = os.path.join(session_dir, "io-logs")
+    ended = []
+    for name in os.listdir(logs) if os.path.isdir(logs) else ():
+        if name.endswith(".record.gz") and name[: -len(".record.gz")] in slug:
+            ended.append((os.stat(os.path.join(logs, name)).st_mtime_ns, slug[name[: -len(".record.gz")]]))
+    return [job for _when, job in sorted(ended)]
+
+
 def run_checkbox(plan: str, providers: list[str], home: str, jobpy: str | None) -> str:
     env = dict(os.environ, CBX_HOME=home)
     if jobpy:
@@ -108,7 +123,9 @@ def jobs_bin(home: str, jobpy: str | None) -> str | None:
     return directory
 
 
-def run_ours(plan: str, providers: list[str], home: str, jobpy: str | None) -> tuple[dict[str, str], list[str]]:
+def run_ours(
+    plan: str, providers: list[str], home: str, jobpy: str | None
+) -> tuple[dict[str, str], list[str], list[str]]:
     sys.path.insert(0, REPO)
     from plainbox_like.storage import load_session
 
@@ -131,7 +148,8 @@ def run_ours(plan: str, providers: list[str], home: str, jobpy: str | None) -> t
         if "warning" in line:
             print(f"# ours: {line}", file=sys.stderr)
     state = load_session(os.path.join(repository, "sessions", sessions[0])).state
-    return {job: state.latest(job).outcome for job in state.results}, list(state.desired_job_list)
+    ran = sorted((a.started, job) for job in state.results if (a := state.latest(job)).started is not None)
+    return {job: state.latest(job).outcome for job in state.results}, list(state.desired_job_list), [j for _, j in ran]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         providers.append(extra)
     session = args.checkbox_session or run_checkbox(plan, providers, home, args.jobpy)
     theirs = checkbox_outcomes(session)
-    ours, order = run_ours(plan, providers, home, args.jobpy)
+    ours, order, our_run_order = run_ours(plan, providers, home, args.jobpy)
     rows = [job for job in order if job in ours or job in theirs]
     rows += sorted((set(ours) | set(theirs)) - set(rows))
     width = max((len(job) for job in rows), default=10)
@@ -170,6 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.only_different and ok):
             print(f"{job:<{width}}  {a or '-':<14}  {b or '-':<18}  {'yes' if ok else 'NO'}")
     print(f"# {plan}: {len(rows)} jobs, {len(rows) - different} same, {different} different")
+    # The order of the jobs that ran under both (Checkbox's, from when their io-logs were written).
+    their_run_order = checkbox_run_order(session, list(theirs))
+    both = set(their_run_order) & set(our_run_order)
+    a_order = [job for job in their_run_order if job in both]
+    b_order = [job for job in our_run_order if job in both]
+    if a_order == b_order:
+        print(f"# order of the {len(both)} jobs that ran under both: same")
+    else:
+        at = next(i for i, (x, y) in enumerate(zip(a_order, b_order)) if x != y)
+        print(
+            f"# order of the {len(both)} jobs that ran under both: differs at {at + 1}: Checkbox {a_order[at]}, "
+            f"ours {b_order[at]} (informational: Checkbox walks a job's dependencies in Python set order, which "
+            "changes from run to run when a job has several)"
+        )
     return 1 if different else 0
 
 
