@@ -25,7 +25,7 @@ import functools
 import heapq
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 import attrs
@@ -63,6 +63,8 @@ __all__ = [
 PASS_OUTCOMES = frozenset({"pass"})
 #: Outcome of a job skipped because a ``depends`` target did not pass or is unknown.
 SKIPPED_DEPENDENCY = "skipped-dependency"
+#: The outcome a ``salvages`` target must have for its salvage job to run (as in Checkbox).
+SALVAGED_OUTCOME = "fail"
 #: Plugins whose jobs need a person at the machine (``qml`` jobs show a UI too).
 PERSON_PLUGINS = frozenset(
     {"manual", "user-interact", "user-verify", "user-interact-verify", "qml"}
@@ -592,10 +594,10 @@ def _predecessors(
     run ``before`` it (*before_of*, from :func:`_before_index`), without repeats."""
     depends, after = job.depends, job.after
     earlier = before_of.get(job.id, ()) if before_of else ()
-    if not after and len(depends) <= 1 and not job.requires and not earlier:  # the common cases, kept cheap
+    if not after and len(depends) <= 1 and not job.requires and not earlier and not job.salvages:  # kept cheap
         return [depends[0]] if depends and depends[0] in known else []
     extra = tuple(resource_jobs(job, known, by_bare)) if job.requires else ()
-    return [dep for dep in dict.fromkeys(depends + after + extra + tuple(earlier)) if dep in known]
+    return [dep for dep in dict.fromkeys(depends + after + extra + job.salvages + tuple(earlier)) if dep in known]
 
 
 def _before_index(jobs: Iterable[JobDefinition], known: Mapping[str, object]) -> dict[str, list[str]]:
@@ -644,27 +646,47 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
             if dep not in index:
                 unknown[job.id] = tuple(dict.fromkeys(d for d in job.depends if d not in index))
                 break
+    groups = _group_members(jobs)
+    group_of = {position: name for name, members in groups.items() for position in members}
     WHITE, GRAY, BLACK = 0, 1, 2
     color = [WHITE] * count
+
+    def preds(position: int) -> Iterator[int]:
+        job = jobs[position]
+        own = [index[d] for d in _predecessors(job, index, by_bare, before_of)]
+        name = group_of.get(position)
+        if name is None:
+            return iter(own)
+        # As Checkbox orders a group: whatever any member needs from outside comes before the first member.
+        inside = set(groups[name])
+        outside = [
+            index[d] for m in groups[name] for d in _predecessors(jobs[m], index, by_bare, before_of)
+            if index[d] not in inside
+        ]  # fmt: skip
+        return iter(dict.fromkeys(own + outside))
+
     order: list[str] = []
     for root in range(count):
         if color[root] != WHITE:
             continue
         job = jobs[root]
-        if not job.depends and not job.after and not job.requires and job.id not in before_of:
+        if (
+            not job.depends and not job.after and not job.requires and not job.salvages
+            and job.id not in before_of and root not in group_of
+        ):  # fmt: skip
             color[root] = BLACK  # the common case, kept cheap for big plans
             order.append(job.id)
             continue
         # parallel stacks: the job, and its predecessors still to visit
         stack = [root]
-        pending = [iter([index[d] for d in _predecessors(job, index, by_bare, before_of)])]
+        pending = [preds(root)]
         color[root] = GRAY
         while stack:
             for pred in pending[-1]:
                 if color[pred] == WHITE:
                     color[pred] = GRAY
                     stack.append(pred)
-                    pending.append(iter([index[d] for d in _predecessors(jobs[pred], index, by_bare, before_of)]))
+                    pending.append(preds(pred))
                     break
                 if color[pred] == GRAY:
                     cycle = stack[stack.index(pred):] + [pred]
@@ -674,8 +696,25 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
                 pending.pop()
                 color[done] = BLACK
                 order.append(jobs[done].id)
+                name = group_of.get(done)
+                if name is not None:  # the rest of its group comes next, one member at a time
+                    rest = next((m for m in groups[name] if color[m] == WHITE), None)
+                    if rest is not None:
+                        color[rest] = GRAY
+                        stack.append(rest)
+                        pending.append(preds(rest))
     left = {job_id: left_out[job_id] for deps in unknown.values() for job_id in deps if left_out and job_id in left_out}
     return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown, left_out=left)
+
+
+def _group_members(jobs: Sequence[JobDefinition]) -> dict[str, list[int]]:
+    """Positions of the jobs of each ``group`` that has two or more jobs of the run, in the order given."""
+    groups: dict[str, list[int]] = {}
+    for position, job in enumerate(jobs):
+        name = job.extra.get("group") if job.extra else None
+        if name:
+            groups.setdefault(name, []).append(position)
+    return {name: members for name, members in groups.items() if len(members) > 1}
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -767,7 +806,7 @@ class Scheduler:
                 continue
             self._left += 1
             job = jobs[job_id]
-            if not job.depends and not job.after and not job.requires and job_id not in before_of:
+            if not job.depends and not job.after and not job.requires and not job.salvages and job_id not in before_of:
                 continue
             for pred in _predecessors(job, position, by_bare, before_of):
                 if pred not in outcomes:
@@ -833,9 +872,10 @@ class Scheduler:
             reason = f"dependency {missing} could not be loaded ({why})" if why else f"unknown dependency {missing}"
             heapq.heappush(self._ready_skip, (i, reason))
             return
+        job = self.plan.jobs[job_id]
         failed = [
             f"{dep} (outcome {outcome})"
-            for dep in dict.fromkeys(self.plan.jobs[job_id].depends)
+            for dep in dict.fromkeys(job.depends)
             if (outcome := self._outcomes.get(dep)) not in PASS_OUTCOMES
         ]
         if len(failed) == 1:
@@ -845,6 +885,12 @@ class Scheduler:
         if failed:
             heapq.heappush(self._ready_skip, (i, f"dependencies did not pass: {', '.join(failed)}"))
             return
+        for dep in job.salvages:
+            outcome = self._outcomes.get(dep)
+            if outcome != SALVAGED_OUTCOME:
+                why = f"outcome {outcome}" if dep in self._position else "not part of the run"
+                heapq.heappush(self._ready_skip, (i, f"salvages {dep}, which did not fail ({why})"))
+                return
         heapq.heappush(self._ready_run, i)
 
     def _record(self, job_id: str, outcome: str) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ast
 import bisect
+import functools
 import hashlib
 import itertools
 import json
@@ -68,6 +69,8 @@ __all__ = [
     "Template",
     "UnitSet",
     "instantiate_template",
+    "jinja_context",
+    "render_jinja",
     "parse_pxu",
     "parse_command_list",
     "load_units",
@@ -98,6 +101,8 @@ SUSPEND_FLAGS = {
     "also-after-suspend": ("after-suspend", "com.canonical.certification::suspend/suspend_advanced_auto"),
     "also-after-suspend-manual": ("after-suspend-manual", "com.canonical.certification::suspend/suspend_advanced"),
 }
+#: Template engines: Python ``{field}`` placeholders (the default) and Jinja2, as in Checkbox.
+TEMPLATE_ENGINES = (None, "default", "jinja2")
 #: Unit kinds Checkbox knows that play no part in running jobs: skipped without a word.
 QUIET_UNIT_KINDS = frozenset({"category", "packaging meta-data", "exporter", "file"})
 
@@ -165,6 +170,8 @@ class JobDefinition:
     origin: Origin | None = attrs.field(default=None, eq=False)
     #: Jobs this one must run before, if they are part of the run (Checkbox's ``before``).
     before: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    #: Jobs that must fail for this one to run (Checkbox's ``salvages``: a job that repairs what they left).
+    salvages: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def checksum_fields(self) -> dict[str, Any]:
         """The fields that define what the job does, as plain JSON-able data.
@@ -185,7 +192,10 @@ class JobDefinition:
             "timeout": self.timeout,
             "requires": self.requires,
             "extra": dict(self.extra),
-        } | ({"before": list(self.before)} if self.before else {})  # absent when empty: older checksums stay
+        } | (
+            ({"before": list(self.before)} if self.before else {})
+            | ({"salvages": list(self.salvages)} if self.salvages else {})
+        )  # absent when empty: older checksums stay
 
     @property
     def checksum(self) -> str:
@@ -266,8 +276,10 @@ class Template:
 
     ``fields`` are the job fields with ``{name}`` placeholders (``{{``/``}}``
     stand for braces), filled from each record of ``resource`` that
-    ``filter`` (a resource expression, optional) accepts. ``id`` is the
-    ``template-id`` field, else the job id pattern.
+    ``filter`` (a resource expression, optional) accepts; with ``engine``
+    ``jinja2`` the fields are Jinja2 templates instead. ``id`` is the
+    ``template-id`` field, else the ``id`` field without the characters Checkbox
+    drops from it (anything but letters, digits and ``-_.:/\\``).
     """
 
     id: str
@@ -279,8 +291,8 @@ class Template:
 
     @property
     def supported(self) -> bool:
-        """Whether jobs can be made from it (Jinja2 templates cannot)."""
-        return self.engine in (None, "default")
+        """Whether jobs can be made from it: the default engine and Jinja2 are known."""
+        return self.engine in TEMPLATE_ENGINES
 
 
 @attrs.frozen
@@ -568,6 +580,7 @@ _JOB_FIELDS = frozenset(
     {
         "unit", "id", "plugin", "command", "summary", "description", "depends", "after",
         "environ", "estimated_duration", "flags", "user", "timeout", "requires", "before",
+        "salvages",
     }
 )  # fmt: skip
 # Plainbox job fields that only describe a job (or feed features we do not
@@ -576,7 +589,7 @@ _JOB_FIELDS = frozenset(
 _QUIET_JOB_EXTRAS = frozenset(
     {
         "purpose", "steps", "verification", "category_id", "certification_status", "imports", "name",
-        "group", "salvages", "shell", "auto_retry", "requires_manifest", "template-engine", "template-id",
+        "group", "shell", "auto_retry", "requires_manifest", "template-engine", "template-id",
     }
 )  # fmt: skip
 #: Test plan fields holding ``apply VALUE to PATTERN`` lines (both spellings occur), by the job field they set.
@@ -593,6 +606,8 @@ _PLAN_FIELDS = frozenset(
 )  # fmt: skip
 _QUIET_PLAN_EXTRAS = frozenset({"description", "estimated_duration", "icon"})
 _LIST_SPLIT = re.compile(r"[\s,]+")
+#: Characters that make a pattern more than a literal id.
+_REGEX_SPECIALS = frozenset(".^$*+?{}[]\\|()")
 _APPLY = re.compile(r"apply\s+(\S+)\s+to\s+(\S+)")
 _HMS = re.compile(
     r"(?:(\d+(?:\.\d*)?)\s*h)?[\s:]*(?:(\d+(?:\.\d*)?)\s*m)?[\s:]*(?:(\d+(?:\.\d*)?)\s*s)?"
@@ -626,6 +641,14 @@ def _strip_comment(text: str) -> str:
     while hash_at > 0 and not text[hash_at - 1].isspace():
         hash_at = text.find("#", hash_at + 1)
     return text[:hash_at] if hash_at >= 0 else text
+
+
+_SLUG_DROPS = re.compile(r"[^A-Za-z0-9_.:/\\-]")
+
+
+def _slug(text: str) -> str:
+    """A template's id made from its ``id`` field, as Checkbox makes it (``disk/{name}`` -> ``disk/name``)."""
+    return _SLUG_DROPS.sub("", text)
 
 
 def _shorten(text: str, width: int = 40) -> str:
@@ -816,7 +839,7 @@ class _Parser:
 
     def template(self, record: _Record) -> Template | None:
         fields = {key: field.value() for key, field in record.fields.items() if key != "unit"}
-        template_id = fields.pop("template-id", None) or fields.get("id")
+        template_id = fields.pop("template-id", None) or _slug(fields.get("id", ""))
         if not template_id:
             raise UnitError(self.path, "template has no 'id' field", line=record.line)
         resource = fields.pop("template-resource", None)
@@ -895,7 +918,23 @@ class _Parser:
             )
         return value
 
+    def _rendered(self, record: _Record) -> _Record:
+        """*record* with every field rendered by Jinja2 (a unit with ``template-engine: jinja2`` that is
+        not a template: Checkbox renders its fields with :func:`jinja_context`)."""
+        context = jinja_context()
+        out = _Record(line=record.line)
+        for key, field in record.fields.items():
+            try:
+                value = render_jinja(field.value(), context)
+            except ValueError as exc:
+                raise UnitError(self.path, f"field {field.raw_key!r}: {exc}", line=field.line) from None
+            out.fields[key] = _Field(key=key, raw_key=field.raw_key, line=field.line, first=value)
+        return out
+
     def job(self, record: _Record) -> JobDefinition:
+        engine = record.fields.get("template-engine")
+        if engine is not None and engine.value() == "jinja2":
+            record = self._rendered(record)
         job_id = self.qualified(self._id(record, "job"))
         fields = record.fields
 
@@ -924,6 +963,7 @@ class _Parser:
             extra=self.extras(record, known, _QUIET_JOB_EXTRAS | {"siblings"}, "job"),
             origin=Origin(self.path, record.line),
             before=listed("before"),
+            salvages=listed("salvages"),
         )
 
     def with_siblings(self, job: JobDefinition, values: Mapping[str, str], line: int) -> list[JobDefinition]:
@@ -1002,6 +1042,8 @@ class _Parser:
         """Why an override of *field* to *value* for *pattern* cannot be used (None if it can)."""
         if field == "certification_status" and value not in CERTIFICATION_STATUSES:
             return f"unknown certification status {value!r} (known: {', '.join(CERTIFICATION_STATUSES)})"
+        if _REGEX_SPECIALS.isdisjoint(pattern):
+            return None  # a literal id (most are): nothing to compile
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -1315,7 +1357,7 @@ def _resolve_references(jobs: list[JobDefinition], left_out: Iterable[str] = ())
     """
     ids = {job.id for job in jobs} | set(left_out)
     if not any("::" in job_id for job_id in ids) and not any(
-        "::" in dep for job in jobs for dep in job.depends + job.after + job.before
+        "::" in dep for job in jobs for dep in job.depends + job.after + job.before + job.salvages
     ):
         return jobs
     bare: dict[str, list[str]] = {}
@@ -1336,13 +1378,14 @@ def _resolve_references(jobs: list[JobDefinition], left_out: Iterable[str] = ())
 
     out = []
     for job in jobs:
-        if job.depends or job.after or job.before:
+        if job.depends or job.after or job.before or job.salvages:
             namespace = job.id.split("::", 1)[0] if "::" in job.id else None
             depends = tuple(dict.fromkeys(resolve(d, namespace) for d in job.depends))
             after = tuple(dict.fromkeys(resolve(d, namespace) for d in job.after))
             before = tuple(dict.fromkeys(resolve(d, namespace) for d in job.before))
-            if depends != job.depends or after != job.after or before != job.before:
-                job = attrs.evolve(job, depends=depends, after=after, before=before)
+            salvages = tuple(dict.fromkeys(resolve(d, namespace) for d in job.salvages))
+            if (depends, after, before, salvages) != (job.depends, job.after, job.before, job.salvages):
+                job = attrs.evolve(job, depends=depends, after=after, before=before, salvages=salvages)
         out.append(job)
     return out
 
@@ -1493,41 +1536,107 @@ def _fill(text: str, record: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(replace, text)
 
 
+def _on_ubuntucore() -> bool:
+    """Checkbox's ``__on_ubuntucore__``: running from a snap (``$SNAP``) that is not classic-confined."""
+    snap = os.environ.get("SNAP")
+    if not snap:
+        return False
+    try:
+        with open(os.path.join(snap, "meta", "snap.yaml"), encoding="utf-8", errors="replace") as handle:
+            return not any(line == "confinement: classic\n" for line in handle)
+    except OSError:
+        return True
+
+
+def jinja_context(checkbox_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The variables Checkbox gives every Jinja2 field besides a record's:
+    ``__checkbox_env__`` (a launcher's ``[environment]``), ``__system_env__`` (``os.environ``)
+    and ``__on_ubuntucore__``."""
+    return {
+        "__checkbox_env__": dict(checkbox_env or {}),
+        "__system_env__": os.environ,
+        "__on_ubuntucore__": _on_ubuntucore(),
+    }
+
+
+@functools.lru_cache(maxsize=2048)
+def _jinja_template(text: str) -> Any:
+    import jinja2  # only for providers that use it
+
+    return jinja2.Template(text)
+
+
+def render_jinja(text: str, params: Mapping[str, Any]) -> str:
+    """*text* rendered as a Jinja2 template with *params*, as Checkbox renders a field;
+    ``ValueError`` (one line) if it cannot be."""
+    if "{" not in text:
+        return text
+    import jinja2  # only for units that use it
+
+    try:
+        return _jinja_template(text).render(params)
+    except jinja2.TemplateError as exc:
+        line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise ValueError(f"Jinja2 {type(exc).__name__}{line}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    except (TypeError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise ValueError(f"Jinja2 rendering failed: {type(exc).__name__}: {exc}") from None
+
+
 def instantiate_template(
-    template: Template, records: Sequence[Mapping[str, str]], accept: Any = None
+    template: Template,
+    records: Sequence[Mapping[str, str]],
+    accept: Any = None,
+    checkbox_env: Mapping[str, str] | None = None,
 ) -> tuple[list[JobDefinition], list[str]]:
     """The jobs *template* makes from *records*, and warnings.
 
     *accept* (a callable taking a record, or None for all) applies the
-    template's filter. A record lacking a placeholder's field, or giving an id
-    already made, makes no job (a warning says why). The jobs' ``extra`` holds
-    ``template-id``; their origin is the template's.
+    template's filter. Each field is filled from the record as Checkbox fills
+    it: ``{field}`` placeholders (the default engine), or rendered with Jinja2
+    (``template-engine: jinja2``) given the record's fields, ``__index__``,
+    and :func:`jinja_context` (*checkbox_env* is ``__checkbox_env__``).
+    ``__index__`` counts the accepted records from 1, in both engines. Each job
+    is followed by its siblings (see ``siblings`` and ``also-after-suspend``).
+    A record lacking a placeholder's field, a field that cannot be rendered, or
+    an id already made, makes no job (a warning says why). The jobs' ``extra``
+    holds ``template-id``; their origin is the template's.
     """
     if not template.supported:
         return [], []
     origin = template.origin or Origin("<template>", 0)
-    parser = _Parser(origin.path)
+    namespace = template.id.split("::", 1)[0] if "::" in template.id else None
+    parser = _Parser(origin.path, namespace)
     jobs: list[JobDefinition] = []
     seen: set[str] = set()
-    namespace = template.id.split("::", 1)[0] if "::" in template.id else None
+    jinja = template.engine == "jinja2"
+    context = jinja_context(checkbox_env) if jinja else {}
+    index = 0
     for number, record in enumerate(records, start=1):
         if accept is not None and not accept(record):
             continue
+        index += 1
         try:
-            values = {key: _fill(value, record) for key, value in template.fields.items()}
+            if jinja:
+                params = {**record, "__index__": index, **context}
+                values = {key: render_jinja(value, params) for key, value in template.fields.items()}
+            else:
+                params = {**record, "__index__": str(index)}
+                values = {key: _fill(value, params) for key, value in template.fields.items()}
         except KeyError as exc:
             parser.warn(origin.line, f"template {template.id!r}: record {number} has no field {exc.args[0]!r}")
+            continue
+        except ValueError as exc:
+            parser.warn(origin.line, f"template {template.id!r}: record {number}: {exc}")
             continue
         try:
             job = parser.job_from_values(values, origin.line)
         except UnitError as exc:
             parser.warn(origin.line, f"template {template.id!r}: record {number}: {exc}")
             continue
-        if namespace and "::" not in job.id:
-            job = attrs.evolve(job, id=f"{namespace}::{job.id}")
-        if job.id in seen:
-            parser.warn(origin.line, f"template {template.id!r}: record {number} makes job {job.id!r} again")
-            continue
-        seen.add(job.id)
-        jobs.append(attrs.evolve(job, extra={**job.extra, "template-id": template.id}, origin=origin))
+        for made in parser.with_siblings(job, values, origin.line):
+            if made.id in seen:
+                parser.warn(origin.line, f"template {template.id!r}: record {number} makes job {made.id!r} again")
+                continue
+            seen.add(made.id)
+            jobs.append(attrs.evolve(made, extra={**made.extra, "template-id": template.id}, origin=origin))
     return jobs, parser.all_warnings()

@@ -393,7 +393,6 @@ def make_provider(root: str | os.PathLike[str], areas: int = 60, jobs: int = 250
         previous, files = f"{NAMESPACE}::{name}", files + 1
     unsupported = {  # categories and packaging meta-data play no part in a run: skipped without a word
         "unit kind 'manifest entry'": manifests,
-        "template-engine 'jinja2'": jinja,
     }
     # the jobs Checkbox adds beside others: after-suspend-<id> for also-after-suspend, one siblings entry
     siblings = areas * sum(1 for n in range(auto) if n % 7 == 0) + (1 if areas > 1 else 0)

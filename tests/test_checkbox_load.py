@@ -229,3 +229,170 @@ def test_setup_jobs_load_as_jobs_and_setup_include_comes_first():
     assert units.job("setup/install").extra["unit"] == "setup job"
     selected = planning.select_jobs(units, "tp", [], [])
     assert [job.id for job in selected] == ["setup/install", "boot", "main"]
+
+
+# --------------------------------------------------------------------------- the real providers of ../shared/checkbox
+
+from shared_checkbox import PROVIDERS, needs_providers  # noqa: E402
+
+NS = "com.canonical.certification::"
+
+
+@pytest.fixture(scope="module")
+def real_units():
+    if PROVIDERS is None:
+        pytest.skip("../shared/checkbox/providers (Checkbox's real providers) is absent")
+    return load_units([os.path.join(PROVIDERS, name) for name in sorted(os.listdir(PROVIDERS))])
+
+
+@needs_providers
+def test_all_real_providers_load_with_warnings_naming_file_and_line(real_units):
+    assert len(real_units.test_plans) == 598 + 5  # base + resource (as checkbox-cli lists them) + tutorial
+    assert real_units.dropped == {}
+    for warning in real_units.warnings:
+        assert warning.startswith(PROVIDERS + "/") and ".pxu:" in warning.split(": ", 1)[0], warning
+    ids = real_units.job_ids
+    assert NS + "query/tpm_setpresence -status" in ids  # an id with a space, kept as Checkbox keeps it
+    assert real_units.job(NS + "stress_s3_cycles_iterations_multiple").summary.startswith("Generate multiple suspend")
+
+
+@needs_providers
+def test_real_siblings_are_named_and_placed_as_checkbox_does(real_units):
+    ids = list(real_units.job_ids)
+    detect = ids.index(NS + "bluetooth/detect-output")
+    assert ids[detect + 1] == NS + "after-suspend-bluetooth/detect-output"
+    after = real_units.job(NS + "after-suspend-bluetooth/detect-output")
+    assert after.depends[-2:] == (NS + "bluetooth/detect-output", NS + "suspend/suspend_advanced_auto")
+    assert "also-after-suspend" not in after.flags
+    assert after.summary.endswith(" after suspend (S3)")
+    crucible = ids.index(NS + "graphics/crucible_core_stencil_triangles")
+    assert ids[crucible + 1] == NS + "graphics/crucible_core_aspect_stencil"
+    assert real_units.job(NS + "graphics/crucible_core_aspect_stencil").command == (
+        "crucible.test 'func.miptree.s8-uint.aspect-stencil.view-2d.levels02.*'"
+    )
+
+
+@needs_providers
+def test_real_templates_are_made_as_checkbox_makes_them(real_units):
+    from plainbox_like.units import instantiate_template
+
+    templates = {template.id: template for template in real_units.templates}
+    jinja = templates[NS + "self/content-plug-connected-name"]
+    assert jinja.engine == "jinja2"
+    (job,), warnings = instantiate_template(jinja, [{"name": "graphics-core22", "snap": "checkbox"}])
+    assert warnings == []
+    assert job.id == NS + "self/content-plug-connected-graphics-core22"
+    assert job.command == "plug_connected_test.py checkbox graphics-core22"
+    assert job.extra["template-id"] == NS + "self/content-plug-connected-name"
+    # the default engine: __index__ counts the records the filter accepts, from 1
+    from plainbox_like.session import _record_filter
+    from plainbox_like.resource import RequirementProgram
+
+    iperf = templates[NS + "suspend/iperf_before_suspend_ether_auto_device__index___interface"]
+    records = [
+        {"category": "NETWORK", "interface": "eth0"}, {"category": "DISK", "interface": "-"},
+        {"category": "NETWORK", "interface": "eth1"},
+    ]  # fmt: skip
+    jobs, warnings = instantiate_template(iperf, records, _record_filter(RequirementProgram.parse(iperf.filter)))
+    assert warnings == []
+    assert [job.id for job in jobs] == [
+        NS + "suspend/iperf_before_suspend_ether_auto_device1_eth0",
+        NS + "suspend/iperf_before_suspend_ether_auto_device2_eth1",
+    ]
+    assert jobs[1].description.endswith("against device 2 (eth1) before suspend.")
+
+
+def test_jinja2_fields_get_the_variables_checkbox_gives(monkeypatch):
+    from plainbox_like.units import instantiate_template
+
+    monkeypatch.setenv("PBL_TEST_VALUE", "from-env")
+    monkeypatch.delenv("SNAP", raising=False)
+    units = parse_pxu(textwrap.dedent("""\
+        id: plain-jinja
+        template-engine: jinja2
+        command: echo {{ __system_env__["PBL_TEST_VALUE"] }} {{ __checkbox_env__.get("X", "none") }} {{ __on_ubuntucore__ }}
+
+        unit: template
+        template-resource: disks
+        template-engine: jinja2
+        id: disk/{{ __index__ }}-{{ name | upper }}
+        command:
+         {% if kind == "ssd" %}trim{% else %}skip{% endif %} {{ name }}
+        """), "j.pxu")
+    assert units.warnings == ()
+    assert units.job("plain-jinja").command == "echo from-env none False"
+    (template,) = units.templates
+    assert template.id == "disk/__index__-nameupper"  # Checkbox's slug of the id
+    jobs, warnings = instantiate_template(
+        template, [{"name": "sda", "kind": "ssd"}, {"name": "sdb", "kind": "hdd"}], checkbox_env={"X": "y"}
+    )
+    assert warnings == []
+    assert [(job.id, job.command) for job in jobs] == [("disk/1-SDA", "trim sda"), ("disk/2-SDB", "skip sdb")]
+    broken = parse_pxu("id: bad\ntemplate-engine: jinja2\ncommand: {% if %}\n\nid: good\n", "b.pxu")
+    assert broken.job_ids == ("good",)
+    (warning,) = broken.warnings
+    assert warning.startswith("b.pxu:3: field 'command': Jinja2 TemplateSyntaxError") and warning.endswith(
+        "job 'bad' left out"
+    )
+
+
+def test_salvage_jobs_run_only_when_what_they_salvage_failed():
+    units = parse_pxu(textwrap.dedent("""\
+        id: flaky
+        command: false
+
+        id: fine
+        command: true
+
+        id: repair-flaky
+        salvages: flaky
+        command: true
+
+        id: repair-fine
+        salvages: fine
+        command: true
+
+        id: repair-absent
+        salvages: absent
+        command: true
+        """), "s.pxu")
+    plan = planning.build_plan(units.jobs)
+    assert plan.order.index("repair-flaky") > plan.order.index("flaky")
+    scheduler = planning.Scheduler(plan)
+    decisions = {}
+    while not scheduler.done():
+        decision = scheduler.next_decision()
+        decisions[decision.job_id] = decision
+        if decision.action == "run":
+            scheduler.finish(decision.job_id, "fail" if decision.job_id == "flaky" else "pass")
+    assert decisions["repair-flaky"].action == "run"
+    assert (decisions["repair-fine"].outcome, decisions["repair-fine"].skip_reason) == (
+        "skipped-dependency", "salvages fine, which did not fail (outcome pass)")
+    assert decisions["repair-absent"].skip_reason == "salvages absent, which did not fail (not part of the run)"
+
+
+def test_a_group_runs_together_once_all_it_waits_for_is_done():
+    units = parse_pxu(textwrap.dedent("""\
+        id: g1
+        group: fp
+        command: true
+
+        id: other
+        command: true
+
+        id: g2
+        group: fp
+        after: late
+        command: true
+
+        id: late
+        command: true
+
+        id: g3
+        group: fp
+        depends: g1
+        command: true
+        """), "g.pxu")
+    # without the group: g1, other, late, g2, g3; as in Checkbox, the group's jobs stay together, where the
+    # first of them is, after everything any of them waits for (Checkbox's solver walks the group as one job)
+    assert planning.build_plan(units.jobs).order == ("late", "g1", "g2", "g3", "other")

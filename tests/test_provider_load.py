@@ -48,7 +48,8 @@ def test_every_unit_loads_with_the_expected_counts(provider, units):
     assert len(units.jobs) == provider.jobs + provider.resource_jobs
     assert len(units.test_plans) == provider.test_plans
     assert len(units.templates) == provider.templates
-    assert sum(not t.supported for t in units.templates) == provider.jinja_templates == 1
+    assert all(t.supported for t in units.templates)
+    assert sum(t.engine == "jinja2" for t in units.templates) == provider.jinja_templates == 1
     namespace = make_provider.NAMESPACE + "::"
     assert all(unit.id.startswith(namespace) for unit in (*units.jobs, *units.test_plans, *units.templates))
     assert units.job(namespace + "audio/auto-001").depends == (namespace + "audio/detect",)

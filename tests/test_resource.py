@@ -425,23 +425,25 @@ def test_template_instantiation_from_records():
 
     units = parse_pxu(TEMPLATES, "t.pxu")
     plain, jinja = units.templates
-    assert not jinja.supported
-    assert any("jinja2" in w and "not supported" in w and "disk/jinja" in w for w in units.warnings)
+    assert jinja.supported and units.warnings == ()
     jobs, warnings = instantiate_template(plain, [{"name": "sda"}, {"nom": "x"}, {"name": "sda"}])
     assert [job.id for job in jobs] == ["disk/trim-sda"]
     assert jobs[0].command == "echo trimming /dev/sda {braces}"
     assert jobs[0].summary == "Trim sda"
     assert jobs[0].depends == ("before",)
-    assert jobs[0].extra["template-id"] == "disk/trim-{name}"
+    assert jobs[0].extra["template-id"] == "disk/trim-name"  # Checkbox's: the id without braces
     assert any("no field 'name'" in w for w in warnings) and any("again" in w for w in warnings)
-    assert instantiate_template(jinja, [{"name": "sda"}]) == ([], [])
+    (made,), warnings = instantiate_template(jinja, [{"name": "sda"}])
+    assert (made.id, made.command, made.extra["template-id"], warnings) == ("disk/jinja-sda", "echo sda", "disk/jinja-name", [])
 
 
 def test_template_jobs_join_the_run_after_their_resource_and_survive_resume(tmp_path):
     summary, loaded = _run(tmp_path, TEMPLATES)
     state = loaded.state
-    assert summary.counts == {"pass": 5}
-    assert state.desired_job_list == ["disks", "before", "last", "disk/trim-sda", "disk/trim-sdc"]
+    assert summary.counts == {"pass": 8}
+    assert state.desired_job_list == [
+        "disks", "before", "last", "disk/trim-sda", "disk/trim-sdc", "disk/jinja-sda", "disk/jinja-sdb", "disk/jinja-sdc"
+    ]
     assert state.results["disk/trim-sda"][0].outcome == OUTCOME_PASS
     stem = state.results["disk/trim-sdc"][0].io_log_filename[: -len(".record.gz")]
     with open(os.path.join(loaded.path, stem + ".stdout")) as handle:
@@ -450,9 +452,9 @@ def test_template_jobs_join_the_run_after_their_resource_and_survive_resume(tmp_
     repo = SessionRepository(str(tmp_path / "repo"))
     resumed = batch.resume_session(repo, summary.session_id)
     assert set(resumed.plan.order) == set(state.desired_job_list)
-    assert len(resumed.finished) == 5
+    assert len(resumed.finished) == 8
     again = batch.run_prepared(resumed)
-    assert again.counts == {"pass": 5}
+    assert again.counts == {"pass": 8}
     assert all(len(attempts) == 1 for attempts in load_session(again.path).state.results.values())
 
 
@@ -478,8 +480,8 @@ def test_cli_progress_counts_template_jobs(tmp_path, capsys):
     assert main(["--repository", str(tmp_path / "repo"), "run", str(path)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert len(lines) == 5 and lines[-1].startswith("[5/5]")
-    assert "jinja2" in captured.err and "not supported" in captured.err
+    assert len(lines) == 8 and lines[-1].startswith("[8/8]")
+    assert "jinja2" not in captured.err
 
 
 def test_dry_run_with_bootstrap_lists_template_jobs(tmp_path, capsys):
@@ -495,7 +497,9 @@ def test_dry_run_with_bootstrap_lists_template_jobs(tmp_path, capsys):
     assert main(args) == 0
     import json
 
-    assert json.loads(capsys.readouterr().out) == ["disks", "last", "before", "disk/trim-sda", "disk/trim-sdc"]
+    assert json.loads(capsys.readouterr().out) == [
+        "disks", "last", "before", "disk/trim-sda", "disk/trim-sdc", "disk/jinja-sda", "disk/jinja-sdb", "disk/jinja-sdc"
+    ]
     assert not repo.exists() or not SessionRepository(str(repo)).session_paths()
     assert main(["--repository", str(repo), "run", "--bootstrap", str(path)]) == 2
     assert "--bootstrap only goes with --dry-run" in capsys.readouterr().err
