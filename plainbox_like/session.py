@@ -486,7 +486,6 @@ class BatchRunner:
         if program is None:
             return None
         records: dict[str, list[dict[str, str]]] = {}
-        namespace = namespace_of(job.id)
         for name in program.resources:
             resource_id = planning.resource_id(job, name, self.plan.jobs)
             if resource_id is None:
