@@ -258,9 +258,7 @@ def select_jobs(
         try:
             plan = units.test_plan(test_plan)
         except KeyError:
-            known = ", ".join(sorted(p.id for p in units.test_plans)) or "none"
-            message = f"unknown test plan {test_plan!r} (known test plans: {known})"
-            raise PlanError(message) from None
+            raise PlanError(f"unknown test plan {test_plan!r} ({_known_plans(units, test_plan)})") from None
         for job_id, (job, is_protected) in _plan_selection(units, plan).items():
             chosen.setdefault(job_id, job)
             if is_protected:
@@ -277,6 +275,24 @@ def select_jobs(
             if job_id in protected or not any(m.matches(job_id) for m in cli_exclude)
         }
     return _with_dependencies(units, list(chosen.values()))
+
+
+#: Up to this many test plans, an unknown one's error lists them all; beyond, the closest few.
+LISTED_PLANS = 20
+
+
+def _known_plans(units: UnitSet, wanted: str) -> str:
+    """What an unknown test plan's error says about the known ones: all of them, or (a real provider has
+    hundreds) how many there are and the ids closest to *wanted*."""
+    import difflib
+
+    ids = sorted(plan.id for plan in units.test_plans)
+    if len(ids) <= LISTED_PLANS:
+        return "known test plans: " + (", ".join(ids) or "none")
+    bare = {plan_id.split("::", 1)[-1]: plan_id for plan_id in ids}
+    close = difflib.get_close_matches(wanted.split("::", 1)[-1], list(bare), n=5, cutoff=0.5)
+    similar = f"; similar: {', '.join(bare[name] for name in close)}" if close else ""
+    return f"{len(ids)} known test plans, listed by 'plainbox-like plans'{similar}"
 
 
 def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> list[TestPlan]:

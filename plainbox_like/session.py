@@ -995,7 +995,7 @@ def _resume_plan(
         raise PlainboxLikeError(
             f"job definitions changed since the session started: {listed}; use --ignore-changed to resume anyway"
         )
-    return planning.build_plan([known[j] for j in state.desired_job_list if j in known])
+    return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
 
 
 def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:

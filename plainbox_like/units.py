@@ -16,23 +16,36 @@ providers use them::
 Rules implemented by :func:`parse_pxu`:
 
 * records are separated by one or more blank (or whitespace-only) lines;
-* a field is ``key: value``; keys are case-sensitive, start with a letter or
-  ``_`` and may contain letters, digits, ``_`` and ``-``;
+* a field is ``key: value``; keys are case-sensitive and usually start with a
+  letter or ``_`` and contain letters, digits, ``_`` and ``-`` (as in
+  Checkbox, whatever comes before the first ``:`` is taken as a key);
 * a line starting with a space or tab continues the previous field's value;
   the continuation lines of one field lose their common leading whitespace
   (dedent) and are appended after a newline; a continuation line that is a
   lone ``.`` stands for an empty line inside the value; leading and trailing
   empty lines of a value are dropped;
 * a ``#`` in column 0 starts a comment line, also in the middle of a value;
-* ``_key`` is the translatable form of ``key`` and means the same;
-* ``unit:`` defaults to ``job``; ``unit: test plan`` is a test plan and
-  ``unit: template`` a job template, ``unit: manifest entry`` a manifest entry; any other kind (category,
-  exporter, ...) is skipped, so real Checkbox provider files load;
+* ``_key`` is the translatable form of ``key`` and means the same; a record
+  with both uses ``_key``'s value, as Checkbox does (with a warning);
+* ``unit:`` defaults to ``job``; ``unit: setup job`` is a job too,
+  ``unit: test plan`` a test plan, ``unit: template`` a job template and
+  ``unit: manifest entry`` a manifest entry (:class:`ManifestEntry`);
+  Checkbox's kinds that play no part in a run (:data:`QUIET_UNIT_KINDS`) are
+  skipped quietly, any other kind with a warning;
 * a job without ``id:`` takes its id from ``name:`` (Plainbox before 0.5);
-  ``plugin: local`` jobs (job generators of old Checkbox) are skipped.
+  ``plugin: local`` jobs (job generators of old Checkbox) are skipped;
+* a job's ``siblings`` and ``also-after-suspend`` flags add the jobs Checkbox
+  adds, right after it (:meth:`_Parser.with_siblings`); a unit with
+  ``template-engine: jinja2`` that is not a template is rendered with Jinja2.
+
+A record that cannot be used (a line that is no ``key:``, a key given twice,
+no id, a bad timeout, a second unit with an id already loaded) is left out
+with a warning naming its file and line; the rest loads
+(:attr:`UnitSet.dropped` keeps why, so jobs needing it can say so). Untidy
+records that Checkbox accepts (an id with spaces ...) load, with a warning.
 
 Whatever is not supported (a unit kind, a plugin, an unknown field, a
-template engine ...) is named once per load in a warning that gives the file
+template unit kind ...) is named once per load in a warning that gives the file
 and line of its first use and how often it occurs.
 
 Plain command lists (any text file not recognised as unit records) hold one
@@ -672,7 +685,7 @@ class _Notice:
     def __str__(self) -> str:
         if self.count == 1:
             return f"{self.origin}: {self.message}"
-        files = f" in {len(self.paths)} files" if len(self.paths) > 1 else ""
+        files = f" in {len(self.paths)} files" if len(self.paths) > 1 and self.noun != "file" else ""
         return f"{self.origin}: {self.message} ({self.count} {self.noun}s{files}; reported once)"
 
 
@@ -774,8 +787,11 @@ class _Parser:
                         message = f"plugin {job.plugin!r} is not supported: its jobs are skipped (first: {job.id!r})"
                         self.note(("plugin", job.plugin), record.line, message, "job")
                         continue
-                    values = {key: field.value() for key, field in record.fields.items()}
-                    made = self.with_siblings(job, values, record.line)
+                    if "siblings" in record.fields or job.flags & SUSPEND_FLAGS.keys():
+                        values = {key: field.value() for key, field in record.fields.items()}
+                        made = self.with_siblings(job, values, record.line)
+                    else:
+                        made = [job]
                     self._claim(seen_jobs, "job", job.id, record.line)
                     for sibling in made[1:]:
                         if sibling.id in seen_jobs:
@@ -1168,10 +1184,11 @@ def _parse(text: str, path: str, namespace: str | None) -> tuple[UnitSet, dict[t
 def parse_pxu(text: str, path: str) -> UnitSet:
     """Parse the text of one ``.pxu`` file; ``path`` is used in origins and messages.
 
-    Raises :class:`UnitError` (with the line) for malformed records, jobs or
-    test plans without ``id``, duplicate ids, and bad durations. Unknown fields,
-    unsupported unit kinds and plugins, and bad override lines only produce
-    warnings, each kind of unsupported thing once.
+    Never raises for what the text holds: a unit that cannot be used
+    (malformed record, no ``id``, an id already defined, a bad timeout) is left
+    out with a warning naming its line, and kept in :attr:`UnitSet.dropped`;
+    untidy units, unknown fields, unsupported unit kinds and plugins, and bad
+    override lines produce warnings, each kind of unsupported thing once.
     """
     parser = _Parser(path)
     units = parser.parse(text)
@@ -1471,6 +1488,9 @@ def load_units(
     def add_provider(provider: Provider) -> None:
         for directory in provider.units_dirs:
             add_tree(directory, PROVIDER_UNIT_SUFFIXES, provider.namespace)
+            for path in _unit_files(directory, (".yaml", ".yml")):  # newer Checkbox reads these; 1.18 does not
+                message = "YAML unit files are not read: skipped"
+                _merge_notices(notices, {("yaml",): _Notice(message, Origin(path, 1), "file", paths={path})})
 
     for provider in providers:
         add_provider(provider)

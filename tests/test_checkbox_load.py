@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -250,7 +251,10 @@ def test_all_real_providers_load_with_warnings_naming_file_and_line(real_units):
     assert len(real_units.test_plans) == 598 + 5  # base + resource (as checkbox-cli lists them) + tutorial
     assert real_units.dropped == {}
     for warning in real_units.warnings:
-        assert warning.startswith(PROVIDERS + "/") and ".pxu:" in warning.split(": ", 1)[0], warning
+        assert re.match(re.escape(PROVIDERS) + r"/\S+\.(pxu|yaml):\d+: ", warning), warning
+    assert f"{PROVIDERS}/base/units/canary/test-plan.yaml:1: YAML unit files are not read: skipped (5 files;" in (
+        "\n".join(real_units.warnings)
+    )  # as Checkbox 1.18 (the plans listed are those of .pxu files)
     ids = real_units.job_ids
     assert NS + "query/tpm_setpresence -status" in ids  # an id with a space, kept as Checkbox keeps it
     assert real_units.job(NS + "stress_s3_cycles_iterations_multiple").summary.startswith("Generate multiple suspend")
@@ -396,3 +400,14 @@ def test_a_group_runs_together_once_all_it_waits_for_is_done():
     # without the group: g1, other, late, g2, g3; as in Checkbox, the group's jobs stay together, where the
     # first of them is, after everything any of them waits for (Checkbox's solver walks the group as one job)
     assert planning.build_plan(units.jobs).order == ("late", "g1", "g2", "g3", "other")
+
+
+def test_an_unknown_test_plan_among_hundreds_names_the_closest_not_all(tmp_path, capsys):
+    text = "id: j\ncommand: true\n\n" + "\n".join(
+        f"unit: test plan\nid: area{n:03}-cert-automated\ninclude: j\n" for n in range(300)
+    )
+    path = _write(tmp_path / "plans.pxu", text)
+    assert run(str(tmp_path / "repo"), "run", "--dry-run", "--test-plan", "area007-cert-automatd", str(path)) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("plainbox-like: error: unknown test plan 'area007-cert-automatd' (300 known test plans")
+    assert "similar: area007-cert-automated" in line and len(line) < 400

@@ -168,3 +168,20 @@ def test_base_and_resource_list_checkbox_598_test_plans_quickly(tmp_path):
     for warning in done.stderr.splitlines():  # every warning names a file and line
         assert re.match(r"plainbox-like: warning: /\S+:\d+: ", warning), warning
     assert elapsed < 10  # generous for a loaded CI machine; scripts/bench_units.py measures it
+
+
+@needs_providers
+def test_run_finds_a_real_checkbox_plan_through_provider_files(tmp_path, monkeypatch, capsys):
+    from cli_helpers import run
+
+    pp = tmp_path / "pp"
+    for name in ("base", "resource"):  # what 'manage.py develop -d pp' writes
+        _provider_file(pp, Path(PROVIDERS) / name, f"checkbox-provider-{name}", namespace="com.canonical.certification")
+    monkeypatch.setenv("PROVIDERPATH", str(pp))
+    argv = ["run", "--dry-run", "--test-plan", "com.canonical.certification::submission-cert-automated"]
+    assert run(str(tmp_path / "repo"), *argv) == 0
+    order = capsys.readouterr().out.split()
+    assert len(order) == len(set(order)) > 20
+    assert "com.canonical.certification::dmi_attachment" in order  # a job of base
+    assert "com.canonical.certification::cpuinfo" in order  # a resource job of resource
+    assert all(job_id.startswith("com.canonical.certification::") for job_id in order)
