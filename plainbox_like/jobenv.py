@@ -190,6 +190,11 @@ def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:
     """
     if cwd is None:
         return []
+    try:
+        os.rmdir(cwd)  # the usual case: the job left nothing
+        return []
+    except OSError:
+        pass
     found: list[str] = []
     if FLAG_HAS_LEFTOVERS not in job.flags:
         for dirpath, _dirnames, filenames in os.walk(cwd):

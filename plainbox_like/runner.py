@@ -49,6 +49,25 @@ _DEFAULT_SIGNALS = tuple(
 )
 
 
+def _enter(directory: str) -> int:
+    """Change to *directory*; returns a descriptor of the directory left, for :func:`_leave`."""
+    back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(directory)
+    except BaseException:
+        os.close(back)
+        raise
+    return back
+
+
+def _leave(back: int) -> None:
+    """Return to the directory :func:`_enter` left."""
+    try:
+        os.fchdir(back)
+    finally:
+        os.close(back)
+
+
 def find_shell() -> str:
     """bash if installed, else sh."""
     return shutil.which("bash") or shutil.which("sh") or "/bin/sh"
@@ -68,6 +87,8 @@ class ProcessSpec:
     env: dict[str, str]
     log: str | None = None
     durable_log: bool = False
+    #: The directory the process starts in (None: this process's own).
+    cwd: str | None = None
 
 
 @attrs.define(eq=False)
@@ -186,19 +207,25 @@ class LocalExecutor:
         # this process is scheduled again, so a clock read after it could come after the job began.
         started = self._clock()
         try:
-            pid = os.posix_spawn(
-                spec.argv[0],
-                list(spec.argv),
-                spec.env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                ],
-                setpgroup=0,
-                setsigdef=_DEFAULT_SIGNALS,
-                setsigmask=(),
-            )
+            # posix_spawn cannot change directory: the spawner goes there and back (one thread spawns here).
+            back = _enter(spec.cwd) if spec.cwd is not None else None
+            try:
+                pid = os.posix_spawn(
+                    spec.argv[0],
+                    list(spec.argv),
+                    spec.env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, out_w, 1),
+                        (os.POSIX_SPAWN_DUP2, err_w, 2),
+                    ],
+                    setpgroup=0,
+                    setsigdef=_DEFAULT_SIGNALS,
+                    setsigmask=(),
+                )
+            finally:
+                if back is not None:
+                    _leave(back)
         except BaseException:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)

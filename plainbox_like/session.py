@@ -13,7 +13,6 @@ import base64
 import getpass
 import json
 import os
-import shutil
 import signal
 import time
 from typing import Any, Callable, Protocol
@@ -284,7 +283,6 @@ class BatchRunner:
         self.kill_grace = kill_grace
         self._clock = clock
         self._shell = find_shell()
-        self._env_cmd = shutil.which("env") or "/usr/bin/env"
         self._me = getpass.getuser()
         #: The provider of each job, and every provider's bin/ for PATH (met in the plan's order).
         self.providers = providers if providers is not None else jobenv.ProviderIndex()
@@ -563,12 +561,15 @@ class BatchRunner:
         except OSError as exc:
             self._cannot_start(running, f"no temporary working directory: {exc}")
             return
-        if running.cwd is not None:
-            if job.user and job.user != self._me:
-                os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
-            argv = (self._env_cmd, "-C", running.cwd, *argv)
+        if running.cwd is not None and job.user and job.user != self._me:
+            os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
         spec = ProcessSpec(
-            job.id, argv, env, log=os.path.join(self._io_logs_dir, running.log_stem), durable_log=self._durable_logs
+            job.id,
+            argv,
+            env,
+            log=os.path.join(self._io_logs_dir, running.log_stem),
+            durable_log=self._durable_logs,
+            cwd=running.cwd,
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
