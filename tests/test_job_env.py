@@ -7,6 +7,8 @@ import os
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from plainbox_like import codec
 from plainbox_like import session as batch
 from plainbox_like.storage import SessionRepository, load_session
@@ -73,7 +75,8 @@ def test_provider_variables_and_every_bin_of_the_namespace_on_path(tmp_path):
     assert (out / "other").read_text() == "127\n"  # another namespace's bin/ is not on PATH
 
 
-def test_each_job_gets_a_fresh_temporary_directory_and_its_leftovers_are_listed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("parallel", [1, 2])  # spawned here, or by worker processes
+def test_each_job_gets_a_fresh_temporary_directory_and_its_leftovers_are_listed(tmp_path, monkeypatch, parallel):
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
@@ -99,7 +102,7 @@ def test_each_job_gets_a_fresh_temporary_directory_and_its_leftovers_are_listed(
             """
         )
     )
-    state = _run(tmp_path, units)
+    state = _run(tmp_path, units, parallel=parallel)
     messy = (out / "messy").read_text().strip()
     clean = (out / "clean").read_text().strip()
     assert messy != clean and messy != str(here)
