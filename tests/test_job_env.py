@@ -169,3 +169,20 @@ def test_the_working_directory_of_a_job_whose_runner_died_is_removed_when_it_is_
     writer.close()
     assert not os.path.exists(left)
     assert os.path.isdir(other)
+
+
+def test_the_spawner_enters_the_jobs_directory_and_comes_back(tmp_path):
+    from plainbox_like.runner import Exited, LocalExecutor, ProcessSpec, find_shell
+
+    here = os.getcwd()
+    executor = LocalExecutor()
+    out = tmp_path / "pwd"
+    executor.start(ProcessSpec("k", (find_shell(), "-c", f"pwd > {out}"), dict(os.environ), cwd=str(tmp_path)))
+    assert os.getcwd() == here
+    while not any(isinstance(event, Exited) for event in executor.poll(5.0)):
+        pass
+    assert out.read_text().strip() == str(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        executor.start(ProcessSpec("gone", (find_shell(), "-c", "true"), dict(os.environ), cwd=str(tmp_path / "no")))
+    assert os.getcwd() == here
+    executor.close()
