@@ -309,7 +309,11 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
         for part in matches:
             if part.id in stack:
                 cycle = stack[stack.index(part.id) :] + (part.id,)
-                raise PlanError("test plan cycle through nested_part: " + " -> ".join(cycle))
+                places = []
+                for plan_id in cycle:
+                    origin = units.test_plan(plan_id).origin
+                    places.append(f"{plan_id} ({origin})" if origin else plan_id)
+                raise PlanError("test plan cycle through nested_part: " + " -> ".join(places))
             found.setdefault(part.id, part)
     return list(found.values())
 
@@ -871,6 +875,18 @@ class Scheduler:
                     self._next_edge.append(self._first_edge[p])
                     self._first_edge[p] = len(self._edge_target)
                     self._edge_target.append(i)
+        # ``before`` targets planned earlier that have not started wait for the new job too (as when
+        # Checkbox bootstraps first): a target already handed over to the ready heaps stays there,
+        # and is passed over while it waits (see next_decision)
+        for i in range(start, len(self._ids)):
+            for target in jobs_by_id[self._ids[i]].before:
+                t = position.get(target)
+                if t is None or t >= start or target in self._outcomes or target in self._running:
+                    continue
+                self._waiting[t] += 1
+                self._next_edge.append(self._first_edge[i])
+                self._first_edge[i] = len(self._edge_target)
+                self._edge_target.append(t)
         for i in range(start, len(self._ids)):
             if not self._waiting[i]:
                 self._make_ready(i)
@@ -927,22 +943,29 @@ class Scheduler:
         None means: wait for a running job to finish (or, if :meth:`done`,
         that everything is finished).
         """
+        # Entries made stale by a job added since (extend: made to wait again), or earlier copies, go first.
+        skips, runs, ids = self._ready_skip, self._ready_run, self._ids
+        while skips and (self._waiting[skips[0][0]] or ids[skips[0][0]] in self._outcomes):
+            heapq.heappop(skips)
+        while runs and (
+            self._waiting[runs[0]] or ids[runs[0]] in self._outcomes or ids[runs[0]] in self._running
+        ):
+            heapq.heappop(runs)
         # Skips need no slot. One job at a time, they come in plan order with the runs (as in Checkbox): a
         # skip waits for the jobs before it to finish.
         skip_first = False
-        if self._ready_skip:
-            first = self._ready_skip[0][0]
+        if skips:
+            first = skips[0][0]
             skip_first = self.max_running > 1 or (
-                (not self._ready_run or first < self._ready_run[0])
-                and not any(self._position[job] < first for job in self._running)
+                (not runs or first < runs[0]) and not any(self._position[job] < first for job in self._running)
             )
         if skip_first:
-            i, reason = heapq.heappop(self._ready_skip)
-            job_id = self._ids[i]
+            i, reason = heapq.heappop(skips)
+            job_id = ids[i]
             self._record(job_id, SKIPPED_DEPENDENCY)
             return Decision(job_id, "skip", SKIPPED_DEPENDENCY, reason)
-        if self._ready_run and len(self._running) < self.max_running:
-            job_id = self._ids[heapq.heappop(self._ready_run)]
+        if runs and len(self._running) < self.max_running:
+            job_id = ids[heapq.heappop(runs)]
             self._running.add(job_id)
             return Decision(job_id, "run")
         return None

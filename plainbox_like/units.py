@@ -705,8 +705,12 @@ class _Parser:
     count, so that :func:`load_units` can report each once for a whole load.
     """
 
-    def __init__(self, path: str, namespace: str | None = None) -> None:
+    def __init__(
+        self, path: str, namespace: str | None = None, checkbox_env: Mapping[str, str] | None = None
+    ) -> None:
         self.path = path
+        #: ``__checkbox_env__`` of the Jinja2 units it renders (a launcher's ``[environment]``).
+        self.checkbox_env = checkbox_env
         #: Given to the ids of jobs, test plans and templates that have none.
         self.namespace = namespace
         self.warnings: list[str] = []
@@ -937,7 +941,7 @@ class _Parser:
     def _rendered(self, record: _Record) -> _Record:
         """*record* with every field rendered by Jinja2 (a unit with ``template-engine: jinja2`` that is
         not a template: Checkbox renders its fields with :func:`jinja_context`)."""
-        context = jinja_context()
+        context = jinja_context(self.checkbox_env)
         out = _Record(line=record.line)
         for key, field in record.fields.items():
             try:
@@ -1176,8 +1180,10 @@ class _Parser:
         )
 
 
-def _parse(text: str, path: str, namespace: str | None) -> tuple[UnitSet, dict[tuple[str, ...], _Notice]]:
-    parser = _Parser(path, namespace)
+def _parse(
+    text: str, path: str, namespace: str | None, checkbox_env: Mapping[str, str] | None = None
+) -> tuple[UnitSet, dict[tuple[str, ...], _Notice]]:
+    parser = _Parser(path, namespace, checkbox_env)
     return parser.parse(text), parser.notices
 
 
@@ -1412,6 +1418,7 @@ def load_units(
     commands: Sequence[str] = (),
     namespace: str | None = None,
     providers: Sequence[Provider] = (),
+    checkbox_env: Mapping[str, str] | None = None,
 ) -> UnitSet:
     """Load jobs and test plans from providers, files and directories, in the order given.
 
@@ -1434,7 +1441,9 @@ def load_units(
       their id has one: *namespace* if given, else the one of the provider
       the file belongs to (:func:`provider_namespace`), else none;
     * ``depends``/``after``/``before`` targets are then resolved with or without their
-      namespace (see :func:`_resolve_references`).
+      namespace (see :func:`_resolve_references`);
+    * units with ``template-engine: jinja2`` that are not templates are rendered with
+      :func:`jinja_context`, *checkbox_env* being ``__checkbox_env__``.
 
     A unit that cannot be used is left out with a warning naming its file and
     line (ids of such jobs are kept in :attr:`UnitSet.dropped`); so is a
@@ -1459,7 +1468,7 @@ def load_units(
 
     def parse(text: str, path: str, file_namespace: str | None = None) -> UnitSet:
         ns = namespace or file_namespace or provider_namespace(path, cache=provider_cache)
-        units, found = _parse(text, path, ns)
+        units, found = _parse(text, path, ns, checkbox_env)
         _merge_notices(notices, found)
         return units
 
@@ -1625,7 +1634,7 @@ def instantiate_template(
         return [], []
     origin = template.origin or Origin("<template>", 0)
     namespace = template.id.split("::", 1)[0] if "::" in template.id else None
-    parser = _Parser(origin.path, namespace)
+    parser = _Parser(origin.path, namespace, checkbox_env)
     jobs: list[JobDefinition] = []
     seen: set[str] = set()
     jinja = template.engine == "jinja2"

@@ -411,3 +411,54 @@ def test_an_unknown_test_plan_among_hundreds_names_the_closest_not_all(tmp_path,
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("plainbox-like: error: unknown test plan 'area007-cert-automatd' (300 known test plans")
     assert "similar: area007-cert-automated" in line and len(line) < 400
+
+
+def test_a_nested_part_cycle_names_each_test_plan_file_and_line(tmp_path):
+    path = _write(tmp_path / "plans.pxu", """\
+        unit: test plan
+        id: outer
+        nested_part: inner
+
+        unit: test plan
+        id: inner
+        nested_part: outer
+        """)
+    with pytest.raises(PlanError) as info:
+        planning.select_jobs(load_units([str(path)]), "outer", [], [])
+    assert str(info.value) == (
+        f"test plan cycle through nested_part: outer ({path}:1) -> inner ({path}:5) -> outer ({path}:1)"
+    )
+
+
+def test_template_jobs_added_later_still_run_before_their_before_targets():
+    units = parse_pxu(textwrap.dedent("""\
+        id: resource
+        plugin: resource
+        command: true
+
+        id: suspend
+        command: true
+        """), "t.pxu")
+    scheduler = planning.Scheduler(planning.build_plan(units.jobs))
+    first = scheduler.next_decision()
+    assert first.job_id == "resource"  # suspend is ready as well, waiting in the heap
+    made = parse_pxu("id: made\nbefore: suspend\ncommand: true\n", "m.pxu").jobs
+    scheduler.extend(made)  # what a template makes once the resource job has run
+    scheduler.finish("resource", "pass")
+    assert scheduler.next_decision().job_id == "made"
+    assert scheduler.next_decision() is None  # suspend waits for made
+    scheduler.finish("made", "pass")
+    assert scheduler.next_decision().job_id == "suspend"
+    scheduler.finish("suspend", "pass")
+    assert scheduler.next_decision() is None and scheduler.done()
+
+
+def test_jinja2_units_get_the_checkbox_environment_given_to_the_load(tmp_path):
+    path = _write(tmp_path / "env.pxu", """\
+        id: uses-env
+        template-engine: jinja2
+        command: install {{ __checkbox_env__.get("TEST_SNAP", "test-snapd-tools") }}
+        """)
+    assert load_units([str(path)]).job("uses-env").command == "install test-snapd-tools"
+    loaded = load_units([str(path)], checkbox_env={"TEST_SNAP": "other-snap"})
+    assert loaded.job("uses-env").command == "install other-snap"
