@@ -123,7 +123,9 @@ class RunConfig:
     def load_units(self) -> UnitSet:
         """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
         providers = self.provider_list()
-        units = load_units(self.sources, self.commands, namespace=self.namespace, providers=providers)
+        units = load_units(
+            self.sources, self.commands, namespace=self.namespace, providers=providers, checkbox_env=self.environment
+        )
         if manifest.MANIFEST_JOB_ID in units.by_id or not (
             units.manifest_entries or manifest.needs_manifest(units.jobs)
         ):
@@ -173,7 +175,7 @@ class TemplateExpander:
                 except ResourceExpressionError as exc:
                     self.warnings.append(f"template {template.id!r}: invalid template-filter: {exc}")
                     continue
-            jobs, warnings = instantiate_template(template, records, accept)
+            jobs, warnings = instantiate_template(template, records, accept, checkbox_env=self.config.environment)
             self.warnings.extend(warnings)
             for job in jobs:
                 if job.id in self.units.by_id:

@@ -265,3 +265,24 @@ def test_bad_launcher_is_a_one_line_error(tmp_path, capfd, text, message):
     assert_one_line_error(capfd.readouterr().err, "l.conf", message)
     assert run(str(tmp_path / "r"), "run", "--launcher", str(tmp_path / "missing.conf"), "-c", "true") == 2
     assert_one_line_error(capfd.readouterr().err, "missing.conf", "cannot read")
+
+
+def test_a_launchers_environment_is_the_checkbox_env_of_jinja2_templates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "units.pxu").write_text(
+        textwrap.dedent(
+            """\
+            id: ns::res
+            plugin: resource
+            command: echo 'name: one'
+
+            unit: template
+            template-resource: ns::res
+            template-engine: jinja2
+            id: ns::made-{{ name }}-{{ __checkbox_env__.get("FLAVOUR", "none") }}
+            command: true
+            """
+        )
+    )
+    _summary, state = _run(tmp_path, sources=[str(tmp_path / "units.pxu")], environment={"FLAVOUR": "blue"})
+    assert state.latest("ns::made-one-blue").outcome == "pass"
