@@ -206,30 +206,30 @@ class LocalExecutor:
         # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while before
         # this process is scheduled again, so a clock read after it could come after the job began.
         started = self._clock()
+        back = None  # posix_spawn cannot change directory: the spawner goes there and back (one thread spawns)
         try:
-            # posix_spawn cannot change directory: the spawner goes there and back (one thread spawns here).
-            back = _enter(spec.cwd) if spec.cwd is not None else None
-            try:
-                pid = os.posix_spawn(
-                    spec.argv[0],
-                    list(spec.argv),
-                    spec.env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, out_w, 1),
-                        (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    ],
-                    setpgroup=0,
-                    setsigdef=_DEFAULT_SIGNALS,
-                    setsigmask=(),
-                )
-            finally:
-                if back is not None:
-                    _leave(back)
+            if spec.cwd is not None:
+                back = _enter(spec.cwd)
+            pid = os.posix_spawn(
+                spec.argv[0],
+                list(spec.argv),
+                spec.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setpgroup=0,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
         except BaseException:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
             raise
+        finally:
+            if back is not None:
+                _leave(back)
         os.close(out_w)
         os.close(err_w)
         process = Process(spec=spec, pid=pid, pgid=pid, started=started)
