@@ -19,6 +19,7 @@ import attrs
 import cattrs
 import orjson
 from cattrs.cols import is_mutable_sequence, list_structure_factory
+from cattrs.gen import make_dict_unstructure_fn, override
 from isal import igzip, isal_zlib
 from isal.igzip_lib import IsalError
 
@@ -51,7 +52,8 @@ MIGRATIONS[1] = _v1_to_v2
 
 
 def _v2_to_v3(session: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 adds ``leftover_processes`` to attempts; version 2 did not look for any (null: none known)."""
+    """Version 3 adds ``leftover_processes`` and ``leftover_files`` to attempts; version 2 did not look for
+    either (null and empty: none known)."""
     results = session.get("results")
     if not isinstance(results, dict):
         return session  # the structuring step reports it
@@ -102,6 +104,10 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook_factory(is_mutable_sequence, _strict_list_factory)
     _register_fast_paths(conv)
+    # An attempt that left no files says nothing about them: states stay as they were before the field.
+    conv.register_unstructure_hook(
+        Attempt, make_dict_unstructure_fn(Attempt, conv, leftover_files=override(omit_if_default=True))
+    )
     return conv
 
 
@@ -117,6 +123,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
             outcome, return_code, duration = get("outcome"), get("return_code"), get("execution_duration")
             comments, log, number = get("comments"), get("io_log_filename"), get("attempt", 1)
             started, skip_reason = get("started"), get("skip_reason")
+            leftovers = get("leftover_files", ())
             if (
                 get("leftover_processes") is None
                 and type(outcome) is str
@@ -127,6 +134,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
                 and type(number) is int
                 and (started is None or type(started) is float or type(started) is int)
                 and (skip_reason is None or type(skip_reason) is str)
+                and (leftovers == () or (type(leftovers) is list and all(type(x) is str for x in leftovers)))
             ):
                 return Attempt(
                     outcome,
@@ -137,6 +145,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
                     number,
                     None if started is None else float(started),
                     skip_reason,
+                    leftover_files=list(leftovers),
                 )
         return generic_attempt(data, type_)
 

@@ -874,6 +874,8 @@ _ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
     "skip_reason": (_NONE, str),
     "leftover_processes": (_NONE,),  # an object: the ordinary way checks it
 }
+#: Attempt fields a writer leaves out when empty (lists of strings).
+_OPTIONAL_ATTEMPT_LISTS = ("leftover_files",)
 _METADATA_TYPES: dict[str, tuple[type, ...]] = {
     "title": (_NONE, str),
     "flags": (list,),
@@ -914,6 +916,12 @@ def _str_list(value: Any) -> bool:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _planned_count(desired: Iterable[str], results: Iterable[str]) -> int:
+    from plainbox_like.model import planned_count  # the codec has imported it by the time a session is read
+
+    return planned_count(desired, results)
 
 
 def _plain_state(session: dict[str, Any]) -> tuple | None:
@@ -970,6 +978,12 @@ def _plain_state(session: dict[str, Any]) -> tuple | None:
 
 def _attempts_ok(attempts: list[dict[str, Any]]) -> bool:
     """Whether the converter takes every one of these attempt objects as it is."""
+    if {*map(len, attempts)} - {len(_ATTEMPT_TYPES)}:  # some have optional fields (or lack some): check those
+        for attempt in attempts:
+            if len(attempt) != len(_ATTEMPT_TYPES):
+                for key in _OPTIONAL_ATTEMPT_LISTS:
+                    if key in attempt and not _str_list(attempt[key]):
+                        return False
     try:
         # Each attempt's value types in the order of _ATTEMPT_TYPES, all in C (a KeyError: a field left out).
         signatures = {*map(tuple, map(map, itertools.repeat(type), map(_all_attempt_fields, attempts)))}
@@ -1087,7 +1101,7 @@ def _read_plain(
         "updated": _float(meta.get("updated")),
         "finished": _float(meta.get("finished")),
         "counts": counts,
-        "total": len(desired),
+        "total": _planned_count(desired, results),
         "running_job": running_job,
         "runner_pid": pid,
         "runner_host": host,

@@ -9,6 +9,7 @@ so a loaded session is exactly what the writer had in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -31,6 +32,16 @@ FLAG_INCOMPLETE = "incomplete"
 FLAG_SUBMITTED = "submitted"
 #: Ours: the runner waits between jobs until asked to continue.
 FLAG_PAUSED = "paused"
+
+
+def planned_count(desired_job_list: Iterable[str], results: Iterable[str]) -> int:
+    """How many jobs a session planned: those of ``desired_job_list`` and every other job with a result.
+
+    Checkbox's ``desired_job_list`` holds the selected jobs only; the bootstrap
+    and resource jobs it also ran have results and no place in it.
+    """
+    desired = dict.fromkeys(desired_job_list)
+    return len(desired) + sum(1 for job in results if job not in desired)
 
 
 @attrs.define
@@ -73,6 +84,8 @@ class Attempt:
     skip_reason: str | None = None
     #: Processes the job left running when it ended; None if none (or not known: before version 3).
     leftover_processes: LeftoverProcesses | None = None
+    #: Files and directories the job left in its temporary working directory (relative paths).
+    leftover_files: list[str] = attrs.Factory(list)
 
 
 @attrs.define

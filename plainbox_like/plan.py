@@ -25,7 +25,7 @@ import functools
 import heapq
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 import attrs
@@ -88,6 +88,32 @@ def requirement_program(job: JobDefinition) -> tuple[RequirementProgram | None, 
     return _parse_requires(job.requires)
 
 
+def job_imports(job: JobDefinition) -> dict[str, str]:
+    """The job's ``imports:`` lines (``from NS import ID [as ALIAS]``) as ``{alias: NS::ID}``; others are ignored."""
+    text = job.extra.get("imports")
+    if not text:
+        return {}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) in (4, 6) and parts[0] == "from" and parts[2] == "import" and (len(parts) == 4 or parts[4] == "as"):
+            found[parts[-1]] = f"{parts[1]}::{parts[3]}"
+    return found
+
+
+def resource_id(
+    job: JobDefinition, name: str, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
+) -> str | None:
+    """The id among *known* of the resource job *name* (as written in the job's ``requires``) stands for, or None.
+
+    An ``imports:`` alias names its job, as in Checkbox; otherwise :func:`resolve_resource`.
+    """
+    imported = job_imports(job).get(name) if "imports" in job.extra else None
+    if imported is not None:
+        return imported if imported in known else None
+    return resolve_resource(name, known, namespace_of(job.id), by_bare)
+
+
 def resource_jobs(
     job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
 ) -> list[str]:
@@ -98,8 +124,7 @@ def resource_jobs(
     program, _error = requirement_program(job)
     if program is None:
         return []
-    namespace = namespace_of(job.id)
-    found = (resolve_resource(name, known, namespace, by_bare) for name in program.resources)
+    found = (resource_id(job, name, known, by_bare) for name in program.resources)
     return [job_id for job_id in dict.fromkeys(found) if job_id is not None and job_id != job.id]
 
 
@@ -611,12 +636,15 @@ def _place(job: JobDefinition) -> str:
 
 
 def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None = None) -> Plan:
-    """Order jobs so that every ``depends``/``after`` target runs first (and every job runs
-    before its ``before`` targets).
+    """Order jobs so that every ``depends``/``after``/resource target runs first (and every job runs
+    before its ``before`` targets), as Checkbox orders them.
 
-    The order is stable: among the jobs that could come next, the one earliest
-    in ``jobs`` is taken (Kahn's algorithm with a heap, O(N log N + E)). So a
-    list without relations keeps its order.
+    Checkbox's dependency solver walks the jobs in their listed order, depth
+    first: a job comes right after its targets (its ``depends``, then the
+    resource jobs of its ``requires``, then its ``after`` targets, each placed
+    the same way), unless they are placed already. So a list without relations
+    keeps its order, and a target listed later moves up to just before the
+    first job that needs it. Iterative, O(N + E).
 
     *left_out* (:attr:`UnitSet.dropped`) says why jobs that could not be loaded
     are missing; jobs depending on them are skipped saying so.
@@ -630,135 +658,83 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
         if index.setdefault(job.id, position) != position:
             raise PlanError(f"job id {job.id!r} is listed twice")
     count = len(jobs)
-    waiting = [0] * count
-    # dependents as linked lists in flat int arrays (few container objects for 100,000 jobs)
-    first_edge = [-1] * count
-    next_edge: list[int] = []
-    edge_target: list[int] = []
     unknown: dict[str, tuple[str, ...]] = {}
     by_bare = _bare_index_if_needed(jobs, index)
     before_of = _before_index(jobs, index)
-    for position, job in enumerate(jobs):
-        if not job.depends and not job.after and not job.requires and not job.salvages and job.id not in before_of:
-            continue
-        for dep in _predecessors(job, index, by_bare, before_of):
-            pred = index[dep]
-            next_edge.append(first_edge[pred])
-            first_edge[pred] = len(edge_target)
-            edge_target.append(position)
-            waiting[position] += 1
+    for job in jobs:
         for dep in job.depends:
             if dep not in index:
                 unknown[job.id] = tuple(dict.fromkeys(d for d in job.depends if d not in index))
                 break
+    groups = _group_members(jobs)
+    group_of = {position: name for name, members in groups.items() for position in members}
+    WHITE, GRAY, BLACK = 0, 1, 2
+    color = [WHITE] * count
 
-    group_of = _groups(jobs, index, by_bare, before_of, waiting, first_edge, next_edge, edge_target)
-    ready = [position for position in range(count) if not waiting[position]]  # sorted: a heap
+    def preds(position: int) -> Iterator[int]:
+        job = jobs[position]
+        own = [index[d] for d in _predecessors(job, index, by_bare, before_of)]
+        name = group_of.get(position)
+        if name is None:
+            return iter(own)
+        # As Checkbox orders a group: whatever any member needs from outside comes before the first member.
+        inside = set(groups[name])
+        outside = [
+            index[d] for m in groups[name] for d in _predecessors(jobs[m], index, by_bare, before_of)
+            if index[d] not in inside
+        ]  # fmt: skip
+        return iter(dict.fromkeys(own + outside))
+
     order: list[str] = []
-    pop, push = heapq.heappop, heapq.heappush
-    group_ready: dict[str, list[int]] = {}  # ready members of each group, so a started group goes on
-    active: str | None = None
-    done = [False] * count if group_of else None
-    for position in ready:
-        if position in group_of:
-            push(group_ready.setdefault(group_of[position], []), position)
-    while ready:
-        position = pop(ready)
-        if done is not None:
-            if done[position]:
-                continue  # taken earlier as a member of its group
-            members = group_ready.get(active) if active is not None else None
-            while members and done[members[0]]:
-                pop(members)
-            if members:
-                push(ready, position)
-                position = pop(members)
-            done[position] = True
-            active = group_of.get(position)
-        order.append(jobs[position].id)
-        edge = first_edge[position]
-        while edge >= 0:
-            child = edge_target[edge]
-            waiting[child] -= 1
-            if not waiting[child]:
-                push(ready, child)
-                if group_of and child in group_of:
-                    push(group_ready.setdefault(group_of[child], []), child)
-            edge = next_edge[edge]
-    if len(order) < count:
-        cycle = _find_cycle(jobs, index, waiting, before_of)
-        raise PlanError("dependency cycle: " + " -> ".join(_place(jobs[index[job_id]]) for job_id in cycle))
+    for root in range(count):
+        if color[root] != WHITE:
+            continue
+        job = jobs[root]
+        if (
+            not job.depends and not job.after and not job.requires and not job.salvages
+            and job.id not in before_of and root not in group_of
+        ):  # fmt: skip
+            color[root] = BLACK  # the common case, kept cheap for big plans
+            order.append(job.id)
+            continue
+        # parallel stacks: the job, and its predecessors still to visit
+        stack = [root]
+        pending = [preds(root)]
+        color[root] = GRAY
+        while stack:
+            for pred in pending[-1]:
+                if color[pred] == WHITE:
+                    color[pred] = GRAY
+                    stack.append(pred)
+                    pending.append(preds(pred))
+                    break
+                if color[pred] == GRAY:
+                    cycle = stack[stack.index(pred):] + [pred]
+                    raise PlanError("dependency cycle: " + " -> ".join(_place(jobs[p]) for p in cycle))
+            else:
+                done = stack.pop()
+                pending.pop()
+                color[done] = BLACK
+                order.append(jobs[done].id)
+                name = group_of.get(done)
+                if name is not None:  # the rest of its group comes next, one member at a time
+                    rest = next((m for m in groups[name] if color[m] == WHITE), None)
+                    if rest is not None:
+                        color[rest] = GRAY
+                        stack.append(rest)
+                        pending.append(preds(rest))
     left = {job_id: left_out[job_id] for deps in unknown.values() for job_id in deps if left_out and job_id in left_out}
     return Plan(order=tuple(order), jobs={job.id: job for job in jobs}, unknown_deps=unknown, left_out=left)
 
 
-def _groups(
-    jobs: Sequence[JobDefinition],
-    index: Mapping[str, int],
-    by_bare: Mapping[str, Sequence[str]] | None,
-    before_of: Mapping[str, Sequence[str]],
-    waiting: list[int],
-    first_edge: list[int],
-    next_edge: list[int],
-    edge_target: list[int],
-) -> dict[int, str]:
-    """Positions of the jobs of each ``group`` (two or more jobs of the run), adding the edges that
-    keep a group together, as Checkbox orders a group: every member waits for whatever any member
-    waits for outside the group, so once one member may start, the others follow it."""
+def _group_members(jobs: Sequence[JobDefinition]) -> dict[str, list[int]]:
+    """Positions of the jobs of each ``group`` that has two or more jobs of the run, in the order given."""
     groups: dict[str, list[int]] = {}
     for position, job in enumerate(jobs):
         name = job.extra.get("group") if job.extra else None
         if name:
             groups.setdefault(name, []).append(position)
-    group_of: dict[int, str] = {}
-    for name, members in groups.items():
-        if len(members) < 2:
-            continue
-        inside = set(members)
-        outside = {
-            index[dep] for m in members for dep in _predecessors(jobs[m], index, by_bare, before_of)
-            if index[dep] not in inside
-        }  # fmt: skip
-        for member in members:
-            group_of[member] = name
-            own = {index[dep] for dep in _predecessors(jobs[member], index, by_bare, before_of)}
-            for pred in sorted(outside - own):
-                next_edge.append(first_edge[pred])
-                first_edge[pred] = len(edge_target)
-                edge_target.append(member)
-                waiting[member] += 1
-    return group_of
-
-
-def _find_cycle(
-    jobs: Sequence[JobDefinition],
-    index: Mapping[str, int],
-    waiting: list[int],
-    before_of: Mapping[str, Sequence[str]] | None = None,
-) -> list[str]:
-    """One cycle among the jobs Kahn's algorithm could not place.
-
-    Every such job still waits for some other such job, so following the first
-    waiting predecessor from the earliest stuck job must revisit a job.
-    """
-    node = min(position for position, left in enumerate(waiting) if left > 0)
-    path: list[int] = []
-    seen: dict[int, int] = {}
-    while node not in seen:
-        seen[node] = len(path)
-        path.append(node)
-        node = next(
-            (index[dep] for dep in _predecessors(jobs[node], index, None, before_of) if waiting[index[dep]] > 0),
-            None,
-        )
-        if node is None:  # stuck only by the edges that keep a group together
-            group = jobs[path[-1]].extra.get("group")
-            raise PlanError(
-                f"dependency cycle through group {group!r}: a job outside it needs one of its jobs and is needed"
-                f" by another ({_place(jobs[path[-1]])})"
-            )
-    cycle = path[seen[node] :] + [node]
-    return [jobs[position].id for position in cycle]
+    return {name: members for name, members in groups.items() if len(members) > 1}
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -929,12 +905,18 @@ class Scheduler:
             heapq.heappush(self._ready_skip, (i, reason))
             return
         job = self.plan.jobs[job_id]
-        for dep in job.depends:
-            outcome = self._outcomes.get(dep)
-            if outcome not in PASS_OUTCOMES:
-                reason = f"dependency {dep} did not pass (outcome {outcome})"
-                heapq.heappush(self._ready_skip, (i, reason))
-                return
+        failed = [
+            f"{dep} (outcome {outcome})"
+            for dep in dict.fromkeys(job.depends)
+            if (outcome := self._outcomes.get(dep)) not in PASS_OUTCOMES
+        ]
+        if len(failed) == 1:
+            dep, outcome = failed[0].split(" (", 1)
+            heapq.heappush(self._ready_skip, (i, f"dependency {dep} did not pass ({outcome}"))
+            return
+        if failed:
+            heapq.heappush(self._ready_skip, (i, f"dependencies did not pass: {', '.join(failed)}"))
+            return
         for dep in job.salvages:
             outcome = self._outcomes.get(dep)
             if outcome != SALVAGED_OUTCOME:
@@ -961,18 +943,29 @@ class Scheduler:
         None means: wait for a running job to finish (or, if :meth:`done`,
         that everything is finished).
         """
-        while self._ready_skip:
-            i, reason = heapq.heappop(self._ready_skip)
-            job_id = self._ids[i]
-            if self._waiting[i] or job_id in self._outcomes:
-                continue  # made to wait again by a job added since (extend), or an earlier copy of it
+        # Entries made stale by a job added since (extend: made to wait again), or earlier copies, go first.
+        skips, runs, ids = self._ready_skip, self._ready_run, self._ids
+        while skips and (self._waiting[skips[0][0]] or ids[skips[0][0]] in self._outcomes):
+            heapq.heappop(skips)
+        while runs and (
+            self._waiting[runs[0]] or ids[runs[0]] in self._outcomes or ids[runs[0]] in self._running
+        ):
+            heapq.heappop(runs)
+        # Skips need no slot. One job at a time, they come in plan order with the runs (as in Checkbox): a
+        # skip waits for the jobs before it to finish.
+        skip_first = False
+        if skips:
+            first = skips[0][0]
+            skip_first = self.max_running > 1 or (
+                (not runs or first < runs[0]) and not any(self._position[job] < first for job in self._running)
+            )
+        if skip_first:
+            i, reason = heapq.heappop(skips)
+            job_id = ids[i]
             self._record(job_id, SKIPPED_DEPENDENCY)
             return Decision(job_id, "skip", SKIPPED_DEPENDENCY, reason)
-        while self._ready_run and len(self._running) < self.max_running:
-            i = heapq.heappop(self._ready_run)
-            job_id = self._ids[i]
-            if self._waiting[i] or job_id in self._outcomes or job_id in self._running:
-                continue  # as above
+        if runs and len(self._running) < self.max_running:
+            job_id = ids[heapq.heappop(runs)]
             self._running.add(job_id)
             return Decision(job_id, "run")
         return None

@@ -1,24 +1,27 @@
-"""Resource records and ``requires:`` expressions.
+"""Resource records and ``requires:`` expressions, evaluated as Checkbox evaluates them.
 
 A ``plugin: resource`` job prints records on its standard output in the same
 RFC 822 style as unit files: ``key: value`` lines, records separated by blank
-lines. :func:`parse_records` turns that output into a list of dicts.
+lines. :func:`read_records` turns that output into a list of dicts the way
+Checkbox does, and says where output that is not RFC 822 stopped it.
 
 A job's ``requires:`` field holds one expression per line; all of them must
 hold for the job to run. An expression is a small subset of Python::
 
     package.name == "bash"
-    cpu.count >= 2 and cpu.arch in ("amd64", "arm64")
-    not device.category == "WIRELESS"
+    int(cpuinfo.count) >= 2 and cpuinfo.platform in ("x86_64", "aarch64")
     com.canonical.certification::package.name != "x"
 
 ``resource.field`` names a field of a record of the resource job
-``resource`` (with or without a namespace). An expression naming one resource
-is true if *any* record of that resource makes it true; one naming several is
-true if some combination of records (one of each) makes it true. A field a
-record lacks makes that record not match (the expression is false for it).
-Comparisons between a field (always a string) and a number compare
-numerically when the field holds a number, and are false otherwise.
+``resource`` (with or without a namespace); a field a record lacks is the
+empty string, and values compare as Python compares them (``"2" > 1`` is an
+error, which makes that record not match; ``"2" == 2`` is false). As in
+Checkbox, an expression written without parentheses is split at its last
+`` or `` (else its last `` and ``) and each side is evaluated on its own; an
+expression that is not split is true if *any* record of its resource (for
+several resources: any combination of one record of each) makes it true, with
+no limit on the combinations. The resources of an expression are the names
+written outside of function calls (``int(cpu.count) > 1`` alone names none).
 
 Expressions are parsed with :mod:`ast` and walked by this module; only the
 node types listed in :data:`ALLOWED_NODES` are accepted, so nothing is ever
@@ -28,7 +31,9 @@ evaluated by Python itself.
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
+import textwrap
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,8 +57,6 @@ __all__ = [
 #: Longest expression accepted (characters), and deepest nesting.
 MAX_EXPRESSION_LENGTH = 4000
 MAX_DEPTH = 40
-#: Most record combinations tried for one expression naming several resources.
-MAX_COMBINATIONS = 100_000
 
 _KEY = re.compile(r"([^\s:][^:]*?)\s*:(.*)")
 _NAMESPACED = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)::([A-Za-z_][A-Za-z0-9_]*)")
@@ -66,39 +69,68 @@ class ResourceExpressionError(PlainboxLikeError):
 
 
 def parse_records(text: str) -> list[dict[str, str]]:
-    """Records from the output of a resource job.
+    """Records from the output of a resource job, as Checkbox reads them (see :func:`read_records`)."""
+    return read_records(text)[0]
 
-    Blank (or whitespace-only) lines separate records; ``key: value`` starts a
-    field; a line starting with a space or tab continues the previous field
-    (joined with a newline, its leading whitespace removed); ``#`` in column 0
-    is a comment. Lines that fit none of these are ignored, as are empty
-    records. A key given twice in one record keeps its last value.
+
+def read_records(text: str) -> tuple[list[dict[str, str]], str | None]:
+    """Records from the output of a resource job, and what is not valid RFC 822 in it (or None).
+
+    As Checkbox: blank (or whitespace-only) lines separate records; a line
+    with a colon starts a field (``key: value``, both stripped); a line
+    starting with a space continues the previous field (a line ``.`` stands
+    for an empty one); ``#`` in column 0 is a comment. Any other line, a
+    continuation with no field before it, or a key given twice in one record
+    stops the reading there: the records before it are kept, the one it is in
+    is dropped, and the problem is returned (``line N: ...``).
     """
     records: list[dict[str, str]] = []
     record: dict[str, str] = {}
-    last: str | None = None
-    for line in text.splitlines():
+    key: str | None = None
+    values: list[str] = []
+
+    def commit() -> None:
+        nonlocal key
+        if key is not None:
+            record[key] = _normalize("".join(values))
+            key = None
+
+    for number, line in enumerate(text.splitlines(True), start=1):
         if line.startswith("#"):
             continue
         if not line.strip():
+            commit()
             if record:
                 records.append(record)
-            record, last = {}, None
+            record = {}
             continue
-        if line[0] in " \t":
-            if last is not None:
-                record[last] = (record[last] + "\n" + line.strip()).strip("\n")
+        if line.startswith(" "):
+            if key is None:
+                return records, f"line {number}: a continuation line with no field before it: {line.rstrip()!r:.60}"
+            values.append(line[1:])
             continue
-        match = _KEY.fullmatch(line)
-        if match is None:
-            last = None
-            continue
-        key, value = match.group(1).strip(), match.group(2).strip()
-        record[key] = value
-        last = key
+        if ":" not in line:
+            return records, f"line {number}: not a 'key: value' line: {line.rstrip()!r:.60}"
+        commit()
+        name, value = line.split(":", 1)
+        name = name.strip()
+        if name in record:
+            return records, f"line {number}: key {name!r} given twice in one record"
+        key, values = name, ([value.lstrip()] if value.strip() else [])
+    commit()
     if record:
         records.append(record)
-    return records
+    return records, None
+
+
+_DOT_LINE = re.compile(r"^(\s*)\.$", re.M)
+
+
+def _normalize(value: str) -> str:
+    """A field's value as Checkbox keeps it: for several lines, ``.`` lines made empty and dedented; stripped."""
+    if value.count("\n") > 1:
+        value = textwrap.dedent(_DOT_LINE.sub(r"\1", value))
+    return value.strip()
 
 
 # --------------------------------------------------------------------------- expressions
@@ -134,7 +166,7 @@ class Requirement:
     """One ``requires:`` line, parsed and checked."""
 
     text: str
-    #: Resource names in the order first used, as written (``ns::name`` or ``name``).
+    #: Resource names as Checkbox sees them (outside function calls), in order of first use, as written.
     resources: tuple[str, ...]
     _tree: ast.Expression = attrs.field(eq=False, repr=False)
     _names: dict[str, str] = attrs.field(eq=False, repr=False)  # python name -> resource name
@@ -169,25 +201,26 @@ class Requirement:
         resources: dict[str, None] = {}
         _check(tree.body, text, names, resources, 0)
         if not resources:
-            raise ResourceExpressionError(f"requires expression {text!r} names no resource (use resource.field)")
+            raise ResourceExpressionError(
+                f"requires expression {text!r} names no resource outside a function call (use resource.field)"
+            )
         return cls(text, tuple(resources), tree, names)
 
     def evaluate(self, records: Mapping[str, Sequence[Mapping[str, str]]]) -> bool:
-        """Whether some record of each named resource (in *records*, by name as written) makes this true."""
+        """Whether the expression holds for *records* (by resource name as written), as in Checkbox."""
+        if "(" not in self.text:
+            for word in (" or ", " and "):
+                if self.text.rfind(word) > 0:
+                    head, tail = self.text.rsplit(word, 1)
+                    left = _part(head)
+                    if word == " or ":
+                        return bool(left and left.evaluate(records)) or bool(
+                            (right := _part(tail)) and right.evaluate(records)
+                        )
+                    right = _part(tail)
+                    return bool(left and left.evaluate(records)) and bool(right and right.evaluate(records))
         pools = [records.get(name, ()) for name in self.resources]
-        if len(pools) == 1:
-            combos: Any = ((record,) for record in pools[0])
-        else:
-            size = 1
-            for pool in pools:
-                size *= len(pool)
-            if size > MAX_COMBINATIONS:
-                raise ResourceExpressionError(
-                    f"requires expression {self.text!r} would need {size} record combinations"
-                    f" (at most {MAX_COMBINATIONS})"
-                )
-            combos = itertools.product(*pools)
-        for combo in combos:
+        for combo in itertools.product(*pools):
             bound = dict(zip(self.resources, combo))
             try:
                 if _truth(_eval(self._tree.body, bound, self._names)):
@@ -195,6 +228,15 @@ class Requirement:
             except _NoMatch:
                 continue
         return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _part(text: str) -> "Requirement | None":
+    """One side of an expression split at `` or ``/`` and ``, parsed (None if it is not an expression)."""
+    try:
+        return Requirement.parse(text)
+    except ResourceExpressionError:
+        return None
 
 
 def _resource_name(node: ast.expr, names: Mapping[str, str]) -> str | None:
@@ -236,51 +278,38 @@ def _check(node: ast.AST, text: str, names: Mapping[str, str], resources: dict[s
             )
         if node.keywords or len(node.args) != 1:  # type: ignore[attr-defined]
             raise ResourceExpressionError(f"{func.id}() takes exactly one argument here: {text!r}")
-        _check(node.args[0], text, names, resources, depth + 1)  # type: ignore[attr-defined]
+        # Checkbox does not look inside calls for resource names: what is only named there is not bound.
+        _check(node.args[0], text, names, {}, depth + 1)  # type: ignore[attr-defined]
         return
     for child in ast.iter_child_nodes(node):
         _check(child, text, names, resources, depth + 1)
 
 
-def _number(value: Any) -> Any:
-    """A field value as a number when compared with a number."""
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                return float(value)
-            except ValueError:
-                raise _NoMatch from None
-    return value
-
-
 def _eval(node: ast.AST, bound: Mapping[str, Mapping[str, str]], names: Mapping[str, str]) -> Any:
+    """The value of *node* as Python gives it; :class:`_NoMatch` where Python would raise."""
     kind = type(node)
     if kind is ast.BoolOp:
-        values = node.values  # type: ignore[attr-defined]
-        if type(node.op) is ast.And:  # type: ignore[attr-defined]
-            return all(_truth(_eval(v, bound, names)) for v in values)
-        return any(_truth(_eval(v, bound, names)) for v in values)
+        is_and = type(node.op) is ast.And  # type: ignore[attr-defined]
+        value: Any = None
+        for item in node.values:  # type: ignore[attr-defined]
+            value = _eval(item, bound, names)
+            if _truth(value) != is_and:
+                return value
+        return value
     if kind is ast.UnaryOp:
-        if type(node.op) is ast.USub:  # type: ignore[attr-defined]
-            value = _number(_eval(node.operand, bound, names))  # type: ignore[attr-defined]
-            if isinstance(value, bool):
-                raise _NoMatch
-            return -value
-        return not _truth(_eval(node.operand, bound, names))  # type: ignore[attr-defined]
+        operand = _eval(node.operand, bound, names)  # type: ignore[attr-defined]
+        if type(node.op) is ast.Not:  # type: ignore[attr-defined]
+            return not _truth(operand)
+        try:
+            return -operand
+        except TypeError:
+            raise _NoMatch from None
     if kind is ast.Compare:
         left = _eval(node.left, bound, names)  # type: ignore[attr-defined]
         for op, comparator in zip(node.ops, node.comparators):  # type: ignore[attr-defined]
             right = _eval(comparator, bound, names)
-            a, b = left, right
-            if type(op) not in (ast.In, ast.NotIn):
-                if isinstance(a, (int, float)) and not isinstance(b, (int, float)):
-                    b = _number(b)
-                elif isinstance(b, (int, float)) and not isinstance(a, (int, float)):
-                    a = _number(a)
             try:
-                ok = _COMPARE[type(op)](a, b)
+                ok = _COMPARE[type(op)](left, right)
             except TypeError:
                 raise _NoMatch from None
             if not ok:
@@ -288,19 +317,19 @@ def _eval(node: ast.AST, bound: Mapping[str, Mapping[str, str]], names: Mapping[
             left = right
         return True
     if kind is ast.Attribute:
-        record = bound[names.get(node.value.id, node.value.id)]  # type: ignore[attr-defined]
-        try:
-            return record[node.attr]  # type: ignore[attr-defined]
-        except KeyError:
-            raise _NoMatch from None
+        record = bound.get(names.get(node.value.id, node.value.id))  # type: ignore[attr-defined]
+        if record is None:  # a name only written inside a call: not bound, as in Checkbox
+            raise _NoMatch
+        return record.get(node.attr, "")  # type: ignore[attr-defined]
     if kind is ast.Constant:
         return node.value  # type: ignore[attr-defined]
     if kind in (ast.Tuple, ast.List):
-        return tuple(_eval(item, bound, names) for item in node.elts)  # type: ignore[attr-defined]
+        items = [_eval(item, bound, names) for item in node.elts]  # type: ignore[attr-defined]
+        return tuple(items) if kind is ast.Tuple else items
     if kind is ast.Call:
         try:
             return _FUNCTIONS[node.func.id](_eval(node.args[0], bound, names))  # type: ignore[attr-defined]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _NoMatch from None
     raise AssertionError(f"unchecked node {kind.__name__}")  # pragma: no cover
 

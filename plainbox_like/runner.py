@@ -54,6 +54,25 @@ _DEFAULT_SIGNALS = tuple(
 )
 
 
+def _enter(directory: str) -> int:
+    """Change to *directory*; returns a descriptor of the directory left, for :func:`_leave`."""
+    back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(directory)
+    except BaseException:
+        os.close(back)
+        raise
+    return back
+
+
+def _leave(back: int) -> None:
+    """Return to the directory :func:`_enter` left."""
+    try:
+        os.fchdir(back)
+    finally:
+        os.close(back)
+
+
 def find_shell() -> str:
     """bash if installed, else sh."""
     return shutil.which("bash") or shutil.which("sh") or "/bin/sh"
@@ -76,6 +95,8 @@ class ProcessSpec:
     #: Environment entries that mark the job's processes (its session and job): with them, the processes
     #: it leaves running are looked for when it ends and reported with its :class:`Exited`.
     marker: tuple[tuple[str, str], ...] = ()
+    #: The directory the process starts in (None: this process's own).
+    cwd: str | None = None
 
 
 @attrs.define(eq=False)
@@ -211,7 +232,10 @@ class LocalExecutor:
         # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while before
         # this process is scheduled again, so a clock read after it could come after the job began.
         started = self._clock()
+        back = None  # posix_spawn cannot change directory: the spawner goes there and back (one thread spawns)
         try:
+            if spec.cwd is not None:
+                back = _enter(spec.cwd)
             pid = os.posix_spawn(
                 spec.argv[0],
                 list(spec.argv),
@@ -229,6 +253,9 @@ class LocalExecutor:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
             raise
+        finally:
+            if back is not None:
+                _leave(back)
         os.close(out_w)
         os.close(err_w)
         process = Process(spec=spec, pid=pid, pgid=pid, started=started)

@@ -19,10 +19,10 @@ from typing import Any, Callable, Protocol
 
 import attrs
 
-from plainbox_like import control
+from plainbox_like import control, jobenv, manifest
 from plainbox_like import plan as planning
 from plainbox_like.errors import PlainboxLikeError, RunAborted
-from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, resolve_resource
+from plainbox_like.resource import ResourceExpressionError, namespace_of, parse_records, read_records, resolve_resource
 from plainbox_like.model import (
     LEFTOVER_COMMAND_MAX,
     LEFTOVERS_LISTED,
@@ -46,7 +46,7 @@ from plainbox_like.storage import IO_LOGS, SessionRepository, SessionWriter, hel
 from plainbox_like.storage import session_file
 from plainbox_like.resource import RequirementProgram
 from plainbox_like.providers import Provider, find_providers
-from plainbox_like.units import JobDefinition, UnitSet, instantiate_template, load_units
+from plainbox_like.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
 
 APP_ID = "plainbox-like"
 #: Plugins whose command we run.
@@ -62,6 +62,8 @@ MAX_PARALLEL = 256
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
 STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
+#: Outcomes of a resource job whose records count (Checkbox keeps the records of any job that ran).
+RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 
 SESSION_ENV = "PLAINBOX_LIKE_SESSION"
 JOB_ENV = "PLAINBOX_LIKE_JOB"
@@ -104,6 +106,10 @@ class RunConfig:
     durability: str = "fsync"
     #: Namespace for the jobs of unit files (None: each provider's own, if any).
     namespace: str | None = None
+    #: Variables a launcher's ``[environment]`` gives the jobs (only where the environment lacks them).
+    environment: dict[str, str] = attrs.Factory(dict)
+    #: Manifest answers (entry id -> value), from ``--manifest`` and a launcher's ``[manifest]``.
+    manifest: dict[str, Any] = attrs.Factory(dict)
     #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
     #: when the run started (:func:`plainbox_like.providers.find_providers`), in Checkbox's order.
     providers: list[str] = attrs.Factory(list)
@@ -126,7 +132,23 @@ class RunConfig:
         return find_providers(self.providers, search=False)[0] if self.providers else []
 
     def load_units(self) -> UnitSet:
-        return load_units(self.sources, self.commands, namespace=self.namespace, providers=self.provider_list())
+        """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
+        providers = self.provider_list()
+        units = load_units(
+            self.sources, self.commands, namespace=self.namespace, providers=providers, checkbox_env=self.environment
+        )
+        if manifest.MANIFEST_JOB_ID in units.by_id or not (
+            units.manifest_entries or manifest.needs_manifest(units.jobs)
+        ):
+            return units
+        index = jobenv.ProviderIndex(providers)
+
+        def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
+            found = index.of_path(entry.origin.path) if entry.origin is not None else None
+            return (found.namespace, found.name) if found is not None else None
+
+        job = manifest.manifest_job(units.manifest_entries, self.manifest, provider_of)
+        return attrs.evolve(units, jobs=[*units.jobs, job])
 
 
 def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
@@ -164,7 +186,7 @@ class TemplateExpander:
                 except ResourceExpressionError as exc:
                     self.warnings.append(f"template {template.id!r}: invalid template-filter: {exc}")
                     continue
-            jobs, warnings = instantiate_template(template, records, accept)
+            jobs, warnings = instantiate_template(template, records, accept, checkbox_env=self.config.environment)
             self.warnings.extend(warnings)
             for job in jobs:
                 if job.id in self.units.by_id:
@@ -223,6 +245,7 @@ class _Running:
     deadline: float | None = None
     kill_at: float | None = None
     why_stopped: str | None = None
+    cwd: str | None = None  # its temporary working directory, removed when it ends
     #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
     timed_out_at: float | None = None
 
@@ -265,6 +288,11 @@ class BatchRunner:
         kill_grace: float = KILL_GRACE,
         clock: Callable[[], float] = time.monotonic,
         expander: TemplateExpander | None = None,
+        providers: jobenv.ProviderIndex | None = None,
+        launcher_env: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+        manifest_entries: tuple[ManifestEntry, ...] = (),
+        manifest_answers: dict[str, Any] | None = None,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -280,6 +308,14 @@ class BatchRunner:
         self._clock = clock
         self._shell = find_shell()
         self._me = getpass.getuser()
+        #: The provider of each job, and every provider's bin/ for PATH (met in the plan's order).
+        self.providers = providers if providers is not None else jobenv.ProviderIndex()
+        self.providers.learn(plan.jobs[job_id] for job_id in plan.order)
+        self.launcher_env = dict(launcher_env or {})
+        self.manifest_entries = manifest_entries
+        self.manifest_answers = dict(manifest_answers or {})
+        #: Problems met while running (told after the run).
+        self.warnings = warnings if warnings is not None else []
         # What every job's spec needs from the session, worked out once.
         self._session_env = (writer.id, writer.share_dir)
         self._io_logs_dir = writer.io_logs_dir
@@ -479,20 +515,28 @@ class BatchRunner:
         if program is None:
             return None
         records: dict[str, list[dict[str, str]]] = {}
-        namespace = namespace_of(job.id)
         for name in program.resources:
-            resource_id = resolve_resource(name, self.plan.jobs, namespace)
+            resource_id = planning.resource_id(job, name, self.plan.jobs)
             if resource_id is None:
                 return f"resource job {name} is not part of the run"
             outcome = self.scheduler.outcomes.get(resource_id)
-            if outcome != OUTCOME_PASS:
-                return f"resource job {resource_id} did not pass (outcome {outcome})"
-            records[name] = self.writer.state.resources.get(resource_id, [])
+            if outcome not in RESOURCE_RAN_OUTCOMES:
+                return f"resource job {resource_id} did not run (outcome {outcome})"
+            # As in Checkbox: a resource job that printed nothing gives one record with no fields.
+            records[name] = self.writer.state.resources.get(resource_id) or [{}]
         try:
             unmet = program.first_false(records)
         except ResourceExpressionError as exc:
             return str(exc)
-        return None if unmet is None else f"resource expression is false: {unmet.text}"
+        if unmet is None:
+            return None
+        reason = f"resource expression is false: {unmet.text}"
+        if manifest.MANIFEST_JOB_ID in self.plan.jobs:
+            missing = manifest.unanswered(unmet.text, self.manifest_entries, self.manifest_answers)
+            if missing:
+                entries = ", ".join(missing)
+                reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
+        return reason
 
     def _cannot_run(self, job: JobDefinition) -> str | None:
         if planning.needs_person(job):
@@ -539,7 +583,17 @@ class BatchRunner:
         argv: tuple[str, ...] = (self._shell, "-c", job.command or "")
         if job.user and job.user != self._me:
             argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
-        env = job_environment(self.base_env, job, *self._session_env)
+        provider = self.providers.of_job(job)
+        bin_dirs = self.providers.bin_dirs(provider.namespace) if provider is not None else ()
+        env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
+        env = job_environment(env, job, *self._session_env)
+        try:
+            running.cwd = jobenv.make_cwd(job, self.writer.id, running.attempt)
+        except OSError as exc:
+            self._cannot_start(running, f"no temporary working directory: {exc}")
+            return
+        if running.cwd is not None and job.user and job.user != self._me:
+            os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
         spec = ProcessSpec(
             job.id,
             argv,
@@ -547,6 +601,7 @@ class BatchRunner:
             log=os.path.join(self._io_logs_dir, running.log_stem),
             durable_log=self._durable_logs,
             marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
+            cwd=running.cwd,
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
@@ -560,6 +615,7 @@ class BatchRunner:
     def _cannot_start(self, running: _Running, error: str) -> None:
         job = running.job
         del self._running[job.id]
+        jobenv.collect_leftovers(running.cwd, job)
         self.writer.open_log(running.log_stem, clock=self._clock).close()
         self.scheduler.finish(job.id, OUTCOME_FAIL)
         self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
@@ -602,10 +658,11 @@ class BatchRunner:
             self._stragglers.append((running.kill_at, running.process))
         leftovers = self._take_leftovers(running, getattr(event, "leftovers", ()))
         new_jobs: list[JobDefinition] = []
-        if job.plugin == "resource" and outcome == OUTCOME_PASS:
+        if job.plugin == "resource" and outcome in RESOURCE_RAN_OUTCOMES:
+            # As in Checkbox, a resource job that failed still gives the records it printed.
             records = self._resource_records(running)
             self.writer.resource_recorded(job.id, records, durable=False)
-            if self.expander is not None:
+            if self.expander is not None and records:
                 new_jobs = self.expander.expand(job.id, records, self.plan.jobs)
         if new_jobs:
             try:
@@ -622,6 +679,7 @@ class BatchRunner:
         self.scheduler.finish(job.id, outcome)
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
+        attempt.leftover_files = jobenv.collect_leftovers(running.cwd, job)
         self._record(job.id, attempt)
 
     def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:
@@ -679,7 +737,13 @@ class BatchRunner:
                 data = handle.read()
         except FileNotFoundError:  # the job printed nothing
             return []
-        return parse_records(data.decode("utf-8", errors="replace"))
+        records, problem = read_records(data.decode("utf-8", errors="replace"))
+        if problem is not None:
+            self.warnings.append(
+                f"resource job {running.job.id} printed output that is not RFC 822 ({problem}): "
+                f"kept the {len(records)} record(s) before it"
+            )
+        return records
 
     def _attempt(self, running: _Running, outcome: str, code: int | None, duration: float, comments: str | None) -> Attempt:
         return Attempt(
@@ -806,6 +870,8 @@ class Prepared:
     parallel: int
     notes: list[str] = attrs.Factory(list)
     expander: TemplateExpander | None = None
+    config: RunConfig | None = None
+    manifest_entries: tuple[ManifestEntry, ...] = ()
 
 
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
@@ -846,7 +912,15 @@ def start_session(
         {job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order, mandatory_job_list=mandatory
     )
     expander = TemplateExpander(units, config) if units.templates else None
-    return Prepared(writer=writer, plan=plan, finished={}, parallel=config.parallel, expander=expander)
+    return Prepared(
+        writer=writer,
+        plan=plan,
+        finished={},
+        parallel=config.parallel,
+        expander=expander,
+        config=config,
+        manifest_entries=units.manifest_entries,
+    )
 
 
 def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
@@ -866,24 +940,31 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     planned = dict(plan.jobs)
     order = list(plan.order)
     shell = find_shell()
+    providers = jobenv.ProviderIndex(config.provider_list())
+    providers.learn(plan.jobs[job_id] for job_id in plan.order)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
         for job_id in planning.bootstrap_jobs(units, config.test_plan):
             job = units.by_id[job_id]
             if job.plugin != "resource" or not job.command:
                 continue
-            env = job_environment(dict(os.environ), job, "dry-run", share)
+            provider = providers.of_job(job)
+            bin_dirs = providers.bin_dirs(provider.namespace) if provider is not None else ()
+            env = jobenv.job_env(dict(os.environ), job, provider, bin_dirs, config.environment)
+            env = job_environment(env, job, "dry-run", share)
             import subprocess  # only for a dry run's bootstrap
 
+            cwd = jobenv.make_cwd(job)
             try:
                 done = subprocess.run(
-                    [shell, "-c", job.command], env=env, capture_output=True, timeout=job.timeout, check=False
+                    [shell, "-c", job.command], env=env, cwd=cwd, capture_output=True, timeout=job.timeout, check=False
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 say(f"bootstrap job {job_id} did not finish: {exc}")
                 continue
-            if done.returncode != 0:
+            finally:
+                jobenv.collect_leftovers(cwd, job)
+            if done.returncode != 0:  # as in Checkbox, what it printed still counts
                 say(f"bootstrap job {job_id} failed (exit status {done.returncode})")
-                continue
             new = expander.expand(job_id, parse_records(done.stdout.decode("utf-8", errors="replace")), planned)
             if new:
                 try:
@@ -973,7 +1054,13 @@ def resume_session(
         writer.close()
         raise
     return Prepared(
-        writer=writer, plan=plan, finished=finished, parallel=parallel or config.parallel, expander=expander
+        writer=writer,
+        plan=plan,
+        finished=finished,
+        parallel=parallel or config.parallel,
+        expander=expander,
+        config=config,
+        manifest_entries=units.manifest_entries,
     )
 
 
@@ -1015,6 +1102,7 @@ def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable
             say(f"killing the leftover processes of job {job_id} (process group {pgid})")
             kill_group(pgid)
         _complete_missing_log(writer, running.io_log_filename)
+        jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
         job = plan.jobs.get(job_id)
         noreturn = job is not None and "noreturn" in job.flags
         writer.job_finished(
@@ -1096,6 +1184,11 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         parallel=prepared.parallel,
         reporter=reporter,
         expander=prepared.expander,
+        warnings=prepared.notes,
+        launcher_env=prepared.config.environment if prepared.config is not None else None,
+        providers=jobenv.ProviderIndex(prepared.config.provider_list()) if prepared.config is not None else None,
+        manifest_entries=prepared.manifest_entries,
+        manifest_answers=prepared.config.manifest if prepared.config is not None else None,
     )
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:

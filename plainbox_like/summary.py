@@ -30,7 +30,7 @@ import attrs
 
 from plainbox_like import storage
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.model import FLAG_INCOMPLETE, FLAG_PAUSED
+from plainbox_like.model import FLAG_INCOMPLETE, FLAG_PAUSED, planned_count
 from plainbox_like.paths import session_id_of
 from plainbox_like.storage import LoadedSession, SessionRepository
 
@@ -63,7 +63,7 @@ class SessionSummary:
     finished: float | None = None
     #: Latest outcome of each job that has a result -> number of such jobs.
     counts: dict[str, int] = attrs.field(factory=dict, hash=False)
-    #: Number of jobs in ``desired_job_list``.
+    #: Number of planned jobs (:func:`plainbox_like.model.planned_count`).
     total: int = 0
     running_job: str | None = None
     runner_pid: int | None = None
@@ -138,7 +138,7 @@ def summarize_loaded(loaded: LoadedSession) -> SessionSummary:
         updated=meta.updated,
         finished=meta.finished,
         counts=state.outcome_counts(),
-        total=len(state.desired_job_list),
+        total=planned_count(state.desired_job_list, state.results),
         running_job=running_job(loaded),
         runner_pid=pid,
         runner_host=host,

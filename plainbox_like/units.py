@@ -28,9 +28,10 @@ Rules implemented by :func:`parse_pxu`:
 * ``_key`` is the translatable form of ``key`` and means the same; a record
   with both uses ``_key``'s value, as Checkbox does (with a warning);
 * ``unit:`` defaults to ``job``; ``unit: setup job`` is a job too,
-  ``unit: test plan`` a test plan and ``unit: template`` a job template;
+  ``unit: test plan`` a test plan, ``unit: template`` a job template and
+  ``unit: manifest entry`` a manifest entry (:class:`ManifestEntry`);
   Checkbox's kinds that play no part in a run (:data:`QUIET_UNIT_KINDS`) are
-  skipped quietly, any other kind (manifest entry, ...) with a warning;
+  skipped quietly, any other kind with a warning;
 * a job without ``id:`` takes its id from ``name:`` (Plainbox before 0.5);
   ``plugin: local`` jobs (job generators of old Checkbox) are skipped;
 * a job's ``siblings`` and ``also-after-suspend`` flags add the jobs Checkbox
@@ -308,6 +309,33 @@ class Template:
 
 
 @attrs.frozen
+class ManifestEntry:
+    """A ``unit: manifest entry``: one fact about the machine a person (or a manifest file) states.
+
+    ``value_type`` is ``bool`` or ``natural``; ``resource_key`` the field of
+    the ``manifest`` resource that carries the answer (default: the id
+    without namespace).
+    """
+
+    id: str
+    name: str | None = None
+    value_type: str = "bool"
+    resource_key: str | None = None
+    prompt: str | None = None
+    origin: Origin | None = attrs.field(default=None, eq=False)
+
+    @property
+    def key(self) -> str:
+        """The field of the ``manifest`` resource record that holds this entry's value."""
+        return self.resource_key or self.id.split("::", 1)[-1]
+
+    @property
+    def default(self) -> str:
+        """The value of an entry with no answer, as Checkbox gives it: ``False``, ``0`` or empty."""
+        return {"bool": "False", "natural": "0"}.get(self.value_type, "")
+
+
+@attrs.frozen
 class UnitSet:
     """Everything loaded from a set of files: jobs, test plans and templates in file order, plus warnings."""
 
@@ -317,6 +345,7 @@ class UnitSet:
     templates: tuple[Template, ...] = attrs.field(default=(), converter=as_tuple)
     #: Jobs left out because they cannot be used: id -> the warning that says where and why.
     dropped: dict[str, str] = attrs.field(factory=dict, hash=False)
+    manifest_entries: tuple[ManifestEntry, ...] = attrs.field(default=(), converter=as_tuple)
     _job_index: dict[str, JobDefinition] = attrs.field(
         init=False, repr=False, eq=False, hash=False
     )
@@ -743,6 +772,7 @@ class _Parser:
         jobs: list[JobDefinition] = []
         plans: list[TestPlan] = []
         templates: list[Template] = []
+        entries: list[ManifestEntry] = []
         seen_jobs: dict[str, int] = {}
         seen_plans: dict[str, int] = {}
         for record in _records(text, self.path):
@@ -782,13 +812,39 @@ class _Parser:
                     plan = self.test_plan(record)
                     self._claim(seen_plans, "test plan", plan.id, record.line)
                     plans.append(plan)
+                elif kind == "manifest entry":
+                    entries.append(self.manifest_entry(record))
                 elif kind in QUIET_UNIT_KINDS:
                     continue
                 else:
                     self.note(("unit", kind), record.line, f"unit kind {kind!r} is not supported: skipped", "unit")
             except UnitError as exc:
                 self.drop(record, kind, exc)
-        return UnitSet(jobs=jobs, test_plans=plans, warnings=self.warnings, templates=templates, dropped=self.dropped)
+        return UnitSet(
+            jobs=jobs,
+            test_plans=plans,
+            warnings=self.warnings,
+            templates=templates,
+            dropped=self.dropped,
+            manifest_entries=entries,
+        )
+
+    def manifest_entry(self, record: _Record) -> ManifestEntry:
+        fields = {key.lstrip("_"): field.value() for key, field in record.fields.items()}
+        entry_id = fields.get("id")
+        if not entry_id:
+            raise UnitError(self.path, "manifest entry has no 'id' field", line=record.line)
+        value_type = fields.get("value-type") or "bool"
+        if value_type not in ("bool", "natural"):
+            self.warn(record.line, f"manifest entry {entry_id!r}: value-type {value_type!r} is not bool or natural")
+        return ManifestEntry(
+            id=self.qualified(entry_id),
+            name=fields.get("name"),
+            value_type=value_type,
+            resource_key=fields.get("resource-key"),
+            prompt=fields.get("prompt"),
+            origin=Origin(self.path, record.line),
+        )
 
     def drop(self, record: _Record, kind: str, exc: UnitError) -> None:
         """Leave out a unit that cannot be used, with a warning naming its place (and its id, if it has one)."""
@@ -1401,6 +1457,7 @@ def load_units(
     jobs: list[JobDefinition] = []
     plans: list[TestPlan] = []
     templates: list[Template] = []
+    entries: list[ManifestEntry] = []
     warnings: list[str] = []
     dropped: dict[str, str] = {}
     notices: dict[tuple[str, ...], _Notice] = {}
@@ -1423,6 +1480,7 @@ def load_units(
             if _is_new(plan_origin, plan.id, plan.origin, "test plan", warnings):
                 plans.append(plan)
         templates.extend(units.templates)
+        entries.extend(units.manifest_entries)
         warnings.extend(units.warnings)
         for job_id, why in units.dropped.items():
             dropped.setdefault(job_id, why)
@@ -1470,7 +1528,12 @@ def load_units(
     warnings.extend(str(notice) for notice in notices.values())
     left_out = {job_id: why for job_id, why in dropped.items() if job_id not in job_origin}
     return UnitSet(
-        jobs=_resolve_references(jobs, left_out), test_plans=plans, warnings=warnings, templates=templates, dropped=left_out
+        jobs=_resolve_references(jobs, left_out),
+        test_plans=plans,
+        warnings=warnings,
+        templates=templates,
+        dropped=left_out,
+        manifest_entries=entries,
     )
 
 

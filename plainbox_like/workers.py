@@ -119,14 +119,16 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
             return  # the runner is gone
         for message in messages:
             if message[0] == "start":
-                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker = message
+                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker, cwd = message
                 env = {**base_env, **env_changes}
                 for name in env_removed:
                     del env[name]
                 if sync_fd is not None:
                     os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
                 try:
-                    executor.start(ProcessSpec(key, argv, env, log, durable_log, marker), report_at_once=at_once)
+                    executor.start(
+                        ProcessSpec(key, argv, env, log, durable_log, marker=marker, cwd=cwd), report_at_once=at_once
+                    )
                 except LogError as exc:
                     _send(events, ("error", str(exc)))
                 except OSError as exc:
@@ -227,7 +229,10 @@ class WorkerExecutor:
         removed = [name for name in base if name not in spec.env]
         _send(
             worker.commands,
-            ("start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once, spec.marker),
+            (
+                "start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once,
+                spec.marker, spec.cwd,
+            ),
         )
         return worker.process
 

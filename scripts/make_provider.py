@@ -17,9 +17,8 @@ commands and descriptions; each area has templates over the ``device``
 resource with a ``template-filter``; test plans use ``nested_part``,
 ``bootstrap_include``, ``mandatory_include``, ``exclude``, include overrides,
 ``category_overrides`` and ``certification_status_overrides``. A few things
-plainbox-like does not support are in it on purpose (category, manifest
-entry and packaging units, one Jinja2 template per 20 areas, a ``siblings``
-field), each of which loading must name in one warning.
+Checkbox's units that play no part in a run are in it on purpose (category and
+packaging units), and manifest entries.
 
 The output is a pure function of the arguments (no randomness), so
 :func:`make_provider` can state exactly what loading it must give.
@@ -391,9 +390,8 @@ def make_provider(root: str | os.PathLike[str], areas: int = 60, jobs: int = 250
     for name, step in TOP_PLANS:
         _write(root / "units" / "test-plan" / f"{name}.pxu", _top_plan(name, names, step, previous))
         previous, files = f"{NAMESPACE}::{name}", files + 1
-    unsupported = {  # categories and packaging meta-data play no part in a run: skipped without a word
-        "unit kind 'manifest entry'": manifests,
-    }
+    # categories and packaging meta-data play no part in a run: skipped without a word; manifest entries are read
+    unsupported: dict[str, int] = {}
     # the jobs Checkbox adds beside others: after-suspend-<id> for also-after-suspend, one siblings entry
     siblings = areas * sum(1 for n in range(auto) if n % 7 == 0) + (1 if areas > 1 else 0)
     return ProviderInfo(

@@ -20,3 +20,9 @@ def root(tmp_path):
 def repo(root):
     """The :class:`SessionRepository` at :func:`root`."""
     return SessionRepository(root)
+
+
+@pytest.fixture(autouse=True)
+def _jobs_temporary_directory(tmp_path_factory, monkeypatch):
+    """Jobs make their working directories under ``$TMPDIR``: one of the test's own, never the shared /tmp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmpdir")))

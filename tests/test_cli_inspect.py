@@ -6,6 +6,7 @@ import datetime
 import gzip
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def test_list_table(repo, root, capsys):
     assert [line.split()[0] for line in lines[1:]] == [second.id, first.id, broken.id]
     assert "complete" in lines[1] and "second run" in lines[1]
     assert "incomplete" in lines[2] and "first run" in lines[2]
-    assert "4/4" in lines[2]
+    assert "4/5" in lines[2]  # the job "extra" has a result outside the plan: planned too
     assert lines[2].endswith("pass 2, crash 1, skip 1")
     assert "corrupt: " in lines[3] and "not a valid gzip file" in lines[3]
 
@@ -135,7 +136,7 @@ def test_list_json(repo, root, capsys):
     assert good["id"] == writer.id
     assert good["title"] == "sample"
     assert good["counts"] == {"pass": 2, "skip": 1, "crash": 1}
-    assert good["total"] == 4
+    assert good["total"] == 5  # d is planned, "extra" has a result: both count
     assert good["tags"] == ["smoke", "x86"]
     assert good["parent_session"] == "parent1"
     assert good["runner_pid"] == os.getpid()
@@ -274,3 +275,18 @@ def test_show_session_being_created(repo, root, capsys):
     os.makedirs(os.path.join(repo.sessions_dir, "fresh.session"))
     assert run(root, "show", "fresh") == 2
     assert_one_line_error(capsys.readouterr().err, "being created")
+
+
+def test_show_counts_planned_jobs_the_way_checkbox_records_them(root, capsys):
+    """A real Checkbox 1.18.1 session of tutorial-base: its desired_job_list leaves out the bootstrap job
+    tutorial_resources, which has a result; every job with a result was planned."""
+    fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkbox", "tutorial-base.session.gz")
+    session = os.path.join(root, "sessions", "cbx.session")
+    os.makedirs(os.path.join(session, "io-logs"))
+    shutil.copyfile(fixture, os.path.join(session, "session"))
+    assert run(root, "show", "cbx") == 0
+    out = capsys.readouterr().out
+    assert "(12 of 12 planned jobs done)" in out
+    assert run(root, "list", "--json") == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["total"], sum(listed["counts"].values())) == (12, 12)

@@ -146,7 +146,9 @@ def test_direct_reading_knows_every_field_of_the_model():
 
     from plainbox_like import model
 
-    assert {f.name for f in attrs.fields(model.Attempt)} == set(indexing._ATTEMPT_TYPES)
+    assert {f.name for f in attrs.fields(model.Attempt)} == {
+        *indexing._ATTEMPT_TYPES, *indexing._OPTIONAL_ATTEMPT_LISTS
+    }
     assert {f.name for f in attrs.fields(model.SessionMetadata)} == set(indexing._METADATA_TYPES)
     assert {f.name for f in attrs.fields(model.SessionState)} == {
         "jobs", "results", "desired_job_list", "mandatory_job_list", "metadata", "running_jobs", "journal_seq",

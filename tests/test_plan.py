@@ -62,8 +62,11 @@ def test_stable_choice_among_ready_jobs() -> None:
     # e depends on nothing but comes last; it must not jump ahead of b..d
     jobs = [job("a"), job("b", depends="a"), job("c"), job("d", after="b"), job("e")]
     assert build_plan(jobs).order == ("a", "b", "c", "d", "e")
+    # as Checkbox's solver does: a target listed later moves up to just before the first job needing it
     jobs = [job("a", depends="e"), job("b"), job("c"), job("d"), job("e")]
-    assert build_plan(jobs).order == ("b", "c", "d", "e", "a")
+    assert build_plan(jobs).order == ("e", "a", "b", "c", "d")
+    jobs = [job("a"), job("b", depends="d", after="c"), job("c", depends="e"), job("d"), job("e")]
+    assert build_plan(jobs).order == ("a", "d", "e", "c", "b")
 
 
 def test_unknown_depends_recorded_unknown_after_ignored() -> None:
@@ -126,16 +129,20 @@ def dags(draw: st.DrawFn) -> list[JobDefinition]:
 
 
 def _reference_order(jobs: list[JobDefinition]) -> list[str]:
-    """Slow, obviously correct: repeatedly take the first job whose known relations are placed."""
-    known = {j.id for j in jobs}
+    """Slow, obviously correct: Checkbox's depth-first walk, each job right after its relations."""
+    by_id = {j.id: j for j in jobs}
     placed: list[str] = []
-    left = list(jobs)
-    while left:
-        for j in left:
-            if all(d in placed for d in j.depends + j.after if d in known):
-                placed.append(j.id)
-                left.remove(j)
-                break
+
+    def visit(j: JobDefinition) -> None:
+        if j.id in placed:
+            return
+        for dep in dict.fromkeys(j.depends + j.after):
+            if dep in by_id:
+                visit(by_id[dep])
+        placed.append(j.id)
+
+    for j in jobs:
+        visit(j)
     return placed
 
 
@@ -359,7 +366,10 @@ def test_skip_propagates_through_skipped_dependencies() -> None:
         Decision("b", "skip", SKIPPED_DEPENDENCY, "dependency a did not pass (outcome crash)"),
         Decision("c", "skip", SKIPPED_DEPENDENCY, "dependency a did not pass (outcome crash)"),
         Decision(
-            "d", "skip", SKIPPED_DEPENDENCY, f"dependency b did not pass (outcome {SKIPPED_DEPENDENCY})"
+            "d",
+            "skip",
+            SKIPPED_DEPENDENCY,
+            f"dependencies did not pass: b (outcome {SKIPPED_DEPENDENCY}), c (outcome {SKIPPED_DEPENDENCY})",
         ),
     ]
 
@@ -746,8 +756,8 @@ def test_scheduler_extend_adds_jobs_while_running() -> None:
         decisions.append(decision)
         if decision.action == "run" and decision.job_id != "a":
             sched.finish(decision.job_id, "pass")
-    assert [(d.job_id, d.action) for d in decisions] == [("n2", "skip"), ("b", "run"), ("n1", "run"), ("n3", "run")]
-    assert decisions[0].skip_reason == "unknown dependency ghost"
+    assert [(d.job_id, d.action) for d in decisions] == [("b", "run"), ("n1", "run"), ("n2", "skip"), ("n3", "run")]
+    assert decisions[2].skip_reason == "unknown dependency ghost"
 
 
 def test_scheduler_extend_refuses_a_cycle() -> None:

@@ -106,7 +106,10 @@ def test_cli_plans_and_dry_run(provider, tmp_path, capsys):
     assert top["overrides"] and all(o["origin"] for o in top["overrides"])
     assert captured.err.count("warning:") == len(provider.unsupported)
     assert main(["--repository", str(tmp_path), "run", "--dry-run", root]) == 0
-    assert len(capsys.readouterr().out.split()) == provider.jobs + provider.resource_jobs
+    listed = capsys.readouterr().out.split()
+    # + Checkbox's manifest resource job, which the manifest entries bring
+    assert len(listed) == provider.jobs + provider.resource_jobs + 1
+    assert "com.canonical.plainbox::manifest" in listed
 
 
 def _legacy_tarball() -> Path | None:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "resume": "run",
     "plans": "run",
+    "launcher": "run",
     "list": "inspect",
     "show": "inspect",
     "log": "log",

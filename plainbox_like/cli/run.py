@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from plainbox_like import session as batch
 from plainbox_like.cli.common import positive_int, format_duration, print_json, repository
 from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.launcher import Launcher, read_launcher
+from plainbox_like.manifest import read_manifest_file
 from plainbox_like.model import FAILED_OUTCOMES, Attempt
 from plainbox_like.storage import DURABILITY_MODES
 from plainbox_like.text import clean
@@ -108,6 +110,8 @@ def _reporter(total: int, done: int):
 
 
 def _warn_templates(prepared: batch.Prepared) -> None:
+    for warning in prepared.notes:
+        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     if prepared.expander is not None:
         for warning in prepared.expander.warnings:
             print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
@@ -158,20 +162,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     batch.check_parallel(args.jobs, args.force)
     if args.json and not args.dry_run:
         raise PlainboxLikeError("--json only goes with --dry-run")
+    launcher = _read_launcher(args)
+    answers = read_manifest_file(args.manifest) if args.manifest else {}
     providers = _find_providers(args, search=not args.files and not args.command_lines)
     if not args.files and not args.command_lines and not providers:
         raise _no_providers_found()
     config = batch.RunConfig(
         sources=[_absolute(p) for p in args.files],
         commands=list(args.command_lines),
-        test_plan=args.test_plan,
-        include=list(args.include),
-        exclude=list(args.exclude),
+        test_plan=args.test_plan or (launcher.test_plan if launcher else None),
+        include=list(args.include) + (launcher.include if launcher else []),
+        exclude=list(args.exclude) + (launcher.exclude if launcher else []),
         parallel=args.jobs,
         durability=args.durability,
         namespace=args.namespace,
         providers=providers,
+        environment=dict(launcher.environment) if launcher else {},
+        manifest={**answers, **(launcher.manifest if launcher else {})},
     )
+    if launcher and not (config.test_plan or config.include):
+        raise PlainboxLikeError(f"--launcher {launcher.path}: no test plan to run (no [test plan] unit, no --test-plan)")
     units = config.load_units()
     for warning in units.warnings:
         print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
@@ -191,11 +201,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(clean(job_id))
         return 0
     started = time.monotonic()
-    prepared = batch.start_session(repository(args), config, title=args.title, units=units, plan=plan)
+    title = args.title or (launcher.title if launcher else None)
+    prepared = batch.start_session(repository(args), config, title=title, units=units, plan=plan)
     print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
     summary = batch.run_prepared(prepared, _reporter(len(plan.order), 0))
     _warn_templates(prepared)
     return _finish(summary, started)
+
+
+def _read_launcher(args: argparse.Namespace) -> Launcher | None:
+    """The launcher of ``--launcher`` (its notes told once), or None."""
+    if not args.launcher:
+        return None
+    launcher = read_launcher(args.launcher)
+    for note in launcher.notes:
+        print(f"plainbox-like: note: {note}", file=sys.stderr)
+    return launcher
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -286,6 +307,16 @@ PROVIDERS_HELP = (
 )
 
 
+MANIFEST_HELP = (
+    "Checkbox's machine manifest JSON ({\"ns::entry_id\": true, ...}): the answers the manifest resource job "
+    "gives; an entry without an answer is false (0), as in Checkbox"
+)
+LAUNCHER_HELP = (
+    "a Checkbox launcher file: its [test plan] unit, [test selection] exclude/match, [manifest], [environment] "
+    "and [launcher] session_title apply (options given here win); what does not apply is named in a note"
+)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run",
@@ -322,7 +353,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--bootstrap", action="store_true",
                      help="only with --dry-run and --test-plan: run the test plan's bootstrap resource jobs (outside "
                      "any session) and list the jobs their templates add too")
+    run.add_argument("--manifest", metavar="FILE", help=MANIFEST_HELP)
+    run.add_argument("--launcher", metavar="FILE", help=LAUNCHER_HELP)
     run.set_defaults(func=cmd_run)
+
+    launcher = subparsers.add_parser(
+        "launcher",
+        help="run what a Checkbox launcher file asks for (run --launcher FILE)",
+        description="Run the test plan a Checkbox launcher file names, with its test selection, manifest and "
+        "environment, into a new session: the same as run --launcher FILE. Exit status as for run.",
+    )
+    launcher.add_argument("launcher", metavar="FILE", help="a Checkbox launcher file")
+    launcher.add_argument("files", nargs="*", metavar="UNITS",
+                          help="unit files or directories (none: the providers found, see --providers)")
+    launcher.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
+    launcher.add_argument("--manifest", metavar="FILE", help=MANIFEST_HELP)
+    launcher.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                          help="run up to N independent jobs at once (default 1)")
+    launcher.add_argument("--title", help="a title for the session (default: the launcher's session_title)")
+    launcher.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
+                          help="as for run: fsync (default) or flush")
+    launcher.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run")
+    launcher.add_argument("--json", action="store_true", help="only with --dry-run: print a JSON list of job ids")
+    launcher.set_defaults(
+        func=cmd_run, command_lines=[], test_plan=None, include=[], exclude=[], namespace=None, bootstrap=False
+    )
 
     plans = subparsers.add_parser(
         "plans",
