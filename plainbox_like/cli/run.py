@@ -369,7 +369,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     launcher.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
     launcher.add_argument("--manifest", metavar="FILE", help=MANIFEST_HELP)
     launcher.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                          help="run up to N independent jobs at once (default 1)")
+                          help=f"run up to N independent jobs at once (default 1; more than {batch.MAX_PARALLEL} "
+                          "needs --force)")
+    launcher.add_argument("--force", action="store_true", help=f"allow -j above {batch.MAX_PARALLEL}")
     launcher.add_argument("--title", help="a title for the session (default: the launcher's session_title)")
     launcher.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
                           help="as for run: fsync (default) or flush")
