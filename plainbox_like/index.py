@@ -212,6 +212,26 @@ class IndexUnusable(PlainboxLikeError):
     """The index file cannot be used (newer schema, read-only, ...); the message says why."""
 
 
+#: The files SQLite keeps beside the index (WAL mode, and a rollback journal).
+SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def check_side_files(path: str) -> None:
+    """Raise :class:`IndexUnusable` naming the first of the index's side files that is not a regular file.
+
+    SQLite would only say "attempt to write a readonly database" (or fail later, mid-update).
+    """
+    for suffix in SIDE_FILE_SUFFIXES:
+        try:
+            mode = os.lstat(path + suffix).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise IndexUnusable(f"{path}{suffix}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
+            raise IndexUnusable(f"{path}{suffix}: not a regular file: remove it (the index holds only derived data)")
+
+
 # -- stamps ------------------------------------------------------------------------
 
 
@@ -1531,6 +1551,7 @@ class SessionIndex:
     def _connect(self) -> sqlite3.Connection:
         if not self.memory:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
+            check_side_files(self.path)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 self._inode = os.fstat(fd).st_ino
@@ -2597,9 +2618,10 @@ def fresh_index(root: str, notice: Callable[[str], None] | None = None, workers:
 
 def repository_root(override: str | None = None) -> str:
     """The repository root, as :class:`storage.SessionRepository` finds it (without importing storage)."""
-    from plainbox_like.paths import default_repository
+    from plainbox_like.paths import check_repository_root, default_repository, repository_given_as
 
-    return os.path.abspath(override) if override else default_repository()
+    root = os.path.abspath(override) if override else default_repository()
+    return check_repository_root(root, repository_given_as(override))
 
 
 def repository_exists(root: str) -> bool:

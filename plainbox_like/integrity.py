@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import json
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from plainbox_like import codec, iolog, storage
-from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
+from plainbox_like.errors import CorruptSession, PlainboxLikeError, RepairStopped, SessionNotFound
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
 from plainbox_like.paths import session_id_of
 
@@ -57,6 +57,8 @@ _OUR_MARKERS = (storage.JOURNAL_FILE, storage.LOCK_FILE)
 _DICT_FIELDS = frozenset({"jobs", "metadata", "resources", "results", "running_jobs"})
 _LIST_FIELDS = frozenset({"desired_job_list", "mandatory_job_list"})
 _CHUNK = 1 << 16
+#: Errors of the disk, not of the session: a repair stops with a one-line error naming the file.
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 PROBLEM = "problem"
 NOTE = "note"
@@ -985,7 +987,7 @@ class RepairResult:
 
 def take_lock(path: str) -> int:
     """Take the session's write lock as a writer does; raises :class:`SessionLocked`."""
-    return storage.acquire_lock(path)
+    return storage.acquire_lock(path, "repair")
 
 
 def release_lock(fd: int, restore: tuple[int, str] | None = None) -> None:
@@ -1050,30 +1052,53 @@ class _Quarantine:
 
 
 def _copy_private(source: str, target: str) -> None:
-    """Copy *source* to a new file *target* with mode 0600, and fsync it."""
-    with open(source, "rb") as src, open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as dst:
-        shutil.copyfileobj(src, dst, _CHUNK)
-        dst.flush()
-        os.fsync(dst.fileno())
+    """Copy *source* to a new file *target* with mode 0600, and fsync it (no part of a copy is left on failure)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with open(source, "rb") as src:
+            while chunk := src.read(_CHUNK):
+                storage._write_all(fd, chunk)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(target)
+        raise _named(exc, target) from None
+    os.close(fd)
 
 
 class _AtomicFile:
-    """A new file written under a temporary name beside *path*, then renamed over it."""
+    """A new file written under a temporary name beside *path*, then renamed over it.
+
+    Whatever fails (a full disk), :meth:`abort` leaves no temporary file, and the error names the file.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         directory = os.path.dirname(path)
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-        self.file = os.fdopen(fd, "wb")
+        self.fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        self._buffer = bytearray()
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        self._buffer += data
+        if len(self._buffer) >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            storage._write_all(self.fd, bytes(self._buffer))
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        self._buffer.clear()
 
     def commit(self, quarantine: _Quarantine | None) -> str | None:
         """fsync, keep the old file in *quarantine* (if it exists), rename into place."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        self._flush()
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        os.close(self.fd)
+        self.fd = -1
         kept = None
         if quarantine is not None and os.path.exists(self.path):
             kept = quarantine.keep_copy(self.path)
@@ -1082,11 +1107,18 @@ class _AtomicFile:
         return kept
 
     def abort(self) -> None:
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         try:
             os.unlink(self.tmp)
         except OSError:
             pass
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """*exc* (raised by a write, which names no file) with *path* as its file name."""
+    return OSError(exc.errno, exc.strerror, path) if exc.filename is None else exc
 
 
 def _record_line(stream: str, data: bytes, delay: float) -> bytes:
@@ -1308,9 +1340,16 @@ def repair_session(path: str, say: Callable[[str], None] = lambda _m: None) -> R
     repairer = _Repairer(path, say)
     try:
         _repair_locked(repairer, lock_fd, previous_holder)
-    except BaseException:
+    except BaseException as exc:
         if not repairer.lock_released:
-            release_lock(lock_fd)
+            release_lock(lock_fd, restore=None if repairer.result.actions else previous_holder)
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            where = exc.filename or path
+            done = f"; {len(repairer.result.actions)} repair(s) done before it stay done" if repairer.result.actions else ""
+            raise RepairStopped(
+                f"{where}: cannot write: {exc.strerror}: repair stopped{done}, the rest is as it was "
+                "(run repair again when there is room)"
+            ) from None
         raise
     result = repairer.result
     if result.actions:  # every repair leaves its own account, beside what it kept

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 LOCK_FILE = "lock"
+#: A short management command (tag, rename, delete, ...) that holds a session's lock writes this, and
+#: its command name, on a second line: others wait for it a little instead of failing at once.
+MAINTENANCE_NOTE = "plainbox-like "
 
 
 def hostname() -> str:
@@ -37,6 +40,18 @@ def lock_holder(path: str) -> tuple[int, str] | None:
         return int(pid), host.strip()
     except (IndexError, ValueError):
         return None
+
+
+def lock_note(path: str) -> str | None:
+    """The second line of the session's lock file (``plainbox-like tag``: held by that command), if any."""
+    try:
+        with open(os.path.join(path, LOCK_FILE), "rb") as f:
+            data = f.read(4096)
+    except OSError:
+        return None
+    lines = data.splitlines()
+    note = lines[1].decode("utf-8", "replace").strip() if len(lines) > 1 else ""
+    return note if note.startswith(MAINTENANCE_NOTE) else None
 
 
 def held_flocks() -> set[tuple[int, int, int]] | None:

@@ -24,7 +24,16 @@ import attrs
 from plainbox_like import codec, iolog
 from plainbox_like.errors import CannotWrite, CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
-from plainbox_like.locks import LOCK_FILE, held_flocks, hostname, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
+from plainbox_like.locks import (  # noqa: F401 (public here too)
+    LOCK_FILE,
+    MAINTENANCE_NOTE,
+    held_flocks,
+    hostname,
+    lock_holder,
+    lock_note,
+    pid_alive,
+    writer_alive,
+)
 from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
 
 STATE_FILE = "session"
@@ -257,13 +266,15 @@ def write_atomically(path: str, data: bytes, backup: str | None = None) -> None:
             except FileNotFoundError:
                 pass
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = path  # a failed write names no file: say which one (e.g. on a full disk)
         raise
     fsync_dir(directory)
 
@@ -283,13 +294,18 @@ def _remove_stale_temporaries(path: str) -> None:
                 pass
 
 
-def acquire_lock(path: str) -> int:
+def acquire_lock(path: str, command: str | None = None) -> int:
     """Take the session's write lock (flock on ``lock``) and write our pid and host into it.
 
     Raises :class:`SessionLocked`, naming the holder, if another process has it.
     Used by writers, and by ``repair``, which cannot open a session whose snapshot is damaged.
+    A short management *command* (``tag``) says so on a second line (see :data:`locks.MAINTENANCE_NOTE`).
     """
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_path = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # no permission, a directory in its place, a full disk
+        raise _cannot_write(lock_path, "cannot open the session's lock", exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -297,16 +313,18 @@ def acquire_lock(path: str) -> int:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             holder = lock_holder(path)
             raise SessionLocked(path, *(holder or (None, None))) from None
-        raise
+        raise _cannot_write(lock_path, "cannot lock the session", exc) from None
     # Write first, then cut to length: the file never looks empty (a writer killed here
     # still leaves a pid behind), and readers only take its first line.
     holder = f"{os.getpid()} {hostname()}\n".encode()
+    if command is not None:
+        holder += f"{MAINTENANCE_NOTE}{command}\n".encode()
     try:
         os.pwrite(fd, holder, 0)
         os.ftruncate(fd, len(holder))
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise
+        raise _cannot_write(lock_path, "cannot write the session's lock", exc) from None
     return fd
 
 
@@ -391,15 +409,20 @@ class SessionWriter:
 
     @classmethod
     def open(
-        cls, path: str, *, durability: str = "fsync", clock: Callable[[], float] = time.monotonic
+        cls,
+        path: str,
+        *,
+        durability: str = "fsync",
+        clock: Callable[[], float] = time.monotonic,
+        command: str | None = None,
     ) -> "SessionWriter":
-        """Take the lock of an existing session and continue writing it."""
+        """Take the lock of an existing session and continue writing it (*command*: see :func:`acquire_lock`)."""
         if not os.path.exists(os.path.join(path, JOURNAL_FILE)):
             # Only our sessions have a journal; never put a lock into anything else.
             load_session(path)  # raises if it is not a session at all
             raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
         try:
-            lock_fd = acquire_lock(path)
+            lock_fd = acquire_lock(path, command)
         except OSError as exc:
             raise _cannot_write(path, "cannot write the session", exc) from None
         try:
@@ -641,7 +664,10 @@ class SessionRepository:
 
     def create(self, **kwargs: Any) -> SessionWriter:
         """A new session, open for writing (see :meth:`SessionWriter.create`)."""
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a full disk
+            raise _cannot_write(self.root, "cannot create the session repository", exc) from None
         return SessionWriter.create(self.sessions_dir, **kwargs)
 
     def session_paths(self) -> list[str]:
@@ -650,6 +676,8 @@ class SessionRepository:
             entries = os.scandir(self.sessions_dir)
         except FileNotFoundError:
             return []
+        except OSError as exc:  # not a directory, no permission
+            raise PlainboxLikeError(f"{self.sessions_dir}: cannot list the sessions: {exc.strerror or exc}") from None
         with entries:
             return [
                 e.path

@@ -1,0 +1,269 @@
+"""Every command and option of the CLI, given hostile values, ends with a result or a one-line error.
+
+The parser is walked as ``test_cli_docs`` walks it, so a command or option added later is tried
+without touching this file. Each option (and positional argument) of each command, and the global
+``--repository``, gets every hostile value in turn (empty, huge and negative numbers, NUL, newline
+and escape characters, an over-long name, paths that are a file, a directory, a FIFO, a dangling
+symlink or lie under a file) while the command's other arguments stay valid, against a fresh copy
+of a repository holding a few real sessions. A case fails on a traceback (an exception out of
+``main``, or "Traceback" on stderr) or on a run of more than :data:`HANG_LIMIT` seconds.
+
+Cases run in-process (a fork per case would take minutes); ``watch`` without ``--once`` and
+``log --follow`` of a running job, which run until stopped, run as subprocesses that are stopped
+with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from plainbox_like.cli.main import build_parser, main
+
+#: A case that runs longer than this (seconds) hangs.
+HANG_LIMIT = 20
+
+SID = "<session>"  # the complete session (placeholders, filled in per case)
+BROKEN = "<interrupted-session>"  # a session whose runner was killed mid-run
+UNITS = "<units>"
+ARCHIVE = "<archive>"
+OUT = "<output>"
+PLACEHOLDERS = (SID, BROKEN, UNITS, ARCHIVE, OUT)
+
+UNITS_TEXT = """\
+id: hello
+command: echo hello; echo oops >&2
+
+id: fails
+command: false
+
+unit: test plan
+id: plan
+name: Plan
+include: hello fails
+"""
+
+#: (options, positionals by dest) of a valid call of each command; hostile values replace one at a time.
+BASE: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "run": (["-c", "true"], {}),
+    "plans": ([], {"files": [UNITS]}),
+    "resume": ([], {"session": [BROKEN]}),
+    "list": ([], {}),
+    "show": ([], {"session": [SID]}),
+    "log": ([], {"session": [SID], "job": ["c1"]}),
+    "replay": ([], {"session": [SID], "job": ["c1"]}),
+    "watch": (["--once"], {}),
+    "index": ([], {}),
+    "search": ([], {"text": ["hello"]}),
+    "stop": ([], {"session": [SID]}),
+    "pause": ([], {"session": [SID]}),
+    "continue": ([], {"session": [SID]}),
+    "delete": ([], {"sessions": [SID]}),
+    "rename": ([], {"session": [SID], "title": ["new title"]}),
+    "tag": ([], {"session": [SID], "tags": ["x"]}),
+    "untag": ([], {"session": [SID], "tags": ["x"]}),
+    "gc": ([], {}),
+    "cleanup": ([], {}),
+    "check": ([], {"sessions": []}),
+    "repair": ([], {"session": [BROKEN]}),
+    "export": (["-o", OUT], {"session": [SID]}),
+    "import": ([], {"archive": [ARCHIVE]}),
+}
+
+#: Hostile words; the path ones are made afresh for each case (see :func:`_hostile_paths`).
+WORDS = [
+    "",
+    "0",
+    "-1",
+    "99999999999999999999999999",
+    "1e-300",
+    "1e308",
+    "nan",
+    "-inf",
+    "\0",
+    "a\nb",
+    "\x1b]0;x\x07\x1b[2J\r",
+    "x" * 300,
+    "../..",
+]
+PATHS = ["file", "dir", "fifo", "dangling", "under-file"]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+SUBCOMMANDS = _subcommands()
+
+
+def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+
+
+def _positionals(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in _arguments(parser) if not a.option_strings]
+
+
+def test_every_command_has_a_valid_call_to_start_from():
+    assert set(BASE) == set(SUBCOMMANDS)
+
+
+def _cases(command: str) -> list[tuple[str, list[str]]]:
+    """(label, argv) of every hostile call of *command* (placeholders not filled in yet)."""
+    parser = SUBCOMMANDS[command]
+    options, positionals = BASE[command]
+
+    def argv(opts: list[str], pos: dict[str, list[str]], glob: list[str] = ()) -> list[str]:
+        words = [*glob, command, *opts]
+        tail = [w for a in _positionals(parser) for w in pos.get(a.dest, [])]
+        return [*words, "--", *tail] if tail else words
+
+    values = WORDS + [f"<path:{p}>" for p in PATHS]
+    cases = [("valid", argv(options, positionals))]
+    for value in values:
+        cases.append((f"--repository={value!r}", argv(options, positionals, ["--repository", value])))
+    for action in _arguments(parser):
+        if not action.option_strings:
+            for value in values:
+                cases.append((f"{action.dest}={value!r}", argv(options, {**positionals, action.dest: [value]})))
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:
+            cases.append((flag, argv([*options, flag], positionals)))
+            continue
+        for value in values + list(action.choices or ()):
+            if flag in options or any(o in options for o in action.option_strings):
+                opts = list(options)
+                at = next(i for i, o in enumerate(opts) if o in action.option_strings)
+                opts[at + 1] = value
+            else:
+                opts = [*options, flag, value]
+            cases.append((f"{flag}={value!r}", argv(opts, positionals)))
+    return cases
+
+
+def _cli(repo: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=repo)
+    return subprocess.run(
+        [sys.executable, "-m", "plainbox_like", *args], env=env, capture_output=True, text=True, timeout=60, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A repository with a complete session (pass and fail, with output) and one whose runner was killed."""
+    base = tmp_path_factory.mktemp("fuzz-template")
+    repo = str(base / "repo")
+    units = base / "units.pxu"
+    units.write_text(UNITS_TEXT)
+    done = _cli(repo, "run", "-c", "echo hello; echo oops >&2", "-c", "false", "--title", "fuzz")
+    assert done.returncode == 1, done.stderr
+    # The runner dies at the second job; run again (resume), the job only says so.
+    marker = base / "kill-the-runner"
+    marker.touch()
+    killed = _cli(repo, "run", "-c", "echo first", "-c", f"test -e {marker} && kill -9 $PPID; echo second")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    marker.unlink()
+    _cli(repo, "run", str(units))
+    listed = _cli(repo, "list", "--json")
+    sessions = {s["status"]: s["id"] for s in __import__("json").loads(listed.stdout)}
+    archive = str(base / "archive.tar.gz")
+    exported = _cli(repo, "export", sessions["complete"], "--format", "tar", "-o", archive)
+    assert exported.returncode == 0, exported.stderr
+    for name in os.listdir(repo):
+        if name.startswith("index.sqlite3"):
+            os.unlink(os.path.join(repo, name))  # each case starts without an index
+    return {"repo": repo, "units": str(units), "archive": archive, **sessions}
+
+
+class Hang(BaseException):
+    """Raised in the main thread when a case runs too long (a BaseException: nothing may catch it)."""
+
+
+def _on_alarm(_signum, _frame):
+    raise Hang()
+
+
+def _hostile_paths(where: str) -> dict[str, str]:
+    os.makedirs(where)
+    paths = {name: os.path.join(where, name) for name in PATHS}
+    with open(paths["file"], "wb") as f:
+        f.write(b"\x1f\x8b not what it seems\n")
+    os.mkdir(paths["dir"])
+    os.mkfifo(paths["fifo"])
+    os.symlink(os.path.join(where, "nowhere", "at-all"), paths["dangling"])
+    paths["under-file"] = os.path.join(paths["file"], "below")
+    return paths
+
+
+def _fill(words: list[str], case_dir: str, template: dict) -> tuple[list[str], str]:
+    repo = os.path.join(case_dir, "repo")
+    shutil.copytree(template["repo"], repo, symlinks=True)
+    paths = _hostile_paths(os.path.join(case_dir, "hostile"))
+    fixed = {
+        SID: template["complete"],
+        BROKEN: template["incomplete"],
+        UNITS: template["units"],
+        ARCHIVE: template["archive"],
+        OUT: os.path.join(case_dir, "out.json"),
+    }
+    filled = []
+    for word in words:
+        if word in fixed:
+            word = fixed[word]
+        elif word.startswith("<path:"):
+            word = paths[word[len("<path:") : -1]]
+        filled.append(word)
+    if "--repository" not in filled:
+        filled = ["--repository", repo, *filled]
+    return filled, repo
+
+
+def _run_case(argv: list[str], capfd) -> tuple[str | None, float]:
+    """Run ``main(argv)`` in-process; returns (what went wrong or None, seconds)."""
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, HANG_LIMIT)
+    started = time.monotonic()
+    problem = None
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+    except Hang:
+        problem = f"still running after {HANG_LIMIT} s"
+    except BaseException as exc:  # noqa: BLE001 - that is what is being looked for
+        problem = f"traceback: {type(exc).__name__}: {exc}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    seconds = time.monotonic() - started
+    err = capfd.readouterr().err.decode("utf-8", "replace")
+    if problem is None and "Traceback" in err:
+        problem = "traceback on stderr: " + err.strip().splitlines()[-1]
+    return problem, seconds
+
+
+@pytest.mark.parametrize("command", sorted(BASE))
+def test_hostile_values_give_no_traceback_and_no_hang(command, template, tmp_path, monkeypatch, capfdbinary):
+    # Nothing may reach the real default repository, whatever --repository says.
+    monkeypatch.setenv("PLAINBOX_LIKE_REPOSITORY", str(tmp_path / "default-repo"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    failures = []
+    for number, (label, words) in enumerate(_cases(command)):
+        case_dir = str(tmp_path / f"case{number}")
+        argv, _repo = _fill(words, case_dir, template)
+        problem, seconds = _run_case(argv, capfdbinary)
+        if problem:
+            failures.append(f"{command} {label}: {problem}")
+        shutil.rmtree(case_dir, ignore_errors=True)
+    assert not failures, "\n".join(failures)
