@@ -32,6 +32,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 import types
@@ -1175,9 +1176,13 @@ class _Repairer:
             return self.kept[name]
         source = os.path.join(self.path, name)
         try:
+            st = os.lstat(source)
             size = os.path.getsize(source)
         except OSError:
             return None
+        if not stat.S_ISREG(st.st_mode):  # a directory (or a link) in its place: out of the way, whole
+            self.kept[name] = self.quarantine.move(source)
+            return self.kept[name]
         if name == storage.JOURNAL_FILE and size == 0:
             return None
         if name == storage.JOURNAL_FILE:
