@@ -1101,8 +1101,11 @@ class _AtomicFile:
         os.close(self.fd)
         self.fd = -1
         kept = None
-        if quarantine is not None and os.path.exists(self.path):
-            kept = quarantine.keep_copy(self.path)
+        if quarantine is not None and os.path.lexists(self.path):
+            if stat.S_ISREG(os.lstat(self.path).st_mode):
+                kept = quarantine.keep_copy(self.path)
+            else:  # a directory (or a link) in its place: out of the way, whole
+                kept = quarantine.move(self.path)
         os.replace(self.tmp, self.path)
         storage.fsync_dir(os.path.dirname(self.path))
         return kept

@@ -293,6 +293,8 @@ REPOSITORY_FILES = {
     "S/lock": ["dir", "fifo", "dangling", "garbage"],
     "S/session": ["dir", "dangling", "garbage"],
     "S/io-logs": ["dangling", "garbage"],
+    "S/io-logs/c1.record.gz": ["dir", "dangling", "garbage"],
+    "S/io-logs/c1.stdout": ["dir", "dangling"],
 }
 
 
