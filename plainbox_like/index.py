@@ -65,7 +65,7 @@ import stat
 import time
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.paths import SESSION_SUFFIX, session_id_of
+from plainbox_like.paths import SESSION_SUFFIX, open_regular_file, session_id_of
 
 # Reading the index must start fast (``list`` is a short-lived process): the
 # modules that decode sessions (storage, codec, cattrs, the attrs model), and
@@ -1023,7 +1023,7 @@ def _read_plain(
     state_path = path + "/" + STATE_FILE
     journal_path = path + "/" + JOURNAL_FILE
     try:
-        fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_regular_file(state_path)
     except OSError:
         return None
     try:
@@ -1040,7 +1040,7 @@ def _read_plain(
             return None
         jobs, results, desired, meta, running, seq = plain
         try:
-            journal_fd = os.open(journal_path, os.O_RDONLY | os.O_CLOEXEC)
+            journal_fd = open_regular_file(journal_path)
         except FileNotFoundError:
             journal = b""
         else:

@@ -44,7 +44,7 @@ import attrs
 from plainbox_like import codec, iolog, storage
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, RepairStopped, SessionNotFound
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
-from plainbox_like.paths import session_id_of
+from plainbox_like.paths import open_regular_file, session_id_of
 
 QUARANTINE_DIR = "quarantine"
 RECORD_SUFFIX = ".record.gz"
@@ -121,7 +121,7 @@ class SessionCheck:
 def _read_bytes(path: str) -> bytes | None:
     """The content of *path*, ``None`` if it does not exist."""
     try:
-        with open(path, "rb") as f:
+        with open(open_regular_file(path), "rb") as f:  # (a FIFO in its place must not hang check)
             return f.read()
     except FileNotFoundError:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -43,6 +44,18 @@ def check_repository_root(root: str, given_as: str = "--repository") -> str:
     if not stat.S_ISDIR(st.st_mode):
         raise RepositoryUnusable(f"{root}: not a directory ({given_as})")
     return root
+
+
+def open_regular_file(path: str) -> int:
+    """Open *path* for reading, refusing anything but a regular file (OSError EINVAL naming it).
+
+    Opened without blocking, so a FIFO in a session's place of a file never hangs a reader.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
 
 
 def repository_given_as(override: str | None) -> str:

@@ -34,7 +34,13 @@ from plainbox_like.locks import (  # noqa: F401 (public here too)
     pid_alive,
     writer_alive,
 )
-from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
+from plainbox_like.paths import (
+    SESSION_SUFFIX,
+    default_repository,
+    open_regular_file,
+    session_id_of,
+    validate_session_id,
+)
 
 STATE_FILE = "session"
 #: The snapshot before the current one, kept until the next successful snapshot.
@@ -145,7 +151,7 @@ def _read_fd(fd: int) -> bytes:
 
 
 def _read_file(path: str) -> tuple[bytes, os.stat_result]:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_regular_file(path)
     try:
         st = os.fstat(fd)
         return _read_fd(fd), st
@@ -165,7 +171,7 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
         try:
             # Kept open until the journal is read: while it is, a newer snapshot
             # cannot get the same inode number, so _replaced() is reliable.
-            fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_regular_file(state_path)
         except FileNotFoundError:
             if not os.path.isdir(path):
                 raise SessionNotFound(f"{path}: no such session directory") from None

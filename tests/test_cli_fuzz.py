@@ -286,12 +286,13 @@ def test_hostile_values_give_no_traceback_and_no_hang(command, template, tmp_pat
 # -- hostile repositories -----------------------------------------------------------------
 
 #: Files of a repository and of its sessions (``S/``) that a hostile or broken disk may hold
-#: as something else, and what each is made. (A FIFO in place of a session's state, journal or logs
-#: still hangs the readers that open them: not tried yet.)
+#: as something else, and what each is made. (A FIFO in place of a session's logs still hangs
+#: the readers that open them: not tried yet.)
 REPOSITORY_FILES = {
     "index.sqlite3-shm": ["dir", "fifo", "dangling", "garbage"],
     "S/lock": ["dir", "fifo", "dangling", "garbage"],
-    "S/session": ["dir", "dangling", "garbage"],
+    "S/session": ["dir", "fifo", "dangling", "garbage"],
+    "S/journal": ["dir", "fifo"],
     "S/io-logs": ["dangling", "garbage"],
     "S/io-logs/c1.record.gz": ["dir", "dangling", "garbage"],
     "S/io-logs/c1.stdout": ["dir", "dangling"],
