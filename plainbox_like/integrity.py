@@ -1449,14 +1449,19 @@ def _reset_journal(rp: _Repairer, rb: Rebuild, journal_path: str) -> None:
     """Empty the journal now that the new snapshot has its good lines; the old one goes to quarantine."""
     scan = rb.journal
     if not scan.exists:
-        fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if os.path.lexists(journal_path):  # a dangling symbolic link: out of the way, never followed
+            rp.act(f"{storage.JOURNAL_FILE}: a link to nothing: moved to {rp.quarantine.move(journal_path)}")
+        fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
         rp.act(f"{storage.JOURNAL_FILE}: was missing: created (empty)")
         return
     if not scan.size:
         return
     kept = rp.keep(storage.JOURNAL_FILE)
-    os.truncate(journal_path, 0)
+    if os.path.lexists(journal_path):
+        os.truncate(journal_path, 0)
+    else:  # it was no regular file (a link): moved away whole, never followed
+        os.close(os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     what = []
     if scan.bad:
         what.append(f"damaged line(s) {', '.join(str(n) for n, _ in scan.bad)}")

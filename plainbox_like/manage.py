@@ -182,10 +182,10 @@ def _try_lock(path: str) -> int | None:
     writing it meanwhile. Our pid is written in it like a writer's.
     """
     try:
-        fd = os.open(os.path.join(path, storage.LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(path, storage.LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
         raise
-    except OSError as exc:
+    except OSError as exc:  # ELOOP: a symbolic link, never written through
         raise PlainboxLikeError(f"{path}: cannot open the lock file: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

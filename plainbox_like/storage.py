@@ -308,9 +308,11 @@ def acquire_lock(path: str, command: str | None = None) -> int:
     A short management *command* (``tag``) says so on a second line (see :data:`locks.MAINTENANCE_NOTE`).
     """
     lock_path = os.path.join(path, LOCK_FILE)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:  # no permission, a directory in its place, a full disk
+    try:  # never through a symbolic link: it could point anywhere
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # no permission, a directory or a symbolic link in its place, a full disk
+        if exc.errno == errno.ELOOP:
+            raise CannotWrite(f"{lock_path}: the session's lock is a symbolic link: refused") from None
         raise _cannot_write(lock_path, "cannot open the session's lock", exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -353,8 +355,8 @@ class SessionWriter:
         self._lock_fd = lock_fd
         self._clock = clock
         self._journal_path = os.path.join(path, JOURNAL_FILE)
-        self._journal_fd = os.open(
-            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        self._journal_fd = os.open(  # never through a symbolic link: it could point anywhere
+            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
         self._journal_bytes = os.fstat(self._journal_fd).st_size  # and the pending lines
         self._pending: list[bytes] = []  # journal lines not written yet (see record)
@@ -436,12 +438,14 @@ class SessionWriter:
             if loaded.origin != codec.FORMAT:
                 raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
             writer = cls(path, loaded.state, lock_fd, durability, clock)
-        except BaseException:
+        except BaseException as exc:
             # Leave no pid in the lock: the session must not look like ours to cleanup or list.
             try:
                 os.ftruncate(lock_fd, 0)
             finally:
                 os.close(lock_fd)
+            if isinstance(exc, OSError):  # e.g. a journal that is a symbolic link or a directory
+                raise _cannot_write(exc.filename or path, "cannot write the session", exc) from None
             raise
         try:
             _remove_stale_temporaries(path)

@@ -16,6 +16,7 @@ with SIGTERM.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -290,16 +291,21 @@ def test_hostile_values_give_no_traceback_and_no_hang(command, template, tmp_pat
 #: the readers that open them: not tried yet.)
 REPOSITORY_FILES = {
     "index.sqlite3-shm": ["dir", "fifo", "dangling", "garbage"],
-    "S/lock": ["dir", "fifo", "dangling", "garbage"],
+    "S/lock": ["dir", "fifo", "dangling", "link", "garbage"],
     "S/session": ["dir", "fifo", "dangling", "garbage"],
-    "S/journal": ["dir", "fifo"],
+    "S/journal": ["dir", "fifo", "dangling", "link"],
     "S/io-logs": ["dangling", "garbage"],
     "S/io-logs/c1.record.gz": ["dir", "dangling", "garbage"],
     "S/io-logs/c1.stdout": ["dir", "dangling"],
 }
 
 
+VICTIM = b"a file outside the repository\n"
+
+
 def _replace(path: str, kind: str) -> None:
+    """Put a *kind* at *path*; a link ("dangling", "link") points beside the repository, to
+    ``outside-*`` (a file holding :data:`VICTIM` for "link"), which nothing may create or change."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
@@ -308,8 +314,12 @@ def _replace(path: str, kind: str) -> None:
         os.mkdir(path)
     elif kind == "fifo":
         os.mkfifo(path)
-    elif kind == "dangling":
-        os.symlink(path + ".nowhere", path)
+    elif kind in ("dangling", "link"):
+        target = os.path.join(path.split("/repo/")[0], f"outside-{os.path.basename(path)}")
+        if kind == "link":
+            with open(target, "wb") as f:
+                f.write(VICTIM)
+        os.symlink(target, path)
     else:
         with open(path, "wb") as f:
             f.write(b"\x1f\x8b\x08\0garbage\0\xff" * 8)
@@ -341,6 +351,10 @@ def test_hostile_repository_files_give_no_traceback_and_no_hang(name, template, 
             problem, _seconds = _run_case(argv, capfdbinary)
             if problem:
                 failures.append(f"{command} with {name} a {kind}: {problem}")
+            for outside in glob.glob(os.path.join(case_dir, "outside-*")):
+                with open(outside, "rb") as f:
+                    if kind == "dangling" or f.read() != VICTIM:
+                        failures.append(f"{command} with {name} a {kind}: wrote {outside}, outside the repository")
             if not shared:
                 shutil.rmtree(case_dir, ignore_errors=True)
     assert not failures, "\n".join(failures)
