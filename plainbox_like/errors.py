@@ -25,6 +25,19 @@ class CannotWrite(PlainboxLikeError):
     """A session cannot be created or opened for writing: its file system is full, read-only or failing."""
 
 
+class RepositoryUnusable(PlainboxLikeError):
+    """The session repository's root is not a directory (a file, a dangling symlink, a name too long)."""
+
+
+class RepairStopped(PlainboxLikeError):
+    """A repair could not write (a full or failing disk): what it finished stays done, the rest is as it was.
+
+    Exit code 1: the session still needs repair, as when problems remain.
+    """
+
+    exit_code = 1
+
+
 class FileProblem(PlainboxLikeError):
     """Something is wrong with one file; the message names the file (and line)."""
 

@@ -65,7 +65,7 @@ import stat
 import time
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.paths import SESSION_SUFFIX, session_id_of
+from plainbox_like.paths import SESSION_SUFFIX, open_regular_file, session_id_of
 
 # Reading the index must start fast (``list`` is a short-lived process): the
 # modules that decode sessions (storage, codec, cattrs, the attrs model), and
@@ -212,15 +212,35 @@ class IndexUnusable(PlainboxLikeError):
     """The index file cannot be used (newer schema, read-only, ...); the message says why."""
 
 
+#: The files SQLite keeps beside the index (WAL mode, and a rollback journal).
+SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
 def refuse_symlinked_index(path: str) -> None:
     """Raise :class:`IndexUnusable` if the index file (or its -wal, -shm, -journal) is a symbolic link.
 
     The index is never opened through a link: SQLite would create or write
     the link's target, wherever it points (even outside the repository).
     """
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", *SIDE_FILE_SUFFIXES):
         if os.path.islink(path + suffix):
             raise IndexUnusable(f"{path + suffix}: is a symbolic link: the index is never opened through one")
+
+
+def check_side_files(path: str) -> None:
+    """Raise :class:`IndexUnusable` naming the first of the index's side files that is not a regular file.
+
+    SQLite would only say "attempt to write a readonly database" (or fail later, mid-update).
+    """
+    for suffix in SIDE_FILE_SUFFIXES:
+        try:
+            mode = os.lstat(path + suffix).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise IndexUnusable(f"{path}{suffix}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
+            raise IndexUnusable(f"{path}{suffix}: not a regular file: remove it (the index holds only derived data)")
 
 
 # -- stamps ------------------------------------------------------------------------
@@ -1032,7 +1052,7 @@ def _read_plain(
     state_path = path + "/" + STATE_FILE
     journal_path = path + "/" + JOURNAL_FILE
     try:
-        fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_regular_file(state_path)
     except OSError:
         return None
     try:
@@ -1049,7 +1069,7 @@ def _read_plain(
             return None
         jobs, results, desired, meta, running, seq = plain
         try:
-            journal_fd = os.open(journal_path, os.O_RDONLY | os.O_CLOEXEC)
+            journal_fd = open_regular_file(journal_path)
         except FileNotFoundError:
             journal = b""
         else:
@@ -1561,6 +1581,7 @@ class SessionIndex:
         if not self.memory:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             refuse_symlinked_index(self.path)
+            check_side_files(self.path)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             try:
                 self._inode = os.fstat(fd).st_ino
@@ -2629,9 +2650,10 @@ def fresh_index(root: str, notice: Callable[[str], None] | None = None, workers:
 
 def repository_root(override: str | None = None) -> str:
     """The repository root, as :class:`storage.SessionRepository` finds it (without importing storage)."""
-    from plainbox_like.paths import default_repository
+    from plainbox_like.paths import check_repository_root, default_repository, repository_given_as
 
-    return os.path.abspath(override) if override else default_repository()
+    root = os.path.abspath(override) if override else default_repository()
+    return check_repository_root(root, repository_given_as(override))
 
 
 def repository_exists(root: str) -> bool:

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import json
 import os
-import shutil
 import socket
+import stat
 import tempfile
 import time
 import types
@@ -41,10 +42,10 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from plainbox_like import codec, iolog, storage
-from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeError, SessionNotFound
+from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeError, RepairStopped, SessionNotFound
 from plainbox_like.limits import max_state_size
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, SessionState
-from plainbox_like.paths import session_id_of
+from plainbox_like.paths import open_regular_file, session_id_of
 
 QUARANTINE_DIR = "quarantine"
 RECORD_SUFFIX = storage.RECORD_SUFFIX
@@ -58,6 +59,8 @@ _OUR_MARKERS = (storage.JOURNAL_FILE, storage.LOCK_FILE)
 _DICT_FIELDS = frozenset({"jobs", "metadata", "resources", "results", "running_jobs"})
 _LIST_FIELDS = frozenset({"desired_job_list", "mandatory_job_list"})
 _CHUNK = 1 << 16
+#: Errors of the disk, not of the session: a repair stops with a one-line error naming the file.
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 PROBLEM = "problem"
 NOTE = "note"
@@ -119,7 +122,7 @@ class SessionCheck:
 def _read_bytes(path: str) -> bytes | None:
     """The content of *path*, ``None`` if it does not exist."""
     try:
-        with open(path, "rb") as f:
+        with open(open_regular_file(path), "rb") as f:  # (a FIFO in its place must not hang check)
             return f.read()
     except FileNotFoundError:
         return None
@@ -1018,7 +1021,7 @@ class RepairResult:
 
 def take_lock(path: str) -> int:
     """Take the session's write lock as a writer does; raises :class:`SessionLocked`."""
-    return storage.acquire_lock(path)
+    return storage.acquire_lock(path, "repair")
 
 
 def release_lock(fd: int, restore: tuple[int, str] | None = None) -> None:
@@ -1094,43 +1097,76 @@ class _Quarantine:
 
 
 def _copy_private(source: str, target: str) -> None:
-    """Copy *source* to a new file *target* with mode 0600, and fsync it."""
-    with open(source, "rb") as src, open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as dst:
-        shutil.copyfileobj(src, dst, _CHUNK)
-        dst.flush()
-        os.fsync(dst.fileno())
+    """Copy *source* to a new file *target* with mode 0600, and fsync it (no part of a copy is left on failure)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with open(source, "rb") as src:
+            while chunk := src.read(_CHUNK):
+                storage._write_all(fd, chunk)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(target)
+        raise _named(exc, target) from None
+    os.close(fd)
 
 
 class _AtomicFile:
-    """A new file written under a temporary name beside *path*, then renamed over it."""
+    """A new file written under a temporary name beside *path*, then renamed over it.
+
+    Whatever fails (a full disk), :meth:`abort` leaves no temporary file, and the error names the file.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         directory = os.path.dirname(path)
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-        self.file = os.fdopen(fd, "wb")
+        self.fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        self._buffer = bytearray()
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        self._buffer += data
+        if len(self._buffer) >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        try:
+            storage._write_all(self.fd, bytes(self._buffer))
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        self._buffer.clear()
 
     def commit(self, quarantine: _Quarantine | None) -> str | None:
         """fsync, keep the old file in *quarantine* (if it exists), rename into place."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        self._flush()
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise _named(exc, self.path) from None
+        os.close(self.fd)
+        self.fd = -1
         kept = None
-        if quarantine is not None and os.path.exists(self.path):
-            kept = quarantine.keep_copy(self.path)
+        if quarantine is not None and os.path.lexists(self.path):
+            if stat.S_ISREG(os.lstat(self.path).st_mode):
+                kept = quarantine.keep_copy(self.path)
+            else:  # a directory (or a link) in its place: out of the way, whole
+                kept = quarantine.move(self.path)
         os.replace(self.tmp, self.path)
         storage.fsync_dir(os.path.dirname(self.path))
         return kept
 
     def abort(self) -> None:
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         try:
             os.unlink(self.tmp)
         except OSError:
             pass
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """*exc* (raised by a write, which names no file) with *path* as its file name."""
+    return OSError(exc.errno, exc.strerror, path) if exc.filename is None else exc
 
 
 def _record_line(stream: str, data: bytes, delay: float) -> bytes:
@@ -1187,9 +1223,13 @@ class _Repairer:
             return self.kept[name]
         source = os.path.join(self.path, name)
         try:
+            st = os.lstat(source)
             size = os.path.getsize(source)
         except OSError:
             return None
+        if not stat.S_ISREG(st.st_mode):  # a directory (or a link) in its place: out of the way, whole
+            self.kept[name] = self.quarantine.move(source)
+            return self.kept[name]
         if name == storage.JOURNAL_FILE and size == 0:
             return None
         if name == storage.JOURNAL_FILE:
@@ -1374,9 +1414,16 @@ def repair_session(path: str, say: Callable[[str], None] = lambda _m: None) -> R
     repairer = _Repairer(path, say)
     try:
         _repair_locked(repairer, lock_fd, previous_holder)
-    except BaseException:
+    except BaseException as exc:
         if not repairer.lock_released:
-            release_lock(lock_fd)
+            release_lock(lock_fd, restore=None if repairer.result.actions else previous_holder)
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            where = exc.filename or path
+            done = f"; {len(repairer.result.actions)} repair(s) done before it stay done" if repairer.result.actions else ""
+            raise RepairStopped(
+                f"{where}: cannot write: {exc.strerror}: repair stopped{done}, the rest is as it was "
+                "(run repair again when there is room)"
+            ) from None
         raise
     result = repairer.result
     if result.actions:  # every repair leaves its own account, beside what it kept
@@ -1468,14 +1515,19 @@ def _reset_journal(rp: _Repairer, rb: Rebuild, journal_path: str) -> None:
     """Empty the journal now that the new snapshot has its good lines; the old one goes to quarantine."""
     scan = rb.journal
     if not scan.exists:
-        fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if os.path.lexists(journal_path):  # a dangling symbolic link: out of the way, never followed
+            rp.act(f"{storage.JOURNAL_FILE}: a link to nothing: moved to {rp.quarantine.move(journal_path)}")
+        fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
         rp.act(f"{storage.JOURNAL_FILE}: was missing: created (empty)")
         return
     if not scan.size:
         return
     kept = rp.keep(storage.JOURNAL_FILE)
-    os.truncate(journal_path, 0)
+    if os.path.lexists(journal_path):
+        os.truncate(journal_path, 0)
+    else:  # it was no regular file (a link): moved away whole, never followed
+        os.close(os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
     what = []
     if scan.bad:
         what.append(f"damaged line(s) {', '.join(str(n) for n, _ in scan.bad)}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 LOCK_FILE = "lock"
+#: A short management command (tag, rename, delete, ...) that holds a session's lock writes this, and
+#: its command name, on a second line: others wait for it a little instead of failing at once.
+MAINTENANCE_NOTE = "plainbox-like "
 
 
 def hostname() -> str:
@@ -21,8 +24,8 @@ def lock_holder(path: str) -> tuple[int, str] | None:
 
     (Read with plain system calls: a rebuild asks this of every session.)
     """
-    try:
-        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    try:  # (non-blocking: a FIFO in its place must not hang every reader)
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -37,6 +40,23 @@ def lock_holder(path: str) -> tuple[int, str] | None:
         return int(pid), host.strip()
     except (IndexError, ValueError):
         return None
+
+
+def lock_note(path: str) -> str | None:
+    """The second line of the session's lock file (``plainbox-like tag``: held by that command), if any."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    lines = data.splitlines()
+    note = lines[1].decode("utf-8", "replace").strip() if len(lines) > 1 else ""
+    return note if note.startswith(MAINTENANCE_NOTE) else None
 
 
 def held_flocks() -> set[tuple[int, int, int]] | None:

@@ -134,11 +134,41 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def _describe_writer(sid: str, holder: tuple[int, str] | None) -> str:
+def _describe_writer(sid: str, holder: tuple[int, str] | None, note: str | None = None) -> str:
     if holder is None:
         return f"session {sid} is being written by another process"
     pid, host = holder
+    if note is not None:  # another management command, still at it after our wait
+        return f"session {sid} is being changed by pid {pid} on host {host} ({note}) for more than {MAINTENANCE_WAIT:g} s"
     return f"session {sid} is being run by pid {pid} on host {host}"
+
+
+#: How long a management command waits for another one (``tag``, ``rename``, ``delete`` ...) that
+#: holds a session's lock, before it gives up naming it. A run's lock is not waited for.
+MAINTENANCE_WAIT = 5.0
+_WAIT_STEP = 0.02
+
+
+def _may_soon_be_free(path: str, holder: tuple[int, str] | None) -> bool:
+    """Whether the lock of *path* is held by a management command, or is just being taken (worth waiting)."""
+    if storage.lock_note(path) is not None:
+        return True
+    if holder is None:  # taken, nothing written in it yet
+        return True
+    # What a writer that died left in it, not yet overwritten by the new holder.
+    return holder[1] == _host() and not storage.pid_alive(holder[0])
+
+
+def _wait_for_maintenance(path: str) -> bool:
+    """Wait (up to :data:`MAINTENANCE_WAIT`) while a management command holds the lock; True once it is free."""
+    deadline = time.monotonic() + MAINTENANCE_WAIT
+    while _may_soon_be_free(path, storage.lock_holder(path)):
+        if not storage.writer_alive(path):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_WAIT_STEP)
+    return not storage.writer_alive(path)
 
 
 def _foreign_holder(path: str) -> tuple[int, str] | None:
@@ -171,7 +201,7 @@ def _try_lock(path: str) -> int | None:
         raise PlainboxLikeError(f"{path}: cannot lock: {exc.strerror}") from None
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {_host()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {_host()}\n{storage.MAINTENANCE_NOTE}delete\n".encode(), 0)
     except OSError:
         pass  # the lock is what matters; the note in it is for messages
     return fd
@@ -208,9 +238,9 @@ def session_in_repository(repo: SessionRepository, ref: str) -> str:
 def busy_reason(path: str, held: set | None = None) -> tuple[str, tuple[int, str] | None] | None:
     """Why the session at *path* must not be changed now, and the writer's (pid, host); None if it may."""
     sid = session_id_of(path)
-    if storage.writer_alive(path, held):
+    if storage.writer_alive(path, held) and not _wait_for_maintenance(path):
         holder = storage.lock_holder(path)
-        return _describe_writer(sid, holder), holder
+        return _describe_writer(sid, holder, storage.lock_note(path)), holder
     foreign = _foreign_holder(path)
     if foreign is not None:
         return (
@@ -364,11 +394,12 @@ def _snapshot_runner(path: str) -> Runner | None:
     return codec.decode_state(data, state_path).state.metadata.runner
 
 
-def open_for_maintenance(path: str) -> tuple[SessionWriter, Runner | None]:
+def open_for_maintenance(path: str, command: str = "maintenance") -> tuple[SessionWriter, Runner | None]:
     """Open a session for writing, with errors fit for maintenance commands.
 
-    Returns the writer and the runner to restore before closing (see
-    :func:`close_maintenance`).
+    Waits (up to :data:`MAINTENANCE_WAIT`) for another management command that holds the lock; the
+    lock names *command* meanwhile. Returns the writer and the runner to restore before closing
+    (see :func:`close_maintenance`).
     """
     sid = session_id_of(path)
     if not os.path.exists(os.path.join(path, storage.JOURNAL_FILE)):
@@ -383,11 +414,19 @@ def open_for_maintenance(path: str) -> tuple[SessionWriter, Runner | None]:
             f"session {sid} is locked by pid {foreign[0]} on host {foreign[1]}",
             "change it after that run ends, on that host",
         )
+    deadline = time.monotonic() + MAINTENANCE_WAIT
     try:
-        writer = SessionWriter.open(path)
-    except SessionLocked as exc:
-        holder = (exc.pid, exc.host) if exc.pid else None
-        raise SessionBusy(_describe_writer(sid, holder), "change it after the run ends") from None
+        while True:
+            try:
+                writer = SessionWriter.open(path, command=command)
+                break
+            except SessionLocked as exc:
+                holder = (exc.pid, exc.host) if exc.pid else None
+                if not _may_soon_be_free(path, holder) or time.monotonic() >= deadline:
+                    note = storage.lock_note(path)
+                    advice = "try again" if note else "change it after the run ends"
+                    raise SessionBusy(_describe_writer(sid, holder, note), advice) from None
+                time.sleep(_WAIT_STEP)
     except PlainboxLikeError as exc:
         if "Plainbox/Checkbox" in str(exc):
             raise ReadOnlySession(
@@ -411,9 +450,11 @@ def close_maintenance(writer: SessionWriter, runner: Runner | None) -> None:
         writer.close()
 
 
-def _edit(repo: SessionRepository, ref: str, change: Callable[[SessionWriter], dict[str, Any]]) -> Edit:
+def _edit(
+    repo: SessionRepository, ref: str, change: Callable[[SessionWriter], dict[str, Any]], command: str
+) -> Edit:
     path = repo.resolve(ref)
-    writer, runner = open_for_maintenance(path)
+    writer, runner = open_for_maintenance(path, command)
     try:
         meta = writer.state.metadata
         title_before, tags_before = meta.title, tuple(meta.tags)
@@ -438,7 +479,7 @@ def _edit(repo: SessionRepository, ref: str, change: Callable[[SessionWriter], d
 
 def rename_session(repo: SessionRepository, ref: str, title: str) -> Edit:
     """Set the title of session *ref*; an empty *title* removes it."""
-    return _edit(repo, ref, lambda _w: {"title": title or None})
+    return _edit(repo, ref, lambda _w: {"title": title or None}, "rename")
 
 
 def tag_session(repo: SessionRepository, ref: str, tags: Iterable[str]) -> Edit:
@@ -450,7 +491,7 @@ def tag_session(repo: SessionRepository, ref: str, tags: Iterable[str]) -> Edit:
         already = [t for t in wanted if t in current]
         return {"tags": current + [t for t in wanted if t not in current], "_unchanged": already}
 
-    return _edit(repo, ref, change)
+    return _edit(repo, ref, change, "tag")
 
 
 def untag_session(repo: SessionRepository, ref: str, tags: Iterable[str]) -> Edit:
@@ -462,7 +503,7 @@ def untag_session(repo: SessionRepository, ref: str, tags: Iterable[str]) -> Edi
         missing = [t for t in unwanted if t not in current]
         return {"tags": [t for t in current if t not in unwanted], "_unchanged": missing}
 
-    return _edit(repo, ref, change)
+    return _edit(repo, ref, change, "untag")
 
 
 # -- gc --------------------------------------------------------------------------
@@ -725,7 +766,7 @@ def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
     busy = busy_reason(path)
     if busy is not None:
         raise SessionBusy(busy[0], "not cleaned up")
-    writer, runner = open_for_maintenance(path)
+    writer, runner = open_for_maintenance(path, "cleanup")
     notes: list[str] = []
     try:
         state = writer.state

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
-from plainbox_like.errors import InvalidSessionId
+from plainbox_like.errors import InvalidSessionId, RepositoryUnusable
 
 #: Environment variable that overrides the repository root.
 REPOSITORY_ENV = "PLAINBOX_LIKE_REPOSITORY"
@@ -22,6 +24,45 @@ def default_repository() -> str:
     import platformdirs  # only needed without the override: keeps start-up lean
 
     return os.path.join(platformdirs.user_cache_dir(), APP_NAME)
+
+
+def check_repository_root(root: str, given_as: str = "--repository") -> str:
+    """Return *root* if it is a directory or does not exist yet; else raise :class:`RepositoryUnusable`.
+
+    So a repository named by mistake after a file (or a FIFO, a dangling symlink, a path under a
+    file, a name too long) is one error naming it, before any command reads or creates anything
+    there. *given_as* says where the name came from (the option or the environment variable).
+    """
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        if os.path.lexists(root):
+            raise RepositoryUnusable(f"{root}: a symbolic link to nothing, not a directory ({given_as})") from None
+        return root  # created when a session is first written
+    except OSError as exc:
+        raise RepositoryUnusable(f"{root}: {exc.strerror or exc} ({given_as})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise RepositoryUnusable(f"{root}: not a directory ({given_as})")
+    return root
+
+
+def open_regular_file(path: str) -> int:
+    """Open *path* for reading, refusing anything but a regular file (OSError EINVAL naming it).
+
+    Opened without blocking, so a FIFO in a session's place of a file never hangs a reader.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def repository_given_as(override: str | None) -> str:
+    """How the repository root was chosen, for messages: the option, the variable, or the default."""
+    if override:
+        return "--repository"
+    return f"${REPOSITORY_ENV}" if os.environ.get(REPOSITORY_ENV) else "the default repository"
 
 
 def validate_session_id(session_id: str) -> str:

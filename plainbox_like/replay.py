@@ -23,6 +23,11 @@ from plainbox_like.iolog import STREAMS, IORecord
 from plainbox_like.model import Attempt
 from plainbox_like.storage import RECORD_SUFFIX, LoadedSession, log_field, log_file_names, session_file  # noqa: F401
 
+#: The slowest ``--speed``: slower is no replay anyone waits for (and a tiny factor overflows the pauses).
+MIN_SPEED = 0.001
+#: The longest single pause :func:`play` sleeps (68 years): any platform's sleep takes it, whatever
+#: delay a damaged or hostile log records.
+MAX_PAUSE = float(2**31 - 1)
 
 
 # -- the pipeline ------------------------------------------------------------
@@ -99,7 +104,7 @@ def play(
         else:
             pause = start + moment - clock()
         if pause > 0:
-            sleep(pause)
+            sleep(min(pause, MAX_PAUSE))
         write(record.data)
         written += len(record.data)
     return written

@@ -1131,6 +1131,8 @@ def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) ->
     prefix, suffix = f"{IO_LOGS}/", ".record.gz"
     if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
         return
+    if not os.path.isdir(writer.io_logs_dir):  # damaged (check and repair say so): no log to complete
+        return
     # Confined (the writer refuses a state naming paths outside), and never written through a link.
     if not os.path.lexists(session_file(writer.path, io_log_filename, "io_log_filename")):
         writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()

@@ -26,8 +26,23 @@ from plainbox_like import codec, iolog
 from plainbox_like.errors import CannotWrite, CorruptSession, PlainboxLikeError, SessionLocked, SessionNotFound
 from plainbox_like.errors import OutsideSession
 from plainbox_like.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
-from plainbox_like.locks import LOCK_FILE, held_flocks, hostname, lock_holder, pid_alive, writer_alive  # noqa: F401 (public here too)
-from plainbox_like.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
+from plainbox_like.locks import (  # noqa: F401 (public here too)
+    LOCK_FILE,
+    MAINTENANCE_NOTE,
+    held_flocks,
+    hostname,
+    lock_holder,
+    lock_note,
+    pid_alive,
+    writer_alive,
+)
+from plainbox_like.paths import (
+    SESSION_SUFFIX,
+    default_repository,
+    open_regular_file,
+    session_id_of,
+    validate_session_id,
+)
 
 STATE_FILE = "session"
 #: The snapshot before the current one, kept until the next successful snapshot.
@@ -317,7 +332,7 @@ def _read_fd(fd: int) -> bytes:
 
 
 def _read_file(path: str) -> tuple[bytes, os.stat_result]:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_regular_file(path)
     try:
         st = os.fstat(fd)
         return _read_fd(fd), st
@@ -337,7 +352,7 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
         try:
             # Kept open until the journal is read: while it is, a newer snapshot
             # cannot get the same inode number, so _replaced() is reliable.
-            fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_regular_file(state_path)
         except FileNotFoundError:
             if not os.path.isdir(path):
                 raise SessionNotFound(f"{path}: no such session directory") from None
@@ -438,13 +453,15 @@ def write_atomically(path: str, data: bytes, backup: str | None = None) -> None:
             except FileNotFoundError:
                 pass
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = path  # a failed write names no file: say which one (e.g. on a full disk)
         raise
     fsync_dir(directory)
 
@@ -464,15 +481,22 @@ def _remove_stale_temporaries(path: str) -> None:
                 pass
 
 
-def acquire_lock(path: str) -> int:
+def acquire_lock(path: str, command: str | None = None) -> int:
     """Take the session's write lock (flock on ``lock``) and write our pid and host into it.
 
     Raises :class:`SessionLocked`, naming the holder, if another process has it.
     Used by writers, and by ``repair``, which cannot open a session whose snapshot is damaged.
+    A short management *command* (``tag``) says so on a second line (see :data:`locks.MAINTENANCE_NOTE`).
     Raises :class:`OutsideSession` first if the session is written through a symbolic link.
     """
     refuse_symlinked(path)
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    lock_path = os.path.join(path, LOCK_FILE)
+    try:  # never through a symbolic link: it could point anywhere
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # no permission, a directory or a symbolic link in its place, a full disk
+        if exc.errno == errno.ELOOP:
+            raise CannotWrite(f"{lock_path}: the session's lock is a symbolic link: refused") from None
+        raise _cannot_write(lock_path, "cannot open the session's lock", exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -480,16 +504,18 @@ def acquire_lock(path: str) -> int:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             holder = lock_holder(path)
             raise SessionLocked(path, *(holder or (None, None))) from None
-        raise
+        raise _cannot_write(lock_path, "cannot lock the session", exc) from None
     # Write first, then cut to length: the file never looks empty (a writer killed here
     # still leaves a pid behind), and readers only take its first line.
     holder = f"{os.getpid()} {hostname()}\n".encode()
+    if command is not None:
+        holder += f"{MAINTENANCE_NOTE}{command}\n".encode()
     try:
         os.pwrite(fd, holder, 0)
         os.ftruncate(fd, len(holder))
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise
+        raise _cannot_write(lock_path, "cannot write the session's lock", exc) from None
     return fd
 
 
@@ -512,8 +538,8 @@ class SessionWriter:
         self._lock_fd = lock_fd
         self._clock = clock
         self._journal_path = os.path.join(path, JOURNAL_FILE)
-        self._journal_fd = os.open(
-            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        self._journal_fd = os.open(  # never through a symbolic link: it could point anywhere
+            self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
         self._journal_bytes = os.fstat(self._journal_fd).st_size  # and the pending lines
         self._pending: list[bytes] = []  # journal lines not written yet (see record)
@@ -574,15 +600,20 @@ class SessionWriter:
 
     @classmethod
     def open(
-        cls, path: str, *, durability: str = "fsync", clock: Callable[[], float] = time.monotonic
+        cls,
+        path: str,
+        *,
+        durability: str = "fsync",
+        clock: Callable[[], float] = time.monotonic,
+        command: str | None = None,
     ) -> "SessionWriter":
-        """Take the lock of an existing session and continue writing it."""
+        """Take the lock of an existing session and continue writing it (*command*: see :func:`acquire_lock`)."""
         if not os.path.exists(os.path.join(path, JOURNAL_FILE)):
             # Only our sessions have a journal; never put a lock into anything else.
             load_session(path)  # raises if it is not a session at all
             raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
         try:
-            lock_fd = acquire_lock(path)
+            lock_fd = acquire_lock(path, command)
         except OSError as exc:
             raise _cannot_write(path, "cannot write the session", exc) from None
         try:
@@ -591,12 +622,14 @@ class SessionWriter:
                 raise PlainboxLikeError(f"{path}: a Plainbox/Checkbox session can be inspected but not written")
             refuse_paths_outside(path, loaded.state)
             writer = cls(path, loaded.state, lock_fd, durability, clock)
-        except BaseException:
+        except BaseException as exc:
             # Leave no pid in the lock: the session must not look like ours to cleanup or list.
             try:
                 os.ftruncate(lock_fd, 0)
             finally:
                 os.close(lock_fd)
+            if isinstance(exc, OSError):  # e.g. a journal that is a symbolic link or a directory
+                raise _cannot_write(exc.filename or path, "cannot write the session", exc) from None
             raise
         try:
             _remove_stale_temporaries(path)
@@ -825,7 +858,10 @@ class SessionRepository:
 
     def create(self, **kwargs: Any) -> SessionWriter:
         """A new session, open for writing (see :meth:`SessionWriter.create`)."""
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, a full disk
+            raise _cannot_write(self.root, "cannot create the session repository", exc) from None
         return SessionWriter.create(self.sessions_dir, **kwargs)
 
     def session_paths(self) -> list[str]:
@@ -834,6 +870,8 @@ class SessionRepository:
             entries = os.scandir(self.sessions_dir)
         except FileNotFoundError:
             return []
+        except OSError as exc:  # not a directory, no permission
+            raise PlainboxLikeError(f"{self.sessions_dir}: cannot list the sessions: {exc.strerror or exc}") from None
         with entries:
             return [
                 e.path

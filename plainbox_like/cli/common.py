@@ -15,10 +15,14 @@ if TYPE_CHECKING:
 
 
 def repository(args: argparse.Namespace) -> SessionRepository:
-    """The repository named by ``--repository`` (or the default)."""
+    """The repository named by ``--repository`` (or the default); one that cannot be one is an error."""
+    from plainbox_like.paths import check_repository_root, repository_given_as
     from plainbox_like.storage import SessionRepository  # not at import: list and search do without it
 
-    return SessionRepository(getattr(args, "repository", None))
+    override = getattr(args, "repository", None)
+    repo = SessionRepository(override)
+    check_repository_root(repo.root, repository_given_as(override))
+    return repo
 
 
 def print_json(obj: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import stat
 import sys
@@ -198,6 +199,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_archive(path: str) -> BinaryIO:
+    """Open *path* for reading without waiting for a writer: a FIFO nobody writes into reads as empty.
+
+    (A pipe that is being written, as from ``<(...)``, is read as usual.)
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     repo = common.repository(args)
     limits = {"max_size": args.max_size, "max_members": args.max_members}
@@ -207,7 +222,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         loaded = tarball.import_archive(sys.stdin.buffer, repo.sessions_dir, "standard input", **limits)
     else:
         try:
-            source = open(args.archive, "rb")
+            source = _open_archive(args.archive)
         except OSError as exc:
             raise PlainboxLikeError(f"{args.archive}: cannot read: {exc.strerror or exc}") from None
         with source:

@@ -82,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--speed",
         metavar="X",
-        type=_float_type(0.0, strict=True),
+        type=_float_type(replay.MIN_SPEED, strict=False),
         default=1.0,
-        help="play X times as fast (default: 1)",
+        help=f"play X times as fast (default: 1; at least {replay.MIN_SPEED:g}, 1000 times as slow)",
     )
     p.add_argument(
         "--idle-limit",

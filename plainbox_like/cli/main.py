@@ -88,6 +88,10 @@ def _command_word(argv: list[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    for word in argv:  # no command line can hold one (only a call of main() can): refuse it before any path use
+        if "\0" in word:
+            print(f"plainbox-like: error: argument {word!r} contains a NUL character", file=sys.stderr)
+            return 2
     command = _command_word(argv)
     if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
         modules: Sequence[str] = ()  # the version needs no command module

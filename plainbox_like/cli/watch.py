@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
+import sqlite3
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from plainbox_like import index as indexing
 from plainbox_like.cli import common
@@ -111,6 +114,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_search)
 
 
+@contextlib.contextmanager
+def _index_errors(root: str) -> Iterator[None]:
+    """An index that cannot be written midway (read-only, locked too long) is a one-line error naming it."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        path = os.path.join(root, indexing.INDEX_FILE)
+        raise indexing.IndexUnusable(f"{path}: cannot update the index: {exc}") from None
+
+
 # -- watch ---------------------------------------------------------------------
 
 
@@ -119,7 +132,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     root = indexing.repository_root(getattr(args, "repository", None))
     if args.once:
-        with indexing.open_index(root, notice, args.jobs) as index:
+        with _index_errors(root), indexing.SessionIndex.open(root, notice=notice, workers=args.jobs) as index:
             stats = index.reconcile(full=True)
             total = index.count()
         _say(
@@ -143,7 +156,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, on_signal)
     try:
-        watcher.run()
+        with _index_errors(root):
+            watcher.run()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -157,7 +171,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     root = indexing.repository_root(getattr(args, "repository", None))
     index = indexing.SessionIndex.open(root, notice=notice, workers=args.jobs, replace_newer=args.rebuild)
-    with index:
+    with _index_errors(root), index:
         stats = index.rebuild() if args.rebuild else index.reconcile(full=True)
         total = index.count()
         jobs = index.conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
