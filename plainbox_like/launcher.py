@@ -24,6 +24,7 @@ commas or whitespace, shell quoting; booleans: ``yes``/``true``).
 from __future__ import annotations
 
 import configparser
+import os
 import shlex
 from typing import Any
 
@@ -31,6 +32,7 @@ import attrs
 
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.manifest import parse_answer
+from plainbox_like.paths import open_without_waiting
 
 #: Keys read from each fixed section (others there are noted).
 KNOWN_KEYS = {
@@ -80,7 +82,7 @@ def read_launcher(path: str) -> Launcher:
     parser = configparser.ConfigParser(interpolation=None, delimiters=("=",), strict=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # entry ids and variables keep their case
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(open_without_waiting(path, os.O_RDONLY), encoding="utf-8") as handle:
             parser.read_file(handle, source=path)
     except OSError as exc:
         raise PlainboxLikeError(f"--launcher {path}: cannot read it: {exc.strerror or exc}") from None

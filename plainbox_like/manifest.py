@@ -16,12 +16,14 @@ false; the skip reason then names the entry.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.paths import open_without_waiting
 from plainbox_like.plan import job_imports
 from plainbox_like.units import JobDefinition, ManifestEntry
 
@@ -40,7 +42,7 @@ def answer_text(value: Any) -> str:
 def read_manifest_file(path: str) -> dict[str, Any]:
     """The answers of a Checkbox machine manifest JSON file (an object of id -> boolean or number)."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(open_without_waiting(path, os.O_RDONLY), encoding="utf-8") as handle:
             data = json.load(handle)
     except OSError as exc:
         raise PlainboxLikeError(f"--manifest {path}: cannot read it: {exc.strerror or exc}") from None

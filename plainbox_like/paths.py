@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 
@@ -55,6 +56,22 @@ def open_regular_file(path: str) -> int:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def open_without_waiting(path: str, flags: int) -> int:
+    """Open *path* (a file descriptor) as a shell redirection would, except that a FIFO never hangs it.
+
+    Read from, a FIFO nobody writes into reads as empty, while a pipe that is
+    being written (``<(...)``) reads as usual; written to, a FIFO nobody reads
+    from is an :class:`OSError` (ENXIO, "no reader") instead of a wait forever.
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 

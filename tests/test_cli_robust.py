@@ -196,7 +196,7 @@ def test_repair_on_a_full_disk_leaves_no_temporary_file_and_names_the_file(repo,
     _full_disk_for_new_logs(monkeypatch, logs, room=100_000)
     assert run(root, "repair", sid) == 1
     assert_one_line_error(capsys.readouterr().err, stdout, "No space left on device", "repair again")
-    assert sorted(os.listdir(logs)) == ["a.record.gz"]  # no .a.stdout.*.tmp left behind
+    assert sorted(os.listdir(logs)) == ["a.record.gz", "a.stderr"]  # no .a.stdout.*.tmp left behind
     assert storage.lock_holder(path) is None  # the lock is let go
     monkeypatch.undo()  # room again: the repair completes
     assert run(root, "repair", sid) == 0

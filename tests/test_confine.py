@@ -105,6 +105,18 @@ def test_export_writes_into_a_fifo(root, tmp_path, capfd):
     assert json.loads(data)["session"]["id"] == sid
 
 
+def test_a_fifo_nobody_reads_or_writes_never_hangs_export_or_run(root, tmp_path, capfd):
+    sid = _new_session(root, capfd)
+    fifo = str(tmp_path / "pipe")
+    os.mkfifo(fifo)
+    assert run(root, "export", sid, "-o", fifo) == 2
+    assert_one_line_error(capfd.readouterr().err, fifo, "a FIFO that nobody reads")
+    for option in ("--manifest", "--launcher"):
+        assert run(root, "run", "-c", "true", option, fifo) == 2
+        assert_one_line_error(capfd.readouterr().err, option, fifo)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
 def test_export_follows_a_symlink_and_replaces_its_target(root, tmp_path, capfd):
     sid = _new_session(root, capfd)
     target = tmp_path / "real.json"
@@ -301,10 +313,9 @@ def test_index_is_never_opened_through_a_symlink(root, tmp_path, capfd):
     assert run(root, "search", "c1") == 0
     out, err = capfd.readouterr()
     assert sid in out and "is a symbolic link" in err
-    assert run(root, "watch", "--once") == 0
-    capfd.readouterr()
-    assert run(root, "index") == 2
-    assert_one_line_error(capfd.readouterr().err, "index.sqlite3", "is a symbolic link")
+    for command in ("index", "watch --once"):
+        assert run(root, *command.split()) == 2
+        assert_one_line_error(capfd.readouterr().err, "index.sqlite3", "is a symbolic link")
     assert os.listdir(outside) == []
     assert os.path.islink(os.path.join(root, "index.sqlite3"))
 

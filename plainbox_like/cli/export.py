@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
+import errno
 import os
 import stat
 import sys
@@ -13,6 +13,7 @@ from typing import BinaryIO, Callable, Iterable
 from plainbox_like import codec, exports, storage
 from plainbox_like.cli import common
 from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.paths import open_without_waiting
 from plainbox_like.exports import tarball
 from plainbox_like.text import format_size, parse_size
 
@@ -153,9 +154,10 @@ def write_output(path: str, produce: Callable[[BinaryIO], None], refused: Iterab
 def _write_into(shown: str, path: str, produce: Callable[[BinaryIO], None]) -> None:
     """Write into an existing device, FIFO or socket, as a shell redirection would (never replacing it)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = open_without_waiting(path, os.O_WRONLY)
     except OSError as exc:
-        raise PlainboxLikeError(f"{shown}: cannot write: {exc.strerror or exc}") from None
+        why = "a FIFO that nobody reads" if exc.errno == errno.ENXIO else exc.strerror or exc
+        raise PlainboxLikeError(f"{shown}: cannot write: {why}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             produce(f)
@@ -204,13 +206,7 @@ def _open_archive(path: str) -> BinaryIO:
 
     (A pipe that is being written, as from ``<(...)``, is read as usual.)
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return os.fdopen(open_without_waiting(path, os.O_RDONLY), "rb")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
