@@ -554,7 +554,7 @@ def find_marked(marker: dict[str, str], pgid: int | None = None, since_pid: int 
         if stat is None or stat[0] in ("Z", "X"):
             continue
         if stat[1] != pgid:
-            env = process_env(pid)
+            env = _settled_env(pid)
             if not env or any(env.get(name) != value for name, value in items):
                 continue
         found.append(Leftover(pid, stat[2], command_line(pid)))
@@ -574,6 +574,34 @@ def signal_leftover(leftover: Leftover, signum: int) -> None:
             os.kill(leftover.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+#: A process caught in the middle of ``execve`` shows an empty environment for a moment (a job's
+#: background process, started just before the job ended): it is read again this often, this far apart.
+ENV_RETRIES, ENV_RETRY_DELAY = 10, 0.002
+#: The ``flags`` bit (``/proc/PID/stat``) of kernel threads, whose environment is always empty.
+_PF_KTHREAD = 0x00200000
+
+
+def _settled_env(pid: int) -> dict[str, str]:
+    """:func:`process_env`, read again a few times while a user process shows none (see :data:`ENV_RETRIES`)."""
+    env = process_env(pid)
+    for _ in range(ENV_RETRIES):
+        if env or _kernel_thread(pid) is not False:
+            break
+        time.sleep(ENV_RETRY_DELAY)
+        env = process_env(pid)
+    return env
+
+
+def _kernel_thread(pid: int) -> bool | None:
+    """Whether *pid* is a kernel thread; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return bool(int(stat[stat.rfind(b")") + 2:].split()[6]) & _PF_KTHREAD)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -289,3 +289,29 @@ def test_many_leftovers_are_all_counted_and_a_bounded_number_listed(tmp_path, ma
     assert left.count == 25 and len(left.processes) == 10
     assert [p.pid for p in left.processes] == sorted(p.pid for p in left.processes)
     assert all("sleep 594" in p.command or p.command == "[bash]" for p in left.processes)  # (bash's fork, not yet sleep)
+
+
+def test_a_process_caught_in_the_middle_of_exec_is_still_found(monkeypatch):
+    """Its environment reads empty for a moment (execve): it is read again, not taken for a stranger's."""
+    from plainbox_like import runner
+
+    marker = {"PLAINBOX_LIKE_TEST_MARK": uuid.uuid4().hex}
+    child = subprocess.Popen(["sleep", "60"], env={**os.environ, **marker})
+    try:
+        wait_until(lambda: process_env(child.pid).get("PLAINBOX_LIKE_TEST_MARK"), timeout=10)
+        reads = {"n": 0}
+
+        def mid_exec(pid):
+            if pid == child.pid:
+                reads["n"] += 1
+                if reads["n"] <= 2:
+                    return {}
+            return process_env(pid)
+
+        monkeypatch.setattr(runner, "process_env", mid_exec)
+        found = runner.find_marked(marker)
+        assert [leftover.pid for leftover in found] == [child.pid]
+        assert reads["n"] == 3
+    finally:
+        child.kill()
+        child.wait()
