@@ -26,9 +26,9 @@ import time
 import traceback
 from typing import Any, Iterator
 
-from plainbox_like import control
+from plainbox_like.run import control
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.model import (
+from plainbox_like.store.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
@@ -39,7 +39,7 @@ from plainbox_like.model import (
     Attempt,
     SessionState,
 )
-from plainbox_like.storage import SessionRepository, SessionWriter
+from plainbox_like.store.storage import SessionRepository, SessionWriter
 
 __all__ = ["Session", "JobRecorder", "StopRequested"]
 

@@ -44,9 +44,9 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import plainbox_like
 
-from plainbox_like import codec, iolog, storage
-from plainbox_like.model import Attempt, SessionState
-from plainbox_like.storage import SessionRepository
+from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store.model import Attempt, SessionState
+from plainbox_like.store.storage import SessionRepository
 
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 #: Repeats per size for the default run (sizes not listed get the value for the nearest smaller size).

@@ -36,10 +36,10 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from plainbox_like import codec
-from plainbox_like.model import Attempt, RunningJob, Runner, SessionMetadata, SessionState
-from plainbox_like.session import APP_ID, RunConfig
-from plainbox_like.units import load_units
+from plainbox_like.store import codec
+from plainbox_like.store.model import Attempt, RunningJob, Runner, SessionMetadata, SessionState
+from plainbox_like.run.batch import APP_ID, RunConfig
+from plainbox_like.define.units import load_units
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 DAY = 86400.0

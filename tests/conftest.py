@@ -4,10 +4,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# and the test folders (tests/store, ...): a test module imports another's helpers by its name
+# (``from test_codec import ...``), whichever folder pytest collects first; the names are unique.
+sys.path[1:1] = sorted(
+    entry.path
+    for entry in os.scandir(os.path.dirname(os.path.abspath(__file__)))
+    if entry.is_dir() and any(name.startswith("test_") for name in os.listdir(entry.path))
+)
 
 import pytest  # noqa: E402
 
-from plainbox_like.storage import SessionRepository  # noqa: E402
+from plainbox_like.store.storage import SessionRepository  # noqa: E402
 
 
 @pytest.fixture

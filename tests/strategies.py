@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from plainbox_like.iolog import STREAMS
-from plainbox_like.model import Attempt, Runner, RunningJob, SessionMetadata, SessionState
+from plainbox_like.store.iolog import STREAMS
+from plainbox_like.store.model import Attempt, Runner, RunningJob, SessionMetadata, SessionState
 
 #: Arbitrary text (Hypothesis leaves out lone surrogates, which JSON cannot carry as UTF-8).
 texts = st.text(max_size=24)

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from plainbox_like import control
+from plainbox_like.run import control
 from plainbox_like.api import Session, StopRequested
-from plainbox_like.iolog import read_records
-from plainbox_like.storage import load_session
-from plainbox_like.summary import summarize
+from plainbox_like.store.iolog import read_records
+from plainbox_like.store.storage import load_session
+from plainbox_like.read.summary import summarize
 
 
 def test_jobs_outputs_and_outcomes_are_recorded(tmp_path):

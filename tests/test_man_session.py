@@ -20,7 +20,7 @@ import textwrap
 import attrs
 import pytest
 
-from plainbox_like import codec, iolog, model, storage
+from plainbox_like.store import codec, iolog, model, storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN = os.path.join(REPO, "man")

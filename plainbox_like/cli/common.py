@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 from plainbox_like.text import format_duration  # noqa: F401 (for the command modules)
 
 if TYPE_CHECKING:
-    from plainbox_like.storage import SessionRepository
+    from plainbox_like.store.storage import SessionRepository
 
 
 def repository(args: argparse.Namespace) -> SessionRepository:
     """The repository named by ``--repository`` (or the default); one that cannot be one is an error."""
-    from plainbox_like.paths import check_repository_root, repository_given_as
-    from plainbox_like.storage import SessionRepository  # not at import: list and search do without it
+    from plainbox_like.store.paths import check_repository_root, repository_given_as
+    from plainbox_like.store.storage import SessionRepository  # not at import: list and search do without it
 
     override = getattr(args, "repository", None)
     repo = SessionRepository(override)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plainbox_like import control
+from plainbox_like.run import control
 from plainbox_like.cli.common import repository
 
 

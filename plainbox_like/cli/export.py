@@ -10,10 +10,11 @@ import sys
 import tempfile
 from typing import BinaryIO, Callable, Iterable
 
-from plainbox_like import codec, exports, storage
+from plainbox_like.store import codec, storage
+from plainbox_like import exports
 from plainbox_like.cli import common
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.paths import open_without_waiting
+from plainbox_like.store.paths import open_without_waiting
 from plainbox_like.exports import tarball
 from plainbox_like.text import format_size, parse_size
 

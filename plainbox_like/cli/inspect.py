@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from plainbox_like import index as indexing
+from plainbox_like.index import query as indexing
 from plainbox_like.text import clean  # noqa: F401 (also for the other command modules)
 
 # ``list`` through the index is a short-lived process: what only ``show`` and the table need
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-    from plainbox_like import manage, summary
-    from plainbox_like.model import Attempt, SessionState
-    from plainbox_like.storage import LoadedSession
+    from plainbox_like.maintain import manage
+    from plainbox_like.read import summary
+    from plainbox_like.store.model import Attempt, SessionState
+    from plainbox_like.store.storage import LoadedSession
 
 #: Outcomes listed first, in this order; others follow alphabetically.
 OUTCOME_ORDER = (
@@ -122,7 +123,7 @@ def _positive_int(text: str) -> int:
 
 def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
     """A summary for JSON output: times as ISO 8601 UTC strings."""
-    from plainbox_like import summary
+    from plainbox_like.read import summary
     from plainbox_like.cli import common
 
     data = s.as_dict()
@@ -234,7 +235,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load_for_show(path: str) -> LoadedSession:
-    from plainbox_like import storage, summary
+    from plainbox_like.store import storage
+    from plainbox_like.read import summary
     from plainbox_like.errors import CorruptSession, PlainboxLikeError
 
     try:
@@ -274,7 +276,8 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
     ``interrupted`` for one that was running when its writer stopped, and
     ``None`` for a job that has not run.
     """
-    from plainbox_like import codec, summary
+    from plainbox_like.store import codec
+    from plainbox_like.read import summary
     from plainbox_like.cli import common
 
     now = time.time() if now is None else now
@@ -325,7 +328,9 @@ def _note(job: dict[str, Any]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from plainbox_like import codec, manage, summary
+    from plainbox_like.store import codec
+    from plainbox_like.maintain import manage
+    from plainbox_like.read import summary
     from plainbox_like.cli import common
 
     repo = common.repository(args)

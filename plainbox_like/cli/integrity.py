@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plainbox_like import integrity, storage
+from plainbox_like.maintain import integrity
+from plainbox_like.store import storage
 from plainbox_like.cli import common
-from plainbox_like.paths import session_id_of
+from plainbox_like.store.paths import session_id_of
 
 
 def _note(message: str) -> None:

@@ -8,12 +8,13 @@ import sys
 import time
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from plainbox_like import replay, storage
+from plainbox_like.read import replay
+from plainbox_like.store import storage
 from plainbox_like.cli import common
 from plainbox_like.errors import CorruptSession, SessionNotFound
-from plainbox_like.iolog import STREAMS, IORecord
-from plainbox_like.replay import AttemptRef
-from plainbox_like.storage import LoadedSession
+from plainbox_like.store.iolog import STREAMS, IORecord
+from plainbox_like.read.replay import AttemptRef
+from plainbox_like.store.storage import LoadedSession
 
 #: ``--follow``: how often the raw output files are read, and the session reloaded.
 FOLLOW_POLL = 0.2

@@ -11,7 +11,7 @@ from collections.abc import Sequence  # (not typing: start-up stays short)
 
 from plainbox_like import __version__
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.paths import REPOSITORY_ENV
+from plainbox_like.store.paths import REPOSITORY_ENV
 
 #: Each command, and the module under ``plainbox_like.cli`` that registers it with ``register(subparsers)``.
 #: Only the module of the command being run is imported, which keeps start-up short.
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        from plainbox_like.limits import max_state_size  # (not for --version, which answers at once)
+        from plainbox_like.store.limits import max_state_size  # (not for --version, which answers at once)
 
         max_state_size()  # a bad $PLAINBOX_LIKE_MAX_STATE_SIZE is an error before any session is read
         return args.func(args)

@@ -1,6 +1,6 @@
 """``delete``, ``rename``, ``tag``, ``untag``, ``gc`` and ``cleanup``: keeping the repository tidy.
 
-A thin layer over :mod:`plainbox_like.manage`: results on standard output,
+A thin layer over :mod:`plainbox_like.maintain.manage`: results on standard output,
 notices and warnings on standard error.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from plainbox_like import manage
+from plainbox_like.maintain import manage
 from plainbox_like.cli import common
 from plainbox_like.cli.inspect import clean
 

@@ -8,17 +8,17 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from plainbox_like import session as batch
+from plainbox_like.run import batch
 from plainbox_like.cli.common import positive_int, format_duration, print_json, repository
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.launcher import Launcher, read_launcher
-from plainbox_like.manifest import read_manifest_file
-from plainbox_like.model import FAILED_OUTCOMES, Attempt
-from plainbox_like.storage import DURABILITY_MODES
+from plainbox_like.define.launcher import Launcher, read_launcher
+from plainbox_like.define.manifest import read_manifest_file
+from plainbox_like.store.model import FAILED_OUTCOMES, Attempt
+from plainbox_like.store.storage import DURABILITY_MODES
 from plainbox_like.text import clean
 
 if TYPE_CHECKING:
-    from plainbox_like.units import TestPlan, UnitSet
+    from plainbox_like.define.units import TestPlan, UnitSet
 
 
 class LineReporter:
@@ -135,7 +135,7 @@ def _finish(summary: batch.RunSummary, started: float) -> int:
 def _find_providers(args: argparse.Namespace, search: bool) -> list[str]:
     """The providers of ``--providers`` and, with *search*, of ``PROVIDERPATH`` or the standard places,
     as :attr:`RunConfig.providers` keeps them; warnings go to stderr."""
-    from plainbox_like.providers import find_providers, provider_refs
+    from plainbox_like.define.providers import find_providers, provider_refs
 
     if not args.providers and not search:
         return []
@@ -149,7 +149,7 @@ def _find_providers(args: argparse.Namespace, search: bool) -> list[str]:
 
 
 def _no_providers_found(what: str = "nothing to run: give job files, -c COMMAND") -> PlainboxLikeError:
-    from plainbox_like.providers import provider_search_path
+    from plainbox_like.define.providers import provider_search_path
 
     where = (
         f"PROVIDERPATH={os.environ['PROVIDERPATH']}" if "PROVIDERPATH" in os.environ
@@ -242,7 +242,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
     """Everything about one test plan; ``overrides`` are those that apply, nested parts included, in order."""
-    from plainbox_like.plan import plan_overrides
+    from plainbox_like.define.plan import plan_overrides
 
     try:
         overrides = [o.to_json() for o in plan_overrides(units, plan.id)]

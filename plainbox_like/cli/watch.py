@@ -11,7 +11,7 @@ import sqlite3
 import sys
 from typing import Any, Iterator
 
-from plainbox_like import index as indexing
+from plainbox_like.index import query as indexing
 from plainbox_like.cli import common
 
 SNIPPET = 100
@@ -39,7 +39,7 @@ def positive_float(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from plainbox_like.watcher import DEFAULT_INTERVAL, DEFAULT_POLL_INTERVAL
+    from plainbox_like.index.watcher import DEFAULT_INTERVAL, DEFAULT_POLL_INTERVAL
 
     p = subparsers.add_parser(
         "watch",
@@ -128,7 +128,7 @@ def _index_errors(root: str) -> Iterator[None]:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from plainbox_like.watcher import Watcher
+    from plainbox_like.index.watcher import Watcher
 
     root = indexing.repository_root(getattr(args, "repository", None))
     if args.once:

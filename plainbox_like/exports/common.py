@@ -11,13 +11,14 @@ from typing import Callable, Iterable
 
 import attrs
 
-from plainbox_like import codec, replay, storage, summary
+from plainbox_like.store import codec, storage
+from plainbox_like.read import replay, summary
 from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.iolog import STREAMS, IORecord
-from plainbox_like.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
-from plainbox_like.replay import AttemptRef
-from plainbox_like.storage import LoadedSession
+from plainbox_like.store.iolog import STREAMS, IORecord
+from plainbox_like.store.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
+from plainbox_like.read.replay import AttemptRef
+from plainbox_like.store.storage import LoadedSession
 
 #: Job status of a job that has no attempt at all.
 NOT_RUN = "not-run"

@@ -23,8 +23,8 @@ from typing import BinaryIO, Iterable
 
 from plainbox_like import __version__
 from plainbox_like.exports import common
-from plainbox_like.replay import AttemptRef
-from plainbox_like.storage import LoadedSession
+from plainbox_like.read.replay import AttemptRef
+from plainbox_like.store.storage import LoadedSession
 
 #: Bytes of output shown per attempt.
 OUTPUT_LIMIT = 256 * 1024

@@ -48,10 +48,10 @@ from typing import BinaryIO, Callable
 
 import attrs
 
-from plainbox_like import storage
+from plainbox_like.store import storage
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
-from plainbox_like.paths import IMPORT_STAGING_PREFIX, SESSION_SUFFIX
-from plainbox_like.storage import LoadedSession
+from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, SESSION_SUFFIX
+from plainbox_like.store.storage import LoadedSession
 from plainbox_like.text import format_size
 
 STAGING_PREFIX = IMPORT_STAGING_PREFIX

@@ -1,0 +1,4 @@
+"""What to run: unit files, providers, resources and requirements, test plans.
+
+Imports only ``store`` (and ``errors``, ``text``).
+"""

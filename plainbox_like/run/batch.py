@@ -1,0 +1,1218 @@
+"""Running and resuming a whole batch: the scheduler, the executor and the journal together.
+
+The order of durable writes is what makes resume exact: a job's start is
+journaled (with any results before it) and synced before its process is
+spawned; its result is journaled after it ends and synced before the next job
+starts or anything is reported. So after any interruption, every job is
+either finished with a result, or known to have been running.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Protocol
+
+import attrs
+
+from plainbox_like.run import control, jobenv
+from plainbox_like.define import manifest
+from plainbox_like.define import plan as planning
+from plainbox_like.errors import PlainboxLikeError, RunAborted
+from plainbox_like.define.resource import ResourceExpressionError, namespace_of, parse_records, read_records, resolve_resource
+from plainbox_like.store.model import (
+    LEFTOVER_COMMAND_MAX,
+    LEFTOVERS_LISTED,
+    FAILED_OUTCOMES,
+    FLAG_INCOMPLETE,
+    FLAG_PAUSED,
+    OUTCOME_CRASH,
+    OUTCOME_FAIL,
+    OUTCOME_PASS,
+    OUTCOME_SKIP,
+    OUTCOME_SKIPPED_DEPENDENCY,
+    OUTCOME_SKIPPED_RESOURCE,
+    Attempt,
+    LeftoverProcess,
+    LeftoverProcesses,
+    SessionState,
+)
+from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
+from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
+from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.store.storage import session_file
+from plainbox_like.define.resource import RequirementProgram
+from plainbox_like.define.providers import Provider, find_providers
+from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
+
+APP_ID = "plainbox-like"
+#: Plugins whose command we run.
+RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
+#: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
+FLAG_LEAVES_PROCESSES = "leaves-processes"
+#: Seconds between SIGTERM and SIGKILL when a job is stopped.
+KILL_GRACE = 3.0
+#: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
+#: the number of CPUs is no limit; but each worker is a forked copy of the runner holding two of its pipe
+#: ends, and 256 of them already take half of the common limit of 1,024 open files.
+MAX_PARALLEL = 256
+INTERRUPTED = "interrupted"
+STOPPED_BY_REQUEST = "stopped by request"
+STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
+#: Outcomes of a resource job whose records count (Checkbox keeps the records of any job that ran).
+RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
+
+SESSION_ENV = "PLAINBOX_LIKE_SESSION"
+JOB_ENV = "PLAINBOX_LIKE_JOB"
+SHARE_ENV = "PLAINBOX_SESSION_SHARE"
+
+
+class Reporter(Protocol):
+    """Told about progress; everything it hears is already durable."""
+
+    def started(self, job_id: str, attempt: int) -> None: ...
+
+    def finished(self, job_id: str, result: Attempt) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullReporter:
+    """Says nothing."""
+
+    def started(self, job_id: str, attempt: int) -> None:
+        pass
+
+    def finished(self, job_id: str, result: Attempt) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@attrs.define
+class RunConfig:
+    """How the batch was defined, kept in the session (``metadata.app_blob``) for resume."""
+
+    sources: list[str] = attrs.Factory(list)
+    commands: list[str] = attrs.Factory(list)
+    test_plan: str | None = None
+    include: list[str] = attrs.Factory(list)
+    exclude: list[str] = attrs.Factory(list)
+    parallel: int = 1
+    durability: str = "fsync"
+    #: Namespace for the jobs of unit files (None: each provider's own, if any).
+    namespace: str | None = None
+    #: Variables a launcher's ``[environment]`` gives the jobs (only where the environment lacks them).
+    environment: dict[str, str] = attrs.Factory(dict)
+    #: Manifest answers (entry id -> value), from ``--manifest`` and a launcher's ``[manifest]``.
+    manifest: dict[str, Any] = attrs.Factory(dict)
+    #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
+    #: when the run started (:func:`plainbox_like.define.providers.find_providers`), in Checkbox's order.
+    providers: list[str] = attrs.Factory(list)
+
+    def to_blob(self) -> str:
+        return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
+
+    @classmethod
+    def from_blob(cls, blob: str | None) -> "RunConfig":
+        if not blob:
+            raise PlainboxLikeError("the session does not say how it was run (no app_blob): cannot resume it")
+        try:
+            data = json.loads(base64.standard_b64decode(blob))
+            return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
+        except (ValueError, TypeError) as exc:
+            raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
+
+    def provider_list(self) -> list[Provider]:
+        """The providers of the run (read again from their definitions); one that is gone is left out."""
+        return find_providers(self.providers, search=False)[0] if self.providers else []
+
+    def load_units(self) -> UnitSet:
+        """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
+        providers = self.provider_list()
+        units = load_units(
+            self.sources, self.commands, namespace=self.namespace, providers=providers, checkbox_env=self.environment
+        )
+        if manifest.MANIFEST_JOB_ID in units.by_id or not (
+            units.manifest_entries or manifest.needs_manifest(units.jobs)
+        ):
+            return units
+        index = jobenv.ProviderIndex(providers)
+
+        def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
+            found = index.of_path(entry.origin.path) if entry.origin is not None else None
+            return (found.namespace, found.name) if found is not None else None
+
+        job = manifest.manifest_job(units.manifest_entries, self.manifest, provider_of)
+        return attrs.evolve(units, jobs=[*units.jobs, job])
+
+
+def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
+    """Whether a template's filter accepts one record (every resource it names stands for that record)."""
+
+    def accept(record: dict[str, str]) -> bool:
+        try:
+            return program.first_false({name: [record] for name in program.resources}) is None
+        except ResourceExpressionError:
+            return False
+
+    return accept
+
+
+@attrs.define
+class TemplateExpander:
+    """Makes the jobs of templates from the records of their resource jobs."""
+
+    units: UnitSet
+    config: RunConfig
+    warnings: list[str] = attrs.Factory(list)
+
+    def instantiate(self, resource_id: str, records: list[dict[str, str]]) -> list[JobDefinition]:
+        """Every job the templates over *resource_id* make from *records* (no selection)."""
+        made: list[JobDefinition] = []
+        for template in self.units.templates:
+            if not template.supported:
+                continue
+            if resolve_resource(template.resource, self.units.by_id, namespace_of(template.id)) != resource_id:
+                continue
+            accept = None
+            if template.filter:
+                try:
+                    accept = _record_filter(RequirementProgram.parse(template.filter))
+                except ResourceExpressionError as exc:
+                    self.warnings.append(f"template {template.id!r}: invalid template-filter: {exc}")
+                    continue
+            jobs, warnings = instantiate_template(template, records, accept, checkbox_env=self.config.environment)
+            self.warnings.extend(warnings)
+            for job in jobs:
+                if job.id in self.units.by_id:
+                    self.warnings.append(f"template {template.id!r} makes job {job.id!r}, which is already defined")
+                else:
+                    made.append(job)
+        return made
+
+    def instantiate_all(self, resources: dict[str, list[dict[str, str]]]) -> list[JobDefinition]:
+        """The jobs made from every stored resource (resuming a session)."""
+        return [job for resource_id, records in resources.items() for job in self.instantiate(resource_id, records)]
+
+    def expand(self, resource_id: str, records: list[dict[str, str]], planned: dict[str, JobDefinition]) -> list[JobDefinition]:
+        """The new jobs to add to a run after *resource_id* passed: made, selected as the run selects, not planned yet."""
+        made = self.instantiate(resource_id, records)
+        config = self.config
+        if made and (config.test_plan or config.include or config.exclude):
+            # Select among every job, so that the new jobs' dependencies come along; what is planned already
+            # is dropped below.
+            made = planning.select_jobs(
+                UnitSet(jobs=[*self.units.jobs, *made], test_plans=self.units.test_plans),
+                config.test_plan,
+                config.include,
+                config.exclude,
+            )
+        return [job for job in made if job.id not in planned]
+
+
+@attrs.define
+class RunSummary:
+    """What a run did."""
+
+    session_id: str
+    path: str
+    counts: dict[str, int]
+    interrupted: bool = False
+    #: "signal" or "request" when the run ended early.
+    stopped_by: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if any(self.counts.get(o) for o in FAILED_OUTCOMES) else 0
+
+
+@attrs.define(eq=False)
+class _Running:
+    job: JobDefinition
+    attempt: int
+    started_wall: float
+    log_stem: str
+    log_name: str
+    start_seq: int  # the journal sequence number of its start
+    process: Process | None = None
+    deadline: float | None = None
+    kill_at: float | None = None
+    why_stopped: str | None = None
+    cwd: str | None = None  # its temporary working directory, removed when it ends
+    #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
+    timed_out_at: float | None = None
+
+
+def check_parallel(parallel: int, force: bool = False) -> None:
+    """Refuse a parallelism above :data:`MAX_PARALLEL` unless *force* (a one-line error)."""
+    if parallel > MAX_PARALLEL and not force:
+        raise PlainboxLikeError(
+            f"-j {parallel}: more than {MAX_PARALLEL} jobs at once needs --force "
+            f"(each is a worker process forked from the runner)"
+        )
+
+
+def job_environment(base: dict[str, str], job: JobDefinition, session_id: str, share_dir: str) -> dict[str, str]:
+    """The environment of a job: the caller's, our variables, and ``environ: NAME=value`` entries."""
+    env = dict(base)
+    env[SHARE_ENV] = share_dir
+    env[SESSION_ENV] = session_id
+    env[JOB_ENV] = job.id
+    for item in job.environ:
+        name, sep, value = item.partition("=")
+        if sep and name:
+            env[name] = value
+    return env
+
+
+class BatchRunner:
+    """Runs the jobs of a plan into an open session."""
+
+    def __init__(
+        self,
+        writer: SessionWriter,
+        plan: planning.Plan,
+        *,
+        finished: dict[str, str] | None = None,
+        parallel: int = 1,
+        reporter: Reporter | None = None,
+        executor: Executor | None = None,
+        base_env: dict[str, str] | None = None,
+        kill_grace: float = KILL_GRACE,
+        clock: Callable[[], float] = time.monotonic,
+        expander: TemplateExpander | None = None,
+        providers: jobenv.ProviderIndex | None = None,
+        launcher_env: dict[str, str] | None = None,
+        warnings: list[str] | None = None,
+        manifest_entries: tuple[ManifestEntry, ...] = (),
+        manifest_answers: dict[str, Any] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.expander = expander
+        self.plan = plan
+        self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
+        self.reporter = reporter or NullReporter()
+        self._own_executor = executor is None
+        self._parallel = parallel
+        #: Made by :meth:`run` unless given: in-process for one job at a time, worker processes for more.
+        self.executor: Executor | None = executor
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.kill_grace = kill_grace
+        self._clock = clock
+        self._shell = find_shell()
+        self._me = getpass.getuser()
+        #: The provider of each job, and every provider's bin/ for PATH (met in the plan's order).
+        self.providers = providers if providers is not None else jobenv.ProviderIndex()
+        self.providers.learn(plan.jobs[job_id] for job_id in plan.order)
+        self.launcher_env = dict(launcher_env or {})
+        self.manifest_entries = manifest_entries
+        self.manifest_answers = dict(manifest_answers or {})
+        #: Problems met while running (told after the run).
+        self.warnings = warnings if warnings is not None else []
+        # What every job's spec needs from the session, worked out once.
+        self._session_env = (writer.id, writer.share_dir)
+        self._io_logs_dir = writer.io_logs_dir
+        self._durable_logs = writer.durability == "fsync"
+        self._user_ok: dict[str, str | None] = {}
+        self._running: dict[str, _Running] = {}
+        self._unreported: list[tuple[int, str, Attempt]] = []  # (journal seq, job, result) not yet durable
+        self._durable_seq = 0  # every journal line up to this one is durable
+        self._syncing_to = 0  # an executor that syncs the journal will make lines up to this one durable
+        self._stop: int | None = None
+        self._stop_comment = INTERRUPTED
+        self._control = control.ControlWatcher(writer.path, clock)
+        self._draining = False  # a stop request: finish the running jobs, start no more
+        self._paused = False
+        #: Why the run ended early: "signal" or "request" (None if it ran to the end).
+        self.stopped_by: str | None = None
+        # (kill_at, process) of stopped jobs whose leader exited while others in its group live on.
+        self._stragglers: list[tuple[float, Process]] = []
+        # (kill_at, process) of processes jobs left running, sent SIGTERM, to SIGKILL after the grace period.
+        self._leftovers: list[tuple[float, Leftover]] = []
+        self._wake_r: int | None = None  # the read end of the pipe a signal writes to, while run() runs
+
+    # -- the loop
+
+    def run(self) -> bool:
+        """Run until every job has an outcome or a stop is requested; True if interrupted."""
+        if self.executor is None:
+            self.executor = self._make_executor()
+        wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.executor.watch_fd(wake_r, "wakeup")
+        self._wake_r = wake_r
+        previous = {}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self._stop is None:
+                self._stop = signum
+                self.stopped_by = "signal"
+            try:
+                os.write(wake_w, b"\0")
+            except OSError:
+                pass
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, on_signal)
+        try:
+            while self._stop is None:
+                self._obey_control()
+                if self._stop is not None:
+                    break
+                if not (self._paused or self._draining):
+                    self._hand_out()
+                self._commit()
+                idle = not self._running and not self._stragglers and not self._leftovers
+                if idle and (self._draining or self.scheduler.done()):
+                    break
+                if idle and self._paused:
+                    self._set_paused_flag(True)
+                self._handle(self.executor.poll(self._poll_timeout()))
+                self._enforce_deadlines()
+                self.writer.tick()
+            if self._stop is not None:
+                self._shut_down()
+            self._end_leftovers()
+            self._set_paused_flag(False)
+        except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
+            self._stop_after_failure()
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+            self._wake_r = None
+            if self._own_executor and not self.executor.running:
+                self.executor.close()
+            self.reporter.close()
+        return self.stopped_by is not None
+
+    def _make_executor(self) -> Executor:
+        # No more workers than jobs to run (unless templates may add jobs while it runs).
+        workers = self._parallel if self.expander is not None else min(self._parallel, self.scheduler.remaining)
+        if workers < 2:
+            return LocalExecutor(self._clock)
+        from plainbox_like.run.workers import WorkerExecutor
+
+        sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
+        return WorkerExecutor(workers, sync_fd=sync_fd, base_env=self.base_env)
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
+        self._stop = signum
+        self.stopped_by = "signal"
+
+    def _obey_control(self) -> None:
+        """Act on a stop/pause/continue request left in the session directory."""
+        request = self._control.poll()
+        action = request.action if request is not None else None
+        if action == control.STOP_NOW:
+            self._stop = signal.SIGTERM
+            self._stop_comment = STOPPED_BY_REQUEST
+            self.stopped_by = "request"
+            self._control.done()
+        elif action == control.STOP:
+            self._draining = True
+            self.stopped_by = "request"
+            self._control.done()
+        elif action == control.PAUSE:
+            self._paused = True
+        elif self._paused:  # continue, or the request file was removed
+            self._paused = False
+            self._set_paused_flag(False)
+            if action == control.CONTINUE:
+                self._control.done()
+        elif action == control.CONTINUE:
+            self._control.done()
+
+    def _set_paused_flag(self, paused: bool) -> None:
+        flags = self.writer.state.metadata.flags
+        if paused != (FLAG_PAUSED in flags):
+            new = [f for f in flags if f != FLAG_PAUSED] + ([FLAG_PAUSED] if paused else [])
+            self.writer.update_metadata(flags=new)
+
+    def _poll_timeout(self) -> float:
+        timeout = control.CHECK_INTERVAL if (self._paused or self._draining) else 0.5
+        now = self._clock()
+        for running in self._running.values():
+            for moment in (running.deadline, running.kill_at):
+                if moment is not None:
+                    timeout = min(timeout, max(0.0, moment - now))
+        for kill_at, _process in self._stragglers:
+            timeout = min(timeout, max(0.0, kill_at - now))
+        if self._leftovers:  # look again soon: most go at the SIGTERM
+            timeout = min(timeout, 0.05, *(max(0.0, kill_at - now) for kill_at, _ in self._leftovers))
+        return timeout
+
+    def _hand_out(self) -> None:
+        to_start: list[JobDefinition] = []
+        while True:
+            decision = self.scheduler.next_decision()
+            if decision is None:
+                break
+            if decision.action == "skip":
+                self._record(decision.job_id, Attempt(outcome=decision.outcome, skip_reason=decision.skip_reason))
+                continue
+            job = self.plan.jobs[decision.job_id]
+            unmet = self._unmet_requirement(job)
+            if unmet is not None:
+                self.scheduler.finish(job.id, OUTCOME_SKIPPED_RESOURCE)
+                self._record(job.id, Attempt(outcome=OUTCOME_SKIPPED_RESOURCE, skip_reason=unmet))
+                continue
+            reason = self._cannot_run(job)
+            if reason is not None:
+                self.scheduler.finish(job.id, OUTCOME_SKIP)
+                self._record(job.id, Attempt(outcome=OUTCOME_SKIP, skip_reason=reason))
+                continue
+            to_start.append(job)
+        # Journal every start (with the results before them), make them durable in one sync (or let the
+        # executor do it just before each spawn), then spawn.
+        starting = [self._prepare(job) for job in to_start]
+        if not starting:
+            return
+        if self.executor.syncs_journal:
+            self.writer.write_pending()
+            self._syncing_to = starting[-1].start_seq
+        else:
+            self._sync()
+        for running in starting:
+            self._spawn(running)
+        self._commit()
+
+    def _sync(self) -> None:
+        self.writer.sync()
+        self._durable_seq = self.writer.state.journal_seq
+
+    def _commit(self) -> None:
+        """Report the results that are durable, making the journal durable first unless a start will."""
+        if not self._unreported:
+            return
+        if self._unreported[-1][0] > max(self._durable_seq, self._syncing_to):
+            self._sync()
+        durable = self._durable_seq
+        while self._unreported and self._unreported[0][0] <= durable:
+            _seq, job_id, result = self._unreported.pop(0)
+            self.reporter.finished(job_id, result)
+
+    def _record(self, job_id: str, result: Attempt) -> None:
+        if result.attempt == 1 and job_id in self.writer.state.results:
+            result.attempt = self.writer.state.next_attempt(job_id)
+        self.writer.job_finished(job_id, result, durable=False)
+        self._unreported.append((self.writer.state.journal_seq, job_id, result))
+
+    def _unmet_requirement(self, job: JobDefinition) -> str | None:
+        """Why the job's ``requires:`` does not hold (None if it holds or there is none)."""
+        program, error = planning.requirement_program(job)
+        if error is not None:
+            return f"invalid requires: {error}"
+        if program is None:
+            return None
+        records: dict[str, list[dict[str, str]]] = {}
+        for name in program.resources:
+            resource_id = planning.resource_id(job, name, self.plan.jobs)
+            if resource_id is None:
+                return f"resource job {name} is not part of the run"
+            outcome = self.scheduler.outcomes.get(resource_id)
+            if outcome not in RESOURCE_RAN_OUTCOMES:
+                return f"resource job {resource_id} did not run (outcome {outcome})"
+            # As in Checkbox: a resource job that printed nothing gives one record with no fields.
+            records[name] = self.writer.state.resources.get(resource_id) or [{}]
+        try:
+            unmet = program.first_false(records)
+        except ResourceExpressionError as exc:
+            return str(exc)
+        if unmet is None:
+            return None
+        reason = f"resource expression is false: {unmet.text}"
+        if manifest.MANIFEST_JOB_ID in self.plan.jobs:
+            missing = manifest.unanswered(unmet.text, self.manifest_entries, self.manifest_answers)
+            if missing:
+                entries = ", ".join(missing)
+                reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
+        return reason
+
+    def _cannot_run(self, job: JobDefinition) -> str | None:
+        if planning.needs_person(job):
+            return f"needs a person (plugin {job.plugin})"
+        if job.plugin not in RUNNABLE_PLUGINS:
+            return f"plugin {job.plugin!r} is not supported"
+        if not job.command:
+            return "the job has no command"
+        if job.user and job.user != self._me:
+            return self._user_problem(job.user)
+        return None
+
+    def _user_problem(self, user: str) -> str | None:
+        if user not in self._user_ok:
+            import subprocess  # only for jobs with a user: field
+
+            try:
+                ok = subprocess.run(
+                    ["sudo", "-n", "-u", user, "true"], capture_output=True, timeout=10
+                ).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            self._user_ok[user] = None if ok else f"cannot run as user {user!r} (sudo -n -u {user} is not permitted)"
+        return self._user_ok[user]
+
+    def _prepare(self, job: JobDefinition) -> _Running:
+        attempt = self.writer.state.next_attempt(job.id)
+        stem = self.writer.reserve_log(job.id, attempt)
+        log_name = f"{IO_LOGS}/{stem}.record.gz"
+        started = self.writer.job_started(job.id, attempt, log_name, durable=False)
+        running = _Running(
+            job=job,
+            attempt=attempt,
+            started_wall=started,
+            log_stem=stem,
+            log_name=log_name,
+            start_seq=self.writer.state.journal_seq,
+        )
+        self._running[job.id] = running
+        return running
+
+    def _spawn(self, running: _Running) -> None:
+        job = running.job
+        argv: tuple[str, ...] = (self._shell, "-c", job.command or "")
+        if job.user and job.user != self._me:
+            argv = ("/usr/bin/env", "sudo", "-n", "--preserve-env", "-u", job.user, "--", *argv)
+        provider = self.providers.of_job(job)
+        bin_dirs = self.providers.bin_dirs(provider.namespace) if provider is not None else ()
+        env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
+        env = job_environment(env, job, *self._session_env)
+        try:
+            running.cwd = jobenv.make_cwd(job, self.writer.id, running.attempt)
+        except OSError as exc:
+            self._cannot_start(running, f"no temporary working directory: {exc}")
+            return
+        if running.cwd is not None and job.user and job.user != self._me:
+            os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
+        spec = ProcessSpec(
+            job.id,
+            argv,
+            env,
+            log=os.path.join(self._io_logs_dir, running.log_stem),
+            durable_log=self._durable_logs,
+            marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
+            cwd=running.cwd,
+        )
+        # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
+        # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
+        # of its own while the job runs, and handling the start after the exit would delay the next job.
+        at_once = bool(job.timeout) or isinstance(self.executor, LocalExecutor)
+        try:
+            running.process = self.executor.start(spec, report_at_once=at_once)
+        except OSError as exc:  # it could not be spawned (a LogError, for its io-log, ends the run)
+            self._cannot_start(running, str(exc))
+
+    def _cannot_start(self, running: _Running, error: str) -> None:
+        job = running.job
+        del self._running[job.id]
+        jobenv.collect_leftovers(running.cwd, job)
+        self.writer.open_log(running.log_stem, clock=self._clock).close()
+        self.scheduler.finish(job.id, OUTCOME_FAIL)
+        self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
+
+    def _started(self, running: _Running) -> None:
+        """Its process runs, so its start (and every line before it) is durable."""
+        self._durable_seq = max(self._durable_seq, running.start_seq)
+        if running.job.timeout:
+            running.deadline = running.process.started + running.job.timeout
+        self.reporter.started(running.job.id, running.attempt)
+
+    def _handle(self, events: list) -> None:
+        for event in events:
+            running = self._running[event.process.spec.key]
+            if isinstance(event, Started):
+                self._started(running)
+            elif isinstance(event, Exited):
+                self._finish(running, event)
+            else:  # Failed: a worker could not spawn it
+                self._cannot_start(running, event.error)
+
+    def _finish(self, running: _Running, event: Exited) -> None:
+        job = running.job
+        del self._running[job.id]
+        code = event.returncode
+        duration = event.when - running.process.started
+        if running.timed_out_at is not None and event.when < running.timed_out_at:
+            running.why_stopped = None  # it ended before its deadline, however late the runner saw it
+        if running.why_stopped:
+            stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
+            outcome, comments = (OUTCOME_CRASH if stopped else OUTCOME_FAIL), running.why_stopped
+        elif code == 0:
+            outcome, comments = OUTCOME_PASS, None
+        elif code > 0:
+            outcome, comments = OUTCOME_FAIL, None
+        else:
+            outcome, comments = OUTCOME_CRASH, f"killed by signal {_signal_name(-code)}"
+        if running.kill_at is not None and _group_alive(running.process.pgid):
+            # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
+            self._stragglers.append((running.kill_at, running.process))
+        leftovers = self._take_leftovers(running, getattr(event, "leftovers", ()))
+        new_jobs: list[JobDefinition] = []
+        if job.plugin == "resource" and outcome in RESOURCE_RAN_OUTCOMES:
+            # As in Checkbox, a resource job that failed still gives the records it printed.
+            records = self._resource_records(running)
+            self.writer.resource_recorded(job.id, records, durable=False)
+            if self.expander is not None and records:
+                new_jobs = self.expander.expand(job.id, records, self.plan.jobs)
+        if new_jobs:
+            try:
+                self.scheduler.extend(new_jobs)
+            except PlainboxLikeError as exc:  # a dependency cycle among the new jobs
+                self.expander.warnings.append(f"jobs made from resource {job.id} not added: {exc}")
+            else:
+                jobs = {new.id: new.checksum for new in new_jobs}
+                self.writer.record({"op": "plan", "jobs": jobs, "append": True}, durable=False)
+                self._remember_metadata(new_jobs)
+                added = getattr(self.reporter, "added", None)
+                if added is not None:
+                    added(len(jobs))
+        self.scheduler.finish(job.id, outcome)
+        attempt = self._attempt(running, outcome, code, duration, comments)
+        attempt.leftover_processes = leftovers
+        attempt.leftover_files = jobenv.collect_leftovers(running.cwd, job)
+        self._record(job.id, attempt)
+
+    def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:
+        """What a job left running when it ended, for its result; SIGTERM them unless it keeps them.
+
+        A job flagged ``leaves-processes`` keeps them, unless it was stopped
+        (timeout, stop --now, interrupted): then, as for every other job, they
+        get SIGTERM now and SIGKILL after the grace period.
+        """
+        if not found:
+            return None
+        kept = FLAG_LEAVES_PROCESSES in running.job.flags and not running.why_stopped
+        if not kept:
+            kill_at = self._clock() + self.kill_grace
+            for leftover in found:
+                signal_leftover(leftover, signal.SIGTERM)
+                self._leftovers.append((kill_at, leftover))
+        listed = sorted(found, key=lambda leftover: leftover.pid)[:LEFTOVERS_LISTED]
+        return LeftoverProcesses(
+            count=len(found),
+            kept=kept,
+            processes=[LeftoverProcess(pid=p.pid, command=p.command[:LEFTOVER_COMMAND_MAX]) for p in listed],
+        )
+
+    def _end_leftovers(self) -> None:
+        """The run ends: stop every process of the session's jobs still running, but those kept on purpose.
+
+        Found by the session id in their environment, as ``resume`` finds a dead
+        runner's: also those that escaped the look at their job's end.
+        """
+        session_id = self._session_env[0]
+        keep = {job_id for job_id, job in self.plan.jobs.items() if FLAG_LEAVES_PROCESSES in job.flags}
+        found = [
+            leftover for leftover in find_marked({SESSION_ENV: session_id})
+            if process_env(leftover.pid).get(JOB_ENV) not in keep
+        ]
+        pending = [leftover for _kill_at, leftover in self._leftovers] + found
+        self._leftovers.clear()
+        kill_leftovers(pending, self.kill_grace)
+
+    def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
+        """Keep the category and certification status of jobs made from templates with the run's."""
+        blob = self.writer.state.metadata.app_blob
+        metadata = planning.RunMetadata.from_app_blob(blob)
+        if metadata is None:  # a session made without it (the Python API, older versions)
+            return
+        updated = metadata.with_jobs(jobs)
+        if updated != metadata:
+            self.writer.update_metadata(durable=False, app_blob=updated.to_app_blob(blob))
+
+    def _resource_records(self, running: _Running) -> list[dict[str, str]]:
+        stem = running.log_name[: -len(".record.gz")] if running.log_name.endswith(".record.gz") else running.log_name
+        try:
+            with open(os.path.join(self.writer.path, stem + ".stdout"), "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:  # the job printed nothing
+            return []
+        records, problem = read_records(data.decode("utf-8", errors="replace"))
+        if problem is not None:
+            self.warnings.append(
+                f"resource job {running.job.id} printed output that is not RFC 822 ({problem}): "
+                f"kept the {len(records)} record(s) before it"
+            )
+        return records
+
+    def _attempt(self, running: _Running, outcome: str, code: int | None, duration: float, comments: str | None) -> Attempt:
+        return Attempt(
+            outcome=outcome,
+            return_code=code,
+            execution_duration=float(duration),
+            comments=comments,
+            io_log_filename=running.log_name,
+            attempt=running.attempt,
+            started=running.started_wall,
+        )
+
+    def _enforce_deadlines(self) -> None:
+        now = self._clock()
+        if any(r.deadline is not None and now >= r.deadline for r in self._running.values()):
+            # Woken late (stopped, starved, busy), the runner may find both a deadline passed and the job
+            # already ended: take the exits first, so a job that ended in time is not recorded as timed out.
+            self._handle(self.executor.poll(0))
+        for item in list(self._leftovers):
+            kill_at, leftover = item
+            alive = still_running(leftover)
+            if alive and now >= kill_at:
+                signal_leftover(leftover, signal.SIGKILL)
+            if not alive or now >= kill_at:
+                self._leftovers.remove(item)
+        for item in list(self._stragglers):
+            kill_at, process = item
+            alive = _group_alive(process.pgid)
+            if alive and now >= kill_at:
+                self.executor.signal(process, signal.SIGKILL)
+            if not alive or now >= kill_at:
+                self._stragglers.remove(item)
+        for running in self._running.values():
+            if running.process is None:
+                continue
+            if running.kill_at is not None and now >= running.kill_at:
+                self.executor.signal(running.process, signal.SIGKILL)
+                running.kill_at = None
+            elif running.deadline is not None and now >= running.deadline:
+                running.why_stopped = f"timed out after {running.job.timeout:g} s"
+                running.timed_out_at = running.deadline
+                self._terminate(running, now)
+
+    def _terminate(self, running: _Running, now: float) -> None:
+        self.executor.signal(running.process, signal.SIGTERM)
+        running.deadline = None
+        running.kill_at = now + self.kill_grace
+
+    def _stop_after_failure(self) -> None:
+        """Stop the running jobs as an interruption does, recording them while that works; else kill them.
+
+        A job killed without a result stays running in the journal, as after a
+        crash of the runner: ``resume`` records it as a crash.
+        """
+        for job_id in [job_id for job_id, running in self._running.items() if running.process is None]:
+            del self._running[job_id]  # its start was being journaled: it never ran
+        try:
+            self._shut_down()
+            return
+        except (OSError, RunAborted):
+            pass
+        for running in self._running.values():
+            process = running.process
+            if process is not None and process.pgid is not None:
+                try:
+                    os.killpg(process.pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def _drain_wakeups(self) -> None:
+        if self._wake_r is None:
+            return
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _shut_down(self) -> None:
+        """Stop every running job (SIGTERM, SIGKILL after the grace period) and record it as interrupted."""
+        now = self._clock()
+        for running in self._running.values():
+            running.why_stopped = self._stop_comment
+            if running.process is not None:
+                self._terminate(running, now)
+                running.kill_at = now + min(self.kill_grace, 1.0)
+        give_up = now + self.kill_grace + 5.0
+        while (self._running or self._stragglers or self._leftovers) and self._clock() < give_up:
+            self._drain_wakeups()  # else the signal's wake-up byte would make every poll return at once
+            self._handle(self.executor.poll(self._poll_timeout()))
+            self._enforce_deadlines()
+        self._commit()
+
+
+def _release(writer: SessionWriter) -> None:
+    """Close *writer* with a final snapshot if it can be written, else leave its journal as it is."""
+    try:
+        writer.close()
+    except OSError:
+        writer.abandon()
+
+
+def _group_alive(pgid: int) -> bool:
+    return any(True for _ in iter_pgid_members(pgid))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+# -- starting and resuming -------------------------------------------------------
+
+
+@attrs.define
+class Prepared:
+    """A session open for writing with the plan to run in it."""
+
+    writer: SessionWriter
+    plan: planning.Plan
+    finished: dict[str, str]
+    parallel: int
+    notes: list[str] = attrs.Factory(list)
+    expander: TemplateExpander | None = None
+    config: RunConfig | None = None
+    manifest_entries: tuple[ManifestEntry, ...] = ()
+
+
+def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
+    """Select and order the jobs *config* asks for."""
+    selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
+    return planning.build_plan(selected, units.dropped)
+
+
+def start_session(
+    repo: SessionRepository,
+    config: RunConfig,
+    *,
+    title: str | None = None,
+    units: UnitSet | None = None,
+    plan: planning.Plan | None = None,
+) -> Prepared:
+    """Create a session for a new batch and journal its plan.
+
+    The app_blob holds the run configuration and the jobs' effective category
+    and certification status (:class:`plainbox_like.define.plan.RunMetadata`); the
+    plan's mandatory jobs go to ``mandatory_job_list``.
+    """
+    units = units if units is not None else config.load_units()
+    plan = plan if plan is not None else plan_jobs(units, config)
+    parent_session = os.environ.get(SESSION_ENV)
+    parent_job = os.environ.get(JOB_ENV) if parent_session else None
+    metadata = planning.RunMetadata.compute(units, config.test_plan, (plan.jobs[job_id] for job_id in plan.order))
+    writer = repo.create(
+        title=title,
+        durability=config.durability,
+        app_id=APP_ID,
+        app_blob=metadata.to_app_blob(config.to_blob()),
+        parent_session=parent_session,
+        parent_job=parent_job,
+    )
+    mandatory = [job_id for job_id in planning.mandatory_jobs(units, config.test_plan) if job_id in plan.jobs]
+    writer.set_plan(
+        {job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order, mandatory_job_list=mandatory
+    )
+    expander = TemplateExpander(units, config) if units.templates else None
+    return Prepared(
+        writer=writer,
+        plan=plan,
+        finished={},
+        parallel=config.parallel,
+        expander=expander,
+        config=config,
+        manifest_entries=units.manifest_entries,
+    )
+
+
+def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
+    """The run order after the test plan's bootstrap jobs ran (``run --dry-run --bootstrap``).
+
+    The bootstrap resource jobs are run here, outside any session (their
+    ``$PLAINBOX_SESSION_SHARE`` is a temporary directory, removed after), and
+    the jobs their templates make, selected as the run would, are added after
+    the planned ones in the order they would be added. Problems are told to
+    *say* and leave the order as planned.
+    """
+    import tempfile
+
+    if not config.test_plan:
+        raise PlainboxLikeError("--bootstrap needs --test-plan")
+    expander = TemplateExpander(units, config)
+    planned = dict(plan.jobs)
+    order = list(plan.order)
+    shell = find_shell()
+    providers = jobenv.ProviderIndex(config.provider_list())
+    providers.learn(plan.jobs[job_id] for job_id in plan.order)
+    with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
+        for job_id in planning.bootstrap_jobs(units, config.test_plan):
+            job = units.by_id[job_id]
+            if job.plugin != "resource" or not job.command:
+                continue
+            provider = providers.of_job(job)
+            bin_dirs = providers.bin_dirs(provider.namespace) if provider is not None else ()
+            env = jobenv.job_env(dict(os.environ), job, provider, bin_dirs, config.environment)
+            env = job_environment(env, job, "dry-run", share)
+            import subprocess  # only for a dry run's bootstrap
+
+            cwd = jobenv.make_cwd(job)
+            try:
+                done = subprocess.run(
+                    [shell, "-c", job.command], env=env, cwd=cwd, capture_output=True, timeout=job.timeout, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                say(f"bootstrap job {job_id} did not finish: {exc}")
+                continue
+            finally:
+                jobenv.collect_leftovers(cwd, job)
+            if done.returncode != 0:  # as in Checkbox, what it printed still counts
+                say(f"bootstrap job {job_id} failed (exit status {done.returncode})")
+            new = expander.expand(job_id, parse_records(done.stdout.decode("utf-8", errors="replace")), planned)
+            if new:
+                try:
+                    added = planning.build_plan(new).order
+                except PlainboxLikeError as exc:
+                    say(f"jobs made from resource {job_id} not added: {exc}")
+                    continue
+                for new_id in added:
+                    planned[new_id] = next(j for j in new if j.id == new_id)
+                order.extend(added)
+    for warning in expander.warnings:
+        say(warning)
+    return order
+
+
+def most_recent_incomplete(repo: SessionRepository) -> str:
+    """The newest session that is incomplete and has no live runner."""
+    best: tuple[float, str] | None = None
+    held = held_flocks()
+    for path in repo.session_paths():
+        try:
+            state = load_session(path).state
+        except PlainboxLikeError:
+            continue
+        if FLAG_INCOMPLETE in state.metadata.flags and not writer_alive(path, held):
+            created = state.metadata.created or 0.0
+            if best is None or created > best[0]:
+                best = (created, path)
+    if best is None:
+        raise PlainboxLikeError(f"no incomplete session to resume in {repo.sessions_dir}")
+    return best[1]
+
+
+def resume_session(
+    repo: SessionRepository,
+    ref: str | None = None,
+    *,
+    rerun_failed: bool = False,
+    rerun_interrupted: bool = False,
+    rerun_bootstrap: bool = False,
+    ignore_changed: bool = False,
+    parallel: int | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> Prepared:
+    """Open an interrupted session and work out what is left to run."""
+    path = repo.resolve(ref) if ref else most_recent_incomplete(repo)
+    loaded = load_session(path)
+    config = RunConfig.from_blob(loaded.state.metadata.app_blob)
+    writer = SessionWriter.open(path, durability=config.durability)
+    try:
+        state = writer.state
+        units = config.load_units()
+        expander = TemplateExpander(units, config) if units.templates else None
+        made = expander.instantiate_all(state.resources) if expander is not None else []
+        plan = _resume_plan(units, state, ignore_changed, made)
+        if ignore_changed:
+            writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
+        interrupted = settle_interrupted(writer, plan, say)
+        rerun = set(interrupted) if rerun_interrupted else set()
+        if rerun_interrupted:
+            # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too, and so were
+            # those an earlier resume, cleanup or repair found left running by a dead runner.
+            rerun |= {
+                j for j in plan.order
+                if (a := state.latest(j))
+                and a.outcome == OUTCOME_CRASH
+                and a.comments in (INTERRUPTED, STOPPED_BY_REQUEST, STOPPED_WHILE_RUNNING)
+            }
+        if rerun_failed:
+            rerun |= {j for j in plan.order if (a := state.latest(j)) and a.outcome in FAILED_OUTCOMES}
+        if rerun_bootstrap:
+            if not config.test_plan:
+                raise PlainboxLikeError("--rerun-bootstrap: the session was not started with a test plan")
+            rerun |= set(planning.bootstrap_jobs(units, config.test_plan)) & set(plan.order)
+        finished = {}
+        for job_id in plan.order:
+            latest = state.latest(job_id)
+            if latest is None or job_id in rerun:
+                continue
+            if rerun and latest.outcome in (OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE):
+                continue  # its dependency (or resource) may pass this time
+            finished[job_id] = latest.outcome
+        if FLAG_INCOMPLETE not in state.metadata.flags or state.metadata.finished is not None:
+            flags = sorted(set(state.metadata.flags) | {FLAG_INCOMPLETE})
+            writer.update_metadata(flags=flags, finished=None)
+    except BaseException:
+        writer.close()
+        raise
+    return Prepared(
+        writer=writer,
+        plan=plan,
+        finished=finished,
+        parallel=parallel or config.parallel,
+        expander=expander,
+        config=config,
+        manifest_entries=units.manifest_entries,
+    )
+
+
+def _resume_plan(
+    units: UnitSet, state: SessionState, ignore_changed: bool, made: list[JobDefinition] = ()
+) -> planning.Plan:
+    known = {job.id: job for job in units.jobs}
+    for job in made:  # instantiated from templates with the stored resource records
+        known.setdefault(job.id, job)
+    changed = []
+    for job_id in state.desired_job_list:
+        job = known.get(job_id)
+        if job is None:
+            changed.append(f"{job_id} (no longer defined)")
+        elif state.jobs.get(job_id) != job.checksum:
+            changed.append(job_id)
+    if changed and not ignore_changed:
+        listed = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise PlainboxLikeError(
+            f"job definitions changed since the session started: {listed}; use --ignore-changed to resume anyway"
+        )
+    return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
+
+
+def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
+    """Give every job that was running when the runner died its result.
+
+    Used by ``resume`` and by ``cleanup`` (:mod:`plainbox_like.maintain.manage`); only
+    ``plan.jobs`` is looked at (for the ``noreturn`` flag).
+
+    Processes the dead runner's jobs left behind are found by the session id
+    in their environment and killed first, so that nothing runs twice at once.
+    Returns the jobs recorded as crashed (a noreturn job passes and is not listed).
+    """
+    settled = []
+    leftovers = find_leftovers(writer.id) if writer.state.running_jobs else {}
+    for job_id, running in list(writer.state.running_jobs.items()):
+        for pgid in leftovers.get(job_id, ()):
+            say(f"killing the leftover processes of job {job_id} (process group {pgid})")
+            kill_group(pgid)
+        _complete_missing_log(writer, running.io_log_filename)
+        jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
+        job = plan.jobs.get(job_id)
+        noreturn = job is not None and "noreturn" in job.flags
+        writer.job_finished(
+            job_id,
+            Attempt(
+                outcome=OUTCOME_PASS if noreturn else OUTCOME_CRASH,
+                comments="noreturn job: the session stopped while it ran, as expected"
+                if noreturn
+                else STOPPED_WHILE_RUNNING,
+                io_log_filename=running.io_log_filename,
+                attempt=running.attempt,
+                started=running.started,
+            ),
+        )
+        if not noreturn:  # a noreturn job did what it should: never a candidate for --rerun-interrupted
+            settled.append(job_id)
+    return settled
+
+
+def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) -> None:
+    """Give an attempt whose runner died before creating its log an empty one.
+
+    The runner journals a job's start before spawning it and creates the log
+    files just after; a death in between leaves a name without a file.
+    """
+    prefix, suffix = f"{IO_LOGS}/", ".record.gz"
+    if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
+        return
+    if not os.path.isdir(writer.io_logs_dir):  # damaged (check and repair say so): no log to complete
+        return
+    # Confined (the writer refuses a state naming paths outside), and never written through a link.
+    if not os.path.lexists(session_file(writer.path, io_log_filename, "io_log_filename")):
+        writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()
+
+
+def find_leftovers(session_id: str) -> dict[str, set[int]]:
+    """Process groups of live processes started as jobs of *session_id*, by job id."""
+    found: dict[str, set[int]] = {}
+    for leftover in find_marked({SESSION_ENV: session_id}):
+        job_id = process_env(leftover.pid).get(JOB_ENV)
+        if job_id is not None:
+            try:
+                found.setdefault(job_id, set()).add(os.getpgid(leftover.pid))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
+    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
+    for leftover in leftovers:
+        signal_leftover(leftover, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = [leftover for leftover in leftovers if still_running(leftover)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [leftover for leftover in alive if still_running(leftover)]
+    for leftover in alive:
+        signal_leftover(leftover, signal.SIGKILL)
+
+
+def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
+    """SIGTERM process group *pgid*, then SIGKILL what is left after *grace* seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(True for _ in iter_pgid_members(pgid)):
+            time.sleep(0.05)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSummary:
+    """Run what is left of a prepared session and close it."""
+    writer = prepared.writer
+    runner = BatchRunner(
+        writer,
+        prepared.plan,
+        finished=prepared.finished,
+        parallel=prepared.parallel,
+        reporter=reporter,
+        expander=prepared.expander,
+        warnings=prepared.notes,
+        launcher_env=prepared.config.environment if prepared.config is not None else None,
+        providers=jobenv.ProviderIndex(prepared.config.provider_list()) if prepared.config is not None else None,
+        manifest_entries=prepared.manifest_entries,
+        manifest_answers=prepared.config.manifest if prepared.config is not None else None,
+    )
+    control.clear_request(writer.path)  # a request left for an earlier run is not for this one
+    try:
+        interrupted = runner.run()
+        if not interrupted:
+            flags = [f for f in writer.state.metadata.flags if f != FLAG_INCOMPLETE]
+            writer.update_metadata(flags=flags, finished=time.time())
+        writer.close()
+    except (OSError, RunAborted) as exc:
+        _release(writer)
+        detail = f"cannot write its files ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+        raise RunAborted(
+            f"session {writer.id}: {detail}; the run stopped, and so did its running jobs. "
+            f"To continue (once there is room again, if the disk is full): plainbox-like resume {writer.id}"
+        ) from None
+    except BaseException:
+        _release(writer)
+        raise
+    counts = {}
+    for job_id in runner.scheduler.order:
+        latest = writer.state.latest(job_id)
+        if latest is not None:
+            counts[latest.outcome] = counts.get(latest.outcome, 0) + 1
+    return RunSummary(writer.id, writer.path, counts, interrupted, runner.stopped_by)
