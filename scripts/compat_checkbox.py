@@ -89,17 +89,6 @@ def checkbox_outcomes(session_dir: str) -> dict[str, str]:
     return {job: attempts[-1]["outcome"] for job, attempts in results.items() if attempts}
 
 
-def checkbox_run_order(session_dir: str, jobs: list[str]) -> list[str]:
-    """The jobs of a Checkbox session that ran, in the order they ended (their io-log records' times)."""
-    slug = {re.sub(r"[^A-Za-z0-9_.-]", "_", job): job for job in jobs}
-    logs = os.path.join(session_dir, "io-logs")
-    ended = []
-    for name in os.listdir(logs) if os.path.isdir(logs) else ():
-        if name.endswith(".record.gz") and name[: -len(".record.gz")] in slug:
-            ended.append((os.stat(os.path.join(logs, name)).st_mtime_ns, slug[name[: -len(".record.gz")]]))
-    return [job for _when, job in sorted(ended)]
-
-
 #: Run with Checkbox's own python: bootstraps a test plan as ``checkbox-cli list-bootstrapped`` does and prints
 #: the bootstrap jobs it ran (``B id``), then its run list (``R id``). With ``declared`` as second argument, each
 #: job's dependencies are walked in the order written (depends, then the resources of requires, then after)
