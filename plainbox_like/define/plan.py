@@ -812,8 +812,10 @@ class Scheduler:
         self._next_edge: list[int] = []
         self._edge_target: list[int] = []
         self._running: set[str] = set()
-        self._ready_run: list[int] = []
-        self._ready_skip: list[tuple[int, str]] = []
+        # heaps of (rank, position[, reason]): the rank orders them (see extend), the position names the job
+        self._rank = list(range(count))
+        self._ready_run: list[tuple[int, int]] = []
+        self._ready_skip: list[tuple[int, int, str]] = []
         self._left = 0
         outcomes = self._outcomes
         waiting = self._waiting
@@ -839,13 +841,18 @@ class Scheduler:
             if not waiting[i] and job_id not in outcomes:
                 self._make_ready(i)
 
-    def extend(self, jobs: Sequence[JobDefinition]) -> None:
+    def extend(self, jobs: Sequence[JobDefinition], order: Sequence[str] | None = None) -> None:
         """Add jobs to a running schedule (jobs instantiated from templates).
 
         Ids already planned are ignored. The new jobs are ordered among
         themselves by :func:`build_plan` (a cycle raises :class:`PlanError` and
         adds nothing) and wait for their known predecessors that have not
         finished yet; ``plan.jobs`` and ``plan.unknown_deps`` are updated.
+
+        *order* (the run's whole order with the new jobs placed, as Checkbox
+        places them after bootstrapping) decides which ready job goes first
+        from now on; jobs it does not list go before those it lists, in the
+        order they had. Without it the new jobs come after the planned ones.
         """
         new = [job for job in dict((job.id, job) for job in jobs).values() if job.id not in self._position]
         if not new:
@@ -860,6 +867,7 @@ class Scheduler:
             jobs_by_id[job_id] = ordered.jobs[job_id]
             self._waiting.append(0)
             self._first_edge.append(-1)
+            self._rank.append(len(self._rank))
         self._left += len(ordered.order)
         by_bare = _bare_index_if_needed(new, position)
         before_of = _before_index(new, {job.id: None for job in new})  # jobs already planned may have started
@@ -887,14 +895,32 @@ class Scheduler:
                 self._next_edge.append(self._first_edge[i])
                 self._first_edge[i] = len(self._edge_target)
                 self._edge_target.append(t)
+        if order is not None:
+            self._rerank(order)
         for i in range(start, len(self._ids)):
             if not self._waiting[i]:
                 self._make_ready(i)
+
+    def _rerank(self, order: Sequence[str]) -> None:
+        """Rank the jobs by *order* (those it lacks first, as they were) and reorder the ready heaps."""
+        placed = {job_id: k for k, job_id in enumerate(order)}
+        first = -len(self._ids)
+        self._rank = [placed.get(job_id, first + i) for i, job_id in enumerate(self._ids)]
+        rank = self._rank
+        self._ready_run = [(rank[i], i) for _old, i in self._ready_run]
+        self._ready_skip = [(rank[i], i, reason) for _old, i, reason in self._ready_skip]
+        heapq.heapify(self._ready_run)
+        heapq.heapify(self._ready_skip)
 
     @property
     def order(self) -> tuple[str, ...]:
         """Every job id of the schedule: the plan's order, then jobs added by :meth:`extend`."""
         return tuple(self._ids)
+
+    @property
+    def run_order(self) -> tuple[str, ...]:
+        """Every job id in the order the schedule prefers them (:attr:`order` unless :meth:`extend` placed jobs)."""
+        return tuple(job_id for _rank, job_id in sorted(zip(self._rank, self._ids)))
 
     def _make_ready(self, i: int) -> None:
         job_id = self._ids[i]
@@ -902,7 +928,7 @@ class Scheduler:
             missing = self.plan.unknown_deps[job_id][0]
             why = self.plan.left_out.get(missing)
             reason = f"dependency {missing} could not be loaded ({why})" if why else f"unknown dependency {missing}"
-            heapq.heappush(self._ready_skip, (i, reason))
+            heapq.heappush(self._ready_skip, (self._rank[i], i, reason))
             return
         job = self.plan.jobs[job_id]
         failed = [
@@ -912,18 +938,18 @@ class Scheduler:
         ]
         if len(failed) == 1:
             dep, outcome = failed[0].split(" (", 1)
-            heapq.heappush(self._ready_skip, (i, f"dependency {dep} did not pass ({outcome}"))
+            heapq.heappush(self._ready_skip, (self._rank[i], i, f"dependency {dep} did not pass ({outcome}"))
             return
         if failed:
-            heapq.heappush(self._ready_skip, (i, f"dependencies did not pass: {', '.join(failed)}"))
+            heapq.heappush(self._ready_skip, (self._rank[i], i, f"dependencies did not pass: {', '.join(failed)}"))
             return
         for dep in job.salvages:
             outcome = self._outcomes.get(dep)
             if outcome != SALVAGED_OUTCOME:
                 why = f"outcome {outcome}" if dep in self._position else "not part of the run"
-                heapq.heappush(self._ready_skip, (i, f"salvages {dep}, which did not fail ({why})"))
+                heapq.heappush(self._ready_skip, (self._rank[i], i, f"salvages {dep}, which did not fail ({why})"))
                 return
-        heapq.heappush(self._ready_run, i)
+        heapq.heappush(self._ready_run, (self._rank[i], i))
 
     def _record(self, job_id: str, outcome: str) -> None:
         self._outcomes[job_id] = outcome
@@ -945,10 +971,10 @@ class Scheduler:
         """
         # Entries made stale by a job added since (extend: made to wait again), or earlier copies, go first.
         skips, runs, ids = self._ready_skip, self._ready_run, self._ids
-        while skips and (self._waiting[skips[0][0]] or ids[skips[0][0]] in self._outcomes):
+        while skips and (self._waiting[skips[0][1]] or ids[skips[0][1]] in self._outcomes):
             heapq.heappop(skips)
         while runs and (
-            self._waiting[runs[0]] or ids[runs[0]] in self._outcomes or ids[runs[0]] in self._running
+            self._waiting[runs[0][1]] or ids[runs[0][1]] in self._outcomes or ids[runs[0][1]] in self._running
         ):
             heapq.heappop(runs)
         # Skips need no slot. One job at a time, they come in plan order with the runs (as in Checkbox): a
@@ -957,15 +983,16 @@ class Scheduler:
         if skips:
             first = skips[0][0]
             skip_first = self.max_running > 1 or (
-                (not runs or first < runs[0]) and not any(self._position[job] < first for job in self._running)
+                (not runs or first < runs[0][0])
+                and not any(self._rank[self._position[job]] < first for job in self._running)
             )
         if skip_first:
-            i, reason = heapq.heappop(skips)
+            _rank, i, reason = heapq.heappop(skips)
             job_id = ids[i]
             self._record(job_id, SKIPPED_DEPENDENCY)
             return Decision(job_id, "skip", SKIPPED_DEPENDENCY, reason)
         if runs and len(self._running) < self.max_running:
-            job_id = ids[heapq.heappop(runs)]
+            job_id = ids[heapq.heappop(runs)[1]]
             self._running.add(job_id)
             return Decision(job_id, "run")
         return None

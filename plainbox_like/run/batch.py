@@ -171,6 +171,8 @@ class TemplateExpander:
     units: UnitSet
     config: RunConfig
     warnings: list[str] = attrs.Factory(list)
+    #: Every job made so far, in the order made: as in Checkbox, they join the job list after the loaded ones.
+    made: dict[str, JobDefinition] = attrs.Factory(dict)
 
     def instantiate(self, resource_id: str, records: list[dict[str, str]]) -> list[JobDefinition]:
         """Every job the templates over *resource_id* make from *records* (no selection)."""
@@ -203,17 +205,34 @@ class TemplateExpander:
     def expand(self, resource_id: str, records: list[dict[str, str]], planned: dict[str, JobDefinition]) -> list[JobDefinition]:
         """The new jobs to add to a run after *resource_id* passed: made, selected as the run selects, not planned yet."""
         made = self.instantiate(resource_id, records)
+        for job in made:
+            self.made.setdefault(job.id, job)
         config = self.config
         if made and (config.test_plan or config.include or config.exclude):
             # Select among every job, so that the new jobs' dependencies come along; what is planned already
             # is dropped below.
-            made = planning.select_jobs(
-                UnitSet(jobs=[*self.units.jobs, *made], test_plans=self.units.test_plans),
-                config.test_plan,
-                config.include,
-                config.exclude,
-            )
+            made = self._selected()
         return [job for job in made if job.id not in planned]
+
+    def _selected(self) -> list[JobDefinition]:
+        """The run's selection among the loaded jobs and every job made so far (after them, as Checkbox lists them)."""
+        config = self.config
+        return planning.select_jobs(
+            UnitSet(jobs=[*self.units.jobs, *self.made.values()], test_plans=self.units.test_plans),
+            config.test_plan,
+            config.include,
+            config.exclude,
+        )
+
+    def run_order(self) -> tuple[str, ...]:
+        """The run's order with the jobs made so far where Checkbox puts them.
+
+        Checkbox selects the test plan again once its bootstrap jobs ran, over
+        its job list with the made jobs at the end, and orders that selection:
+        so a made job comes where the plan's pattern that matches it is, not
+        after everything planned. Raises :class:`PlanError` for a cycle.
+        """
+        return planning.build_plan(self._selected(), self.units.dropped).order
 
 
 @attrs.define
@@ -667,7 +686,7 @@ class BatchRunner:
                 new_jobs = self.expander.expand(job.id, records, self.plan.jobs)
         if new_jobs:
             try:
-                self.scheduler.extend(new_jobs)
+                self.scheduler.extend(new_jobs, order=self.expander.run_order())
             except PlainboxLikeError as exc:  # a dependency cycle among the new jobs
                 self.expander.warnings.append(f"jobs made from resource {job.id} not added: {exc}")
             else:
@@ -928,9 +947,9 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     """The run order after the test plan's bootstrap jobs ran (``run --dry-run --bootstrap``).
 
     The bootstrap resource jobs are run here, outside any session (their
-    ``$PLAINBOX_SESSION_SHARE`` is a temporary directory, removed after), and
-    the jobs their templates make, selected as the run would, are added after
-    the planned ones in the order they would be added. Problems are told to
+    ``$PLAINBOX_SESSION_SHARE`` is a temporary directory, removed after); they
+    come first, then the rest of the plan with the jobs their templates make
+    where Checkbox puts them (:meth:`TemplateExpander.run_order`). Problems are told to
     *say* and leave the order as planned.
     """
     import tempfile
@@ -943,8 +962,9 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     shell = find_shell()
     providers = jobenv.ProviderIndex(config.provider_list())
     providers.learn(plan.jobs[job_id] for job_id in plan.order)
+    bootstrap = planning.bootstrap_jobs(units, config.test_plan)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
-        for job_id in planning.bootstrap_jobs(units, config.test_plan):
+        for job_id in bootstrap:
             job = units.by_id[job_id]
             if job.plugin != "resource" or not job.command:
                 continue
@@ -969,13 +989,15 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
             new = expander.expand(job_id, parse_records(done.stdout.decode("utf-8", errors="replace")), planned)
             if new:
                 try:
-                    added = planning.build_plan(new).order
+                    planning.build_plan(new)
+                    placed = expander.run_order()
                 except PlainboxLikeError as exc:
                     say(f"jobs made from resource {job_id} not added: {exc}")
                     continue
-                for new_id in added:
-                    planned[new_id] = next(j for j in new if j.id == new_id)
-                order.extend(added)
+                planned.update((j.id, j) for j in new)
+                # the bootstrap jobs (and whatever they needed) ran first; the rest as Checkbox places them
+                head = order[: max(order.index(j) for j in bootstrap if j in order) + 1]
+                order = head + [j for j in placed if j not in head and j in planned]
     for warning in expander.warnings:
         say(warning)
     return order

@@ -766,3 +766,30 @@ def test_scheduler_extend_refuses_a_cycle() -> None:
         sched.extend([job("x", depends="y"), job("y", depends="x")])
     assert sched.order == ("a",)
     assert sched.remaining == 1
+
+
+def test_scheduler_extend_places_new_jobs_by_the_order_given() -> None:
+    # A resource job ran; the jobs made from it go where the run's new order puts them (as Checkbox places
+    # template-made jobs), a skip among them too, and jobs the order does not list keep going first.
+    sched = Scheduler(build_plan([job("res"), job("x"), job("first"), job("last")]))
+    assert sched.next_decision() == Decision("res", "run")
+    sched.extend([job("made_1"), job("made_2", depends="gone")], order=["first", "made_1", "made_2", "last"])
+    sched.finish("res", "pass")
+    got = []
+    while not sched.done():
+        decision = sched.next_decision()
+        got.append((decision.job_id, decision.action))
+        if decision.action == "run":
+            sched.finish(decision.job_id, "pass")
+    assert got == [("x", "run"), ("first", "run"), ("made_1", "run"), ("made_2", "skip"), ("last", "run")]
+    assert sched.run_order == ("res", "x", "first", "made_1", "made_2", "last")
+
+
+def test_scheduler_extend_without_an_order_adds_new_jobs_last() -> None:
+    sched = Scheduler(build_plan([job("res"), job("last")]))
+    assert sched.next_decision() == Decision("res", "run")
+    sched.extend([job("made")])
+    sched.finish("res", "pass")
+    assert [sched.next_decision().job_id, sched.finish("last", "pass"), sched.next_decision().job_id] == [
+        "last", None, "made"
+    ]

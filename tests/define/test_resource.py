@@ -497,8 +497,9 @@ def test_dry_run_with_bootstrap_lists_template_jobs(tmp_path, capsys):
     assert main(args) == 0
     import json
 
+    # as in Checkbox: the made jobs where the plan's pattern names them (before ``last``), template by template
     assert json.loads(capsys.readouterr().out) == [
-        "disks", "last", "before", "disk/trim-sda", "disk/trim-sdc", "disk/jinja-sda", "disk/jinja-sdb", "disk/jinja-sdc"
+        "disks", "before", "disk/trim-sda", "disk/trim-sdc", "disk/jinja-sda", "disk/jinja-sdb", "disk/jinja-sdc", "last"
     ]
     assert not repo.exists() or not SessionRepository(str(repo)).session_paths()
     assert main(["--repository", str(repo), "run", "--bootstrap", str(path)]) == 2

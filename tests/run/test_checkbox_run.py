@@ -286,3 +286,79 @@ def test_a_launchers_environment_is_the_checkbox_env_of_jinja2_templates(tmp_pat
     )
     _summary, state = _run(tmp_path, sources=[str(tmp_path / "units.pxu")], environment={"FLAVOUR": "blue"})
     assert state.latest("ns::made-one-blue").outcome == "pass"
+
+
+#: Checkbox 1.18.1's run order for tutorial-extended (tutorial + resource + base) once bootstrapped: the
+#: bootstrap job it ran, then its run list (``list-bootstrapped``), each job's dependencies walked in the order
+#: written (``scripts/compat_checkbox.py --order-only``; Checkbox's own walk of a dependency set changes from
+#: process to process). ``network_available_eth0`` stands for the jobs the template makes, one per interface.
+TUTORIAL_EXTENDED_BOOTSTRAPPED = """
+    network_iface_info cdimage cpuinfo dmi_present dmi dpkg efi environment lsb meminfo module package snap
+    requirements uname device dmi_attachment executable lsblk_attachment sysfs_attachment udev_attachment
+    dkms_info_json udev_json raw_devices_dmi_json modprobe_json lspci_standard_config_json system_info_json
+    kernel_cmdline_attachment info/kernel_config kernel_config_attachment miscellanea/submission-resources
+    info/systemd-analyze info/systemd-analyze-critical-chain info/kernel-config-iommu-flag
+    network_available_eth0 network_available network_speed
+""".split()
+
+
+@needs_providers
+def test_template_made_jobs_are_listed_where_checkbox_puts_them(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    providers = [_provider("tutorial"), _provider("resource"), _provider("base")]
+    plan = NS + "tutorial-extended"
+    assert run(str(tmp_path / "repo"), "run", "--dry-run", "--bootstrap", "--test-plan", plan, *providers) == 0
+    ours = [line.split("::", 1)[1] for line in capfd.readouterr().out.split()]
+    made = [job for job in ours if job.startswith("network_available_")]
+    if not made:
+        pytest.skip("network_iface_info found no Ethernet interface here, so the template makes no job")
+    at = TUTORIAL_EXTENDED_BOOTSTRAPPED.index("network_available_eth0")
+    expected = TUTORIAL_EXTENDED_BOOTSTRAPPED[:at] + made + TUTORIAL_EXTENDED_BOOTSTRAPPED[at + 1 :]
+    assert ours == expected  # the made jobs where the plan's pattern names them, not after everything
+
+
+SMALL_PROVIDER = """\
+unit: test plan
+id: plan
+_name: Made jobs in the middle
+bootstrap_include:
+  disks
+include:
+  first
+  check_.*
+  last
+
+id: disks
+plugin: resource
+command: printf 'name: b\\n\\nname: a\\n'
+
+id: first
+command: true
+
+id: last
+command: true
+
+unit: template
+template-resource: disks
+id: check_{name}
+depends: helper
+command: true
+
+id: helper
+command: true
+"""
+
+
+def test_template_made_jobs_run_where_the_plan_names_them(tmp_path, capfd, monkeypatch):
+    # As Checkbox: once bootstrapped, the plan is selected again with the made jobs after the loaded ones
+    # (records in order), so they come where their pattern is, each after what it depends on.
+    monkeypatch.chdir(tmp_path)
+    units = tmp_path / "units.pxu"
+    units.write_text(SMALL_PROVIDER)
+    expected = ["disks", "first", "helper", "check_b", "check_a", "last"]
+    assert run(str(tmp_path / "dry"), "run", "--dry-run", "--bootstrap", "--test-plan", "plan", str(units)) == 0
+    assert capfd.readouterr().out.split() == expected
+    order = _Order()
+    _summary, state = _run(tmp_path, order, sources=[str(units)], test_plan="plan")
+    assert order.jobs == expected
+    assert all(state.latest(job).outcome == "pass" for job in expected)
