@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-    from plainbox_like.maintain import manage
     from plainbox_like.read import summary
     from plainbox_like.store.model import Attempt, SessionState
     from plainbox_like.store.storage import LoadedSession
@@ -329,7 +328,6 @@ def _note(job: dict[str, Any]) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from plainbox_like.store import codec
-    from plainbox_like.maintain import manage
     from plainbox_like.read import summary
     from plainbox_like.cli import common
 
@@ -339,7 +337,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     s = summary.summarize_loaded(loaded)
     meta = loaded.state.metadata
     jobs = job_rows(loaded, s.status)
-    children = manage.find_children(repo, s.id)
+    children = indexing.find_children(repo.root, s.id)
     if args.json:
         data = summary_json(s)
         data.update(
@@ -406,7 +404,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _child_json(child: manage.Child) -> dict[str, Any]:
+def _child_json(child: indexing.Child) -> dict[str, Any]:
     from plainbox_like.cli import common
 
     return {
@@ -419,7 +417,7 @@ def _child_json(child: manage.Child) -> dict[str, Any]:
     }
 
 
-def _print_children(children: list[manage.Child]) -> None:
+def _print_children(children: list[indexing.Child]) -> None:
     """The sessions started from within this session's jobs, if any."""
     if not children:
         return
