@@ -44,7 +44,8 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
-from plainbox_like.store.storage import session_file
+from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)
+from plainbox_like.run.settle import find_leftovers, kill_group, settle_interrupted  # noqa: F401
 from plainbox_like.define.resource import RequirementProgram
 from plainbox_like.define.providers import Provider, find_providers
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
@@ -54,20 +55,15 @@ APP_ID = "plainbox-like"
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
 #: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
 FLAG_LEAVES_PROCESSES = "leaves-processes"
-#: Seconds between SIGTERM and SIGKILL when a job is stopped.
-KILL_GRACE = 3.0
 #: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
 #: the number of CPUs is no limit; but each worker is a forked copy of the runner holding two of its pipe
 #: ends, and 256 of them already take half of the common limit of 1,024 open files.
 MAX_PARALLEL = 256
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
-STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
 #: Outcomes of a resource job whose records count (Checkbox keeps the records of any job that ran).
 RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 
-SESSION_ENV = "PLAINBOX_LIKE_SESSION"
-JOB_ENV = "PLAINBOX_LIKE_JOB"
 SHARE_ENV = "PLAINBOX_SESSION_SHARE"
 
 
@@ -1023,7 +1019,8 @@ def resume_session(
         plan = _resume_plan(units, state, ignore_changed, made)
         if ignore_changed:
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
-        interrupted = settle_interrupted(writer, plan, say)
+        noreturn = frozenset(j for j, job in plan.jobs.items() if "noreturn" in job.flags)
+        interrupted = settle_interrupted(writer, noreturn, say)
         rerun = set(interrupted) if rerun_interrupted else set()
         if rerun_interrupted:
             # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too, and so were
@@ -1086,72 +1083,6 @@ def _resume_plan(
     return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
 
 
-def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
-    """Give every job that was running when the runner died its result.
-
-    Used by ``resume`` and by ``cleanup`` (:mod:`plainbox_like.maintain.manage`); only
-    ``plan.jobs`` is looked at (for the ``noreturn`` flag).
-
-    Processes the dead runner's jobs left behind are found by the session id
-    in their environment and killed first, so that nothing runs twice at once.
-    Returns the jobs recorded as crashed (a noreturn job passes and is not listed).
-    """
-    settled = []
-    leftovers = find_leftovers(writer.id) if writer.state.running_jobs else {}
-    for job_id, running in list(writer.state.running_jobs.items()):
-        for pgid in leftovers.get(job_id, ()):
-            say(f"killing the leftover processes of job {job_id} (process group {pgid})")
-            kill_group(pgid)
-        _complete_missing_log(writer, running.io_log_filename)
-        jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
-        job = plan.jobs.get(job_id)
-        noreturn = job is not None and "noreturn" in job.flags
-        writer.job_finished(
-            job_id,
-            Attempt(
-                outcome=OUTCOME_PASS if noreturn else OUTCOME_CRASH,
-                comments="noreturn job: the session stopped while it ran, as expected"
-                if noreturn
-                else STOPPED_WHILE_RUNNING,
-                io_log_filename=running.io_log_filename,
-                attempt=running.attempt,
-                started=running.started,
-            ),
-        )
-        if not noreturn:  # a noreturn job did what it should: never a candidate for --rerun-interrupted
-            settled.append(job_id)
-    return settled
-
-
-def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) -> None:
-    """Give an attempt whose runner died before creating its log an empty one.
-
-    The runner journals a job's start before spawning it and creates the log
-    files just after; a death in between leaves a name without a file.
-    """
-    prefix, suffix = f"{IO_LOGS}/", ".record.gz"
-    if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
-        return
-    if not os.path.isdir(writer.io_logs_dir):  # damaged (check and repair say so): no log to complete
-        return
-    # Confined (the writer refuses a state naming paths outside), and never written through a link.
-    if not os.path.lexists(session_file(writer.path, io_log_filename, "io_log_filename")):
-        writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()
-
-
-def find_leftovers(session_id: str) -> dict[str, set[int]]:
-    """Process groups of live processes started as jobs of *session_id*, by job id."""
-    found: dict[str, set[int]] = {}
-    for leftover in find_marked({SESSION_ENV: session_id}):
-        job_id = process_env(leftover.pid).get(JOB_ENV)
-        if job_id is not None:
-            try:
-                found.setdefault(job_id, set()).add(os.getpgid(leftover.pid))
-            except ProcessLookupError:
-                pass
-    return found
-
-
 def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
     """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
     for leftover in leftovers:
@@ -1163,18 +1094,6 @@ def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None
         alive = [leftover for leftover in alive if still_running(leftover)]
     for leftover in alive:
         signal_leftover(leftover, signal.SIGKILL)
-
-
-def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
-    """SIGTERM process group *pgid*, then SIGKILL what is left after *grace* seconds."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(True for _ in iter_pgid_members(pgid)):
-            time.sleep(0.05)
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSummary:
