@@ -387,7 +387,7 @@ class DefinitionCache:
         if key in self._configs:
             self._configs.move_to_end(key)
             return self._configs[key]
-        from plainbox_like.run.batch import RunConfig  # the runner machinery is only needed here
+        from plainbox_like.store.runconfig import RunConfig  # the persisted model is only needed here
 
         try:
             config = RunConfig.from_blob(blob)

@@ -9,9 +9,7 @@ either finished with a result, or known to have been running.
 
 from __future__ import annotations
 
-import base64
 import getpass
-import json
 import os
 import signal
 import time
@@ -44,6 +42,7 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.store.runconfig import RunConfig  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import find_leftovers, kill_group, settle_interrupted  # noqa: F401
 from plainbox_like.define.resource import RequirementProgram
@@ -90,62 +89,29 @@ class NullReporter:
         pass
 
 
-@attrs.define
-class RunConfig:
-    """How the batch was defined, kept in the session (``metadata.app_blob``) for resume."""
+def run_providers(config: RunConfig) -> list[Provider]:
+    """The providers of the run (read again from their definitions); one that is gone is left out."""
+    return find_providers(config.providers, search=False)[0] if config.providers else []
 
-    sources: list[str] = attrs.Factory(list)
-    commands: list[str] = attrs.Factory(list)
-    test_plan: str | None = None
-    include: list[str] = attrs.Factory(list)
-    exclude: list[str] = attrs.Factory(list)
-    parallel: int = 1
-    durability: str = "fsync"
-    #: Namespace for the jobs of unit files (None: each provider's own, if any).
-    namespace: str | None = None
-    #: Variables a launcher's ``[environment]`` gives the jobs (only where the environment lacks them).
-    environment: dict[str, str] = attrs.Factory(dict)
-    #: Manifest answers (entry id -> value), from ``--manifest`` and a launcher's ``[manifest]``.
-    manifest: dict[str, Any] = attrs.Factory(dict)
-    #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
-    #: when the run started (:func:`plainbox_like.define.providers.find_providers`), in Checkbox's order.
-    providers: list[str] = attrs.Factory(list)
 
-    def to_blob(self) -> str:
-        return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
+def load_run_units(config: RunConfig) -> UnitSet:
+    """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
+    providers = run_providers(config)
+    units = load_units(
+        config.sources, config.commands, namespace=config.namespace, providers=providers, checkbox_env=config.environment
+    )
+    if manifest.MANIFEST_JOB_ID in units.by_id or not (
+        units.manifest_entries or manifest.needs_manifest(units.jobs)
+    ):
+        return units
+    index = jobenv.ProviderIndex(providers)
 
-    @classmethod
-    def from_blob(cls, blob: str | None) -> "RunConfig":
-        if not blob:
-            raise PlainboxLikeError("the session does not say how it was run (no app_blob): cannot resume it")
-        try:
-            data = json.loads(base64.standard_b64decode(blob))
-            return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
-        except (ValueError, TypeError) as exc:
-            raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
+    def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
+        found = index.of_path(entry.origin.path) if entry.origin is not None else None
+        return (found.namespace, found.name) if found is not None else None
 
-    def provider_list(self) -> list[Provider]:
-        """The providers of the run (read again from their definitions); one that is gone is left out."""
-        return find_providers(self.providers, search=False)[0] if self.providers else []
-
-    def load_units(self) -> UnitSet:
-        """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
-        providers = self.provider_list()
-        units = load_units(
-            self.sources, self.commands, namespace=self.namespace, providers=providers, checkbox_env=self.environment
-        )
-        if manifest.MANIFEST_JOB_ID in units.by_id or not (
-            units.manifest_entries or manifest.needs_manifest(units.jobs)
-        ):
-            return units
-        index = jobenv.ProviderIndex(providers)
-
-        def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
-            found = index.of_path(entry.origin.path) if entry.origin is not None else None
-            return (found.namespace, found.name) if found is not None else None
-
-        job = manifest.manifest_job(units.manifest_entries, self.manifest, provider_of)
-        return attrs.evolve(units, jobs=[*units.jobs, job])
+    job = manifest.manifest_job(units.manifest_entries, config.manifest, provider_of)
+    return attrs.evolve(units, jobs=[*units.jobs, job])
 
 
 def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
@@ -891,7 +857,7 @@ def start_session(
     and certification status (:class:`plainbox_like.define.plan.RunMetadata`); the
     plan's mandatory jobs go to ``mandatory_job_list``.
     """
-    units = units if units is not None else config.load_units()
+    units = units if units is not None else load_run_units(config)
     plan = plan if plan is not None else plan_jobs(units, config)
     parent_session = os.environ.get(SESSION_ENV)
     parent_job = os.environ.get(JOB_ENV) if parent_session else None
@@ -937,7 +903,7 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     planned = dict(plan.jobs)
     order = list(plan.order)
     shell = find_shell()
-    providers = jobenv.ProviderIndex(config.provider_list())
+    providers = jobenv.ProviderIndex(run_providers(config))
     providers.learn(plan.jobs[job_id] for job_id in plan.order)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
         for job_id in planning.bootstrap_jobs(units, config.test_plan):
@@ -1013,7 +979,7 @@ def resume_session(
     writer = SessionWriter.open(path, durability=config.durability)
     try:
         state = writer.state
-        units = config.load_units()
+        units = load_run_units(config)
         expander = TemplateExpander(units, config) if units.templates else None
         made = expander.instantiate_all(state.resources) if expander is not None else []
         plan = _resume_plan(units, state, ignore_changed, made)
@@ -1108,7 +1074,7 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         expander=prepared.expander,
         warnings=prepared.notes,
         launcher_env=prepared.config.environment if prepared.config is not None else None,
-        providers=jobenv.ProviderIndex(prepared.config.provider_list()) if prepared.config is not None else None,
+        providers=jobenv.ProviderIndex(run_providers(prepared.config)) if prepared.config is not None else None,
         manifest_entries=prepared.manifest_entries,
         manifest_answers=prepared.config.manifest if prepared.config is not None else None,
     )

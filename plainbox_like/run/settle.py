@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from plainbox_like.errors import one_line
 from plainbox_like.run import jobenv
 from plainbox_like.run.executors import find_marked, iter_pgid_members, process_env
+from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS, Attempt, SessionState
 from plainbox_like.store.storage import IO_LOGS, SessionWriter, session_file
 
@@ -47,7 +48,7 @@ def noreturn_ids(state: SessionState, notes: list[str]) -> frozenset[str]:
     from plainbox_like.run import batch  # the run machinery: only when a job was left running
 
     try:
-        units = batch.RunConfig.from_blob(state.metadata.app_blob).load_units()
+        units = batch.load_run_units(RunConfig.from_blob(state.metadata.app_blob))
     except Exception as exc:  # noqa: BLE001 - best effort: only the noreturn flag is looked up
         notes.append(f"the job definitions could not be loaded ({one_line(exc)}): every running job is recorded as crash")
         return frozenset()

@@ -519,7 +519,7 @@ from plainbox_like.store.storage import SessionRepository
 
 repo = SessionRepository(sys.argv[1])
 config = batch.RunConfig(commands=["sleep 1000", "true"])
-units = config.load_units()
+units = batch.load_run_units(config)
 writer = repo.create(title="killed", app_id=batch.APP_ID, app_blob=config.to_blob())
 writer.set_plan({job.id: job.checksum for job in units.jobs}, ["c1", "c2"])
 log, name = writer.new_log("c1", 1)

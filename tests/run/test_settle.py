@@ -14,7 +14,7 @@ JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 def _died_running(repo, config):
     """A session whose runner died while every job of *config* ran (the lock released, nothing settled)."""
-    units = config.load_units()
+    units = batch.load_run_units(config)
     writer = repo.create(title="died", app_id=batch.APP_ID, app_blob=config.to_blob())
     writer.set_plan({job.id: job.checksum for job in units.jobs}, [job.id for job in units.jobs])
     for job in units.jobs:
