@@ -100,3 +100,9 @@ class OutsideSession(PlainboxLikeError):
 
     Nothing is read or written through it; the message names the session and what leads out.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of *exc* on a single line (a foreign exception is named by its type)."""
+    text = str(exc) if isinstance(exc, PlainboxLikeError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) or type(exc).__name__

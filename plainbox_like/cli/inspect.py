@@ -18,25 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from typing import Any
 
-    from plainbox_like.maintain import manage
     from plainbox_like.read import summary
-    from plainbox_like.store.model import Attempt, SessionState
+    from plainbox_like.store.model import Attempt
     from plainbox_like.store.storage import LoadedSession
-
-#: Outcomes listed first, in this order; others follow alphabetically.
-OUTCOME_ORDER = (
-    "pass",
-    "fail",
-    "crash",
-    "skip",
-    "skipped-dependency",
-    "skipped-resource",
-    "not-supported",
-    "not-implemented",
-    "undecided",
-    "not-run",
-)
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -98,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def format_counts(counts: dict[str, int]) -> str:
     """``pass 10, fail 2`` in a stable order; ``-`` when there are none."""
-    order = {name: i for i, name in enumerate(OUTCOME_ORDER)}
-    items = sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
-    return ", ".join(f"{name} {n}" for name, n in items if n) or "-"
+    from plainbox_like.read.statuses import in_status_order  # light: no state machinery
+
+    return ", ".join(f"{name} {n}" for name, n in in_status_order(counts).items() if n) or "-"
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -247,10 +231,6 @@ def _load_for_show(path: str) -> LoadedSession:
         raise
 
 
-def _ordered_jobs(state: SessionState) -> list[str]:
-    return list(dict.fromkeys([*state.desired_job_list, *state.results, *state.running_jobs]))
-
-
 def _attempt_json(a: Attempt) -> dict[str, Any]:
     import attrs
 
@@ -270,28 +250,24 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
 
 
 def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> list[dict[str, Any]]:
-    """One dict per job, in plan order, then jobs with results or running that are not in the plan.
+    """One dict per job (a rendering of :func:`read.jobs.job_views`), in its order.
 
-    ``outcome`` is the latest outcome, ``running`` for a job being run now,
-    ``interrupted`` for one that was running when its writer stopped, and
-    ``None`` for a job that has not run.
+    ``outcome`` is the job's status: the latest outcome, ``running`` for a job
+    being run now (its session running or paused), ``interrupted`` for one that
+    was running when its writer stopped, and ``None`` for a job that has not run.
     """
-    from plainbox_like.store import codec
-    from plainbox_like.read import summary
+    from plainbox_like.read import jobs as job_status
     from plainbox_like.cli import common
 
     now = time.time() if now is None else now
-    state = loaded.state
-    plainbox_running = summary.running_job(loaded) if loaded.origin != codec.FORMAT else None
-    live = status in (summary.STATUS_RUNNING, summary.STATUS_PAUSED)
-    jobs = []
-    for job_id in _ordered_jobs(state):
-        attempts = state.results.get(job_id, [])
-        latest = attempts[-1] if attempts else None
-        running = state.running_jobs.get(job_id)
+    rows = []
+    for view in job_status.job_views(loaded, status):
+        attempts = loaded.state.results.get(view.id, [])
+        latest, running = view.latest, view.running
+        outcome = None if view.status == job_status.NOT_RUN and latest is None else view.status
         entry: dict[str, Any] = {
-            "id": job_id,
-            "outcome": latest.outcome if latest else None,
+            "id": view.id,
+            "outcome": outcome,
             "return_code": latest.return_code if latest else None,
             "execution_duration": latest.execution_duration if latest else None,
             "skip_reason": latest.skip_reason if latest else None,
@@ -302,7 +278,7 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
             "previous_outcome": None,
         }
         if running is not None:
-            entry["outcome"] = "running" if live else "interrupted"
+            live = view.status == job_status.RUNNING
             entry["return_code"] = None
             entry["execution_duration"] = max(0.0, now - running.started) if live else None
             entry["skip_reason"] = entry["comments"] = None
@@ -312,10 +288,8 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
                 "started": common.iso_time(running.started),
                 "io_log_filename": running.io_log_filename,
             }
-        elif job_id == plainbox_running and status != summary.STATUS_COMPLETE:
-            entry["outcome"] = "interrupted"
-        jobs.append(entry)
-    return jobs
+        rows.append(entry)
+    return rows
 
 
 def _note(job: dict[str, Any]) -> str:
@@ -329,7 +303,6 @@ def _note(job: dict[str, Any]) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from plainbox_like.store import codec
-    from plainbox_like.maintain import manage
     from plainbox_like.read import summary
     from plainbox_like.cli import common
 
@@ -339,7 +312,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     s = summary.summarize_loaded(loaded)
     meta = loaded.state.metadata
     jobs = job_rows(loaded, s.status)
-    children = manage.find_children(repo, s.id)
+    children = indexing.find_children(repo.root, s.id)
     if args.json:
         data = summary_json(s)
         data.update(
@@ -406,7 +379,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _child_json(child: manage.Child) -> dict[str, Any]:
+def _child_json(child: indexing.Child) -> dict[str, Any]:
     from plainbox_like.cli import common
 
     return {
@@ -419,7 +392,7 @@ def _child_json(child: manage.Child) -> dict[str, Any]:
     }
 
 
-def _print_children(children: list[manage.Child]) -> None:
+def _print_children(children: list[indexing.Child]) -> None:
     """The sessions started from within this session's jobs, if any."""
     if not children:
         return

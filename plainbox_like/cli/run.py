@@ -182,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if launcher and not (config.test_plan or config.include):
         raise PlainboxLikeError(f"--launcher {launcher.path}: no test plan to run (no [test plan] unit, no --test-plan)")
-    units = config.load_units()
+    units = batch.load_run_units(config)
     for warning in units.warnings:
         print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     plan = batch.plan_jobs(units, config)
@@ -272,7 +272,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
     if not args.files and not refs:
         raise _no_providers_found("no test plans to list: give unit files")
     config = batch.RunConfig(sources=[_absolute(p) for p in args.files], providers=refs)
-    units = config.load_units()
+    units = batch.load_run_units(config)
     for warning in units.warnings:
         print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
     plans = sorted(units.test_plans, key=lambda p: p.id)

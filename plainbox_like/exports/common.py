@@ -11,128 +11,17 @@ from typing import Callable, Iterable
 
 import attrs
 
-from plainbox_like.store import codec, storage
+from plainbox_like.store import storage
 from plainbox_like.read import replay, summary
 from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.iolog import STREAMS, IORecord
-from plainbox_like.store.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
 from plainbox_like.read.replay import AttemptRef
 from plainbox_like.store.storage import LoadedSession
-
-#: Job status of a job that has no attempt at all.
-NOT_RUN = "not-run"
-#: A job with an attempt started and no result, while its writer runs.
-RUNNING = "running"
-#: The same, once the writer is gone (killed, machine rebooted).
-INTERRUPTED = "interrupted"
-
-#: Order of statuses in counts and legends; others follow alphabetically.
-STATUS_ORDER = (
-    "pass",
-    "fail",
-    "crash",
-    INTERRUPTED,
-    RUNNING,
-    "skip",
-    "skipped-dependency",
-    "skipped-resource",
-    "not-supported",
-    "not-implemented",
-    "undecided",
-    NOT_RUN,
+from plainbox_like.read.jobs import (  # noqa: F401 (the job view is read's: exports use it as common.X)
+    BAD_STATUSES, INTERRUPTED, NOT_RUN, RUNNING, SKIPPED_STATUSES, STATUS_ORDER, JobView, job_views,
 )
-#: Statuses that mean "something is wrong with this job".
-BAD_STATUSES = frozenset(FAILED_OUTCOMES | {INTERRUPTED})
-#: Statuses of a job that did not run (by design, or not yet).
-SKIPPED_STATUSES = frozenset(SKIP_OUTCOMES | {NOT_RUN, "undecided"})
-
-
-@attrs.frozen
-class JobView:
-    """One job as a report shows it."""
-
-    id: str
-    #: 1-based position in the report.
-    index: int
-    #: Latest outcome, or :data:`NOT_RUN`, :data:`RUNNING`, :data:`INTERRUPTED`.
-    status: str
-    #: The latest finished attempt, if any.
-    latest: Attempt | None
-    #: Every attempt, oldest first, a running one last.
-    attempts: tuple[AttemptRef, ...]
-    running: RunningJob | None
-    #: Whether the job is in ``desired_job_list``.
-    planned: bool
-
-    @property
-    def duration(self) -> float | None:
-        """Duration of the latest finished attempt, unless a newer one is running."""
-        if self.running is not None or self.latest is None:
-            return None
-        return self.latest.execution_duration
-
-    @property
-    def return_code(self) -> int | None:
-        if self.running is not None or self.latest is None:
-            return None
-        return self.latest.return_code
-
-    @property
-    def note(self) -> str | None:
-        """The skip reason or comments of the latest attempt, or why there is no result."""
-        if self.status == RUNNING:
-            return f"attempt {self.running.attempt} is running"
-        if self.status == INTERRUPTED:
-            if self.running is not None:
-                previous = f" (previous attempt: {self.latest.outcome})" if self.latest else ""
-                return f"attempt {self.running.attempt} was started but has no result{previous}"
-            return "was running when the session stopped"
-        if self.latest is None:
-            return None
-        return self.latest.skip_reason or self.latest.comments
-
-    @property
-    def namespace(self) -> str | None:
-        """``com.canonical.certification`` of ``com.canonical.certification::cpu_info``."""
-        if "::" in self.id:
-            namespace = self.id.rsplit("::", 1)[0]
-            return namespace or None
-        return None
-
-
-def job_views(loaded: LoadedSession, status: str | None = None) -> list[JobView]:
-    """Every job in plan order, then jobs with results or running that are not in the plan."""
-    state = loaded.state
-    status = session_status(loaded) if status is None else status
-    live = status == summary.STATUS_RUNNING
-    plainbox_running = summary.running_job(loaded) if loaded.origin != codec.FORMAT else None
-    planned = set(state.desired_job_list)
-    views = []
-    for index, job_id in enumerate(replay.known_jobs(loaded), start=1):
-        attempts = state.results.get(job_id) or []
-        latest = attempts[-1] if attempts else None
-        running = state.running_jobs.get(job_id)
-        if running is not None:
-            job_status = RUNNING if live else INTERRUPTED
-        elif job_id == plainbox_running and status != summary.STATUS_COMPLETE:
-            job_status = INTERRUPTED
-        elif latest is not None:
-            job_status = latest.outcome
-        else:
-            job_status = NOT_RUN
-        views.append(
-            JobView(
-                id=job_id,
-                index=index,
-                status=job_status,
-                latest=latest,
-                attempts=tuple(replay.attempts_of(loaded, job_id)),
-                running=running,
-                planned=job_id in planned,
-            )
-        )
-    return views
+from plainbox_like.read.statuses import in_status_order
 
 
 def session_status(loaded: LoadedSession) -> str:
@@ -145,8 +34,7 @@ def status_counts(views: Iterable[JobView]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for view in views:
         counts[view.status] = counts.get(view.status, 0) + 1
-    order = {name: i for i, name in enumerate(STATUS_ORDER)}
-    return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    return in_status_order(counts)
 
 
 def wall_time(loaded: LoadedSession) -> float | None:

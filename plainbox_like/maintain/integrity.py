@@ -35,7 +35,6 @@ import socket
 import stat
 import tempfile
 import time
-import types
 import zlib
 from typing import Any, Callable, Iterator
 
@@ -1376,20 +1375,6 @@ _RAW_STATUS_WORDS = {
 }
 
 
-def _job_flags(state: SessionState, notes: list[str]) -> Any:
-    """What ``session.settle_interrupted`` needs of a plan: job definitions, if they still load."""
-    from plainbox_like.run import batch
-
-    try:
-        units = batch.RunConfig.from_blob(state.metadata.app_blob).load_units()
-        return types.SimpleNamespace(jobs={job.id: job for job in units.jobs})
-    except Exception as exc:  # noqa: BLE001 - only the noreturn flag is looked up
-        notes.append(
-            f"the job definitions could not be loaded ({' '.join(str(exc).split())}): running jobs are recorded as crash"
-        )
-        return types.SimpleNamespace(jobs={})
-
-
 def repair_session(path: str, say: Callable[[str], None] = lambda _m: None) -> RepairResult:
     """Repair the session directory at *path* (see the module's description).
 
@@ -1549,7 +1534,7 @@ def _settle(
     rp: _Repairer, state: SessionState, lock_fd: int, holder: tuple[int, str] | None, uncertain: bool
 ) -> None:
     """Give every job left running a result, through a writer on the lock we hold (it releases it)."""
-    from plainbox_like.run import batch
+    from plainbox_like.run import settle
 
     # The writer's snapshots replace session and session.bak and empty the journal: keep the originals.
     for name in (storage.STATE_FILE, storage.BACKUP_FILE, storage.JOURNAL_FILE):
@@ -1560,11 +1545,11 @@ def _settle(
         before = sorted(state.running_jobs)
         if uncertain:
             # Their results may have been among the lost changes: do not claim they were cut short.
-            leftovers = batch.find_leftovers(writer.id)
+            leftovers = settle.find_leftovers(writer.id)
             for job_id in before:
                 for pgid in sorted(leftovers.get(job_id, ())):
                     rp.act(f"{storage.LOCK_FILE}: killing the leftover processes of job {job_id} (process group {pgid})")
-                    batch.kill_group(pgid)
+                    settle.kill_group(pgid)
                 running = state.running_jobs[job_id]
                 writer.job_finished(
                     job_id,
@@ -1578,10 +1563,10 @@ def _settle(
                 )
         else:
             notes: list[str] = []
-            plan = _job_flags(state, notes)
+            noreturn = settle.noreturn_ids(state, notes)
             for note in notes:
                 rp.act(f"{storage.LOCK_FILE}: {note}")
-            batch.settle_interrupted(writer, plan, lambda m: rp.act(f"{storage.LOCK_FILE}: {m}"))
+            settle.settle_interrupted(writer, noreturn, lambda m: rp.act(f"{storage.LOCK_FILE}: {m}"))
         if state.metadata.running_job_name and state.metadata.running_job_name not in state.running_jobs:
             writer.update_metadata(running_job_name=None)
         if FLAG_INCOMPLETE not in state.metadata.flags or state.metadata.finished is not None:

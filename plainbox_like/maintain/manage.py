@@ -30,16 +30,15 @@ import secrets
 import shutil
 import socket
 import time
-import types
 from typing import Any, Callable, Iterable
 
 import attrs
 
 from plainbox_like.store import codec, storage
 from plainbox_like.read import summary
-from plainbox_like.run import batch
+from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
-from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS, Runner
+from plainbox_like.store.model import FLAG_INCOMPLETE, Runner
 from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, session_id_of
 from plainbox_like.store.storage import SessionRepository, SessionWriter
 
@@ -721,24 +720,6 @@ def needs_cleanup(loaded: storage.LoadedSession) -> bool:
     return bool(state.running_jobs or state.metadata.running_job_name or storage.lock_holder(loaded.path))
 
 
-def _job_definitions(state: Any, notes: list[str]) -> Any:
-    """What :func:`session.settle_interrupted` needs of a plan: the job definitions, if they still load."""
-    try:
-        units = batch.RunConfig.from_blob(state.metadata.app_blob).load_units()
-        jobs = {job.id: job for job in units.jobs}
-    except Exception as exc:  # noqa: BLE001 - best effort: only the noreturn flag is looked up
-        jobs = {}
-        notes.append(
-            "the job definitions could not be loaded "
-            f"({summary.one_line(exc)}): every running job is recorded as crash"
-        )
-    return types.SimpleNamespace(jobs=jobs)
-
-
-def _settled_outcome(job: Any) -> str:
-    return OUTCOME_PASS if job is not None and "noreturn" in job.flags else OUTCOME_CRASH
-
-
 def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
     """Settle the session at *path* whose runner died: running jobs get a result, the session is incomplete.
 
@@ -760,8 +741,8 @@ def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
             raise ReadOnlySession(f"session {sid} was written by Plainbox/Checkbox: it is not cleaned up")
         state = loaded.state
         notes: list[str] = []
-        defs = _job_definitions(state, notes).jobs if state.running_jobs else {}
-        jobs = tuple((j, _settled_outcome(defs.get(j))) for j in sorted(state.running_jobs))
+        noreturn = settle.noreturn_ids(state, notes) if state.running_jobs else frozenset()
+        jobs = tuple((j, settle.settled_outcome(j, noreturn)) for j in sorted(state.running_jobs))
         flagged = bool(state.running_jobs) and FLAG_INCOMPLETE not in state.metadata.flags
         return Cleaned(sid, path, state.metadata.title, jobs, flagged, stale, tuple(notes))
     busy = busy_reason(path)
@@ -772,10 +753,10 @@ def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
     try:
         state = writer.state
         was_running = bool(state.running_jobs)
-        plan = _job_definitions(state, notes) if was_running else types.SimpleNamespace(jobs={})
+        noreturn = settle.noreturn_ids(state, notes) if was_running else frozenset()
         jobs_before = list(state.running_jobs)
         # The same settling as resume's: leftover processes killed, crash (noreturn: pass) recorded.
-        batch.settle_interrupted(writer, plan, notes.append)
+        settle.settle_interrupted(writer, noreturn, notes.append)
         settled = tuple((j, state.latest(j).outcome) for j in sorted(jobs_before))
         if state.metadata.running_job_name and state.metadata.running_job_name not in state.running_jobs:
             writer.update_metadata(running_job_name=None)
@@ -824,47 +805,3 @@ def cleanup(
         report.cleaned.append(item)
         on_item(item)
     return report
-
-
-# -- lineage -----------------------------------------------------------------------
-
-
-@attrs.frozen
-class Child:
-    """A session started from within a job of another session."""
-
-    id: str
-    path: str
-    status: str
-    title: str | None = None
-    parent_job: str | None = None
-    created: float | None = None
-
-
-def find_children(repo: SessionRepository, session_id: str) -> list[Child]:
-    """The sessions of *repo* whose ``metadata.parent_session`` is *session_id*, oldest first.
-
-    Read from the index (reconciled first unless a watcher keeps it fresh),
-    like ``list --parent``; corrupt sessions are left out: their parent is unknown.
-    """
-    from plainbox_like.index import query as indexing
-
-    if not indexing.repository_exists(repo.root):
-        return []
-    with indexing.fresh_index(repo.root) as index:
-        listed = index.list(indexing.ListFilter(parent=session_id))
-        parent_jobs = index.parent_jobs(session_id)
-    children = [
-        Child(
-            id=item.summary.id,
-            path=item.summary.path,
-            status=item.summary.status,
-            title=item.summary.title,
-            parent_job=parent_jobs.get(item.summary.id),
-            created=item.summary.created,
-        )
-        for item in listed
-        if item.summary is not None and item.summary.parent_session == session_id
-    ]
-    children.sort(key=lambda c: (c.created if c.created is not None else 0.0, c.id))
-    return children

@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from plainbox_like.store import storage
-from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.errors import PlainboxLikeError, one_line  # noqa: F401 (one_line: also read from here)
 from plainbox_like.store.model import FLAG_INCOMPLETE, FLAG_PAUSED, planned_count
 from plainbox_like.store.paths import session_id_of
 from plainbox_like.store.storage import LoadedSession, SessionRepository
@@ -87,12 +87,6 @@ class SessionSummary:
         data["tags"] = list(self.tags)
         data["flags"] = list(self.flags)
         return data
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of *exc* on a single line."""
-    text = str(exc) if isinstance(exc, PlainboxLikeError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split()) or type(exc).__name__
 
 
 def session_status(loaded: LoadedSession) -> str:

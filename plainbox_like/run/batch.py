@@ -9,9 +9,7 @@ either finished with a result, or known to have been running.
 
 from __future__ import annotations
 
-import base64
 import getpass
-import json
 import os
 import signal
 import time
@@ -44,7 +42,9 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
-from plainbox_like.store.storage import session_file
+from plainbox_like.store.runconfig import RunConfig  # noqa: F401 (also read from here)
+from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)
+from plainbox_like.run.settle import find_leftovers, kill_group, settle_interrupted  # noqa: F401
 from plainbox_like.define.resource import RequirementProgram
 from plainbox_like.define.providers import Provider, find_providers
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
@@ -54,20 +54,15 @@ APP_ID = "plainbox-like"
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
 #: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
 FLAG_LEAVES_PROCESSES = "leaves-processes"
-#: Seconds between SIGTERM and SIGKILL when a job is stopped.
-KILL_GRACE = 3.0
 #: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
 #: the number of CPUs is no limit; but each worker is a forked copy of the runner holding two of its pipe
 #: ends, and 256 of them already take half of the common limit of 1,024 open files.
 MAX_PARALLEL = 256
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
-STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
 #: Outcomes of a resource job whose records count (Checkbox keeps the records of any job that ran).
 RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 
-SESSION_ENV = "PLAINBOX_LIKE_SESSION"
-JOB_ENV = "PLAINBOX_LIKE_JOB"
 SHARE_ENV = "PLAINBOX_SESSION_SHARE"
 
 
@@ -94,62 +89,29 @@ class NullReporter:
         pass
 
 
-@attrs.define
-class RunConfig:
-    """How the batch was defined, kept in the session (``metadata.app_blob``) for resume."""
+def run_providers(config: RunConfig) -> list[Provider]:
+    """The providers of the run (read again from their definitions); one that is gone is left out."""
+    return find_providers(config.providers, search=False)[0] if config.providers else []
 
-    sources: list[str] = attrs.Factory(list)
-    commands: list[str] = attrs.Factory(list)
-    test_plan: str | None = None
-    include: list[str] = attrs.Factory(list)
-    exclude: list[str] = attrs.Factory(list)
-    parallel: int = 1
-    durability: str = "fsync"
-    #: Namespace for the jobs of unit files (None: each provider's own, if any).
-    namespace: str | None = None
-    #: Variables a launcher's ``[environment]`` gives the jobs (only where the environment lacks them).
-    environment: dict[str, str] = attrs.Factory(dict)
-    #: Manifest answers (entry id -> value), from ``--manifest`` and a launcher's ``[manifest]``.
-    manifest: dict[str, Any] = attrs.Factory(dict)
-    #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
-    #: when the run started (:func:`plainbox_like.define.providers.find_providers`), in Checkbox's order.
-    providers: list[str] = attrs.Factory(list)
 
-    def to_blob(self) -> str:
-        return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
+def load_run_units(config: RunConfig) -> UnitSet:
+    """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
+    providers = run_providers(config)
+    units = load_units(
+        config.sources, config.commands, namespace=config.namespace, providers=providers, checkbox_env=config.environment
+    )
+    if manifest.MANIFEST_JOB_ID in units.by_id or not (
+        units.manifest_entries or manifest.needs_manifest(units.jobs)
+    ):
+        return units
+    index = jobenv.ProviderIndex(providers)
 
-    @classmethod
-    def from_blob(cls, blob: str | None) -> "RunConfig":
-        if not blob:
-            raise PlainboxLikeError("the session does not say how it was run (no app_blob): cannot resume it")
-        try:
-            data = json.loads(base64.standard_b64decode(blob))
-            return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
-        except (ValueError, TypeError) as exc:
-            raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
+    def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
+        found = index.of_path(entry.origin.path) if entry.origin is not None else None
+        return (found.namespace, found.name) if found is not None else None
 
-    def provider_list(self) -> list[Provider]:
-        """The providers of the run (read again from their definitions); one that is gone is left out."""
-        return find_providers(self.providers, search=False)[0] if self.providers else []
-
-    def load_units(self) -> UnitSet:
-        """The units of the run, with Checkbox's ``manifest`` resource job when manifest entries or jobs need it."""
-        providers = self.provider_list()
-        units = load_units(
-            self.sources, self.commands, namespace=self.namespace, providers=providers, checkbox_env=self.environment
-        )
-        if manifest.MANIFEST_JOB_ID in units.by_id or not (
-            units.manifest_entries or manifest.needs_manifest(units.jobs)
-        ):
-            return units
-        index = jobenv.ProviderIndex(providers)
-
-        def provider_of(entry: ManifestEntry) -> tuple[str, str] | None:
-            found = index.of_path(entry.origin.path) if entry.origin is not None else None
-            return (found.namespace, found.name) if found is not None else None
-
-        job = manifest.manifest_job(units.manifest_entries, self.manifest, provider_of)
-        return attrs.evolve(units, jobs=[*units.jobs, job])
+    job = manifest.manifest_job(units.manifest_entries, config.manifest, provider_of)
+    return attrs.evolve(units, jobs=[*units.jobs, job])
 
 
 def _record_filter(program: RequirementProgram) -> Callable[[dict[str, str]], bool]:
@@ -914,7 +876,7 @@ def start_session(
     and certification status (:class:`plainbox_like.define.plan.RunMetadata`); the
     plan's mandatory jobs go to ``mandatory_job_list``.
     """
-    units = units if units is not None else config.load_units()
+    units = units if units is not None else load_run_units(config)
     plan = plan if plan is not None else plan_jobs(units, config)
     parent_session = os.environ.get(SESSION_ENV)
     parent_job = os.environ.get(JOB_ENV) if parent_session else None
@@ -960,7 +922,7 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     planned = dict(plan.jobs)
     order = list(plan.order)
     shell = find_shell()
-    providers = jobenv.ProviderIndex(config.provider_list())
+    providers = jobenv.ProviderIndex(run_providers(config))
     providers.learn(plan.jobs[job_id] for job_id in plan.order)
     bootstrap = planning.bootstrap_jobs(units, config.test_plan)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
@@ -1039,13 +1001,14 @@ def resume_session(
     writer = SessionWriter.open(path, durability=config.durability)
     try:
         state = writer.state
-        units = config.load_units()
+        units = load_run_units(config)
         expander = TemplateExpander(units, config) if units.templates else None
         made = expander.instantiate_all(state.resources) if expander is not None else []
         plan = _resume_plan(units, state, ignore_changed, made)
         if ignore_changed:
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
-        interrupted = settle_interrupted(writer, plan, say)
+        noreturn = frozenset(j for j, job in plan.jobs.items() if "noreturn" in job.flags)
+        interrupted = settle_interrupted(writer, noreturn, say)
         rerun = set(interrupted) if rerun_interrupted else set()
         if rerun_interrupted:
             # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too, and so were
@@ -1108,72 +1071,6 @@ def _resume_plan(
     return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
 
 
-def settle_interrupted(writer: SessionWriter, plan: planning.Plan, say: Callable[[str], None]) -> list[str]:
-    """Give every job that was running when the runner died its result.
-
-    Used by ``resume`` and by ``cleanup`` (:mod:`plainbox_like.maintain.manage`); only
-    ``plan.jobs`` is looked at (for the ``noreturn`` flag).
-
-    Processes the dead runner's jobs left behind are found by the session id
-    in their environment and killed first, so that nothing runs twice at once.
-    Returns the jobs recorded as crashed (a noreturn job passes and is not listed).
-    """
-    settled = []
-    leftovers = find_leftovers(writer.id) if writer.state.running_jobs else {}
-    for job_id, running in list(writer.state.running_jobs.items()):
-        for pgid in leftovers.get(job_id, ()):
-            say(f"killing the leftover processes of job {job_id} (process group {pgid})")
-            kill_group(pgid)
-        _complete_missing_log(writer, running.io_log_filename)
-        jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
-        job = plan.jobs.get(job_id)
-        noreturn = job is not None and "noreturn" in job.flags
-        writer.job_finished(
-            job_id,
-            Attempt(
-                outcome=OUTCOME_PASS if noreturn else OUTCOME_CRASH,
-                comments="noreturn job: the session stopped while it ran, as expected"
-                if noreturn
-                else STOPPED_WHILE_RUNNING,
-                io_log_filename=running.io_log_filename,
-                attempt=running.attempt,
-                started=running.started,
-            ),
-        )
-        if not noreturn:  # a noreturn job did what it should: never a candidate for --rerun-interrupted
-            settled.append(job_id)
-    return settled
-
-
-def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) -> None:
-    """Give an attempt whose runner died before creating its log an empty one.
-
-    The runner journals a job's start before spawning it and creates the log
-    files just after; a death in between leaves a name without a file.
-    """
-    prefix, suffix = f"{IO_LOGS}/", ".record.gz"
-    if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
-        return
-    if not os.path.isdir(writer.io_logs_dir):  # damaged (check and repair say so): no log to complete
-        return
-    # Confined (the writer refuses a state naming paths outside), and never written through a link.
-    if not os.path.lexists(session_file(writer.path, io_log_filename, "io_log_filename")):
-        writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()
-
-
-def find_leftovers(session_id: str) -> dict[str, set[int]]:
-    """Process groups of live processes started as jobs of *session_id*, by job id."""
-    found: dict[str, set[int]] = {}
-    for leftover in find_marked({SESSION_ENV: session_id}):
-        job_id = process_env(leftover.pid).get(JOB_ENV)
-        if job_id is not None:
-            try:
-                found.setdefault(job_id, set()).add(os.getpgid(leftover.pid))
-            except ProcessLookupError:
-                pass
-    return found
-
-
 def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
     """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
     for leftover in leftovers:
@@ -1185,18 +1082,6 @@ def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None
         alive = [leftover for leftover in alive if still_running(leftover)]
     for leftover in alive:
         signal_leftover(leftover, signal.SIGKILL)
-
-
-def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
-    """SIGTERM process group *pgid*, then SIGKILL what is left after *grace* seconds."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(True for _ in iter_pgid_members(pgid)):
-            time.sleep(0.05)
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSummary:
@@ -1211,7 +1096,7 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         expander=prepared.expander,
         warnings=prepared.notes,
         launcher_env=prepared.config.environment if prepared.config is not None else None,
-        providers=jobenv.ProviderIndex(prepared.config.provider_list()) if prepared.config is not None else None,
+        providers=jobenv.ProviderIndex(run_providers(prepared.config)) if prepared.config is not None else None,
         manifest_entries=prepared.manifest_entries,
         manifest_answers=prepared.config.manifest if prepared.config is not None else None,
     )

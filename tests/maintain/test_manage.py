@@ -519,7 +519,7 @@ from plainbox_like.store.storage import SessionRepository
 
 repo = SessionRepository(sys.argv[1])
 config = batch.RunConfig(commands=["sleep 1000", "true"])
-units = config.load_units()
+units = batch.load_run_units(config)
 writer = repo.create(title="killed", app_id=batch.APP_ID, app_blob=config.to_blob())
 writer.set_plan({job.id: job.checksum for job in units.jobs}, ["c1", "c2"])
 log, name = writer.new_log("c1", 1)
@@ -659,29 +659,3 @@ def test_cleanup_skips_plainbox_and_foreign_sessions(repo):
     assert report.cleaned == []
     assert [sid for sid, _ in report.skipped] == [foreign.id]
     assert "some-other-host" in report.skipped[0][1]
-
-
-# -- lineage -----------------------------------------------------------------------
-
-
-def test_find_children(repo):
-    parent = complete_session(repo, title="parent")
-    now = time.time()
-    first = complete_session(repo, title="first", parent_session=parent.id, parent_job="j1", created=now - 10)
-    second = incomplete_session(repo, title="second")
-    manage.rename_session(repo, second.id, "second")  # an edit does not change the lineage
-    w = storage.SessionWriter.open(second.path)
-    w.update_metadata(parent_session=parent.id, parent_job="j2")
-    w.close()
-    complete_session(repo, title="unrelated", parent_session="someone-else")
-    third = complete_session(repo, title="third", created=now + 10)
-    w = storage.SessionWriter.open(third.path)
-    w.update_metadata(parent_session=parent.id, parent_job="j3")
-    w.abandon()  # the change is in the journal only
-    children = manage.find_children(repo, parent.id)
-    assert [(c.id, c.title, c.status, c.parent_job) for c in children] == [
-        (first.id, "first", summary.STATUS_COMPLETE, "j1"),
-        (second.id, "second", summary.STATUS_INCOMPLETE, "j2"),
-        (third.id, "third", summary.STATUS_COMPLETE, "j3"),
-    ]
-    assert manage.find_children(repo, first.id) == []

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from plainbox_like.define import plan as planning
-from plainbox_like.run import batch
+from plainbox_like.run import batch, settle
 from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import (
     FLAG_INCOMPLETE,
@@ -595,7 +595,7 @@ def test_settling_gives_a_job_killed_before_its_log_existed_an_empty_log(tmp_pat
     assert not os.path.exists(log)
 
     writer = SessionRepository(str(tmp_path)).open(path)
-    settled = batch.settle_interrupted(writer, planning.build_plan([JobDefinition(id="a", command="true")]), lambda _m: None)
+    settled = settle.settle_interrupted(writer, frozenset(), lambda _m: None)
     writer.close()
     assert settled == ["a"]
     reader = RecordReader(log)

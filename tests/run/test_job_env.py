@@ -153,8 +153,7 @@ def test_reset_locale_and_launcher_environment(tmp_path, monkeypatch):
 
 
 def test_the_working_directory_of_a_job_whose_runner_died_is_removed_when_it_is_settled(tmp_path):
-    from plainbox_like.run import jobenv
-    from plainbox_like.define import plan as planning
+    from plainbox_like.run import jobenv, settle
     from plainbox_like.define.units import JobDefinition
 
     repo = SessionRepository(str(tmp_path / "repo"))
@@ -165,7 +164,7 @@ def test_the_working_directory_of_a_job_whose_runner_died_is_removed_when_it_is_
     left = jobenv.make_cwd(job, writer.id, 1)  # as the dead runner made it
     other = jobenv.make_cwd(job, writer.id, 2)  # another attempt's: not this one's to remove
     (Path(left) / "file").write_text("x")
-    batch.settle_interrupted(writer, planning.build_plan([job]), lambda _msg: None)
+    settle.settle_interrupted(writer, frozenset(), lambda _msg: None)
     writer.close()
     assert not os.path.exists(left)
     assert os.path.isdir(other)

@@ -1,0 +1,128 @@
+"""Settling the jobs a dead runner left running: one rule for ``resume``, ``cleanup`` and ``repair``.
+
+A job journaled as started but never finished was cut short when its runner
+died. Whoever next opens the session for writing (``resume``, ``cleanup``,
+``repair``) gives it a result: ``crash`` with :data:`STOPPED_WHILE_RUNNING`,
+except a job flagged ``noreturn`` (it is meant to end the session, a reboot for
+instance), which passes. Only the ids of the noreturn jobs are needed, so the
+callers hand over a frozenset: the run's plan when resuming, the definitions
+loaded again (:func:`noreturn_ids`) when cleaning up or repairing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Collection
+
+from plainbox_like.errors import one_line
+from plainbox_like.run import jobenv
+from plainbox_like.run.executors import find_marked, iter_pgid_members, process_env
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS, Attempt, SessionState
+from plainbox_like.store.storage import IO_LOGS, SessionWriter, session_file
+
+#: Seconds between SIGTERM and SIGKILL when a job is stopped.
+KILL_GRACE = 3.0
+#: The comment of a job recorded as crash because its session stopped while it ran.
+STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
+#: The comment of a noreturn job settled as passed.
+NORETURN_STOPPED = "noreturn job: the session stopped while it ran, as expected"
+#: The environment variables that mark a job's processes with its session and job (found again by them).
+SESSION_ENV = "PLAINBOX_LIKE_SESSION"
+JOB_ENV = "PLAINBOX_LIKE_JOB"
+
+
+def settled_outcome(job_id: str, noreturn_ids: Collection[str]) -> str:
+    """The outcome a job left running gets: ``pass`` for a noreturn job, else ``crash``."""
+    return OUTCOME_PASS if job_id in noreturn_ids else OUTCOME_CRASH
+
+
+def noreturn_ids(state: SessionState, notes: list[str]) -> frozenset[str]:
+    """The ids of the noreturn jobs of the session's run, from its definitions loaded again.
+
+    Best effort (``cleanup`` and ``repair`` must work on a session whose unit files are gone):
+    when they cannot be loaded, a note says so in *notes* and no job counts as noreturn.
+    """
+    from plainbox_like.run import batch  # the run machinery: only when a job was left running
+
+    try:
+        units = batch.load_run_units(RunConfig.from_blob(state.metadata.app_blob))
+    except Exception as exc:  # noqa: BLE001 - best effort: only the noreturn flag is looked up
+        notes.append(f"the job definitions could not be loaded ({one_line(exc)}): every running job is recorded as crash")
+        return frozenset()
+    return frozenset(job.id for job in units.jobs if "noreturn" in job.flags)
+
+
+def settle_interrupted(writer: SessionWriter, noreturn: Collection[str], say: Callable[[str], None]) -> list[str]:
+    """Give every job that was running when the runner died its result (see :func:`settled_outcome`).
+
+    *noreturn*: the ids of the run's noreturn jobs. Processes the dead runner's
+    jobs left behind are found by the session id in their environment and
+    killed first, so that nothing runs twice at once. Returns the jobs recorded
+    as crashed (a noreturn job passes and is not listed).
+    """
+    settled = []
+    leftovers = find_leftovers(writer.id) if writer.state.running_jobs else {}
+    for job_id, running in list(writer.state.running_jobs.items()):
+        for pgid in leftovers.get(job_id, ()):
+            say(f"killing the leftover processes of job {job_id} (process group {pgid})")
+            kill_group(pgid)
+        _complete_missing_log(writer, running.io_log_filename)
+        jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
+        outcome = settled_outcome(job_id, noreturn)
+        writer.job_finished(
+            job_id,
+            Attempt(
+                outcome=outcome,
+                comments=NORETURN_STOPPED if outcome == OUTCOME_PASS else STOPPED_WHILE_RUNNING,
+                io_log_filename=running.io_log_filename,
+                attempt=running.attempt,
+                started=running.started,
+            ),
+        )
+        if outcome != OUTCOME_PASS:  # a noreturn job did what it should: never a candidate for --rerun-interrupted
+            settled.append(job_id)
+    return settled
+
+
+def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) -> None:
+    """Give an attempt whose runner died before creating its log an empty one.
+
+    The runner journals a job's start before spawning it and creates the log
+    files just after; a death in between leaves a name without a file.
+    """
+    prefix, suffix = f"{IO_LOGS}/", ".record.gz"
+    if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
+        return
+    if not os.path.isdir(writer.io_logs_dir):  # damaged (check and repair say so): no log to complete
+        return
+    # Confined (the writer refuses a state naming paths outside), and never written through a link.
+    if not os.path.lexists(session_file(writer.path, io_log_filename, "io_log_filename")):
+        writer.open_log(io_log_filename[len(prefix): -len(suffix)]).close()
+
+
+def find_leftovers(session_id: str) -> dict[str, set[int]]:
+    """Process groups of live processes started as jobs of *session_id*, by job id."""
+    found: dict[str, set[int]] = {}
+    for leftover in find_marked({SESSION_ENV: session_id}):
+        job_id = process_env(leftover.pid).get(JOB_ENV)
+        if job_id is not None:
+            try:
+                found.setdefault(job_id, set()).add(os.getpgid(leftover.pid))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def kill_group(pgid: int, grace: float = KILL_GRACE) -> None:
+    """SIGTERM process group *pgid*, then SIGKILL what is left after *grace* seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(True for _ in iter_pgid_members(pgid)):
+            time.sleep(0.05)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
