@@ -8,9 +8,11 @@ differs between commands it is a parameter, the rest (name, metavar, type, actio
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # (not typing's: ``list`` starts without importing it)
 if TYPE_CHECKING:
+    from typing import Any
+
     from plainbox_like.store.storage import SessionRepository
 
 #: The help of a SESSION argument (commands that take it another way say so).

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import datetime
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
 
 from plainbox_like.text import clean, format_duration  # noqa: F401 (for the command modules)
+
+TYPE_CHECKING = False  # (not typing's: ``list`` starts without importing it)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 PREFIX = "plainbox-like: "
 
