@@ -27,7 +27,7 @@ import traceback
 from typing import Any, Iterator
 
 from plainbox_like.run import control
-from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.errors import StopRequested
 from plainbox_like.store.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
@@ -42,12 +42,6 @@ from plainbox_like.store.model import (
 from plainbox_like.store.storage import SessionRepository, SessionWriter
 
 __all__ = ["Session", "JobRecorder", "StopRequested"]
-
-
-class StopRequested(PlainboxLikeError):
-    """``plainbox-like stop`` asked this session to stop; it stays incomplete and can be reopened."""
-
-    exit_code = 130
 
 
 class JobRecorder:

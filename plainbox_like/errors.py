@@ -1,4 +1,7 @@
-"""Exceptions with messages fit to show a user on one line."""
+"""Every exception user-facing code raises, each with its exit code and a message fit to show a user on one line.
+
+The modules that raised them first keep importing (and so re-exporting) them.
+"""
 
 from __future__ import annotations
 
@@ -106,3 +109,79 @@ def one_line(exc: BaseException) -> str:
     """The message of *exc* on a single line (a foreign exception is named by its type)."""
     text = str(exc) if isinstance(exc, PlainboxLikeError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split()) or type(exc).__name__
+
+
+# -- raised by plainbox_like.maintain.manage -------------------------------------------
+
+
+class BadDuration(PlainboxLikeError):
+    """A duration that is not a number followed by s, m, h, d or w."""
+
+
+class BadTag(PlainboxLikeError):
+    """A tag that is empty or has whitespace, a comma or a control character."""
+
+
+class SessionBusy(PlainboxLikeError):
+    """A process (maybe) writes the session, so it cannot be changed now."""
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {advice}" if advice else reason)
+
+
+class ReadOnlySession(PlainboxLikeError):
+    """A Plainbox/Checkbox session: it can be inspected, not changed."""
+
+
+class NotInRepository(PlainboxLikeError):
+    """A session directory outside the repository, which we do not delete."""
+
+
+class DeletionIncomplete(PlainboxLikeError):
+    """The session was hidden (deleted) but some of its files could not be removed."""
+
+
+# -- raised by plainbox_like.exports.tarball -------------------------------------------
+
+
+class UnsafeArchive(PlainboxLikeError):
+    """An archive member that would write outside the session, or is not a plain file or directory."""
+
+
+class BadArchive(PlainboxLikeError):
+    """An archive that cannot be read, or does not hold a session that loads."""
+
+
+class ArchiveTooLarge(PlainboxLikeError):
+    """An archive that unpacks to more than the import's limits allow."""
+
+
+# -- raised by plainbox_like.api -------------------------------------------------------
+
+
+class StopRequested(PlainboxLikeError):
+    """``plainbox-like stop`` asked this session to stop; it stays incomplete and can be reopened."""
+
+    exit_code = 130
+
+
+# -- raised by plainbox_like.define.resource -------------------------------------------
+
+
+class ResourceExpressionError(PlainboxLikeError):
+    """A ``requires:`` expression that is not valid or not allowed."""
+
+
+# -- raised by plainbox_like.run.executors ---------------------------------------------
+
+
+class LogError(RunAborted):
+    """A job's io-log could not be created or written: its output would be lost, so the job was stopped."""
+
+
+# -- raised by plainbox_like.run.workers -----------------------------------------------
+
+
+class WorkerDied(RunAborted):
+    """A worker process ended without being told to."""

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from plainbox_like.run import control
-from plainbox_like.cli.common import repository
+from plainbox_like.cli import options, output
+from plainbox_like.cli.options import repository
 
 
 def _request(args: argparse.Namespace, action: str, what: str) -> int:
     path = repository(args).resolve(args.session)
     control.write_request(path, action)
-    print(f"plainbox-like: asked the runner of {args.session} to {what}", file=sys.stderr)
+    output.say(f"asked the runner of {args.session} to {what}")
     return 0
 
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "jobs that are running now end. It writes its state and exits with status 130; the session stays "
         "incomplete and can be resumed. The runner reacts within a second.",
     )
-    stop.add_argument("session", metavar="SESSION", help=session_help)
+    options.add_session(stop, session_help)
     stop.add_argument("--now", action="store_true",
                       help="kill the running jobs instead of waiting for them (recorded as crash, "
                       "\"stopped by request\")")
@@ -50,12 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Ask the runner of a session (on this machine) to start no more jobs; once the running "
         "jobs end it waits, and list and show report the session as paused, until continue.",
     )
-    pause.add_argument("session", metavar="SESSION", help=session_help)
+    options.add_session(pause, session_help)
     pause.set_defaults(func=cmd_pause)
     cont = subparsers.add_parser(
         "continue",
         help="let a paused session go on",
         description="Let the runner of a paused session (on this machine) start jobs again.",
     )
-    cont.add_argument("session", metavar="SESSION", help=session_help)
+    options.add_session(cont, session_help)
     cont.set_defaults(func=cmd_continue)

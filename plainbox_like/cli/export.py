@@ -12,7 +12,7 @@ from typing import BinaryIO, Callable, Iterable
 
 from plainbox_like.store import codec, storage
 from plainbox_like import exports
-from plainbox_like.cli import common
+from plainbox_like.cli import options, output
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.paths import open_without_waiting
 from plainbox_like.exports import tarball
@@ -29,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tar (the session directory as a .tar.gz that 'import' brings back). Works on Checkbox and "
         "Plainbox session directories too, and on a session being run (what it holds at that moment).",
     )
-    p.add_argument(
-        "session", metavar="SESSION", help="session id, unique id prefix, or path to a session directory"
-    )
+    options.add_session(p)
     p.add_argument(
         "--format",
         choices=exports.FORMATS,
@@ -79,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-members",
         metavar="N",
-        type=common.positive_int,
+        type=options.positive_int,
         default=tarball.MAX_IMPORT_MEMBERS,
         help=f"refuse an archive of more than N files, directories and links (default: {tarball.MAX_IMPORT_MEMBERS})",
     )
@@ -91,11 +89,6 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _note(message: str) -> None:
-    sys.stderr.write(f"plainbox-like: note: {message}\n")
-    sys.stderr.flush()
 
 
 def _within(path: str, directory: str) -> bool:
@@ -178,16 +171,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     if fmt == "tar" and to_stdout and sys.stdout.isatty():
         raise PlainboxLikeError("will not write a .tar.gz archive to a terminal: give -o FILE or redirect the output")
-    repo = common.repository(args)
+    repo = options.repository(args)
     loaded = storage.load_session(repo.resolve(args.session))
-    options: dict = {}
+    format_options: dict = {}
     if fmt == "json":
-        options["with_logs"] = args.with_logs
+        format_options["with_logs"] = args.with_logs
     elif fmt == "tar":
-        options["warn"] = _note
+        format_options["warn"] = output.note
 
     def produce(out: BinaryIO) -> None:
-        exports.write(loaded, fmt, out, **options)
+        exports.write(loaded, fmt, out, **format_options)
 
     if to_stdout:
         sys.stdout.flush()
@@ -211,7 +204,7 @@ def _open_archive(path: str) -> BinaryIO:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    repo = options.repository(args)
     limits = {"max_size": args.max_size, "max_members": args.max_members}
     if args.archive == "-":
         if sys.stdin.isatty():
@@ -226,5 +219,5 @@ def cmd_import(args: argparse.Namespace) -> int:
             loaded = tarball.import_archive(source, repo.sessions_dir, args.archive, **limits)
     print(loaded.id)
     if loaded.origin != codec.FORMAT:
-        _note(f"session {loaded.id} is a Checkbox/Plainbox session: it can be inspected and exported, not resumed")
+        output.note(f"session {loaded.id} is a Checkbox/Plainbox session: it can be inspected and exported, not resumed")
     return 0

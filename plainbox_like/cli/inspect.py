@@ -9,13 +9,13 @@ import sys
 import time
 
 from plainbox_like.index import query as indexing
-from plainbox_like.text import clean  # noqa: F401 (also for the other command modules)
+from plainbox_like.cli import options, output
+from plainbox_like.cli.output import clean, format_table  # noqa: F401 (kept importable here)
 
 # ``list`` through the index is a short-lived process: what only ``show`` and the table need
-# (the shared CLI helpers, datetime, typing, the state machinery) is imported where it is used.
+# (datetime, typing, the state machinery) is imported where it is used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
     from typing import Any
 
     from plainbox_like.read import summary
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "changed, so the answer is never stale. Filters combine: a session is listed if it "
         "passes all of them.",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON list of session summaries")
+    options.add_json(p, "print a JSON list of session summaries")
     p.add_argument(
         "--status",
         action="append",
@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="JOB",
         help="only sessions in which job JOB (shell wildcards allowed) failed or crashed in its latest attempt",
     )
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="list at most N sessions (the newest)")
+    p.add_argument("--limit", type=options.positive_int, metavar="N", help="list at most N sessions (the newest)")
     p.set_defaults(func=cmd_list)
 
     p = subparsers.add_parser(
@@ -68,12 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outcome (running for a job being run, - for one not run yet), duration, return code, "
         "number of attempts and skip reason or comments.",
     )
-    p.add_argument(
-        "session", metavar="SESSION", help="session id, unique id prefix, or path to a session directory"
-    )
-    p.add_argument(
-        "--json", action="store_true", help="print the session as a JSON object, with every attempt of every job"
-    )
+    options.add_session(p)
+    options.add_json(p, "print the session as a JSON object, with every attempt of every job")
     p.set_defaults(func=cmd_show)
 
 
@@ -87,32 +83,12 @@ def format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {n}" for name, n in in_status_order(counts).items() if n) or "-"
 
 
-def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
-    rows = [list(header), *(list(r) for r in rows)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return lines
-
-
-def _positive_int(text: str) -> int:
-    """:func:`common.positive_int` (imported when a limit is given)."""
-    from plainbox_like.cli import common
-
-    return common.positive_int(text)
-
-
 def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
     """A summary for JSON output: times as ISO 8601 UTC strings."""
     from plainbox_like.read import summary
-    from plainbox_like.cli import common
-
     data = s.as_dict()
     for key in summary.TIME_FIELDS:
-        data[key] = common.iso_time(data[key])
+        data[key] = output.iso_time(data[key])
     return data
 
 
@@ -138,10 +114,6 @@ def parse_since(text: str) -> float:
             f"not a date, time or age: {text!r} (try 2026-11-21, '2026-11-21 14:00' or 7d)"
         ) from None
     return when.timestamp()  # naive: local time
-
-
-def _notice(message: str) -> None:
-    print(f"plainbox-like: notice: {message}", file=sys.stderr)
 
 
 def list_filter(args: argparse.Namespace) -> indexing.ListFilter:
@@ -178,15 +150,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         # The stored documents, joined by SQLite: no Python object per session.
         parts = [b"[]\n"]
         if exists:
-            with indexing.fresh_index(root, _notice) as index:
+            with indexing.fresh_index(root, output.notice) as index:
                 parts = index.json_parts(flt)
         _write_bytes(parts)
         return 0
-    from plainbox_like.cli import common
-
     listed: list[indexing.Listed] = []
     if exists:
-        with indexing.fresh_index(root, _notice) as index:
+        with indexing.fresh_index(root, output.notice) as index:
             listed = index.list(flt)
     sessions = [item.summary for item in listed]
     if not sessions:
@@ -200,7 +170,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if s.status == indexing.STATUS_CORRUPT:
             continue
         jobs = f"{s.done}/{s.total}" if s.total or s.done else "-"
-        created = common.format_time(s.created)
+        created = output.format_time(s.created)
         title = clean(s.title or "-")
         rows.append([s.id.ljust(id_width), s.status, created, jobs, title, format_counts(s.counts)])
     header[0] = header[0].ljust(id_width)
@@ -234,8 +204,6 @@ def _load_for_show(path: str) -> LoadedSession:
 def _attempt_json(a: Attempt) -> dict[str, Any]:
     import attrs
 
-    from plainbox_like.cli import common
-
     return {
         "attempt": a.attempt,
         "outcome": a.outcome,
@@ -244,7 +212,7 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "comments": a.comments,
         "skip_reason": a.skip_reason,
         "io_log_filename": a.io_log_filename,
-        "started": common.iso_time(a.started),
+        "started": output.iso_time(a.started),
         "leftover_processes": attrs.asdict(a.leftover_processes) if a.leftover_processes is not None else None,
     }
 
@@ -257,7 +225,6 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
     was running when its writer stopped, and ``None`` for a job that has not run.
     """
     from plainbox_like.read import jobs as job_status
-    from plainbox_like.cli import common
 
     now = time.time() if now is None else now
     rows = []
@@ -285,7 +252,7 @@ def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> li
             entry["previous_outcome"] = latest.outcome if latest else None
             entry["running"] = {
                 "attempt": running.attempt,
-                "started": common.iso_time(running.started),
+                "started": output.iso_time(running.started),
                 "io_log_filename": running.io_log_filename,
             }
         rows.append(entry)
@@ -304,9 +271,7 @@ def _note(job: dict[str, Any]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from plainbox_like.store import codec
     from plainbox_like.read import summary
-    from plainbox_like.cli import common
-
-    repo = common.repository(args)
+    repo = options.repository(args)
     path = repo.resolve(args.session)
     loaded = _load_for_show(path)
     s = summary.summarize_loaded(loaded)
@@ -324,7 +289,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             jobs=jobs,
             children=[_child_json(c) for c in children],
         )
-        common.print_json(data)
+        output.print_json(data)
         return 0
     status = s.status
     if s.running_job and s.status in (summary.STATUS_RUNNING, summary.STATUS_PAUSED, summary.STATUS_INCOMPLETE):
@@ -340,9 +305,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("Path", clean(s.path)),
         ("Status", status),
         ("Origin", origin),
-        ("Created", common.format_time(s.created)),
-        ("Updated", common.format_time(s.updated)),
-        ("Finished", common.format_time(s.finished)),
+        ("Created", output.format_time(s.created)),
+        ("Updated", output.format_time(s.updated)),
+        ("Finished", output.format_time(s.finished)),
         ("Flags", clean(", ".join(s.flags) or "-")),
         ("Tags", clean(", ".join(s.tags) or "-")),
         ("Parent", clean(parent)),
@@ -367,7 +332,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             [
                 clean(job["id"]),
                 job["outcome"] or "-",
-                common.format_duration(job["execution_duration"]),
+                output.format_duration(job["execution_duration"]),
                 "-" if rc is None else str(rc),
                 str(job["attempt_count"]),
                 _note(job),
@@ -380,14 +345,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _child_json(child: indexing.Child) -> dict[str, Any]:
-    from plainbox_like.cli import common
-
     return {
         "id": child.id,
         "title": child.title,
         "status": child.status,
         "parent_job": child.parent_job,
-        "created": common.iso_time(child.created),
+        "created": output.iso_time(child.created),
         "path": child.path,
     }
 

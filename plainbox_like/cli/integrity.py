@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from plainbox_like.maintain import integrity
 from plainbox_like.store import storage
-from plainbox_like.cli import common
+from plainbox_like.cli import options, output
 from plainbox_like.store.paths import session_id_of
 
 
-def _note(message: str) -> None:
-    print(f"plainbox-like: {message}", file=sys.stderr)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    repo = options.repository(args)
     if args.sessions:
         # Every argument is resolved first: a bad one is an error (exit 2) before anything is checked.
         paths = list(dict.fromkeys(integrity.resolve(repo, ref) for ref in args.sessions))
@@ -26,35 +21,35 @@ def cmd_check(args: argparse.Namespace) -> int:
         reports = integrity.check_repository(repo)
     unhealthy = [r for r in reports if not r.healthy]
     if args.json:
-        common.print_json({"healthy": not unhealthy, "sessions": [r.as_dict() for r in reports]})
+        output.print_json({"healthy": not unhealthy, "sessions": [r.as_dict() for r in reports]})
     else:
         for report in reports:
             for finding in report.problems:
                 print(f"{report.id}: {finding.file}: {finding.message}")
             for finding in report.notes:
-                _note(f"note: {report.id}: {finding.file}: {finding.message}")
+                output.note(f"{report.id}: {finding.file}: {finding.message}")
         if not reports:
-            _note(f"no sessions in {repo.sessions_dir}")
+            output.say(f"no sessions in {repo.sessions_dir}")
         elif unhealthy:
             problems = sum(len(r.problems) for r in unhealthy)
-            _note(
+            output.say(
                 f"{len(unhealthy)} of {len(reports)} session(s) need repair ({problems} problem(s)); "
                 "see plainbox-like repair"
             )
         else:
-            _note(f"{len(reports)} session(s) checked: no problems")
+            output.say(f"{len(reports)} session(s) checked: no problems")
     return 1 if unhealthy else 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    repo = options.repository(args)
     path = integrity.resolve(repo, args.session)
     sid = session_id_of(path)
     result = integrity.repair_session(path, say=lambda message: print(f"{sid}: {message}", flush=True))
     for what in result.lost:
         print(f"{sid}: lost: {what}")
     if result.quarantine:
-        _note(f"session {sid}: everything replaced or removed is kept in {result.quarantine}")
+        output.say(f"session {sid}: everything replaced or removed is kept in {result.quarantine}")
     after = result.after
     if after is not None and not after.healthy:
         for finding in after.problems:
@@ -84,10 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="session id, unique id prefix or path to a session directory (default: every session "
         "of the repository)",
     )
-    check.add_argument(
-        "--json",
-        action="store_true",
-        help="print a JSON report instead: every session with its problems and notes (file, kind, message)",
+    options.add_json(
+        check, "print a JSON report instead: every session with its problems and notes (file, kind, message)"
     )
     check.set_defaults(func=cmd_check)
 
@@ -104,7 +97,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "if problems remain, 2 on errors (a session being written, a Checkbox/Plainbox session, "
         "which is read-only).",
     )
-    repair.add_argument(
-        "session", metavar="SESSION", help="session id, unique id prefix or path to a session directory"
-    )
+    options.add_session(repair, "session id, unique id prefix or path to a session directory")
     repair.set_defaults(func=cmd_repair)

@@ -10,7 +10,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 from plainbox_like.read import replay
 from plainbox_like.store import storage
-from plainbox_like.cli import common
+from plainbox_like.cli import options, output
 from plainbox_like.errors import CorruptSession, SessionNotFound
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.read.replay import AttemptRef
@@ -37,9 +37,7 @@ def _float_type(minimum: float, strict: bool) -> Callable[[str], float]:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "session", metavar="SESSION", help="session id, unique id prefix, or path to a session directory"
-    )
+    options.add_session(p)
     p.add_argument("job", metavar="JOB", help="the job id")
     p.add_argument(
         "--stream",
@@ -50,7 +48,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--attempt",
         metavar="N",
-        type=common.positive_int,
+        type=options.positive_int,
         help="which attempt of the job (default: the latest, a running one included)",
     )
 
@@ -104,18 +102,12 @@ def _binary_stdout() -> BinaryIO:
     return sys.stdout.buffer
 
 
-def note(message: str) -> None:
-    """A one-line remark on standard error."""
-    sys.stderr.write(f"plainbox-like: note: {message}\n")
-    sys.stderr.flush()
-
-
 def _streams(choice: str) -> tuple[str, ...]:
     return STREAMS if choice == "both" else (choice,)
 
 
 def _open(args: argparse.Namespace) -> tuple[LoadedSession, AttemptRef]:
-    path = common.repository(args).resolve(args.session)
+    path = options.repository(args).resolve(args.session)
     loaded = storage.load_session(path)
     return loaded, replay.select_attempt(loaded, args.job, args.attempt)
 
@@ -126,10 +118,10 @@ def _read(loaded: LoadedSession, ref: AttemptRef, streams: tuple[str, ...]) -> t
     reader = replay.OutputReader(loaded, ref)
     what = f"job {ref.job_id!r} attempt {ref.attempt}"
     if reader.source == "none":
-        note(f"{what} kept no output log")
+        output.note(f"{what} kept no output log")
     elif reader.source == "raw":
         order = " (their relative order is unknown)" if len(streams) > 1 else ""
-        note(f"{reader.path}: missing; showing the raw .stdout and .stderr files without timing{order}")
+        output.note(f"{reader.path}: missing; showing the raw .stdout and .stderr files without timing{order}")
     count = 0
 
     def counted() -> Iterator[IORecord]:
@@ -140,11 +132,11 @@ def _read(loaded: LoadedSession, ref: AttemptRef, streams: tuple[str, ...]) -> t
 
     def after() -> None:
         if ref.running and storage.writer_alive(loaded.path):
-            note(f"{what} is still running; this is its output so far")
+            output.note(f"{what} is still running; this is its output so far")
         elif reader.problem:
             extra = sum(reader.raw_extra.get(s, 0) for s in streams)
             more = f" (the raw {'/'.join('.' + s for s in streams)} files hold {extra} more bytes)" if extra else ""
-            note(f"{reader.path}: {reader.problem}; showing the {count} records before it{more}")
+            output.note(f"{reader.path}: {reader.problem}; showing the {count} records before it{more}")
 
     return counted(), after
 
@@ -159,7 +151,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.follow and ref.running and storage.writer_alive(loaded.path):
         stopped = follow(loaded, ref, streams, out)
         if stopped:
-            note(stopped)
+            output.note(stopped)
         return 0
     records, after = _read(loaded, ref, streams)
     for record in replay.select_streams(records, streams):  # one record in memory at a time

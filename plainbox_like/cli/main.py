@@ -90,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for word in argv:  # no command line can hold one (only a call of main() can): refuse it before any path use
         if "\0" in word:
-            print(f"plainbox-like: error: argument {word!r} contains a NUL character", file=sys.stderr)
+            from plainbox_like.cli.output import error
+
+            error(f"argument {word!r} contains a NUL character")
             return 2
     command = _command_word(argv)
     if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
@@ -108,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_state_size()  # a bad $PLAINBOX_LIKE_MAX_STATE_SIZE is an error before any session is read
         return args.func(args)
     except PlainboxLikeError as exc:
-        print(f"plainbox-like: error: {exc}", file=sys.stderr)
+        from plainbox_like.cli.output import error  # (not at import: --version needs none of it)
+
+        error(exc)
         return exc.exit_code
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error worth a traceback.
@@ -118,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # after BrokenPipeError, one of its kind
         if exc.errno not in _ENVIRONMENT_ERRORS:
             raise
+        from plainbox_like.cli.output import error
+
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"plainbox-like: error: {where}{exc.strerror}", file=sys.stderr)
+        error(f"{where}{exc.strerror}")
         return 2
     except KeyboardInterrupt:
         import signal

@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from plainbox_like.maintain import manage
-from plainbox_like.cli import common
-from plainbox_like.cli.inspect import clean
+from plainbox_like.cli import options, output
+from plainbox_like.cli.output import clean
 
-SESSION_HELP = "session id, unique id prefix, or path to a session directory"
+SESSION_HELP = options.SESSION_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "like any other, and the state before it stays in session.bak. A session being run cannot be "
         "edited (edit it after the run ends), nor can a Plainbox/Checkbox session.",
     )
-    p.add_argument("session", metavar="SESSION", help=SESSION_HELP)
+    options.add_session(p)
     p.add_argument("title", metavar="TITLE", help="the new title ('' to remove the title)")
     p.set_defaults(func=cmd_rename)
 
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "already has is not added twice (a notice says so). A tag is a word without spaces, commas or "
         "control characters. Journaled like rename; the same sessions cannot be edited.",
     )
-    p.add_argument("session", metavar="SESSION", help=SESSION_HELP)
+    options.add_session(p)
     p.add_argument("tags", nargs="+", metavar="TAG", help="a tag to add (one or more)")
     p.set_defaults(func=cmd_tag)
 
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "notice on standard error and is not an error (exit status 0), so untag can be repeated "
         "safely. Journaled like rename; the same sessions cannot be edited.",
     )
-    p.add_argument("session", metavar="SESSION", help=SESSION_HELP)
+    options.add_session(p)
     p.add_argument("tags", nargs="+", metavar="TAG", help="a tag to remove (one or more)")
     p.set_defaults(func=cmd_untag)
 
@@ -110,14 +110,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # -- helpers -------------------------------------------------------------------
 
 
-def _notice(message: str) -> None:
-    print(f"plainbox-like: notice: {message}", file=sys.stderr)
-
-
-def _warning(message: str) -> None:
-    print(f"plainbox-like: warning: {message}", file=sys.stderr)
-
-
 def _title(title: str | None) -> str:
     return f'"{clean(title)}"' if title else "(no title)"
 
@@ -130,12 +122,12 @@ def _tags(tags: tuple[str, ...]) -> str:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    repo = options.repository(args)
 
     def on_deleted(item: manage.Deleted) -> None:
         if item.runner_left is not None:
             pid, host = item.runner_left
-            _warning(f"session {item.id} was deleted while pid {pid} on host {clean(host)} ran it; it may still write")
+            output.warn(f"session {item.id} was deleted while pid {pid} on host {clean(host)} ran it; it may still write")
         print(f"deleted {item.id}  {item.status or '-'}  {manage.human_size(item.size)}  {_title(item.title)}")
         sys.stdout.flush()
 
@@ -150,7 +142,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_rename(args: argparse.Namespace) -> int:
-    edit = manage.rename_session(common.repository(args), args.session, args.title)
+    edit = manage.rename_session(options.repository(args), args.session, args.title)
     if edit.changed:
         print(f"{edit.id}: title {_title(edit.title_before)} -> {_title(edit.title)}")
     else:
@@ -159,17 +151,17 @@ def cmd_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    edit = manage.tag_session(common.repository(args), args.session, args.tags)
+    edit = manage.tag_session(options.repository(args), args.session, args.tags)
     for tag in edit.unchanged_tags:
-        _notice(f"{edit.id} already has tag {clean(tag)!r}")
+        output.notice(f"{edit.id} already has tag {clean(tag)!r}")
     print(f"{edit.id}: tags {_tags(edit.tags)}")
     return 0
 
 
 def cmd_untag(args: argparse.Namespace) -> int:
-    edit = manage.untag_session(common.repository(args), args.session, args.tags)
+    edit = manage.untag_session(options.repository(args), args.session, args.tags)
     for tag in edit.unchanged_tags:
-        _notice(f"{edit.id} has no tag {clean(tag)!r}")
+        output.notice(f"{edit.id} has no tag {clean(tag)!r}")
     print(f"{edit.id}: tags {_tags(edit.tags)}")
     return 0
 
@@ -178,7 +170,7 @@ def cmd_untag(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    repo = options.repository(args)
     seconds = manage.parse_duration(args.older_than)
     verb = "would delete" if args.dry_run else "deleted"
 
@@ -187,7 +179,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             what = "deletion" if item.status == "deleting" else "import"
             print(f"{verb} {item.id}  leftover of an interrupted {what}  {manage.human_size(item.size)}")
         else:
-            created = common.format_time(item.age_time)
+            created = output.format_time(item.age_time)
             print(
                 f"{verb} {item.id}  {item.status}  {created}  {manage.human_size(item.size)}  {_title(item.title)}"
             )
@@ -197,9 +189,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         repo, seconds, keep_incomplete=args.keep_incomplete, dry_run=args.dry_run, on_item=on_item
     )
     for item in report.kept:
-        _notice(f"kept {item.id}: {item.reason}")
+        output.notice(f"kept {item.id}: {item.reason}")
     for item in report.failed:
-        print(f"plainbox-like: error: {item.id}: {item.reason}", file=sys.stderr)
+        output.error(f"{item.id}: {item.reason}")
     n = len(report.removed)
     noun = "session" if n == 1 else "sessions"
     if args.dry_run:
@@ -219,7 +211,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    repo = common.repository(args)
+    repo = options.repository(args)
     would = "would be " if args.dry_run else ""
 
     def on_item(item: manage.Cleaned) -> None:
@@ -231,12 +223,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
             what.append(f"stale lock of pid {pid} on {clean(host)} {would}cleared")
         print(f"{item.id}  {_title(item.title)}: {'; '.join(what)}")
         for note in item.notes:
-            _notice(f"{item.id}: {note}")
+            output.notice(f"{item.id}: {note}")
         sys.stdout.flush()
 
     report = manage.cleanup(repo, dry_run=args.dry_run, on_item=on_item)
     for sid, reason in report.skipped:
-        _notice(f"left {sid} alone: {reason}")
+        output.notice(f"left {sid} alone: {reason}")
     n = len(report.cleaned)
     noun = "session" if n == 1 else "sessions"
     if not n:

@@ -9,12 +9,13 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from plainbox_like.run import batch
-from plainbox_like.cli.common import positive_int, format_duration, print_json, repository
+from plainbox_like.cli import options, output
+from plainbox_like.cli.options import repository
+from plainbox_like.cli.output import format_duration, print_json
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.define.launcher import Launcher, read_launcher
 from plainbox_like.define.manifest import read_manifest_file
 from plainbox_like.store.model import FAILED_OUTCOMES, Attempt
-from plainbox_like.store.storage import DURABILITY_MODES
 from plainbox_like.text import clean
 
 if TYPE_CHECKING:
@@ -111,10 +112,10 @@ def _reporter(total: int, done: int):
 
 def _warn_templates(prepared: batch.Prepared) -> None:
     for warning in prepared.notes:
-        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
+        output.warn(clean(warning))
     if prepared.expander is not None:
         for warning in prepared.expander.warnings:
-            print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
+            output.warn(clean(warning))
 
 
 def _finish(summary: batch.RunSummary, started: float) -> int:
@@ -144,7 +145,7 @@ def _find_providers(args: argparse.Namespace, search: bool) -> list[str]:
             raise PlainboxLikeError(f"--providers {directory}: not a directory")
     found, warnings = find_providers(args.providers, search=search)
     for warning in warnings:
-        print(f"plainbox-like: warning: {warning}", file=sys.stderr)
+        output.warn(warning)
     return provider_refs(found)
 
 
@@ -184,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise PlainboxLikeError(f"--launcher {launcher.path}: no test plan to run (no [test plan] unit, no --test-plan)")
     units = batch.load_run_units(config)
     for warning in units.warnings:
-        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
+        output.warn(clean(warning))
     plan = batch.plan_jobs(units, config)
     if args.bootstrap and not args.dry_run:
         raise PlainboxLikeError("--bootstrap only goes with --dry-run")
@@ -192,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         order = list(plan.order)
         if args.bootstrap:
             order = batch.bootstrapped_order(
-                units, config, plan, lambda msg: print(f"plainbox-like: warning: {clean(msg)}", file=sys.stderr)
+                units, config, plan, lambda msg: output.warn(clean(msg))
             )
         if args.json:
             print_json(order)
@@ -215,7 +216,7 @@ def _read_launcher(args: argparse.Namespace) -> Launcher | None:
         return None
     launcher = read_launcher(args.launcher)
     for note in launcher.notes:
-        print(f"plainbox-like: note: {note}", file=sys.stderr)
+        output.note(note)
     return launcher
 
 
@@ -231,7 +232,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         rerun_bootstrap=args.rerun_bootstrap,
         ignore_changed=args.ignore_changed,
         parallel=args.jobs,
-        say=lambda msg: print(f"plainbox-like: {clean(msg)}", file=sys.stderr),
+        say=lambda msg: output.say(clean(msg)),
     )
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
@@ -247,7 +248,7 @@ def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
     try:
         overrides = [o.to_json() for o in plan_overrides(units, plan.id)]
     except PlainboxLikeError as exc:
-        print(f"plainbox-like: warning: test plan {clean(plan.id)}: {clean(exc)}", file=sys.stderr)
+        output.warn(f"test plan {clean(plan.id)}: {clean(exc)}")
         overrides = None
     return {
         "id": plan.id,
@@ -274,7 +275,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
     config = batch.RunConfig(sources=[_absolute(p) for p in args.files], providers=refs)
     units = batch.load_run_units(config)
     for warning in units.warnings:
-        print(f"plainbox-like: warning: {clean(warning)}", file=sys.stderr)
+        output.warn(clean(warning))
     plans = sorted(units.test_plans, key=lambda p: p.id)
     if args.json:
         print_json([_plan_json(units, plan) for plan in plans])
@@ -283,7 +284,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
     for plan in plans:
         print(f"{clean(plan.id):<{width}}  {clean(plan.name or '')}".rstrip())
     if not plans:
-        print("plainbox-like: no test plans found", file=sys.stderr)
+        output.say("no test plans found")
     return 0
 
 
@@ -299,18 +300,6 @@ def _namespace(text: str) -> str:
     return text
 
 
-PROVIDERS_HELP = (
-    "load the Checkbox providers of DIR too: a directory of .provider files (as 'manage.py develop -d DIR' "
-    "writes them) or a provider source tree (repeatable); with no FILE and no -c, the providers of the "
-    "directories in $PROVIDERPATH (else /usr/local/share/plainbox-providers-1, /usr/share/plainbox-providers-1, "
-    "~/.local/share/plainbox-providers-1 and /var/tmp/checkbox-providers-develop) are loaded as well"
-)
-
-
-MANIFEST_HELP = (
-    "Checkbox's machine manifest JSON ({\"ns::entry_id\": true, ...}): the answers the manifest resource job "
-    "gives; an entry without an answer is false (0), as in Checkbox"
-)
 LAUNCHER_HELP = (
     "a Checkbox launcher file: its [test plan] unit, [test selection] exclude/match, [manifest], [environment] "
     "and [launcher] session_title apply (options given here win); what does not apply is named in a note"
@@ -329,7 +318,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-c", "--command", dest="command_lines", action="append", default=[], metavar="CMD",
                      help="a shell command to run as a job (repeatable)")
     run.add_argument("--test-plan", metavar="ID", help="run the jobs this test plan includes")
-    run.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
+    options.add_providers(run)
     run.add_argument("--namespace", metavar="NS", type=_namespace,
                      help="give the jobs and test plans of unit files ids NS::id (default: the namespace of "
                      "the provider the files belong to, from its .provider file or manage.py, if any)")
@@ -339,21 +328,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("-x", "--exclude", action="append", default=[], metavar="REGEX",
                      help="leave out jobs whose whole id matches REGEX (repeatable; jobs that selected jobs "
                      "depend on, and a test plan's mandatory jobs, still run)")
-    run.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                     help="run up to N independent jobs at once (default 1; at most as many workers as "
-                     f"jobs; more than {batch.MAX_PARALLEL} needs --force)")
-    run.add_argument("--force", action="store_true",
-                     help=f"allow -j above {batch.MAX_PARALLEL}")
+    options.add_parallel(run, "run up to N independent jobs at once (default 1; at most as many workers as "
+                         f"jobs; more than {batch.MAX_PARALLEL} needs --force)", default=1)
     run.add_argument("--title", help="a title for the session")
-    run.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
-                     help="fsync: every result survives a power cut (default); "
-                     "flush: results survive a killed process, not a power cut (faster)")
+    options.add_durability(run, "fsync: every result survives a power cut (default); "
+                           "flush: results survive a killed process, not a power cut (faster)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run, run nothing")
-    run.add_argument("--json", action="store_true", help="only with --dry-run: print the plan as a JSON list of job ids")
+    options.add_json(run, "only with --dry-run: print the plan as a JSON list of job ids")
     run.add_argument("--bootstrap", action="store_true",
                      help="only with --dry-run and --test-plan: run the test plan's bootstrap resource jobs (outside "
                      "any session) and list the jobs their templates add too")
-    run.add_argument("--manifest", metavar="FILE", help=MANIFEST_HELP)
+    options.add_manifest(run)
     run.add_argument("--launcher", metavar="FILE", help=LAUNCHER_HELP)
     run.set_defaults(func=cmd_run)
 
@@ -366,17 +351,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     launcher.add_argument("launcher", metavar="FILE", help="a Checkbox launcher file")
     launcher.add_argument("files", nargs="*", metavar="UNITS",
                           help="unit files or directories (none: the providers found, see --providers)")
-    launcher.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
-    launcher.add_argument("--manifest", metavar="FILE", help=MANIFEST_HELP)
-    launcher.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
-                          help=f"run up to N independent jobs at once (default 1; more than {batch.MAX_PARALLEL} "
-                          "needs --force)")
-    launcher.add_argument("--force", action="store_true", help=f"allow -j above {batch.MAX_PARALLEL}")
+    options.add_providers(launcher)
+    options.add_manifest(launcher)
+    options.add_parallel(launcher, f"run up to N independent jobs at once (default 1; more than {batch.MAX_PARALLEL} "
+                         "needs --force)", default=1)
     launcher.add_argument("--title", help="a title for the session (default: the launcher's session_title)")
-    launcher.add_argument("--durability", choices=DURABILITY_MODES, default="fsync",
-                          help="as for run: fsync (default) or flush")
+    options.add_durability(launcher, "as for run: fsync (default) or flush")
     launcher.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run")
-    launcher.add_argument("--json", action="store_true", help="only with --dry-run: print a JSON list of job ids")
+    options.add_json(launcher, "only with --dry-run: print a JSON list of job ids")
     launcher.set_defaults(
         func=cmd_run, command_lines=[], test_plan=None, include=[], exclude=[], namespace=None, bootstrap=False
     )
@@ -389,10 +371,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     plans.add_argument("files", nargs="*", metavar="FILE",
                        help="unit files (.pxu) or directories of them (none: the providers found, see --providers)")
-    plans.add_argument("--providers", action="append", default=[], metavar="DIR", help=PROVIDERS_HELP)
-    plans.add_argument("--json", action="store_true",
-                       help="print every test plan with all its fields as a JSON list, including its category "
-                       "and certification status overrides and the order they apply in")
+    options.add_providers(plans)
+    options.add_json(plans, "print every test plan with all its fields as a JSON list, including its category "
+                     "and certification status overrides and the order they apply in")
     plans.set_defaults(func=cmd_plans)
 
     resume = subparsers.add_parser(
@@ -402,8 +383,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is recorded as crash (or pass, for a job with the noreturn flag). Changed job definitions stop a "
         "resume unless --ignore-changed is given. Exit status as for run.",
     )
-    resume.add_argument("session", nargs="?", metavar="SESSION",
-                        help="session id, unique id prefix or path (default: the most recent incomplete session)")
+    options.add_session(resume, "session id, unique id prefix or path (default: the most recent incomplete session)",
+                        nargs="?")
     resume.add_argument("--rerun-failed", action="store_true",
                         help="run again every job whose latest attempt failed or crashed")
     resume.add_argument("--rerun-interrupted", action="store_true",
@@ -413,9 +394,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "making template jobs from their new records")
     resume.add_argument("--ignore-changed", action="store_true",
                         help="resume even if job definitions changed since the session started")
-    resume.add_argument("-j", "--jobs", type=positive_int, metavar="N",
-                        help="run up to N independent jobs at once (default: as the session was started; "
-                        f"more than {batch.MAX_PARALLEL} needs --force)")
-    resume.add_argument("--force", action="store_true",
-                        help=f"allow -j above {batch.MAX_PARALLEL}")
+    options.add_parallel(resume, "run up to N independent jobs at once (default: as the session was started; "
+                         f"more than {batch.MAX_PARALLEL} needs --force)")
     resume.set_defaults(func=cmd_resume)

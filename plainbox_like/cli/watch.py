@@ -12,20 +12,12 @@ import sys
 from typing import Any, Iterator
 
 from plainbox_like.index import query as indexing
-from plainbox_like.cli import common
+from plainbox_like.cli import options, output
+from plainbox_like.cli.output import notice
 
 SNIPPET = 100
 #: Matching jobs shown per session by ``search`` (``--json`` has them all).
 JOBS_SHOWN = 10
-
-
-def notice(message: str) -> None:
-    """A one-line notice on stderr (index rebuilt, fallbacks)."""
-    print(f"plainbox-like: notice: {message}", file=sys.stderr)
-
-
-def _say(message: str) -> None:
-    print(f"plainbox-like: {message}", file=sys.stderr, flush=True)
 
 
 def positive_float(text: str) -> float:
@@ -74,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"seconds between scans when polling (default {DEFAULT_POLL_INTERVAL:g})",
     )
     p.add_argument(
-        "-j", "--jobs", type=common.positive_int, metavar="N",
+        "-j", "--jobs", type=options.positive_int, metavar="N",
         help="read up to N sessions at once when many changed (default: the number of CPUs, at most 8)",
     )  # fmt: skip
     p.set_defaults(func=cmd_watch)
@@ -94,10 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recreate the index from the session directories (also one made by a newer version)",
     )
     p.add_argument(
-        "-j", "--jobs", type=common.positive_int, metavar="N",
+        "-j", "--jobs", type=options.positive_int, metavar="N",
         help="read up to N sessions at once (default: the number of CPUs, at most 8)",
     )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print what was done as a JSON object")
+    options.add_json(p, "print what was done as a JSON object")
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser(
@@ -109,8 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "first unless a watcher keeps it fresh. Exit status 1 if no session matched.",
     )
     p.add_argument("text", nargs="+", metavar="TEXT", help="words to look for (substrings, case-insensitive)")
-    p.add_argument("--limit", type=common.positive_int, metavar="N", help="show at most N sessions")
-    p.add_argument("--json", action="store_true", help="print a JSON list of sessions, each with its matching jobs")
+    p.add_argument("--limit", type=options.positive_int, metavar="N", help="show at most N sessions")
+    options.add_json(p, "print a JSON list of sessions, each with its matching jobs")
     p.set_defaults(func=cmd_search)
 
 
@@ -135,7 +127,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with _index_errors(root), indexing.SessionIndex.open(root, notice=notice, workers=args.jobs) as index:
             stats = index.reconcile(full=True)
             total = index.count()
-        _say(
+        output.say(
             f"{index.path}: {total} sessions; {stats.added} new, {stats.updated} changed, "
             f"{stats.removed} removed in {stats.seconds:.2f} s"
         )
@@ -145,7 +137,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         interval=args.interval,
         poll=args.poll,
         poll_interval=args.poll_interval,
-        say=_say,
+        say=output.say,
         workers=args.jobs,
     )
     previous = {}
@@ -161,7 +153,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    _say("watcher stopped")
+    output.say("watcher stopped")
     return 0
 
 
@@ -176,7 +168,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         total = index.count()
         jobs = index.conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
     if args.json:
-        common.print_json(
+        output.print_json(
             {
                 "index": index.path,
                 "rebuilt": bool(args.rebuild),
@@ -204,7 +196,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _snippet(text: str | None) -> str:
-    from plainbox_like.cli.inspect import clean
+    from plainbox_like.cli.output import clean
 
     if not text:
         return ""
@@ -213,7 +205,7 @@ def _snippet(text: str | None) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from plainbox_like.cli.inspect import clean
+    from plainbox_like.cli.output import clean
 
     root = indexing.repository_root(getattr(args, "repository", None))
     text = " ".join(args.text)
@@ -228,7 +220,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             data["title_matched"] = hit.title_matched
             data["jobs"] = [job.as_dict() for job in hit.jobs]
             out.append(data)
-        common.print_json(out)
+        output.print_json(out)
         return 0 if hits else 1
     if not hits:
         print(f"no session matches {text!r}", file=sys.stderr)
@@ -237,7 +229,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         s = hit.listed.summary
         if s is None:  # pragma: no cover - search always builds summaries
             continue
-        created = common.format_time(s.created)
+        created = output.format_time(s.created)
         title = clean(s.title or "-")
         print(f"{s.id}  {s.status}  {created}  {title}")
         for job in hit.jobs[:JOBS_SHOWN]:

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import attrs
 
-from plainbox_like.errors import PlainboxLikeError
+from plainbox_like.errors import ResourceExpressionError
 
 __all__ = [
     "ALLOWED_NODES",
@@ -62,10 +62,6 @@ _KEY = re.compile(r"([^\s:][^:]*?)\s*:(.*)")
 _NAMESPACED = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)::([A-Za-z_][A-Za-z0-9_]*)")
 _PLACEHOLDER = "__ns{}__"
 _RESERVED = re.compile(r"__ns\d+__")
-
-
-class ResourceExpressionError(PlainboxLikeError):
-    """A ``requires:`` expression that is not valid or not allowed."""
 
 
 def parse_records(text: str) -> list[dict[str, str]]:

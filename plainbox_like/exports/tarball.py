@@ -49,7 +49,14 @@ from typing import BinaryIO, Callable
 import attrs
 
 from plainbox_like.store import storage
-from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionNotFound
+from plainbox_like.errors import (
+    ArchiveTooLarge,
+    BadArchive,
+    CorruptSession,
+    PlainboxLikeError,
+    SessionNotFound,
+    UnsafeArchive,
+)
 from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, SESSION_SUFFIX
 from plainbox_like.store.storage import LoadedSession
 from plainbox_like.text import format_size
@@ -71,18 +78,6 @@ MAX_IMPORT_RATIO = 100
 MIN_IMPORT_SIZE = 64 << 20
 #: The most members an archive may have (``import --max-members`` changes it).
 MAX_IMPORT_MEMBERS = 1_000_000
-
-
-class UnsafeArchive(PlainboxLikeError):
-    """An archive member that would write outside the session, or is not a plain file or directory."""
-
-
-class BadArchive(PlainboxLikeError):
-    """An archive that cannot be read, or does not hold a session that loads."""
-
-
-class ArchiveTooLarge(PlainboxLikeError):
-    """An archive that unpacks to more than the import's limits allow."""
 
 
 # -- export ------------------------------------------------------------------------

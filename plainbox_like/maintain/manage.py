@@ -37,7 +37,16 @@ import attrs
 from plainbox_like.store import codec, storage
 from plainbox_like.read import summary
 from plainbox_like.run import settle
-from plainbox_like.errors import PlainboxLikeError, SessionLocked
+from plainbox_like.errors import (
+    BadDuration,
+    BadTag,
+    DeletionIncomplete,
+    NotInRepository,
+    PlainboxLikeError,
+    ReadOnlySession,
+    SessionBusy,
+    SessionLocked,
+)
 from plainbox_like.store.model import FLAG_INCOMPLETE, Runner
 from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, session_id_of
 from plainbox_like.store.storage import SessionRepository, SessionWriter
@@ -52,34 +61,6 @@ DEFAULT_GC_AGE = "30d"
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _TAG_FORBIDDEN = re.compile(r"[\s,]")
-
-
-class BadDuration(PlainboxLikeError):
-    """A duration that is not a number followed by s, m, h, d or w."""
-
-
-class BadTag(PlainboxLikeError):
-    """A tag that is empty or has whitespace, a comma or a control character."""
-
-
-class SessionBusy(PlainboxLikeError):
-    """A process (maybe) writes the session, so it cannot be changed now."""
-
-    def __init__(self, reason: str, advice: str = "") -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {advice}" if advice else reason)
-
-
-class ReadOnlySession(PlainboxLikeError):
-    """A Plainbox/Checkbox session: it can be inspected, not changed."""
-
-
-class NotInRepository(PlainboxLikeError):
-    """A session directory outside the repository, which we do not delete."""
-
-
-class DeletionIncomplete(PlainboxLikeError):
-    """The session was hidden (deleted) but some of its files could not be removed."""
 
 
 # -- small helpers -----------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import attrs
 
-from plainbox_like.errors import RunAborted
+from plainbox_like.errors import LogError
 from plainbox_like.store.iolog import RecordWriter, open_reserved_log
 
 READ_SIZE = 1 << 20
@@ -111,10 +111,6 @@ class Process:
     pidfd: int | None = None
     status: int | None = None
     log: RecordWriter | None = None
-
-
-class LogError(RunAborted):
-    """A job's io-log could not be created or written: its output would be lost, so the job was stopped."""
 
 
 @attrs.frozen

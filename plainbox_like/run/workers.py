@@ -34,15 +34,11 @@ from typing import Any
 
 import attrs
 
-from plainbox_like.errors import PlainboxLikeError, RunAborted
+from plainbox_like.errors import PlainboxLikeError, WorkerDied
 from plainbox_like.store.iolog import FLUSH_INTERVAL
 from plainbox_like.run.executors import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
 
 _LENGTH = struct.Struct("<I")
-
-
-class WorkerDied(RunAborted):
-    """A worker process ended without being told to."""
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ import pytest
 
 from plainbox_like.index import query as indexing
 from plainbox_like.read import summary
-from plainbox_like.cli import common
+from plainbox_like.cli import output
 from plainbox_like.cli.inspect import parse_since, summary_json
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
@@ -236,5 +236,5 @@ def test_repository_root_is_the_repositorys(override, tmp_path, monkeypatch):
 
 
 def test_print_json_equivalence_for_an_empty_list(capsys):
-    common.print_json([])
+    output.print_json([])
     assert capsys.readouterr().out == indexing.json_list([])

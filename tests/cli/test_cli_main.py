@@ -40,7 +40,9 @@ def test_running_a_command_imports_only_its_module():
         "print(sorted(m for m in sys.modules if m.startswith('plainbox_like.cli.')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "['plainbox_like.cli.common', 'plainbox_like.cli.main', 'plainbox_like.cli.run']"
+    assert out.strip().splitlines()[-1] == (
+        "['plainbox_like.cli.main', 'plainbox_like.cli.options', 'plainbox_like.cli.output', 'plainbox_like.cli.run']"
+    )
 
 
 def test_unknown_command_is_a_usage_error(capsys):
