@@ -70,8 +70,8 @@ from plainbox_like.store.paths import SESSION_SUFFIX, open_regular_file, session
 # Reading the index must start fast (``list`` is a short-lived process): the
 # modules that decode sessions (storage, codec, cattrs, the attrs model), and
 # even typing, json, hashlib, datetime and dataclasses, are imported only where
-# they are needed. The constants below mirror the library's (a test checks that
-# they agree).
+# they are needed. The names of the on-disk contract come from store.names,
+# which imports nothing.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -79,18 +79,23 @@ if TYPE_CHECKING:
 
     from plainbox_like.read.summary import SessionSummary
 
-STATE_FILE = "session"  # storage.STATE_FILE
-JOURNAL_FILE = "journal"  # storage.JOURNAL_FILE
-FAILED_OUTCOMES = ("crash", "fail")  # model.FAILED_OUTCOMES
-FLAG_INCOMPLETE = "incomplete"  # model.FLAG_INCOMPLETE
-FLAG_PAUSED = "paused"  # model.FLAG_PAUSED
-FORMAT = "plainbox-like"  # codec.FORMAT: the origin of our own sessions
-STATUS_RUNNING, STATUS_PAUSED, STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_CORRUPT = STATUSES = (
-    "running", "paused", "incomplete", "complete", "corrupt",
-)  # summary.STATUSES  # fmt: skip
+from plainbox_like.store.names import (  # noqa: F401 (public here too); names imports nothing
+    FAILED_OUTCOMES,
+    FLAG_INCOMPLETE,
+    FLAG_PAUSED,
+    FORMAT,
+    JOURNAL_FILE,
+    STATE_FILE,
+    STATUS_COMPLETE,
+    STATUS_CORRUPT,
+    STATUS_INCOMPLETE,
+    STATUS_PAUSED,
+    STATUS_RUNNING,
+    STATUSES,
+    TIME_FIELDS,
+)
 #: Statuses that hold only while the writer lives: rows stored with them are checked when read.
 LIVE_STATUSES = (STATUS_RUNNING, STATUS_PAUSED)
-TIME_FIELDS = ("created", "updated", "finished")  # summary.TIME_FIELDS
 
 INDEX_FILE = "index.sqlite3"
 #: Held (flock) while a corrupt index file is replaced, so that two processes do not both do it.
@@ -1044,11 +1049,7 @@ def _read_plain(
 
         from plainbox_like.store import codec, locks, storage
 
-        # (If the codec's format name ever differs from the one mirrored here, nothing is read directly.)
-        ok = codec.FORMAT == FORMAT
-        _plain_modules = (orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks) if ok else ()
-    if not _plain_modules:
-        return None
+        _plain_modules = (orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks)
     loads, decompress, version, parse_journal, locks = _plain_modules
     state_path = path + "/" + STATE_FILE
     journal_path = path + "/" + JOURNAL_FILE

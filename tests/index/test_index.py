@@ -130,15 +130,15 @@ def table_counts(index):
     }
 
 
-def test_mirrored_constants_agree_with_the_library():
-    from plainbox_like.store import codec, model
+def test_the_index_uses_the_library_s_names_not_copies():
+    from plainbox_like.store import codec, model, names
 
     assert (indexing.STATE_FILE, indexing.JOURNAL_FILE) == (storage.STATE_FILE, storage.JOURNAL_FILE)
-    assert set(indexing.FAILED_OUTCOMES) == set(model.FAILED_OUTCOMES)
-    assert indexing.STATUSES == summary.STATUSES
-    assert indexing.TIME_FIELDS == summary.TIME_FIELDS
+    assert indexing.FAILED_OUTCOMES is model.FAILED_OUTCOMES is names.FAILED_OUTCOMES
+    assert indexing.STATUSES is summary.STATUSES is names.STATUSES
+    assert indexing.TIME_FIELDS is summary.TIME_FIELDS is names.TIME_FIELDS
     assert (indexing.FLAG_INCOMPLETE, indexing.FLAG_PAUSED) == (model.FLAG_INCOMPLETE, model.FLAG_PAUSED)
-    assert indexing.FORMAT == codec.FORMAT
+    assert indexing.FORMAT is codec.FORMAT is names.FORMAT
 
 
 def test_direct_reading_knows_every_field_of_the_model():
