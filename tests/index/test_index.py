@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plainbox_like.index import query as indexing
+from plainbox_like.index import fastread
 from plainbox_like.run import batch
 from plainbox_like.store import storage
 from plainbox_like.read import summary
@@ -148,9 +149,9 @@ def test_direct_reading_knows_every_field_of_the_model():
     from plainbox_like.store import model
 
     assert {f.name for f in attrs.fields(model.Attempt)} == {
-        *indexing._ATTEMPT_TYPES, *indexing._OPTIONAL_ATTEMPT_LISTS
+        *fastread._ATTEMPT_TYPES, *fastread._OPTIONAL_ATTEMPT_LISTS
     }
-    assert {f.name for f in attrs.fields(model.SessionMetadata)} == set(indexing._METADATA_TYPES)
+    assert {f.name for f in attrs.fields(model.SessionMetadata)} == set(fastread._METADATA_TYPES)
     assert {f.name for f in attrs.fields(model.SessionState)} == {
         "jobs", "results", "desired_job_list", "mandatory_job_list", "metadata", "running_jobs", "journal_seq",
         "resources",
@@ -789,7 +790,7 @@ def test_rebuild_reads_directly_and_stores_what_reading_each_session_stores(repo
         assert dump() == ordinary
         sids = [row[0] for row in index.conn.execute("SELECT sid FROM sessions ORDER BY id")]
         assert sids == list(range(1, 8))  # numbered in path order: rows go in in key order
-        monkeypatch.setattr(indexing, "POOL_THRESHOLD", 2)  # through a pool of readers, each sending a text once
+        monkeypatch.setattr("plainbox_like.index.fastread.POOL_THRESHOLD", 2)  # through a pool of readers, each sending a text once
         index.workers = 2
         assert index.rebuild().added == 7
         assert dump() == ordinary
@@ -805,7 +806,7 @@ def settled_of(index, session_id):
 @pytest.fixture
 def settle_at_once(monkeypatch):
     """Finished sessions settle as soon as they are read (instead of after the clock-granularity window)."""
-    monkeypatch.setattr(indexing, "RACY_SECONDS", -1.0)
+    monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", -1.0)
 
 
 def directory_stamp(path):
@@ -877,7 +878,7 @@ def test_a_session_read_just_after_a_change_is_checked_in_full_until_it_settles(
         assert directory_stamp(writer.path) == directory
         assert index.reconcile().updated == 1  # still caught: the files are compared
         assert index.summaries()[0].counts == {"fail": 1}
-        monkeypatch.setattr(indexing, "RACY_SECONDS", 0.05)
+        monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", 0.05)
         time.sleep(0.1)
         assert index.reconcile().changed == 0  # unchanged, and long enough after: now settled
         assert settled_of(index, writer.id) == indexing.SETTLED
