@@ -48,23 +48,26 @@ Two reconciles compare the directories with the index, stat only:
   reconcile does not see is a process other than a session writer editing the
   files of a finished session in place; the watcher (file events) and the
   full reconcile do.
+
+The index is split by concern: :mod:`.schema` (the file: connection, schema,
+migrations, a corrupt file replaced, transactions), :mod:`.stamps` (stat only),
+:mod:`.records` (what a session contributes), :mod:`.fastread` (reading
+sessions, directly or through storage, many at once), :mod:`.reconcile`
+(comparing and writing); this module keeps :class:`SessionIndex`'s queries
+and the public names of them all.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import fcntl
-import itertools
 import os
-import re
 import sqlite3
-import stat
 import time
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of
+from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of  # noqa: F401 (public here too)
 
 # Reading the index must start fast (``list`` is a short-lived process): the
 # modules that decode sessions (storage, codec, cattrs, the attrs model), and
@@ -96,96 +99,6 @@ from plainbox_like.store.names import (  # noqa: F401 (public here too); names i
 #: Statuses that hold only while the writer lives: rows stored with them are checked when read.
 LIVE_STATUSES = (STATUS_RUNNING, STATUS_PAUSED)
 
-INDEX_FILE = "index.sqlite3"
-#: Held (flock) while a corrupt index file is replaced, so that two processes do not both do it.
-REPLACE_LOCK_FILE = "index.sqlite3.replace-lock"
-#: Current schema version; bump it on any change to :data:`SCHEMA` and add a migration (or let it rebuild).
-SCHEMA_VERSION = 3
-#: ``MIGRATIONS[n](connection)`` upgrades schema *n* to *n + 1* inside a write transaction.
-#: An older index without a path of migrations to the current version is rebuilt.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
-#: How long a writer waits for another one (seconds); a full rebuild holds the write lock that long at most.
-BUSY_TIMEOUT = 120.0
-#: Page size of a new index file (bytes): a fresh ``list`` reads the documents of every session in
-#: order, a quarter as many reads as with the default 4096.
-PAGE_SIZE = 16384
-
-SCHEMA = """
-CREATE TABLE schema_version (version INTEGER NOT NULL);
-CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE sessions (
-    sid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    path TEXT NOT NULL,
-    title TEXT,
-    app_id TEXT,
-    origin TEXT,
-    flags TEXT NOT NULL,
-    incomplete INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    state_missing INTEGER NOT NULL,
-    created REAL,
-    updated REAL,
-    finished REAL,
-    sort_time REAL NOT NULL,
-    counts TEXT NOT NULL,
-    total INTEGER NOT NULL,
-    done INTEGER NOT NULL,
-    running_job TEXT,
-    runner_pid INTEGER,
-    runner_host TEXT,
-    tags TEXT NOT NULL,
-    parent_session TEXT,
-    parent_job TEXT,
-    stamps TEXT NOT NULL,
-    settled INTEGER NOT NULL,
-    dir_key TEXT NOT NULL,
-    indexed REAL NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX sessions_by_time ON sessions (sort_time DESC, id DESC, doc);
-CREATE INDEX sessions_by_parent ON sessions (parent_session);
-CREATE INDEX sessions_live ON sessions (status) WHERE status IN ('running', 'paused');
-CREATE INDEX sessions_settled ON sessions (settled, dir_key);
-CREATE TABLE job_texts (
-    tid INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    summary TEXT,
-    command TEXT,
-    key TEXT NOT NULL UNIQUE
-);
-CREATE INDEX job_texts_by_job ON job_texts (job_id);
-CREATE TABLE jobs (
-    sid INTEGER NOT NULL,
-    position INTEGER NOT NULL,
-    tid INTEGER NOT NULL,
-    attempt INTEGER,
-    outcome TEXT,
-    return_code INTEGER,
-    duration REAL,
-    started REAL,
-    running INTEGER NOT NULL,
-    PRIMARY KEY (sid, position)
-) WITHOUT ROWID;
-CREATE INDEX jobs_by_text ON jobs (tid);
-CREATE VIRTUAL TABLE search USING fts5 (title, job_id, summary, command, tokenize = 'trigram');
-CREATE VIEW job_results AS
-    SELECT s.id AS session, t.job_id AS job_id, j.attempt, j.outcome, j.return_code,
-           j.duration, j.started, j.running, t.summary, t.command
-    FROM jobs j JOIN sessions s ON s.sid = j.sid JOIN job_texts t ON t.tid = j.tid;
-"""
-# sessions_by_time holds the documents too: ``list --json`` reads them, in order, from it alone.
-# sessions_settled: the quick reconcile reads the directory stamps of settled sessions from it alone;
-# ``dir_key``: see :func:`_dir_key`.
-#: Indexes a rebuild drops and makes again once every row is in (cheaper than keeping them up to date).
-BULK_INDEXES = {
-    "jobs_by_text": "CREATE INDEX jobs_by_text ON jobs (tid)",
-    "sessions_by_time": "CREATE INDEX sessions_by_time ON sessions (sort_time DESC, id DESC, doc)",
-    "sessions_settled": "CREATE INDEX sessions_settled ON sessions (settled, dir_key)",
-}
-
-
 #: Columns read back to make a :class:`SessionSummary` (plus what live status needs).
 _READ_COLUMNS = (
     "sid", "id", "path", "status", "reason", "title", "created", "updated", "finished", "counts",
@@ -198,39 +111,30 @@ class IndexUnusable(PlainboxLikeError):
     """The index file cannot be used (newer schema, read-only, ...); the message says why."""
 
 
-#: The files SQLite keeps beside the index (WAL mode, and a rollback journal).
-SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
-
-
-def refuse_symlinked_index(path: str) -> None:
-    """Raise :class:`IndexUnusable` if the index file (or its -wal, -shm, -journal) is a symbolic link.
-
-    The index is never opened through a link: SQLite would create or write
-    the link's target, wherever it points (even outside the repository).
-    """
-    for suffix in ("", *SIDE_FILE_SUFFIXES):
-        if os.path.islink(path + suffix):
-            raise IndexUnusable(f"{path + suffix}: is a symbolic link: the index is never opened through one")
-
-
-def check_side_files(path: str) -> None:
-    """Raise :class:`IndexUnusable` naming the first of the index's side files that is not a regular file.
-
-    SQLite would only say "attempt to write a readonly database" (or fail later, mid-update).
-    """
-    for suffix in SIDE_FILE_SUFFIXES:
-        try:
-            mode = os.lstat(path + suffix).st_mode
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise IndexUnusable(f"{path}{suffix}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(mode):
-            raise IndexUnusable(f"{path}{suffix}: not a regular file: remove it (the index holds only derived data)")
-
-
 # The parts of the index, one module per concern; their public names stay importable from here.
-from plainbox_like.index import stamps as stamping  # noqa: E402
+from plainbox_like.index.reconcile import (  # noqa: E402, F401
+    SPLIT_SCAN,
+    JobTexts,
+    ReconcileStats,
+    _Reconciler,
+    _scan_settled_here,
+    _scan_settled_split,
+)
+from plainbox_like.index.schema import (  # noqa: E402, F401
+    BULK_INDEXES,
+    BUSY_TIMEOUT,
+    INDEX_FILE,
+    MIGRATIONS,
+    PAGE_SIZE,
+    REPLACE_LOCK_FILE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SIDE_FILE_SUFFIXES,
+    Database,
+    check_side_files,
+    guarded,
+    refuse_symlinked_index,
+)
 from plainbox_like.index.fastread import (  # noqa: E402, F401
     POOL_THRESHOLD,
     default_workers,
@@ -315,157 +219,8 @@ class SearchHit(_FrozenFields):
     __slots__ = ("listed", "title_matched", "jobs")
 
 
-class ReconcileStats(_Fields):
-    """What a reconcile (or rebuild) did: ``sessions`` seen, ``read``, ``added``, ``updated``,
-    ``removed``, and ``seconds`` taken."""
-
-    __slots__ = ("sessions", "read", "added", "updated", "removed", "seconds")
-    _defaults = {"sessions": 0, "read": 0, "added": 0, "updated": 0, "removed": 0, "seconds": 0.0}
-
-    @property
-    def changed(self) -> int:
-        return self.added + self.updated + self.removed
-
-
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _is_corruption(exc: BaseException) -> bool:
-    """Whether *exc* says the index file is damaged (not merely busy or read-only)."""
-    if not isinstance(exc, sqlite3.DatabaseError):
-        return False
-    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
-        return True
-    text = str(exc)
-    return "malformed" in text or "not a database" in text
-
-
-#: From this many directory entries on, the quick reconcile shares its stats with a forked process
-#: (a process with threads never forks).
-SPLIT_SCAN = 2000
-
-
-def _scan_settled(names: list[str], fd: int, settled: set[str]) -> tuple[int, list[str]]:
-    """How many of the entries *names* (of the directory open at *fd*) are settled session directories
-    as they were indexed (a ``NAME CTIME_NS:INODE`` in *settled*), and the other names."""
-    if len(names) >= SPLIT_SCAN and _may_fork():
-        return _scan_settled_split(names, fd, settled)
-    return _scan_settled_here(names, fd, settled)
-
-
-def _scan_settled_here(names: list[str], fd: int, settled: set[str]) -> tuple[int, list[str]]:
-    stat_ = os.stat
-    directory_mode = stat.S_IFDIR
-    same = 0
-    others = []
-    for name in names:
-        try:
-            st = stat_(name, dir_fd=fd, follow_symlinks=False)
-        except OSError:
-            others.append(name)
-            continue
-        if f"{name} {st.st_ctime_ns}:{st.st_ino}" in settled and st.st_mode & 0o170000 == directory_mode:
-            same += 1
-        else:
-            others.append(name)
-    return same, others
-
-
-def _may_fork() -> bool:
-    import sys
-
-    threading = sys.modules.get("threading")
-    return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
-
-
-def _scan_settled_split(names: list[str], fd: int, settled: set[str]) -> tuple[int, list[str]]:
-    """:func:`_scan_settled_here`, half of it in a forked process (the stats are most of a quick
-    reconcile; a second CPU halves them). Should the child fail, its half is done here."""
-    import marshal
-
-    half = len(names) // 2
-    read_end, write_end = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_end)
-        os.close(write_end)
-        return _scan_settled_here(names, fd, settled)
-    if pid == 0:  # the child: its half, the answer down the pipe, and gone (no cleanup of the parent's state)
-        try:
-            os.close(read_end)
-            view = memoryview(marshal.dumps(_scan_settled_here(names[half:], fd, settled)))
-            while view:
-                view = view[os.write(write_end, view) :]
-            os._exit(0)
-        finally:
-            os._exit(1)
-    os.close(write_end)
-    chunks = []
-    try:
-        same, others = _scan_settled_here(names[:half], fd, settled)
-        while True:
-            chunk = os.read(read_end, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_end)
-        status = os.waitpid(pid, 0)[1]
-    try:
-        more = marshal.loads(b"".join(chunks)) if status == 0 else None
-    except (EOFError, ValueError, TypeError):
-        more = None
-    if not (type(more) is tuple and len(more) == 2):
-        more = _scan_settled_here(names[half:], fd, settled)
-    return same + more[0], others + list(more[1])
-
-
-#: Parameters per INSERT statement when many rows are written at once (SQLite allows 999 at least).
-PARAMETERS_PER_INSERT = 900
-
-
-def _insert_rows(conn: sqlite3.Connection, head: str, width: int, count: int, rows: Iterable[Sequence[Any]]) -> None:
-    """``HEAD VALUES (...), (...), ...`` for the *count* *rows* of *width* values each: many rows per
-    statement, which costs much less per row than a statement per row."""
-    per = max(1, PARAMETERS_PER_INSERT // width)
-    full, rest = divmod(count, per)
-    values = itertools.chain.from_iterable(rows)
-    one = "(" + ", ".join("?" * width) + ")"
-    if full:
-        statement = f"{head} VALUES {', '.join([one] * per)}"
-        conn.executemany(statement, itertools.islice(zip(*[values] * (width * per)), full))
-    if rest:
-        conn.execute(f"{head} VALUES {', '.join([one] * rest)}", tuple(values))
-
-
-class _JobBatch:
-    """``jobs`` rows waiting to be inserted: one list per session (rows of one sid, in position order)."""
-
-    __slots__ = ("runs", "rows")
-
-    def __init__(self) -> None:
-        self.runs: list[list[tuple]] = []
-        self.rows = 0
-
-    def add(self, rows: list[tuple]) -> None:
-        if rows:
-            self.runs.append(rows)
-            self.rows += len(rows)
-
-    def sorted_rows(self) -> Iterator[tuple]:
-        """Every row in primary key order (far fewer pages touched per batch), without sorting the rows."""
-        self.runs.sort(key=_first_sid)
-        return itertools.chain.from_iterable(self.runs)
-
-    def clear(self) -> None:
-        self.runs = []
-        self.rows = 0
-
-
-def _first_sid(rows: list[tuple]) -> int:
-    return rows[0][0]
 
 
 # -- the index -------------------------------------------------------------------------------
@@ -491,26 +246,44 @@ class SessionIndex:
         replace_newer: bool = False,
     ) -> None:
         self.root = os.path.abspath(root)
-        #: Replace an index made by a newer program (``index --rebuild``) instead of refusing it.
-        self.replace_newer = replace_newer
         self.sessions_dir = os.path.join(self.root, "sessions")
-        self.path = ":memory:" if memory else os.path.join(self.root, INDEX_FILE)
-        self.memory = memory
-        self.notice = notice or (lambda _msg: None)
-        self.busy_timeout = busy_timeout
         self.workers = workers
         self.definitions = DefinitionCache()
-        self.conn: sqlite3.Connection | None = None
-        self._inode: int | None = None
-        #: tid -> key of the job texts known to be in the index (valid while nobody else writes).
-        self._texts: dict[int, str] = {}
-        #: tid -> tid actually used, for texts whose derived tid was taken by another text.
-        self._tid_remap: dict[int, int] = {}
-        self._data_version: int | None = None
+        #: The ids of the job texts the index holds (forgotten whenever another writer may have changed them).
+        self.texts = JobTexts()
+        self.db = Database(
+            self.root,
+            ":memory:" if memory else os.path.join(self.root, INDEX_FILE),
+            memory=memory,
+            notice=notice or (lambda _msg: None),
+            busy_timeout=busy_timeout,
+            replace_newer=replace_newer,
+            on_reset=self.texts.forget,
+            refill=lambda: _Reconciler(self).refill(),
+        )
         #: Sessions read from disk by this object (for tests and benchmarks).
         self.sessions_read = 0
-        #: Whether opening found no index file (or a replaced one) and created it.
-        self.created = False
+
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        return self.db.conn
+
+    @property
+    def path(self) -> str:
+        return self.db.path
+
+    @property
+    def memory(self) -> bool:
+        return self.db.memory
+
+    @property
+    def notice(self) -> Callable[[str], None]:
+        return self.db.notice
+
+    @property
+    def created(self) -> bool:
+        """Whether opening found no index file (or a replaced one) and created it."""
+        return self.db.created
 
     # -- opening
 
@@ -518,13 +291,11 @@ class SessionIndex:
     def open(cls, root: str, **kwargs: Any) -> "SessionIndex":
         """Open (creating, migrating or rebuilding as needed) the index of *root*."""
         index = cls(root, **kwargs)
-        index._open()
+        index.db.open()
         return index
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        self.db.close()
 
     def __enter__(self) -> "SessionIndex":
         return self
@@ -532,430 +303,22 @@ class SessionIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self) -> sqlite3.Connection:
-        if not self.memory:
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
-            refuse_symlinked_index(self.path)
-            check_side_files(self.path)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-            try:
-                self._inode = os.fstat(fd).st_ino
-                fresh = os.fstat(fd).st_size == 0
-            finally:
-                os.close(fd)
-        else:
-            fresh = True
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if fresh:
-                # Before anything is written: big pages, fewer reads (list reads a few megabytes in order).
-                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-                self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        self._forget_texts()
-        self._data_version = None
-        return conn
-
-    def _retry_locked(self, action: Callable[[], Any]) -> Any:
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                return action()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-
-    def _open(self) -> None:
-        try:
-            self.conn = self._connect()
-            self._check_schema()
-        except BaseException as exc:
-            if self.conn is not None:
-                self.conn.close()
-                self.conn = None
-            if not isinstance(exc, sqlite3.DatabaseError):
-                if isinstance(exc, OSError):
-                    raise IndexUnusable(f"{self.path}: {exc.strerror or exc}") from None
-                raise
-            if _is_corruption(exc):
-                self._replace_corrupt(exc)
-                return
-            if isinstance(exc, sqlite3.OperationalError) and not self.memory:
-                raise IndexUnusable(f"{self.path}: {exc}") from None
-            raise
-
-    def _schema_version(self) -> int | None:
-        assert self.conn is not None
-        try:
-            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return None
-            raise
-        return row[0] if row else None
-
-    def _check_schema(self) -> None:
-        assert self.conn is not None
-        version = self._schema_version()
-        if version == SCHEMA_VERSION:
-            mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode != "wal" and not self.memory:
-                self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            return
-        if version is not None and version > SCHEMA_VERSION and not self.replace_newer:
-            raise IndexUnusable(
-                f"{self.path} has schema version {version}, newer than this program's {SCHEMA_VERSION}"
-            )
-        with self._write():
-            version = self._schema_version()  # another process may have done it meanwhile
-            if version == SCHEMA_VERSION:
-                return
-            if version is None:
-                if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    self.notice(f"{self.path} has no schema version: rebuilding it")
-                    self._drop_all()
-                self.created = True
-                self._create_schema()
-                return
-            if version < SCHEMA_VERSION and all(step in MIGRATIONS for step in range(version, SCHEMA_VERSION)):
-                for step in range(version, SCHEMA_VERSION):
-                    MIGRATIONS[step](self.conn)
-                    self.conn.execute("UPDATE schema_version SET version = ?", (step + 1,))
-                return
-            self.notice(f"{self.path} has schema version {version}, this program uses {SCHEMA_VERSION}: rebuilding it")
-            with self._bulk():
-                self._refill(ReconcileStats())
-
-    def _drop_all(self) -> None:
-        assert self.conn is not None
-        objects = self.conn.execute(
-            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND type IN ('table', 'view')"
-        ).fetchall()
-        for kind, name in objects:
-            if kind == "view":
-                self.conn.execute(f'DROP VIEW IF EXISTS "{name}"')
-        for kind, name in objects:
-            if kind == "table" and not re.fullmatch(r"search_(data|idx|content|docsize|config)", name):
-                self.conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        self._forget_texts()
-
-    def _create_schema(self) -> None:
-        assert self.conn is not None
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                self.conn.execute(statement)
-        self.conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        self.conn.execute("INSERT INTO info (key, value) VALUES ('created', ?)", (str(time.time()),))
-
-    def _replace_corrupt(self, exc: BaseException) -> None:
-        """Replace a corrupt index file by a new one (one process at a time), with a notice."""
-        if self.memory:
-            raise exc
-        lock_fd = os.open(
-            os.path.join(self.root, REPLACE_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-        )
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            # Someone else may have replaced it while we waited.
-            try:
-                self.conn = self._connect()
-                self._check_schema()
-                return
-            except sqlite3.DatabaseError as again:
-                if self.conn is not None:
-                    self.conn.close()
-                    self.conn = None
-                if not _is_corruption(again):
-                    raise
-            self.notice(f"{self.path} is corrupt ({' '.join(str(exc).split())}): rebuilding it")
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(self.path + suffix)
-                except FileNotFoundError:
-                    pass
-            self.conn = self._connect()
-            self._check_schema()
-            self.created = True
-        finally:
-            os.close(lock_fd)
-
-    def _reopen_if_replaced(self) -> None:
-        """A long-lived writer (the watcher) follows a replaced index file."""
-        if self.memory:
-            return
-        try:
-            inode = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            inode = None
-        if inode != self._inode:
-            self.close()
-            self._open()
-
-    def _guard(self, action: Callable[[], Any]) -> Any:
-        """Run *action*; if the index turns out to be corrupt, replace it and run it once more."""
-        try:
-            return action()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc) or self.memory:
-                raise
-            self.close()
-            self._replace_corrupt(exc)
-            return action()
-
-    # -- writing
-
-    class _Transaction:
-        def __init__(self, index: "SessionIndex") -> None:
-            self.index = index
-
-        def __enter__(self) -> sqlite3.Connection:
-            conn = self.index.conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self.index._data_version:
-                self.index._forget_texts()  # another connection wrote: our cache of text ids may be stale
-            return conn
-
-        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            conn = self.index.conn
-            assert conn is not None
-            if exc_type is None:
-                conn.execute("COMMIT")
-                self.index._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-            else:
-                self.index._forget_texts()
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-
-    def _write(self) -> "SessionIndex._Transaction":
-        return SessionIndex._Transaction(self)
-
-    def _ensure_texts(self, record: SessionRecord) -> dict[int, int]:
-        """Store the record's job texts that the index lacks; returns the tid remappings (for hash
-        collisions, which practically never happen)."""
-        conn = self.conn
-        assert conn is not None
-        known = self._texts
-        remap = self._tid_remap
-        for tid, key, job_id, job_summary, command in record.texts:
-            if known.get(tid) == key:
-                continue
-            row = conn.execute("SELECT key FROM job_texts WHERE tid = ?", (tid,)).fetchone()
-            if row is not None and row[0] == key:
-                known[tid] = key
-                continue
-            if row is not None:  # another text has this tid: use the one stored for this key, or a new tid
-                found = conn.execute("SELECT tid FROM job_texts WHERE key = ?", (key,)).fetchone()
-                new_tid = found[0] if found else self._free_id("job_texts", "tid")
-                remap[tid] = new_tid
-                if found:
-                    continue
-                tid = new_tid
-            conn.execute(
-                "INSERT INTO job_texts (tid, job_id, summary, command, key) VALUES (?, ?, ?, ?, ?)",
-                (tid, job_id, job_summary, command, key),
-            )
-            conn.execute(
-                "INSERT INTO search (rowid, job_id, summary, command) VALUES (?, ?, ?, ?)",
-                (-tid, job_id, job_summary, command),
-            )
-            known[tid] = key
-        return remap
-
-    def _forget_texts(self) -> None:
-        self._texts = {}
-        self._tid_remap = {}
-
-    def _free_id(self, table: str, column: str) -> int:
-        assert self.conn is not None
-        while True:
-            candidate = stable_id(os.urandom(16).hex())
-            if not self.conn.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (candidate,)).fetchone():
-                return candidate
-
-    def _store(self, record: SessionRecord, current_sid: int | None, job_batch: _JobBatch) -> int:
-        """Write one session's rows (inside a write transaction); *current_sid* is its row if it has one."""
-        conn = self.conn
-        assert conn is not None
-        remap = self._ensure_texts(record)
-        sid = record.sid
-        if current_sid is not None:
-            sid = current_sid
-            conn.execute("DELETE FROM jobs WHERE sid = ?", (sid,))
-            conn.execute("DELETE FROM search WHERE rowid = ?", (sid,))
-            conn.execute(
-                f"UPDATE sessions SET {', '.join(c + ' = ?' for c in SESSION_COLUMNS)} WHERE sid = ?", (*record.row, sid)
-            )
-        else:
-            try:
-                conn.execute(self._insert_session_sql, (sid, *record.row))
-            except sqlite3.IntegrityError:
-                # Either the id is there after all (another writer), or its sid belongs to another id.
-                row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (record.id,)).fetchone()
-                if row is not None:
-                    return self._store(record, row[0], job_batch)
-                sid = self._free_id("sessions", "sid")
-                conn.execute(self._insert_session_sql, (sid, *record.row))
-        if record.title:
-            conn.execute("INSERT INTO search (rowid, title) VALUES (?, ?)", (sid, record.title))
-        if sid == record.sid and not remap:
-            job_batch.add(record.jobs)
-        else:
-            job_batch.add([(sid, r[1], remap.get(r[2], r[2]), *r[3:]) for r in record.jobs])
-        return sid
-
-    _insert_session_head = f"INSERT INTO sessions (sid, {', '.join(SESSION_COLUMNS)})"
-    _insert_session_sql = f"{_insert_session_head} VALUES (?{', ?' * len(SESSION_COLUMNS)})"
-
-    def _store_new(self, records: list[SessionRecord], job_batch: _JobBatch) -> None:
-        """:meth:`_store` for sessions the index does not have yet, many rows per statement."""
-        conn = self.conn
-        assert conn is not None
-        if not records:
-            return
-        plain = True
-        for record in records:
-            if self._ensure_texts(record):
-                plain = False  # a text needed another tid: the one-by-one way applies it
-        if plain:
-            conn.execute("SAVEPOINT store_new")
-            try:
-                _insert_rows(
-                    conn, self._insert_session_head, len(SESSION_COLUMNS) + 1, len(records),
-                    [(r.sid, *r.row) for r in records],
-                )  # fmt: skip
-            except sqlite3.IntegrityError:
-                plain = False  # an id or a sid is taken: the one-by-one way sorts it out
-                conn.execute("ROLLBACK TO store_new")
-            conn.execute("RELEASE store_new")
-        if not plain:
-            for record in records:
-                self._store(record, None, job_batch)
-            return
-        titles = [(r.sid, r.title) for r in records if r.title]
-        _insert_rows(conn, "INSERT INTO search (rowid, title)", 2, len(titles), titles)
-        for record in records:
-            job_batch.add(record.jobs)
-
-    def _flush_jobs(self, job_batch: _JobBatch) -> None:
-        if job_batch.runs:
-            assert self.conn is not None
-            _insert_rows(self.conn, "INSERT INTO jobs", 9, job_batch.rows, job_batch.sorted_rows())
-            job_batch.clear()
-
-    def _remove_sids(self, sids: Iterable[int]) -> int:
-        assert self.conn is not None
-        count = 0
-        for sid in sids:
-            self.conn.execute("DELETE FROM jobs WHERE sid = ?", (sid,))
-            self.conn.execute("DELETE FROM search WHERE rowid = ?", (sid,))
-            self.conn.execute("DELETE FROM sessions WHERE sid = ?", (sid,))
-            count += 1
-        return count
-
-    def collect_garbage(self) -> int:
-        """Forget job texts no session uses any more; returns how many."""
-        with self._write() as conn:
-            unused = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT tid FROM job_texts t WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.tid = t.tid)"
-                )
-            ]
-            for tid in unused:
-                conn.execute("DELETE FROM search WHERE rowid = ?", (-tid,))
-                conn.execute("DELETE FROM job_texts WHERE tid = ?", (tid,))
-            self._forget_texts()
-        return len(unused)
-
-    def _populate(self, results: Iterable[tuple[str, SessionRecord | None]], stats: ReconcileStats) -> None:
-        """Store every record of *results* in an empty index (inside a write transaction)."""
-        job_batch = _JobBatch()
-        new: list[SessionRecord] = []
-        for _path, record in results:
-            self.sessions_read += 1
-            stats.read += 1
-            if record is None:
-                stats.sessions -= 1
-                continue
-            new.append(record)
-            stats.added += 1
-            self._store_if_full(new, job_batch)
-        self._store_new(new, job_batch)
-        self._flush_jobs(job_batch)
-
-    def _store_if_full(self, new: list[SessionRecord], job_batch: _JobBatch) -> None:
-        """Write the waiting new sessions and job rows once there are enough for big statements."""
-        if len(new) >= 500:
-            self._store_new(new, job_batch)
-            new.clear()
-        if job_batch.rows >= 50_000:
-            self._flush_jobs(job_batch)
-
-    def _refill(self, stats: ReconcileStats) -> None:
-        """Drop everything and read every session again (inside a write transaction)."""
-        import gc
-
-        collecting = gc.isenabled()
-        gc.disable()  # a million rows of plain values, no cycles: see _no_cycle_collection
-        try:
-            self._refill_now(stats)
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _refill_now(self, stats: ReconcileStats) -> None:
-        assert self.conn is not None
-        paths = [os.path.join(self.sessions_dir, name + SESSION_SUFFIX) for name in sorted(scan_ids(self.sessions_dir))]
-        stats.sessions = len(paths)
-        # The workers read while the old tables are dropped.
-        with reading_sessions(paths, self.definitions, self.workers, fast=True, numbered=True) as results:
-            self._drop_all()
-            self._create_schema()
-            for name in BULK_INDEXES:  # cheaper to make once every row is in
-                self.conn.execute(f"DROP INDEX {name}")
-            self._populate(results, stats)
-        for sql in BULK_INDEXES.values():
-            self.conn.execute(sql)
-
-    @contextlib.contextmanager
-    def _bulk(self, durable: bool = True) -> Iterator[None]:
-        """A large page cache while many rows are written (the default 2 MB thrashes on a million jobs);
-        unless *durable*, no syncs either (for a rebuild: the index is derived, a crash means another rebuild)."""
-        assert self.conn is not None
-        previous = self.conn.execute("PRAGMA cache_size").fetchone()[0]
-        self.conn.execute("PRAGMA cache_size = -262144")
-        if not durable:
-            self.conn.execute("PRAGMA synchronous = OFF")
-        try:
-            yield
-        finally:
-            if self.conn is not None:
-                self.conn.execute(f"PRAGMA cache_size = {int(previous)}")
-                if not durable:
-                    self.conn.execute("PRAGMA synchronous = NORMAL")
+    # -- writing (each a :class:`reconcile._Reconciler` run)
 
     def rebuild(self) -> ReconcileStats:
         """Recreate the index from the session directories, in one transaction (readers see the old one until then)."""
         started = time.perf_counter()
-        stats = ReconcileStats()
-        self._reopen_if_replaced()
-
-        def action() -> None:
-            with self._bulk(durable=False), self._write():
-                self._refill(stats)
-
-        self._guard(action)
+        self.db.reopen_if_replaced()
+        stats = self._rebuild()
         stats.seconds = time.perf_counter() - started
         return stats
+
+    @guarded
+    def _rebuild(self) -> ReconcileStats:
+        run = _Reconciler(self)
+        with self.db.bulk(durable=False), self.db.write():
+            run.refill()
+        return run.stats
 
     def stored_stamps(self) -> dict[str, tuple[int, str]]:
         """id -> (sid, stamps) of every indexed session."""
@@ -971,96 +334,23 @@ class SessionIndex:
         directory's stamp alone.
         """
         started = time.perf_counter()
-        stats = ReconcileStats()
-        self._reopen_if_replaced()
-
-        def action() -> None:
-            assert self.conn is not None
-            now = time.time()
-            changed, gone, settling, count, empty = self._compare(full, now)
-            stats.sessions = count
-            stale = self._stale_live(now, set(changed))
-            if changed or gone or stale:
-                self._apply(changed + stale, gone, stats, full=empty, force=set(stale))
-            if settling:
-                self._settle(settling)
-
-        self._guard(action)
+        self.db.reopen_if_replaced()
+        stats = self._reconcile(full)
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def _compare(self, full: bool, now: float) -> tuple[list[str], list[str], list[tuple[str, str]], int, bool]:
-        """``(paths to read, ids gone, (id, stamps) to settle, sessions on disk, whether the index is empty)``."""
-        conn = self.conn
-        assert conn is not None
-        total = conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
-        if full:
-            settled: set[str] = set()
-            others = dict(conn.execute("SELECT id, stamps || ' ' || settled FROM sessions"))
-        else:
-            # One string from the index (sessions_settled covers it), one set: no object per row.
-            # (A session id never contains "/".)
-            text = conn.execute(f"SELECT group_concat(dir_key, '/') FROM sessions WHERE settled = {SETTLED}").fetchone()[0]
-            settled = set(text.split("/")) if text else set()
-            others = dict(
-                conn.execute(f"SELECT id, stamps || ' ' || settled FROM sessions WHERE settled IN ({UNSETTLED}, {SETTLING})")
-            )
-        get = others.get
-        changed: list[str] = []
-        settling: list[tuple[str, str]] = []
-        seen = 0
-        try:
-            fd = os.open(self.sessions_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            fd = -1
-        if fd >= 0:
-            prefix = self.sessions_dir + "/"
-            suffix = SESSION_SUFFIX
-            cut = -len(suffix)
-            stat_ = os.stat
-            settling_mark = f" {SETTLING}"
-            directory_mode = stat.S_IFDIR
-            try:
-                names = os.listdir(fd)
-                if settled:
-                    # The bulk of it: settled sessions whose directory is as it was (one lstat each).
-                    seen, names = _scan_settled(names, fd, settled)
-                for name in names:
-                    if not name.endswith(suffix) or name.startswith("."):
-                        continue
-                    try:
-                        st = stat_(name, dir_fd=fd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if st.st_mode & 0o170000 != directory_mode:
-                        continue
-                    seen += 1
-                    key = name[:cut]
-                    session = file_stamp(name + "/" + STATE_FILE, fd)
-                    journal = file_stamp(name + "/" + JOURNAL_FILE, fd)
-                    stamps = f"{_stamp(st)}|{session}|{journal}"
-                    stored = get(key)
-                    if stored is None or not stored.startswith(stamps + " "):
-                        changed.append(prefix + name)
-                    elif stored.endswith(settling_mark) and now - st.st_ctime_ns / 1e9 > stamping.RACY_SECONDS:
-                        settling.append((key, stamps))  # unchanged since, and now long enough ago
-            finally:
-                os.close(fd)
-        gone: list[str] = []
-        if changed or seen != total:
-            # Unless the directories seen, less the new ones, are as many as the indexed sessions
-            # (then every indexed one was seen), look for those that are gone.
-            settled_ids = {key.rsplit(" ", 1)[0][: -len(SESSION_SUFFIX)] for key in settled} if changed else set()
-            cut = len(self.sessions_dir) + 1
-            new = 0
-            for path in changed:
-                key = path[cut : -len(SESSION_SUFFIX)]
-                if key not in others and key not in settled_ids:
-                    new += 1
-            if seen - new != total:
-                on_disk = scan_ids(self.sessions_dir)
-                gone = [row[0] for row in conn.execute("SELECT id FROM sessions") if row[0] not in on_disk]
-        return changed, gone, settling, seen, not total
+    @guarded
+    def _reconcile(self, full: bool) -> ReconcileStats:
+        run = _Reconciler(self)
+        now = time.time()
+        changed, gone, settling, count, empty = run.compare(full, now)
+        run.stats.sessions = count
+        stale = self._stale_live(now, set(changed))
+        if changed or gone or stale:
+            run.apply(changed + stale, gone, full=empty, force=set(stale))
+        if settling:
+            run.settle(settling)
+        return run.stats
 
     def _stale_live(self, now: float, skip: set[str]) -> list[str]:
         """Paths of sessions stored as running or paused that would not show so now (the writer has gone)."""
@@ -1077,115 +367,57 @@ class SessionIndex:
                 stale.append(path)
         return stale
 
-    def _settle(self, settling: list[tuple[str, str]]) -> None:
-        """Mark these sessions settled (if their stamps are still those that were checked)."""
-        with self._write() as conn:
-            conn.executemany(
-                f"UPDATE sessions SET settled = {SETTLED} WHERE id = ? AND stamps = ? AND settled = {SETTLING}",
-                settling,
-            )
-
     def refresh(self, paths: Iterable[str], force: bool = False) -> ReconcileStats:
         """Re-read the sessions at *paths* whose stamps differ from the index (all with *force*).
 
         A path that is no longer a session directory is removed from the index.
         """
         started = time.perf_counter()
-        stats = ReconcileStats()
-        self._reopen_if_replaced()
-
-        def action() -> None:
-            assert self.conn is not None
-            to_read, gone = [], []
-            for path in dict.fromkeys(os.path.abspath(p) for p in paths):
-                sid_ = session_id_of(path)
-                stamps = session_stamps(path)
-                row = self.conn.execute("SELECT stamps FROM sessions WHERE id = ?", (sid_,)).fetchone()
-                if stamps is None:
-                    if row is not None:
-                        gone.append(sid_)
-                elif force or row is None or row[0] != stamps:
-                    to_read.append(path)
-            stats.sessions = len(to_read)
-            if to_read or gone:
-                self._apply(to_read, gone, stats, full=False, force=set(to_read) if force else set())
-
-        self._guard(action)
+        self.db.reopen_if_replaced()
+        stats = self._refresh(list(paths), force)
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def _apply(
-        self, to_read: list[str], gone_ids: list[str], stats: ReconcileStats, full: bool, force: set[str] = frozenset()
-    ) -> None:
-        """Read *to_read* (outside the write lock) and write the result and the removals in one transaction.
-
-        A record whose stamps are those stored is not written again (another writer stored this
-        very version meanwhile), unless its path is in *force*.
-        """
-        records: list[SessionRecord] = []
-        for path, record in read_sessions(to_read, self.definitions, self.workers):
-            self.sessions_read += 1
-            stats.read += 1
-            if record is None:
-                gone_ids.append(session_id_of(path))
-            else:
-                records.append(record)
-        bulk = self._bulk() if len(records) > 1000 else contextlib.nullcontext()
-        with bulk, self._write() as conn:
-            existing = {
-                row[0]: row[1:]
-                for row in conn.execute("SELECT id, sid, stamps FROM sessions")
-            } if (full or len(records) + len(gone_ids) > 64) else None
-            job_batch = _JobBatch()
-            new: list[SessionRecord] = []
-            for record in records:
-                if existing is not None:
-                    current = existing.get(record.id)
-                else:
-                    current = conn.execute(
-                        "SELECT sid, stamps FROM sessions WHERE id = ?", (record.id,)
-                    ).fetchone()
-                if current is not None and current[1] == record.stamps and record.path not in force:
-                    self._ensure_texts(record)  # later records of the same worker may use them
-                    continue  # another writer stored this very version meanwhile
-                if current is None:
-                    new.append(record)
-                    stats.added += 1
-                else:
-                    self._store(record, current[0], job_batch)
-                    stats.updated += 1
-                self._store_if_full(new, job_batch)
-            self._store_new(new, job_batch)
-            sids = []
-            for session_id in dict.fromkeys(gone_ids):
-                if existing is not None:
-                    row = existing.get(session_id)
-                else:
-                    row = conn.execute("SELECT sid FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    @guarded
+    def _refresh(self, paths: list[str], force: bool) -> ReconcileStats:
+        assert self.conn is not None
+        run = _Reconciler(self)
+        to_read, gone = [], []
+        for path in dict.fromkeys(os.path.abspath(p) for p in paths):
+            sid_ = session_id_of(path)
+            stamps = session_stamps(path)
+            row = self.conn.execute("SELECT stamps FROM sessions WHERE id = ?", (sid_,)).fetchone()
+            if stamps is None:
                 if row is not None:
-                    sids.append(row[0])
-            self._flush_jobs(job_batch)
-            stats.removed += self._remove_sids(sids)
-        if stats.removed or stats.updated > 16:
-            self.collect_garbage()
+                    gone.append(sid_)
+            elif force or row is None or row[0] != stamps:
+                to_read.append(path)
+        run.stats.sessions = len(to_read)
+        if to_read or gone:
+            run.apply(to_read, gone, full=False, force=set(to_read) if force else set())
+        return run.stats
+
+    def collect_garbage(self) -> int:
+        """Forget job texts no session uses any more; returns how many."""
+        return _Reconciler(self).collect_garbage()
 
     # -- the watcher's heartbeat
 
     def set_info(self, key: str, value: Any) -> None:
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute("INSERT OR REPLACE INTO info (key, value) VALUES (?, ?)", (key, _dumps(value)))
 
     def get_info(self, key: str) -> Any:
         import json
 
         assert self.conn is not None
-        row = self._guard(lambda: self.conn.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone())
+        row = self.db.guard(lambda: self.conn.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone())
         return json.loads(row[0]) if row else None
 
     def _heartbeat(self) -> tuple[Any, Any] | None:
         """``(interval, time)`` of the watcher's last heartbeat, if there is one (no JSON decoder needed)."""
         assert self.conn is not None
-        return self._guard(
+        return self.db.guard(
             lambda: self.conn.execute(
                 "SELECT json_extract(value, '$.interval'), json_extract(value, '$.time') FROM info"
                 " WHERE key = ? AND json_valid(value) AND json_type(value) = 'object'",
@@ -1197,15 +429,15 @@ class SessionIndex:
 
     def count(self) -> int:
         assert self.conn is not None
-        return self._guard(lambda: self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+        return self.db.guard(lambda: self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
 
     def ids(self) -> set[str]:
         assert self.conn is not None
-        return self._guard(lambda: {row[0] for row in self.conn.execute("SELECT id FROM sessions")})
+        return self.db.guard(lambda: {row[0] for row in self.conn.execute("SELECT id FROM sessions")})
 
     def parent_jobs(self, session_id: str) -> dict[str, str | None]:
         """Child session id -> the job of *session_id* that started it."""
-        return self._guard(
+        return self.db.guard(
             lambda: dict(
                 self.conn.execute("SELECT id, parent_job FROM sessions WHERE parent_session = ?", (session_id,))
             )
@@ -1281,7 +513,7 @@ class SessionIndex:
         status had to be corrected (faster: ``list --json`` only needs the documents).
         """
         flt = flt or ListFilter()
-        return self._guard(lambda: self._list_rows(flt, documents_only))
+        return self.db.guard(lambda: self._list_rows(flt, documents_only))
 
     def _list_rows(self, flt: ListFilter, documents_only: bool = False) -> list[Listed]:
         assert self.conn is not None
@@ -1323,7 +555,7 @@ class SessionIndex:
         *documents_only*, without a Python object per session. (Joining the pieces would copy
         megabytes for nothing.)"""
         flt = flt or ListFilter()
-        return self._guard(lambda: self._json_parts(flt))
+        return self.db.guard(lambda: self._json_parts(flt))
 
     def _json_parts(self, flt: ListFilter) -> list[bytes]:
         conn = self.conn
@@ -1373,68 +605,69 @@ class SessionIndex:
         assert self.conn is not None
         if not words:
             return []
+        return self._search(words, limit)
+
+    @guarded
+    def _search(self, words: list[str], limit: int | None) -> list[SearchHit]:
         import json
 
-        def action() -> list[SearchHit]:
-            conn = self.conn
-            conn.execute("BEGIN")
-            try:
-                per_word_sessions: list[set[int]] = []
-                title_sids: set[int] = set()
-                all_tids: set[int] = set()
-                for word in words:
-                    rowids = self._fts_rowids(word)
-                    titles = {r for r in rowids if r > 0}
-                    tids = {-r for r in rowids if r < 0}
-                    sids = set(titles)
-                    if tids:
-                        sids.update(
-                            row[0]
-                            for row in conn.execute(
-                                "SELECT DISTINCT sid FROM jobs WHERE tid IN (SELECT value FROM json_each(?))",
-                                (json.dumps(sorted(tids)),),
-                            )
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            per_word_sessions: list[set[int]] = []
+            title_sids: set[int] = set()
+            all_tids: set[int] = set()
+            for word in words:
+                rowids = self._fts_rowids(word)
+                titles = {r for r in rowids if r > 0}
+                tids = {-r for r in rowids if r < 0}
+                sids = set(titles)
+                if tids:
+                    sids.update(
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT DISTINCT sid FROM jobs WHERE tid IN (SELECT value FROM json_each(?))",
+                            (json.dumps(sorted(tids)),),
                         )
-                    per_word_sessions.append(sids)
-                    title_sids |= titles
-                    all_tids |= tids
-                matched = set.intersection(*per_word_sessions) if per_word_sessions else set()
-                if not matched:
-                    return []
-                ids = [
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT id FROM sessions WHERE sid IN (SELECT value FROM json_each(?))",
-                        (json.dumps(sorted(matched)),),
                     )
-                ]
-                listed = self._list_rows(ListFilter(ids=ids, limit=limit)) if ids else []
-                sid_of = {
-                    row[0]: row[1]
-                    for row in conn.execute(
-                        "SELECT id, sid FROM sessions WHERE id IN (SELECT value FROM json_each(?))",
-                        (json.dumps([item.summary.id for item in listed]),),
-                    )
-                }
-                jobs: dict[int, list[JobMatch]] = collections.defaultdict(list)
-                if all_tids and listed:
-                    for row in conn.execute(
-                        "SELECT j.sid, t.job_id, j.outcome, j.attempt, j.return_code, j.duration, j.running,"
-                        " t.summary, t.command FROM jobs j JOIN job_texts t ON t.tid = j.tid"
-                        " WHERE j.sid IN (SELECT value FROM json_each(?)) AND j.tid IN (SELECT value FROM json_each(?))"
-                        " ORDER BY j.sid, j.position",
-                        (json.dumps(list(sid_of.values())), json.dumps(sorted(all_tids))),
-                    ):
-                        jobs[row[0]].append(JobMatch(row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8]))
-                hits = []
-                for item in listed:
-                    sid = sid_of[item.summary.id]
-                    hits.append(SearchHit(item, sid in title_sids, tuple(jobs.get(sid, ()))))
-                return hits
-            finally:
-                conn.execute("COMMIT")
-
-        return self._guard(action)
+                per_word_sessions.append(sids)
+                title_sids |= titles
+                all_tids |= tids
+            matched = set.intersection(*per_word_sessions) if per_word_sessions else set()
+            if not matched:
+                return []
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM sessions WHERE sid IN (SELECT value FROM json_each(?))",
+                    (json.dumps(sorted(matched)),),
+                )
+            ]
+            listed = self._list_rows(ListFilter(ids=ids, limit=limit)) if ids else []
+            sid_of = {
+                row[0]: row[1]
+                for row in conn.execute(
+                    "SELECT id, sid FROM sessions WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps([item.summary.id for item in listed]),),
+                )
+            }
+            jobs: dict[int, list[JobMatch]] = collections.defaultdict(list)
+            if all_tids and listed:
+                for row in conn.execute(
+                    "SELECT j.sid, t.job_id, j.outcome, j.attempt, j.return_code, j.duration, j.running,"
+                    " t.summary, t.command FROM jobs j JOIN job_texts t ON t.tid = j.tid"
+                    " WHERE j.sid IN (SELECT value FROM json_each(?)) AND j.tid IN (SELECT value FROM json_each(?))"
+                    " ORDER BY j.sid, j.position",
+                    (json.dumps(list(sid_of.values())), json.dumps(sorted(all_tids))),
+                ):
+                    jobs[row[0]].append(JobMatch(row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8]))
+            hits = []
+            for item in listed:
+                sid = sid_of[item.summary.id]
+                hits.append(SearchHit(item, sid in title_sids, tuple(jobs.get(sid, ()))))
+            return hits
+        finally:
+            conn.execute("COMMIT")
 
     def _fts_rowids(self, word: str) -> set[int]:
         assert self.conn is not None

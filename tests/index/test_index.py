@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plainbox_like.index import query as indexing
-from plainbox_like.index import fastread
+from plainbox_like.index import fastread, schema
 from plainbox_like.run import batch
 from plainbox_like.store import storage
 from plainbox_like.read import summary
@@ -246,11 +246,11 @@ def test_migrations_upgrade_without_a_rebuild(repo, root, units, monkeypatch, co
     def add_column(conn):
         conn.execute("ALTER TABLE sessions ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(indexing, "SCHEMA_VERSION", indexing.SCHEMA_VERSION + 1)
-    monkeypatch.setattr(indexing, "MIGRATIONS", {indexing.SCHEMA_VERSION - 1: add_column})
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(schema, "MIGRATIONS", {schema.SCHEMA_VERSION - 1: add_column})
     notices = []
     with open_index(root, notices) as index:
-        assert index.conn.execute("SELECT version FROM schema_version").fetchone()[0] == indexing.SCHEMA_VERSION
+        assert index.conn.execute("SELECT version FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION
         assert "note" in {row[1] for row in index.conn.execute("PRAGMA table_info(sessions)")}
         assert index.count() == 1
     assert notices == [] and count_loads == []
@@ -980,7 +980,7 @@ def test_the_quick_scan_shared_with_a_forked_process_finds_the_same(repo, root, 
         assert (split[0], sorted(split[1])) == (here[0], sorted(here[1])) == (
             4, sorted([os.path.basename(writers[0].path), os.path.basename(fresh.path), "not-a-session.txt"])
         )
-        monkeypatch.setattr(indexing, "SPLIT_SCAN", 2)  # the reconcile itself, sharing its scan
+        monkeypatch.setattr("plainbox_like.index.reconcile.SPLIT_SCAN", 2)  # the reconcile itself, sharing its scan
         stats = index.reconcile()
         assert (stats.added, stats.updated, stats.removed) == (1, 1, 1)
         assert index.ids() == {fresh.id, *(w.id for w in writers if w is not writers[1])}
