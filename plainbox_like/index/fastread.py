@@ -25,7 +25,7 @@ from plainbox_like.index.records import (
     make_record,
     stable_id,
 )
-from plainbox_like.index.stamps import _has_state, session_stamps
+from plainbox_like.index.stamps import Stamps, session_stamps
 from plainbox_like.store.names import (
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
@@ -77,7 +77,8 @@ def read_session(
     stamps = session_stamps(path)
     if stamps is None:
         return None
-    if fast and _has_state(stamps):
+    has_state = Stamps.parse(stamps).has_state
+    if fast and has_state:
         record = _read_plain(path, stamps, checked, definitions, sent, sid)
         if record is not None:
             return record
@@ -87,7 +88,7 @@ def read_session(
 
     session_id = session_id_of(path)
     try:
-        if not _has_state(stamps) and summary.being_created(path, now):
+        if not has_state and summary.being_created(path, now):
             holder = storage.lock_holder(path)
             pid, host = holder if holder else (None, None)
             s = SessionSummary(id=session_id, path=path, status=summary.STATUS_RUNNING, runner_pid=pid, runner_host=host)
@@ -113,7 +114,7 @@ def read_session(
         if not os.path.isdir(path):
             return None
         s = SessionSummary(id=session_id, path=path, status=summary.STATUS_CORRUPT, reason=summary.one_line(exc))
-        return make_record(s, stamps, sid=sid, incomplete=False, state_missing=not _has_state(stamps))
+        return make_record(s, stamps, sid=sid, incomplete=False, state_missing=not has_state)
 
 
 # -- reading a plain snapshot directly ------------------------------------------------------

@@ -164,7 +164,8 @@ from plainbox_like.index.stamps import (  # noqa: E402, F401
     SETTLING,
     UNSETTLED,
     _stamp,
-    _stamp_mtime,
+    Stamps,
+    Stat,
     file_stamp,
     scan_ids,
     scan_sessions,
@@ -703,7 +704,7 @@ def _listed(row: tuple, now: float, documents_only: bool) -> Listed:
         if state_missing:
             from plainbox_like.read import summary
 
-            mtime = _stamp_mtime(stamps)
+            mtime = Stamps.parse(stamps).modified
             if mtime is not None and now - mtime < summary.CREATING_GRACE:
                 changed = False
             else:

@@ -21,7 +21,7 @@ from plainbox_like.index import stamps as stamping
 from plainbox_like.index.fastread import read_sessions, reading_sessions
 from plainbox_like.index.records import SESSION_COLUMNS, SessionRecord, _Fields, stable_id
 from plainbox_like.index.schema import BULK_INDEXES
-from plainbox_like.index.stamps import SETTLED, SETTLING, UNSETTLED, _stamp, file_stamp, scan_ids
+from plainbox_like.index.stamps import SETTLED, SETTLING, UNSETTLED, _stamp, file_stamp, join_stamps, scan_ids
 from plainbox_like.store.names import JOURNAL_FILE, SESSION_SUFFIX, STATE_FILE
 from plainbox_like.store.paths import session_id_of
 
@@ -299,7 +299,7 @@ class _Reconciler:
                     key = name[:cut]
                     session = file_stamp(name + "/" + STATE_FILE, fd)
                     journal = file_stamp(name + "/" + JOURNAL_FILE, fd)
-                    stamps = f"{_stamp(st)}|{session}|{journal}"
+                    stamps = join_stamps(_stamp(st), session, journal)
                     stored = get(key)
                     if stored is None or not stored.startswith(stamps + " "):
                         changed.append(prefix + name)

@@ -16,9 +16,7 @@ from plainbox_like.index.stamps import (
     SETTLED,
     SETTLING,
     UNSETTLED,
-    _dir_key,
-    _stamp_ctime,
-    _stamp_mtime,
+    Stamps,
     file_stamp,
     session_stamps,
 )
@@ -417,7 +415,7 @@ def _settled(status: str, origin: str | None, holder: tuple[int, str] | None, st
 
         if holder[1] != hostname():  # a writer there may be alive: we cannot tell from here
             return UNSETTLED
-    changed = _stamp_ctime(stamps)
+    changed = Stamps.parse(stamps).changed
     if changed is None:
         return UNSETTLED
     return SETTLED if checked - changed > stamping.RACY_SECONDS else SETTLING
@@ -456,7 +454,8 @@ def _make_record(
 ) -> SessionRecord:
     """The record of a session whose summary (``SessionSummary.as_dict()``) is *fields*."""
     created = fields["created"]
-    sort_time = created if created is not None else (_stamp_mtime(stamps) or 0.0)
+    parsed = Stamps.parse(stamps)
+    sort_time = created if created is not None else (parsed.modified or 0.0)
     doc = dict(fields)
     for key in TIME_FIELDS:
         doc[key] = iso_time(doc[key])
@@ -487,7 +486,7 @@ def _make_record(
         parent_job,
         stamps,
         settled,
-        _dir_key(fields["id"], stamps),
+        parsed.dir_key(fields["id"]),
         time.time(),
         "  " + _render(doc).replace("\n", "\n  "),
     )

@@ -107,7 +107,7 @@ CREATE VIEW job_results AS
 """
 # sessions_by_time holds the documents too: ``list --json`` reads them, in order, from it alone.
 # sessions_settled: the quick reconcile reads the directory stamps of settled sessions from it alone;
-# ``dir_key``: see :func:`_dir_key`.
+# ``dir_key``: see :meth:`.stamps.Stamps.dir_key`.
 #: Indexes a rebuild drops and makes again once every row is in (cheaper than keeping them up to date).
 BULK_INDEXES = {
     "jobs_by_text": "CREATE INDEX jobs_by_text ON jobs (tid)",
