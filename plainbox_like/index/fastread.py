@@ -141,20 +141,43 @@ _ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
 }
 #: Attempt fields a writer leaves out when empty (lists of strings).
 _OPTIONAL_ATTEMPT_LISTS = ("leftover_files",)
-_METADATA_TYPES: dict[str, tuple[type, ...]] = {
-    "title": (_NONE, str),
-    "flags": (list,),
-    "running_job_name": (_NONE, str),
-    "app_id": (_NONE, str),
-    "app_blob": (_NONE, str),
-    "created": (_NONE, float, int),
-    "updated": (_NONE, float, int),
-    "finished": (_NONE, float, int),
-    "tags": (list,),
-    "parent_session": (_NONE, str),
-    "parent_job": (_NONE, str),
-    "runner": (_NONE, dict),
-}
+#: Types the converter accepts for each field of the metadata, and the fields that are lists of
+#: strings: derived from the model (:func:`_metadata_types`) when the first snapshot is read directly.
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {}
+_METADATA_STR_LISTS: tuple[str, ...] = ()
+
+
+def _metadata_types() -> tuple[dict[str, tuple[type, ...]], tuple[str, ...]]:
+    """``(types, string lists)`` of :class:`model.SessionMetadata`'s fields, from its annotations: a
+    field added to the model is checked here without an edit. A type not understood here accepts
+    nothing, so a session with a value in that field is read the ordinary way (the same record)."""
+    import typing
+
+    from plainbox_like.store import model
+
+    simple = {str: (str,), int: (int,), float: (float, int), _NONE: (_NONE,), model.Runner: (dict,)}
+    allowed: dict[str, tuple[type, ...]] = {}
+    str_lists = []
+    for name, hint in typing.get_type_hints(model.SessionMetadata).items():
+        accepted: list[type] = []
+        for option in typing.get_args(hint) if isinstance(hint, _union_types()) else (hint,):
+            if typing.get_origin(option) is list and typing.get_args(option) == (str,):
+                accepted.append(list)
+                str_lists.append(name)
+            else:
+                accepted.extend(simple.get(option, ()))
+        allowed[name] = tuple(accepted)
+    return allowed, tuple(str_lists)
+
+
+def _union_types() -> tuple[type, ...]:
+    """The classes of ``X | Y`` and ``Optional[X]`` annotations."""
+    import types
+    import typing
+
+    return (types.UnionType, type(typing.Optional[int]))
+
+
 _LIST = {list}
 _DICT = {dict}
 #: The ``jobs`` columns ``attempt`` to ``started`` from an attempt object (in that order).
@@ -215,7 +238,7 @@ def _plain_state(session: dict[str, Any]) -> tuple | None:
         allowed = _METADATA_TYPES.get(key)
         if allowed is not None and type(value) not in allowed:
             return None
-    if not (_str_list(meta.get("flags", [])) and _str_list(meta.get("tags", []))):
+    if not all(_str_list(meta.get(key, [])) for key in _METADATA_STR_LISTS):
         return None
     runner = meta.get("runner")
     if runner is not None and not (type(runner.get("pid")) is int and type(runner.get("host")) is str):
@@ -282,8 +305,9 @@ def _read_plain(
     sid: int | None = None,
 ) -> SessionRecord | None:
     """The record of the session at *path* read from its snapshot directly, or None to read it the ordinary way."""
-    global _plain_modules
+    global _plain_modules, _METADATA_TYPES, _METADATA_STR_LISTS
     if _plain_modules is None:
+        _METADATA_TYPES, _METADATA_STR_LISTS = _metadata_types()
         import orjson
 
         from plainbox_like.store import codec, locks, storage
