@@ -24,6 +24,7 @@ from typing import BinaryIO, Iterable
 from plainbox_like import __version__
 from plainbox_like.exports import common
 from plainbox_like.read.replay import AttemptRef
+from plainbox_like.store.names import FORMAT
 from plainbox_like.store.storage import LoadedSession
 
 #: Bytes of output shown per attempt.
@@ -363,7 +364,7 @@ def render(
         (
             "Origin",
             loaded.origin
-            if loaded.origin == "plainbox-like"
+            if loaded.origin == FORMAT
             else f"{loaded.origin} (Checkbox/Plainbox state version {loaded.source_version})",
         ),
         ("Created", common.local_time(meta.created) or "-"),

@@ -36,7 +36,7 @@ import stat
 import tempfile
 import time
 import zlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, get_origin, get_type_hints
 
 import attrs
 
@@ -55,8 +55,10 @@ RESULT_LOST = "no result was recorded: the session state was damaged and rebuilt
 #: Files every session of ours has from its creation on.
 _OUR_MARKERS = (storage.JOURNAL_FILE, storage.LOCK_FILE)
 #: Top-level fields of the state document, in the (sorted) order the codec writes them.
-_DICT_FIELDS = frozenset({"jobs", "metadata", "resources", "results", "running_jobs"})
-_LIST_FIELDS = frozenset({"desired_job_list", "mandatory_job_list"})
+#: (Derived from the model: its dicts and attrs objects are JSON objects, its lists JSON arrays.)
+_STATE_HINTS = {name: hint for name, hint in get_type_hints(SessionState).items() if name in attrs.fields_dict(SessionState)}
+_DICT_FIELDS = frozenset(name for name, hint in _STATE_HINTS.items() if get_origin(hint) is dict or attrs.has(hint))
+_LIST_FIELDS = frozenset(name for name, hint in _STATE_HINTS.items() if get_origin(hint) is list)
 _CHUNK = 1 << 16
 #: Errors of the disk, not of the session: a repair stops with a one-line error naming the file.
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})

@@ -34,19 +34,19 @@ from plainbox_like.store.model import FLAG_INCOMPLETE, FLAG_PAUSED, planned_coun
 from plainbox_like.store.paths import session_id_of
 from plainbox_like.store.storage import LoadedSession, SessionRepository
 
-STATUS_RUNNING = "running"
-#: A runner is alive but waits between jobs (``plainbox-like pause``).
-STATUS_PAUSED = "paused"
-STATUS_INCOMPLETE = "incomplete"
-STATUS_COMPLETE = "complete"
-STATUS_CORRUPT = "corrupt"
-STATUSES = (STATUS_RUNNING, STATUS_PAUSED, STATUS_INCOMPLETE, STATUS_COMPLETE, STATUS_CORRUPT)
+from plainbox_like.store.names import (  # noqa: F401 (public here too)
+    STATUS_COMPLETE,
+    STATUS_CORRUPT,
+    STATUS_INCOMPLETE,
+    STATUS_PAUSED,
+    STATUS_RUNNING,
+    STATUSES,
+    TIME_FIELDS,
+)
 
 #: A directory without a state file younger than this is taken to be still being created.
 CREATING_GRACE = 30.0
 
-#: Fields of :class:`SessionSummary` that hold epoch seconds.
-TIME_FIELDS = ("created", "updated", "finished")
 
 
 @attrs.frozen

@@ -28,7 +28,7 @@ from plainbox_like.store.limits import MAX_STATE_SIZE_ENV, max_state_size
 from plainbox_like.store.model import Attempt, SessionState
 from plainbox_like.text import format_size
 
-FORMAT = "plainbox-like"
+from plainbox_like.store.names import FORMAT  # noqa: F401 (public here too)
 #: Current version of our state format; bump on any change and add a migration.
 VERSION = 3
 #: Versions of Plainbox's own format we can read.

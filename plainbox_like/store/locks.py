@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-LOCK_FILE = "lock"
+from plainbox_like.store.names import LOCK_FILE  # noqa: F401 (public here too)
 #: A short management command (tag, rename, delete, ...) that holds a session's lock writes this, and
 #: its command name, on a second line: others wait for it a little instead of failing at once.
 MAINTENANCE_NOTE = "plainbox-like "

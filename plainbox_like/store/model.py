@@ -14,24 +14,19 @@ from typing import Any
 
 import attrs
 
-#: Outcomes that count as "the job ran and did what it should".
-OUTCOME_PASS = "pass"
-OUTCOME_FAIL = "fail"
-OUTCOME_CRASH = "crash"
-OUTCOME_SKIP = "skip"
-OUTCOME_SKIPPED_DEPENDENCY = "skipped-dependency"
-OUTCOME_SKIPPED_RESOURCE = "skipped-resource"
-#: Outcomes of a job that did not run because of how the batch is defined.
-SKIP_OUTCOMES = frozenset(
-    {OUTCOME_SKIP, OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE, "not-supported", "not-implemented"}
+from plainbox_like.store.names import (  # noqa: F401 (public here too)
+    FAILED_OUTCOMES,
+    FLAG_INCOMPLETE,
+    FLAG_PAUSED,
+    FLAG_SUBMITTED,
+    OUTCOME_CRASH,
+    OUTCOME_FAIL,
+    OUTCOME_PASS,
+    OUTCOME_SKIP,
+    OUTCOME_SKIPPED_DEPENDENCY,
+    OUTCOME_SKIPPED_RESOURCE,
+    SKIP_OUTCOMES,
 )
-FAILED_OUTCOMES = frozenset({OUTCOME_FAIL, OUTCOME_CRASH})
-
-#: Session flags, as in Plainbox.
-FLAG_INCOMPLETE = "incomplete"
-FLAG_SUBMITTED = "submitted"
-#: Ours: the runner waits between jobs until asked to continue.
-FLAG_PAUSED = "paused"
 
 
 def planned_count(desired_job_list: Iterable[str], results: Iterable[str]) -> int:

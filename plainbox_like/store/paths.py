@@ -12,9 +12,7 @@ from plainbox_like.errors import InvalidSessionId, RepositoryUnusable
 #: Environment variable that overrides the repository root.
 REPOSITORY_ENV = "PLAINBOX_LIKE_REPOSITORY"
 APP_NAME = "plainbox-like"
-SESSION_SUFFIX = ".session"
-#: Hidden staging directories of ``import`` inside the sessions directory.
-IMPORT_STAGING_PREFIX = ".importing-"
+from plainbox_like.store.names import IMPORT_STAGING_PREFIX, SESSION_SUFFIX  # noqa: F401 (public here too)
 
 
 def default_repository() -> str:

@@ -44,14 +44,14 @@ from plainbox_like.store.paths import (
     validate_session_id,
 )
 
-STATE_FILE = "session"
-#: The snapshot before the current one, kept until the next successful snapshot.
-BACKUP_FILE = "session.bak"
-JOURNAL_FILE = "journal"
-IO_LOGS = "io-logs"
-#: The record file of a log; its raw files are the same stem with ``.stdout`` and ``.stderr``.
-RECORD_SUFFIX = ".record.gz"
-SHARE_DIR = "session-share"
+from plainbox_like.store.names import (  # noqa: F401 (public here too)
+    BACKUP_FILE,
+    IO_LOGS,
+    JOURNAL_FILE,
+    RECORD_SUFFIX,
+    SHARE_DIR,
+    STATE_FILE,
+)
 
 DURABILITY_MODES = ("fsync", "flush")
 #: The journal may grow to max(this, uncompressed snapshot size) before a new snapshot.

@@ -101,9 +101,9 @@ def other_process(root, *argv):
 def test_list_without_a_watcher_follows_what_other_processes_do(repo, root, sessions, capsys, monkeypatch, mode):
     settle = mode != "just read"
     if settle:  # finished sessions settle as soon as they are read: checked by their directory alone
-        monkeypatch.setattr(indexing, "RACY_SECONDS", -1.0)
+        monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", -1.0)
     if "forked" in mode:
-        monkeypatch.setattr(indexing, "SPLIT_SCAN", 2)
+        monkeypatch.setattr("plainbox_like.index.reconcile.SPLIT_SCAN", 2)
 
     def listed():
         assert run(root, "list", "--json") == 0

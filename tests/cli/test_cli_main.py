@@ -62,7 +62,8 @@ def test_version_imports_no_command_module():
         "except SystemExit as exc:\n"
         "    assert exc.code in (0, None), exc.code\n"
         "print(sorted(m for m in sys.modules if m.startswith('plainbox_like.') and m not in\n"
-        "      ('plainbox_like.cli', 'plainbox_like.cli.main', 'plainbox_like.errors', 'plainbox_like.store', 'plainbox_like.store.paths')))\n"
+        "      ('plainbox_like.cli', 'plainbox_like.cli.main', 'plainbox_like.errors', 'plainbox_like.store', 'plainbox_like.store.paths',\n"
+        "      'plainbox_like.store.names')))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

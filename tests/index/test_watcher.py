@@ -186,7 +186,7 @@ def test_lost_events_are_recovered_by_the_reconcile(repo, root):
 def test_the_watchers_reconcile_compares_every_file(repo, root, monkeypatch):
     """A finished session edited in place (its directory unchanged) is caught by the watcher's reconcile
     even when its file events are lost (list's quick reconcile stats only the directory of such a one)."""
-    monkeypatch.setattr(indexing, "RACY_SECONDS", -1.0)  # finished sessions settle at once
+    monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", -1.0)  # finished sessions settle at once
     writer = make(repo, "edited in place")
     watcher = Watcher(root, interval=0.3, observer_factory=SilentObserver)
     with Running(watcher):
