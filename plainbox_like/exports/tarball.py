@@ -152,14 +152,14 @@ def read_state_pair(path: str, attempts: int = 10) -> tuple[tuple[bytes, os.stat
     journal_path = os.path.join(path, storage.JOURNAL_FILE)
     for _ in range(attempts):
         try:
-            fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = storage.open_session_file(path, storage.STATE_FILE)
         except FileNotFoundError:
             raise CorruptSession(state_path, "state file is missing") from None
         try:
             st = os.fstat(fd)
             state = _read_all(fd)
             try:
-                jfd = os.open(journal_path, os.O_RDONLY | os.O_CLOEXEC)
+                jfd = storage.open_session_file(path, storage.JOURNAL_FILE)
             except FileNotFoundError:
                 journal = None
             else:

@@ -65,7 +65,7 @@ import stat
 import time
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.store.paths import SESSION_SUFFIX, open_regular_file, session_id_of
+from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of
 
 # Reading the index must start fast (``list`` is a short-lived process): the
 # modules that decode sessions (storage, codec, cattrs, the attrs model), and
@@ -1046,14 +1046,16 @@ def _read_plain(
 
         # (If the codec's format name ever differs from the one mirrored here, nothing is read directly.)
         ok = codec.FORMAT == FORMAT
-        _plain_modules = (orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks) if ok else ()
+        _plain_modules = (
+            (orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks, storage.open_session_file) if ok else ()
+        )
     if not _plain_modules:
         return None
-    loads, decompress, version, parse_journal, locks = _plain_modules
+    loads, decompress, version, parse_journal, locks, open_session_file = _plain_modules
     state_path = path + "/" + STATE_FILE
     journal_path = path + "/" + JOURNAL_FILE
     try:
-        fd = open_regular_file(state_path)
+        fd = open_session_file(path, STATE_FILE)
     except OSError:
         return None
     try:
@@ -1070,7 +1072,7 @@ def _read_plain(
             return None
         jobs, results, desired, meta, running, seq = plain
         try:
-            journal_fd = open_regular_file(journal_path)
+            journal_fd = open_session_file(path, JOURNAL_FILE)
         except FileNotFoundError:
             journal = b""
         else:
