@@ -442,6 +442,7 @@ def import_archive(
 def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits) -> LoadedSession:
     staging = final = None
     lock_fd = -1
+    storage.refuse_symlinked_sessions(sessions_dir)
     created = _makedirs(sessions_dir)
     try:
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=sessions_dir)

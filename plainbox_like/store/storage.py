@@ -253,12 +253,36 @@ def symlinked_parts(session_dir: str) -> list[SymlinkedPart]:
     return found
 
 
+#: The directory of a repository that holds its sessions.
+SESSIONS_DIR = "sessions"
+
+
+def refuse_symlinked_sessions(sessions_dir: str) -> None:
+    """Raise :class:`OutsideSession` if the repository's sessions directory is a symbolic link.
+
+    As for a session directory: nothing is created or changed through it (readers still read).
+    """
+    if os.path.islink(sessions_dir):
+        try:
+            target = os.readlink(sessions_dir)
+        except OSError:
+            target = "?"
+        raise OutsideSession(
+            f"{sessions_dir}: the repository's sessions directory is a symbolic link (to {target!r:.200}): "
+            "refusing to write through it"
+        )
+
+
 def refuse_symlinked(session_dir: str) -> None:
     """Raise :class:`OutsideSession` if a part of the session written in place is a symbolic link.
 
     Called before anything writes a session (the lock is the first thing written), so that
-    no writer ever writes through such a link to wherever it points.
+    no writer ever writes through such a link to wherever it points (nor through a
+    symbolic link in place of the repository's sessions directory that holds it).
     """
+    parent = os.path.dirname(os.path.normpath(session_dir))
+    if os.path.basename(parent) == SESSIONS_DIR:
+        refuse_symlinked_sessions(parent)
     for part in symlinked_parts(session_dir):
         raise OutsideSession(
             f"session {session_id_of(session_dir)} ({session_dir}): {part.describe()}: refusing to write through it"
@@ -596,6 +620,7 @@ class SessionWriter:
         **metadata: Any,
     ) -> "SessionWriter":
         """Create a new session directory with a random name and open it for writing."""
+        refuse_symlinked_sessions(sessions_dir)
         path = writer = lock_fd = None
         try:
             os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
@@ -884,7 +909,7 @@ class SessionRepository:
 
     def __init__(self, root: str | None = None) -> None:
         self.root = os.path.abspath(root) if root else default_repository()
-        self.sessions_dir = os.path.join(self.root, "sessions")
+        self.sessions_dir = os.path.join(self.root, SESSIONS_DIR)
 
     def create(self, **kwargs: Any) -> SessionWriter:
         """A new session, open for writing (see :meth:`SessionWriter.create`)."""

@@ -143,3 +143,20 @@ def test_watch_intervals_below_the_minimum_are_usage_errors(tmp_path, option, va
     err = capsys.readouterr().err
     assert f"argument {option}: must be at least 0.1" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "repo" / "watch.lock")
+
+
+def test_a_symlinked_sessions_directory_is_never_written_through(made, tmp_path, capfd):
+    repo = str(tmp_path / "repo")
+    shutil.copytree(made[0], repo, symlinks=True)
+    elsewhere = str(tmp_path / "elsewhere")
+    os.rename(os.path.join(repo, "sessions"), elsewhere)
+    os.symlink(elsewhere, os.path.join(repo, "sessions"))
+    before = sorted(os.listdir(elsewhere))
+    archive = str(tmp_path / "archive.tar.gz")
+    assert run(made[0], "export", made[1], "--format", "tar", "-o", archive) == 0
+    capfd.readouterr()
+    for argv in (["run", "-c", "true"], ["import", archive], ["tag", made[1], "x"], ["resume", made[1]]):
+        assert run(repo, *argv) == 2, argv
+        assert_one_line_error(capfd.readouterr().err, os.path.join(repo, "sessions"), "is a symbolic link")
+    assert sorted(os.listdir(elsewhere)) == before
+    assert run(repo, "show", made[1]) == 0  # readers still read through it
