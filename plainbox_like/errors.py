@@ -88,6 +88,10 @@ class LogMissing(PlainboxLikeError):
     """None of an attempt's io-log files exist."""
 
 
+class LogUnreadable(LogMissing):
+    """A file of an attempt's io-log is not a regular file (a FIFO, a device) or cannot be opened."""
+
+
 class SessionLocked(PlainboxLikeError):
     """Another process holds the session's write lock."""
 

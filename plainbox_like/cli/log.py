@@ -14,6 +14,7 @@ from plainbox_like.cli import options, output
 from plainbox_like.errors import CorruptSession, SessionNotFound
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.read.replay import AttemptRef
+from plainbox_like.store.paths import open_regular_file
 from plainbox_like.store.storage import LoadedSession
 
 #: ``--follow``: how often the raw output files are read, and the session reloaded.
@@ -213,7 +214,7 @@ def follow(
                 continue
             if stream not in files:
                 try:
-                    files[stream] = os.open(paths[stream], os.O_RDONLY | os.O_CLOEXEC)
+                    files[stream] = open_regular_file(paths[stream])
                 except FileNotFoundError:
                     continue
             while True:

@@ -20,18 +20,21 @@ SNIPPET = 100
 JOBS_SHOWN = 10
 
 
-def positive_float(text: str) -> float:
+def seconds(text: str) -> float:
+    """A number of seconds for --interval and --poll-interval: at least :data:`MIN_INTERVAL`, finite."""
+    from plainbox_like.index.watcher import MIN_INTERVAL
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    if not value >= MIN_INTERVAL or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL:g} seconds (and finite): {text!r}")
     return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from plainbox_like.index.watcher import DEFAULT_INTERVAL, DEFAULT_POLL_INTERVAL
+    from plainbox_like.index.watcher import DEFAULT_INTERVAL, DEFAULT_POLL_INTERVAL, MIN_INTERVAL
 
     p = subparsers.add_parser(
         "watch",
@@ -47,10 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--interval",
-        type=positive_float,
+        type=seconds,
         default=DEFAULT_INTERVAL,
         metavar="SECONDS",
-        help=f"seconds between reconcile scans (default {DEFAULT_INTERVAL:g})",
+        help=f"seconds between reconcile scans (default {DEFAULT_INTERVAL:g}; at least {MIN_INTERVAL:g})",
     )
     p.add_argument("--once", action="store_true", help="reconcile the index once and exit (no watching, no lock)")
     p.add_argument(
@@ -60,10 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--poll-interval",
-        type=positive_float,
+        type=seconds,
         default=DEFAULT_POLL_INTERVAL,
         metavar="SECONDS",
-        help=f"seconds between scans when polling (default {DEFAULT_POLL_INTERVAL:g})",
+        help=f"seconds between scans when polling (default {DEFAULT_POLL_INTERVAL:g}; at least {MIN_INTERVAL:g})",
     )
     p.add_argument(
         "-j", "--jobs", type=options.positive_int, metavar="N",

@@ -147,14 +147,14 @@ def read_state_pair(path: str, attempts: int = 10) -> tuple[tuple[bytes, os.stat
     journal_path = os.path.join(path, storage.JOURNAL_FILE)
     for _ in range(attempts):
         try:
-            fd = os.open(state_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = storage.open_session_file(path, storage.STATE_FILE)
         except FileNotFoundError:
             raise CorruptSession(state_path, "state file is missing") from None
         try:
             st = os.fstat(fd)
             state = _read_all(fd)
             try:
-                jfd = os.open(journal_path, os.O_RDONLY | os.O_CLOEXEC)
+                jfd = storage.open_session_file(path, storage.JOURNAL_FILE)
             except FileNotFoundError:
                 journal = None
             else:
@@ -437,6 +437,7 @@ def import_archive(
 def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits) -> LoadedSession:
     staging = final = None
     lock_fd = -1
+    storage.refuse_symlinked_sessions(sessions_dir)
     created = _makedirs(sessions_dir)
     try:
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=sessions_dir)

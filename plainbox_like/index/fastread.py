@@ -37,7 +37,7 @@ from plainbox_like.store.names import (
     STATUS_PAUSED,
     STATUS_RUNNING,
 )
-from plainbox_like.store.paths import open_regular_file, session_id_of
+from plainbox_like.store.paths import session_id_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -312,12 +312,14 @@ def _read_plain(
 
         from plainbox_like.store import codec, locks, storage
 
-        _plain_modules = (orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks)
-    loads, decompress, version, parse_journal, locks = _plain_modules
+        _plain_modules = (
+            orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks, storage.open_session_file
+        )
+    loads, decompress, version, parse_journal, locks, open_session_file = _plain_modules
     state_path = path + "/" + STATE_FILE
     journal_path = path + "/" + JOURNAL_FILE
     try:
-        fd = open_regular_file(state_path)
+        fd = open_session_file(path, STATE_FILE)
     except OSError:
         return None
     try:
@@ -334,7 +336,7 @@ def _read_plain(
             return None
         jobs, results, desired, meta, running, seq = plain
         try:
-            journal_fd = open_regular_file(journal_path)
+            journal_fd = open_session_file(path, JOURNAL_FILE)
         except FileNotFoundError:
             journal = b""
         else:

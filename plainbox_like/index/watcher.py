@@ -44,6 +44,8 @@ MAX_DELAY = 0.5
 DEFAULT_INTERVAL = 60.0
 #: Seconds between scans when polling instead of watching.
 DEFAULT_POLL_INTERVAL = 1.0
+#: The shortest --interval and --poll-interval: shorter would only spin the CPU.
+MIN_INTERVAL = 0.1
 #: How long to wait for the watch lock before saying who holds it (a reader's probe holds it briefly).
 LOCK_WAIT = 1.0
 #: Longest sleep of the main loop: how quickly a stop request is noticed.

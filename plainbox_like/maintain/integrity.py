@@ -44,7 +44,7 @@ from plainbox_like.store import codec, iolog, storage
 from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeError, RepairStopped, SessionNotFound
 from plainbox_like.store.limits import max_state_size
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt, SessionState
-from plainbox_like.store.paths import open_regular_file, session_id_of
+from plainbox_like.store.paths import open_regular, session_id_of
 
 QUARANTINE_DIR = "quarantine"
 RECORD_SUFFIX = storage.RECORD_SUFFIX
@@ -120,10 +120,13 @@ class SessionCheck:
 # -- reading ------------------------------------------------------------------------
 
 
-def _read_bytes(path: str) -> bytes | None:
-    """The content of *path*, ``None`` if it does not exist."""
+def _read_bytes(session_dir: str, name: str) -> bytes | None:
+    """The content of the session's file *name*, ``None`` if it does not exist.
+
+    OSError if it is not a regular file (a FIFO must not hang check) or leads outside the session.
+    """
     try:
-        with open(open_regular_file(path), "rb") as f:  # (a FIFO in its place must not hang check)
+        with os.fdopen(storage.open_session_file(session_dir, name), "rb") as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -164,10 +167,12 @@ class JournalScan:
     bad: list[tuple[int, str]] = attrs.Factory(list)
     #: ``(line number, problem)`` of the damaged lines at the end (a torn tail, ignored when loading).
     torn: list[tuple[int, str]] = attrs.Factory(list)
+    #: Why the journal cannot be read (not a regular file, a link leading outside), if it cannot.
+    unreadable: str | None = None
 
     @property
     def damaged(self) -> bool:
-        return bool(self.bad or self.torn)
+        return bool(self.bad or self.torn or self.unreadable)
 
 
 def scan_journal(data: bytes | None) -> JournalScan:
@@ -422,9 +427,9 @@ def rebuild_state(path: str, attempts: int = 10) -> Rebuild:
     return rebuild
 
 
-def _read_snapshot(state_path: str) -> tuple[bytes | None, CorruptSession | None]:
+def _read_snapshot(path: str, state_path: str) -> tuple[bytes | None, CorruptSession | None]:
     try:
-        return _read_bytes(state_path), None
+        return _read_bytes(path, storage.STATE_FILE), None
     except OSError as exc:
         return b"", CorruptSession(state_path, f"cannot read: {exc.strerror}")
 
@@ -432,7 +437,7 @@ def _read_snapshot(state_path: str) -> tuple[bytes | None, CorruptSession | None
 def _rebuild_once(path: str) -> Rebuild:
     rb = Rebuild(path=path)
     state_path = os.path.join(path, storage.STATE_FILE)
-    rb.snapshot_data, read_error = _read_snapshot(state_path)
+    rb.snapshot_data, read_error = _read_snapshot(path, state_path)
     loaded, rb.snapshot_error = _decode(rb.snapshot_data, state_path)
     rb.snapshot_error = read_error or rb.snapshot_error
     if loaded is not None:
@@ -441,7 +446,7 @@ def _rebuild_once(path: str) -> Rebuild:
     backup_path = os.path.join(path, storage.BACKUP_FILE)
     candidates: list[tuple[str, codec.Loaded]] = []
     try:
-        backup_data = _read_bytes(backup_path)
+        backup_data = _read_bytes(path, storage.BACKUP_FILE)
     except OSError as exc:
         backup_data, rb.backup_error = b"", CorruptSession(backup_path, f"cannot read: {exc.strerror}")
     rb.backup_exists = backup_data is not None
@@ -452,7 +457,7 @@ def _rebuild_once(path: str) -> Rebuild:
     rb.temporaries = [n for n in _stale_temporaries(path) if "/" not in n]
     for name in rb.temporaries:
         try:
-            tmp, _ = _decode(_read_bytes(os.path.join(path, name)), os.path.join(path, name))
+            tmp, _ = _decode(_read_bytes(path, name), os.path.join(path, name))
         except OSError:
             tmp = None
         if tmp is not None:
@@ -469,10 +474,12 @@ def _rebuild_once(path: str) -> Rebuild:
         rb.base = "session" if loaded is not None else "nothing"
         return rb
     try:
-        journal_data = _read_bytes(os.path.join(path, storage.JOURNAL_FILE))
-    except OSError:
-        journal_data = b""
+        journal_data = _read_bytes(path, storage.JOURNAL_FILE)
+        unreadable = None
+    except OSError as exc:
+        journal_data, unreadable = b"", f"cannot read: {exc.strerror}"
     rb.journal = scan_journal(journal_data)
+    rb.journal.unreadable = unreadable
     if loaded is not None:
         state, rb.base = loaded.state, "session"
     else:
@@ -612,10 +619,14 @@ class RawCompare:
     differs_at: int | None = None
     #: The file ended before the records' data did (and matched up to there).
     short: bool = False
+    #: Why it cannot be read (not a regular file, no permission), if it cannot.
+    problem: str | None = None
 
     @property
     def status(self) -> str:
-        """``equal``, ``missing``, ``differs``, ``shorter`` or ``longer``."""
+        """``equal``, ``missing``, ``unreadable``, ``differs``, ``shorter`` or ``longer``."""
+        if self.problem is not None:
+            return "unreadable"
         if not self.exists:
             return "equal" if self.expected == 0 else "missing"
         if self.differs_at is not None:
@@ -660,13 +671,13 @@ def scan_log(record_path: str, compare_raw: bool = True) -> LogScan:
         raw = scan.raw[stream] = RawCompare(f"{stem}.{stream}")
         if compare_raw:
             try:
-                handles[stream] = open(raw.path, "rb")
+                handles[stream] = open_regular(raw.path)
                 raw.exists = True
             except FileNotFoundError:
                 pass
-            except OSError:
+            except OSError as exc:
                 raw.exists = True
-                raw.differs_at = 0
+                raw.problem = f"cannot read: {exc.strerror}"
     try:
         if scan.exists:
             reader = iolog.RecordReader(record_path)
@@ -829,7 +840,9 @@ def _check_our_files(report: SessionCheck, rb: Rebuild, live: bool, holder: tupl
         report.problem(storage.BACKUP_FILE, rb.backup_error.problem, "backup-corrupt")
     # The journal.
     scan = rb.journal
-    if not scan.exists:
+    if scan.unreadable:
+        report.problem(storage.JOURNAL_FILE, f"{scan.unreadable} (the session cannot be loaded)", "journal-unreadable")
+    elif not scan.exists:
         report.problem(storage.JOURNAL_FILE, "missing (every plainbox-like session has one)", "journal-missing")
     for line, problem in scan.bad:
         report.problem(
@@ -866,6 +879,12 @@ def _check_our_files(report: SessionCheck, rb: Rebuild, live: bool, holder: tupl
         if not os.path.isdir(os.path.join(path, sub)):
             report.problem(sub, "directory is missing", "directory-missing")
     # The lock and the runner.
+    try:
+        os.close(storage.open_session_file(path, storage.LOCK_FILE))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        report.problem(storage.LOCK_FILE, f"cannot read: {exc.strerror} (no writer can lock the session)", "lock-unusable")
     state = rb.state
     if live or state is None:
         return
@@ -942,6 +961,9 @@ def _check_logs(report: SessionCheck, rb: Rebuild, live: bool) -> None:
                     report.problem(raw_rel, message, "raw-missing")
                 else:
                     report.note(raw_rel, message, "raw-missing")
+                continue
+            if status == "unreadable":
+                report.problem(raw_rel, raw.problem, "raw-unreadable")
                 continue
             if status == "differs":
                 message = f"differs from the records from byte {raw.differs_at} on"
@@ -1101,7 +1123,7 @@ def _copy_private(source: str, target: str) -> None:
     """Copy *source* to a new file *target* with mode 0600, and fsync it (no part of a copy is left on failure)."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with open(source, "rb") as src:
+        with open_regular(source) as src:
             while chunk := src.read(_CHUNK):
                 storage._write_all(fd, chunk)
         os.fsync(fd)
@@ -1190,7 +1212,7 @@ class _GzipOut:
 
 
 def _raw_tail(path: str, offset: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         f.seek(offset)
         while True:
             chunk = f.read(_CHUNK)
@@ -1374,6 +1396,7 @@ _RAW_STATUS_WORDS = {
     "longer": "was longer than the records",
     "shorter": "was shorter than the records",
     "differs": "differed from the records",
+    "unreadable": "could not be read (not a regular file, or no permission)",
 }
 
 

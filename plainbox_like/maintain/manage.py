@@ -370,7 +370,7 @@ def validate_tag(tag: str) -> str:
 def _snapshot_runner(path: str) -> Runner | None:
     """The ``runner`` in the snapshot on disk (written by :meth:`SessionWriter.open` before it records its own)."""
     state_path = os.path.join(path, storage.STATE_FILE)
-    with open(state_path, "rb") as f:
+    with os.fdopen(storage.open_session_file(path, storage.STATE_FILE), "rb") as f:
         data = f.read()
     return codec.decode_state(data, state_path).state.metadata.runner
 

@@ -18,9 +18,10 @@ from typing import Callable, Iterable, Iterator
 import attrs
 
 from plainbox_like.store import iolog
-from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing
+from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing, LogUnreadable
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.store.model import Attempt
+from plainbox_like.store.paths import open_regular, open_regular_file
 from plainbox_like.store.storage import RECORD_SUFFIX, LoadedSession, log_field, log_file_names, session_file  # noqa: F401
 
 #: The slowest ``--speed``: slower is no replay anyone waits for (and a tiny factor overflows the pauses).
@@ -210,7 +211,7 @@ RAW_CHUNK = 1 << 20
 def _raw_records(path: str, stream: str) -> Iterator[IORecord]:
     """The content of a raw output file as records of at most :data:`RAW_CHUNK` bytes (none if it is missing)."""
     try:
-        f = open(path, "rb")
+        f = open_regular(path)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -224,6 +225,26 @@ def _raw_records(path: str, stream: str) -> Iterator[IORecord]:
             if not data:
                 return
             yield IORecord(0.0, stream, data)
+
+
+def _log_file_size(path: str, ref: AttemptRef) -> int | None:
+    """The size of one file of *ref*'s log (``None``: it does not exist).
+
+    Raises :class:`LogUnreadable` naming it if it is there but cannot be read as a
+    regular file (a FIFO in its place would hang a reader).
+    """
+    try:
+        fd = open_regular_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LogUnreadable(
+            f"{path}: cannot read the log of job {ref.job_id!r} attempt {ref.attempt}: {exc.strerror}"
+        ) from None
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 class OutputReader:
@@ -244,12 +265,15 @@ class OutputReader:
         paths = self._paths
         if paths is None:
             self.source = "none" if self._inline is None else "inline"
-        elif os.path.exists(paths["record"]):
+            return
+        sizes = {key: _log_file_size(path, ref) for key, path in paths.items()}
+        if sizes["record"] is not None:
             self.source, self.path = "record", paths["record"]
         elif self._inline is not None:
             self.source = "inline"
         else:
-            if not any(os.path.exists(paths[s]) for s in STREAMS):
+            # Empty raw files say nothing: every attempt has both, so without the record file they are no log.
+            if not any(sizes[s] for s in STREAMS):
                 raise LogMissing(f"{paths['record']}: log of job {ref.job_id!r} attempt {ref.attempt} is missing")
             self.source, self.path = "raw", paths["record"]
 

@@ -45,6 +45,10 @@ from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWrite
 from plainbox_like.store.runconfig import RunConfig  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import find_leftovers, kill_group, settle_interrupted  # noqa: F401
+from plainbox_like.store.storage import session_file
+from plainbox_like.store import limits
+from plainbox_like.store.paths import open_regular
+from plainbox_like.text import format_size
 from plainbox_like.define.resource import RequirementProgram
 from plainbox_like.define.providers import Provider, find_providers
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
@@ -714,16 +718,25 @@ class BatchRunner:
 
     def _resource_records(self, running: _Running) -> list[dict[str, str]]:
         stem = running.log_name[: -len(".record.gz")] if running.log_name.endswith(".record.gz") else running.log_name
+        limit = limits.MAX_RESOURCE_OUTPUT
         try:
-            with open(os.path.join(self.writer.path, stem + ".stdout"), "rb") as handle:
-                data = handle.read()
+            with open_regular(os.path.join(self.writer.path, stem + ".stdout")) as handle:
+                data = handle.read(limit + 1)
         except FileNotFoundError:  # the job printed nothing
             return []
+        too_long = len(data) > limit
+        if too_long:  # only whole records before the limit: up to the last blank line within it
+            data = data[: data.rfind(b"\n\n", 0, limit) + 1]
         records, problem = read_records(data.decode("utf-8", errors="replace"))
         if problem is not None:
             self.warnings.append(
                 f"resource job {running.job.id} printed output that is not RFC 822 ({problem}): "
                 f"kept the {len(records)} record(s) before it"
+            )
+        elif too_long:
+            self.warnings.append(
+                f"resource job {running.job.id} printed more than {format_size(limit)}: "
+                f"kept the {len(records)} record(s) before that, left out the rest"
             )
         return records
 

@@ -15,7 +15,7 @@ import time
 import attrs
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.store.storage import hostname, lock_holder, refuse_symlinked, write_atomically, writer_alive
+from plainbox_like.store.storage import hostname, lock_holder, open_session_file, refuse_symlinked, write_atomically, writer_alive
 
 CONTROL_FILE = "control"
 STOP = "stop"
@@ -60,7 +60,7 @@ def write_request(session_path: str, action: str) -> Request:
 def read_request(session_path: str) -> Request | None:
     """The pending request, if any (an unreadable file counts as none)."""
     try:
-        with open(os.path.join(session_path, CONTROL_FILE), "rb") as f:
+        with os.fdopen(open_session_file(session_path, CONTROL_FILE), "rb") as f:
             data = json.loads(f.read())
         request = Request(**data)
     except (OSError, ValueError, TypeError):

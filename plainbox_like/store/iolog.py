@@ -25,6 +25,7 @@ import orjson
 from isal import isal_zlib
 
 from plainbox_like.store.limits import max_state_size
+from plainbox_like.store.paths import open_regular
 from plainbox_like.text import format_size
 
 STREAMS = ("stdout", "stderr")
@@ -264,7 +265,7 @@ class RecordReader:
         pending_size = 0
         line_no = 0
         try:
-            fileobj = open(self.path, "rb")
+            fileobj = open_regular(self.path)  # a FIFO in its place must not hang a reader
         except OSError as exc:
             self.problem = f"cannot open: {exc.strerror}"
             return

@@ -11,6 +11,9 @@ from plainbox_like.text import parse_size
 #: line read from an io-log. Past it the file is reported as corrupt, and the rest of it
 #: is never inflated: a small gzip bomb cannot take the memory of whoever reads it.
 MAX_STATE_SIZE = 512 << 20
+#: The most of a resource job's output read for its records: the records past it are left out,
+#: with a warning naming the job, so a runaway resource job cannot take the runner's memory.
+MAX_RESOURCE_OUTPUT = 64 << 20
 #: Environment variable that sets another limit (a size: ``64M``, ``2G``).
 MAX_STATE_SIZE_ENV = "PLAINBOX_LIKE_MAX_STATE_SIZE"
 

@@ -127,6 +127,32 @@ def session_file(session_dir: str, name: object, field: str) -> str:
     return os.path.join(session_dir, name)  # type: ignore[arg-type]
 
 
+def open_session_file(session_dir: str, name: str) -> int:
+    """A read-only descriptor of the file *name* of the session at *session_dir* (its state, journal...).
+
+    How every reader opens a session's own files: an :class:`OSError` naming the
+    file if it is not a regular file (a FIFO would hang the reader) or if it
+    leads outside the session through a symbolic link (see :func:`outside_reason`).
+    """
+    path = os.path.join(session_dir, name)
+    why = outside_reason(session_dir, name)
+    if why is not None:
+        raise OSError(errno.EXDEV, why, path)
+    return open_regular_file(path)
+
+
+def _refused_outside(session_dir: str, name: str) -> OutsideSession:
+    """The error of a reader refusing the session's file *name*, a symbolic link leading outside it."""
+    try:
+        target = os.readlink(os.path.join(session_dir, name))
+    except OSError:
+        target = "?"
+    return OutsideSession(
+        f"session {session_id_of(session_dir)} ({session_dir}): {name} is a symbolic link (to {target!r:.200}) "
+        "that leads outside the session: refused"
+    )
+
+
 def refuse_paths_outside(session_dir: str, state: SessionState) -> None:
     """Raise :class:`OutsideSession` if *state* names any path outside the session (see :func:`paths_outside`)."""
     found = paths_outside(session_dir, state)
@@ -227,12 +253,36 @@ def symlinked_parts(session_dir: str) -> list[SymlinkedPart]:
     return found
 
 
+#: The directory of a repository that holds its sessions.
+SESSIONS_DIR = "sessions"
+
+
+def refuse_symlinked_sessions(sessions_dir: str) -> None:
+    """Raise :class:`OutsideSession` if the repository's sessions directory is a symbolic link.
+
+    As for a session directory: nothing is created or changed through it (readers still read).
+    """
+    if os.path.islink(sessions_dir):
+        try:
+            target = os.readlink(sessions_dir)
+        except OSError:
+            target = "?"
+        raise OutsideSession(
+            f"{sessions_dir}: the repository's sessions directory is a symbolic link (to {target!r:.200}): "
+            "refusing to write through it"
+        )
+
+
 def refuse_symlinked(session_dir: str) -> None:
     """Raise :class:`OutsideSession` if a part of the session written in place is a symbolic link.
 
     Called before anything writes a session (the lock is the first thing written), so that
-    no writer ever writes through such a link to wherever it points.
+    no writer ever writes through such a link to wherever it points (nor through a
+    symbolic link in place of the repository's sessions directory that holds it).
     """
+    parent = os.path.dirname(os.path.normpath(session_dir))
+    if os.path.basename(parent) == SESSIONS_DIR:
+        refuse_symlinked_sessions(parent)
     for part in symlinked_parts(session_dir):
         raise OutsideSession(
             f"session {session_id_of(session_dir)} ({session_dir}): {part.describe()}: refusing to write through it"
@@ -331,8 +381,8 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_file(path: str) -> tuple[bytes, os.stat_result]:
-    fd = open_regular_file(path)
+def _read_file(session_dir: str, name: str) -> tuple[bytes, os.stat_result]:
+    fd = open_session_file(session_dir, name)
     try:
         st = os.fstat(fd)
         return _read_fd(fd), st
@@ -347,17 +397,18 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
     replaced while we read, we read again.
     """
     state_path = os.path.join(path, STATE_FILE)
-    journal_path = os.path.join(path, JOURNAL_FILE)
     for attempt in range(attempts):
         try:
             # Kept open until the journal is read: while it is, a newer snapshot
             # cannot get the same inode number, so _replaced() is reliable.
-            fd = open_regular_file(state_path)
+            fd = open_session_file(path, STATE_FILE)
         except FileNotFoundError:
             if not os.path.isdir(path):
                 raise SessionNotFound(f"{path}: no such session directory") from None
             raise CorruptSession(state_path, "state file is missing") from None
         except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise _refused_outside(path, STATE_FILE) from None
             raise CorruptSession(state_path, f"cannot read: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
@@ -374,7 +425,7 @@ def load_session(path: str, attempts: int = 10) -> LoadedSession:
                 inline_io_logs=loaded.inline_io_logs,
             )
             if loaded.origin == codec.FORMAT:
-                _replay(loaded_session, journal_path)
+                _replay(loaded_session, path)
                 # A newer snapshot truncates the journal: the lines we read may
                 # lack changes that only that snapshot has. Read again.
                 if _replaced(state_path, st):
@@ -397,12 +448,15 @@ def _replaced(state_path: str, st: os.stat_result) -> bool:
     return (now.st_ino, now.st_mtime_ns) != (st.st_ino, st.st_mtime_ns)
 
 
-def _replay(loaded: LoadedSession, journal_path: str) -> None:
+def _replay(loaded: LoadedSession, path: str) -> None:
+    journal_path = os.path.join(path, JOURNAL_FILE)
     try:
-        data, _ = _read_file(journal_path)
+        data, _ = _read_file(path, JOURNAL_FILE)
     except FileNotFoundError:
         return
     except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise _refused_outside(path, JOURNAL_FILE) from None
         raise CorruptSession(journal_path, f"cannot read: {exc.strerror}") from None
     journal = parse_journal(data, journal_path, loaded.state.journal_seq)
     for change in journal.changes:
@@ -566,6 +620,7 @@ class SessionWriter:
         **metadata: Any,
     ) -> "SessionWriter":
         """Create a new session directory with a random name and open it for writing."""
+        refuse_symlinked_sessions(sessions_dir)
         path = writer = lock_fd = None
         try:
             os.makedirs(sessions_dir, mode=0o700, exist_ok=True)
@@ -854,7 +909,7 @@ class SessionRepository:
 
     def __init__(self, root: str | None = None) -> None:
         self.root = os.path.abspath(root) if root else default_repository()
-        self.sessions_dir = os.path.join(self.root, "sessions")
+        self.sessions_dir = os.path.join(self.root, SESSIONS_DIR)
 
     def create(self, **kwargs: Any) -> SessionWriter:
         """A new session, open for writing (see :meth:`SessionWriter.create`)."""

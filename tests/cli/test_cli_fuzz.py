@@ -291,16 +291,16 @@ def test_hostile_values_give_no_traceback_and_no_hang(command, template, tmp_pat
 # -- hostile repositories -----------------------------------------------------------------
 
 #: Files of a repository and of its sessions (``S/``) that a hostile or broken disk may hold
-#: as something else, and what each is made. (A FIFO in place of a session's logs still hangs
-#: the readers that open them: not tried yet.)
+#: as something else, and what each is made.
 REPOSITORY_FILES = {
     "index.sqlite3-shm": ["dir", "fifo", "dangling", "garbage"],
     "S/lock": ["dir", "fifo", "dangling", "link", "garbage"],
-    "S/session": ["dir", "fifo", "dangling", "garbage"],
+    "S/session": ["dir", "fifo", "dangling", "link", "garbage"],
     "S/journal": ["dir", "fifo", "dangling", "link"],
     "S/io-logs": ["dangling", "garbage"],
-    "S/io-logs/c1.record.gz": ["dir", "dangling", "garbage"],
-    "S/io-logs/c1.stdout": ["dir", "dangling"],
+    "S/io-logs/c1.record.gz": ["dir", "fifo", "dangling", "garbage"],
+    "S/io-logs/c1.stdout": ["dir", "fifo", "dangling"],
+    "S/io-logs/c1.stderr": ["fifo"],
 }
 
 

@@ -506,3 +506,22 @@ def test_dry_run_with_bootstrap_lists_template_jobs(tmp_path, capsys):
     assert "--bootstrap only goes with --dry-run" in capsys.readouterr().err
     assert main(["--repository", str(repo), "run", "--dry-run", "--bootstrap", str(path)]) == 2
     assert "--bootstrap needs --test-plan" in capsys.readouterr().err
+
+
+def test_resource_output_past_the_limit_is_left_out_with_a_warning_naming_the_job(tmp_path, monkeypatch):
+    from plainbox_like.store import limits
+
+    monkeypatch.setattr(limits, "MAX_RESOURCE_OUTPUT", 80)
+    path = tmp_path / "units.pxu"
+    # 3 records of 23 bytes (69) fit; the 4th crosses the limit; then 1 MB more that is never read.
+    path.write_text(
+        "id: big\nplugin: resource\n"
+        "command: for n in 1 2 3 4; do printf 'name: record-number-%s\\n\\n' $n; done; yes xxxxxxxxx | head -c 1000000\n"
+    )
+    config = batch.RunConfig(sources=[str(path)])
+    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), config)
+    summary = batch.run_prepared(prepared)
+    state = load_session(summary.path).state
+    assert state.resources["big"] == [{"name": f"record-number-{n}"} for n in (1, 2, 3)]
+    warnings = [w for w in prepared.notes if "big" in w]
+    assert len(warnings) == 1 and "more than 80 bytes" in warnings[0] and "kept the 3 record(s)" in warnings[0], prepared.notes
