@@ -6,8 +6,6 @@ import gzip
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,14 +16,9 @@ from plainbox_like.cli import log as cli_log
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
+from factories import dead_pid
 
 ALL_BYTES = bytes(range(256)) * 3
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def run_job(writer, job_id, chunks, attempt=1, outcome="pass", close=True):

@@ -24,6 +24,7 @@ from plainbox_like.read import summary
 from plainbox_like.index.query import ListFilter, SessionIndex
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.summary import SessionSummary
+from factories import dead_pid
 
 UNITS = textwrap.dedent(
     """\
@@ -87,12 +88,6 @@ def plain_session(repo, title="plain", created=None):
     writer.update_metadata(flags=[], **({"created": created} if created is not None else {}))
     writer.close()
     return writer
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def make_old(path, seconds=1000):
