@@ -5,11 +5,13 @@ Each exists once here so that a change of, say, how long a test may wait is made
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from typing import Callable, TypeVar
 
+from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.storage import SessionRepository
 
 T = TypeVar("T")
@@ -45,3 +47,18 @@ def only_session(root) -> str:
     paths = SessionRepository(str(root)).session_paths()
     assert len(paths) == 1, paths
     return paths[0]
+
+
+def log_path(session_path: str, attempt, stream: str) -> str:
+    """The file of *attempt*'s io-log for *stream* (``record`` is the gzipped record log)."""
+    assert attempt.io_log_filename and attempt.io_log_filename.endswith(".record.gz")
+    stem = attempt.io_log_filename[: -len(".record.gz")]
+    return os.path.join(session_path, stem + ("." + stream if stream != "record" else ".record.gz"))
+
+
+def records(session_path: str, attempt) -> list:
+    """Every record of *attempt*'s record log, which must be complete."""
+    reader = RecordReader(log_path(session_path, attempt, "record"))
+    got = list(reader)
+    assert reader.complete, reader.problem
+    return got

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,6 +18,7 @@ from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
 from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
 from test_integrity import closed_session, files, make_checkbox_session, quarantined
+from factories import wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(HERE)
@@ -206,16 +206,6 @@ def _plainbox_like(root, *args, timeout=60):
     )
 
 
-def _wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_sigkilled_runner(root):
     proc = subprocess.Popen(
         [sys.executable, "-m", "plainbox_like", "--repository", root, "run", "-c", "echo a", "-c", "sleep 30"],
@@ -240,12 +230,12 @@ def test_sigkilled_runner(root):
             leftovers = batch.find_leftovers(sid_of(paths[0]))
             return (paths[0], leftovers["c2"]) if leftovers.get("c2") else None
 
-        path, groups = _wait_for(sleeping)
+        path, groups = wait_until(sleeping, what="the jobs to sleep")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         for pgid in groups:
             os.killpg(pgid, signal.SIGKILL)
-        _wait_for(lambda: not any(list(iter_pgid_members(g)) for g in groups))
+        wait_until(lambda: not any(list(iter_pgid_members(g)) for g in groups), what="the job groups to end")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -19,18 +19,10 @@ from plainbox_like.store import storage
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.storage import SessionRepository
 from plainbox_like.index.watcher import Watcher, WatcherRunning, default_observer
+from factories import wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(HERE)
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 class Running:

@@ -31,6 +31,7 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import iter_pgid_members, process_env
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
+from factories import wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = os.path.join(HERE, "data", "jobs")
@@ -38,15 +39,6 @@ ROOT = os.path.dirname(HERE)
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def wait_until(predicate, timeout=30.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def group_members(pgid):

@@ -17,12 +17,12 @@ import pytest
 
 from plainbox_like.define import plan as planning
 from plainbox_like.run import executors as runner_module
-from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
 from plainbox_like.run.executors import Exited, LocalExecutor, Output, ProcessSpec, Started, find_shell, iter_pgid_members
 from plainbox_like.run.batch import BatchRunner
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
+from factories import log_path, records, wait_until
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -43,23 +43,10 @@ def run_batch(root, jobs, *, parallel=1, kill_grace=0.5, base_env=None):
     return writer, load_session(writer.path)
 
 
-def log_path(session_path, attempt, stream):
-    assert attempt.io_log_filename and attempt.io_log_filename.endswith(".record.gz")
-    stem = attempt.io_log_filename[: -len(".record.gz")]
-    return os.path.join(session_path, stem + ("." + stream if stream != "record" else ".record.gz"))
-
-
 def raw_output(session_path, attempt, stream="stdout"):
     """The raw file's bytes (every attempt that ran has both raw files, empty ones included)."""
     with open(log_path(session_path, attempt, stream), "rb") as f:
         return f.read()
-
-
-def records(session_path, attempt):
-    reader = RecordReader(log_path(session_path, attempt, "record"))
-    got = list(reader)
-    assert reader.complete, reader.problem
-    return got
 
 
 def stream_from_records(session_path, attempt, stream):
@@ -68,15 +55,6 @@ def stream_from_records(session_path, attempt, stream):
 
 def group_members(pgid):
     return list(iter_pgid_members(pgid))
-
-
-def wait_until(predicate, timeout=20.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # -- the executor ----------------------------------------------------------------

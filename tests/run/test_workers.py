@@ -20,7 +20,7 @@ from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
 from plainbox_like.run.workers import Failed, WorkerDied, WorkerExecutor
 
-from test_executors import records, wait_until
+from factories import records, wait_until
 
 
 def spec(tmp_path, key, command, env=None, log=True):
