@@ -84,13 +84,18 @@ def test_stop_now_kills_the_running_job_as_crash(tmp_path):
 
 def test_pause_and_continue(tmp_path):
     repo = str(tmp_path / "repo")
-    proc = start_run(repo, "sleep 0.5", "echo second")
+    release = tmp_path / "release"  # c1 runs until the test makes it: the pause surely comes while it runs
+    proc = start_run(repo, f"until [ -e {release} ]; do sleep 0.02; done", "echo second")
     path = only_session(repo)
     wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     assert main(["--repository", repo, "pause", path]) == 0
+    assert summarize(path).status == "running"  # a job still runs: not paused yet
+    release.touch()
+    # The runner says "paused" only once it is idle after declining to hand out the next job, so
+    # by then c2 would have started if a pause did not hold it back.
     wait_until(lambda: summarize(path).status == "paused", what="paused status")
-    time.sleep(1.0)
-    assert latest(path, "c2") is None  # nothing starts while paused
+    assert latest(path, "c1").outcome == "pass"
+    assert latest(path, "c2") is None and running_job(path) is None  # nothing starts while paused
     assert proc.poll() is None
     assert main(["--repository", repo, "continue", path]) == 0
     proc.communicate(timeout=30)
