@@ -8,9 +8,12 @@ generous on purpose: the machine running the tests is shared and noisy.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
+import struct
+import termios
 import time
 
 import pytest
@@ -172,6 +175,14 @@ def test_output_events_never_come_before_the_start(tmp_path, monkeypatch):
     assert polls[0][0].process is process
 
 
+F_GETPIPE_SZ = 1032  # Linux fcntl: a pipe's capacity
+
+
+def pipe_fill(fd: int) -> int:
+    """How many bytes wait in the pipe *fd* reads from."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
 def test_a_pipe_grows_only_when_a_job_fills_it(tmp_path, monkeypatch):
     grown = []
     real = runner_module._enlarge_pipe
@@ -181,8 +192,9 @@ def test_a_pipe_grows_only_when_a_job_fills_it(tmp_path, monkeypatch):
         executor.start(logged_spec(tmp_path, "small", "echo small"))
         events_until_exit(executor)
         assert grown == []
-        executor.start(logged_spec(tmp_path, "big", "head -c 3000000 /dev/zero"))
-        time.sleep(0.5)  # not reading: the job fills its pipe and waits
+        process = executor.start(logged_spec(tmp_path, "big", "head -c 3000000 /dev/zero"))
+        [stdout] = [fd for fd, stream in process.fds.items() if stream == "stdout"]
+        assert wait_until(lambda: pipe_fill(stdout) >= fcntl.fcntl(stdout, F_GETPIPE_SZ))  # not read: it fills
         events_until_exit(executor)
     finally:
         executor.close()
