@@ -101,11 +101,6 @@ def build_session(repo: SessionRepository, close: bool = True):
 
 
 @pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
-
-
-@pytest.fixture
 def loaded(repo):
     writer = build_session(repo)
     return load_session(writer.path)

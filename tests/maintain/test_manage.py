@@ -30,11 +30,6 @@ DAY = 86400.0
 FAKE_RUNNER_PID = 999999
 
 
-@pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
-
-
 def complete_session(repo, title="done", created=None, **metadata):
     """A closed, complete session with one passed job and a log."""
     writer = repo.create(title=title, **metadata)

@@ -13,14 +13,8 @@ import pytest
 from plainbox_like.store import storage
 from plainbox_like.read import summary
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
 from plainbox_like.read.summary import list_sessions, summarize
 from factories import dead_pid
-
-
-@pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
 
 
 def finish(writer, job_id, outcome, attempt=1, **kwargs):
