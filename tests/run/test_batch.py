@@ -32,7 +32,7 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import iter_pgid_members, process_env
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
-from factories import wait_until
+from factories import only_session, wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = os.path.join(HERE, "data", "jobs")
@@ -120,12 +120,6 @@ def read_pid(path, proc, timeout=30.0):
         time.sleep(0.02)
     proc.kill()
     raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
-
-
-def only_session(repo):
-    paths = SessionRepository(str(repo)).session_paths()
-    assert len(paths) == 1, paths
-    return paths[0]
 
 
 def no_traceback(text):

@@ -14,7 +14,7 @@ from plainbox_like.cli.main import main
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.read.summary import summarize
-from factories import wait_until
+from factories import only_session, wait_until
 
 
 def start_run(repo: str, *commands: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -24,8 +24,10 @@ def start_run(repo: str, *commands: str, extra: tuple[str, ...] = ()) -> subproc
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def only_session(repo: str) -> str:
-    return wait_until(lambda: SessionRepository(repo).session_paths(), what="a session")[0]
+def started_session(repo: str) -> str:
+    """The session of the run just started, once it exists."""
+    wait_until(lambda: SessionRepository(repo).session_paths(), what="a session")
+    return only_session(repo)
 
 
 def running_job(path: str) -> str | None:
@@ -42,7 +44,7 @@ def latest(path: str, job: str):
 def test_stop_waits_for_the_running_job_then_exits_resumable(tmp_path):
     repo = str(tmp_path / "repo")
     proc = start_run(repo, "sleep 1; echo first", "echo second")
-    path = only_session(repo)
+    path = started_session(repo)
     wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     asked = time.monotonic()
     assert main(["--repository", repo, "stop", os.path.basename(path)[: -len(".session")]]) == 0
@@ -66,7 +68,7 @@ def test_stop_waits_for_the_running_job_then_exits_resumable(tmp_path):
 def test_stop_now_kills_the_running_job_as_crash(tmp_path):
     repo = str(tmp_path / "repo")
     proc = start_run(repo, "sleep 30", "echo never")
-    path = only_session(repo)
+    path = started_session(repo)
     wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     asked = time.monotonic()
     asked_wall = time.time()
@@ -86,7 +88,7 @@ def test_pause_and_continue(tmp_path):
     repo = str(tmp_path / "repo")
     release = tmp_path / "release"  # c1 runs until the test makes it: the pause surely comes while it runs
     proc = start_run(repo, f"until [ -e {release} ]; do sleep 0.02; done", "echo second")
-    path = only_session(repo)
+    path = started_session(repo)
     wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     assert main(["--repository", repo, "pause", path]) == 0
     assert summarize(path).status == "running"  # a job still runs: not paused yet
@@ -139,7 +141,7 @@ def test_requests_need_a_live_runner_on_this_host(tmp_path, capsys):
 def test_sigint_while_paused_interrupts_and_clears_the_pause(tmp_path):
     repo = str(tmp_path / "repo")
     proc = start_run(repo, "sleep 0.5", "echo second")
-    path = only_session(repo)
+    path = started_session(repo)
     wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     control.write_request(path, control.PAUSE)
     wait_until(lambda: summarize(path).status == "paused", what="paused status")

@@ -25,7 +25,7 @@ from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
 
 from cli_helpers import assert_one_line_error
-from factories import wait_until
+from factories import only_session, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -80,11 +80,6 @@ def marker():
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def only_session(repo):
-    (path,) = SessionRepository(str(repo)).session_paths()
-    return path
 
 
 # -- how many workers ------------------------------------------------------------------
