@@ -13,19 +13,16 @@ import pytest
 from plainbox_like.maintain import integrity
 from plainbox_like.store import iolog
 from plainbox_like.run import batch
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
 from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
 from test_integrity import closed_session, files, make_checkbox_session, quarantined
 from factories import wait_until
+from cli_helpers import run as cli
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(HERE)
-
-
-def cli(root, *argv):
-    return main(["--repository", root, *argv])
 
 
 def sid_of(path):
