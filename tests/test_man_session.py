@@ -223,9 +223,7 @@ def test_structure_page_documents_every_journal_operation():
 
 
 def test_structure_page_lists_the_editable_metadata_fields():
-    editable = getattr(model, "_EDITABLE_METADATA", None)
-    if editable is None:
-        pytest.skip("model has no _EDITABLE_METADATA")
+    editable = model._EDITABLE_METADATA
     text = plain_text(STRUCTURE_PAGE)
     meta_entry = text.split("\nmeta\n", 1)[1].split("Setting any other name", 1)[0]
     missing = sorted(name for name in editable if not re.search(rf"\b{name}\b", meta_entry))

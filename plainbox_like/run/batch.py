@@ -347,8 +347,9 @@ class BatchRunner:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[signum] = signal.signal(signum, on_signal)
         try:
+            ended = False
             while self._stop is None:
-                self._obey_control()
+                self._obey_control(force=ended)  # a job just ended: a pause asked while it ran holds the next
                 if self._stop is not None:
                     break
                 if not (self._paused or self._draining):
@@ -359,7 +360,9 @@ class BatchRunner:
                     break
                 if idle and self._paused:
                     self._set_paused_flag(True)
+                running = len(self._running)
                 self._handle(self.executor.poll(self._poll_timeout()))
+                ended = len(self._running) < running
                 self._enforce_deadlines()
                 self.writer.tick()
             if self._stop is not None:
@@ -395,9 +398,9 @@ class BatchRunner:
         self._stop = signum
         self.stopped_by = "signal"
 
-    def _obey_control(self) -> None:
-        """Act on a stop/pause/continue request left in the session directory."""
-        request = self._control.poll()
+    def _obey_control(self, force: bool = False) -> None:
+        """Act on a stop/pause/continue request left in the session directory (*force*: look now)."""
+        request = self._control.poll(force)
         action = request.action if request is not None else None
         if action == control.STOP_NOW:
             self._stop = signal.SIGTERM

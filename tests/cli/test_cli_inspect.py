@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 
 
@@ -17,18 +15,13 @@ from plainbox_like.store import storage
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
+from factories import dead_pid
 
 
 def parse_iso(text):
     value = datetime.datetime.fromisoformat(text)
     assert value.utcoffset() == datetime.timedelta(0)
     return value.timestamp()
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def sample(repo, title="sample", close=True):

@@ -7,25 +7,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from plainbox_like.maintain import integrity
 from plainbox_like.store import iolog
 from plainbox_like.run import batch
-from plainbox_like.cli.main import build_parser, main
+from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
 from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
 from test_integrity import closed_session, files, make_checkbox_session, quarantined
+from factories import wait_until
+from cli_helpers import run as cli
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(HERE)
-
-
-def cli(root, *argv):
-    return main(["--repository", root, *argv])
 
 
 def sid_of(path):
@@ -206,16 +203,6 @@ def _plainbox_like(root, *args, timeout=60):
     )
 
 
-def _wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_sigkilled_runner(root):
     proc = subprocess.Popen(
         [sys.executable, "-m", "plainbox_like", "--repository", root, "run", "-c", "echo a", "-c", "sleep 30"],
@@ -240,12 +227,12 @@ def test_sigkilled_runner(root):
             leftovers = batch.find_leftovers(sid_of(paths[0]))
             return (paths[0], leftovers["c2"]) if leftovers.get("c2") else None
 
-        path, groups = _wait_for(sleeping)
+        path, groups = wait_until(sleeping, what="the jobs to sleep")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         for pgid in groups:
             os.killpg(pgid, signal.SIGKILL)
-        _wait_for(lambda: not any(list(iter_pgid_members(g)) for g in groups))
+        wait_until(lambda: not any(list(iter_pgid_members(g)) for g in groups), what="the job groups to end")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,8 +6,6 @@ import gzip
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,14 +16,9 @@ from plainbox_like.cli import log as cli_log
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
+from factories import dead_pid, wait_until
 
 ALL_BYTES = bytes(range(256)) * 3
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def run_job(writer, job_id, chunks, attempt=1, outcome="pass", close=True):
@@ -197,6 +190,13 @@ def fast_follow(monkeypatch):
     monkeypatch.setattr(cli_log, "FOLLOW_RELOAD", 0.05)
 
 
+def shown(size: int, late: list) -> None:
+    """Wait (in the job's thread) until the follower has printed *size* bytes to the captured stdout,
+    so that what the job writes next is written while it follows; a timeout is noted in *late*."""
+    if not wait_until(lambda: os.fstat(1).st_size >= size):
+        late.append(size)
+
+
 def test_follow_streams_until_the_job_finishes(repo, root, capfdbinary, fast_follow):
     writer = repo.create()
     log, name = writer.new_log("slow", 1)
@@ -204,28 +204,29 @@ def test_follow_streams_until_the_job_finishes(repo, root, capfdbinary, fast_fol
     log.write("stdout", b"before\n")
     log.flush()
     later = [("stdout", b"tick 1\n"), ("stderr", b"warn\n"), ("stdout", b"tick 2\n"), ("stdout", b"\x00\xff")]
+    late = []
 
     def job():
+        printed = len(b"before\n")
         for stream, data in later:
-            time.sleep(0.1)
+            shown(printed, late)
             log.write(stream, data)
-        time.sleep(0.1)
+            printed += len(data) if stream == "stdout" else 0
+        shown(printed, late)
         log.close()
         writer.job_finished("slow", Attempt("pass", return_code=0, io_log_filename=name))
 
     thread = threading.Thread(target=job)
-    started = time.monotonic()
     thread.start()
     try:
         assert run(root, "log", writer.id, "slow", "--follow", "--stream", "stdout") == 0
     finally:
         thread.join(10)
         writer.close()
-    elapsed = time.monotonic() - started
     out, err = capfdbinary.readouterr()
     assert out == b"before\ntick 1\ntick 2\n\x00\xff"
     assert err == b""
-    assert elapsed < 5
+    assert late == []  # each chunk was printed before the next was written: followed, not read at the end
 
 
 def test_follow_both_streams(repo, root, capfdbinary, fast_follow):
@@ -236,13 +237,15 @@ def test_follow_both_streams(repo, root, capfdbinary, fast_follow):
     log.write("stdout", b"O0\n")
     log.flush()
 
+    late = []
+
     def job():
-        time.sleep(0.15)
+        shown(6, late)
         log.write("stdout", b"O1\n")
-        time.sleep(0.15)
+        shown(9, late)
         log.write("stderr", b"E1\n")
         log.close()
-        time.sleep(0.1)
+        shown(12, late)
         writer.job_finished("slow", Attempt("fail", return_code=1, io_log_filename=name))
 
     thread = threading.Thread(target=job)
@@ -256,6 +259,7 @@ def test_follow_both_streams(repo, root, capfdbinary, fast_follow):
     # What was recorded before following started keeps its order exactly.
     assert out.startswith(b"E0\nO0\n")
     assert sorted(out.splitlines()) == [b"E0", b"E1", b"O0", b"O1"]
+    assert late == []
 
 
 def test_follow_stops_when_the_writer_dies(repo, root, capfdbinary, fast_follow):
@@ -265,8 +269,10 @@ def test_follow_stops_when_the_writer_dies(repo, root, capfdbinary, fast_follow)
     log.write("stdout", b"last words\n")
     lock = os.path.join(writer.path, storage.LOCK_FILE)
 
+    late = []
+
     def crash():
-        time.sleep(0.2)
+        shown(len(b"last words\n"), late)  # it follows: then the runner dies
         with open(lock, "w") as f:  # as if the runner had been killed
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
 
@@ -281,6 +287,7 @@ def test_follow_stops_when_the_writer_dies(repo, root, capfdbinary, fast_follow)
     out, err = capfdbinary.readouterr()
     assert out == b"last words\n"
     assert b"writer stopped" in err
+    assert late == []
 
 
 def test_follow_of_a_finished_job_is_a_plain_log(session, root, capfdbinary):

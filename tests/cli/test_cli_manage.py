@@ -19,6 +19,7 @@ from plainbox_like.store import storage
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
+from factories import dead_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAY = 86400.0
@@ -42,12 +43,6 @@ def listed(root, capsys):
     capsys.readouterr()
     assert run(root, "list", "--json") == 0
     return {s["id"]: s for s in json.loads(capsys.readouterr().out)}
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 # -- registration --------------------------------------------------------------

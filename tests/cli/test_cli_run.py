@@ -17,6 +17,7 @@ import pytest
 from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import FLAG_INCOMPLETE
 from plainbox_like.store.storage import SessionRepository, load_session
+from factories import only_session
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = os.path.join(HERE, "data", "jobs")
@@ -55,12 +56,6 @@ def run(repo, *args, module=False, timeout=90, **extra_env):
 
 def sessions(repo):
     return SessionRepository(str(repo)).session_paths()
-
-
-def only_session(repo):
-    paths = sessions(repo)
-    assert len(paths) == 1, paths
-    return load_session(paths[0])
 
 
 def one_line_error(result):
@@ -112,7 +107,7 @@ def test_selection(tmp_path, options, expected):
 def test_selection_runs_only_the_selected_jobs(tmp_path):
     result = run(tmp_path, "run", "--test-plan", "disks", os.path.join(JOBS, "selection.pxu"))
     assert result.returncode == 0, result.stderr
-    loaded = only_session(tmp_path)
+    loaded = load_session(only_session(tmp_path))
     assert sorted(loaded.state.results) == ["disk/detect", "disk/read", "disk/write"]
     assert loaded.state.desired_job_list == ["disk/detect", "disk/read", "disk/write"]
 
@@ -130,7 +125,7 @@ def test_exit_zero_when_everything_passes_or_is_skipped_by_design(tmp_path):
 def test_exit_one_on_fail_or_crash(tmp_path, command):
     result = run(tmp_path, "run", "-c", "true", "-c", command)
     assert result.returncode == 1, result.stderr
-    loaded = only_session(tmp_path)
+    loaded = load_session(only_session(tmp_path))
     assert FLAG_INCOMPLETE not in loaded.state.metadata.flags
 
 
@@ -138,7 +133,7 @@ def test_a_job_without_id_is_left_out_with_a_warning_the_others_run(tmp_path):
     result = run(tmp_path, "run", os.path.join(JOBS, "no-id.pxu"))
     assert result.returncode == 0, result.stderr
     assert f"warning: {JOBS}/no-id.pxu:4: job has no 'id' field: job left out" in result.stderr
-    assert list(only_session(tmp_path).state.results) == ["fine"]
+    assert list(load_session(only_session(tmp_path)).state.results) == ["fine"]
 
 
 @pytest.mark.parametrize(
@@ -192,14 +187,14 @@ def test_one_plain_line_per_job_when_not_a_terminal(tmp_path):
     assert seen["segv"][0] == "crash" and "SEGV" in seen["segv"][1]
     assert seen["needs-bad"][0] == "skipped-dependency" and "bad" in seen["needs-bad"][1]
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
-    loaded = only_session(tmp_path)
+    loaded = load_session(only_session(tmp_path))
     assert loaded.id in result.stderr
 
 
 def test_python_dash_m_works(tmp_path):
     result = run(tmp_path, "run", "-c", "echo via-module", module=True)
     assert result.returncode == 0, result.stderr
-    loaded = only_session(tmp_path)
+    loaded = load_session(only_session(tmp_path))
     attempt = loaded.state.latest("c1")
     stem = attempt.io_log_filename[: -len(".record.gz")]
     with open(os.path.join(loaded.path, stem + ".stdout"), "rb") as f:
@@ -215,7 +210,7 @@ def test_environ_field_and_share_dir_from_unit_file(tmp_path):
     )
     result = run(tmp_path / "repo", "run", str(units), FROM_CALLER="caller")
     assert result.returncode == 0, result.stderr
-    loaded = only_session(tmp_path / "repo")
+    loaded = load_session(only_session(tmp_path / "repo"))
     stem = loaded.state.latest("env").io_log_filename[: -len(".record.gz")]
     with open(os.path.join(loaded.path, stem + ".stdout")) as f:
         out = f.read().splitlines()
@@ -232,7 +227,7 @@ def test_nested_run_records_its_parent(tmp_path):
         PLAINBOX_LIKE_JOB="parent/job",
     )
     assert result.returncode == 0, result.stderr
-    loaded = only_session(tmp_path)
+    loaded = load_session(only_session(tmp_path))
     assert loaded.state.metadata.parent_session == "parentsession"
     assert loaded.state.metadata.parent_job == "parent/job"
     stem = loaded.state.latest("c1").io_log_filename[: -len(".record.gz")]
@@ -243,7 +238,7 @@ def test_nested_run_records_its_parent(tmp_path):
 def test_flush_durability(tmp_path):
     result = run(tmp_path, "run", "--durability", "flush", "-c", "echo a", "-c", "exit 4")
     assert result.returncode == 1, result.stderr
-    state = only_session(tmp_path).state
+    state = load_session(only_session(tmp_path)).state
     assert [state.latest(j).outcome for j in ("c1", "c2")] == ["pass", "fail"]
     assert state.latest("c2").return_code == 4
 
@@ -251,7 +246,7 @@ def test_flush_durability(tmp_path):
 def test_parallel_option(tmp_path):
     result = run(tmp_path, "run", "-j", "2", "-c", "sleep 1", "-c", "sleep 1")
     assert result.returncode == 0, result.stderr
-    state = only_session(tmp_path).state
+    state = load_session(only_session(tmp_path)).state
     a, b = state.latest("c1"), state.latest("c2")
     span = max(a.started + a.execution_duration, b.started + b.execution_duration) - min(a.started, b.started)
     assert span < 1.8, span
@@ -261,7 +256,7 @@ def test_demo_runs_end_to_end(tmp_path):
     result = run(tmp_path, "run", "--title", "demo", DEMO)
     assert result.returncode == 1, result.stderr  # the demo fails one job on purpose
     assert "Traceback" not in result.stderr
-    state = only_session(tmp_path).state
+    state = load_session(only_session(tmp_path)).state
     outcomes = {job_id: state.latest(job_id).outcome for job_id in state.desired_job_list}
     assert outcomes == {
         "system/uname": "pass",
@@ -275,7 +270,7 @@ def test_demo_runs_end_to_end(tmp_path):
     }
     assert state.metadata.title == "demo"
     assert FLAG_INCOMPLETE not in state.metadata.flags
-    loaded = only_session(tmp_path)
+    loaded = load_session(only_session(tmp_path))
     stem = state.latest("demo/read-share").io_log_filename[: -len(".record.gz")]
     with open(os.path.join(loaded.path, stem + ".stdout")) as f:
         assert f.read() == "from demo/share\n"
@@ -318,7 +313,7 @@ def test_long_line_without_newline_keeps_runner_memory_bounded(tmp_path):
         )
     assert code == 0, (tmp_path / "err").read_text()
     assert peak < 100, f"runner peak RSS {peak:.0f} MiB for a {size >> 20} MiB line"
-    loaded = only_session(repo)
+    loaded = load_session(only_session(repo))
     attempt = loaded.state.latest("c1")
     assert attempt.outcome == "pass"
     stem = os.path.join(loaded.path, attempt.io_log_filename[: -len(".record.gz")])

@@ -530,13 +530,14 @@ def test_hundred_thousand_jobs_with_failures_are_fast() -> None:
         for i in range(count)
         for pair in [(f"j{i - 1}",) if i % 2 else ()]
     ]
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: a loaded machine must not fail a test of complexity.
+    start = time.process_time()
     plan = build_plan(select_jobs(UnitSet(jobs=jobs), None, ["j.*"], []))
-    planning = time.perf_counter() - start
-    start = time.perf_counter()
+    planning = time.process_time() - start
+    start = time.process_time()
     failing = dict.fromkeys((f"j{i}" for i in range(0, count, 2)), "fail")
     decisions = run_all(Scheduler(plan, max_running=8), failing)
-    scheduling = time.perf_counter() - start
+    scheduling = time.process_time() - start
     assert sum(d.action == "skip" for d in decisions) == count // 2
     assert planning < 2.0, f"planning took {planning:.2f} s"
     assert scheduling < 2.0, f"scheduling took {scheduling:.2f} s"

@@ -14,6 +14,7 @@ import tarfile
 import threading
 import xml.etree.ElementTree as ET
 
+import attrs
 import pytest
 
 from plainbox_like.store import codec, storage
@@ -97,11 +98,6 @@ def build_session(repo: SessionRepository, close: bool = True):
         writer.update_metadata(flags=[], finished=writer.state.metadata.created + 12.5)
         writer.close()
     return writer
-
-
-@pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
 
 
 @pytest.fixture
@@ -606,9 +602,13 @@ def test_tar_of_a_session_being_written(repo, tmp_path):
 
 
 def test_tar_is_consistent_while_snapshots_happen(repo, tmp_path, monkeypatch):
-    """A writer snapshotting (and truncating its journal) all the time never yields an archive that does not load."""
+    """A writer snapshotting (and truncating its journal) all the time never yields an archive that does not
+    load, and each archive holds exactly a state the writer had (never a snapshot and a journal that disagree)."""
     monkeypatch.setattr(storage, "MIN_JOURNAL_BYTES", 200)
     writer = repo.create(durability="flush")
+    first = attrs.evolve(writer.state)
+    first_document = codec.state_document(first)
+    metadata = {first.journal_seq: attrs.evolve(first.metadata)}  # journal seq -> the writer's metadata then
     stop = threading.Event()
 
     def churn():
@@ -616,17 +616,25 @@ def test_tar_is_consistent_while_snapshots_happen(repo, tmp_path, monkeypatch):
         while not stop.is_set():
             n += 1
             writer.update_metadata(durable=False, title=f"title {n}")
+            metadata[writer.state.journal_seq] = attrs.evolve(writer.state.metadata)
 
     thread = threading.Thread(target=churn)
     thread.start()
+    imported = []
     try:
         for i in range(40):
             data = export_bytes(load_session(writer.path), "tar")
-            tarball.import_archive(io.BytesIO(data), str(tmp_path / f"r{i}"), "x")
+            imported.append(tarball.import_archive(io.BytesIO(data), str(tmp_path / f"r{i}"), "x").state)
     finally:
         stop.set()
         thread.join()
         writer.close()
+    assert writer.snapshots > 1  # the journal was truncated meanwhile
+    for state in imported:  # the state the writer had at that point of its journal, nothing else
+        assert state.metadata == metadata[state.journal_seq]
+        unchanged = attrs.evolve(state, metadata=metadata[first.journal_seq], journal_seq=first.journal_seq)
+        assert codec.state_document(unchanged) == first_document
+    assert len({state.journal_seq for state in imported}) > 1  # taken while the session changed
 
 
 def test_tar_leaves_out_links_and_special_files(repo, tmp_path):

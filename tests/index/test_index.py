@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 import strategies
@@ -26,6 +27,7 @@ from plainbox_like.read import summary
 from plainbox_like.index.query import ListFilter, SessionIndex
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.summary import SessionSummary
+from factories import dead_pid
 
 UNITS = textwrap.dedent(
     """\
@@ -89,12 +91,6 @@ def plain_session(repo, title="plain", created=None):
     writer.update_metadata(flags=[], **({"created": created} if created is not None else {}))
     writer.close()
     return writer
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def make_old(path, seconds=1000):
@@ -685,7 +681,9 @@ def both_ways(path, definitions=None):
     return fast
 
 
-def test_direct_reading_of_generated_sessions_is_the_ordinary_reading(tmp_path, count_loads):
+def test_direct_reading_of_generated_sessions_is_the_ordinary_reading(tmp_path, count_loads, monkeypatch):
+    # Both readings see the sessions as changed "a moment ago", however slow the machine is between them.
+    monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", 3600.0)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
     try:
         import make_sessions
@@ -880,6 +878,7 @@ def test_a_session_locked_by_another_host_is_never_settled(repo, root, units, se
 
 
 def test_a_session_read_just_after_a_change_is_checked_in_full_until_it_settles(repo, root, units, monkeypatch):
+    monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", 3600.0)  # "a moment ago", however slow the machine is
     writer = make_session(repo, units, title="just finished")
     with reconciled(root) as index:
         assert settled_of(index, writer.id) == indexing.SETTLING  # its directory changed a moment ago

@@ -19,18 +19,10 @@ from plainbox_like.store import storage
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.storage import SessionRepository
 from plainbox_like.index.watcher import Watcher, WatcherRunning, default_observer
+from factories import wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(HERE)
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 class Running:
@@ -60,6 +52,20 @@ class Running:
         self.watcher.stop()
         self.thread.join(10)
         assert not self.thread.is_alive()
+
+
+def refreshes(monkeypatch):
+    """The names of the sessions the index is asked to refresh from now on (the watcher's re-reads)."""
+    names = []
+    real = indexing.SessionIndex.refresh
+
+    def refresh(self, paths, *args, **kwargs):
+        paths = list(paths)
+        names.extend(os.path.basename(path) for path in paths)
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(indexing.SessionIndex, "refresh", refresh)
+    return names
 
 
 def indexed(root):
@@ -146,6 +152,7 @@ def test_io_log_writes_do_not_reread_the_session(repo, root, monkeypatch):
     loads = []
     real = storage.load_session
     monkeypatch.setattr(storage, "load_session", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
+    refreshed = refreshes(monkeypatch)
     with Running(Watcher(root, interval=60)):
         loads.clear()
         log, _name = writer.new_log("a", 1)
@@ -153,20 +160,27 @@ def test_io_log_writes_do_not_reread_the_session(repo, root, monkeypatch):
             log.write("stdout", b"x" * 100)  # the raw .stdout file is written at once
             log.flush()
         log.close()
-        time.sleep(1.0)
-        assert loads == []
+        # A change the watcher must act on, made after the writes: once it is indexed, the events
+        # before it have been handled too (one observer thread, events in order).
+        later = make(repo, "later")
+        assert wait_until(lambda: os.path.basename(later.path) in refreshed, 10)
+        assert os.path.basename(writer.path) not in refreshed
+        assert writer.path not in loads
     writer.close()
 
 
-def test_reading_sessions_makes_no_events(repo, root):
+def test_reading_sessions_makes_no_events(repo, root, monkeypatch):
     writers = [make(repo, f"s{n}") for n in range(3)]
+    refreshed = refreshes(monkeypatch)
     with Running(Watcher(root, interval=60)) as running:
         for _ in range(20):
             for writer in writers:
                 storage.load_session(writer.path)
                 os.listdir(writer.path)
-        time.sleep(0.5)
-        assert running.watcher.events == 0 and running.watcher.refreshes == 0
+        assert running.watcher.events == 0
+        later = make(repo, "later")  # seen after the reads' events, if they made any (events come in order)
+        assert wait_until(lambda: os.path.basename(later.path) in refreshed, 10)
+        assert set(refreshed) == {os.path.basename(later.path)}
 
 
 # -- lost events -----------------------------------------------------------------------
@@ -212,8 +226,8 @@ def test_an_inotify_overflow_triggers_a_reconcile_at_once(repo, root):
     watcher = Watcher(root, interval=3600, observer_factory=SilentObserver)
     with Running(watcher) as running:
         writer = make(repo, "missed")
-        time.sleep(0.3)
-        assert writer.id not in indexed(root)
+        # Nothing can index it but the overflow: no events, the first reconcile was done before ready.
+        assert writer.id not in indexed(root) and running.watcher.reconciles == 1
         logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
         assert wait_until(lambda: writer.id in indexed(root), 5)
         assert any("lost" in m for m in running.messages)

@@ -22,16 +22,12 @@ from plainbox_like.read import summary
 from plainbox_like.run import batch
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt
 from plainbox_like.store.storage import SessionRepository
+from factories import dead_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAY = 86400.0
 #: The pid recorded as the runner of the sessions made here (no such process needs to exist).
 FAKE_RUNNER_PID = 999999
-
-
-@pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
 
 
 def complete_session(repo, title="done", created=None, **metadata):
@@ -81,12 +77,6 @@ def plainbox_session(directory):
     with open(os.path.join(directory, "session"), "wb") as f:
         f.write(gzip.compress(json.dumps(doc).encode()))
     return directory
-
-
-def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def process_gone(pid: int) -> bool:

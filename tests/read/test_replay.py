@@ -25,7 +25,6 @@ from plainbox_like.read.replay import (
     to_absolute,
     to_relative,
 )
-from plainbox_like.store.storage import SessionRepository
 
 
 def R(delay, data=b"x", stream="stdout"):
@@ -161,11 +160,6 @@ def test_pipeline_properties(values, limit, factor):
 
 
 # -- attempts and their output ----------------------------------------------------
-
-
-@pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
 
 
 def run_job(writer, job_id, chunks, attempt=1, outcome="pass", close=True):

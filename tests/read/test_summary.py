@@ -6,8 +6,6 @@ import gzip
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,20 +13,8 @@ import pytest
 from plainbox_like.store import storage
 from plainbox_like.read import summary
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
 from plainbox_like.read.summary import list_sessions, summarize
-
-
-@pytest.fixture
-def repo(tmp_path):
-    return SessionRepository(str(tmp_path / "repo"))
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+from factories import dead_pid
 
 
 def finish(writer, job_id, outcome, attempt=1, **kwargs):

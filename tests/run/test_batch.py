@@ -8,6 +8,7 @@ session lives under ``tmp_path`` (``--repository`` / ``PLAINBOX_LIKE_REPOSITORY`
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import iter_pgid_members, process_env
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
+from factories import only_session, wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBS = os.path.join(HERE, "data", "jobs")
@@ -38,15 +40,6 @@ ROOT = os.path.dirname(HERE)
 
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def wait_until(predicate, timeout=30.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def group_members(pgid):
@@ -127,12 +120,6 @@ def read_pid(path, proc, timeout=30.0):
         time.sleep(0.02)
     proc.kill()
     raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
-
-
-def only_session(repo):
-    paths = SessionRepository(str(repo)).session_paths()
-    assert len(paths) == 1, paths
-    return paths[0]
 
 
 def no_traceback(text):
@@ -459,6 +446,14 @@ def test_resume_after_sigkill(tmp_path, kill_later):
     assert FLAG_INCOMPLETE not in state.metadata.flags
 
 
+def logged_stdout(path, job_id):
+    """What the record logs of *job_id*'s attempts in the session at *path* hold of its stdout so far."""
+    data = b""
+    for name in sorted(glob.glob(os.path.join(glob.escape(path), "io-logs", f"{job_id}*.record.gz"))):
+        data += b"".join(r.data for r in RecordReader(name) if r.stream == "stdout")
+    return data
+
+
 def test_rerun_interrupted_after_sigkill(tmp_path, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
@@ -466,7 +461,8 @@ def test_rerun_interrupted_after_sigkill(tmp_path, kill_later):
     proc = start_cli(repo, "run", os.path.join(JOBS, "interrupt.pxu"), env=env)
     pgid = read_pid(markers / "first.pid", proc)
     kill_later.append(pgid)
-    time.sleep(2.0)  # the runner flushes idle logs within about a second
+    # The runner flushes an idle log within about a second: kill it once the first line is in the record log.
+    assert wait_until(lambda: logged_stdout(only_session(repo), "first") == b"first attempt\n")
     proc.kill()
     proc.communicate(timeout=30)
     (markers / "go").touch()

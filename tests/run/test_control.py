@@ -14,6 +14,7 @@ from plainbox_like.cli.main import main
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.read.summary import summarize
+from factories import only_session, wait_until
 
 
 def start_run(repo: str, *commands: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -23,18 +24,10 @@ def start_run(repo: str, *commands: str, extra: tuple[str, ...] = ()) -> subproc
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def only_session(repo: str) -> str:
-    return wait_for(lambda: SessionRepository(repo).session_paths(), what="a session")[0]
+def started_session(repo: str) -> str:
+    """The session of the run just started, once it exists."""
+    wait_until(lambda: SessionRepository(repo).session_paths(), what="a session")
+    return only_session(repo)
 
 
 def running_job(path: str) -> str | None:
@@ -51,8 +44,8 @@ def latest(path: str, job: str):
 def test_stop_waits_for_the_running_job_then_exits_resumable(tmp_path):
     repo = str(tmp_path / "repo")
     proc = start_run(repo, "sleep 1; echo first", "echo second")
-    path = only_session(repo)
-    wait_for(lambda: running_job(path) == "c1", what="c1 to start")
+    path = started_session(repo)
+    wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     asked = time.monotonic()
     assert main(["--repository", repo, "stop", os.path.basename(path)[: -len(".session")]]) == 0
     _out, err = proc.communicate(timeout=30)
@@ -75,8 +68,8 @@ def test_stop_waits_for_the_running_job_then_exits_resumable(tmp_path):
 def test_stop_now_kills_the_running_job_as_crash(tmp_path):
     repo = str(tmp_path / "repo")
     proc = start_run(repo, "sleep 30", "echo never")
-    path = only_session(repo)
-    wait_for(lambda: running_job(path) == "c1", what="c1 to start")
+    path = started_session(repo)
+    wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     asked = time.monotonic()
     asked_wall = time.time()
     assert main(["--repository", repo, "stop", "--now", path]) == 0
@@ -93,13 +86,18 @@ def test_stop_now_kills_the_running_job_as_crash(tmp_path):
 
 def test_pause_and_continue(tmp_path):
     repo = str(tmp_path / "repo")
-    proc = start_run(repo, "sleep 0.5", "echo second")
-    path = only_session(repo)
-    wait_for(lambda: running_job(path) == "c1", what="c1 to start")
+    release = tmp_path / "release"  # c1 runs until the test makes it: the pause surely comes while it runs
+    proc = start_run(repo, f"until [ -e {release} ]; do sleep 0.02; done", "echo second")
+    path = started_session(repo)
+    wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     assert main(["--repository", repo, "pause", path]) == 0
-    wait_for(lambda: summarize(path).status == "paused", what="paused status")
-    time.sleep(1.0)
-    assert latest(path, "c2") is None  # nothing starts while paused
+    assert summarize(path).status == "running"  # a job still runs: not paused yet
+    release.touch()
+    # The runner says "paused" only once it is idle after declining to hand out the next job, so
+    # by then c2 would have started if a pause did not hold it back.
+    wait_until(lambda: summarize(path).status == "paused", what="paused status")
+    assert latest(path, "c1").outcome == "pass"
+    assert latest(path, "c2") is None and running_job(path) is None  # nothing starts while paused
     assert proc.poll() is None
     assert main(["--repository", repo, "continue", path]) == 0
     proc.communicate(timeout=30)
@@ -143,10 +141,10 @@ def test_requests_need_a_live_runner_on_this_host(tmp_path, capsys):
 def test_sigint_while_paused_interrupts_and_clears_the_pause(tmp_path):
     repo = str(tmp_path / "repo")
     proc = start_run(repo, "sleep 0.5", "echo second")
-    path = only_session(repo)
-    wait_for(lambda: running_job(path) == "c1", what="c1 to start")
+    path = started_session(repo)
+    wait_until(lambda: running_job(path) == "c1", what="c1 to start")
     control.write_request(path, control.PAUSE)
-    wait_for(lambda: summarize(path).status == "paused", what="paused status")
+    wait_until(lambda: summarize(path).status == "paused", what="paused status")
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

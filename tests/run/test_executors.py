@@ -8,21 +8,24 @@ generous on purpose: the machine running the tests is shared and noisy.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
+import struct
+import termios
 import time
 
 import pytest
 
 from plainbox_like.define import plan as planning
 from plainbox_like.run import executors as runner_module
-from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
 from plainbox_like.run.executors import Exited, LocalExecutor, Output, ProcessSpec, Started, find_shell, iter_pgid_members
 from plainbox_like.run.batch import BatchRunner
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
+from factories import log_path, records, wait_until
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -43,23 +46,10 @@ def run_batch(root, jobs, *, parallel=1, kill_grace=0.5, base_env=None):
     return writer, load_session(writer.path)
 
 
-def log_path(session_path, attempt, stream):
-    assert attempt.io_log_filename and attempt.io_log_filename.endswith(".record.gz")
-    stem = attempt.io_log_filename[: -len(".record.gz")]
-    return os.path.join(session_path, stem + ("." + stream if stream != "record" else ".record.gz"))
-
-
 def raw_output(session_path, attempt, stream="stdout"):
     """The raw file's bytes (every attempt that ran has both raw files, empty ones included)."""
     with open(log_path(session_path, attempt, stream), "rb") as f:
         return f.read()
-
-
-def records(session_path, attempt):
-    reader = RecordReader(log_path(session_path, attempt, "record"))
-    got = list(reader)
-    assert reader.complete, reader.problem
-    return got
 
 
 def stream_from_records(session_path, attempt, stream):
@@ -68,15 +58,6 @@ def stream_from_records(session_path, attempt, stream):
 
 def group_members(pgid):
     return list(iter_pgid_members(pgid))
-
-
-def wait_until(predicate, timeout=20.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # -- the executor ----------------------------------------------------------------
@@ -194,6 +175,14 @@ def test_output_events_never_come_before_the_start(tmp_path, monkeypatch):
     assert polls[0][0].process is process
 
 
+F_GETPIPE_SZ = 1032  # Linux fcntl: a pipe's capacity
+
+
+def pipe_fill(fd: int) -> int:
+    """How many bytes wait in the pipe *fd* reads from."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
 def test_a_pipe_grows_only_when_a_job_fills_it(tmp_path, monkeypatch):
     grown = []
     real = runner_module._enlarge_pipe
@@ -203,8 +192,9 @@ def test_a_pipe_grows_only_when_a_job_fills_it(tmp_path, monkeypatch):
         executor.start(logged_spec(tmp_path, "small", "echo small"))
         events_until_exit(executor)
         assert grown == []
-        executor.start(logged_spec(tmp_path, "big", "head -c 3000000 /dev/zero"))
-        time.sleep(0.5)  # not reading: the job fills its pipe and waits
+        process = executor.start(logged_spec(tmp_path, "big", "head -c 3000000 /dev/zero"))
+        [stdout] = [fd for fd, stream in process.fds.items() if stream == "stdout"]
+        assert wait_until(lambda: pipe_fill(stdout) >= fcntl.fcntl(stdout, F_GETPIPE_SZ))  # not read: it fills
         events_until_exit(executor)
     finally:
         executor.close()

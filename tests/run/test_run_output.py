@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from plainbox_like.store.storage import SessionRepository, load_session
+from factories import only_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,11 +23,6 @@ def run_cli(repo, *args, timeout=90):
         [sys.executable, "-m", "plainbox_like", "--repository", str(repo), *args],
         env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
-
-
-def only_session(repo):
-    (path,) = SessionRepository(str(repo)).session_paths()
-    return path
 
 
 def test_run_escapes_control_characters_of_job_ids_comments_and_plan_names(tmp_path):

@@ -25,6 +25,7 @@ from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
 
 from cli_helpers import assert_one_line_error
+from factories import only_session, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,20 +80,6 @@ def marker():
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def only_session(repo):
-    (path,) = SessionRepository(str(repo)).session_paths()
-    return path
-
-
-def wait_until(predicate, timeout=30.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 # -- how many workers ------------------------------------------------------------------

@@ -14,13 +14,15 @@ import pytest
 from plainbox_like.define import plan as planning
 from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
-from plainbox_like.run.executors import STARTED_DELAY, Exited, LogError, ProcessSpec, Started, find_shell, iter_pgid_members
+from plainbox_like.run.executors import (
+    STARTED_DELAY, Exited, LogError, ProcessSpec, Started, find_marked, find_shell, iter_pgid_members,
+)
 from plainbox_like.run.batch import INTERRUPTED, BatchRunner
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import JobDefinition
 from plainbox_like.run.workers import Failed, WorkerDied, WorkerExecutor
 
-from test_executors import records, wait_until
+from factories import records, wait_until
 
 
 def spec(tmp_path, key, command, env=None, log=True):
@@ -92,10 +94,7 @@ def test_a_short_job_is_started_and_exited_in_one_message(tmp_path, monkeypatch)
     executor = WorkerExecutor(1)
     try:
         executor.start(spec(tmp_path, "quick", "true"))
-        first = []
-        deadline = time.monotonic() + 20
-        while not first and time.monotonic() < deadline:
-            first = executor.poll(0.5)
+        first = wait_until(lambda: executor.poll(0.5), timeout=20, interval=0)
     finally:
         executor.close()
     assert [type(e) for e in first] == [Started, Exited]
@@ -103,10 +102,7 @@ def test_a_short_job_is_started_and_exited_in_one_message(tmp_path, monkeypatch)
 
 def test_a_longer_job_is_told_started_while_it_runs(tmp_path, executor):
     executor.start(spec(tmp_path, "slow", f"sleep {STARTED_DELAY * 20}"))
-    first = []
-    deadline = time.monotonic() + 20
-    while not first and time.monotonic() < deadline:
-        first = executor.poll(0.5)
+    first = wait_until(lambda: executor.poll(0.5), timeout=20, interval=0)
     assert [type(e) for e in first] == [Started]
     collect(executor, 1)
 
@@ -116,10 +112,7 @@ def test_report_at_once_does_not_wait(tmp_path, monkeypatch):
     executor = WorkerExecutor(1)
     try:
         executor.start(spec(tmp_path, "timed", "sleep 60"), report_at_once=True)
-        first = []
-        deadline = time.monotonic() + HELD_BACK / 3
-        while not first and time.monotonic() < deadline:
-            first = executor.poll(0.5)
+        first = wait_until(lambda: executor.poll(0.5), timeout=HELD_BACK / 3, interval=0)
         assert [type(e) for e in first] == [Started]
         executor.signal(first[0].process, signal.SIGKILL)
         collect(executor, 1)
@@ -160,13 +153,16 @@ def test_a_job_that_cannot_be_spawned_fails(tmp_path, executor):
 
 def test_a_log_that_cannot_be_created_stops_the_job_and_the_run(tmp_path, executor):
     marker = tmp_path / "ran"
+    mark = {"TEST_JOB_MARK": str(tmp_path)}  # the job's processes, whatever group they are in, carry it
     executor.start(ProcessSpec(
-        "nolog", (find_shell(), "-c", f"sleep 2; touch {marker}"), dict(os.environ),
+        "nolog", (find_shell(), "-c", f"sleep 2; touch {marker}"), dict(os.environ, **mark),
         log=str(tmp_path / "missing-dir" / "nolog"),
     ))
     with pytest.raises(LogError, match="nolog"):
         collect(executor, 1)
-    time.sleep(3)
+    # Once none of the job's processes is left, nothing can make the marker any more: a job left
+    # running without a log would have made it by then (2 s), so the wait proves the kill.
+    assert wait_until(lambda: not find_marked(mark), timeout=20)
     assert not marker.exists()  # the job was killed, not left running without a log
 
 
