@@ -1221,6 +1221,16 @@ def _raw_tail(path: str, offset: int) -> Iterator[bytes]:
             yield chunk
 
 
+def _forget_log(state: SessionState, users: list[LogUse], note: str) -> None:
+    """The attempts (and running jobs) in *users* lose their log name; finished ones say why in a comment."""
+    for use in users:
+        target = use.result if use.result is not None else state.running_jobs.get(use.job_id)
+        if use.result is not None:
+            use.result.comments = f"{use.result.comments}; {note}" if use.result.comments else note
+        if target is not None:
+            target.io_log_filename = None
+
+
 class _Repairer:
     def __init__(self, path: str, say: Callable[[str], None]) -> None:
         self.path = path
@@ -1301,12 +1311,7 @@ class _Repairer:
     def drop_outside(self, state: SessionState, name: str, why: str, users: list[LogUse]) -> None:
         """A log name that leads outside the session: never read nor written, dropped from the state."""
         note = f"its log name {name!r:.200} led outside the session ({why}) and was dropped by a repair"
-        for use in users:
-            target = use.result if use.result is not None else state.running_jobs.get(use.job_id)
-            if use.result is not None:
-                use.result.comments = f"{use.result.comments}; {note}" if use.result.comments else note
-            if target is not None:
-                target.io_log_filename = None
+        _forget_log(state, users, note)
         self.act(f"{name!r:.200}: {why}: dropped from {_describe(users)} (nothing was read or written there)")
         self.result.lost.append(f"the output of {_describe(users)} (its log name led outside the session)")
         self.state_changed = True
@@ -1335,12 +1340,7 @@ class _Repairer:
             return
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         note = f"log {name} was missing when the session was repaired ({when})"
-        for use in users:
-            target = use.result if use.result is not None else state.running_jobs.get(use.job_id)
-            if use.result is not None:
-                use.result.comments = f"{use.result.comments}; {note}" if use.result.comments else note
-            if target is not None:
-                target.io_log_filename = None
+        _forget_log(state, users, note)
         self.act(f"{name}: missing with its raw files: {_describe(users)} now records that its log was lost")
         self.result.lost.append(f"the output of {_describe(users)} ({name} and its raw files were missing)")
         self.state_changed = True
