@@ -45,11 +45,10 @@ from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeErr
 from plainbox_like.store.limits import max_state_size
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt, SessionState
 from plainbox_like.store.paths import open_regular, session_id_of
+from plainbox_like.read.summary import CREATING_GRACE  # a directory without a state this young may be being made
 
 QUARANTINE_DIR = "quarantine"
 RECORD_SUFFIX = storage.RECORD_SUFFIX
-#: A directory without a state file younger than this may still be being created.
-CREATING_GRACE = 30.0
 #: Comment of a running job whose result may have been lost with a damaged snapshot.
 RESULT_LOST = "no result was recorded: the session state was damaged and rebuilt by repair"
 #: Files every session of ours has from its creation on.

@@ -42,6 +42,7 @@ from plainbox_like.store.model import (
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.runconfig import RunConfig  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import find_leftovers, kill_group, settle_interrupted  # noqa: F401
@@ -554,7 +555,7 @@ class BatchRunner:
     def _prepare(self, job: JobDefinition) -> _Running:
         attempt = self.writer.state.next_attempt(job.id)
         stem = self.writer.reserve_log(job.id, attempt)
-        log_name = f"{IO_LOGS}/{stem}.record.gz"
+        log_name = f"{IO_LOGS}/{stem}{RECORD_SUFFIX}"
         started = self.writer.job_started(job.id, attempt, log_name, durable=False)
         running = _Running(
             job=job,
@@ -720,7 +721,7 @@ class BatchRunner:
             self.writer.update_metadata(durable=False, app_blob=updated.to_app_blob(blob))
 
     def _resource_records(self, running: _Running) -> list[dict[str, str]]:
-        stem = running.log_name[: -len(".record.gz")] if running.log_name.endswith(".record.gz") else running.log_name
+        stem = running.log_name[: -len(RECORD_SUFFIX)] if running.log_name.endswith(RECORD_SUFFIX) else running.log_name
         limit = limits.MAX_RESOURCE_OUTPUT
         try:
             with open_regular(os.path.join(self.writer.path, stem + ".stdout")) as handle:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from plainbox_like.errors import one_line
 from plainbox_like.run import jobenv
 from plainbox_like.run.executors import find_marked, iter_pgid_members, process_env
+from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS, Attempt, SessionState
 from plainbox_like.store.storage import IO_LOGS, SessionWriter, session_file
@@ -93,7 +94,7 @@ def _complete_missing_log(writer: SessionWriter, io_log_filename: str | None) ->
     The runner journals a job's start before spawning it and creates the log
     files just after; a death in between leaves a name without a file.
     """
-    prefix, suffix = f"{IO_LOGS}/", ".record.gz"
+    prefix, suffix = f"{IO_LOGS}/", RECORD_SUFFIX
     if not io_log_filename or not (io_log_filename.startswith(prefix) and io_log_filename.endswith(suffix)):
         return
     if not os.path.isdir(writer.io_logs_dir):  # damaged (check and repair say so): no log to complete

@@ -25,6 +25,7 @@ import orjson
 from isal import isal_zlib
 
 from plainbox_like.store.limits import max_state_size
+from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.paths import open_regular
 from plainbox_like.text import format_size
 
@@ -94,7 +95,7 @@ def open_log_files(io_logs_dir: str, job_id: str, attempt: int) -> tuple[str, in
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     for stem in log_stems(job_id, attempt):
         try:
-            return stem, os.open(os.path.join(io_logs_dir, stem + ".record.gz"), flags, 0o600)
+            return stem, os.open(os.path.join(io_logs_dir, stem + RECORD_SUFFIX), flags, 0o600)
         except FileExistsError:
             continue
     raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
@@ -114,7 +115,7 @@ def open_reserved_log(io_logs_dir: str, stem: str) -> int:
     The name is already in the journal; a file that appeared under it since
     the directory was listed can only be a leftover of this same attempt.
     """
-    path = os.path.join(io_logs_dir, stem + ".record.gz")
+    path = os.path.join(io_logs_dir, stem + RECORD_SUFFIX)
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
@@ -158,7 +159,7 @@ class RecordWriter:
         self._last_flush = self._last
         self._dirty = False
         if record_fd is None:
-            record_fd = os.open(stem_path + ".record.gz", _RAW_FLAGS, 0o600)
+            record_fd = os.open(stem_path + RECORD_SUFFIX, _RAW_FLAGS, 0o600)
         self._record_fd = record_fd
         self._raw_fds: dict[str, int] = {}
         try:

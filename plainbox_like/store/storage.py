@@ -857,7 +857,7 @@ class SessionWriter:
                 names = os.listdir(self.io_logs_dir)
             except FileNotFoundError:
                 names = []
-            self._log_stems = {name[: -len(".record.gz")] for name in names if name.endswith(".record.gz")}
+            self._log_stems = {name[: -len(RECORD_SUFFIX)] for name in names if name.endswith(RECORD_SUFFIX)}
         stem = iolog.free_log_stem(self._log_stems, job_id, attempt)
         self._log_stems.add(stem)
         return stem
