@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from plainbox_like.store.iolog import RecordReader  # noqa: E402
 from plainbox_like.run.executors import iter_pids, process_env  # noqa: E402
-from plainbox_like.run.batch import SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: E402
+from plainbox_like.run.settle import SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: E402
 from plainbox_like.store.storage import SessionRepository, load_session  # noqa: E402
 
 #: Seconds to wait for anything before giving up on a round.

@@ -9,6 +9,8 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.cli import options, output
 from plainbox_like.cli.options import repository
 from plainbox_like.cli.output import format_duration, print_json
@@ -110,7 +112,7 @@ def _reporter(total: int, done: int):
     return LineReporter(total, done)
 
 
-def _warn_templates(prepared: batch.Prepared) -> None:
+def _warn_templates(prepared: prepare.Prepared) -> None:
     for warning in prepared.notes:
         output.warn(clean(warning))
     if prepared.expander is not None:
@@ -168,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     providers = _find_providers(args, search=not args.files and not args.command_lines)
     if not args.files and not args.command_lines and not providers:
         raise _no_providers_found()
-    config = batch.RunConfig(
+    config = RunConfig(
         sources=[_absolute(p) for p in args.files],
         commands=list(args.command_lines),
         test_plan=args.test_plan or (launcher.test_plan if launcher else None),
@@ -183,16 +185,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if launcher and not (config.test_plan or config.include):
         raise PlainboxLikeError(f"--launcher {launcher.path}: no test plan to run (no [test plan] unit, no --test-plan)")
-    units = batch.load_run_units(config)
+    units = prepare.load_run_units(config)
     for warning in units.warnings:
         output.warn(clean(warning))
-    plan = batch.plan_jobs(units, config)
+    plan = prepare.plan_jobs(units, config)
     if args.bootstrap and not args.dry_run:
         raise PlainboxLikeError("--bootstrap only goes with --dry-run")
     if args.dry_run:
         order = list(plan.order)
         if args.bootstrap:
-            order = batch.bootstrapped_order(
+            order = prepare.bootstrapped_order(
                 units, config, plan, lambda msg: output.warn(clean(msg))
             )
         if args.json:
@@ -203,9 +205,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     started = time.monotonic()
     title = args.title or (launcher.title if launcher else None)
-    prepared = batch.start_session(repository(args), config, title=title, units=units, plan=plan)
+    prepared = prepare.start_session(repository(args), config, title=title, units=units, plan=plan)
     print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
-    summary = batch.run_prepared(prepared, _reporter(len(plan.order), 0))
+    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0))
     _warn_templates(prepared)
     return _finish(summary, started)
 
@@ -224,7 +226,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if args.jobs is not None:
         batch.check_parallel(args.jobs, args.force)
     started = time.monotonic()
-    prepared = batch.resume_session(
+    prepared = prepare.resume_session(
         repository(args),
         args.session,
         rerun_failed=args.rerun_failed,
@@ -236,7 +238,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     )
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
-    summary = batch.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished)))
+    summary = prepare.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished)))
     _warn_templates(prepared)
     return _finish(summary, started)
 
@@ -272,8 +274,8 @@ def cmd_plans(args: argparse.Namespace) -> int:
     refs = _find_providers(args, search=not args.files)
     if not args.files and not refs:
         raise _no_providers_found("no test plans to list: give unit files")
-    config = batch.RunConfig(sources=[_absolute(p) for p in args.files], providers=refs)
-    units = batch.load_run_units(config)
+    config = RunConfig(sources=[_absolute(p) for p in args.files], providers=refs)
+    units = prepare.load_run_units(config)
     for warning in units.warnings:
         output.warn(clean(warning))
     plans = sorted(units.test_plans, key=lambda p: p.id)

@@ -729,9 +729,10 @@ def log_uses(state: SessionState) -> dict[str, list[LogUse]]:
 
 def _interrupted_comments() -> frozenset[str]:
     from plainbox_like.run import batch
+    from plainbox_like.run import settle
 
     comments = {
-        batch.STOPPED_WHILE_RUNNING,
+        settle.STOPPED_WHILE_RUNNING,
         batch.INTERRUPTED,
         "noreturn job: the session stopped while it ran, as expected",
         RESULT_LOST,

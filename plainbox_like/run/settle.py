@@ -46,10 +46,10 @@ def noreturn_ids(state: SessionState, notes: list[str]) -> frozenset[str]:
     Best effort (``cleanup`` and ``repair`` must work on a session whose unit files are gone):
     when they cannot be loaded, a note says so in *notes* and no job counts as noreturn.
     """
-    from plainbox_like.run import batch  # the run machinery: only when a job was left running
+    from plainbox_like.run import prepare  # the run machinery: only when a job was left running
 
     try:
-        units = batch.load_run_units(RunConfig.from_blob(state.metadata.app_blob))
+        units = prepare.load_run_units(RunConfig.from_blob(state.metadata.app_blob))
     except Exception as exc:  # noqa: BLE001 - best effort: only the noreturn flag is looked up
         notes.append(f"the job definitions could not be loaded ({one_line(exc)}): every running job is recorded as crash")
         return frozenset()

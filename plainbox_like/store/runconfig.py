@@ -2,7 +2,7 @@
 
 A persisted model: written as ``metadata.app_blob`` (base64 of sorted-key JSON) when the
 session starts and read back by ``resume``, ``cleanup``, ``repair`` and the index. Loading the
-units it names is the run's business (:func:`plainbox_like.run.batch.load_run_units`).
+units it names is the run's business (:func:`plainbox_like.run.prepare.load_run_units`).
 """
 
 from __future__ import annotations

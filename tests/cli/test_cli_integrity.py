@@ -12,7 +12,9 @@ import pytest
 
 from plainbox_like.maintain import integrity
 from plainbox_like.store import iolog
-from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
+from plainbox_like.run import settle
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
@@ -224,7 +226,7 @@ def test_sigkilled_runner(root):
                 return None
             if "c2" not in state.running_jobs:
                 return None
-            leftovers = batch.find_leftovers(sid_of(paths[0]))
+            leftovers = settle.find_leftovers(sid_of(paths[0]))
             return (paths[0], leftovers["c2"]) if leftovers.get("c2") else None
 
         path, groups = wait_until(sleeping, what="the jobs to sleep")
@@ -271,7 +273,7 @@ def test_sigkilled_runner(root):
     state = load_session(path).state
     assert state.latest("c1").outcome == OUTCOME_PASS
     assert state.latest("c2").outcome == OUTCOME_CRASH
-    assert state.latest("c2").comments == batch.STOPPED_WHILE_RUNNING
+    assert state.latest("c2").comments == settle.STOPPED_WHILE_RUNNING
     assert iolog.read_records(os.path.join(path, state.latest("c2").io_log_filename)).complete
 
     resumed = _plainbox_like(root, "resume", sid)
@@ -283,7 +285,7 @@ def test_sigkilled_runner(root):
 
 def test_sigkilled_writer_with_a_damaged_snapshot(root):
     """The worst case the writer can meet: killed before its second snapshot, then its only snapshot zeroed."""
-    prepared = batch.start_session(SessionRepository(root), batch.RunConfig(commands=["echo a", "echo b"]))
+    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=["echo a", "echo b"]))
     writer = prepared.writer
     writer.abandon()  # died right after journaling the plan
     with open(os.path.join(writer.path, "session"), "wb") as f:

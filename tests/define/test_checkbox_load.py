@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import run
 
 from plainbox_like.define import plan as planning
-from plainbox_like.run import batch
+
 from plainbox_like.errors import PlanError
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import load_units, parse_pxu
@@ -289,7 +289,7 @@ def test_real_templates_are_made_as_checkbox_makes_them(real_units):
     assert job.command == "plug_connected_test.py checkbox graphics-core22"
     assert job.extra["template-id"] == NS + "self/content-plug-connected-name"
     # the default engine: __index__ counts the records the filter accepts, from 1
-    from plainbox_like.run.batch import _record_filter
+    from plainbox_like.run.prepare import _record_filter
     from plainbox_like.define.resource import RequirementProgram
 
     iperf = templates[NS + "suspend/iperf_before_suspend_ether_auto_device__index___interface"]

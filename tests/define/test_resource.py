@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.store.model import OUTCOME_PASS, OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE
 from plainbox_like.define.resource import (
     read_records,
@@ -314,9 +316,9 @@ command: true
 def _run(tmp_path, text=UNITS):
     path = tmp_path / "units.pxu"
     path.write_text(text)
-    config = batch.RunConfig(sources=[str(path)])
-    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), config)
-    summary = batch.run_prepared(prepared)
+    config = RunConfig(sources=[str(path)])
+    prepared = prepare.start_session(SessionRepository(str(tmp_path / "repo")), config)
+    summary = prepare.run_prepared(prepared)
     return summary, load_session(summary.path)
 
 
@@ -360,8 +362,8 @@ def test_resume_uses_stored_records_without_rerunning_the_resource_job(tmp_path)
     path.write_text(text)
     repo = SessionRepository(str(tmp_path / "repo"))
     # Run only the resource job, as if the runner died right after it.
-    config = batch.RunConfig(sources=[str(path)])
-    prepared = batch.start_session(repo, config)
+    config = RunConfig(sources=[str(path)])
+    prepared = prepare.start_session(repo, config)
     runner = batch.BatchRunner(prepared.writer, planning.build_plan([prepared.plan.jobs["res"]]))
     try:
         runner.run()
@@ -373,10 +375,10 @@ def test_resume_uses_stored_records_without_rerunning_the_resource_job(tmp_path)
     state = load_session(prepared.writer.path).state
     assert state.resources == {"res": [{"kind": "good"}]}
 
-    resumed = batch.resume_session(repo, prepared.writer.id)
+    resumed = prepare.resume_session(repo, prepared.writer.id)
     assert resumed.finished == {"res": OUTCOME_PASS}
     resumed.plan = planning.build_plan([resumed.plan.jobs["res"], resumed.plan.jobs["user"]])
-    summary = batch.run_prepared(resumed)
+    summary = prepare.run_prepared(resumed)
     state = load_session(summary.path).state
     assert state.latest("user").outcome == OUTCOME_PASS
     assert marker.read_text() == "run\n"  # not run again
@@ -450,10 +452,10 @@ def test_template_jobs_join_the_run_after_their_resource_and_survive_resume(tmp_
         assert handle.read() == "trimming /dev/sdc {braces}\n"
     # A resume re-makes the template jobs from the stored records: nothing is changed or run again.
     repo = SessionRepository(str(tmp_path / "repo"))
-    resumed = batch.resume_session(repo, summary.session_id)
+    resumed = prepare.resume_session(repo, summary.session_id)
     assert set(resumed.plan.order) == set(state.desired_job_list)
     assert len(resumed.finished) == 8
-    again = batch.run_prepared(resumed)
+    again = prepare.run_prepared(resumed)
     assert again.counts == {"pass": 8}
     assert all(len(attempts) == 1 for attempts in load_session(again.path).state.results.values())
 
@@ -462,10 +464,10 @@ def test_template_jobs_follow_the_test_plan_selection(tmp_path):
     text = TEMPLATES + "\nunit: test plan\nid: tp\nbootstrap_include: disks\ninclude:\n disk/trim-sdc\n last\n"
     path = tmp_path / "units.pxu"
     path.write_text(text)
-    config = batch.RunConfig(sources=[str(path)], test_plan="tp")
-    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), config)
+    config = RunConfig(sources=[str(path)], test_plan="tp")
+    prepared = prepare.start_session(SessionRepository(str(tmp_path / "repo")), config)
     assert prepared.plan.order == ("disks", "last")
-    summary = batch.run_prepared(prepared)
+    summary = prepare.run_prepared(prepared)
     state = load_session(summary.path).state
     # the selected template job pulls in its dependency, as any selected job does
     assert state.desired_job_list == ["disks", "last", "before", "disk/trim-sdc"]
@@ -518,9 +520,9 @@ def test_resource_output_past_the_limit_is_left_out_with_a_warning_naming_the_jo
         "id: big\nplugin: resource\n"
         "command: for n in 1 2 3 4; do printf 'name: record-number-%s\\n\\n' $n; done; yes xxxxxxxxx | head -c 1000000\n"
     )
-    config = batch.RunConfig(sources=[str(path)])
-    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), config)
-    summary = batch.run_prepared(prepared)
+    config = RunConfig(sources=[str(path)])
+    prepared = prepare.start_session(SessionRepository(str(tmp_path / "repo")), config)
+    summary = prepare.run_prepared(prepared)
     state = load_session(summary.path).state
     assert state.resources["big"] == [{"name": f"record-number-{n}"} for n in (1, 2, 3)]
     warnings = [w for w in prepared.notes if "big" in w]

@@ -11,6 +11,8 @@ import os
 
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.cli.main import main
 from plainbox_like.store.storage import SessionRepository, load_session
 
@@ -35,7 +37,7 @@ EXPECTED = [
 
 
 def _config():
-    return batch.RunConfig(sources=[PROVIDER], test_plan="tutorial-base")
+    return RunConfig(sources=[PROVIDER], test_plan="tutorial-base")
 
 
 def test_dry_run_lists_bootstrap_first_then_the_plan(tmp_path, capsys):
@@ -47,8 +49,8 @@ def test_dry_run_lists_bootstrap_first_then_the_plan(tmp_path, capsys):
 
 
 def test_tutorial_outcomes(tmp_path):
-    prepared = batch.start_session(SessionRepository(str(tmp_path)), _config())
-    summary = batch.run_prepared(prepared)
+    prepared = prepare.start_session(SessionRepository(str(tmp_path)), _config())
+    summary = prepare.run_prepared(prepared)
     state = load_session(summary.path).state
     assert state.latest(RESOURCE).outcome == "pass"
     assert state.resources[RESOURCE] == [
@@ -65,7 +67,7 @@ def test_tutorial_outcomes(tmp_path):
 
 def test_resume_after_bootstrap_keeps_the_resources(tmp_path):
     repo = SessionRepository(str(tmp_path))
-    prepared = batch.start_session(repo, _config())
+    prepared = prepare.start_session(repo, _config())
     # Run only the bootstrap job, then stop as if interrupted.
     runner = batch.BatchRunner(prepared.writer, planning.build_plan([prepared.plan.jobs[RESOURCE]]))
     try:
@@ -74,19 +76,19 @@ def test_resume_after_bootstrap_keeps_the_resources(tmp_path):
         prepared.writer.close()
     session_id = prepared.writer.id
 
-    resumed = batch.resume_session(repo, session_id)
+    resumed = prepare.resume_session(repo, session_id)
     assert resumed.finished == {RESOURCE: "pass"}
-    summary = batch.run_prepared(resumed)
+    summary = prepare.run_prepared(resumed)
     state = load_session(summary.path).state
     assert len(state.results[RESOURCE]) == 1  # not run again
     assert [(job, state.latest(NS + job).outcome) for job, _ in EXPECTED] == EXPECTED
 
     # --rerun-bootstrap runs it again, and the jobs it decided about are decided again.
-    again = batch.resume_session(repo, session_id, rerun_bootstrap=True)
+    again = prepare.resume_session(repo, session_id, rerun_bootstrap=True)
     assert RESOURCE not in again.finished
     assert NS + "tutorial/no_resource" not in again.finished
     assert NS + "tutorial/passing" in again.finished
-    summary = batch.run_prepared(again)
+    summary = prepare.run_prepared(again)
     state = load_session(summary.path).state
     assert len(state.results[RESOURCE]) == 2
     assert len(state.results[NS + "tutorial/no_resource"]) == 2

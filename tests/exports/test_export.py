@@ -230,18 +230,19 @@ category_overrides:
 
 
 def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_path):
-    from plainbox_like.run import batch
+    from plainbox_like.store.runconfig import RunConfig
+    from plainbox_like.run import prepare
     from plainbox_like.define.plan import RunMetadata
 
     path = tmp_path / "units.pxu"
     path.write_text(METADATA_UNITS)
     repo = SessionRepository(str(tmp_path / "repo"))
-    config = batch.RunConfig(sources=[str(path)], test_plan="tp")
-    summary = batch.run_prepared(batch.start_session(repo, config))
+    config = RunConfig(sources=[str(path)], test_plan="tp")
+    summary = prepare.run_prepared(prepare.start_session(repo, config))
     assert summary.counts == {"pass": 7}
     loaded = load_session(summary.path)
     assert loaded.state.mandatory_job_list == ["a"]
-    assert batch.RunConfig.from_blob(loaded.state.metadata.app_blob) == config
+    assert RunConfig.from_blob(loaded.state.metadata.app_blob) == config
     stored = RunMetadata.from_app_blob(loaded.state.metadata.app_blob)
     assert set(stored.jobs) == {"a", "b", "t-x", "t-y", "u-x", "u-y"}  # default metadata is not stored
     expected = {
@@ -255,7 +256,7 @@ def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_pat
     }
     assert json.loads(export_bytes(loaded, "json"))["jobs"] == expected
     # a resume (with everything done already) keeps both
-    batch.run_prepared(batch.resume_session(repo, summary.session_id))
+    prepare.run_prepared(prepare.resume_session(repo, summary.session_id))
     again = load_session(summary.path)
     assert again.state.mandatory_job_list == ["a"]
     assert json.loads(export_bytes(again, "json"))["jobs"] == expected

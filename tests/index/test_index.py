@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 
 from plainbox_like.index import query as indexing
 from plainbox_like.index import fastread, schema
-from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
+from plainbox_like.run import settle
 from plainbox_like.store import storage
 from plainbox_like.read import summary
 from plainbox_like.index.query import ListFilter, SessionIndex
@@ -52,8 +54,8 @@ ALL_JOBS = ("train/resnet", "eval/resnet", "disk/read")
 
 @pytest.fixture(autouse=True)
 def no_parent_session(monkeypatch):
-    monkeypatch.delenv(batch.SESSION_ENV, raising=False)
-    monkeypatch.delenv(batch.JOB_ENV, raising=False)
+    monkeypatch.delenv(settle.SESSION_ENV, raising=False)
+    monkeypatch.delenv(settle.JOB_ENV, raising=False)
 
 
 @pytest.fixture
@@ -65,8 +67,8 @@ def units(tmp_path):
 
 def make_session(repo, units, *, title="run", outcomes=None, tags=(), parent=None, complete=True, close=True):
     """A session run from *units* (as ``plainbox-like run`` starts one), with the given latest outcomes."""
-    config = batch.RunConfig(sources=[units], durability="flush")
-    writer = batch.start_session(repo, config, title=title).writer
+    config = RunConfig(sources=[units], durability="flush")
+    writer = prepare.start_session(repo, config, title=title).writer
     for job_id, outcome in (outcomes or {}).items():
         writer.job_finished(job_id, Attempt(outcome, return_code=0 if outcome == "pass" else 1, execution_duration=0.5))
     fields = {}

@@ -26,6 +26,9 @@ from plainbox_like.store import codec, iolog, storage
 from plainbox_like.maintain import integrity
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
+from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
@@ -40,14 +43,14 @@ JOBS = ["c1", "c2", "c3"]
 
 def closed_session(root: str, commands=COMMANDS) -> str:
     """A session run to the end and closed: snapshot, session.bak, empty journal."""
-    prepared = batch.start_session(SessionRepository(root), batch.RunConfig(commands=list(commands)))
-    batch.run_prepared(prepared)
+    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=list(commands)))
+    prepare.run_prepared(prepared)
     return prepared.writer.path
 
 
 def journaled_session(root: str, commands=COMMANDS) -> str:
     """A session whose writer ran every job and then died: first snapshot only, every change in the journal."""
-    prepared = batch.start_session(SessionRepository(root), batch.RunConfig(commands=list(commands)))
+    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=list(commands)))
     assert batch.BatchRunner(prepared.writer, prepared.plan).run() is False
     prepared.writer.abandon()
     return prepared.writer.path
@@ -55,8 +58,8 @@ def journaled_session(root: str, commands=COMMANDS) -> str:
 
 def interrupted_session(root: str) -> str:
     """Job c1 ran; the writer died while c2 ran (its log cut, its start journaled, no result)."""
-    config = batch.RunConfig(commands=["echo a", "echo started; sleep 30"])
-    prepared = batch.start_session(SessionRepository(root), config)
+    config = RunConfig(commands=["echo a", "echo started; sleep 30"])
+    prepared = prepare.start_session(SessionRepository(root), config)
     writer = prepared.writer
     first = planning.build_plan([prepared.plan.jobs["c1"]])
     assert batch.BatchRunner(writer, first).run() is False
@@ -138,8 +141,8 @@ def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=N
 
 def resume(path: str) -> batch.RunSummary:
     root = os.path.dirname(os.path.dirname(path))
-    prepared = batch.resume_session(SessionRepository(root), path)
-    return batch.run_prepared(prepared)
+    prepared = prepare.resume_session(SessionRepository(root), path)
+    return prepare.run_prepared(prepared)
 
 
 # -- healthy sessions -------------------------------------------------------------------
@@ -660,7 +663,7 @@ def test_interrupted_run(root):
     state = load_session(path).state
     assert state.running_jobs == {}
     latest = state.latest("c2")
-    assert latest.outcome == OUTCOME_CRASH and latest.comments == batch.STOPPED_WHILE_RUNNING
+    assert latest.outcome == OUTCOME_CRASH and latest.comments == settle.STOPPED_WHILE_RUNNING
     assert FLAG_INCOMPLETE in state.metadata.flags
     assert storage.lock_holder(path) is None  # released cleanly
     records = iolog.read_records(os.path.join(path, latest.io_log_filename))

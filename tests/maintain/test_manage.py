@@ -19,7 +19,8 @@ import pytest
 from plainbox_like.store import codec, storage
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
-from plainbox_like.run import batch
+from plainbox_like.run import prepare
+from plainbox_like.run import settle
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt
 from plainbox_like.store.storage import SessionRepository
 from factories import dead_pid
@@ -508,8 +509,8 @@ from plainbox_like.run import batch
 from plainbox_like.store.storage import SessionRepository
 
 repo = SessionRepository(sys.argv[1])
-config = batch.RunConfig(commands=["sleep 1000", "true"])
-units = batch.load_run_units(config)
+config = RunConfig(commands=["sleep 1000", "true"])
+units = prepare.load_run_units(config)
 writer = repo.create(title="killed", app_id=batch.APP_ID, app_blob=config.to_blob())
 writer.set_plan({job.id: job.checksum for job in units.jobs}, ["c1", "c2"])
 log, name = writer.new_log("c1", 1)
@@ -566,7 +567,7 @@ def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
         assert state.metadata.runner.pid == runner_pid  # still names the runner that died
         [attempt] = state.results["c1"]
         assert attempt.outcome == "crash"
-        assert attempt.comments == batch.STOPPED_WHILE_RUNNING
+        assert attempt.comments == settle.STOPPED_WHILE_RUNNING
         assert attempt.io_log_filename and attempt.started
         assert storage.lock_holder(path) is None
         assert summary.summarize(path).status == summary.STATUS_INCOMPLETE
@@ -575,7 +576,7 @@ def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
         # Nothing more to do the second time.
         assert manage.cleanup(repo).cleaned == []
         # Ready for resume: c1 keeps its crash, c2 is left to run.
-        prepared = batch.resume_session(repo, sid)
+        prepared = prepare.resume_session(repo, sid)
         try:
             assert prepared.finished == {"c1": "crash"}
         finally:

@@ -20,6 +20,8 @@ import pytest
 
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch, settle
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import (
     FLAG_INCOMPLETE,
@@ -63,9 +65,9 @@ def run_jobs(root, jobs, *, parallel=1, kill_grace=0.5, base_env=None):
 
 def run_file(root, path, *, parallel=1):
     """Run a unit file in-process the way ``plainbox-like run`` does; returns the summary and loaded session."""
-    config = batch.RunConfig(sources=[path], parallel=parallel)
-    prepared = batch.start_session(SessionRepository(str(root)), config)
-    summary = batch.run_prepared(prepared)
+    config = RunConfig(sources=[path], parallel=parallel)
+    prepared = prepare.start_session(SessionRepository(str(root)), config)
+    summary = prepare.run_prepared(prepared)
     return summary, load_session(summary.path)
 
 
@@ -274,21 +276,21 @@ def test_plugins_and_other_users_are_skipped_with_reasons(tmp_path, monkeypatch)
 
 def test_resume_without_argument_takes_most_recent_incomplete(tmp_path):
     repo = SessionRepository(str(tmp_path / "repo"))
-    config = batch.RunConfig(commands=["echo one", "echo two"])
+    config = RunConfig(commands=["echo one", "echo two"])
     # abandon() is what a dying runner leaves: a released lock whose file still
     # names a pid -- here our own, a live process, as when the pid was reused
     # after a reboot. A lock nobody holds must not count as a live runner.
-    older = batch.start_session(repo, config, title="older")
+    older = prepare.start_session(repo, config, title="older")
     older.writer.abandon()
     time.sleep(0.01)
-    newer = batch.start_session(repo, config, title="newer")
+    newer = prepare.start_session(repo, config, title="newer")
     newer.writer.abandon()
-    done = batch.start_session(repo, config, title="done-later")
-    batch.run_prepared(done)  # complete: never picked
+    done = prepare.start_session(repo, config, title="done-later")
+    prepare.run_prepared(done)  # complete: never picked
 
-    prepared = batch.resume_session(repo)
+    prepared = prepare.resume_session(repo)
     assert prepared.writer.path == newer.writer.path
-    summary = batch.run_prepared(prepared)
+    summary = prepare.run_prepared(prepared)
     assert summary.exit_code == 0
     state = load_session(newer.writer.path).state
     assert [state.latest(j).outcome for j in ("c1", "c2")] == ["pass", "pass"]
@@ -298,11 +300,11 @@ def test_resume_without_argument_takes_most_recent_incomplete(tmp_path):
 
 def test_skip_reasons_survive_resume(tmp_path):
     repo = SessionRepository(str(tmp_path / "repo"))
-    config = batch.RunConfig(sources=[os.path.join(JOBS, "outcomes.pxu")])
-    summary = batch.run_prepared(batch.start_session(repo, config))
+    config = RunConfig(sources=[os.path.join(JOBS, "outcomes.pxu")])
+    summary = prepare.run_prepared(prepare.start_session(repo, config))
     before = load_session(summary.path).state
-    prepared = batch.resume_session(repo, summary.session_id)
-    after_summary = batch.run_prepared(prepared)
+    prepared = prepare.resume_session(repo, summary.session_id)
+    after_summary = prepare.run_prepared(prepared)
     after = load_session(summary.path).state
     assert after_summary.exit_code == 1
     for job_id in ("needs-bad", "needs-ghost"):
@@ -434,7 +436,7 @@ def test_resume_after_sigkill(tmp_path, kill_later):
     first = state.results["first"]
     assert len(first) == 1
     assert first[0].outcome == OUTCOME_CRASH
-    assert first[0].comments == batch.STOPPED_WHILE_RUNNING
+    assert first[0].comments == settle.STOPPED_WHILE_RUNNING
     assert first[0].attempt == 1
     assert raw_output(path, first[0]).startswith(b"first attempt")
     reboot = state.results["reboot"]
@@ -474,7 +476,7 @@ def test_rerun_interrupted_after_sigkill(tmp_path, kill_later):
     state = load_session(path).state
     attempts = state.results["first"]
     assert [(a.attempt, a.outcome) for a in attempts] == [(1, OUTCOME_CRASH), (2, OUTCOME_PASS)]
-    assert attempts[0].comments == batch.STOPPED_WHILE_RUNNING
+    assert attempts[0].comments == settle.STOPPED_WHILE_RUNNING
     assert attempts[0].io_log_filename != attempts[1].io_log_filename
     assert raw_output(path, attempts[0]).startswith(b"first attempt")
     assert raw_output(path, attempts[1]) == b"second attempt\n"
@@ -642,7 +644,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_continues(tmp_path, monkey
     units = tmp_path / "units.pxu"
     units.write_text(FULL_DISK_UNITS)
     repo = SessionRepository(str(tmp_path / "repo"))
-    prepared = batch.start_session(repo, batch.RunConfig(sources=[str(units)], parallel=parallel))
+    prepared = prepare.start_session(repo, RunConfig(sources=[str(units)], parallel=parallel))
     sid, path = prepared.writer.id, prepared.writer.path
     if what == "io-log":  # the big output is the first io-log write that does not fit (workers inherit this)
         real = iolog._write_all
@@ -654,7 +656,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_continues(tmp_path, monkey
         )
     started = time.monotonic()
     with pytest.raises(RunAborted) as caught:
-        batch.run_prepared(prepared)
+        prepare.run_prepared(prepared)
     message = str(caught.value)
     assert "No space left on device" in message and f"plainbox-like resume {sid}" in message
     assert "\n" not in message
@@ -666,7 +668,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_continues(tmp_path, monkey
 
     monkeypatch.undo()  # room again
     open(os.path.join(path, "session-share", "resumed"), "w").close()
-    summary = batch.run_prepared(batch.resume_session(repo, sid))
+    summary = prepare.run_prepared(prepare.resume_session(repo, sid))
     state = load_session(summary.path).state
     assert FLAG_INCOMPLETE not in state.metadata.flags
     assert set(state.results) == {"first", "big", "slow", "last"}

@@ -17,6 +17,8 @@ import pytest
 
 from cli_helpers import assert_one_line_error, run
 from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.define.launcher import read_launcher
 from plainbox_like.define.manifest import MANIFEST_JOB_ID
 from plainbox_like.store.storage import SessionRepository, load_session
@@ -54,8 +56,8 @@ class _Order(batch.NullReporter):
 
 
 def _run(tmp_path, reporter=None, **config) -> tuple[batch.RunSummary, object]:
-    prepared = batch.start_session(SessionRepository(str(tmp_path / "repo")), batch.RunConfig(**config))
-    summary = batch.run_prepared(prepared, reporter)
+    prepared = prepare.start_session(SessionRepository(str(tmp_path / "repo")), RunConfig(**config))
+    summary = prepare.run_prepared(prepared, reporter)
     return summary, load_session(summary.path).state
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from plainbox_like.store import codec
-from plainbox_like.run import batch
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.store.storage import SessionRepository, load_session
 
 MANAGE = """\
@@ -36,8 +37,8 @@ def _provider(root: Path, name: str, ns: str, units: str = "", tools: dict[str, 
 
 def _run(tmp_path: Path, *sources: Path, **config) -> dict:
     repo = SessionRepository(str(tmp_path / "repo"))
-    prepared = batch.start_session(repo, batch.RunConfig(sources=[str(s) for s in sources], **config))
-    summary = batch.run_prepared(prepared)
+    prepared = prepare.start_session(repo, RunConfig(sources=[str(s) for s in sources], **config))
+    summary = prepare.run_prepared(prepared)
     return load_session(summary.path).state
 
 

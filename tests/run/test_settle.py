@@ -6,6 +6,8 @@ import os
 
 from plainbox_like.maintain import manage
 from plainbox_like.run import batch, settle
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.run import prepare
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.store.storage import load_session
 
@@ -14,7 +16,7 @@ JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 def _died_running(repo, config):
     """A session whose runner died while every job of *config* ran (the lock released, nothing settled)."""
-    units = batch.load_run_units(config)
+    units = prepare.load_run_units(config)
     writer = repo.create(title="died", app_id=batch.APP_ID, app_blob=config.to_blob())
     writer.set_plan({job.id: job.checksum for job in units.jobs}, [job.id for job in units.jobs])
     for job in units.jobs:
@@ -30,7 +32,7 @@ def test_settled_outcome_is_pass_only_for_a_noreturn_job():
 
 
 def test_noreturn_ids_come_from_the_run_definitions(repo):
-    config = batch.RunConfig(sources=[os.path.join(JOBS, "noreturn.pxu")])
+    config = RunConfig(sources=[os.path.join(JOBS, "noreturn.pxu")])
     path = _died_running(repo, config)
     notes: list[str] = []
     assert settle.noreturn_ids(load_session(path).state, notes) == frozenset({"reboot"})
@@ -48,7 +50,7 @@ def test_noreturn_ids_without_definitions_is_empty_with_a_note(repo):
 
 
 def test_cleanup_and_its_dry_run_settle_a_noreturn_job_as_resume_does(repo):
-    config = batch.RunConfig(sources=[os.path.join(JOBS, "noreturn.pxu")])
+    config = RunConfig(sources=[os.path.join(JOBS, "noreturn.pxu")])
     path = _died_running(repo, config)
     expected = (("first", OUTCOME_CRASH), ("last", OUTCOME_CRASH), ("reboot", OUTCOME_PASS))
     assert manage.cleanup_session(path, dry_run=True).jobs == expected

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from plainbox_like.store.model import Attempt, SessionMetadata, SessionState
-from plainbox_like.run.batch import STOPPED_WHILE_RUNNING
+from plainbox_like.run.settle import STOPPED_WHILE_RUNNING
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts", "torture_resume.py")
 

