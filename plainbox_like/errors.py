@@ -189,3 +189,7 @@ class LogError(RunAborted):
 
 class WorkerDied(RunAborted):
     """A worker process ended without being told to."""
+
+
+class SchedulerLost(RunAborted):
+    """The Dask scheduler a run's jobs were on could not be reached (or never could): the run stops, resumable."""

@@ -161,8 +161,22 @@ def _no_providers_found(what: str = "nothing to run: give job files, -c COMMAND"
     return PlainboxLikeError(f"{what} or --providers DIR (no provider found in {where})")
 
 
+def _check_dask(args: argparse.Namespace, run: bool) -> None:
+    """``--dask``: a valid value, and Dask installed (one-line errors before anything is started)."""
+    dask = getattr(args, "dask", None)
+    if dask is None or dask == prepare.NO_DASK:
+        if run and getattr(args, "retries", None):
+            raise PlainboxLikeError("--retries only goes with --dask (it retries the jobs of a lost worker)")
+        return
+    from plainbox_like.run.dask_executor import check_address, require_dask
+
+    check_address(args.dask)
+    require_dask()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     batch.check_parallel(args.jobs, args.force)
+    _check_dask(args, run=True)
     if args.json and not args.dry_run:
         raise PlainboxLikeError("--json only goes with --dry-run")
     launcher = _read_launcher(args)
@@ -182,6 +196,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         providers=providers,
         environment=dict(launcher.environment) if launcher else {},
         manifest={**answers, **(launcher.manifest if launcher else {})},
+        dask=getattr(args, "dask", None),
+        retries=getattr(args, "retries", None) or 0,
     )
     if launcher and not (config.test_plan or config.include):
         raise PlainboxLikeError(f"--launcher {launcher.path}: no test plan to run (no [test plan] unit, no --test-plan)")
@@ -225,6 +241,7 @@ def _read_launcher(args: argparse.Namespace) -> Launcher | None:
 def cmd_resume(args: argparse.Namespace) -> int:
     if args.jobs is not None:
         batch.check_parallel(args.jobs, args.force)
+    _check_dask(args, run=False)
     started = time.monotonic()
     prepared = prepare.resume_session(
         repository(args),
@@ -235,6 +252,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         ignore_changed=args.ignore_changed,
         parallel=args.jobs,
         say=lambda msg: output.say(clean(msg)),
+        dask=args.dask,
+        retries=args.retries,
     )
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
@@ -308,6 +327,13 @@ LAUNCHER_HELP = (
 )
 
 
+def _add_dask(parser: argparse.ArgumentParser, help: str, retries_default: str) -> None:
+    parser.add_argument("--dask", metavar="ADDR", help=help)
+    parser.add_argument("--retries", type=options.positive_int, metavar="N",
+                        help=f"with --dask: run a job whose worker was lost up to N more times, each a new "
+                             f"attempt (default: {retries_default})")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run",
@@ -332,6 +358,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "depend on, and a test plan's mandatory jobs, still run)")
     options.add_parallel(run, "run up to N independent jobs at once (default 1; at most as many workers as "
                          f"jobs; more than {batch.MAX_PARALLEL} needs --force)", default=1)
+    _add_dask(run, "run the jobs on a Dask cluster: ADDR is its scheduler (tcp://HOST:8786), or local:W "
+              "(local:WxT) starts W worker processes (T threads each) on this machine for the run; -j is the "
+              "number of jobs in flight. Needs the dask extra: pip install 'plainbox-like[dask]'", "0")
     run.add_argument("--title", help="a title for the session")
     options.add_durability(run, "fsync: every result survives a power cut (default); "
                            "flush: results survive a killed process, not a power cut (faster)")
@@ -398,4 +427,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="resume even if job definitions changed since the session started")
     options.add_parallel(resume, "run up to N independent jobs at once (default: as the session was started; "
                          f"more than {batch.MAX_PARALLEL} needs --force)")
+    _add_dask(resume, "run the rest on this Dask cluster (default: the one the session was run with; "
+              "'none': on this machine); first kills what the session's jobs left running on its workers",
+              "as the session was run")
     resume.set_defaults(func=cmd_resume)

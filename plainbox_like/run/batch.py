@@ -23,7 +23,7 @@ from plainbox_like.define.resource import ResourceExpressionError, read_records
 from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
-from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
+from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Lost, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV
 from plainbox_like.store import limits
@@ -167,6 +167,8 @@ class BatchRunner:
         warnings: list[str] | None = None,
         manifest_entries: tuple[ManifestEntry, ...] = (),
         manifest_answers: dict[str, Any] | None = None,
+        dask: str | None = None,
+        retries: int = 0,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -175,6 +177,12 @@ class BatchRunner:
         self.reporter = reporter or NullReporter()
         self._own_executor = executor is None
         self._parallel = parallel
+        #: The Dask cluster to run on (see run/dask_executor.py), and how often a job whose worker was lost
+        #: is run again; the jobs to run again come first.
+        self.dask = dask
+        self.retries = retries
+        self._retried: dict[str, int] = {}
+        self._again: list[JobDefinition] = []
         #: Made by :meth:`run` unless given: in-process for one job at a time, worker processes for more.
         self.executor: Executor | None = executor
         self.base_env = dict(os.environ if base_env is None else base_env)
@@ -272,6 +280,13 @@ class BatchRunner:
         return self.stopped_by is not None
 
     def _make_executor(self) -> Executor:
+        if self.dask is not None:
+            from plainbox_like.run.dask_executor import DaskExecutor
+
+            return DaskExecutor(
+                self.dask, parallel=self._parallel, session_id=self.writer.id, share_dir=self.writer.share_dir,
+                clock=self._clock,
+            )
         # No more workers than jobs to run (unless templates may add jobs while it runs).
         workers = self._parallel if self.expander is not None else min(self._parallel, self.scheduler.remaining)
         if workers < 2:
@@ -329,7 +344,7 @@ class BatchRunner:
         return timeout
 
     def _hand_out(self) -> None:
-        to_start: list[JobDefinition] = []
+        to_start, self._again = self._again, []
         while True:
             decision = self.scheduler.next_decision()
             if decision is None:
@@ -511,6 +526,8 @@ class BatchRunner:
                 self._started(running)
             elif isinstance(event, Exited):
                 self._finish(running, event)
+            elif isinstance(event, Lost):
+                self._lost(running, event)
             else:  # Failed: a worker could not spawn it
                 self._cannot_start(running, event.error)
 
@@ -557,7 +574,23 @@ class BatchRunner:
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
         attempt.leftover_files = jobenv.collect_leftovers(running.cwd, job)
+        if event.files is not None:  # its working directory was on another machine
+            attempt.leftover_files = jobenv.listed_leftovers(job, list(event.files))
         self._record(job.id, attempt)
+
+    def _lost(self, running: _Running, event: Lost) -> None:
+        """Its machine (or the way there) was lost: ``crash`` with the reason; again as a new attempt if
+        ``--retries`` allows (the job stays running for the scheduler meanwhile)."""
+        job = running.job
+        del self._running[job.id]
+        jobenv.collect_leftovers(running.cwd, job)
+        attempt = self._attempt(running, OUTCOME_CRASH, None, event.when - running.process.started, event.reason)
+        self._record(job.id, attempt)
+        if event.retry and self._retried.get(job.id, 0) < self.retries and not (self._draining or self._stop):
+            self._retried[job.id] = self._retried.get(job.id, 0) + 1
+            self._again.append(job)
+        else:
+            self.scheduler.finish(job.id, OUTCOME_CRASH)
 
     def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:
         """What a job left running when it ended, for its result; SIGTERM them unless it keeps them.
@@ -569,7 +602,9 @@ class BatchRunner:
         if not found:
             return None
         kept = FLAG_LEAVES_PROCESSES in running.job.flags and not running.why_stopped
-        if not kept:
+        if not kept and getattr(self.executor, "remote", False):  # they run on another machine: ended there
+            self.executor.end_leftovers(running.process, found, self.kill_grace)
+        elif not kept:
             kill_at = self._clock() + self.kill_grace
             for leftover in found:
                 signal_leftover(leftover, signal.SIGTERM)
@@ -640,6 +675,7 @@ class BatchRunner:
             io_log_filename=running.log_name,
             attempt=running.attempt,
             started=running.started_wall,
+            ran_on=running.process.placement if running.process is not None else None,
         )
 
     def _enforce_deadlines(self) -> None:

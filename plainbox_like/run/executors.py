@@ -111,6 +111,8 @@ class Process:
     pidfd: int | None = None
     status: int | None = None
     log: RecordWriter | None = None
+    #: Where it runs when not on this machine (a Dask worker), for its attempt's ``ran_on``.
+    placement: Any = None
 
 
 @attrs.frozen
@@ -152,6 +154,19 @@ class Exited:
     returncode: int
     when: float
     leftovers: tuple[Leftover, ...] = ()
+    #: What the job left in its working directory, when that was on another machine (None: look here).
+    files: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class Lost:
+    """A process's fate is unknown: the machine it ran on (or the way there) was lost. *reason* is for its
+    result; *retry*: running it again may work (its worker died, the others are there)."""
+
+    process: Process
+    reason: str
+    when: float
+    retry: bool = False
 
 
 class Executor(Protocol):

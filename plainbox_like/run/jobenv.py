@@ -182,12 +182,23 @@ def remove_stale_cwds(session_id: str, job_id: str, attempt: int) -> None:
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
+def listed_leftovers(job: JobDefinition, found: list[str]) -> list[str]:
+    """*found* (what a job left in its working directory) as its attempt lists it: nothing if the job has
+    ``has-leftovers``."""
+    return [] if FLAG_HAS_LEFTOVERS in job.flags else found
+
+
 def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:
     """Remove *cwd*; the paths (relative, sorted) the job left in it unless it has ``has-leftovers``.
 
     As in Checkbox, every directory below *cwd* and every file counts. At
     most :data:`MAX_LEFTOVERS` are listed, then ``... and N more``.
     """
+    return remove_cwd(cwd, listed=FLAG_HAS_LEFTOVERS not in job.flags)
+
+
+def remove_cwd(cwd: str | None, listed: bool = True) -> list[str]:
+    """Remove the working directory *cwd*; what was left in it if *listed* (see :func:`collect_leftovers`)."""
     if cwd is None:
         return []
     try:
@@ -196,7 +207,7 @@ def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:
     except OSError:
         pass
     found: list[str] = []
-    if FLAG_HAS_LEFTOVERS not in job.flags:
+    if listed:
         for dirpath, _dirnames, filenames in os.walk(cwd):
             if dirpath != cwd:
                 found.append(os.path.relpath(dirpath, cwd))

@@ -295,6 +295,10 @@ def most_recent_incomplete(repo: SessionRepository) -> str:
     return best[1]
 
 
+#: ``resume --dask none``: run on this machine, whatever the session was run with.
+NO_DASK = "none"
+
+
 def resume_session(
     repo: SessionRepository,
     ref: str | None = None,
@@ -305,11 +309,20 @@ def resume_session(
     ignore_changed: bool = False,
     parallel: int | None = None,
     say: Callable[[str], None] = lambda _msg: None,
+    dask: str | None = None,
+    retries: int | None = None,
 ) -> Prepared:
-    """Open an interrupted session and work out what is left to run."""
+    """Open an interrupted session and work out what is left to run.
+
+    *dask* and *retries* replace the session's own for this run (:data:`NO_DASK`: on this machine).
+    """
     path = repo.resolve(ref) if ref else most_recent_incomplete(repo)
     loaded = load_session(path)
     config = RunConfig.from_blob(loaded.state.metadata.app_blob)
+    if dask is not None:
+        config.dask = None if dask == NO_DASK else dask
+    if retries is not None:
+        config.retries = retries
     writer = SessionWriter.open(path, durability=config.durability)
     try:
         state = writer.state
@@ -407,6 +420,8 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         providers=jobenv.ProviderIndex(run_providers(prepared.config)) if prepared.config is not None else None,
         manifest_entries=prepared.manifest_entries,
         manifest_answers=prepared.config.manifest if prepared.config is not None else None,
+        dask=prepared.config.dask if prepared.config is not None else None,
+        retries=prepared.config.retries if prepared.config is not None else 0,
     )
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     try:

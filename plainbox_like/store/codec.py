@@ -30,7 +30,7 @@ from plainbox_like.text import format_size
 
 from plainbox_like.store.names import FORMAT  # noqa: F401 (public here too)
 #: Current version of our state format; bump on any change and add a migration.
-VERSION = 3
+VERSION = 4
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
 
@@ -66,6 +66,23 @@ def _v2_to_v3(session: dict[str, Any]) -> dict[str, Any]:
 
 
 MIGRATIONS[2] = _v2_to_v3
+
+
+def _v3_to_v4_attempt_ran_on(session: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 adds ``ran_on`` to attempts (the Dask worker a job ran on); before, every job ran on the
+    runner's machine (null)."""
+    results = session.get("results")
+    if not isinstance(results, dict):
+        return session  # the structuring step reports it
+    migrated = {
+        job_id: [{**a, "ran_on": None} if isinstance(a, dict) else a for a in attempts]
+        if isinstance(attempts, list) else attempts
+        for job_id, attempts in results.items()
+    }
+    return {**session, "results": migrated}
+
+
+MIGRATIONS[3] = _v3_to_v4_attempt_ran_on
 
 
 def _strict(kind: type, name: str) -> Callable[[Any, type], Any]:

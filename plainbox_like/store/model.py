@@ -66,6 +66,19 @@ class LeftoverProcesses:
 
 
 @attrs.define
+class Placement:
+    """Where an attempt ran when that was not the runner's machine: a Dask worker (version 4)."""
+
+    #: The worker's address (``tcp://HOST:PORT``) and its machine's host name.
+    address: str
+    host: str
+    #: The ``$PLAINBOX_SESSION_SHARE`` the job had there, and whether it was the session's own
+    #: ``session-share`` (a filesystem the worker shares) or a directory of that worker.
+    share: str | None = None
+    share_shared: bool = False
+
+
+@attrs.define
 class Attempt:
     """One attempt at running a job: an entry of ``results[job_id]``."""
 
@@ -81,6 +94,8 @@ class Attempt:
     leftover_processes: LeftoverProcesses | None = None
     #: Files and directories the job left in its temporary working directory (relative paths).
     leftover_files: list[str] = attrs.Factory(list)
+    #: Where it ran if not on the runner's machine (a Dask worker); None: the runner's (version 4).
+    ran_on: Placement | None = None
 
 
 @attrs.define

@@ -36,6 +36,10 @@ class RunConfig:
     #: Providers whose units are loaded too: their ``.provider`` files or source trees, as found
     #: when the run started (:func:`plainbox_like.define.providers.find_providers`), in Checkbox's order.
     providers: list[str] = attrs.Factory(list)
+    #: The Dask cluster the jobs ran on (``--dask``: a scheduler address or ``local:W``); None: this machine.
+    dask: str | None = None
+    #: How many times a job whose Dask worker was lost is run again (``--retries``), each a new attempt.
+    retries: int = 0
 
     def to_blob(self) -> str:
         return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()

@@ -1,0 +1,495 @@
+"""Running a batch's jobs on a Dask cluster (``run --dask ADDRESS``): the coordinator side of the executor.
+
+The session stays on this machine (the coordinator); only the jobs' processes run on Dask workers. Each job
+is one Dask task, :func:`plainbox_like.run.dask_tasks.run_job`, which spawns the job's command line there
+as the local executor would and returns its exit status and timing. Three channels come back:
+
+- the task announces the job's start (pid, worker address, host name) as a Dask event on the run's topic
+  (no round trip: it rides on the worker's batched stream to the scheduler, which forwards it here);
+- a job that runs longer than :data:`~plainbox_like.run.dask_tasks.STREAM_AFTER` streams its output in
+  batches through the run's Dask queue, bounded (:data:`QUEUE_SLOTS` batches), read by one thread here;
+  what waits is spooled to a file on the worker, so memory stays bounded on both sides;
+- the task's result: exit status, duration and leftovers measured on the worker, and the output of a job
+  too short to stream.
+
+Output is written to the job's io-log here, with the delays measured on the worker, so ``log --follow``
+and ``replay`` work as for local jobs. The batch loop sees the events of every executor
+(:class:`~plainbox_like.run.executors.Started`, :class:`~plainbox_like.run.executors.Exited`) and one
+more, :class:`~plainbox_like.run.executors.Lost`: a job whose worker died ("worker lost: ADDRESS"), or
+every running job once the scheduler cannot be reached for :data:`SCHEDULER_GRACE` seconds ("scheduler
+lost", after which :meth:`DaskExecutor.poll` raises :class:`~plainbox_like.errors.SchedulerLost`).
+
+The scheduler is told not to run a task again when its worker dies (a job must not run twice without
+asking), a worker plugin kills the processes of a task that is cancelled or whose client went away (a
+coordinator killed), and a new executor for a session first kills whatever jobs of that session still run
+on the workers (what a killed coordinator left).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import queue
+import re
+import secrets
+import selectors
+import threading
+import time
+from typing import Any, Callable
+
+import attrs
+
+from plainbox_like.errors import LogError, PlainboxLikeError, SchedulerLost
+from plainbox_like.run.executors import Exited, Leftover, Lost, Output, Process, ProcessSpec, Started
+from plainbox_like.run.workers import Failed
+from plainbox_like.store.iolog import RecordWriter, open_reserved_log
+from plainbox_like.store.model import Placement
+
+#: The one-line error of ``--dask`` without Dask installed.
+DASK_MISSING = "--dask needs Dask's distributed package, which is not installed: pip install 'plainbox-like[dask]'"
+#: Seconds the scheduler may be unreachable before the run stops with its running jobs ``scheduler lost``.
+SCHEDULER_GRACE = 3.0
+#: Seconds to wait for the scheduler when connecting.
+CONNECT_TIMEOUT = 10.0
+#: Output batches the run's queue holds on the scheduler before the workers' senders wait.
+QUEUE_SLOTS = 16
+#: Output batches received but not yet written here before the receiving thread waits.
+INBOX_SLOTS = 16
+#: The comment of a job whose worker died, followed by the worker's address.
+WORKER_LOST = "worker lost"
+#: The comment of the jobs running when the scheduler was lost.
+SCHEDULER_LOST = "scheduler lost"
+#: The file in the session-share directory a worker reads to tell it shares the coordinator's filesystem.
+SHARE_MARKER = ".plainbox-like-dask-share"
+#: ``local:W`` or ``local:WxT`` (T threads per worker; by default enough for ``-j`` jobs in flight).
+_LOCAL = re.compile(r"local:([1-9][0-9]*)(?:x([1-9][0-9]*))?")
+_SCHEDULER = re.compile(r"(?:(tcp|tls|ws|wss|inproc|ucx)://)?[^\s/:]+(?::[0-9]+)?")
+
+
+def require_dask() -> None:
+    """Raise the one-line :data:`DASK_MISSING` error if Dask's distributed package cannot be imported."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise PlainboxLikeError(DASK_MISSING) from None
+
+
+def check_address(text: str) -> str:
+    """*text* if it is a ``--dask`` value (``local:W``, ``local:WxT`` or a scheduler address), else a one-line error."""
+    if _LOCAL.fullmatch(text) or (not text.startswith("local") and _SCHEDULER.fullmatch(text)):
+        return text
+    raise PlainboxLikeError(
+        f"--dask {text}: not a scheduler address (tcp://HOST:PORT) or local:W (W worker processes on this machine)"
+    )
+
+
+@attrs.define(eq=False)
+class _Task:
+    """A job handed to the cluster: its process, its Dask future and what came back so far."""
+
+    process: Process
+    key: str
+    request: dict[str, Any]
+    future: Any = None
+    address: str | None = None  # the worker it runs on, once its start is known
+    announced: bool = False  # its Started was reported
+    received: int = 0  # output batches written
+    result: dict[str, Any] | None = None
+    signalled: int | None = None  # a signal asked before its start was known (the task was cancelled)
+
+
+class DaskExecutor:
+    """Runs each spec as a task on a Dask cluster (*address*: a scheduler, or ``local:W[xT]``)."""
+
+    syncs_journal = False
+    #: Its jobs run on other machines: their leftover processes are ended there (:meth:`end_leftovers`).
+    remote = True
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        parallel: int,
+        session_id: str,
+        share_dir: str,
+        clock: Callable[[], float] = time.monotonic,
+        grace: float = SCHEDULER_GRACE,
+    ) -> None:
+        require_dask()
+        import dask
+        import distributed
+
+        from plainbox_like.run import dask_tasks
+
+        self._tasks_module = dask_tasks
+        self._clock = clock
+        self._grace = grace
+        self._session_id = session_id
+        self._address = check_address(address)
+        self._cluster = None
+        for name in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)  # what matters is told in the session and on exit
+        local = _LOCAL.fullmatch(address)
+        try:
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                if local:
+                    workers = int(local.group(1))
+                    threads = int(local.group(2)) if local.group(2) else max(1, math.ceil(parallel / workers))
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1",
+                        dashboard_address=None, silence_logs=logging.ERROR,
+                    )
+                    self.client = distributed.Client(self._cluster)
+                else:
+                    self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerLost(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+        try:
+            self.client.run_on_scheduler(dask_tasks.no_reruns)
+            self.client.register_plugin(dask_tasks.JobReaper(), name=dask_tasks.JobReaper.name)
+            # What a killed coordinator of this session left running on the workers goes first.
+            self.client.run(dask_tasks.kill_marked, session_id, on_error="ignore")
+            self._prefix = f"plainbox-like-{secrets.token_hex(6)}"
+            self._queue = distributed.Queue(self._prefix, client=self.client, maxsize=QUEUE_SLOTS)
+            self._share_dir = share_dir
+            self._share_token = secrets.token_hex(16)
+            self._write_share_marker()
+            self.client.subscribe_topic(self._prefix, self._on_start)
+        except BaseException:
+            self._close_client()
+            raise
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._notices: collections.deque[tuple] = collections.deque()  # starts and results, from Dask's threads
+        self._outputs: queue.Queue = queue.Queue(INBOX_SLOTS)  # output batches, from the receiving thread
+        self._tasks: dict[str, _Task] = {}  # by task key
+        self._by_job: dict[str, _Task] = {}  # by the spec's key (the job id)
+        self._count = 0
+        self._unreachable_since: float | None = None
+        self._lost: str | None = None
+        self._closing = threading.Event()
+        self._receiver = threading.Thread(target=self._receive, name="plainbox-like-dask-receiver", daemon=True)
+        self._receiver.start()
+
+    # -- the coordinator's side of the channels (run in Dask's threads)
+
+    def _write_share_marker(self) -> None:
+        path = os.path.join(self._share_dir, SHARE_MARKER)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(self._share_token)
+
+    def _notify(self, notice: tuple) -> None:
+        self._notices.append(notice)
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # full (it will be read) or closed (we are closing)
+            pass
+
+    def _on_start(self, event: tuple[float, dict[str, Any]]) -> None:
+        self._notify(("start", event[1], self._clock()))
+
+    def _on_done(self, future: Any) -> None:
+        try:
+            result = future.result(timeout=60)
+        except BaseException as exc:  # noqa: BLE001 - told to poll(): lost worker, cancelled, lost scheduler
+            self._notify(("done", future.key, None, exc))
+        else:
+            self._notify(("done", future.key, result, None))
+
+    def _receive(self) -> None:
+        """Move output batches from the run's queue to :attr:`_outputs` (waits while that is full)."""
+        while not self._closing.is_set():
+            try:  # no timeout: the scheduler would log each one; close() puts None to end the wait
+                items = [self._queue.get()]
+                items += self._queue.get(batch=True)
+            except Exception:  # noqa: BLE001 - the scheduler out of reach (poll() tells)
+                if self._closing.wait(0.5):
+                    return
+                continue
+            for item in items:
+                if item is None:
+                    return
+                while not self._closing.is_set():
+                    try:
+                        self._outputs.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                self._notify(("output",))
+
+    # -- the executor interface
+
+    @property
+    def running(self) -> list[Process]:
+        return [task.process for task in self._tasks.values()]
+
+    def watch_fd(self, fd: int, tag: object) -> None:
+        """Also wake :meth:`poll` when *fd* is readable."""
+        self._selector.register(fd, selectors.EVENT_READ, tag)
+
+    def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process:
+        """Submit *spec* as a task and create its io-log here; its :class:`Started` follows once it runs.
+
+        Raises :class:`SchedulerLost` once the scheduler was lost, :class:`LogError` if the io-log cannot
+        be created.
+        """
+        if self._lost is not None:
+            raise SchedulerLost(f"the Dask scheduler at {self._address} was lost")
+        process = Process(spec=spec)
+        if spec.log is not None:
+            try:
+                fd = open_reserved_log(os.path.dirname(spec.log), os.path.basename(spec.log))
+                # Times are the worker's, in seconds since the job began: the delays are measured there.
+                process.log = RecordWriter(spec.log, started=0.0, record_fd=fd)
+            except OSError as exc:
+                raise LogError(f"cannot create the io-log of job {spec.key}: {exc}") from None
+        cwd_prefix = None
+        if spec.cwd is not None:  # the worker makes one of its own, named as ours (resume finds and removes them)
+            base = os.path.basename(spec.cwd)
+            cwd_prefix = base[: base.rfind("-") + 1] or base
+        request = {
+            "key": spec.key,
+            "argv": list(spec.argv),
+            "env": spec.env,
+            "marker": [list(item) for item in spec.marker],
+            "cwd_prefix": cwd_prefix,
+            "cwd": None if spec.cwd is not None else os.getcwd(),
+            "share": self._share_dir,
+            "share_marker": SHARE_MARKER,
+            "share_token": self._share_token,
+            "session": self._session_id,
+            "queue": self._prefix,
+            "topic": self._prefix,
+        }
+        self._submit(_Task(process=process, key="", request=request))
+        return process
+
+    def _submit(self, task: _Task) -> None:
+        self._count += 1
+        task.key = f"{self._prefix}-{self._count}"
+        task.request["task"] = task.key
+        self._tasks[task.key] = task
+        self._by_job[task.process.spec.key] = task
+        task.future = self.client.submit(self._tasks_module.run_job, task.request, key=task.key, pure=False)
+        task.future.add_done_callback(self._on_done)
+
+    def poll(self, timeout: float | None) -> list[Started | Output | Exited | Failed | Lost]:
+        """Wait up to *timeout* seconds (None: until something happens) for starts, output and ends."""
+        events: list[Any] = []
+        if self._lost is not None:  # the scheduler is gone: what still runs is lost with it
+            for task in list(self._tasks.values()):
+                self._lose(task, SCHEDULER_LOST, events, retry=False)
+            return events
+        if self._notices or not self._outputs.empty():
+            timeout = 0
+        elif self._tasks or timeout is None:
+            timeout = 0.5 if timeout is None else min(timeout, 0.5)  # look at the scheduler now and then
+        self._selector.select(timeout)
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                self._output(self._outputs.get_nowait(), events)
+            except queue.Empty:
+                break
+        while self._notices:
+            notice = self._notices.popleft()
+            if notice[0] == "start":
+                self._started(notice[1], notice[2], events)
+            elif notice[0] == "done":
+                self._done(*notice[1:], events)
+        for task in [t for t in self._tasks.values() if t.result is not None and t.received >= t.result["sent"]]:
+            self._exited(task, events)
+        self._watch_scheduler()
+        return events
+
+    def _watch_scheduler(self) -> None:
+        if self.client.status == "running":
+            self._unreachable_since = None
+            return
+        now = self._clock()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._unreachable_since >= self._grace:
+            self._lost = SCHEDULER_LOST
+            raise SchedulerLost(f"the Dask scheduler at {self._address} was lost (unreachable for {self._grace:g} s)")
+
+    def _started(self, info: dict[str, Any], arrived: float, events: list) -> None:
+        task = self._tasks.get(info.get("task"))
+        if task is None or task.announced:
+            return
+        process = task.process
+        task.address = info["address"]
+        process.pid = info["pid"]
+        process.started = arrived - info["age"]
+        process.placement = Placement(info["address"], info["host"], info.get("share"), bool(info.get("shared")))
+        task.announced = True
+        events.append(Started(process))
+
+    def _output(self, item: tuple[str, int, list], events: list) -> None:
+        key, _seq, batch = item
+        task = self._tasks.get(key)
+        if task is None:
+            return
+        self._write(task, batch, events)
+        task.received += 1
+
+    def _write(self, task: _Task, records: list, events: list) -> None:
+        process = task.process
+        if process.log is None:
+            base = process.started if process.started is not None else self._clock()
+            events.extend(Output(process, stream, data, base + at) for at, stream, data in records)
+            return
+        try:
+            for at, stream, data in records:
+                process.log.write(stream, data, at)
+            if records:
+                process.log.flush(records[-1][0])
+        except OSError as exc:
+            self.signal(process, 9)
+            raise LogError(f"cannot write the io-log of job {process.spec.key}: {exc.strerror or exc}") from None
+
+    def _done(self, key: str, result: dict[str, Any] | None, error: BaseException | None, events: list) -> None:
+        task = self._tasks.get(key)
+        if task is None:
+            return
+        if error is None:
+            if "failed" in result:
+                self._forget(task)
+                if task.process.log is not None:
+                    task.process.log.close()
+                events.append(Failed(task.process, f"on worker {result['address']}: {result['failed']}"))
+                return
+            task.result = result
+            return
+        name = type(error).__name__
+        if name == "KilledWorker":
+            address = getattr(error, "last_worker", None)
+            address = task.address or getattr(address, "address", None) or str(address or "unknown")
+            self._clean_up_after(task)
+            if task.announced:
+                self._lose(task, f"{WORKER_LOST}: {address}", events, retry=True)
+            else:  # it never started (or its start was lost with the worker, and it is gone now): again
+                del self._tasks[task.key]
+                self._submit(task)
+            return
+        if task.signalled is not None:  # stopped before its start was known: cancelled
+            if task.process.started is None:
+                task.process.started = self._clock()
+            self._forget(task)
+            if task.process.log is not None:
+                task.process.log.close()
+            events.append(Exited(task.process, -task.signalled, self._clock()))
+            return
+        if self.client.status != "running":
+            return  # the scheduler is out of reach: _watch_scheduler decides
+        self._lose(task, f"the Dask task failed ({name}: {error})"[:500], events, retry=False)
+
+    def _clean_up_after(self, task: _Task) -> None:
+        """A worker died: kill what its job left on the other workers' machines (none shares it, usually)."""
+        threading.Thread(
+            target=self.client.run,
+            args=(self._tasks_module.kill_marked, self._session_id, task.process.spec.key),
+            kwargs={"on_error": "ignore"},
+            daemon=True,
+        ).start()
+
+    def _forget(self, task: _Task) -> None:
+        self._tasks.pop(task.key, None)
+        if self._by_job.get(task.process.spec.key) is task:
+            del self._by_job[task.process.spec.key]
+
+    def _lose(self, task: _Task, reason: str, events: list, retry: bool) -> None:
+        self._forget(task)
+        process = task.process
+        now = self._clock()
+        if process.started is None:
+            process.started = now
+        if process.log is not None:
+            process.log.close()
+        events.append(Lost(process, reason, now, retry))
+
+    def _exited(self, task: _Task, events: list) -> None:
+        result = task.result
+        process = task.process
+        self._forget(task)
+        self._write(task, result["records"], events)
+        if process.log is not None:
+            process.log.close(durable=process.spec.durable_log)
+        if not task.announced:
+            process.pid = result["pid"]
+            process.started = self._clock() - result["duration"]
+            process.placement = Placement(result["address"], result["host"], result["share"], result["shared"])
+            events.append(Started(process))
+        leftovers = tuple(Leftover(pid, start, command) for pid, start, command in result["leftovers"])
+        events.append(
+            Exited(process, result["returncode"], process.started + result["duration"], leftovers, tuple(result["files"]))
+        )
+
+    def signal(self, process: Process, signum: int) -> None:
+        """Send *signum* to the job's process group on its worker (cancel its task if it has not started)."""
+        task = self._by_job.get(process.spec.key)
+        if task is None or task.process is not process or self._lost is not None:
+            return
+        if task.address is None:
+            if task.signalled is None:
+                task.signalled = signum
+                task.future.cancel()  # the worker plugin kills its job if it did start meanwhile
+            return
+        threading.Thread(
+            target=self.client.run,
+            args=(self._tasks_module.signal_job, task.key, signum),
+            kwargs={"workers": [task.address], "on_error": "ignore"},
+            daemon=True,
+        ).start()
+
+    def end_leftovers(self, process: Process, leftovers: tuple[Leftover, ...], grace: float) -> None:
+        """SIGTERM what a job left on its worker, SIGKILL it after *grace* seconds (done there)."""
+        address = process.placement.address if process.placement is not None else None
+        if address is None or self._lost is not None:
+            return
+        found = [(leftover.pid, leftover.start, leftover.command) for leftover in leftovers]
+        threading.Thread(
+            target=self.client.run,
+            args=(self._tasks_module.end_leftovers, found, grace),
+            kwargs={"workers": [address], "on_error": "ignore"},
+            daemon=True,
+        ).start()
+
+    def _close_client(self) -> None:
+        try:
+            self.client.close(timeout=5)
+        except Exception:  # noqa: BLE001 - the scheduler may be gone
+            pass
+        if self._cluster is not None:
+            try:
+                self._cluster.close(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        """Stop receiving, leave the cluster (a ``local:W`` one is stopped), remove the share marker."""
+        self._closing.set()
+        try:
+            self.client.unsubscribe_topic(self._prefix)
+            if self._lost is None:
+                self._queue.put(None, timeout=5)
+        except Exception:  # noqa: BLE001 - the scheduler may be gone
+            pass
+        self._receiver.join(timeout=5)
+        try:
+            os.unlink(os.path.join(self._share_dir, SHARE_MARKER))
+        except OSError:
+            pass
+        self._close_client()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
