@@ -214,7 +214,28 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "io_log_filename": a.io_log_filename,
         "started": output.iso_time(a.started),
         "leftover_processes": attrs.asdict(a.leftover_processes) if a.leftover_processes is not None else None,
+        "ran_on": attrs.asdict(a.ran_on) if a.ran_on is not None else None,
     }
+
+
+def _share_note(ran_on: dict[str, Any]) -> str:
+    """Which ``$PLAINBOX_SESSION_SHARE`` a job had on its worker: the session's (shared) or the worker's own."""
+    if ran_on["share_shared"]:
+        return "the session's (shared filesystem)"
+    return f"the worker's own: {clean(ran_on['share'] or '-')}"
+
+
+def _print_placements(jobs: list[dict[str, Any]]) -> None:
+    """Where the latest attempt of each job ran, for sessions run on a Dask cluster (nothing otherwise)."""
+    rows = []
+    for job in jobs:
+        ran_on = job["attempts"][-1]["ran_on"] if job["attempts"] else None
+        if ran_on is not None:
+            rows.append([clean(job["id"]), clean(ran_on["address"]), clean(ran_on["host"]), _share_note(ran_on)])
+    if rows:
+        print()
+        for line in format_table(["JOB", "WORKER", "HOST", "SESSION SHARE"], rows):
+            print(line)
 
 
 def job_rows(loaded: LoadedSession, status: str, now: float | None = None) -> list[dict[str, Any]]:
@@ -340,6 +361,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     for line in format_table(["JOB", "OUTCOME", "DURATION", "RC", "ATTEMPTS", "NOTE"], rows):
         print(line)
+    _print_placements(jobs)
     _print_children(children)
     return 0
 

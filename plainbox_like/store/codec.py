@@ -69,13 +69,14 @@ MIGRATIONS[2] = _v2_to_v3
 
 
 def _v3_to_v4_attempt_ran_on(session: dict[str, Any]) -> dict[str, Any]:
-    """Version 4 adds ``ran_on`` to attempts (the Dask worker a job ran on); before, every job ran on the
-    runner's machine (null)."""
+    """Version 4 adds ``ran_on`` to attempts (the Dask worker a job ran on, left out when it ran on the
+    runner's machine). Every attempt of an older version ran on the runner's machine: a ``ran_on`` there
+    is not ours to trust, and is dropped."""
     results = session.get("results")
     if not isinstance(results, dict):
         return session  # the structuring step reports it
     migrated = {
-        job_id: [{**a, "ran_on": None} if isinstance(a, dict) else a for a in attempts]
+        job_id: [{k: v for k, v in a.items() if k != "ran_on"} if isinstance(a, dict) else a for a in attempts]
         if isinstance(attempts, list) else attempts
         for job_id, attempts in results.items()
     }
@@ -121,9 +122,13 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook_factory(is_mutable_sequence, _strict_list_factory)
     _register_fast_paths(conv)
-    # An attempt that left no files says nothing about them: states stay as they were before the field.
+    # An attempt that left no files (or ran on the runner's machine) says nothing about them: states stay as
+    # they were before those fields.
     conv.register_unstructure_hook(
-        Attempt, make_dict_unstructure_fn(Attempt, conv, leftover_files=override(omit_if_default=True))
+        Attempt,
+        make_dict_unstructure_fn(
+            Attempt, conv, leftover_files=override(omit_if_default=True), ran_on=override(omit_if_default=True)
+        ),
     )
     return conv
 
@@ -143,6 +148,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
             leftovers = get("leftover_files", ())
             if (
                 get("leftover_processes") is None
+                and get("ran_on") is None
                 and type(outcome) is str
                 and (return_code is None or type(return_code) is int)
                 and (duration is None or type(duration) is float or type(duration) is int)

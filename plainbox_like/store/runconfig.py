@@ -42,7 +42,11 @@ class RunConfig:
     retries: int = 0
 
     def to_blob(self) -> str:
-        return base64.standard_b64encode(json.dumps(attrs.asdict(self), sort_keys=True).encode()).decode()
+        data = attrs.asdict(self)
+        for name in _LEFT_OUT_WHEN_DEFAULT:  # added later: a run that does not use them keeps the blob it had
+            if data[name] == attrs.fields_dict(RunConfig)[name].default:
+                del data[name]
+        return base64.standard_b64encode(json.dumps(data, sort_keys=True).encode()).decode()
 
     @classmethod
     def from_blob(cls, blob: str | None) -> "RunConfig":
@@ -53,3 +57,7 @@ class RunConfig:
             return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
         except (ValueError, TypeError) as exc:
             raise PlainboxLikeError(f"the session's run configuration is unreadable: {exc}") from None
+
+
+#: Fields left out of the blob when they have their default value.
+_LEFT_OUT_WHEN_DEFAULT = ("dask", "retries")
