@@ -238,7 +238,7 @@ class DaskExecutor:
         be created.
         """
         if self._lost is not None:
-            raise SchedulerLost(f"the Dask scheduler at {self._address} was lost")
+            raise SchedulerLost(f"{SCHEDULER_LOST}: {self._address}")
         process = Process(spec=spec)
         if spec.log is not None:
             try:
@@ -319,7 +319,7 @@ class DaskExecutor:
             self._unreachable_since = now
         elif now - self._unreachable_since >= self._grace:
             self._lost = SCHEDULER_LOST
-            raise SchedulerLost(f"the Dask scheduler at {self._address} was lost (unreachable for {self._grace:g} s)")
+            raise SchedulerLost(f"{SCHEDULER_LOST}: {self._address} unreachable for {self._grace:g} s")
 
     def _started(self, info: dict[str, Any], arrived: float, events: list) -> None:
         task = self._tasks.get(info.get("task"))

@@ -21,7 +21,7 @@ from plainbox_like.define import plan as planning
 from plainbox_like.define.providers import Provider, find_providers
 from plainbox_like.define.resource import RequirementProgram, ResourceExpressionError, namespace_of, parse_records, resolve_resource
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
-from plainbox_like.errors import PlainboxLikeError, RunAborted
+from plainbox_like.errors import SchedulerLost, PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
 from plainbox_like.run.batch import (
     APP_ID,
@@ -433,9 +433,10 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
     except (OSError, RunAborted) as exc:
         _release(writer)
         detail = f"cannot write its files ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+        when = " (once there is room again, if the disk is full)" if not isinstance(exc, SchedulerLost) else ""
         raise RunAborted(
             f"session {writer.id}: {detail}; the run stopped, and so did its running jobs. "
-            f"To continue (once there is room again, if the disk is full): plainbox-like resume {writer.id}"
+            f"To continue{when}: plainbox-like resume {writer.id}"
         ) from None
     except BaseException:
         _release(writer)
