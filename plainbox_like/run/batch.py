@@ -285,7 +285,7 @@ class BatchRunner:
 
             return DaskExecutor(
                 self.dask, parallel=self._parallel, session_id=self.writer.id, share_dir=self.writer.share_dir,
-                clock=self._clock,
+                clock=self._clock, sync_fd=self.writer.journal_fd if self.writer.durability == "fsync" else None,
             )
         # No more workers than jobs to run (unless templates may add jobs while it runs).
         workers = self._parallel if self.expander is not None else min(self._parallel, self.scheduler.remaining)
@@ -479,8 +479,9 @@ class BatchRunner:
         bin_dirs = self.providers.bin_dirs(provider.namespace) if provider is not None else ()
         env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
         env = job_environment(env, job, *self._session_env)
+        remote = getattr(self.executor, "remote", False)  # it makes the job's directory where the job runs
         try:
-            running.cwd = jobenv.make_cwd(job, self.writer.id, running.attempt)
+            running.cwd = None if remote else jobenv.make_cwd(job, self.writer.id, running.attempt)
         except OSError as exc:
             self._cannot_start(running, f"no temporary working directory: {exc}")
             return
@@ -494,6 +495,7 @@ class BatchRunner:
             durable_log=self._durable_logs,
             marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
             cwd=running.cwd,
+            cwd_prefix=jobenv.cwd_prefix(job, self.writer.id, running.attempt) if remote else None,
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core

@@ -68,6 +68,32 @@ _LOCAL = re.compile(r"local:([1-9][0-9]*)(?:x([1-9][0-9]*))?")
 _SCHEDULER = re.compile(r"(?:(tcp|tls|ws|wss|inproc|ucx)://)?[^\s/:]+(?::[0-9]+)?")
 
 
+#: Functions the scheduler and workers run before they are known to have this program: sent by value.
+_NO_RERUNS = """
+def no_reruns(dask_scheduler):
+    # A task whose worker died is not run again (allowed-failures 0): a job must not run twice unasked.
+    previous = dask_scheduler.allowed_failures
+    dask_scheduler.allowed_failures = 0
+    return previous
+"""
+_CAN_RUN = """
+def can_run():
+    try:
+        import plainbox_like.run.dask_tasks
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return True
+"""
+
+
+def _by_value(source: str, name: str) -> Callable[..., Any]:
+    """The function *name* defined by *source* as if in ``__main__``: Dask pickles it whole, so the
+    scheduler or a worker runs it without importing this program."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(source, f"<plainbox-like {name}>", "exec"), namespace)  # noqa: S102 - our own constant source
+    return namespace[name]
+
+
 def require_dask() -> None:
     """Raise the one-line :data:`DASK_MISSING` error if Dask's distributed package cannot be imported."""
     try:
@@ -100,10 +126,16 @@ class _Task:
     signalled: int | None = None  # a signal asked before its start was known (the task was cancelled)
 
 
-class DaskExecutor:
-    """Runs each spec as a task on a Dask cluster (*address*: a scheduler, or ``local:W[xT]``)."""
+class _Cancelled(Exception):
+    """A task stopped before it was submitted."""
 
-    syncs_journal = False
+
+class DaskExecutor:
+    """Runs each spec as a task on a Dask cluster (*address*: a scheduler, or ``local:W[xT]``).
+
+    With *sync_fd* (the session's journal), the journal is made durable before each task is submitted
+    (in the submitting thread), so the runner does not sync before :meth:`start`.
+    """
     #: Its jobs run on other machines: their leftover processes are ended there (:meth:`end_leftovers`).
     remote = True
 
@@ -116,6 +148,7 @@ class DaskExecutor:
         share_dir: str,
         clock: Callable[[], float] = time.monotonic,
         grace: float = SCHEDULER_GRACE,
+        sync_fd: int | None = None,
     ) -> None:
         require_dask()
         import dask
@@ -147,7 +180,8 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise SchedulerLost(f"--dask {address}: cannot reach the scheduler ({exc})") from None
         try:
-            self.client.run_on_scheduler(dask_tasks.no_reruns)
+            self._check_workers()
+            self.client.run_on_scheduler(_by_value(_NO_RERUNS, "no_reruns"))
             self.client.register_plugin(dask_tasks.JobReaper(), name=dask_tasks.JobReaper.name)
             # What a killed coordinator of this session left running on the workers goes first.
             self.client.run(dask_tasks.kill_marked, session_id, on_error="ignore")
@@ -156,7 +190,8 @@ class DaskExecutor:
             self._share_dir = share_dir
             self._share_token = secrets.token_hex(16)
             self._write_share_marker()
-            self.client.subscribe_topic(self._prefix, self._on_start)
+            self._ended: set[str] = set()
+            self.client.subscribe_topic(self._prefix, self._on_event)
         except BaseException:
             self._close_client()
             raise
@@ -173,6 +208,22 @@ class DaskExecutor:
         self._closing = threading.Event()
         self._receiver = threading.Thread(target=self._receive, name="plainbox-like-dask-receiver", daemon=True)
         self._receiver.start()
+        self._sync_fd = sync_fd
+        self.syncs_journal = sync_fd is not None
+        self._lock = threading.Lock()
+        self._to_submit: queue.SimpleQueue = queue.SimpleQueue()
+        self._submitter = threading.Thread(target=self._submitting, name="plainbox-like-dask-submitter", daemon=True)
+        self._submitter.start()
+
+    def _check_workers(self) -> None:
+        """Fail with one line if a worker cannot import this program (it is not installed there)."""
+        found = self.client.run(_by_value(_CAN_RUN, "can_run"), on_error="return")
+        for address, answer in sorted(found.items()):
+            if answer is not True:
+                raise SchedulerLost(
+                    f"--dask {self._address}: worker {address} cannot run plainbox-like's tasks ({answer!r:.200}); "
+                    f"install plainbox-like on the workers (the same version, with its dask extra)"
+                )
 
     # -- the coordinator's side of the channels (run in Dask's threads)
 
@@ -189,10 +240,20 @@ class DaskExecutor:
         except OSError:  # full (it will be read) or closed (we are closing)
             pass
 
-    def _on_start(self, event: tuple[float, dict[str, Any]]) -> None:
-        self._notify(("start", event[1], self._clock()))
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """A task's start or end, as it announced it (in the client's event loop)."""
+        message = event[1]
+        if "end" in message:  # its result, without a round trip to fetch it
+            self._ended.add(message["task"])
+            self._notify(("done", message["task"], message["end"], None))
+        else:
+            self._notify(("start", message, self._clock()))
 
     def _on_done(self, future: Any) -> None:
+        """A task's future is done (in Dask's callback thread): its end event came first, unless it failed."""
+        if future.key in self._ended:
+            self._ended.discard(future.key)
+            return
         try:
             result = future.result(timeout=60)
         except BaseException as exc:  # noqa: BLE001 - told to poll(): lost worker, cancelled, lost scheduler
@@ -247,17 +308,13 @@ class DaskExecutor:
                 process.log = RecordWriter(spec.log, started=0.0, record_fd=fd)
             except OSError as exc:
                 raise LogError(f"cannot create the io-log of job {spec.key}: {exc}") from None
-        cwd_prefix = None
-        if spec.cwd is not None:  # the worker makes one of its own, named as ours (resume finds and removes them)
-            base = os.path.basename(spec.cwd)
-            cwd_prefix = base[: base.rfind("-") + 1] or base
         request = {
             "key": spec.key,
             "argv": list(spec.argv),
             "env": spec.env,
             "marker": [list(item) for item in spec.marker],
-            "cwd_prefix": cwd_prefix,
-            "cwd": None if spec.cwd is not None else os.getcwd(),
+            "cwd_prefix": spec.cwd_prefix,  # the worker makes the job's temporary directory there
+            "cwd": spec.cwd or os.getcwd(),  # else it runs in this directory, if the worker has it
             "share": self._share_dir,
             "share_marker": SHARE_MARKER,
             "share_token": self._share_token,
@@ -269,13 +326,37 @@ class DaskExecutor:
         return process
 
     def _submit(self, task: _Task) -> None:
+        """Hand *task* to the submitting thread, which makes the journal durable (the job's start is in it)
+        and submits it: neither holds up this thread, which has the other jobs' events to handle."""
         self._count += 1
         task.key = f"{self._prefix}-{self._count}"
         task.request["task"] = task.key
         self._tasks[task.key] = task
         self._by_job[task.process.spec.key] = task
-        task.future = self.client.submit(self._tasks_module.run_job, task.request, key=task.key, pure=False)
-        task.future.add_done_callback(self._on_done)
+        self._to_submit.put(task)
+
+    def _submitting(self) -> None:
+        """The submitting thread: sync, then submit, in the order the jobs were started."""
+        while True:
+            task = self._to_submit.get()
+            if task is None:
+                return
+            if self._sync_fd is not None:
+                try:
+                    os.fdatasync(self._sync_fd)
+                except OSError as exc:
+                    self._notify(("done", task.key, None, exc))
+                    continue
+            with self._lock:
+                if task.signalled is not None:  # stopped before it was submitted: it never runs
+                    self._notify(("done", task.key, None, _Cancelled()))
+                    continue
+                try:
+                    task.future = self.client.submit(self._tasks_module.run_job, task.request, key=task.key, pure=False)
+                except Exception as exc:  # noqa: BLE001 - the scheduler went away: poll() tells
+                    self._notify(("done", task.key, None, exc))
+                    continue
+            task.future.add_done_callback(self._on_done)
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited | Failed | Lost]:
         """Wait up to *timeout* seconds (None: until something happens) for starts, output and ends."""
@@ -380,13 +461,13 @@ class DaskExecutor:
                 del self._tasks[task.key]
                 self._submit(task)
             return
-        if task.signalled is not None:  # stopped before its start was known: cancelled
+        if task.signalled is not None or isinstance(error, _Cancelled):  # stopped before its start was known
             if task.process.started is None:
                 task.process.started = self._clock()
             self._forget(task)
             if task.process.log is not None:
                 task.process.log.close()
-            events.append(Exited(task.process, -task.signalled, self._clock()))
+            events.append(Exited(task.process, -(task.signalled or 15), self._clock()))
             return
         if self.client.status != "running":
             return  # the scheduler is out of reach: _watch_scheduler decides
@@ -439,9 +520,11 @@ class DaskExecutor:
         if task is None or task.process is not process or self._lost is not None:
             return
         if task.address is None:
-            if task.signalled is None:
-                task.signalled = signum
-                task.future.cancel()  # the worker plugin kills its job if it did start meanwhile
+            with self._lock:
+                if task.signalled is None:
+                    task.signalled = signum
+                    if task.future is not None:
+                        task.future.cancel()  # the worker plugin kills its job if it did start meanwhile
             return
         threading.Thread(
             target=self.client.run,
@@ -477,6 +560,8 @@ class DaskExecutor:
     def close(self) -> None:
         """Stop receiving, leave the cluster (a ``local:W`` one is stopped), remove the share marker."""
         self._closing.set()
+        self._to_submit.put(None)
+        self._submitter.join(timeout=5)
         try:
             self.client.unsubscribe_topic(self._prefix)
             if self._lost is None:

@@ -40,6 +40,9 @@ HOLD_LIMIT = 256 << 10
 SEND_INTERVAL = 0.25
 #: The most bytes of output one queue message carries (one chunk more if a single chunk is larger).
 BATCH_BYTES = 256 << 10
+#: The most output a result carries in its end event (the scheduler keeps recent events: they stay small);
+#: a result with more is fetched by the coordinator.
+EVENT_LIMIT = 16 << 10
 #: The name of the per-worker session-share directories, below the worker's local directory.
 PER_WORKER_SHARE = "plainbox-like-share"
 SHARE_ENV = "PLAINBOX_SESSION_SHARE"
@@ -229,7 +232,7 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
     if sender is not None and sender.error is not None:
         raise sender.error
     files = remove_cwd(cwd if request["cwd_prefix"] is not None else None)
-    return {
+    result = {
         **where,
         "pid": process.pid,
         "returncode": exited.returncode,
@@ -239,6 +242,9 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
         "leftovers": [(p.pid, p.start, p.command) for p in exited.leftovers],
         "files": files,
     }
+    if held_bytes <= EVENT_LIMIT:  # announced as an event too: the coordinator has it without fetching it
+        worker.log_event(request["topic"], {"task": task, "end": result})
+    return result
 
 
 def signal_job(task: str, signum: int) -> bool:
@@ -310,11 +316,3 @@ class JobReaper(WorkerPlugin):
         with _GROUPS_LOCK:
             groups = list(_GROUPS.values())
         _kill_groups(groups)
-
-
-def no_reruns(dask_scheduler: Any) -> int:
-    """Tell the scheduler not to run again a task whose worker died (``allowed-failures`` 0): a job must
-    not run twice; the coordinator records it as lost (and retries it only with ``--retries``)."""
-    previous = dask_scheduler.allowed_failures
-    dask_scheduler.allowed_failures = 0
-    return previous

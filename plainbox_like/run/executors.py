@@ -97,6 +97,9 @@ class ProcessSpec:
     marker: tuple[tuple[str, str], ...] = ()
     #: The directory the process starts in (None: this process's own).
     cwd: str | None = None
+    #: For executors that run it on another machine: make it a temporary working directory there, with
+    #: this name prefix (see :func:`plainbox_like.run.jobenv.cwd_prefix`), instead of *cwd*.
+    cwd_prefix: str | None = None
 
 
 @attrs.define(eq=False)

@@ -158,6 +158,12 @@ def _cwd_prefix(session_id: str, job_id: str, attempt: int) -> str:
     return f"{CWD_PREFIX}{session_id}-{digest}-{attempt}-"
 
 
+def cwd_prefix(job: JobDefinition, session_id: str = "", attempt: int = 0) -> str | None:
+    """The name prefix of *job*'s temporary working directory (:func:`make_cwd`), None for ``preserve-cwd``:
+    for an executor that makes the directory where the job runs (another machine)."""
+    return None if FLAG_PRESERVE_CWD in job.flags else _cwd_prefix(session_id, job.id, attempt)
+
+
 def make_cwd(job: JobDefinition, session_id: str = "", attempt: int = 0) -> str | None:
     """A new temporary working directory for *job*, or None if it keeps the runner's (``preserve-cwd``).
 
