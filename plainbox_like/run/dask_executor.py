@@ -474,13 +474,12 @@ class DaskExecutor:
         self._lose(task, f"the Dask task failed ({name}: {error})"[:500], events, retry=False)
 
     def _clean_up_after(self, task: _Task) -> None:
-        """A worker died: kill what its job left on the other workers' machines (none shares it, usually)."""
-        threading.Thread(
-            target=self.client.run,
-            args=(self._tasks_module.kill_marked, self._session_id, task.process.spec.key),
-            kwargs={"on_error": "ignore"},
-            daemon=True,
-        ).start()
+        """A worker died: kill what its job left on the machines of the others (an orphan on a shared
+        machine), before the job may run again (the job id marks both)."""
+        try:
+            self.client.run(self._tasks_module.kill_marked, self._session_id, task.process.spec.key, on_error="ignore")
+        except Exception:  # noqa: BLE001 - the scheduler is going too: poll() tells
+            pass
 
     def _forget(self, task: _Task) -> None:
         self._tasks.pop(task.key, None)

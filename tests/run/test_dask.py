@@ -364,3 +364,32 @@ def test_attempts_keep_where_they_ran_and_version_3_states_still_load():
     bad = {"format": codec.FORMAT, "version": 4, "session": {"results": {"a": [{"outcome": "pass", "ran_on": 5}]}}}
     with pytest.raises(codec.CorruptSession):
         codec.decode_state(gzip.compress(json.dumps(bad).encode()), "s")
+
+
+def test_stop_now_and_leftover_processes_reach_the_jobs_on_their_workers(tmp_path, cluster):
+    repo = tmp_path / "repo"
+    marker = f"stop-{os.getpid()}-{time.monotonic_ns()}"
+    leaves = 'sleep 60 & echo $! > "$PLAINBOX_SESSION_SHARE/left"'
+    long = 'touch "$PLAINBOX_SESSION_SHARE/started"; sleep 60'
+    proc = subprocess.Popen(
+        cli_argv(repo, "run", "--dask", cluster.address, "-c", leaves, "-c", long),
+        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        path = wait_for(lambda: os.path.isdir(repo / "sessions") and os.listdir(repo / "sessions"), "the session")
+        path = os.path.join(repo, "sessions", path[0])
+        wait_for(lambda: os.path.exists(os.path.join(path, "session-share", "started")), "the second job")
+        # The first job's background sleep is found on its worker and ended there.
+        left = int(open(os.path.join(path, "session-share", "left")).read())
+        wait_for(lambda: left not in marked(marker), "the leftover process to be killed")
+        assert run(str(repo), "stop", "--now", path) == 0
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_marked_left(marker)
+    assert proc.returncode == 130, err
+    got = results(path)
+    assert got["c1"][-1].outcome == "pass"
+    assert got["c1"][-1].leftover_processes.count == 1 and got["c1"][-1].leftover_processes.kept is False
+    assert (got["c2"][-1].outcome, got["c2"][-1].comments) == ("crash", "stopped by request")
