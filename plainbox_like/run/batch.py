@@ -286,6 +286,7 @@ class BatchRunner:
             return DaskExecutor(
                 self.dask, parallel=self._parallel, session_id=self.writer.id, share_dir=self.writer.share_dir,
                 clock=self._clock, sync_fd=self.writer.journal_fd if self.writer.durability == "fsync" else None,
+                base_env=self.base_env,
             )
         # No more workers than jobs to run (unless templates may add jobs while it runs).
         workers = self._parallel if self.expander is not None else min(self._parallel, self.scheduler.remaining)

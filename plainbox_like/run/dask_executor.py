@@ -37,6 +37,7 @@ import secrets
 import selectors
 import threading
 import time
+import warnings
 from typing import Any, Callable
 
 import attrs
@@ -136,6 +137,7 @@ class DaskExecutor:
     With *sync_fd* (the session's journal), the journal is made durable before each task is submitted
     (in the submitting thread), so the runner does not sync before :meth:`start`.
     """
+
     #: Its jobs run on other machines: their leftover processes are ended there (:meth:`end_leftovers`).
     remote = True
 
@@ -149,6 +151,7 @@ class DaskExecutor:
         clock: Callable[[], float] = time.monotonic,
         grace: float = SCHEDULER_GRACE,
         sync_fd: int | None = None,
+        base_env: dict[str, str] | None = None,
     ) -> None:
         require_dask()
         import dask
@@ -166,7 +169,8 @@ class DaskExecutor:
             logging.getLogger(name).setLevel(logging.ERROR)  # what matters is told in the session and on exit
         local = _LOCAL.fullmatch(address)
         try:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. its HTTP port taken by another cluster: another is used
                 if local:
                     workers = int(local.group(1))
                     threads = int(local.group(2)) if local.group(2) else max(1, math.ceil(parallel / workers))
@@ -179,6 +183,10 @@ class DaskExecutor:
                     self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise SchedulerLost(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._notices: collections.deque[tuple] = collections.deque()  # starts and results, from Dask's threads
         try:
             self._check_workers()
             self.client.run_on_scheduler(_by_value(_NO_RERUNS, "no_reruns"))
@@ -186,6 +194,8 @@ class DaskExecutor:
             # What a killed coordinator of this session left running on the workers goes first.
             self.client.run(dask_tasks.kill_marked, session_id, on_error="ignore")
             self._prefix = f"plainbox-like-{secrets.token_hex(6)}"
+            self._base_env = dict(os.environ if base_env is None else base_env)
+            self.client.register_plugin(dask_tasks.RunEnvironment(self._base_env), name=self._prefix)
             self._queue = distributed.Queue(self._prefix, client=self.client, maxsize=QUEUE_SLOTS)
             self._share_dir = share_dir
             self._share_token = secrets.token_hex(16)
@@ -194,11 +204,10 @@ class DaskExecutor:
             self.client.subscribe_topic(self._prefix, self._on_event)
         except BaseException:
             self._close_client()
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
             raise
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._notices: collections.deque[tuple] = collections.deque()  # starts and results, from Dask's threads
         self._outputs: queue.Queue = queue.Queue(INBOX_SLOTS)  # output batches, from the receiving thread
         self._tasks: dict[str, _Task] = {}  # by task key
         self._by_job: dict[str, _Task] = {}  # by the spec's key (the job id)
@@ -293,25 +302,20 @@ class DaskExecutor:
         self._selector.register(fd, selectors.EVENT_READ, tag)
 
     def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process:
-        """Submit *spec* as a task and create its io-log here; its :class:`Started` follows once it runs.
+        """Submit *spec* as a task; its :class:`Started` follows once it runs on a worker.
 
-        Raises :class:`SchedulerLost` once the scheduler was lost, :class:`LogError` if the io-log cannot
-        be created.
+        Its io-log is created here when it starts there (a run may have thousands of jobs queued on the
+        cluster: they hold no files). Raises :class:`SchedulerLost` once the scheduler was lost.
         """
         if self._lost is not None:
             raise SchedulerLost(f"{SCHEDULER_LOST}: {self._address}")
         process = Process(spec=spec)
-        if spec.log is not None:
-            try:
-                fd = open_reserved_log(os.path.dirname(spec.log), os.path.basename(spec.log))
-                # Times are the worker's, in seconds since the job began: the delays are measured there.
-                process.log = RecordWriter(spec.log, started=0.0, record_fd=fd)
-            except OSError as exc:
-                raise LogError(f"cannot create the io-log of job {spec.key}: {exc}") from None
         request = {
             "key": spec.key,
             "argv": list(spec.argv),
-            "env": spec.env,
+            "run": self._prefix,
+            "env": {name: value for name, value in spec.env.items() if self._base_env.get(name) != value},
+            "env_removed": [name for name in self._base_env if name not in spec.env],
             "marker": [list(item) for item in spec.marker],
             "cwd_prefix": spec.cwd_prefix,  # the worker makes the job's temporary directory there
             "cwd": spec.cwd or os.getcwd(),  # else it runs in this directory, if the worker has it
@@ -412,6 +416,7 @@ class DaskExecutor:
         process.started = arrived - info["age"]
         process.placement = Placement(info["address"], info["host"], info.get("share"), bool(info.get("shared")))
         task.announced = True
+        self._open_log(process)  # `log --follow` finds it from now on
         events.append(Started(process))
 
     def _output(self, item: tuple[str, int, list], events: list) -> None:
@@ -422,9 +427,26 @@ class DaskExecutor:
         self._write(task, batch, events)
         task.received += 1
 
+    def _open_log(self, process: Process) -> RecordWriter | None:
+        """The job's io-log, created at its first use (None if its spec has none)."""
+        spec = process.spec
+        if process.log is None and spec.log is not None:
+            try:
+                fd = open_reserved_log(os.path.dirname(spec.log), os.path.basename(spec.log))
+                # Times are the worker's, in seconds since the job began: the delays are measured there.
+                process.log = RecordWriter(spec.log, started=0.0, record_fd=fd)
+            except OSError as exc:
+                self.signal(process, 9)
+                raise LogError(f"cannot create the io-log of job {spec.key}: {exc}") from None
+        return process.log
+
+    def _close_log(self, process: Process, durable: bool = False) -> None:
+        if self._open_log(process) is not None:
+            process.log.close(durable=durable)
+
     def _write(self, task: _Task, records: list, events: list) -> None:
         process = task.process
-        if process.log is None:
+        if self._open_log(process) is None:
             base = process.started if process.started is not None else self._clock()
             events.extend(Output(process, stream, data, base + at) for at, stream, data in records)
             return
@@ -444,8 +466,7 @@ class DaskExecutor:
         if error is None:
             if "failed" in result:
                 self._forget(task)
-                if task.process.log is not None:
-                    task.process.log.close()
+                self._close_log(task.process)
                 events.append(Failed(task.process, f"on worker {result['address']}: {result['failed']}"))
                 return
             task.result = result
@@ -465,8 +486,7 @@ class DaskExecutor:
             if task.process.started is None:
                 task.process.started = self._clock()
             self._forget(task)
-            if task.process.log is not None:
-                task.process.log.close()
+            self._close_log(task.process)
             events.append(Exited(task.process, -(task.signalled or 15), self._clock()))
             return
         if self.client.status != "running":
@@ -492,8 +512,7 @@ class DaskExecutor:
         now = self._clock()
         if process.started is None:
             process.started = now
-        if process.log is not None:
-            process.log.close()
+        self._close_log(process)
         events.append(Lost(process, reason, now, retry))
 
     def _exited(self, task: _Task, events: list) -> None:
@@ -501,8 +520,7 @@ class DaskExecutor:
         process = task.process
         self._forget(task)
         self._write(task, result["records"], events)
-        if process.log is not None:
-            process.log.close(durable=process.spec.durable_log)
+        self._close_log(process, durable=process.spec.durable_log)
         if not task.announced:
             process.pid = result["pid"]
             process.started = self._clock() - result["duration"]
@@ -563,6 +581,8 @@ class DaskExecutor:
         self._submitter.join(timeout=5)
         try:
             self.client.unsubscribe_topic(self._prefix)
+            if self._lost is None:
+                self.client.unregister_worker_plugin(self._prefix)
             if self._lost is None:
                 self._queue.put(None, timeout=5)
         except Exception:  # noqa: BLE001 - the scheduler may be gone

@@ -155,7 +155,8 @@ def _where(worker: Any) -> dict[str, Any]:
 def run_job(request: dict[str, Any]) -> dict[str, Any]:
     """Run one job on this worker and return its exit status, timing and (if it did not stream) output.
 
-    *request* holds the task key (``task``), the spec's ``key``, ``argv``, ``env``, ``marker``, the
+    *request* holds the task key (``task``), the spec's ``key``, ``argv``, ``marker``, its environment as
+    differences (``env``, ``env_removed``) from the run's (:class:`RunEnvironment` ``run``), the
     prefix of its temporary working directory here (``cwd_prefix``, as the coordinator names them; None:
     ``cwd``, the runner's own directory, if it exists here),
     the session share (``share``, ``share_marker``, ``share_token``, ``session``), and the run's
@@ -168,7 +169,10 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
         request["share"], request["share_marker"], request["share_token"], request["session"], worker.local_directory
     )
     where.update(share=share, shared=shared)
-    env = dict(request["env"])
+    env = dict(worker.plugins[request["run"]].env)
+    env.update(request["env"])
+    for name in request["env_removed"]:
+        env.pop(name, None)
     env[SHARE_ENV] = share
     cwd = None
     try:
@@ -297,6 +301,14 @@ def _kill_groups(groups: list[int]) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except OSError:
             pass
+
+
+class RunEnvironment(WorkerPlugin):
+    """What the environment of a run's jobs mostly is, given to each worker once (registered under the
+    run's name): a task carries only its job's differences from it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
 
 
 class JobReaper(WorkerPlugin):

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from cli_helpers import assert_one_line_error, run
-from test_run_processes import MARKER, cli, cli_argv, cli_env, marked
+from test_run_processes import cli, cli_argv, cli_env, marked
 
 from plainbox_like.run import dask_tasks
 from plainbox_like.run.dask_executor import SCHEDULER_LOST, WORKER_LOST
