@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import attrs
 
-from plainbox_like.errors import LogError, PlainboxLikeError, SchedulerLost
+from plainbox_like.errors import LogError, PlainboxLikeError, SchedulerLost, one_line
 from plainbox_like.run.executors import Exited, Leftover, Lost, Output, Process, ProcessSpec, Started
 from plainbox_like.run.workers import Failed
 from plainbox_like.store.iolog import RecordWriter, open_reserved_log
@@ -202,11 +202,14 @@ class DaskExecutor:
             self._write_share_marker()
             self._ended: set[str] = set()
             self.client.subscribe_topic(self._prefix, self._on_event)
-        except BaseException:
+        except BaseException as exc:
             self._close_client()
             self._selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if isinstance(exc, Exception) and not isinstance(exc, PlainboxLikeError):
+                # A worker with another version of this program, a scheduler going away...
+                raise SchedulerLost(f"--dask {address}: cannot set up the cluster for the run ({one_line(exc)})") from None
             raise
         self._outputs: queue.Queue = queue.Queue(INBOX_SLOTS)  # output batches, from the receiving thread
         self._tasks: dict[str, _Task] = {}  # by task key
