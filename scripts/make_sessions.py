@@ -39,7 +39,7 @@ except ImportError:  # run from a checkout without installing
 from plainbox_like.store import codec
 from plainbox_like.store.model import Attempt, RunningJob, Runner, SessionMetadata, SessionState
 from plainbox_like.run.batch import APP_ID, RunConfig
-from plainbox_like.define.units import load_units
+from plainbox_like.define.loading import load_units
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 DAY = 86400.0

@@ -52,7 +52,9 @@ from plainbox_like.store.paths import open_regular
 from plainbox_like.text import format_size
 from plainbox_like.define.resource import RequirementProgram
 from plainbox_like.define.providers import Provider, find_providers
-from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.templates import instantiate_template
+from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet
 
 APP_ID = "plainbox-like"
 #: Plugins whose command we run.

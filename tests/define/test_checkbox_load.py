@@ -16,7 +16,8 @@ from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.errors import PlanError
 from plainbox_like.store.storage import SessionRepository, load_session
-from plainbox_like.define.units import load_units, parse_pxu
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.pxu import parse_pxu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -278,7 +279,7 @@ def test_real_siblings_are_named_and_placed_as_checkbox_does(real_units):
 
 @needs_providers
 def test_real_templates_are_made_as_checkbox_makes_them(real_units):
-    from plainbox_like.define.units import instantiate_template
+    from plainbox_like.define.templates import instantiate_template
 
     templates = {template.id: template for template in real_units.templates}
     jinja = templates[NS + "self/content-plug-connected-name"]
@@ -307,7 +308,7 @@ def test_real_templates_are_made_as_checkbox_makes_them(real_units):
 
 
 def test_jinja2_fields_get_the_variables_checkbox_gives(monkeypatch):
-    from plainbox_like.define.units import instantiate_template
+    from plainbox_like.define.templates import instantiate_template
 
     monkeypatch.setenv("PBL_TEST_VALUE", "from-env")
     monkeypatch.delenv("SNAP", raising=False)

@@ -27,7 +27,8 @@ from plainbox_like.define.plan import (
     plan_overrides,
     select_jobs,
 )
-from plainbox_like.define.units import IncludePattern, JobDefinition, Override, TestPlan, UnitSet, load_units
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.units import IncludePattern, JobDefinition, Override, TestPlan, UnitSet
 
 PROVIDER = Path(__file__).parent.parent / "data" / "units" / "provider"
 

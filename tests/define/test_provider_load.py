@@ -17,7 +17,7 @@ import pytest
 
 from plainbox_like.define import plan as planning
 from plainbox_like.cli.main import main
-from plainbox_like.define.units import load_units
+from plainbox_like.define.loading import load_units
 
 SCRIPTS = Path(__file__).resolve().parent.parent.parent / "scripts"
 
