@@ -181,7 +181,7 @@ class TestPlan:
     ``mandatory_include`` and ``include`` (in that order);
     ``category_overrides`` and ``certification_status_overrides`` come from the
     ``apply VALUE to PATTERN`` lines of those fields. How they combine is
-    :func:`plainbox_like.define.plan.plan_overrides`.
+    :func:`plainbox_like.define.metadata.plan_overrides`.
     """
 
     __test__ = False  # not a pytest test class despite the name

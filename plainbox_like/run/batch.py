@@ -53,6 +53,9 @@ from plainbox_like.text import format_size
 from plainbox_like.define.resource import RequirementProgram
 from plainbox_like.define.providers import Provider, find_providers
 from plainbox_like.define.loading import load_units
+from plainbox_like.define.metadata import RunMetadata
+from plainbox_like.define.scheduler import Scheduler
+from plainbox_like.define.selection import bootstrap_jobs, mandatory_jobs, select_jobs
 from plainbox_like.define.templates import instantiate_template
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet
 
@@ -186,7 +189,7 @@ class TemplateExpander:
     def _selected(self) -> list[JobDefinition]:
         """The run's selection among the loaded jobs and every job made so far (after them, as Checkbox lists them)."""
         config = self.config
-        return planning.select_jobs(
+        return select_jobs(
             UnitSet(jobs=[*self.units.jobs, *self.made.values()], test_plans=self.units.test_plans),
             config.test_plan,
             config.include,
@@ -286,7 +289,7 @@ class BatchRunner:
         self.writer = writer
         self.expander = expander
         self.plan = plan
-        self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
+        self.scheduler = Scheduler(plan, finished=finished or {}, max_running=parallel)
         self.reporter = reporter or NullReporter()
         self._own_executor = executor is None
         self._parallel = parallel
@@ -715,7 +718,7 @@ class BatchRunner:
     def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
         """Keep the category and certification status of jobs made from templates with the run's."""
         blob = self.writer.state.metadata.app_blob
-        metadata = planning.RunMetadata.from_app_blob(blob)
+        metadata = RunMetadata.from_app_blob(blob)
         if metadata is None:  # a session made without it (the Python API, older versions)
             return
         updated = metadata.with_jobs(jobs)
@@ -877,7 +880,7 @@ class Prepared:
 
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
     """Select and order the jobs *config* asks for."""
-    selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
+    selected = select_jobs(units, config.test_plan, config.include, config.exclude)
     return planning.build_plan(selected, units.dropped)
 
 
@@ -892,14 +895,14 @@ def start_session(
     """Create a session for a new batch and journal its plan.
 
     The app_blob holds the run configuration and the jobs' effective category
-    and certification status (:class:`plainbox_like.define.plan.RunMetadata`); the
+    and certification status (:class:`plainbox_like.define.metadata.RunMetadata`); the
     plan's mandatory jobs go to ``mandatory_job_list``.
     """
     units = units if units is not None else load_run_units(config)
     plan = plan if plan is not None else plan_jobs(units, config)
     parent_session = os.environ.get(SESSION_ENV)
     parent_job = os.environ.get(JOB_ENV) if parent_session else None
-    metadata = planning.RunMetadata.compute(units, config.test_plan, (plan.jobs[job_id] for job_id in plan.order))
+    metadata = RunMetadata.compute(units, config.test_plan, (plan.jobs[job_id] for job_id in plan.order))
     writer = repo.create(
         title=title,
         durability=config.durability,
@@ -908,7 +911,7 @@ def start_session(
         parent_session=parent_session,
         parent_job=parent_job,
     )
-    mandatory = [job_id for job_id in planning.mandatory_jobs(units, config.test_plan) if job_id in plan.jobs]
+    mandatory = [job_id for job_id in mandatory_jobs(units, config.test_plan) if job_id in plan.jobs]
     writer.set_plan(
         {job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order, mandatory_job_list=mandatory
     )
@@ -943,7 +946,7 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     shell = find_shell()
     providers = jobenv.ProviderIndex(run_providers(config))
     providers.learn(plan.jobs[job_id] for job_id in plan.order)
-    bootstrap = planning.bootstrap_jobs(units, config.test_plan)
+    bootstrap = bootstrap_jobs(units, config.test_plan)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
         for job_id in bootstrap:
             job = units.by_id[job_id]
@@ -1043,7 +1046,7 @@ def resume_session(
         if rerun_bootstrap:
             if not config.test_plan:
                 raise PlainboxLikeError("--rerun-bootstrap: the session was not started with a test plan")
-            rerun |= set(planning.bootstrap_jobs(units, config.test_plan)) & set(plan.order)
+            rerun |= set(bootstrap_jobs(units, config.test_plan)) & set(plan.order)
         finished = {}
         for job_id in plan.order:
             latest = state.latest(job_id)

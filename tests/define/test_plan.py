@@ -13,20 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plainbox_like.errors import PlanError
-from plainbox_like.define.plan import (
-    DEFAULT_CERTIFICATION_STATUS,
-    SKIPPED_DEPENDENCY,
-    Decision,
-    JobMetadata,
-    Plan,
-    RunMetadata,
-    Scheduler,
-    build_plan,
-    mandatory_jobs,
-    needs_person,
-    plan_overrides,
-    select_jobs,
-)
+from plainbox_like.define.metadata import DEFAULT_CERTIFICATION_STATUS, JobMetadata, RunMetadata, plan_overrides
+from plainbox_like.define.plan import SKIPPED_DEPENDENCY, Plan, build_plan, needs_person
+from plainbox_like.define.scheduler import Decision, Scheduler
+from plainbox_like.define.selection import mandatory_jobs, select_jobs
 from plainbox_like.define.loading import load_units
 from plainbox_like.define.units import IncludePattern, JobDefinition, Override, TestPlan, UnitSet
 

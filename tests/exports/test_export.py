@@ -231,7 +231,7 @@ category_overrides:
 
 def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_path):
     from plainbox_like.run import batch
-    from plainbox_like.define.plan import RunMetadata
+    from plainbox_like.define.metadata import RunMetadata
 
     path = tmp_path / "units.pxu"
     path.write_text(METADATA_UNITS)
