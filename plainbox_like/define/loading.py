@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from plainbox_like.errors import UnitError
-from plainbox_like.define.pxu import _merge_notices, _Notice, _parse
-from plainbox_like.define.records import _looks_like_units
+from plainbox_like.define.pxu import Notice, merge_notices, parse_with_notices
+from plainbox_like.define.records import looks_like_units
 from plainbox_like.define.units import JobDefinition, ManifestEntry, Origin, Template, TestPlan, UnitSet
 
 if TYPE_CHECKING:
@@ -309,7 +309,7 @@ def load_units(
     entries: list[ManifestEntry] = []
     warnings: list[str] = []
     dropped: dict[str, str] = {}
-    notices: dict[tuple[str, ...], _Notice] = {}
+    notices: dict[tuple[str, ...], Notice] = {}
     job_origin: dict[str, Origin | None] = {}
     plan_origin: dict[str, Origin | None] = {}
     command_jobs = 0
@@ -317,8 +317,8 @@ def load_units(
 
     def parse(text: str, path: str, file_namespace: str | None = None) -> UnitSet:
         ns = namespace or file_namespace or provider_namespace(path, cache=provider_cache)
-        units, found = _parse(text, path, ns, checkbox_env)
-        _merge_notices(notices, found)
+        units, found = parse_with_notices(text, path, ns, checkbox_env)
+        merge_notices(notices, found)
         return units
 
     def add(units: UnitSet) -> None:
@@ -348,7 +348,7 @@ def load_units(
             add_tree(directory, PROVIDER_UNIT_SUFFIXES, provider.namespace)
             for path in _unit_files(directory, (".yaml", ".yml")):  # newer Checkbox reads these; 1.18 does not
                 message = "YAML unit files are not read: skipped"
-                _merge_notices(notices, {("yaml",): _Notice(message, Origin(path, 1), "file", paths={path})})
+                merge_notices(notices, {("yaml",): Notice(message, Origin(path, 1), "file", paths={path})})
 
     for provider in providers:
         add_provider(provider)
@@ -367,7 +367,7 @@ def load_units(
         if os.path.exists(path) and not os.path.isfile(path):
             raise UnitError(path, "not a regular file or directory")
         text = _read_text(path)
-        if path.endswith(".pxu") or _looks_like_units(text):
+        if path.endswith(".pxu") or looks_like_units(text):
             add(parse(text, path))
         else:
             listed = parse_command_list(text, path, first_number=command_jobs + 1)

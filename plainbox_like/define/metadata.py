@@ -15,7 +15,7 @@ import attrs
 
 from plainbox_like.errors import PlanError
 from plainbox_like.define.resource import namespace_of
-from plainbox_like.define.selection import _Matcher, _plan_tree
+from plainbox_like.define.selection import Matcher, plan_tree
 from plainbox_like.define.units import JobDefinition, Override, UnitSet, as_tuple
 
 __all__ = ["DEFAULT_CERTIFICATION_STATUS", "JobMetadata", "RunMetadata", "own_metadata", "plan_overrides"]
@@ -61,7 +61,7 @@ def plan_overrides(units: UnitSet, test_plan: str) -> list[Override]:
     Raises ``KeyError`` for an unknown test plan and :class:`PlanError` for a
     bad ``nested_part``.
     """
-    tree = _plan_tree(units, test_plan)
+    tree = plan_tree(units, test_plan)
     groups: dict[str, list[Override]] = {}
     for kind in ("include_overrides", "category_overrides", "certification_status_overrides"):
         for node in tree:
@@ -96,7 +96,7 @@ class RunMetadata:
         if overrides:
             selected = UnitSet(jobs=jobs)  # its indexes find the jobs a pattern matches quickly
             for override in overrides:
-                for job in _Matcher(override.pattern, "override").select(selected):
+                for job in Matcher(override.pattern, "override").select(selected):
                     values[job.id] = attrs.evolve(values[job.id], **{override.field: override.value})
         default = JobMetadata()
         return cls({job_id: meta for job_id, meta in values.items() if meta != default}, overrides)
@@ -118,7 +118,7 @@ class RunMetadata:
     def _overridden(self, job_id: str, meta: JobMetadata) -> JobMetadata:
         for override in self.overrides:
             try:
-                matches = _Matcher(override.pattern, "override").matches(job_id)
+                matches = Matcher(override.pattern, "override").matches(job_id)
             except PlanError:
                 continue
             if matches:

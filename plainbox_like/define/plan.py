@@ -111,7 +111,7 @@ def resource_jobs(
     return [job_id for job_id in dict.fromkeys(found) if job_id is not None and job_id != job.id]
 
 
-def _pulled(
+def pulled_in(
     job: JobDefinition, known: Mapping[str, object], by_bare: Mapping[str, Sequence[str]] | None = None
 ) -> tuple[str, ...]:
     """What selecting *job* pulls in: its ``depends`` and the resource jobs it requires."""
@@ -120,7 +120,7 @@ def _pulled(
     return tuple(dict.fromkeys(job.depends + tuple(resource_jobs(job, known, by_bare))))
 
 
-def _bare_index_if_needed(jobs: Iterable[JobDefinition], ids: Iterable[str]) -> dict[str, list[str]] | None:
+def bare_index_if_needed(jobs: Iterable[JobDefinition], ids: Iterable[str]) -> dict[str, list[str]] | None:
     """:func:`bare_name_index` of *ids* when some job has ``requires`` (else nothing needs it)."""
     return bare_name_index(ids) if any(job.requires for job in jobs) else None
 
@@ -149,14 +149,14 @@ class Plan:
         return len(self.order)
 
 
-def _predecessors(
+def predecessors(
     job: JobDefinition,
     known: Mapping[str, object],
     by_bare: Mapping[str, Sequence[str]] | None = None,
     before_of: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """Known ``depends``, ``after`` and required resource targets of a job, and the jobs that must
-    run ``before`` it (*before_of*, from :func:`_before_index`), without repeats."""
+    run ``before`` it (*before_of*, from :func:`before_index`), without repeats."""
     depends, after = job.depends, job.after
     earlier = before_of.get(job.id, ()) if before_of else ()
     if not after and len(depends) <= 1 and not job.requires and not earlier and not job.salvages:  # kept cheap
@@ -165,7 +165,7 @@ def _predecessors(
     return [dep for dep in dict.fromkeys(depends + after + extra + job.salvages + tuple(earlier)) if dep in known]
 
 
-def _before_index(jobs: Iterable[JobDefinition], known: Mapping[str, object]) -> dict[str, list[str]]:
+def before_index(jobs: Iterable[JobDefinition], known: Mapping[str, object]) -> dict[str, list[str]]:
     """For each known job that others must run ``before``, those others (in the order given)."""
     index: dict[str, list[str]] = {}
     for job in jobs:
@@ -204,8 +204,8 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
             raise PlanError(f"job id {job.id!r} is listed twice")
     count = len(jobs)
     unknown: dict[str, tuple[str, ...]] = {}
-    by_bare = _bare_index_if_needed(jobs, index)
-    before_of = _before_index(jobs, index)
+    by_bare = bare_index_if_needed(jobs, index)
+    before_of = before_index(jobs, index)
     for job in jobs:
         for dep in job.depends:
             if dep not in index:
@@ -218,14 +218,14 @@ def build_plan(jobs: Sequence[JobDefinition], left_out: Mapping[str, str] | None
 
     def preds(position: int) -> Iterator[int]:
         job = jobs[position]
-        own = [index[d] for d in _predecessors(job, index, by_bare, before_of)]
+        own = [index[d] for d in predecessors(job, index, by_bare, before_of)]
         name = group_of.get(position)
         if name is None:
             return iter(own)
         # As Checkbox orders a group: whatever any member needs from outside comes before the first member.
         inside = set(groups[name])
         outside = [
-            index[d] for m in groups[name] for d in _predecessors(jobs[m], index, by_bare, before_of)
+            index[d] for m in groups[name] for d in predecessors(jobs[m], index, by_bare, before_of)
             if index[d] not in inside
         ]  # fmt: skip
         return iter(dict.fromkeys(own + outside))

@@ -11,7 +11,7 @@
 * a job without ``id:`` takes its id from ``name:`` (Plainbox before 0.5);
   ``plugin: local`` jobs (job generators of old Checkbox) are skipped;
 * a job's ``siblings`` and ``also-after-suspend`` flags add the jobs Checkbox
-  adds, right after it (:meth:`_Parser.with_siblings`); a unit with
+  adds, right after it (:meth:`UnitParser.with_siblings`); a unit with
   ``template-engine: jinja2`` that is not a template is rendered with Jinja2.
 
 A record that cannot be used (a line that is no ``key:``, a key given twice,
@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import attrs
 
 from plainbox_like.errors import UnitError
-from plainbox_like.define.records import _Field, _Record, _records
+from plainbox_like.define.records import Field, Record, split_records
 from plainbox_like.define.rendering import jinja_context, render_jinja
 from plainbox_like.define.units import (
     CERTIFICATION_STATUSES,
@@ -148,7 +148,7 @@ def _shorten(text: str, width: int = 40) -> str:
 
 
 @attrs.define
-class _Notice:
+class Notice:
     """One kind of unsupported thing: where it was first met, and how often."""
 
     message: str
@@ -157,7 +157,7 @@ class _Notice:
     count: int = 1
     paths: set[str] = attrs.Factory(set)
 
-    def merge(self, other: "_Notice") -> None:
+    def merge(self, other: "Notice") -> None:
         self.count += other.count
         self.paths |= other.paths
 
@@ -168,7 +168,8 @@ class _Notice:
         return f"{self.origin}: {self.message} ({self.count} {self.noun}s{files}; reported once)"
 
 
-def _merge_notices(into: dict[tuple[str, ...], _Notice], notices: Mapping[tuple[str, ...], _Notice]) -> None:
+def merge_notices(into: dict[tuple[str, ...], Notice], notices: Mapping[tuple[str, ...], Notice]) -> None:
+    """Add *notices* to *into*, counting a kind already there once more (one warning per kind per load)."""
     for key, notice in notices.items():
         if key in into:
             into[key].merge(notice)
@@ -176,7 +177,7 @@ def _merge_notices(into: dict[tuple[str, ...], _Notice], notices: Mapping[tuple[
             into[key] = notice
 
 
-class _Parser:
+class UnitParser:
     """Turns the records of one file into units, collecting warnings.
 
     ``warnings`` are problems of one place (a bad override line); ``notices``
@@ -193,7 +194,7 @@ class _Parser:
         #: Given to the ids of jobs, test plans and templates that have none.
         self.namespace = namespace
         self.warnings: list[str] = []
-        self.notices: dict[tuple[str, ...], _Notice] = {}
+        self.notices: dict[tuple[str, ...], Notice] = {}
         #: Ids of jobs left out, with the warning that says why.
         self.dropped: dict[str, str] = {}
         #: True while making siblings: their fields were noted with the job they come from.
@@ -212,7 +213,7 @@ class _Parser:
             return
         notice = self.notices.get(key)
         if notice is None:
-            self.notices[key] = _Notice(message, Origin(self.path, line), noun, paths={self.path})
+            self.notices[key] = Notice(message, Origin(self.path, line), noun, paths={self.path})
         else:
             notice.count += 1
 
@@ -221,7 +222,7 @@ class _Parser:
         return self.warnings + [str(notice) for notice in self.notices.values()]
 
     def extras(
-        self, record: _Record, known: frozenset[str], quiet: frozenset[str], what: str
+        self, record: Record, known: frozenset[str], quiet: frozenset[str], what: str
     ) -> dict[str, str]:
         """Fields not in ``known``; those not in ``quiet`` either are noted as unknown."""
         extra: dict[str, str] = {}
@@ -254,7 +255,7 @@ class _Parser:
         entries: list[ManifestEntry] = []
         seen_jobs: dict[str, int] = {}
         seen_plans: dict[str, int] = {}
-        for record in _records(text, self.path):
+        for record in split_records(text, self.path):
             kind_field = record.fields.get("unit")
             kind = " ".join(kind_field.value().split()) if kind_field else "job"
             try:
@@ -308,7 +309,7 @@ class _Parser:
             manifest_entries=entries,
         )
 
-    def manifest_entry(self, record: _Record) -> ManifestEntry:
+    def manifest_entry(self, record: Record) -> ManifestEntry:
         fields = {key.lstrip("_"): field.value() for key, field in record.fields.items()}
         entry_id = fields.get("id")
         if not entry_id:
@@ -325,7 +326,7 @@ class _Parser:
             origin=Origin(self.path, record.line),
         )
 
-    def drop(self, record: _Record, kind: str, exc: UnitError) -> None:
+    def drop(self, record: Record, kind: str, exc: UnitError) -> None:
         """Leave out a unit that cannot be used, with a warning naming its place (and its id, if it has one)."""
         id_field = record.fields.get("id") or (record.fields.get("name") if kind == "job" else None)
         unit_id = id_field.value() if id_field is not None else ""
@@ -336,7 +337,7 @@ class _Parser:
         if unit_id and kind in ("job", "setup job"):
             self.dropped.setdefault(self.qualified(unit_id), message)
 
-    def template(self, record: _Record) -> Template | None:
+    def template(self, record: Record) -> Template | None:
         fields = {key: field.value() for key, field in record.fields.items() if key != "unit"}
         template_id = fields.pop("template-id", None) or _slug(fields.get("id", ""))
         if not template_id:
@@ -368,12 +369,12 @@ class _Parser:
 
     def job_from_values(self, values: Mapping[str, str], line: int) -> JobDefinition:
         """A job from already-read field values (an instantiated template)."""
-        record = _Record(line=line)
+        record = Record(line=line)
         for key, value in values.items():
-            record.fields[key] = _Field(key=key, raw_key=key, line=line, first=value)
+            record.fields[key] = Field(key=key, raw_key=key, line=line, first=value)
         return self.job(record)
 
-    def _id(self, record: _Record, what: str) -> str:
+    def _id(self, record: Record, what: str) -> str:
         field = record.fields.get("id")
         if field is None and what == "job" and "name" in record.fields:
             # Plainbox before 0.5 named jobs with ``name:``; accept it.
@@ -392,14 +393,14 @@ class _Parser:
             )
         return value
 
-    def _text(self, record: _Record, key: str) -> str | None:
+    def _text(self, record: Record, key: str) -> str | None:
         field = record.fields.get(key)
         if field is None:
             return None
         value = field.value()
         return value if value else None
 
-    def _seconds(self, record: _Record, key: str, positive: bool) -> float | None:
+    def _seconds(self, record: Record, key: str, positive: bool) -> float | None:
         field = record.fields.get(key)
         if field is None:
             return None
@@ -417,20 +418,20 @@ class _Parser:
             )
         return value
 
-    def _rendered(self, record: _Record) -> _Record:
+    def _rendered(self, record: Record) -> Record:
         """*record* with every field rendered by Jinja2 (a unit with ``template-engine: jinja2`` that is
         not a template: Checkbox renders its fields with :func:`jinja_context`)."""
         context = jinja_context(self.checkbox_env)
-        out = _Record(line=record.line)
+        out = Record(line=record.line)
         for key, field in record.fields.items():
             try:
                 value = render_jinja(field.value(), context)
             except ValueError as exc:
                 raise UnitError(self.path, f"field {field.raw_key!r}: {exc}", line=field.line) from None
-            out.fields[key] = _Field(key=key, raw_key=field.raw_key, line=field.line, first=value)
+            out.fields[key] = Field(key=key, raw_key=field.raw_key, line=field.line, first=value)
         return out
 
-    def job(self, record: _Record) -> JobDefinition:
+    def job(self, record: Record) -> JobDefinition:
         engine = record.fields.get("template-engine")
         if engine is not None and engine.value() == "jinja2":
             record = self._rendered(record)
@@ -573,7 +574,7 @@ class _Parser:
             usable.append(Override(pattern, field, value, Origin(self.path, line)))
         return written, usable
 
-    def _patterns(self, record: _Record, key: str) -> tuple[list[IncludePattern], list[Override]]:
+    def _patterns(self, record: Record, key: str) -> tuple[list[IncludePattern], list[Override]]:
         """A pattern list: one ``pattern [key=value[,] ...]`` per line, ``#`` comments; and its overrides.
 
         In ``bootstrap_include`` and ``nested_part`` (word lists in Plainbox),
@@ -607,7 +608,7 @@ class _Parser:
             overrides.extend(usable)
         return patterns, overrides
 
-    def _apply_lines(self, record: _Record, target: str) -> list[Override]:
+    def _apply_lines(self, record: Record, target: str) -> list[Override]:
         """The ``apply VALUE to PATTERN`` lines of the test plan field that overrides job field *target*."""
         field = next((record.fields[k] for k in _OVERRIDE_FIELDS[target] if k in record.fields), None)
         if field is None:
@@ -629,7 +630,7 @@ class _Parser:
             out.append(Override(pattern, target, value, Origin(self.path, number)))
         return out
 
-    def test_plan(self, record: _Record) -> TestPlan:
+    def test_plan(self, record: Record) -> TestPlan:
         plan_id = self.qualified(self._id(record, "test plan"))
         parsed = {
             key: self._patterns(record, key)
@@ -659,10 +660,12 @@ class _Parser:
         )
 
 
-def _parse(
+def parse_with_notices(
     text: str, path: str, namespace: str | None, checkbox_env: Mapping[str, str] | None = None
-) -> tuple[UnitSet, dict[tuple[str, ...], _Notice]]:
-    parser = _Parser(path, namespace, checkbox_env)
+) -> tuple[UnitSet, dict[tuple[str, ...], Notice]]:
+    """The units of one file and its notices, kept apart so that :func:`~plainbox_like.define.loading.load_units`
+    reports each kind once for a whole load; ids without a namespace get *namespace*."""
+    parser = UnitParser(path, namespace, checkbox_env)
     return parser.parse(text), parser.notices
 
 
@@ -675,6 +678,6 @@ def parse_pxu(text: str, path: str) -> UnitSet:
     untidy units, unknown fields, unsupported unit kinds and plugins, and bad
     override lines produce warnings, each kind of unsupported thing once.
     """
-    parser = _Parser(path)
+    parser = UnitParser(path)
     units = parser.parse(text)
     return attrs.evolve(units, warnings=parser.all_warnings())

@@ -11,7 +11,7 @@ A ``.pxu`` file is a sequence of records, as Plainbox/Checkbox providers write t
       .
       echo done
 
-Rules implemented by :func:`_records`:
+Rules implemented by :func:`split_records`:
 
 * records are separated by one or more blank (or whitespace-only) lines;
 * a field is ``key: value``; keys are case-sensitive and usually start with a
@@ -42,7 +42,9 @@ _UNITS_HINT = re.compile(r"^(?:id|unit|plugin)[ \t]*:", re.MULTILINE)
 
 
 @attrs.define
-class _Field:
+class Field:
+    """One ``key: value`` field of a record, its continuation lines kept raw until asked for."""
+
     key: str  # normalized (no leading "_")
     raw_key: str
     line: int
@@ -81,9 +83,11 @@ class _Field:
 
 
 @attrs.define
-class _Record:
+class Record:
+    """The fields of one record, by key without its leading ``_``, and what makes it unusable or untidy."""
+
     line: int
-    fields: dict[str, _Field] = attrs.field(factory=dict)
+    fields: dict[str, Field] = attrs.field(factory=dict)
     #: Why the record cannot be used (line, reason): the first problem met; None if it can.
     problem: tuple[int, str] | None = None
     #: Untidy but usable things (line, what), each reported once with its line.
@@ -94,17 +98,17 @@ class _Record:
             self.problem = (line, reason)
 
 
-def _records(text: str, path: str) -> list[_Record]:
+def split_records(text: str, path: str) -> list[Record]:
     """Split RFC 822 style text into records of fields (no interpretation yet).
 
     Lines that Checkbox would refuse (no ``key:``, a field given twice, a
     continuation with no field before it) mark their record as unusable
-    (:attr:`_Record.problem`) instead of failing the whole file; a record with
+    (:attr:`Record.problem`) instead of failing the whole file; a record with
     both ``key`` and ``_key`` keeps ``_key``'s value, as Checkbox reads it.
     """
-    records: list[_Record] = []
-    record: _Record | None = None
-    field: _Field | None = None
+    records: list[Record] = []
+    record: Record | None = None
+    field: Field | None = None
     if "\r" in text:  # a CR ending a line is not part of it
         text = text.replace("\r\n", "\n")
         text = text[:-1] if text.endswith("\r") else text
@@ -116,7 +120,7 @@ def _records(text: str, path: str) -> list[_Record]:
             record = field = None
             continue
         if record is None:
-            record = _Record(line=number)
+            record = Record(line=number)
             records.append(record)
         if first == " " or first == "\t":
             if field is None:
@@ -139,7 +143,7 @@ def _records(text: str, path: str) -> list[_Record]:
                 field = None
                 continue
         key = raw_key[1:] if raw_key.startswith("_") and len(raw_key) > 1 else raw_key
-        field = _Field(key=key, raw_key=raw_key, line=number, first=rest.strip())
+        field = Field(key=key, raw_key=raw_key, line=number, first=rest.strip())
         previous = record.fields.get(key)
         if previous is None:
             record.fields[key] = field
@@ -155,7 +159,7 @@ def _records(text: str, path: str) -> list[_Record]:
     return records
 
 
-def _looks_like_units(text: str) -> bool:
+def looks_like_units(text: str) -> bool:
     """Whether a file without the ``.pxu`` suffix holds unit records.
 
     True when the first line that is neither blank nor a comment is a

@@ -17,14 +17,15 @@ from plainbox_like.define.plan import (
     SALVAGED_OUTCOME,
     SKIPPED_DEPENDENCY,
     Plan,
-    _bare_index_if_needed,
-    _before_index,
-    _predecessors,
+    bare_index_if_needed,
+    before_index,
     build_plan,
+    predecessors,
 )
 from plainbox_like.define.units import JobDefinition
 
 __all__ = ["Decision", "Scheduler"]
+
 
 @attrs.frozen
 class Decision:
@@ -107,8 +108,8 @@ class Scheduler:
         waiting = self._waiting
         first_edge, next_edge, edge_target = self._first_edge, self._next_edge, self._edge_target
         jobs = plan.jobs
-        by_bare = _bare_index_if_needed(jobs.values(), position)
-        before_of = _before_index(jobs.values(), position)
+        by_bare = bare_index_if_needed(jobs.values(), position)
+        before_of = before_index(jobs.values(), position)
         for i, job_id in enumerate(order):
             if job_id in outcomes:
                 continue
@@ -116,7 +117,7 @@ class Scheduler:
             job = jobs[job_id]
             if not job.depends and not job.after and not job.requires and not job.salvages and job_id not in before_of:
                 continue
-            for pred in _predecessors(job, position, by_bare, before_of):
+            for pred in predecessors(job, position, by_bare, before_of):
                 if pred not in outcomes:
                     waiting[i] += 1
                     p = position[pred]
@@ -155,14 +156,14 @@ class Scheduler:
             self._first_edge.append(-1)
             self._rank.append(len(self._rank))
         self._left += len(ordered.order)
-        by_bare = _bare_index_if_needed(new, position)
-        before_of = _before_index(new, {job.id: None for job in new})  # jobs already planned may have started
+        by_bare = bare_index_if_needed(new, position)
+        before_of = before_index(new, {job.id: None for job in new})  # jobs already planned may have started
         for i in range(start, len(self._ids)):
             job = jobs_by_id[self._ids[i]]
             missing = tuple(dict.fromkeys(d for d in job.depends if d not in position))
             if missing:
                 self.plan.unknown_deps[job.id] = missing
-            for pred in _predecessors(job, position, by_bare, before_of):
+            for pred in predecessors(job, position, by_bare, before_of):
                 if pred not in self._outcomes:
                     self._waiting[i] += 1
                     p = position[pred]

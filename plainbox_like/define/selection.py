@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from plainbox_like.errors import PlanError
-from plainbox_like.define.plan import _bare_index_if_needed, _pulled
+from plainbox_like.define.plan import bare_index_if_needed, pulled_in
 from plainbox_like.define.units import JobDefinition, TestPlan, UnitSet
 
 __all__ = ["bootstrap_jobs", "mandatory_jobs", "select_jobs"]
@@ -34,7 +34,7 @@ def _literal_prefix(pattern: str) -> str:
     return "".join(prefix)
 
 
-class _Matcher:
+class Matcher:
     """Full-match (``^(?:pattern)$``) a pattern against job ids, fast for literal ids and literal prefixes."""
 
     def __init__(self, pattern: str, what: str) -> None:
@@ -118,8 +118,8 @@ def select_jobs(
     """
     if test_plan is None and not include and not exclude:
         return list(units.jobs)
-    cli_include = [_Matcher(p, "-i/--include") for p in include]
-    cli_exclude = [_Matcher(p, "-x/--exclude") for p in exclude]
+    cli_include = [Matcher(p, "-i/--include") for p in include]
+    cli_exclude = [Matcher(p, "-x/--exclude") for p in exclude]
 
     chosen: dict[str, JobDefinition] = {}  # insertion-ordered
     protected: set[str] = set()  # bootstrap and mandatory jobs
@@ -171,7 +171,7 @@ def _nested_plans(units: UnitSet, plan: TestPlan, stack: tuple[str, ...]) -> lis
     for pattern in plan.nested_part:
         matches = units.cached(
             ("nested_part", pattern),
-            lambda: _Matcher(pattern, _plan_label(plan) + " nested_part").select_plans(units),  # noqa: B023
+            lambda: Matcher(pattern, _plan_label(plan) + " nested_part").select_plans(units),  # noqa: B023
         )
         if not matches:
             known = ", ".join(sorted(p.id for p in units.test_plans)) or "none"
@@ -216,19 +216,19 @@ def _plan_selection(units: UnitSet, plan: TestPlan) -> dict[str, tuple[JobDefini
         for node, _excludes in tree:
             label = _plan_label(node)
             for pattern in getattr(node, field):
-                for job in _Matcher(pattern, label).select(units):
+                for job in Matcher(pattern, label).select(units):
                     out.setdefault(job.id, (job, True))
     for node, excludes in tree:
         label = _plan_label(node)
-        excluders = [_Matcher(p, label) for p in excludes]
+        excluders = [Matcher(p, label) for p in excludes]
         for item in node.include:
-            for job in _Matcher(item.pattern, label).select(units):
+            for job in Matcher(item.pattern, label).select(units):
                 if not any(m.matches(job.id) for m in excluders):
                     out.setdefault(job.id, (job, False))
     return out
 
 
-def _plan_tree(units: UnitSet, test_plan: str) -> list[TestPlan]:
+def plan_tree(units: UnitSet, test_plan: str) -> list[TestPlan]:
     """The test plan and its nested parts, depth first in the order the parts are named, each once."""
     tree: list[TestPlan] = []
     seen: set[str] = set()
@@ -247,9 +247,9 @@ def _plan_tree(units: UnitSet, test_plan: str) -> list[TestPlan]:
 
 def _included(units: UnitSet, test_plan: str, field: str) -> list[str]:
     ids: dict[str, None] = {}
-    for node in _plan_tree(units, test_plan):
+    for node in plan_tree(units, test_plan):
         for pattern in getattr(node, field):
-            ids.update((job.id, None) for job in _Matcher(pattern, _plan_label(node)).select(units))
+            ids.update((job.id, None) for job in Matcher(pattern, _plan_label(node)).select(units))
     return list(ids)
 
 
@@ -266,7 +266,7 @@ def mandatory_jobs(units: UnitSet, test_plan: str | None) -> list[str]:
 def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobDefinition]:
     """Add the transitive ``depends`` targets of ``chosen``, each before its first user."""
     by_id = units.by_id
-    by_bare = _bare_index_if_needed(chosen, by_id)
+    by_bare = bare_index_if_needed(chosen, by_id)
     chosen_ids = {job.id for job in chosen}
     placed: set[str] = set()
     out: list[JobDefinition] = []
@@ -275,7 +275,7 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
         return dep not in chosen_ids and dep not in placed and dep in by_id
 
     for root in chosen:
-        if not any(wanted(dep) for dep in _pulled(root, by_id, by_bare)):
+        if not any(wanted(dep) for dep in pulled_in(root, by_id, by_bare)):
             out.append(root)  # fast path: nothing to pull in
             continue
         # iterative depth-first walk; parallel lists keep a 100,000-deep chain cheap
@@ -284,7 +284,7 @@ def _with_dependencies(units: UnitSet, chosen: list[JobDefinition]) -> list[JobD
         on_stack = {root.id}
         while stack_jobs:
             job = stack_jobs[-1]
-            deps = _pulled(job, by_id, by_bare)
+            deps = pulled_in(job, by_id, by_bare)
             k = stack_next[-1]
             while k < len(deps) and (deps[k] in on_stack or not wanted(deps[k])):
                 k += 1

@@ -2,7 +2,7 @@
 
 A template's fields are filled from each record with ``{field}`` placeholders (the default engine) or
 Jinja2 (:mod:`plainbox_like.define.rendering`), then read as a job unit by the same parser as a
-``.pxu`` record (:class:`plainbox_like.define.pxu._Parser`), siblings included.
+``.pxu`` record (:class:`plainbox_like.define.pxu.UnitParser`), siblings included.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from plainbox_like.errors import UnitError
-from plainbox_like.define.pxu import _Parser
+from plainbox_like.define.pxu import UnitParser
 from plainbox_like.define.rendering import jinja_context, render_jinja
 from plainbox_like.define.units import JobDefinition, Origin, Template
 
@@ -57,7 +57,7 @@ def instantiate_template(
         return [], []
     origin = template.origin or Origin("<template>", 0)
     namespace = template.id.split("::", 1)[0] if "::" in template.id else None
-    parser = _Parser(origin.path, namespace, checkbox_env)
+    parser = UnitParser(origin.path, namespace, checkbox_env)
     jobs: list[JobDefinition] = []
     seen: set[str] = set()
     jinja = template.engine == "jinja2"
