@@ -1,4 +1,4 @@
-"""Tests of plainbox_like.define.plan: selection, ordering, cycles and the scheduler."""
+"""Tests of selection, ordering, cycles, the scheduler and run metadata (define.selection, plan, scheduler, metadata)."""
 
 from __future__ import annotations
 
