@@ -132,7 +132,7 @@ class DefinitionCache:
 
     def _load(self, sources: list[str], commands: list[str], providers: list[str] = ()) -> dict[str, tuple]:
         from plainbox_like.define.providers import find_providers
-        from plainbox_like.define.units import load_units
+        from plainbox_like.define.loading import load_units
 
         self.parses += 1
         jobs: list[Any] = []
