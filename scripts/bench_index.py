@@ -48,7 +48,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from plainbox_like.index import query as indexing  # noqa: E402
 from plainbox_like.read import summary  # noqa: E402
-from plainbox_like.store.storage import SessionRepository, load_session  # noqa: E402
+from plainbox_like.store.reader import load_session  # noqa: E402
+from plainbox_like.store.repository import SessionRepository  # noqa: E402
 from plainbox_like.index.watcher import Watcher, default_observer  # noqa: E402
 
 sys.path.insert(0, HERE)
@@ -63,7 +64,7 @@ import io, json, sys, time
 from plainbox_like.cli.main import build_parser
 from plainbox_like.read import summary
 from plainbox_like.cli.inspect import summary_json
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 build_parser()  # the same imports as the CLI
 repo = SessionRepository(sys.argv[1])
 json.dump([summary_json(s) for s in summary.list_sessions(repo)], sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)

@@ -44,9 +44,9 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import plainbox_like
 
-from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store import codec, iolog, names, storage
 from plainbox_like.store.model import Attempt, SessionState
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 #: Repeats per size for the default run (sizes not listed get the value for the nearest smaller size).
@@ -152,7 +152,7 @@ def run_ours(base_dir: str, n: int, mode: str, jobs: dict[str, str], profiler: c
         started = time.perf_counter()
         writer.close()
         close = time.perf_counter() - started
-        state_size = os.path.getsize(os.path.join(writer.path, storage.STATE_FILE))
+        state_size = os.path.getsize(os.path.join(writer.path, names.STATE_FILE))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {
@@ -177,7 +177,7 @@ class PlainboxWay:
 
     def __init__(self, path: str, jobs: dict[str, str]) -> None:
         self.path = path
-        self.state_path = os.path.join(path, storage.STATE_FILE)
+        self.state_path = os.path.join(path, names.STATE_FILE)
         self.state = SessionState()
         self.seq = 0
         self.apply({"op": "plan", "jobs": dict(jobs), "desired_job_list": list(jobs)})
@@ -665,7 +665,7 @@ def profile(args: argparse.Namespace) -> None:
     root = tempfile.mkdtemp(prefix="bench-snap-", dir=base_dir)
     try:
         t0 = time.perf_counter()
-        storage.write_atomically(os.path.join(root, storage.STATE_FILE), data)
+        storage.write_atomically(os.path.join(root, names.STATE_FILE), data)
         times["write_atomically"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -21,6 +21,7 @@ import attrs
 import pytest
 
 from plainbox_like.store import codec, iolog, model, storage
+from plainbox_like.store.names import BACKUP_FILE, IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN = os.path.join(REPO, "man")
@@ -232,8 +233,7 @@ def test_structure_page_lists_the_editable_metadata_fields():
 
 def test_structure_page_names_every_file_of_a_session_directory():
     text = plain_text(STRUCTURE_PAGE)
-    names = [storage.STATE_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE, storage.IO_LOGS, storage.SHARE_DIR]
-    names += [storage.BACKUP_FILE] if hasattr(storage, "BACKUP_FILE") else []
+    names = [STATE_FILE, JOURNAL_FILE, LOCK_FILE, IO_LOGS, SHARE_DIR, BACKUP_FILE]
     for name in names:
         assert re.search(rf"^\.SS {re.escape(name.replace('-', chr(92) + '-'))}/?$", read(STRUCTURE_PAGE), re.M), name
     assert "index.sqlite3" in text

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from plainbox_like.read import summary
     from plainbox_like.store.model import Attempt
-    from plainbox_like.store.storage import LoadedSession
+    from plainbox_like.store.reader import LoadedSession
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -189,14 +189,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load_for_show(path: str) -> LoadedSession:
-    from plainbox_like.store import storage
+    from plainbox_like.store import names, reader
     from plainbox_like.read import summary
     from plainbox_like.errors import CorruptSession, PlainboxLikeError
 
     try:
-        return storage.load_session(path)
+        return reader.load_session(path)
     except CorruptSession:
-        if not os.path.exists(os.path.join(path, storage.STATE_FILE)) and summary.being_created(path):
+        if not os.path.exists(os.path.join(path, names.STATE_FILE)) and summary.being_created(path):
             raise PlainboxLikeError(f"{path}: the session is being created; try again in a moment") from None
         raise
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from plainbox_like.maintain import integrity
-from plainbox_like.store import storage
+from plainbox_like.store import locks
 from plainbox_like.cli import options, output
 from plainbox_like.store.paths import session_id_of
 
@@ -15,7 +15,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.sessions:
         # Every argument is resolved first: a bad one is an error (exit 2) before anything is checked.
         paths = list(dict.fromkeys(integrity.resolve(repo, ref) for ref in args.sessions))
-        held = storage.held_flocks()
+        held = locks.held_flocks()
         reports = [integrity.check_session(path, held) for path in paths]
     else:
         reports = integrity.check_repository(repo)

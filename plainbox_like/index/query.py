@@ -17,11 +17,11 @@ Everything in it can be rebuilt from the session directories:
 
 Concurrency: WAL mode, a busy timeout, and every write transaction starts with
 ``BEGIN IMMEDIATE``, so there is one writer at a time and readers never wait.
-Sessions are read outside write transactions, with :func:`storage.load_session`
+Sessions are read outside write transactions, with :func:`reader.load_session`
 (snapshot + journal, read-only, retried when a writer replaces the snapshot);
 bulk reads (a rebuild, hundreds of new sessions) decode the snapshot directly
 when it is a plain current-version one with nothing to replay, and fall back
-to :func:`storage.load_session` for anything else (the result is the same).
+to :func:`reader.load_session` for anything else (the result is the same).
 
 A session's *status* is stored as it was when the session was read; rows
 stored as ``running`` or ``paused`` are checked again when read (is the writer
@@ -838,7 +838,7 @@ def fresh_index(root: str, notice: Callable[[str], None] | None = None, workers:
 
 
 def repository_root(override: str | None = None) -> str:
-    """The repository root, as :class:`storage.SessionRepository` finds it (without importing storage)."""
+    """The repository root, as :class:`repository.SessionRepository` finds it (without importing it)."""
     from plainbox_like.store.paths import check_repository_root, default_repository, repository_given_as
 
     root = os.path.abspath(override) if override else default_repository()

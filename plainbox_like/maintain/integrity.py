@@ -40,7 +40,17 @@ from typing import Any, Callable, Iterator, get_origin, get_type_hints
 
 import attrs
 
-from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store import codec, confine, iolog, locks, repository, storage
+from plainbox_like.store.journal import parse_change
+from plainbox_like.store.names import (
+    BACKUP_FILE,
+    IO_LOGS,
+    JOURNAL_FILE,
+    LOCK_FILE,
+    RECORD_SUFFIX,
+    SHARE_DIR,
+    STATE_FILE,
+)
 from plainbox_like.errors import CorruptSession, OutsideSession, PlainboxLikeError, RepairStopped, SessionNotFound
 from plainbox_like.store.limits import max_state_size
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt, SessionState
@@ -48,11 +58,10 @@ from plainbox_like.store.paths import open_regular, session_id_of
 from plainbox_like.read.summary import CREATING_GRACE  # a directory without a state this young may be being made
 
 QUARANTINE_DIR = "quarantine"
-RECORD_SUFFIX = storage.RECORD_SUFFIX
 #: Comment of a running job whose result may have been lost with a damaged snapshot.
 RESULT_LOST = "no result was recorded: the session state was damaged and rebuilt by repair"
 #: Files every session of ours has from its creation on.
-_OUR_MARKERS = (storage.JOURNAL_FILE, storage.LOCK_FILE)
+_OUR_MARKERS = (JOURNAL_FILE, LOCK_FILE)
 #: Top-level fields of the state document, in the (sorted) order the codec writes them.
 #: (Derived from the model: its dicts and attrs objects are JSON objects, its lists JSON arrays.)
 _STATE_HINTS = {name: hint for name, hint in get_type_hints(SessionState).items() if name in attrs.fields_dict(SessionState)}
@@ -125,7 +134,7 @@ def _read_bytes(session_dir: str, name: str) -> bytes | None:
     OSError if it is not a regular file (a FIFO must not hang check) or leads outside the session.
     """
     try:
-        with os.fdopen(storage.open_session_file(session_dir, name), "rb") as f:
+        with os.fdopen(confine.open_session_file(session_dir, name), "rb") as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -134,29 +143,26 @@ def _read_bytes(session_dir: str, name: str) -> bytes | None:
 def _stale_temporaries(path: str) -> list[str]:
     """Names (relative to *path*) of snapshot and repair temporaries: ``.session.*.tmp``, ``io-logs/.*.tmp``."""
     found = []
-    prefix = "." + storage.STATE_FILE + "."
+    prefix = "." + STATE_FILE + "."
     try:
         names = os.listdir(path)
     except OSError:
         names = []
     found += [n for n in names if n.startswith(prefix) and n.endswith(".tmp")]
     try:
-        log_names = os.listdir(os.path.join(path, storage.IO_LOGS))
+        log_names = os.listdir(os.path.join(path, IO_LOGS))
     except OSError:
         log_names = []
-    found += [f"{storage.IO_LOGS}/{n}" for n in log_names if n.startswith(".") and n.endswith(".tmp")]
+    found += [f"{IO_LOGS}/{n}" for n in log_names if n.startswith(".") and n.endswith(".tmp")]
     return sorted(found)
 
 
 # -- the journal, line by line --------------------------------------------------------
 
 
-parse_change = storage.parse_change
-
-
 @attrs.define
 class JournalScan:
-    """Every line of a journal, classified as :func:`storage.parse_journal` does."""
+    """Every line of a journal, classified as :func:`~plainbox_like.store.journal.parse_journal` does."""
 
     exists: bool = True
     size: int = 0
@@ -414,7 +420,7 @@ def rebuild_state(path: str, attempts: int = 10) -> Rebuild:
 
     Like the loader, reads again if a writer replaced the snapshot meanwhile.
     """
-    state_path = os.path.join(path, storage.STATE_FILE)
+    state_path = os.path.join(path, STATE_FILE)
     for _ in range(attempts):
         try:
             st = os.stat(state_path)
@@ -428,31 +434,31 @@ def rebuild_state(path: str, attempts: int = 10) -> Rebuild:
 
 def _read_snapshot(path: str, state_path: str) -> tuple[bytes | None, CorruptSession | None]:
     try:
-        return _read_bytes(path, storage.STATE_FILE), None
+        return _read_bytes(path, STATE_FILE), None
     except OSError as exc:
         return b"", CorruptSession(state_path, f"cannot read: {exc.strerror}")
 
 
 def _rebuild_once(path: str) -> Rebuild:
     rb = Rebuild(path=path)
-    state_path = os.path.join(path, storage.STATE_FILE)
+    state_path = os.path.join(path, STATE_FILE)
     rb.snapshot_data, read_error = _read_snapshot(path, state_path)
     loaded, rb.snapshot_error = _decode(rb.snapshot_data, state_path)
     rb.snapshot_error = read_error or rb.snapshot_error
     if loaded is not None:
         rb.origin, rb.source_version = loaded.origin, loaded.source_version
     # Earlier complete snapshots: session.bak, and temporaries a killed writer left behind.
-    backup_path = os.path.join(path, storage.BACKUP_FILE)
+    backup_path = os.path.join(path, BACKUP_FILE)
     candidates: list[tuple[str, codec.Loaded]] = []
     try:
-        backup_data = _read_bytes(path, storage.BACKUP_FILE)
+        backup_data = _read_bytes(path, BACKUP_FILE)
     except OSError as exc:
         backup_data, rb.backup_error = b"", CorruptSession(backup_path, f"cannot read: {exc.strerror}")
     rb.backup_exists = backup_data is not None
     backup, error = _decode(backup_data, backup_path)
     rb.backup_error = rb.backup_error or error
     if backup is not None:
-        candidates.append((storage.BACKUP_FILE, backup))
+        candidates.append((BACKUP_FILE, backup))
     rb.temporaries = [n for n in _stale_temporaries(path) if "/" not in n]
     for name in rb.temporaries:
         try:
@@ -473,7 +479,7 @@ def _rebuild_once(path: str) -> Rebuild:
         rb.base = "session" if loaded is not None else "nothing"
         return rb
     try:
-        journal_data = _read_bytes(path, storage.JOURNAL_FILE)
+        journal_data = _read_bytes(path, JOURNAL_FILE)
         unreadable = None
     except OSError as exc:
         journal_data, unreadable = b"", f"cannot read: {exc.strerror}"
@@ -753,7 +759,7 @@ def _describe(uses: list[LogUse]) -> str:
 
 
 def _log_path(session_path: str, name: str) -> str:
-    """Where log *name* is; only for names :func:`storage.outside_reason` accepted (relative, inside)."""
+    """Where log *name* is; only for names :func:`confine.outside_reason` accepted (relative, inside)."""
     return os.path.join(session_path, name)
 
 
@@ -773,7 +779,7 @@ def _being_created(path: str, rb: Rebuild, live: bool) -> bool:
     if rb.snapshot_data is not None or rb.backup_exists or rb.journal.size:
         return False
     try:
-        if os.listdir(os.path.join(path, storage.IO_LOGS)):
+        if os.listdir(os.path.join(path, IO_LOGS)):
             return False
     except OSError:
         pass
@@ -792,25 +798,25 @@ def check_session(path: str, held: set | None = None) -> SessionCheck:
     if not os.path.isdir(path):
         report.problem(".", "not a directory", "not-a-session")
         return report
-    live = storage.writer_alive(path, held)
-    holder = storage.lock_holder(path)
+    live = locks.writer_alive(path, held)
+    holder = locks.lock_holder(path)
     rb = rebuild_state(path)
     report.origin = rb.origin
     ours = rb.ours
     if live and holder is not None:
         report.note(
-            storage.LOCK_FILE,
+            LOCK_FILE,
             f"being written by pid {holder[0]} on {holder[1]}: what follows may be out of date",
             "being-written",
         )
     # The snapshot.
     if rb.snapshot_data is None:
         if _being_created(path, rb, live):
-            report.note(storage.STATE_FILE, "not written yet: the session is being created", "being-created")
+            report.note(STATE_FILE, "not written yet: the session is being created", "being-created")
             return report
-        report.problem(storage.STATE_FILE, "state file is missing", "snapshot-missing")
+        report.problem(STATE_FILE, "state file is missing", "snapshot-missing")
     elif rb.snapshot_error is not None:
-        report.problem(storage.STATE_FILE, rb.snapshot_error.problem, "snapshot-corrupt")
+        report.problem(STATE_FILE, rb.snapshot_error.problem, "snapshot-corrupt")
     if rb.origin is None:
         report.note(
             ".",
@@ -819,7 +825,7 @@ def check_session(path: str, held: set | None = None) -> SessionCheck:
             "unknown-origin",
         )
         return report
-    for part in storage.symlinked_parts(path):
+    for part in confine.symlinked_parts(path):
         kind = "symlinked-directory" if part.is_dir else "symlinked-file"
         report.problem(part.name, f"{part.describe()}: nothing writes through it", kind)
     if ours:
@@ -834,18 +840,18 @@ def _check_our_files(report: SessionCheck, rb: Rebuild, live: bool, holder: tupl
     if not rb.snapshot_ok:
         how = " + ".join(rb.recovered)
         lost = "; lost: " + "; ".join(rb.losses) if rb.losses else ""
-        report.note(storage.STATE_FILE, f"repair would rebuild it from {how}{lost}", "rebuild-preview")
+        report.note(STATE_FILE, f"repair would rebuild it from {how}{lost}", "rebuild-preview")
     if rb.backup_error is not None:
-        report.problem(storage.BACKUP_FILE, rb.backup_error.problem, "backup-corrupt")
+        report.problem(BACKUP_FILE, rb.backup_error.problem, "backup-corrupt")
     # The journal.
     scan = rb.journal
     if scan.unreadable:
-        report.problem(storage.JOURNAL_FILE, f"{scan.unreadable} (the session cannot be loaded)", "journal-unreadable")
+        report.problem(JOURNAL_FILE, f"{scan.unreadable} (the session cannot be loaded)", "journal-unreadable")
     elif not scan.exists:
-        report.problem(storage.JOURNAL_FILE, "missing (every plainbox-like session has one)", "journal-missing")
+        report.problem(JOURNAL_FILE, "missing (every plainbox-like session has one)", "journal-missing")
     for line, problem in scan.bad:
         report.problem(
-            storage.JOURNAL_FILE,
+            JOURNAL_FILE,
             f"line {line}: {problem}, followed by good lines (the session cannot be loaded)",
             "journal-bad-line",
         )
@@ -854,19 +860,19 @@ def _check_our_files(report: SessionCheck, rb: Rebuild, live: bool, holder: tupl
         more = f" and {len(scan.torn) - 1} more damaged line(s)" if len(scan.torn) > 1 else ""
         message = f"torn tail: line {line}: {problem}{more} (ignored when loading)"
         if live:  # possibly a line being appended at this very moment
-            report.note(storage.JOURNAL_FILE, message + "; the writer may be appending it right now", "journal-torn")
+            report.note(JOURNAL_FILE, message + "; the writer may be appending it right now", "journal-torn")
         else:
-            report.problem(storage.JOURNAL_FILE, message, "journal-torn")
+            report.problem(JOURNAL_FILE, message, "journal-torn")
     if rb.snapshot_ok and not scan.bad:
         for first, last, line in rb.gaps:
             report.problem(
-                storage.JOURNAL_FILE,
+                JOURNAL_FILE,
                 f"line {line}: sequence gap: expected {first}, found {last + 1} (the session cannot be loaded)",
                 "journal-gap",
             )
     for line, seq, error in rb.unapplied:
         report.problem(
-            storage.JOURNAL_FILE, f"line {line}: change seq {seq} cannot be applied: {error}", "journal-unapplicable"
+            JOURNAL_FILE, f"line {line}: change seq {seq} cannot be applied: {error}", "journal-unapplicable"
         )
     # Temporaries and directories.
     for name in _stale_temporaries(path):
@@ -874,23 +880,23 @@ def _check_our_files(report: SessionCheck, rb: Rebuild, live: bool, holder: tupl
             report.note(name, "a temporary file (the writer may be using it right now)", "temporary")
         else:
             report.problem(name, "stale temporary file left by an interrupted write", "stale-temporary")
-    for sub in (storage.IO_LOGS, storage.SHARE_DIR):
+    for sub in (IO_LOGS, SHARE_DIR):
         if not os.path.isdir(os.path.join(path, sub)):
             report.problem(sub, "directory is missing", "directory-missing")
     # The lock and the runner.
     try:
-        os.close(storage.open_session_file(path, storage.LOCK_FILE))
+        os.close(confine.open_session_file(path, LOCK_FILE))
     except FileNotFoundError:
         pass
     except OSError as exc:
-        report.problem(storage.LOCK_FILE, f"cannot read: {exc.strerror} (no writer can lock the session)", "lock-unusable")
+        report.problem(LOCK_FILE, f"cannot read: {exc.strerror} (no writer can lock the session)", "lock-unusable")
     state = rb.state
     if live or state is None:
         return
     here = socket.gethostname()
     if holder is not None and holder[1] != here:
         report.note(
-            storage.LOCK_FILE,
+            LOCK_FILE,
             f"last written by pid {holder[0]} on host {holder[1]}: this host cannot tell whether it still runs",
             "foreign-writer",
         )
@@ -900,13 +906,13 @@ def _check_our_files(report: SessionCheck, rb: Rebuild, live: bool, holder: tupl
         names = ", ".join(jobs[:5]) + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
         who = f"the writer (pid {holder[0]} on {holder[1]})" if holder else "the writer"
         report.problem(
-            storage.LOCK_FILE,
+            LOCK_FILE,
             f"interrupted run: {who} is gone while {len(jobs)} job(s) were running ({names}): resume or cleanup",
             "interrupted-run",
         )
     elif holder is not None:
         report.note(
-            storage.LOCK_FILE,
+            LOCK_FILE,
             f"the last writer (pid {holder[0]} on {holder[1]}) did not close the session; no job was running",
             "unclean-stop",
         )
@@ -920,9 +926,9 @@ def _check_logs(report: SessionCheck, rb: Rebuild, live: bool) -> None:
     referenced: set[str] = set()
     seen: set[str] = set()
     for name, users in uses.items():
-        outside = storage.log_files_outside(path, name)
+        outside = confine.log_files_outside(path, name)
         if outside is not None:
-            field = storage.log_field(users[0].job_id, users[0].attempt)
+            field = confine.log_field(users[0].job_id, users[0].attempt)
             report.problem(outside[0], f"{field} {outside[1]}: refused, nothing is read through it", "path-outside")
             continue
         record_path = os.path.normpath(_log_path(path, name))
@@ -976,7 +982,7 @@ def _check_logs(report: SessionCheck, rb: Rebuild, live: bool) -> None:
 
 
 def _check_orphans(report: SessionCheck, rb: Rebuild, referenced: set[str]) -> None:
-    logs_dir = os.path.join(rb.path, storage.IO_LOGS)
+    logs_dir = os.path.join(rb.path, IO_LOGS)
     try:
         names = sorted(os.listdir(logs_dir))
     except OSError:
@@ -994,15 +1000,15 @@ def _check_orphans(report: SessionCheck, rb: Rebuild, referenced: set[str]) -> N
                 break
     for stem, files in stems.items():
         report.note(
-            f"{storage.IO_LOGS}/{stem}{RECORD_SUFFIX}" if f"{stem}{RECORD_SUFFIX}" in files else f"{storage.IO_LOGS}/{files[0]}",
+            f"{IO_LOGS}/{stem}{RECORD_SUFFIX}" if f"{stem}{RECORD_SUFFIX}" in files else f"{IO_LOGS}/{files[0]}",
             "not the log of any attempt (left by a job start that was never recorded, or by lost changes)",
             "orphan-log",
         )
 
 
-def check_repository(repo: storage.SessionRepository) -> list[SessionCheck]:
+def check_repository(repo: repository.SessionRepository) -> list[SessionCheck]:
     """Check every session of *repo*, in id order."""
-    held = storage.held_flocks()
+    held = locks.held_flocks()
     return [check_session(p, held) for p in sorted(repo.session_paths(), key=session_id_of)]
 
 
@@ -1010,11 +1016,11 @@ def looks_like_session(path: str) -> bool:
     """Whether directory *path* has any file a session (ours or Plainbox's) has."""
     return os.path.isdir(path) and any(
         os.path.exists(os.path.join(path, name))
-        for name in (storage.STATE_FILE, storage.BACKUP_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE, storage.IO_LOGS)
+        for name in (STATE_FILE, BACKUP_FILE, JOURNAL_FILE, LOCK_FILE, IO_LOGS)
     )
 
 
-def resolve(repo: storage.SessionRepository, ref: str) -> str:
+def resolve(repo: repository.SessionRepository, ref: str) -> str:
     """Like :meth:`SessionRepository.resolve`, but also finds a session directory whose state file is lost."""
     try:
         return repo.resolve(ref)
@@ -1262,9 +1268,9 @@ class _Repairer:
         if not stat.S_ISREG(st.st_mode):  # a directory (or a link) in its place: out of the way, whole
             self.kept[name] = self.quarantine.move(source)
             return self.kept[name]
-        if name == storage.JOURNAL_FILE and size == 0:
+        if name == JOURNAL_FILE and size == 0:
             return None
-        if name == storage.JOURNAL_FILE:
+        if name == JOURNAL_FILE:
             target = self.quarantine.target(source)
             _copy_private(source, target)
             self.kept[name] = self.quarantine.display(target)
@@ -1275,13 +1281,13 @@ class _Repairer:
     # -- logs
 
     def inside_logs(self, path: str) -> bool:
-        logs = os.path.realpath(os.path.join(self.path, storage.IO_LOGS))
+        logs = os.path.realpath(os.path.join(self.path, IO_LOGS))
         return os.path.realpath(os.path.dirname(path)) == logs
 
     def repair_logs(self, state: SessionState) -> None:
         seen: set[str] = set()
         for name, users in log_uses(state).items():
-            why = storage.outside_reason(self.path, name)
+            why = confine.outside_reason(self.path, name)
             if why is not None:
                 self.drop_outside(state, name, why, users)
                 continue
@@ -1289,7 +1295,7 @@ class _Repairer:
             if record_path in seen:
                 continue
             seen.add(record_path)
-            outside = storage.log_files_outside(self.path, name)
+            outside = confine.log_files_outside(self.path, name)
             if outside is not None:
                 self.result.lost.append(f"{outside[0]}: {outside[1]}: not read, not repaired")
                 continue
@@ -1418,7 +1424,7 @@ def repair_session(path: str, say: Callable[[str], None] = lambda _m: None) -> R
             "no readable snapshot): not repairing it"
         )
     refuse_symlinked_quarantine(path)
-    previous_holder = storage.lock_holder(path)
+    previous_holder = locks.lock_holder(path)
     lock_fd = take_lock(path)
     repairer = _Repairer(path, say)
     try:
@@ -1459,7 +1465,7 @@ def _repair_locked(rp: _Repairer, lock_fd: int, previous_holder: tuple[int, str]
         rp.state_changed = True
         rp.act("metadata: lost with the snapshot: the rebuilt session is marked incomplete")
     # Directories a writer needs.
-    for sub in (storage.IO_LOGS, storage.SHARE_DIR):
+    for sub in (IO_LOGS, SHARE_DIR):
         directory = os.path.join(path, sub)
         if not os.path.isdir(directory):
             if os.path.lexists(directory):
@@ -1472,36 +1478,36 @@ def _repair_locked(rp: _Repairer, lock_fd: int, previous_holder: tuple[int, str]
     # Logs (a log lost with its raw files is recorded in the state).
     rp.repair_logs(state)
     # The snapshot and the journal.
-    state_path = os.path.join(path, storage.STATE_FILE)
+    state_path = os.path.join(path, STATE_FILE)
     if rb.backup_error is not None:
-        moved = rp.quarantine.move(os.path.join(path, storage.BACKUP_FILE))
-        rp.act(f"{storage.BACKUP_FILE}: {rb.backup_error.problem}: moved to {moved}")
+        moved = rp.quarantine.move(os.path.join(path, BACKUP_FILE))
+        rp.act(f"{BACKUP_FILE}: {rb.backup_error.problem}: moved to {moved}")
     if not rb.snapshot_ok or rb.journal_needs_repair or rp.state_changed:
-        kept = rp.keep(storage.STATE_FILE)
+        kept = rp.keep(STATE_FILE)
         backup = None
         if rb.snapshot_ok:
             # The usual rotation: the old snapshot becomes the backup, the old backup goes to quarantine.
-            backup = os.path.join(path, storage.BACKUP_FILE)
-            old_backup = rp.keep(storage.BACKUP_FILE)
+            backup = os.path.join(path, BACKUP_FILE)
+            old_backup = rp.keep(BACKUP_FILE)
             if old_backup:
-                rp.act(f"{storage.BACKUP_FILE}: replaced by the previous snapshot; the old one is in {old_backup}")
+                rp.act(f"{BACKUP_FILE}: replaced by the previous snapshot; the old one is in {old_backup}")
         data, _ = codec.encode_state(state)
         storage.write_atomically(state_path, data, backup=backup)
         if not rb.snapshot_ok:
             problem = "state file is missing" if rb.snapshot_data is None else rb.snapshot_error.problem
             where = f"; the damaged file is in {kept}" if kept else ""
             rp.act(
-                f"{storage.STATE_FILE}: {problem}: rebuilt (journal seq {state.journal_seq}) "
+                f"{STATE_FILE}: {problem}: rebuilt (journal seq {state.journal_seq}) "
                 f"from {' + '.join(rb.recovered)}{where}"
             )
         else:
             rp.act(
-                f"{storage.STATE_FILE}: new snapshot (journal seq {state.journal_seq}) with the "
-                f"{rb.applied} good journal change(s) newer than the old one, which is now {storage.BACKUP_FILE}"
+                f"{STATE_FILE}: new snapshot (journal seq {state.journal_seq}) with the "
+                f"{rb.applied} good journal change(s) newer than the old one, which is now {BACKUP_FILE}"
             )
-        _reset_journal(rp, rb, os.path.join(path, storage.JOURNAL_FILE))
+        _reset_journal(rp, rb, os.path.join(path, JOURNAL_FILE))
     elif not rb.journal.exists:
-        _reset_journal(rp, rb, os.path.join(path, storage.JOURNAL_FILE))
+        _reset_journal(rp, rb, os.path.join(path, JOURNAL_FILE))
     # Jobs a dead runner left running: settled as resume and cleanup do.
     foreign = previous_holder is not None and previous_holder[1] != socket.gethostname()
     if state.running_jobs and foreign:
@@ -1525,14 +1531,14 @@ def _reset_journal(rp: _Repairer, rb: Rebuild, journal_path: str) -> None:
     scan = rb.journal
     if not scan.exists:
         if os.path.lexists(journal_path):  # a dangling symbolic link: out of the way, never followed
-            rp.act(f"{storage.JOURNAL_FILE}: a link to nothing: moved to {rp.quarantine.move(journal_path)}")
+            rp.act(f"{JOURNAL_FILE}: a link to nothing: moved to {rp.quarantine.move(journal_path)}")
         fd = os.open(journal_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
-        rp.act(f"{storage.JOURNAL_FILE}: was missing: created (empty)")
+        rp.act(f"{JOURNAL_FILE}: was missing: created (empty)")
         return
     if not scan.size:
         return
-    kept = rp.keep(storage.JOURNAL_FILE)
+    kept = rp.keep(JOURNAL_FILE)
     if os.path.lexists(journal_path):
         os.truncate(journal_path, 0)
     else:  # it was no regular file (a link): moved away whole, never followed
@@ -1547,7 +1553,7 @@ def _reset_journal(rp: _Repairer, rb: Rebuild, journal_path: str) -> None:
     if rb.gaps:
         what.append("a sequence gap")
     rp.act(
-        f"{storage.JOURNAL_FILE}: {'; '.join(what) + ': ' if what else ''}its good lines are in the new snapshot; "
+        f"{JOURNAL_FILE}: {'; '.join(what) + ': ' if what else ''}its good lines are in the new snapshot; "
         f"emptied (the old journal is in {kept})"
     )
     for line, seq, error in rb.unapplied:
@@ -1561,7 +1567,7 @@ def _settle(
     from plainbox_like.run import settle
 
     # The writer's snapshots replace session and session.bak and empty the journal: keep the originals.
-    for name in (storage.STATE_FILE, storage.BACKUP_FILE, storage.JOURNAL_FILE):
+    for name in (STATE_FILE, BACKUP_FILE, JOURNAL_FILE):
         rp.keep(name)
     writer = storage.SessionWriter(rp.path, state, lock_fd)
     rp.lock_released = True  # the writer owns the lock from here on, and close() releases it
@@ -1572,7 +1578,7 @@ def _settle(
             leftovers = settle.find_leftovers(writer.id)
             for job_id in before:
                 for pgid in sorted(leftovers.get(job_id, ())):
-                    rp.act(f"{storage.LOCK_FILE}: killing the leftover processes of job {job_id} (process group {pgid})")
+                    rp.act(f"{LOCK_FILE}: killing the leftover processes of job {job_id} (process group {pgid})")
                     settle.kill_group(pgid)
                 running = state.running_jobs[job_id]
                 writer.job_finished(
@@ -1589,8 +1595,8 @@ def _settle(
             notes: list[str] = []
             noreturn = settle.noreturn_ids(state, notes)
             for note in notes:
-                rp.act(f"{storage.LOCK_FILE}: {note}")
-            settle.settle_interrupted(writer, noreturn, lambda m: rp.act(f"{storage.LOCK_FILE}: {m}"))
+                rp.act(f"{LOCK_FILE}: {note}")
+            settle.settle_interrupted(writer, noreturn, lambda m: rp.act(f"{LOCK_FILE}: {m}"))
         if state.metadata.running_job_name and state.metadata.running_job_name not in state.running_jobs:
             writer.update_metadata(running_job_name=None)
         if FLAG_INCOMPLETE not in state.metadata.flags or state.metadata.finished is not None:
@@ -1598,11 +1604,11 @@ def _settle(
         settled = ", ".join(f"{j} ({state.latest(j).outcome})" for j in before)
         if uncertain:
             rp.act(
-                f"{storage.LOCK_FILE}: job(s) still marked as running once changes were lost, "
+                f"{LOCK_FILE}: job(s) still marked as running once changes were lost, "
                 f"recorded as crash with an unknown result: {settled} (resume --rerun-failed runs them again)"
             )
         else:
             who = f"pid {holder[0]} on {holder[1]}" if holder else "its writer"
-            rp.act(f"{storage.LOCK_FILE}: interrupted run of {who}: recorded a result for the job(s) left running: {settled}")
+            rp.act(f"{LOCK_FILE}: interrupted run of {who}: recorded a result for the job(s) left running: {settled}")
     finally:
         writer.close()

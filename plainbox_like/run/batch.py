@@ -41,12 +41,16 @@ from plainbox_like.store.model import (
 )
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
-from plainbox_like.store.storage import IO_LOGS, SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.store.locks import held_flocks, writer_alive
+from plainbox_like.store.names import IO_LOGS
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.storage import SessionWriter
 from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.runconfig import RunConfig  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import find_leftovers, kill_group, settle_interrupted  # noqa: F401
-from plainbox_like.store.storage import session_file
+from plainbox_like.store.confine import session_file
 from plainbox_like.store import limits
 from plainbox_like.store.paths import open_regular
 from plainbox_like.text import format_size

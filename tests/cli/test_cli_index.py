@@ -18,7 +18,7 @@ from plainbox_like.cli import output
 from plainbox_like.cli.inspect import parse_since, summary_json
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 from cli_helpers import run
 
 

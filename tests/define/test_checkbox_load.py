@@ -15,7 +15,8 @@ from cli_helpers import run
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.errors import PlanError
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import load_units, parse_pxu
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent

@@ -22,7 +22,8 @@ from plainbox_like.define.resource import (
     parse_records,
     resolve_resource,
 )
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition, load_units
 
 # -- records ------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from plainbox_like.store import codec, storage
 from plainbox_like import exports
 from plainbox_like.exports import common, tarball
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from test_codec import make_plainbox_session
 
 #: Every byte value: NULs, escapes, invalid UTF-8.

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from plainbox_like.index import query as indexing
 from plainbox_like.index import fastread, schema
 from plainbox_like.run import batch
-from plainbox_like.store import storage
+from plainbox_like.store import names, reader, storage
 from plainbox_like.read import summary
 from plainbox_like.index.query import ListFilter, SessionIndex
 from plainbox_like.store.model import Attempt
@@ -111,13 +111,13 @@ def reconciled(root, notices=None):
 @pytest.fixture
 def count_loads(monkeypatch):
     loads = []
-    real = storage.load_session
+    real = reader.load_session
 
     def counting(path, *args, **kwargs):
         loads.append(os.path.basename(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(storage, "load_session", counting)
+    monkeypatch.setattr(reader, "load_session", counting)
     return loads
 
 
@@ -131,7 +131,7 @@ def table_counts(index):
 def test_the_index_uses_the_library_s_names_not_copies():
     from plainbox_like.store import codec, model, names
 
-    assert (indexing.STATE_FILE, indexing.JOURNAL_FILE) == (storage.STATE_FILE, storage.JOURNAL_FILE)
+    assert (indexing.STATE_FILE, indexing.JOURNAL_FILE) == (names.STATE_FILE, names.JOURNAL_FILE)
     assert indexing.FAILED_OUTCOMES is model.FAILED_OUTCOMES is names.FAILED_OUTCOMES
     assert indexing.STATUSES is summary.STATUSES is names.STATUSES
     assert indexing.TIME_FIELDS is summary.TIME_FIELDS is names.TIME_FIELDS
@@ -366,7 +366,7 @@ def test_reconcile_rereads_only_changed_sessions(repo, root, units, count_loads)
 
 def test_a_change_during_reading_is_caught_by_the_next_reconcile(repo, root, units, monkeypatch):
     writer = make_session(repo, units, close=False)
-    real = storage.load_session
+    real = reader.load_session
 
     def load_then_change(path, *args, **kwargs):
         loaded = real(path, *args, **kwargs)
@@ -374,7 +374,7 @@ def test_a_change_during_reading_is_caught_by_the_next_reconcile(repo, root, uni
             writer.job_finished("disk/read", Attempt("fail"))  # lands after the stamps were taken
         return loaded
 
-    monkeypatch.setattr(storage, "load_session", load_then_change)
+    monkeypatch.setattr(reader, "load_session", load_then_change)
     with open_index(root) as index:
         index.reconcile()
         assert index.summaries()[0].counts == {}
@@ -393,7 +393,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
     plain_session(repo)
     bad = repo.create(title="bad")
     bad.close()
-    with open(os.path.join(bad.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(bad.path, names.STATE_FILE), "wb") as f:
         f.write(b"junk")
     make_old(bad.path)
     os.mkdir(os.path.join(repo.sessions_dir, "empty.session"))
@@ -402,7 +402,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
     journal.job_finished("x", Attempt("pass"))
     journal.job_finished("y", Attempt("pass"))
     journal.abandon()
-    with open(os.path.join(journal.path, storage.JOURNAL_FILE), "r+b") as f:
+    with open(os.path.join(journal.path, names.JOURNAL_FILE), "r+b") as f:
         f.write(b"{garbage")
     try:
         direct = [s.as_dict() for s in summary.list_sessions(repo)]
@@ -428,7 +428,7 @@ def test_running_status_is_checked_when_read(repo, root, units):
     with reconciled(root) as index:
         assert index.summaries()[0].status == "running"
         writer.abandon()  # the writer dies: nothing in the directory changes...
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         listed = index.list()[0]  # ...no reconcile: the stored "running" is checked live
         assert listed.summary.status == "incomplete"
@@ -445,7 +445,7 @@ def test_paused_is_a_live_status_too(repo, root, units):
         assert index.summaries()[0].status == "paused"
         assert [s.id for s in index.summaries(ListFilter(statuses=["paused"]))] == [writer.id]
         writer.abandon()
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         assert index.summaries()[0].status == "incomplete"
         assert index.summaries(ListFilter(statuses=["paused"])) == []
@@ -709,7 +709,7 @@ def rewrite_snapshot(path, edit):
     """Replace the session's snapshot by *edit* applied to its decoded document."""
     import gzip
 
-    state_path = os.path.join(path, storage.STATE_FILE)
+    state_path = os.path.join(path, names.STATE_FILE)
     with open(state_path, "rb") as f:
         doc = json.loads(gzip.decompress(f.read()))
     edit(doc)
@@ -742,7 +742,7 @@ def test_direct_reading_takes_only_what_the_converter_takes(repo, units):
         "newer version": lambda d: d.update(version=99),
         "no format (Plainbox)": lambda d: d.pop("format"),
     }
-    original = os.path.join(writer.path, storage.STATE_FILE)
+    original = os.path.join(writer.path, names.STATE_FILE)
     with open(original, "rb") as f:
         pristine = f.read()
     seen = {}
@@ -824,9 +824,9 @@ def directory_stamp(path):
 
 def append_result(path, job_id, outcome):
     """Journal a result as a writer would (without taking the lock: a writer we cannot see)."""
-    seq = storage.load_session(path).state.journal_seq + 1
+    seq = reader.load_session(path).state.journal_seq + 1
     line = {"seq": seq, "op": "result", "job": job_id, "result": {"outcome": outcome, "attempt": 1}, "t": time.time()}
-    with open(os.path.join(path, storage.JOURNAL_FILE), "ab") as f:
+    with open(os.path.join(path, names.JOURNAL_FILE), "ab") as f:
         f.write(json.dumps(line).encode() + b"\n")
 
 
@@ -838,7 +838,7 @@ def test_a_finished_session_is_checked_by_its_directory_alone(repo, root, units,
         assert settled_of(index, writer.id) == indexing.SETTLED
         count_loads.clear()
         directory = directory_stamp(writer.path)
-        os.utime(os.path.join(writer.path, storage.STATE_FILE))  # touched, not changed
+        os.utime(os.path.join(writer.path, names.STATE_FILE))  # touched, not changed
         assert directory_stamp(writer.path) == directory
         assert index.reconcile().read == 0 and count_loads == []
         assert index.reconcile(full=True).updated == 1  # the full one compares every file
@@ -864,7 +864,7 @@ def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, 
 
 def test_a_session_locked_by_another_host_is_never_settled(repo, root, units, settle_at_once):
     writer = make_session(repo, units, title="written elsewhere")
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
         f.write("4242 some-other-host\n")
     make_old(writer.path)
     with reconciled(root) as index:
@@ -912,7 +912,7 @@ def test_a_session_stored_as_running_whose_writer_died_is_read_again(repo, root,
     writer = make_session(repo, units, title="live", complete=False, close=False)
     with reconciled(root) as index:
         writer.abandon()
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         stats = index.reconcile()
         assert stats.updated == 1 and stats.read == 1
@@ -960,7 +960,7 @@ def test_json_parts_check_live_statuses(repo, root, units):
     writer = make_session(repo, units, title="live", complete=False, close=False)
     with reconciled(root) as index:
         writer.abandon()
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         listed = json.loads(b"".join(index.json_parts()))  # no reconcile: the stored "running" is checked
         assert [d["status"] for d in listed] == ["incomplete", "complete"]
@@ -1004,8 +1004,8 @@ def _write_plain_session(directory, state):
 
     os.makedirs(directory)
     data, _size = codec.encode_state(state)
-    storage.write_atomically(os.path.join(directory, storage.STATE_FILE), data)
-    open(os.path.join(directory, storage.JOURNAL_FILE), "wb").close()
+    storage.write_atomically(os.path.join(directory, names.STATE_FILE), data)
+    open(os.path.join(directory, names.JOURNAL_FILE), "wb").close()
 
 
 def _times_in_range(state):

@@ -15,9 +15,10 @@ import time
 import pytest
 
 from plainbox_like.index import query as indexing
-from plainbox_like.store import storage
+from plainbox_like.store import reader
+from plainbox_like.store.names import JOURNAL_FILE
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.index.watcher import Watcher, WatcherRunning, default_observer
 from factories import wait_until
 
@@ -150,8 +151,8 @@ def test_new_and_removed_sessions_follow_the_directory(repo, root):
 def test_io_log_writes_do_not_reread_the_session(repo, root, monkeypatch):
     writer = make(repo, "chatty", close=False)
     loads = []
-    real = storage.load_session
-    monkeypatch.setattr(storage, "load_session", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
+    real = reader.load_session
+    monkeypatch.setattr(reader, "load_session", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
     refreshed = refreshes(monkeypatch)
     with Running(Watcher(root, interval=60)):
         loads.clear()
@@ -175,7 +176,7 @@ def test_reading_sessions_makes_no_events(repo, root, monkeypatch):
     with Running(Watcher(root, interval=60)) as running:
         for _ in range(20):
             for writer in writers:
-                storage.load_session(writer.path)
+                reader.load_session(writer.path)
                 os.listdir(writer.path)
         assert running.watcher.events == 0
         later = make(repo, "later")  # seen after the reads' events, if they made any (events come in order)
@@ -205,8 +206,8 @@ def test_the_watchers_reconcile_compares_every_file(repo, root, monkeypatch):
     watcher = Watcher(root, interval=0.3, observer_factory=SilentObserver)
     with Running(watcher):
         assert wait_until(lambda: writer.id in indexed(root), 5)
-        seq = storage.load_session(writer.path).state.journal_seq + 1
-        with open(os.path.join(writer.path, storage.JOURNAL_FILE), "ab") as f:
+        seq = reader.load_session(writer.path).state.journal_seq + 1
+        with open(os.path.join(writer.path, JOURNAL_FILE), "ab") as f:
             f.write(b'{"seq": %d, "op": "result", "job": "a", "result": {"outcome": "fail"}, "t": 1.0}\n' % seq)
         assert wait_until(lambda: indexed(root)[writer.id].counts == {"fail": 1}, 5)
 

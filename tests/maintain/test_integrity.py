@@ -22,13 +22,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import strategies
-from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store import codec, iolog, locks
+from plainbox_like.store.journal import parse_journal
+from plainbox_like.store.names import LOCK_FILE
 from plainbox_like.maintain import integrity
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
-from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.storage import SessionWriter
 
 #: Jobs with output on both streams, a larger output, and none at all.
 COMMANDS = ["printf 'hello\\n'; printf 'warn\\n' >&2", "seq 1 3000", "true"]
@@ -80,7 +84,7 @@ def files(path: str) -> dict[str, bytes]:
         for name in names:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, path)
-            if rel != storage.LOCK_FILE:
+            if rel != LOCK_FILE:
                 with open(full, "rb") as f:
                     out[rel] = f.read()
     return out
@@ -662,7 +666,7 @@ def test_interrupted_run(root):
     latest = state.latest("c2")
     assert latest.outcome == OUTCOME_CRASH and latest.comments == batch.STOPPED_WHILE_RUNNING
     assert FLAG_INCOMPLETE in state.metadata.flags
-    assert storage.lock_holder(path) is None  # released cleanly
+    assert locks.lock_holder(path) is None  # released cleanly
     records = iolog.read_records(os.path.join(path, latest.io_log_filename))
     assert records.complete
     assert b"".join(r.data for r in records.records) == b"started\nafter the last flush\n"
@@ -743,7 +747,7 @@ def test_scan_journal_agrees_with_parse_journal(lines, final_newline):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     scan = integrity.scan_journal(data)
     try:
-        read = storage.parse_journal(data, "journal", after_seq=10**9)
+        read = parse_journal(data, "journal", after_seq=10**9)
     except PlainboxLikeError as exc:
         assert scan.bad, exc
         assert exc.line == scan.bad[0][0]

@@ -30,7 +30,8 @@ from plainbox_like.store.model import (
     OUTCOME_SKIPPED_DEPENDENCY,
 )
 from plainbox_like.run.executors import iter_pgid_members, process_env
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
 from factories import only_session, wait_until
 
@@ -144,7 +145,7 @@ def kill_later():
 
 
 PEEK = (
-    "import os; from plainbox_like.store.storage import load_session; "
+    "import os; from plainbox_like.store.reader import load_session; "
     "me = os.environ['PLAINBOX_LIKE_JOB']; "
     "state = load_session(os.path.dirname(os.environ['PLAINBOX_SESSION_SHARE'])).state; "
     "print(state.metadata.running_job_name); print(me in state.running_jobs); "

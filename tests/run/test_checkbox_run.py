@@ -19,7 +19,8 @@ from cli_helpers import assert_one_line_error, run
 from plainbox_like.run import batch
 from plainbox_like.define.launcher import read_launcher
 from plainbox_like.define.manifest import MANIFEST_JOB_ID
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from shared_checkbox import PROVIDERS, needs_providers
 
 NS = "com.canonical.certification::"

@@ -11,7 +11,8 @@ import pytest
 
 from plainbox_like.store import codec
 from plainbox_like.run import batch
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 MANAGE = """\
 from plainbox.provider_manager import setup, N_

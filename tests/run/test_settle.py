@@ -7,7 +7,7 @@ import os
 from plainbox_like.maintain import manage
 from plainbox_like.run import batch, settle
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "jobs")
 

@@ -17,10 +17,15 @@ import time
 import pytest
 
 from plainbox_like.maintain import integrity
-from plainbox_like.store import storage
+from plainbox_like.store import confine, model
+from plainbox_like.errors import OutsideSession
+from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR
+from plainbox_like.store.paths import session_id_of
+from plainbox_like.store.reader import load_session
 from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository, SessionWriter
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.storage import SessionWriter
 from cli_helpers import assert_one_line_error, run
 from test_export import _session_members, _symlink, _tar_bytes
 
@@ -33,7 +38,7 @@ def _new_session(root: str, capfd, command: str = "echo hello") -> str:
     assert run(root, "run", "-c", command) == 0
     capfd.readouterr()
     [path] = SessionRepository(root).session_paths()
-    return storage.session_id_of(path)
+    return session_id_of(path)
 
 
 def _path(root: str, sid: str) -> str:
@@ -145,7 +150,7 @@ def test_export_into_a_session_directory_is_refused(root, tmp_path, capfd, fmt):
     assert run(root, "export", sid, "--format", fmt, "-o", link) == 2
     assert_one_line_error(capfd.readouterr().err, link, "inside")
     assert (_tree(path), _tree(other.path)) == before
-    storage.load_session(path)
+    load_session(path)
 
 
 # -- paths taken from a state ----------------------------------------------------------------
@@ -167,7 +172,7 @@ def _hostile_session(root: str, tmp_path, capfd, name: str, running: str | None 
         writer.update_metadata(flags=["incomplete"])
         writer.job_started("c2", 1, running)
         writer.abandon()  # the runner died: the lock is free
-        os.truncate(os.path.join(path, storage.LOCK_FILE), 0)
+        os.truncate(os.path.join(path, LOCK_FILE), 0)
     else:
         writer.close()
     return sid
@@ -253,7 +258,7 @@ def test_import_keeps_links_inside_session_share(tmp_path):
     assert os.readlink(os.path.join(imported.path, "session-share", "latest")) == "../session"
 
 
-@pytest.mark.parametrize("sub", [storage.IO_LOGS, storage.SHARE_DIR])
+@pytest.mark.parametrize("sub", [IO_LOGS, SHARE_DIR])
 def test_symlinked_io_logs_or_share_is_damage_and_never_written_through(root, tmp_path, capfd, sub):
     sid = _new_session(root, capfd)
     path = _path(root, sid)
@@ -331,7 +336,7 @@ def test_outside_reason_is_the_one_check(tmp_path):
     # Out through a link and back in again is inside.
     inside = ["io-logs/ok.record.gz", "io-logs/alias.record.gz", "io-logs/missing.record.gz", "session", "io-logs/out.record.gz/s.session/session"]
     for name in inside:
-        assert storage.outside_reason(path, name) is None, name
+        assert confine.outside_reason(path, name) is None, name
     expected = {
         "/etc/passwd": "an absolute path",
         "io-logs/../../x": "climbs out with '..'",
@@ -342,15 +347,15 @@ def test_outside_reason_is_the_one_check(tmp_path):
         "a\0b": "not a file name",
     }
     for name, why in expected.items():
-        assert storage.outside_reason(path, name) == why, name
-    state = storage.SessionState()
+        assert confine.outside_reason(path, name) == why, name
+    state = model.SessionState()
     for number, name in enumerate([*inside, *expected], start=1):
         state.results[f"j{number}"] = [Attempt("pass", io_log_filename=name)]
-    found = storage.paths_outside(path, state)
+    found = confine.paths_outside(path, state)
     assert len(found) == len(expected)
     assert all(message.startswith("io_log_filename of job 'j") for message in found)
-    with pytest.raises(storage.OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
-        storage.refuse_paths_outside(path, state)
+    with pytest.raises(OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
+        confine.refuse_paths_outside(path, state)
 
 
 @pytest.mark.parametrize("name", ["index.sqlite3", "index.sqlite3-wal", "watch.lock"])
@@ -384,7 +389,7 @@ def test_gc_removes_a_deleting_link_never_its_target(root, tmp_path, capfd):
     assert (target / "keep").read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("name", [storage.LOCK_FILE, storage.JOURNAL_FILE])
+@pytest.mark.parametrize("name", [LOCK_FILE, JOURNAL_FILE])
 def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path, capfd, name):
     sid = _new_session(root, capfd)
     path = _path(root, sid)

@@ -20,10 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store import codec, iolog, locks, repository, storage
+from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionWriter, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.storage import SessionWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,15 +50,15 @@ def _mode(path: str) -> int:
 
 
 def _check_private(session_path: str) -> None:
-    for sub in ("", storage.IO_LOGS, storage.SHARE_DIR):
+    for sub in ("", IO_LOGS, SHARE_DIR):
         path = os.path.join(session_path, sub)
         assert stat.S_ISDIR(os.stat(path).st_mode), path
         assert _mode(path) == 0o700, path
-    for name in (storage.STATE_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE):
+    for name in (STATE_FILE, JOURNAL_FILE, LOCK_FILE):
         path = os.path.join(session_path, name)
         assert stat.S_ISREG(os.stat(path).st_mode), path
         assert _mode(path) == 0o600, path
-    for entry in os.scandir(os.path.join(session_path, storage.IO_LOGS)):
+    for entry in os.scandir(os.path.join(session_path, IO_LOGS)):
         assert _mode(entry.path) == 0o600, entry.path
 
 
@@ -124,7 +126,7 @@ def test_files_are_private_even_with_a_permissive_umask(tmp_path):
     try:
         writer = SessionWriter.create(str(tmp_path / "sessions"), title="t")
         stem = iolog.create_log_files(writer.io_logs_dir, "ns::job", 1)
-        name = f"{storage.IO_LOGS}/{stem}.record.gz"
+        name = f"{IO_LOGS}/{stem}.record.gz"
         started = writer.job_started("ns::job", 1, name)
         log = iolog.RecordWriter(os.path.join(writer.io_logs_dir, stem), started=0.0, clock=lambda: 1.0)
         log.write("stdout", b"out")
@@ -231,7 +233,7 @@ def test_loaded_state_is_what_the_writer_has(tmp_path_factory, ops):
 
 
 def _journal(writer):
-    with open(os.path.join(writer.path, storage.JOURNAL_FILE), "rb") as f:
+    with open(os.path.join(writer.path, JOURNAL_FILE), "rb") as f:
         return f.read()
 
 
@@ -312,7 +314,7 @@ def _journaled_session(tmp_path, count=12):
             writer.update_metadata(title=f"title {i}", tags=[str(i)])
         states.append(copy.deepcopy(writer.state))
     writer.abandon()  # leave the journal as it is
-    journal = os.path.join(writer.path, storage.JOURNAL_FILE)
+    journal = os.path.join(writer.path, JOURNAL_FILE)
     with open(journal, "rb") as f:
         data = f.read()
     assert data.count(b"\n") == count
@@ -426,8 +428,8 @@ def test_open_after_a_cut_last_line(tmp_path):
 
 def test_journal_stays_bounded_and_close_snapshots_everything(tmp_path):
     writer = SessionWriter.create(str(tmp_path), durability="flush")
-    state_path = os.path.join(writer.path, storage.STATE_FILE)
-    journal_path = os.path.join(writer.path, storage.JOURNAL_FILE)
+    state_path = os.path.join(writer.path, STATE_FILE)
+    journal_path = os.path.join(writer.path, JOURNAL_FILE)
     raw_sizes: dict[tuple, int] = {}
     largest_journal = 0
     for i in range(2500):
@@ -459,13 +461,13 @@ def test_journal_stays_bounded_and_close_snapshots_everything(tmp_path):
     loaded = load_session(writer.path)
     assert loaded.journal_changes == 0
     assert loaded.state == writer.state
-    assert storage.lock_holder(writer.path) is None  # close() clears the lock file
+    assert locks.lock_holder(writer.path) is None  # close() clears the lock file
 
 
 def test_interval_snapshot_with_a_fake_clock(tmp_path):
     now = [100.0]
     writer = SessionWriter.create(str(tmp_path), durability="flush", clock=lambda: now[0])
-    journal_path = os.path.join(writer.path, storage.JOURNAL_FILE)
+    journal_path = os.path.join(writer.path, JOURNAL_FILE)
     snapshots = writer.snapshots
     writer.update_metadata(title="a")
     now[0] += 0.5
@@ -525,16 +527,16 @@ def test_second_writer_is_refused_until_the_holder_dies(tmp_path):
         assert info.value.host == host
         assert f"pid {holder.pid} on host {host}" in str(info.value)
         assert writer.path in str(info.value)
-        assert storage.writer_alive(writer.path)
+        assert locks.writer_alive(writer.path)
         # Readers are not blocked by the lock.
         assert load_session(writer.path).state.metadata.title == "held"
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(30)
-    assert not storage.writer_alive(writer.path)
+    assert not locks.writer_alive(writer.path)
     reopened = SessionWriter.open(writer.path)
     try:
-        assert storage.lock_holder(writer.path) == (os.getpid(), socket.gethostname())
+        assert locks.lock_holder(writer.path) == (os.getpid(), socket.gethostname())
         assert reopened.state.metadata.title == "held"
         assert reopened.state.metadata.runner.pid == os.getpid()
     finally:
@@ -579,7 +581,7 @@ print(json.dumps({"reads": reads, "failures": failures, "last_error": last_error
 
 LOAD_READER = """
 import json, os, sys
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 path = sys.argv[1]
 stop = os.path.join(path, "..", "STOP")
 """ + READER_PROGRESS + """
@@ -669,7 +671,7 @@ def test_readers_never_see_a_broken_or_older_session(tmp_path, monkeypatch):
 
 
 def test_reserved_log_names_never_collide_with_files_or_each_other(tmp_path):
-    repo = storage.SessionRepository(str(tmp_path))
+    repo = repository.SessionRepository(str(tmp_path))
     writer = repo.create()
     path = writer.path
     first = writer.reserve_log("a/b", 1)
