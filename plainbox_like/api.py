@@ -40,7 +40,7 @@ from plainbox_like.store.model import (
     SessionState,
 )
 from plainbox_like.store.repository import SessionRepository
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 __all__ = ["Session", "JobRecorder", "StopRequested"]
 

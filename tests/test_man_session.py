@@ -20,7 +20,7 @@ import textwrap
 import attrs
 import pytest
 
-from plainbox_like.store import codec, iolog, model, storage
+from plainbox_like.store import codec, iolog, model, writer
 from plainbox_like.store.names import BACKUP_FILE, IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,7 +206,7 @@ def test_state_page_documents_outcomes_and_flags():
     assert all(f'"{flag}"' in page for flag in flags), flags
 
 
-# -- the structure page keeps up with model.py and storage.py ---------------------
+# -- the structure page keeps up with model.py and writer.py ---------------------
 
 
 def test_journal_ops_are_read_from_apply():
@@ -238,14 +238,14 @@ def test_structure_page_names_every_file_of_a_session_directory():
         assert re.search(rf"^\.SS {re.escape(name.replace('-', chr(92) + '-'))}/?$", read(STRUCTURE_PAGE), re.M), name
     assert "index.sqlite3" in text
     assert "PLAINBOX_LIKE_REPOSITORY" in text and "PLAINBOX_SESSION_SHARE" in text
-    assert set(storage.DURABILITY_MODES) <= set(entries_by_section(STRUCTURE_PAGE)["Durability"])
+    assert set(writer.DURABILITY_MODES) <= set(entries_by_section(STRUCTURE_PAGE)["Durability"])
 
 
 def test_structure_page_states_the_current_policy_numbers():
     text = " ".join(plain_text(STRUCTURE_PAGE).split())
-    assert f"{storage.MIN_JOURNAL_BYTES // 1024} KiB" in text
-    assert f"{storage.SNAPSHOT_INTERVAL:g} seconds" in text
-    assert f"{storage.SNAPSHOT_TIME_BUDGET * 100:g}%" in text
+    assert f"{writer.MIN_JOURNAL_BYTES // 1024} KiB" in text
+    assert f"{writer.SNAPSHOT_INTERVAL:g} seconds" in text
+    assert f"{writer.SNAPSHOT_TIME_BUDGET * 100:g}%" in text
     assert f"{iolog.FLUSH_INTERVAL:g} seconds" in text
     assert f"longer than {iolog.MAX_SLUG} characters" in text
     assert f"first {iolog.MAX_SLUG - 13} characters" in text

@@ -83,6 +83,6 @@ def add_manifest(parser: argparse.ArgumentParser) -> None:
 
 def add_durability(parser: argparse.ArgumentParser, help: str) -> None:
     """``--durability {fsync,flush}`` (default fsync)."""
-    from plainbox_like.store.storage import DURABILITY_MODES
+    from plainbox_like.store.writer import DURABILITY_MODES
 
     parser.add_argument("--durability", choices=DURABILITY_MODES, default="fsync", help=help)

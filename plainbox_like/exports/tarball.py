@@ -48,7 +48,8 @@ from typing import BinaryIO, Callable
 
 import attrs
 
-from plainbox_like.store import confine, reader, storage
+from plainbox_like.store import confine, reader
+from plainbox_like.store.writer import fsync_dir
 from plainbox_like.store.names import JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 from plainbox_like.errors import (
     ArchiveTooLarge,
@@ -63,7 +64,7 @@ from plainbox_like.store.reader import LoadedSession
 from plainbox_like.text import format_size
 
 STAGING_PREFIX = IMPORT_STAGING_PREFIX
-#: Snapshot temporaries of a writer (``storage.write_atomically``), never archived.
+#: Snapshot temporaries of a writer (``writer.write_atomically``), never archived.
 _TEMP_PREFIX = "." + STATE_FILE + "."
 _TEMP_SUFFIX = ".tmp"
 _COPY_CHUNK = 1 << 20
@@ -472,7 +473,7 @@ def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits
         moved, final = final, None
         shutil.rmtree(staging, ignore_errors=True)
         staging = None
-        storage.fsync_dir(sessions_dir)
+        fsync_dir(sessions_dir)
         return reader.load_session(moved)
     except BaseException:
         if staging is not None:

@@ -52,7 +52,7 @@ Two reconciles compare the directories with the index, stat only:
 The index is split by concern: :mod:`.schema` (the file: connection, schema,
 migrations, a corrupt file replaced, transactions), :mod:`.stamps` (stat only),
 :mod:`.records` (what a session contributes), :mod:`.fastread` (reading
-sessions, directly or through storage, many at once), :mod:`.reconcile`
+sessions, directly or through the store's reader, many at once), :mod:`.reconcile`
 (comparing and writing); this module keeps :class:`SessionIndex`'s queries
 and the public names of them all.
 """
@@ -70,7 +70,7 @@ from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of  # noqa: F401 (public here too)
 
 # Reading the index must start fast (``list`` is a short-lived process): the
-# modules that decode sessions (storage, codec, cattrs, the attrs model), and
+# modules that decode sessions (the reader, codec, cattrs, the attrs model), and
 # even typing, json, hashlib, datetime and dataclasses, are imported only where
 # they are needed. The names of the on-disk contract come from store.names,
 # which imports nothing.

@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterator, get_origin, get_type_hints
 
 import attrs
 
-from plainbox_like.store import codec, confine, iolog, locks, repository, storage
+from plainbox_like.store import codec, confine, iolog, locks, repository
+from plainbox_like.store.writer import SessionWriter, _write_all, acquire_lock, fsync_dir, write_atomically
 from plainbox_like.store.journal import parse_change
 from plainbox_like.store.names import (
     BACKUP_FILE,
@@ -1049,7 +1050,7 @@ class RepairResult:
 
 def take_lock(path: str) -> int:
     """Take the session's write lock as a writer does; raises :class:`SessionLocked`."""
-    return storage.acquire_lock(path, "repair")
+    return acquire_lock(path, "repair")
 
 
 def release_lock(fd: int, restore: tuple[int, str] | None = None) -> None:
@@ -1111,7 +1112,7 @@ class _Quarantine:
         """Move *source* into the quarantine; returns its new name relative to the session."""
         target = self.target(source)
         os.rename(source, target)
-        storage.fsync_dir(os.path.dirname(source))
+        fsync_dir(os.path.dirname(source))
         return self.display(target)
 
     def keep_copy(self, source: str) -> str:
@@ -1130,7 +1131,7 @@ def _copy_private(source: str, target: str) -> None:
     try:
         with open_regular(source) as src:
             while chunk := src.read(_CHUNK):
-                storage._write_all(fd, chunk)
+                _write_all(fd, chunk)
         os.fsync(fd)
     except OSError as exc:
         os.close(fd)
@@ -1158,7 +1159,7 @@ class _AtomicFile:
 
     def _flush(self) -> None:
         try:
-            storage._write_all(self.fd, bytes(self._buffer))
+            _write_all(self.fd, bytes(self._buffer))
         except OSError as exc:
             raise _named(exc, self.path) from None
         self._buffer.clear()
@@ -1179,7 +1180,7 @@ class _AtomicFile:
             else:  # a directory (or a link) in its place: out of the way, whole
                 kept = quarantine.move(self.path)
         os.replace(self.tmp, self.path)
-        storage.fsync_dir(os.path.dirname(self.path))
+        fsync_dir(os.path.dirname(self.path))
         return kept
 
     def abort(self) -> None:
@@ -1492,7 +1493,7 @@ def _repair_locked(rp: _Repairer, lock_fd: int, previous_holder: tuple[int, str]
             if old_backup:
                 rp.act(f"{BACKUP_FILE}: replaced by the previous snapshot; the old one is in {old_backup}")
         data, _ = codec.encode_state(state)
-        storage.write_atomically(state_path, data, backup=backup)
+        write_atomically(state_path, data, backup=backup)
         if not rb.snapshot_ok:
             problem = "state file is missing" if rb.snapshot_data is None else rb.snapshot_error.problem
             where = f"; the damaged file is in {kept}" if kept else ""
@@ -1569,7 +1570,7 @@ def _settle(
     # The writer's snapshots replace session and session.bak and empty the journal: keep the originals.
     for name in (STATE_FILE, BACKUP_FILE, JOURNAL_FILE):
         rp.keep(name)
-    writer = storage.SessionWriter(rp.path, state, lock_fd)
+    writer = SessionWriter(rp.path, state, lock_fd)
     rp.lock_released = True  # the writer owns the lock from here on, and close() releases it
     try:
         before = sorted(state.running_jobs)

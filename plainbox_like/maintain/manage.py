@@ -8,7 +8,7 @@ Rules every function here keeps:
   cannot take) is never changed; only ``delete --force`` removes one.
 - A lock naming another host is taken as a possible live writer there: we
   cannot ask that host's kernel, so such a session is left alone too.
-- Edits go through :class:`storage.SessionWriter` (lock, journal, final
+- Edits go through :class:`SessionWriter` (lock, journal, final
   snapshot), so ``session.bak`` keeps the state before the edit and readers
   see either the old or the new state. The ``runner`` that
   :meth:`SessionWriter.open` records is set back to the process that ran the
@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
-from plainbox_like.store import codec, confine, locks, reader, storage
+from plainbox_like.store import codec, confine, locks, reader
+from plainbox_like.store.writer import fsync_dir
 from plainbox_like.store.names import JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.read import summary
 from plainbox_like.run import settle
@@ -51,7 +52,7 @@ from plainbox_like.errors import (
 from plainbox_like.store.model import FLAG_INCOMPLETE, Runner
 from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, session_id_of
 from plainbox_like.store.repository import SessionRepository
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 #: Prefix of a session directory being deleted (renamed there first, then removed).
 DELETING_PREFIX = ".deleting-"
@@ -252,7 +253,7 @@ def delete_session(path: str, *, force: bool = False) -> Deleted:
             os.unlink(path)
         except OSError as exc:
             raise PlainboxLikeError(f"{path}: cannot delete: {exc.strerror}") from None
-        storage.fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
         return Deleted(id=sid, path=path, size=0, title=info.title, status=info.status)
     busy = busy_reason(path)
     runner_left = None
@@ -304,7 +305,7 @@ def _hide(path: str) -> str:
         os.rename(path, hidden)
     except OSError as exc:
         raise PlainboxLikeError(f"{path}: cannot delete: {exc.strerror}") from None
-    storage.fsync_dir(parent)
+    fsync_dir(parent)
     return hidden
 
 

@@ -45,7 +45,7 @@ from plainbox_like.store.locks import held_flocks, writer_alive
 from plainbox_like.store.names import IO_LOGS
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.runconfig import RunConfig  # noqa: F401 (also read from here)
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: F401 (also read from here)

@@ -24,7 +24,7 @@ from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS, Attempt, SessionState
 from plainbox_like.store.confine import session_file
 from plainbox_like.store.names import IO_LOGS
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE = 3.0

@@ -15,7 +15,7 @@ from plainbox_like.store.confine import SESSIONS_DIR
 from plainbox_like.store.names import STATE_FILE
 from plainbox_like.store.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
 from plainbox_like.store.reader import LoadedSession, load_session
-from plainbox_like.store.storage import SessionWriter, _cannot_write
+from plainbox_like.store.writer import SessionWriter, _cannot_write
 
 
 class SessionRepository:

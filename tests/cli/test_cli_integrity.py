@@ -18,7 +18,7 @@ from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 from test_integrity import closed_session, files, make_checkbox_session, quarantined
 from factories import wait_until
 from cli_helpers import run as cli

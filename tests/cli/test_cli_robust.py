@@ -18,7 +18,8 @@ import pytest
 
 from plainbox_like.maintain import manage
 from plainbox_like.read import replay
-from plainbox_like.store import locks, reader, storage
+from plainbox_like.store import locks, reader
+from plainbox_like.store.writer import acquire_lock
 from plainbox_like.cli.main import main
 from plainbox_like.store.iolog import IORecord
 from plainbox_like.store.model import Attempt
@@ -278,7 +279,7 @@ def test_a_management_command_that_gives_up_names_the_real_holder(repo, root, ca
     sid = _session(repo)
     path = os.path.join(repo.sessions_dir, sid + ".session")
     monkeypatch.setattr(manage, "MAINTENANCE_WAIT", 0.2)
-    fd = storage.acquire_lock(path, "rename")  # as a rename that takes its time would
+    fd = acquire_lock(path, "rename")  # as a rename that takes its time would
     try:
         started = time.monotonic()
         assert run(root, "tag", sid, "x") == 2
@@ -292,7 +293,7 @@ def test_a_management_command_that_gives_up_names_the_real_holder(repo, root, ca
 def test_a_run_holding_the_lock_is_not_waited_for(repo, root, capsys):
     sid = _session(repo)
     path = os.path.join(repo.sessions_dir, sid + ".session")
-    fd = storage.acquire_lock(path)  # as a run does
+    fd = acquire_lock(path)  # as a run does
     try:
         started = time.monotonic()
         assert run(root, "tag", sid, "x") == 2

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from plainbox_like.index import query as indexing
 from plainbox_like.index import fastread, schema
 from plainbox_like.run import batch
-from plainbox_like.store import names, reader, storage
+from plainbox_like.store import names, reader
+from plainbox_like.store.writer import SessionWriter, write_atomically
 from plainbox_like.read import summary
 from plainbox_like.index.query import ListFilter, SessionIndex
 from plainbox_like.store.model import Attempt
@@ -849,7 +850,7 @@ def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, 
     make_old(writer.path)
     with reconciled(root) as index:
         assert settled_of(index, writer.id) == indexing.SETTLED
-        again = storage.SessionWriter.open(writer.path, durability="flush")  # resume, tag, repair: all do this first
+        again = SessionWriter.open(writer.path, durability="flush")  # resume, tag, repair: all do this first
         again.job_finished("disk/read", Attempt("crash"))
         stats = index.reconcile()
         assert stats.updated == 1
@@ -945,7 +946,7 @@ def test_json_parts_are_the_listed_documents_in_order(repo, root, units):
     for n in range(40):  # created in no particular order
         writer = make_session(repo, units, title=f"s{n}", complete=n % 3 != 0, tags=["x"] if n % 2 else [])
         if n % 5 == 0:
-            storage.SessionWriter.open(writer.path, durability="flush").close()
+            SessionWriter.open(writer.path, durability="flush").close()
         make_old(writer.path)
         rewrite_snapshot(writer.path, lambda d, n=n: d["session"]["metadata"].update(created=now - (n * 7919 % 40) * 60))
     with reconciled(root) as index:
@@ -976,7 +977,7 @@ def test_the_quick_scan_shared_with_a_forked_process_finds_the_same(repo, root, 
         text = index.conn.execute("SELECT group_concat(dir_key, '/') FROM sessions WHERE settled = 1").fetchone()[0]
         settled = set(text.split("/"))
         assert len(settled) == 6
-        storage.SessionWriter.open(writers[0].path, durability="flush").close()  # changed
+        SessionWriter.open(writers[0].path, durability="flush").close()  # changed
         shutil.rmtree(writers[1].path)  # gone
         fresh = make_session(repo, units, title="new")
         fd = os.open(repo.sessions_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -1004,7 +1005,7 @@ def _write_plain_session(directory, state):
 
     os.makedirs(directory)
     data, _size = codec.encode_state(state)
-    storage.write_atomically(os.path.join(directory, names.STATE_FILE), data)
+    write_atomically(os.path.join(directory, names.STATE_FILE), data)
     open(os.path.join(directory, names.JOURNAL_FILE), "wb").close()
 
 

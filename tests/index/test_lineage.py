@@ -7,7 +7,7 @@ import time
 from plainbox_like.index import query as indexing
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
-from plainbox_like.store import storage
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.model import Attempt
 
 
@@ -30,12 +30,12 @@ def test_find_children(repo):
     first = _session(repo, "first", parent_session=parent.id, parent_job="j1", created=now - 10)
     second = _session(repo, "second", complete=False)
     manage.rename_session(repo, second.id, "second")  # an edit does not change the lineage
-    w = storage.SessionWriter.open(second.path)
+    w = SessionWriter.open(second.path)
     w.update_metadata(parent_session=parent.id, parent_job="j2")
     w.close()
     _session(repo, "unrelated", parent_session="someone-else")
     third = _session(repo, "third", created=now + 10)
-    w = storage.SessionWriter.open(third.path)
+    w = SessionWriter.open(third.path)
     w.update_metadata(parent_session=parent.id, parent_job="j3")
     w.abandon()  # the change is in the journal only
     children = indexing.find_children(repo.root, parent.id)

@@ -32,7 +32,7 @@ from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 #: Jobs with output on both streams, a larger output, and none at all.
 COMMANDS = ["printf 'hello\\n'; printf 'warn\\n' >&2", "seq 1 3000", "true"]

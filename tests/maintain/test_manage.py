@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from plainbox_like.store import codec, locks, reader, storage
+from plainbox_like.store import codec, locks, reader
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.errors import SessionLocked
 from plainbox_like.store.names import BACKUP_FILE, JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.maintain import manage
@@ -243,7 +244,7 @@ def test_delete_holds_the_lock_against_writers(repo, monkeypatch):
 
     def try_open_then_remove(path, *args, **kwargs):
         try:
-            storage.SessionWriter.open(path)
+            SessionWriter.open(path)
         except SessionLocked as exc:
             outcome.append(exc.pid)
         return real_rmtree(path, *args, **kwargs)

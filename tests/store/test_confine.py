@@ -25,7 +25,7 @@ from plainbox_like.store.reader import load_session
 from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.repository import SessionRepository
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 from cli_helpers import assert_one_line_error, run
 from test_export import _session_members, _symlink, _tar_bytes
 

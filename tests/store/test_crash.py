@@ -12,7 +12,7 @@ import time
 
 from plainbox_like.store import locks, names
 from plainbox_like.store.reader import load_session
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 WRITER = r"""
 import sys
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 writer = SessionWriter.open(sys.argv[1], durability="fsync")
 out = sys.stdout

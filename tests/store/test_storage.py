@@ -20,12 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plainbox_like.store import codec, iolog, locks, repository, storage
+from plainbox_like.store import codec, iolog, locks, repository
+from plainbox_like.store import writer as writing
 from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.reader import load_session
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -241,8 +242,8 @@ def _journal(writer):
 def test_changes_not_durable_yet_go_out_together_with_the_next_sync(tmp_path, durability, monkeypatch):
     writer = SessionWriter.create(str(tmp_path), durability=durability)
     writes = []
-    real_write_all = storage._write_all
-    monkeypatch.setattr(storage, "_write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
+    real_write_all = writing._write_all
+    monkeypatch.setattr(writing, "_write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
     before = _journal(writer)
     writer.job_finished("a", Attempt("pass", attempt=1), durable=False)
     writer.job_started("b", 1, None, durable=False)
@@ -267,17 +268,17 @@ def test_a_failed_journal_write_leaves_no_partial_line(tmp_path, monkeypatch):
     writer = SessionWriter.create(str(tmp_path))
     writer.set_plan({"a": "1", "b": "2"}, ["a", "b"])
     intact = _journal(writer)
-    real_write_all = storage._write_all
+    real_write_all = writing._write_all
 
     def half_then_full(fd, data):
         os.write(fd, data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage, "_write_all", half_then_full)
+    monkeypatch.setattr(writing, "_write_all", half_then_full)
     with pytest.raises(OSError, match="No space"):
         writer.job_started("a", 1, None)
     assert _journal(writer) == intact
-    monkeypatch.setattr(storage, "_write_all", real_write_all)  # room again
+    monkeypatch.setattr(writing, "_write_all", real_write_all)  # room again
     writer.job_finished("b", Attempt("pass", attempt=1))
     loaded = load_session(writer.path)
     assert loaded.journal_torn is None
@@ -445,11 +446,11 @@ def test_journal_stays_bounded_and_close_snapshots_everything(tmp_path):
         if key not in raw_sizes:
             with open(state_path, "rb") as f:
                 raw_sizes[key] = len(gzip.decompress(f.read()))
-        assert after <= max(storage.MIN_JOURNAL_BYTES, raw_sizes[key]) + line
+        assert after <= max(writing.MIN_JOURNAL_BYTES, raw_sizes[key]) + line
         largest_journal = max(largest_journal, after)
     # The state outgrew the minimum, so both regimes were exercised.
-    assert max(raw_sizes.values()) > storage.MIN_JOURNAL_BYTES
-    assert largest_journal > storage.MIN_JOURNAL_BYTES // 2
+    assert max(raw_sizes.values()) > writing.MIN_JOURNAL_BYTES
+    assert largest_journal > writing.MIN_JOURNAL_BYTES // 2
     assert writer.snapshots >= 4
     assert load_session(writer.path).state == writer.state
     writer.close()
@@ -474,7 +475,7 @@ def test_interval_snapshot_with_a_fake_clock(tmp_path):
     writer.update_metadata(title="b")
     assert writer.snapshots == snapshots
     assert os.path.getsize(journal_path) > 0
-    now[0] += storage.SNAPSHOT_INTERVAL + 0.1
+    now[0] += writing.SNAPSHOT_INTERVAL + 0.1
     writer.tick()
     assert writer.snapshots == snapshots + 1
     assert os.path.getsize(journal_path) == 0
@@ -488,7 +489,7 @@ def test_interval_snapshot_with_a_fake_clock(tmp_path):
 
 HOLDER = """
 import sys, time
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 writer = SessionWriter.open(sys.argv[1])
 writer.update_metadata(title="held")
 print("locked", flush=True)
@@ -498,7 +499,7 @@ time.sleep(120)
 SECOND = """
 import sys
 from plainbox_like.errors import SessionLocked
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 try:
     SessionWriter.open(sys.argv[1])
 except SessionLocked as exc:
@@ -609,7 +610,7 @@ print(json.dumps({"loads": loads, "errors": errors, "decreases": decreases, "las
 
 
 def test_readers_never_see_a_broken_or_older_session(tmp_path, monkeypatch):
-    monkeypatch.setattr(storage, "MIN_JOURNAL_BYTES", 4096)  # many automatic snapshots
+    monkeypatch.setattr(writing, "MIN_JOURNAL_BYTES", 4096)  # many automatic snapshots
     writer = SessionWriter.create(str(tmp_path / "sessions"), title="busy")
     sessions = tmp_path / "sessions"
     wanted = {"raw": 200, "load": 20}  # reads each reader must make while the writer writes
@@ -696,7 +697,7 @@ def test_a_session_that_cannot_be_created_leaves_nothing_behind(tmp_path, monkey
     from plainbox_like.errors import CannotWrite
 
     sessions = tmp_path / "sessions"
-    monkeypatch.setattr(storage, "write_atomically", _no_space)  # its first snapshot does not fit
+    monkeypatch.setattr(writing, "write_atomically", _no_space)  # its first snapshot does not fit
     with pytest.raises(CannotWrite, match="cannot create a session .No space left on device"):
         SessionWriter.create(str(sessions), title="t")
     assert os.listdir(sessions) == []  # no half-made directory to list as a broken session
@@ -709,7 +710,7 @@ def test_a_session_that_cannot_be_reopened_stays_as_it_was(tmp_path, monkeypatch
     writer.job_started("a", 1, None)
     writer.abandon()  # as if its runner died
     before = load_session(writer.path).state
-    monkeypatch.setattr(storage, "write_atomically", _no_space)
+    monkeypatch.setattr(writing, "write_atomically", _no_space)
     with pytest.raises(CannotWrite, match="cannot write the session"):
         SessionWriter.open(writer.path)
     assert load_session(writer.path).state == before
