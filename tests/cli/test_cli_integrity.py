@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from plainbox_like.maintain import check as checking
 from plainbox_like.maintain import integrity
 from plainbox_like.store import iolog
 from plainbox_like.run import batch
@@ -174,7 +175,7 @@ def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
 
     def half_done(path, say):
         result = integrity.RepairResult(sid_of(path), path, actions=["pretend"])
-        result.after = integrity.check_session(path)
+        result.after = checking.check_session(path)
         return result
 
     monkeypatch.setattr(integrity, "repair_session", half_done)

@@ -25,7 +25,10 @@ import strategies
 from plainbox_like.store import codec, iolog, locks
 from plainbox_like.store.journal import parse_journal
 from plainbox_like.store.names import LOCK_FILE
+from plainbox_like.maintain import check as checking
 from plainbox_like.maintain import integrity
+from plainbox_like.maintain import logscan
+from plainbox_like.maintain import salvage as salvaging
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
@@ -108,7 +111,7 @@ def quarantined(path: str) -> dict[str, bytes]:
     return out
 
 
-def problems(report: integrity.SessionCheck) -> set[tuple[str, str]]:
+def problems(report: checking.SessionCheck) -> set[tuple[str, str]]:
     return {(f.file, f.kind) for f in report.problems}
 
 
@@ -123,7 +126,7 @@ def assert_nothing_deleted(before: dict[str, bytes], path: str) -> None:
 
 def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> integrity.RepairResult:
     """The common script: check finds *expected*, repair fixes it, nothing is deleted, check is clean."""
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == expected, report.problems
     assert not report.healthy
     before = files(path)
@@ -131,7 +134,7 @@ def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=N
     result = integrity.repair_session(path, say=said.append)
     assert result.actions and said == result.actions
     assert_nothing_deleted(before, path)
-    after = integrity.check_session(path)
+    after = checking.check_session(path)
     assert after.healthy, after.problems
     assert result.after is not None and result.after.healthy
     load_session(path)  # loads without error
@@ -151,7 +154,7 @@ def resume(path: str) -> batch.RunSummary:
 
 def test_healthy_closed_session(root):
     path = closed_session(root)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     assert report.notes == []
     assert report.origin == codec.FORMAT
@@ -168,14 +171,14 @@ def test_a_stream_without_output_needs_no_raw_file(root):
     for stream in iolog.STREAMS:  # "true" printed nothing: an empty raw file or none are both fine
         raw = os.path.join(path, "io-logs", f"c3.{stream}")
         open(raw, "wb").close()
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
         os.unlink(raw)
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
 
 
 def test_journal_with_good_lines_only_is_healthy(root):
     path = journaled_session(root)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     # The dead writer's lock is worth a note, not a problem: nothing was running.
     assert [f.kind for f in report.notes] == ["unclean-stop"]
@@ -192,7 +195,7 @@ def test_live_writer_is_a_note_and_blocks_repair(root):
         log, name = writer.new_log("j", 1)
         writer.job_started("j", 1, name)
         log.write("stdout", b"x" * 100)  # raw file ahead of the unflushed records
-        report = integrity.check_session(writer.path)
+        report = checking.check_session(writer.path)
         assert report.healthy, report.problems
         assert [f.kind for f in report.notes] == ["being-written"]
         assert str(os.getpid()) in report.notes[0].message
@@ -207,7 +210,7 @@ def test_session_being_created_is_a_note(root):
     path = os.path.join(root, "sessions", "new.session")
     os.makedirs(os.path.join(path, "io-logs"))
     open(os.path.join(path, "journal"), "wb").close()
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert [f.kind for f in report.notes] == ["being-created"]
 
@@ -215,7 +218,7 @@ def test_session_being_created_is_a_note(root):
 def test_check_repository_checks_every_session_in_id_order(root):
     paths = [closed_session(root) for _ in range(3)]
     os.unlink(os.path.join(paths[1], "session"))
-    reports = integrity.check_repository(SessionRepository(root))
+    reports = checking.check_repository(SessionRepository(root))
     assert [r.path for r in reports] == sorted(paths, key=os.path.basename)
     assert [r.healthy for r in reports] == [p != paths[1] for p in sorted(paths, key=os.path.basename)]
 
@@ -258,7 +261,7 @@ def test_damaged_snapshot(root, make, how, backup):
     _damage_snapshot(path, how, rng)
     kind = "snapshot-missing" if how == "delete" else "snapshot-corrupt"
     damaged_bytes = files(path).get("session")
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert {f.kind for f in report.notes} >= {"rebuild-preview"}
     result = repair_and_verify(path, {("session", kind)})
     if damaged_bytes is not None:
@@ -282,7 +285,7 @@ def test_damaged_snapshot(root, make, how, backup):
     else:
         summary = resume(path)
         assert set(summary.counts) <= {OUTCOME_PASS}
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
         resumed = load_session(path).state
         assert FLAG_INCOMPLETE not in resumed.metadata.flags
         assert set(resumed.results) >= set(state.desired_job_list)
@@ -297,10 +300,10 @@ def test_truncated_snapshot_salvages_exact_fields(root, seed):
     cut = random.Random(seed).randrange(1, len(data))
     with open(os.path.join(path, "session"), "wb") as f:
         f.write(data[:cut])
-    rebuilt = integrity.rebuild_state(path)
+    rebuilt = salvaging.rebuild_state(path)
     assert not rebuilt.snapshot_ok
     state = codec.converter.unstructure(rebuilt.state)
-    salvage = integrity.salvage_snapshot(data[:cut])
+    salvage = salvaging.salvage_snapshot(data[:cut])
     if salvage is not None:
         for key, value in salvage.fields.items():
             assert original[key] == value
@@ -317,7 +320,7 @@ def test_salvage_never_invents(state, where):
     raw = gzip.decompress(data)
     cut = int(len(raw) * where)
     partial = gzip.compress(raw[:cut])[:-8]  # a stream that ends early, as a cut file does
-    salvage = integrity.salvage_snapshot(partial)
+    salvage = salvaging.salvage_snapshot(partial)
     doc = codec.converter.unstructure(state)
     if salvage is None:
         return
@@ -331,9 +334,9 @@ def test_salvage_never_invents(state, where):
 
 
 def test_salvage_of_garbage_is_nothing():
-    assert integrity.salvage_snapshot(b"") is None
-    assert integrity.salvage_snapshot(b"\0" * 100) is None
-    assert integrity.salvage_snapshot(gzip.compress(b'{"version": 6, "session": {}}')) is None
+    assert salvaging.salvage_snapshot(b"") is None
+    assert salvaging.salvage_snapshot(b"\0" * 100) is None
+    assert salvaging.salvage_snapshot(gzip.compress(b'{"version": 6, "session": {}}')) is None
 
 
 def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
@@ -363,7 +366,7 @@ def test_backup_and_journal_gap_are_reported_as_lost(root):
     writer.update_metadata(tags=["after the snapshot"])
     writer.abandon()
     os.unlink(os.path.join(path, "session"))
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     preview = next(f for f in report.notes if f.kind == "rebuild-preview")
     assert "session.bak" in preview.message and "only the damaged snapshot had them" in preview.message
     result = repair_and_verify(path, {("session", "snapshot-missing")})
@@ -427,7 +430,7 @@ def test_bad_line_in_the_middle_of_the_journal_is_skipped(root):
     _write_journal(path, damaged)
     with pytest.raises(PlainboxLikeError, match="bad journal line"):
         load_session(path)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert [f.message.split(":")[0] for f in report.problems] == ["line 4"]
     repair_and_verify(path, {("journal", "journal-bad-line")})
     state = load_session(path).state
@@ -455,7 +458,7 @@ def test_overwritten_journal_line_loses_only_that_change(root, seed):
     if lost["op"] == "result":
         # Its job looks as if it never finished: settled, without pretending it was cut short.
         latest = state.latest(lost["job"])
-        assert latest.outcome == OUTCOME_CRASH and latest.comments == integrity.RESULT_LOST
+        assert latest.outcome == OUTCOME_CRASH and latest.comments == salvaging.RESULT_LOST
     else:
         assert state.results == original.results
     assert state.running_jobs == {}
@@ -470,7 +473,7 @@ def test_journal_gap_with_good_snapshot(root):
     _write_journal(path, b"\n".join(lines) + b"\n")
     with pytest.raises(PlainboxLikeError, match="gap"):
         load_session(path)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == {("journal", "journal-gap")}
     assert f"expected {seq}, found {seq + 1}" in report.problems[0].message
     result = repair_and_verify(path, {("journal", "journal-gap")})
@@ -577,7 +580,7 @@ def test_raw_comparison_streams_large_files(root, tmp_path):
     with open(stem + ".stdout", "r+b") as f:
         f.seek(3_000_000)
         f.write(b"\0\0")
-    scan = integrity.scan_log(stem + ".record.gz")
+    scan = logscan.scan_log(stem + ".record.gz")
     assert scan.complete and scan.records == 64
     raw = scan.raw["stdout"]
     assert raw.status == "differs"
@@ -631,7 +634,7 @@ def test_repair_never_writes_outside_io_logs(root, tmp_path):
 def test_orphan_log_is_a_note(root):
     path = closed_session(root)
     open(_log(path, "ghost"), "wb").close()
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert [(f.file, f.kind) for f in report.notes] == [("io-logs/ghost.record.gz", "orphan-log")]
 
@@ -655,7 +658,7 @@ def test_stale_temporaries(root):
 
 def test_interrupted_run(root):
     path = interrupted_session(root)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == {("lock", "interrupted-run")}
     assert "c2" in report.problems[0].message and "resume or cleanup" in report.problems[0].message
     # The cut log of the running job is expected, and its raw file is ahead of the records.
@@ -673,25 +676,25 @@ def test_interrupted_run(root):
     assert any(a.startswith("lock: interrupted run") for a in result.actions)
     summary = resume(path)
     assert summary.counts == {OUTCOME_PASS: 1, OUTCOME_CRASH: 1}
-    assert integrity.check_session(path).healthy
+    assert checking.check_session(path).healthy
 
 
 def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
     path = interrupted_session(root)
     resume(path)  # settles c2 as crashed, keeps its cut log
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     assert ("io-logs/c2.record.gz", "log-cut") in {(f.file, f.kind) for f in report.notes}
     result = integrity.repair_session(path)  # completes it all the same
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
-    assert not any(f.kind == "log-cut" for f in integrity.check_session(path).notes)
+    assert not any(f.kind == "log-cut" for f in checking.check_session(path).notes)
 
 
 def test_foreign_lock_holder_is_not_judged(root):
     path = interrupted_session(root)
     with open(os.path.join(path, "lock"), "w") as f:
         f.write(f"4242 not-{socket.gethostname()}\n")
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert "foreign-writer" in {f.kind for f in report.notes}
 
@@ -745,7 +748,7 @@ _odd = st.sampled_from(
 @given(st.lists(st.one_of(_good, _bad, _blank, _odd), max_size=8), st.booleans())
 def test_scan_journal_agrees_with_parse_journal(lines, final_newline):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
-    scan = integrity.scan_journal(data)
+    scan = salvaging.scan_journal(data)
     try:
         read = parse_journal(data, "journal", after_seq=10**9)
     except PlainboxLikeError as exc:
@@ -820,7 +823,7 @@ def _tree(directory):
 def test_checkbox_session_checks_read_only(tmp_path):
     directory = make_checkbox_session(str(tmp_path / "pbox.session"))
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert report.origin == "plainbox"
     assert report.healthy, report.problems
     assert report.notes == []
@@ -829,7 +832,7 @@ def test_checkbox_session_checks_read_only(tmp_path):
         f.write(b"x")
     os.unlink(os.path.join(directory, "io-logs", "com.canonical.certification__silent.record.gz"))
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert problems(report) == {
         ("io-logs/com.canonical.certification__cpu_info.stdout", "raw-differs"),
         # Not found here: looked for in io-logs/ here, never where Checkbox once wrote it.
@@ -849,7 +852,7 @@ def test_plainbox_sessions_of_every_version(tmp_path, version):
     directory = str(tmp_path / f"v{version}")
     make_plainbox_session(directory, version)
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert _tree(directory) == before
     assert report.origin == "plainbox"
     if version == 1:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from plainbox_like.maintain import integrity
+from plainbox_like.maintain import check as checking
 from plainbox_like.store import confine, model
 from plainbox_like.errors import OutsideSession
 from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR
@@ -190,7 +190,7 @@ def test_log_and_exports_never_read_outside(root, tmp_path, capfd, name):
         assert run(root, "export", sid, *argv) == 0
         out, _ = capfd.readouterr()
         assert out and SECRET.decode() not in out
-    report = integrity.check_session(_path(root, sid))
+    report = checking.check_session(_path(root, sid))
     assert ("path-outside", "io_log_filename of job 'c1' attempt 2") in {
         (f.kind, f.message[: len("io_log_filename of job 'c1' attempt 2")]) for f in report.problems
     }
@@ -213,7 +213,7 @@ def test_writers_refuse_paths_outside_and_repair_drops_them(root, tmp_path, capf
     out, _ = capfd.readouterr()
     assert "led outside the session" in out
     assert not evil.exists() and (tmp_path / "secret").read_bytes() == SECRET
-    assert integrity.check_session(path).healthy
+    assert checking.check_session(path).healthy
     assert run(root, "resume", sid) == 0
     capfd.readouterr()
     assert not evil.exists()
@@ -266,7 +266,7 @@ def test_symlinked_io_logs_or_share_is_damage_and_never_written_through(root, tm
     os.rename(os.path.join(path, sub), elsewhere)
     os.symlink(str(elsewhere), os.path.join(path, sub))
     before = _tree(str(elsewhere))
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert (sub, "symlinked-directory") in {(f.file, f.kind) for f in report.problems}
     for argv in (["resume", sid, "--rerun-failed"], ["tag", sid, "x"]):
         assert run(root, *argv) == 2
@@ -291,7 +291,7 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
         assert run(root, *argv) == 2, argv
         assert_one_line_error(capfd.readouterr().err, f"session {sid}", "the session directory is a symbolic link")
     assert _tree(target) == before
-    assert (".", "symlinked-directory") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert (".", "symlinked-directory") in {(f.file, f.kind) for f in checking.check_session(path).problems}
     assert run(root, "delete", sid) == 0
     capfd.readouterr()
     assert not os.path.lexists(path) and _tree(target) == before
@@ -397,7 +397,7 @@ def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path,
     victim.write_bytes(b"precious\n")
     os.unlink(os.path.join(path, name))
     os.symlink(str(victim), os.path.join(path, name))
-    assert ("symlinked-file", name) in {(f.kind, f.file) for f in integrity.check_session(path).problems}
+    assert ("symlinked-file", name) in {(f.kind, f.file) for f in checking.check_session(path).problems}
     for argv in (["tag", sid, "x"], ["resume", sid], ["repair", sid]):
         assert run(root, *argv) == 2, argv
         assert_one_line_error(capfd.readouterr().err, f"session {sid}", f"{name} is a symbolic link")
@@ -418,7 +418,7 @@ def test_raw_log_file_that_is_a_link_outside_is_never_read(root, tmp_path, capfd
     out, err = capfd.readouterr()
     assert SECRET.decode() not in out
     assert_one_line_error(err, f"session {sid}", "io-logs/c1.stdout", "leads outside the session")
-    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in checking.check_session(path).problems}
     assert run(root, "repair", sid) == 1  # not repaired: it would have to read through the link
     out, err = capfd.readouterr()
     assert "io-logs/c1.stdout: leads outside the session through a symbolic link: not read, not repaired" in out + err
