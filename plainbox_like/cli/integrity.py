@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from plainbox_like.maintain import check as checking
-from plainbox_like.maintain import integrity
+from plainbox_like.maintain import repair as repairing
 from plainbox_like.store import locks
 from plainbox_like.cli import options, output
 from plainbox_like.store.paths import session_id_of
@@ -46,7 +46,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     repo = options.repository(args)
     path = checking.resolve(repo, args.session)
     sid = session_id_of(path)
-    result = integrity.repair_session(path, say=lambda message: print(f"{sid}: {message}", flush=True))
+    result = repairing.repair_session(path, say=lambda message: print(f"{sid}: {message}", flush=True))
     for what in result.lost:
         print(f"{sid}: lost: {what}")
     if result.quarantine:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from plainbox_like.maintain import check as checking
-from plainbox_like.maintain import integrity
+from plainbox_like.maintain import repair as repairing
 from plainbox_like.store import iolog
 from plainbox_like.run import batch
 from plainbox_like.cli.main import build_parser
@@ -174,11 +174,11 @@ def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
     os.unlink(os.path.join(path, "session"))
 
     def half_done(path, say):
-        result = integrity.RepairResult(sid_of(path), path, actions=["pretend"])
+        result = repairing.RepairResult(sid_of(path), path, actions=["pretend"])
         result.after = checking.check_session(path)
         return result
 
-    monkeypatch.setattr(integrity, "repair_session", half_done)
+    monkeypatch.setattr(repairing, "repair_session", half_done)
     assert cli(root, "repair", sid_of(path)) == 1
     assert f"{sid_of(path)}: session: still a problem: state file is missing" in capsys.readouterr().out
 

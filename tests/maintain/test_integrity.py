@@ -26,7 +26,7 @@ from plainbox_like.store import codec, iolog, locks
 from plainbox_like.store.journal import parse_journal
 from plainbox_like.store.names import LOCK_FILE
 from plainbox_like.maintain import check as checking
-from plainbox_like.maintain import integrity
+from plainbox_like.maintain import repair as repairing
 from plainbox_like.maintain import logscan
 from plainbox_like.maintain import salvage as salvaging
 from plainbox_like.define import plan as planning
@@ -83,7 +83,7 @@ def files(path: str) -> dict[str, bytes]:
     """Every file of a session (relative name -> bytes), without quarantine/ and the lock."""
     out = {}
     for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not (root == path and d == integrity.QUARANTINE_DIR)]
+        dirs[:] = [d for d in dirs if not (root == path and d == repairing.QUARANTINE_DIR)]
         for name in names:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, path)
@@ -96,7 +96,7 @@ def files(path: str) -> dict[str, bytes]:
 def quarantined(path: str) -> dict[str, bytes]:
     """Files in every quarantine/<timestamp>/ (relative to it), without repair.log."""
     out = {}
-    root = os.path.join(path, integrity.QUARANTINE_DIR)
+    root = os.path.join(path, repairing.QUARANTINE_DIR)
     if not os.path.isdir(root):
         return out
     for stamp in os.listdir(root):
@@ -124,14 +124,14 @@ def assert_nothing_deleted(before: dict[str, bytes], path: str) -> None:
             assert kept.get(rel) == data, f"{rel}: changed by repair and not kept in quarantine"
 
 
-def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> integrity.RepairResult:
+def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> repairing.RepairResult:
     """The common script: check finds *expected*, repair fixes it, nothing is deleted, check is clean."""
     report = checking.check_session(path)
     assert problems(report) == expected, report.problems
     assert not report.healthy
     before = files(path)
     said = []
-    result = integrity.repair_session(path, say=said.append)
+    result = repairing.repair_session(path, say=said.append)
     assert result.actions and said == result.actions
     assert_nothing_deleted(before, path)
     after = checking.check_session(path)
@@ -160,10 +160,10 @@ def test_healthy_closed_session(root):
     assert report.origin == codec.FORMAT
     assert report.id == os.path.basename(path)[: -len(".session")]
     before = files(path)
-    result = integrity.repair_session(path)
+    result = repairing.repair_session(path)
     assert result.actions == [] and result.quarantine is None
     assert files(path) == before
-    assert not os.path.exists(os.path.join(path, integrity.QUARANTINE_DIR))
+    assert not os.path.exists(os.path.join(path, repairing.QUARANTINE_DIR))
 
 
 def test_a_stream_without_output_needs_no_raw_file(root):
@@ -184,7 +184,7 @@ def test_journal_with_good_lines_only_is_healthy(root):
     assert [f.kind for f in report.notes] == ["unclean-stop"]
     lock = open(os.path.join(path, "lock"), "rb").read()
     before = files(path)
-    assert integrity.repair_session(path).actions == []
+    assert repairing.repair_session(path).actions == []
     assert files(path) == before
     assert open(os.path.join(path, "lock"), "rb").read() == lock  # still names the writer that did not finish
 
@@ -200,7 +200,7 @@ def test_live_writer_is_a_note_and_blocks_repair(root):
         assert [f.kind for f in report.notes] == ["being-written"]
         assert str(os.getpid()) in report.notes[0].message
         with pytest.raises(SessionLocked):
-            integrity.repair_session(writer.path)
+            repairing.repair_session(writer.path)
         log.close()
     finally:
         writer.close()
@@ -626,7 +626,7 @@ def test_repair_never_writes_outside_io_logs(root, tmp_path):
     writer = SessionWriter.open(path)
     writer.job_finished("evil", batch.Attempt("pass", io_log_filename=str(outside)))
     writer.close()
-    result = integrity.repair_session(path)
+    result = repairing.repair_session(path)
     assert outside.read_bytes() == b"\x1f\x8b\x08\x00\0\0\0\0\0\x03"
     assert any("outside" in line for line in result.lost)
 
@@ -685,7 +685,7 @@ def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
     report = checking.check_session(path)
     assert report.healthy, report.problems
     assert ("io-logs/c2.record.gz", "log-cut") in {(f.file, f.kind) for f in report.notes}
-    result = integrity.repair_session(path)  # completes it all the same
+    result = repairing.repair_session(path)  # completes it all the same
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
     assert not any(f.kind == "log-cut" for f in checking.check_session(path).notes)
 
@@ -724,9 +724,9 @@ def test_several_faults_at_once(root):
 def test_repair_is_idempotent(root):
     path = interrupted_session(root)
     os.unlink(os.path.join(path, "session"))
-    integrity.repair_session(path)
+    repairing.repair_session(path)
     before = files(path)
-    again = integrity.repair_session(path)
+    again = repairing.repair_session(path)
     assert again.actions == []
     assert files(path) == before
 
@@ -840,7 +840,7 @@ def test_checkbox_session_checks_read_only(tmp_path):
     }
     assert _tree(directory) == before
     with pytest.raises(PlainboxLikeError, match="read-only"):
-        integrity.repair_session(directory)
+        repairing.repair_session(directory)
     assert _tree(directory) == before
     assert not os.path.exists(os.path.join(directory, "lock"))
 
