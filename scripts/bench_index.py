@@ -46,6 +46,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from plainbox_like.index import access, listing  # noqa: E402
 from plainbox_like.index import query as indexing  # noqa: E402
 from plainbox_like.read import summary  # noqa: E402
 from plainbox_like.store.reader import load_session  # noqa: E402
@@ -193,7 +194,7 @@ def _in_process_read_all(root: str, sample: int) -> float:
 
 def _in_process_index_list(root: str) -> float:
     started = time.perf_counter()
-    with indexing.fresh_index(root) as index, open(os.devnull, "wb") as out:
+    with access.fresh_index(root) as index, open(os.devnull, "wb") as out:
         for part in index.json_parts():
             out.write(part)
     return time.perf_counter() - started
@@ -303,7 +304,7 @@ def phase_freshness(root: str, args: argparse.Namespace) -> None:
         while time.monotonic() < deadline:
             now = time.time()
             # What list --json shows while a watcher runs: the index, read as it is.
-            newest = index.list(indexing.ListFilter(title=title, limit=1))
+            newest = index.list(listing.ListFilter(title=title, limit=1))
             if newest:
                 s = newest[0].summary
                 session_id = s.id

@@ -19,13 +19,14 @@ import strategies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plainbox_like.index import access, fastread, listing, schema
 from plainbox_like.index import query as indexing
-from plainbox_like.index import fastread, schema
 from plainbox_like.run import batch
 from plainbox_like.store import names, reader
 from plainbox_like.store.writer import SessionWriter, write_atomically
 from plainbox_like.read import summary
-from plainbox_like.index.query import ListFilter, SessionIndex
+from plainbox_like.index.listing import ListFilter
+from plainbox_like.index.query import SessionIndex
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.summary import SessionSummary
 from factories import dead_pid
@@ -270,7 +271,7 @@ def test_newer_schema_is_left_alone(repo, root, units):
     with pytest.raises(indexing.IndexUnusable, match="newer"):
         SessionIndex.open(root)
     notices = []
-    with indexing.fresh_index(root, notices.append) as index:  # readers fall back to memory
+    with access.fresh_index(root, notices.append) as index:  # readers fall back to memory
         assert index.memory
         assert [s.title for s in index.summaries()] == ["one"]
     assert len(notices) == 1 and "newer" in notices[0]
@@ -294,7 +295,7 @@ def test_an_index_that_cannot_be_written_falls_back_to_memory(repo, root, units,
 
     monkeypatch.setattr(SessionIndex, "reconcile", readonly)
     notices = []
-    with indexing.fresh_index(root, notices.append) as index:
+    with access.fresh_index(root, notices.append) as index:
         assert index.memory and [s.title for s in index.summaries()] == ["still listed"]
     assert len(notices) == 1 and "readonly" in notices[0]
 
@@ -415,7 +416,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
              for d in direct],
             indent=2, sort_keys=True, ensure_ascii=False,
         ) + "\n"  # fmt: skip
-        assert indexing.json_list(documents) == expected
+        assert listing.json_list(documents) == expected
         statuses = {d["title"] or d["id"]: d["status"] for d in direct}
         assert statuses["live"] == "running" and statuses["interrupted"] == "incomplete"
         reasons = [d["reason"] for d in direct if d["status"] == "corrupt"]
@@ -952,7 +953,7 @@ def test_json_parts_are_the_listed_documents_in_order(repo, root, units):
     with reconciled(root) as index:
         for flt in (ListFilter(), ListFilter(limit=7), ListFilter(tags=["x"]), ListFilter(statuses=["incomplete"]),
                     ListFilter(statuses=["incomplete"], limit=3), ListFilter(title="nothing like it")):  # fmt: skip
-            expected = indexing.json_list([item.document for item in index.list(flt, documents_only=True)])
+            expected = listing.json_list([item.document for item in index.list(flt, documents_only=True)])
             assert b"".join(index.json_parts(flt)).decode() == expected
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from plainbox_like.index import query as indexing
+from plainbox_like.index import lineage
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
 from plainbox_like.store.writer import SessionWriter
@@ -38,14 +38,14 @@ def test_find_children(repo):
     w = SessionWriter.open(third.path)
     w.update_metadata(parent_session=parent.id, parent_job="j3")
     w.abandon()  # the change is in the journal only
-    children = indexing.find_children(repo.root, parent.id)
+    children = lineage.find_children(repo.root, parent.id)
     assert [(c.id, c.title, c.status, c.parent_job) for c in children] == [
         (first.id, "first", summary.STATUS_COMPLETE, "j1"),
         (second.id, "second", summary.STATUS_INCOMPLETE, "j2"),
         (third.id, "third", summary.STATUS_COMPLETE, "j3"),
     ]
-    assert indexing.find_children(repo.root, first.id) == []
+    assert lineage.find_children(repo.root, first.id) == []
 
 
 def test_no_repository_has_no_children(tmp_path):
-    assert indexing.find_children(str(tmp_path / "nothing"), "x") == []
+    assert lineage.find_children(str(tmp_path / "nothing"), "x") == []

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from plainbox_like.index import access
 from plainbox_like.index import query as indexing
 from plainbox_like.store import reader
 from plainbox_like.store.names import JOURNAL_FILE
@@ -243,8 +244,8 @@ def test_a_second_watcher_is_refused_naming_the_holder(root):
             Watcher(root).run()
         assert caught.value.pid == os.getpid()
         assert f"pid {os.getpid()}" in str(caught.value)
-        assert indexing.watch_lock_holder(root)[0] == os.getpid()
-    assert indexing.watch_lock_holder(root) is None
+        assert access.watch_lock_holder(root)[0] == os.getpid()
+    assert access.watch_lock_holder(root) is None
 
 
 def test_second_watcher_from_the_command_line(root):
@@ -291,13 +292,13 @@ def test_list_trusts_a_running_watcher(repo, root, monkeypatch):
     make(repo, "one")
     with Running(Watcher(root, interval=60)):
         with indexing.SessionIndex.open(root) as index:
-            assert indexing.watcher_keeps_fresh(index)
+            assert access.watcher_keeps_fresh(index)
         calls = []
         monkeypatch.setattr(indexing.SessionIndex, "reconcile", lambda self: calls.append(1))
-        with indexing.fresh_index(root) as index:
+        with access.fresh_index(root) as index:
             assert index.count() == 1
         assert calls == []
-    with indexing.fresh_index(root) as index:
+    with access.fresh_index(root) as index:
         pass
     assert calls == [1]  # no watcher: list reconciles first
 
@@ -312,7 +313,7 @@ def test_watch_stops_cleanly_on_a_signal(repo, root, signum):
     try:
         line = proc.stderr.readline()
         assert "watching" in line and "1 sessions indexed" in line
-        assert indexing.watch_lock_holder(root)[0] == proc.pid
+        assert access.watch_lock_holder(root)[0] == proc.pid
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=15)
     finally:
@@ -321,7 +322,7 @@ def test_watch_stops_cleanly_on_a_signal(repo, root, signum):
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "stopped" in err
-    assert indexing.watch_lock_holder(root) is None
+    assert access.watch_lock_holder(root) is None
 
 
 def test_watch_once_reconciles_and_exits(repo, root):
