@@ -30,7 +30,15 @@ from plainbox_like.maintain.logscan import (
 from plainbox_like.maintain.salvage import Rebuild, _stale_temporaries, rebuild_state
 from plainbox_like.read.summary import CREATING_GRACE  # a directory without a state this young may be being made
 from plainbox_like.store import confine, locks, repository
-from plainbox_like.store.names import BACKUP_FILE, IO_LOGS, JOURNAL_FILE, LOCK_FILE, RECORD_SUFFIX, SHARE_DIR, STATE_FILE
+from plainbox_like.store.names import (
+    BACKUP_FILE,
+    IO_LOGS,
+    JOURNAL_FILE,
+    LOCK_FILE,
+    RECORD_SUFFIX,
+    SHARE_DIR,
+    STATE_FILE,
+)
 from plainbox_like.store.paths import session_id_of
 
 PROBLEM = "problem"

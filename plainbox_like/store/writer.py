@@ -26,7 +26,15 @@ from plainbox_like.store import codec, iolog
 from plainbox_like.store.confine import refuse_paths_outside, refuse_symlinked, refuse_symlinked_sessions
 from plainbox_like.store.locks import MAINTENANCE_NOTE, hostname, lock_holder
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
-from plainbox_like.store.names import BACKUP_FILE, IO_LOGS, JOURNAL_FILE, LOCK_FILE, RECORD_SUFFIX, SHARE_DIR, STATE_FILE
+from plainbox_like.store.names import (
+    BACKUP_FILE,
+    IO_LOGS,
+    JOURNAL_FILE,
+    LOCK_FILE,
+    RECORD_SUFFIX,
+    SHARE_DIR,
+    STATE_FILE,
+)
 from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of
 from plainbox_like.store.reader import load_session
 
