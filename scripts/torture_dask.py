@@ -42,7 +42,7 @@ sys.path.insert(0, ROOT)
 from plainbox_like.run.dask_executor import WORKER_LOST  # noqa: E402
 from plainbox_like.run.executors import find_marked  # noqa: E402
 from plainbox_like.run.settle import SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: E402
-from plainbox_like.store.storage import load_session  # noqa: E402
+from plainbox_like.store.reader import load_session  # noqa: E402
 
 ROUND_TIMEOUT = 180.0
 

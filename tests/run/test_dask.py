@@ -24,7 +24,7 @@ from plainbox_like.run.settle import STOPPED_WHILE_RUNNING
 from plainbox_like.store import codec
 from plainbox_like.store.model import Attempt, Placement, SessionState
 from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 
 
 def wait_for(check, what, timeout=30.0):
