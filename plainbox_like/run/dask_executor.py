@@ -58,6 +58,10 @@ CONNECT_TIMEOUT = 10.0
 QUEUE_SLOTS = 16
 #: Output batches received but not yet written here before the receiving thread waits.
 INBOX_SLOTS = 16
+#: Tasks in Dask at once per worker thread of the cluster; more jobs in flight wait here (counted again every
+#: THREADS_REFRESH seconds: workers come and go).
+WINDOW_PER_THREAD = 2
+THREADS_REFRESH = 5.0
 #: The comment of a job whose worker died, followed by the worker's address.
 WORKER_LOST = "worker lost"
 #: The comment of the jobs running when the scheduler was lost.
@@ -125,10 +129,19 @@ class _Task:
     received: int = 0  # output batches written
     result: dict[str, Any] | None = None
     signalled: int | None = None  # a signal asked before its start was known (the task was cancelled)
+    in_dask: bool = False  # handed to Dask (else held here until the cluster has room for it)
 
 
 class _Cancelled(Exception):
     """A task stopped before it was submitted."""
+
+
+class _SyncFailed(Exception):
+    """The journal could not be made durable before a task was submitted (it was not): *error* says why."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class DaskExecutor:
@@ -215,6 +228,10 @@ class DaskExecutor:
         self._tasks: dict[str, _Task] = {}  # by task key
         self._by_job: dict[str, _Task] = {}  # by the spec's key (the job id)
         self._count = 0
+        self._held: collections.deque[_Task] = collections.deque()  # submitted here, not to Dask yet
+        self._in_dask = 0
+        self._threads = 1
+        self._threads_at = -math.inf  # when the cluster's threads were counted
         self._unreachable_since: float | None = None
         self._lost: str | None = None
         self._closing = threading.Event()
@@ -312,7 +329,7 @@ class DaskExecutor:
         """
         if self._lost is not None:
             raise SchedulerLost(f"{SCHEDULER_LOST}: {self._address}")
-        process = Process(spec=spec)
+        process = Process(spec=attrs.evolve(spec, env={}))  # the request has what it needs of the environment
         request = {
             "key": spec.key,
             "argv": list(spec.argv),
@@ -333,37 +350,66 @@ class DaskExecutor:
         return process
 
     def _submit(self, task: _Task) -> None:
-        """Hand *task* to the submitting thread, which makes the journal durable (the job's start is in it)
-        and submits it: neither holds up this thread, which has the other jobs' events to handle."""
+        """Queue *task* here; :meth:`_release` hands it to Dask when the cluster has room for it."""
         self._count += 1
         task.key = f"{self._prefix}-{self._count}"
         task.request["task"] = task.key
         self._tasks[task.key] = task
         self._by_job[task.process.spec.key] = task
-        self._to_submit.put(task)
+        self._held.append(task)
+        self._release()
+
+    def _release(self) -> None:
+        """Hand held tasks to the submitting thread, up to :data:`WINDOW_PER_THREAD` per worker thread of the
+        cluster in Dask at once (thousands of jobs queued cost little here, much more as Dask tasks). That
+        thread makes the journal durable (the jobs' starts are in it) and submits them: neither holds up
+        this thread, which has the other jobs' events to handle."""
+        now = self._clock()
+        if now - self._threads_at > THREADS_REFRESH:
+            self._threads_at = now
+            try:
+                self._threads = max(1, sum(self.client.nthreads().values()))
+            except Exception:  # noqa: BLE001 - the scheduler out of reach: poll() tells
+                pass
+        while self._held and self._in_dask < self._threads * WINDOW_PER_THREAD:
+            task = self._held.popleft()
+            if self._tasks.get(task.key) is not task:
+                continue  # forgotten meanwhile
+            task.in_dask = True
+            self._in_dask += 1
+            self._to_submit.put(task)
 
     def _submitting(self) -> None:
-        """The submitting thread: sync, then submit, in the order the jobs were started."""
+        """The submitting thread: sync, then submit, in the order the jobs were started (one sync for all
+        the jobs waiting: their starts are all in the journal already)."""
         while True:
-            task = self._to_submit.get()
-            if task is None:
-                return
+            tasks = [self._to_submit.get()]
+            while not self._to_submit.empty():
+                tasks.append(self._to_submit.get())
             if self._sync_fd is not None:
                 try:
                     os.fdatasync(self._sync_fd)
                 except OSError as exc:
-                    self._notify(("done", task.key, None, exc))
-                    continue
-            with self._lock:
-                if task.signalled is not None:  # stopped before it was submitted: it never runs
-                    self._notify(("done", task.key, None, _Cancelled()))
-                    continue
-                try:
-                    task.future = self.client.submit(self._tasks_module.run_job, task.request, key=task.key, pure=False)
-                except Exception as exc:  # noqa: BLE001 - the scheduler went away: poll() tells
-                    self._notify(("done", task.key, None, exc))
-                    continue
-            task.future.add_done_callback(self._on_done)
+                    for task in tasks:
+                        if task is not None:
+                            self._notify(("done", task.key, None, _SyncFailed(exc)))
+                    tasks = [task for task in tasks if task is None]
+            for task in tasks:
+                if task is None:
+                    return
+                self._submit_now(task)
+
+    def _submit_now(self, task: _Task) -> None:
+        with self._lock:
+            if task.signalled is not None:  # stopped before it was submitted: it never runs
+                self._notify(("done", task.key, None, _Cancelled()))
+                return
+            try:
+                task.future = self.client.submit(self._tasks_module.run_job, task.request, key=task.key, pure=False)
+            except Exception as exc:  # noqa: BLE001 - the scheduler went away: poll() tells
+                self._notify(("done", task.key, None, exc))
+                return
+        task.future.add_done_callback(self._on_done)
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited | Failed | Lost]:
         """Wait up to *timeout* seconds (None: until something happens) for starts, output and ends."""
@@ -395,6 +441,7 @@ class DaskExecutor:
                 self._done(*notice[1:], events)
         for task in [t for t in self._tasks.values() if t.result is not None and t.received >= t.result["sent"]]:
             self._exited(task, events)
+        self._release()
         self._watch_scheduler()
         return events
 
@@ -474,6 +521,8 @@ class DaskExecutor:
                 return
             task.result = result
             return
+        if isinstance(error, _SyncFailed):  # the session cannot be written: the run stops, as locally
+            raise error.error
         name = type(error).__name__
         if name == "KilledWorker":
             address = getattr(error, "last_worker", None)
@@ -482,7 +531,7 @@ class DaskExecutor:
             if task.announced:
                 self._lose(task, f"{WORKER_LOST}: {address}", events, retry=True)
             else:  # it never started (or its start was lost with the worker, and it is gone now): again
-                del self._tasks[task.key]
+                self._forget(task)
                 self._submit(task)
             return
         if task.signalled is not None or isinstance(error, _Cancelled):  # stopped before its start was known
@@ -505,6 +554,9 @@ class DaskExecutor:
             pass
 
     def _forget(self, task: _Task) -> None:
+        if task.in_dask:
+            task.in_dask = False
+            self._in_dask -= 1
         self._tasks.pop(task.key, None)
         if self._by_job.get(task.process.spec.key) is task:
             del self._by_job[task.process.spec.key]
@@ -538,6 +590,11 @@ class DaskExecutor:
         """Send *signum* to the job's process group on its worker (cancel its task if it has not started)."""
         task = self._by_job.get(process.spec.key)
         if task is None or task.process is not process or self._lost is not None:
+            return
+        if not task.in_dask:  # still held here: it never runs
+            if task.signalled is None:
+                task.signalled = signum
+                self._notify(("done", task.key, None, _Cancelled()))
             return
         if task.address is None:
             with self._lock:

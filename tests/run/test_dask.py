@@ -393,3 +393,30 @@ def test_stop_now_and_leftover_processes_reach_the_jobs_on_their_workers(tmp_pat
     assert got["c1"][-1].outcome == "pass"
     assert got["c1"][-1].leftover_processes.count == 1 and got["c1"][-1].leftover_processes.kept is False
     assert (got["c2"][-1].outcome, got["c2"][-1].comments) == ("crash", "stopped by request")
+
+
+def test_jobs_beyond_what_the_cluster_runs_wait_on_the_coordinator_and_stop_there_too(tmp_path):
+    """local:1x1 runs one job at a time and takes two tasks: of -j 4, two wait on the coordinator."""
+    repo = tmp_path / "repo"
+    marker = f"held-{os.getpid()}-{time.monotonic_ns()}"
+    job = 'touch "$PLAINBOX_SESSION_SHARE/started-$PLAINBOX_LIKE_JOB"; sleep 60'
+    proc = subprocess.Popen(
+        cli_argv(repo, "run", "--dask", "local:1x1", "-j", "4", *[arg for _ in range(4) for arg in ("-c", job)]),
+        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        path = wait_for(lambda: os.path.isdir(repo / "sessions") and os.listdir(repo / "sessions"), "the session")
+        path = os.path.join(repo, "sessions", path[0])
+        share = os.path.join(path, "session-share")
+        wait_for(lambda: any(name.startswith("started-") for name in os.listdir(share)), "a job to start")
+        assert len(load_session(path).state.running_jobs) == 4  # all four journaled as started
+        assert run(str(repo), "stop", "--now", path) == 0
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_marked_left(marker)
+    assert proc.returncode == 130, err
+    got = results(path)
+    assert [got[f"c{n}"][-1].comments for n in range(1, 5)] == ["stopped by request"] * 4
+    assert len([name for name in os.listdir(share) if name.startswith("started-")]) == 1  # the others never ran
