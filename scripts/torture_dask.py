@@ -82,7 +82,7 @@ def start_cluster(work: str) -> tuple[subprocess.Popen, list[subprocess.Popen], 
 
     with Client(address, timeout=30) as client:
         client.wait_for_workers(2, timeout=60)
-        addresses = {info["pid"]: address for address, info in client.scheduler_info()["workers"].items()}
+        addresses = {pid: address for address, pid in client.run(os.getpid).items()}
     return scheduler, workers, addresses
 
 
@@ -137,7 +137,11 @@ def main() -> int:
                 session = os.path.join(repo, "sessions", os.listdir(os.path.join(repo, "sessions"))[0])
             last = round_number == args.kills
             kill_after = None if last else rng.uniform(1.0, 6.0)
-            worker_at = rng.uniform(0.5, 4.0) if round_number == worker_round else None
+            # The worker dies once the coordinator runs jobs (it takes a second or two to start), and the
+            # coordinator sees it go before its own kill.
+            worker_at = rng.uniform(3.0, 6.0) if round_number == worker_round else None
+            if worker_at is not None and kill_after is not None:
+                kill_after = max(kill_after, worker_at + 3.0)
             started = time.monotonic()
             while proc.poll() is None:
                 elapsed = time.monotonic() - started
@@ -159,11 +163,13 @@ def main() -> int:
             err = proc.stderr.read()
             proc.stderr.close()
             state = load_session(session).state
-            rounds.append((round_number, "killed" if kill_after is not None and proc.returncode == -9 else
-                           f"exit {proc.returncode}", sum(1 for j in ids if j in state.results)))
+            rounds.append((round_number, ("worker killed, " if round_number == worker_round else "") + ("killed" if kill_after is not None and proc.returncode == -9 else
+                           f"exit {proc.returncode}"), sum(1 for j in ids if j in state.results)))
             if not last and proc.returncode != -9:
                 if len(state.results) == len(ids):
                     break  # it finished before its kill
+            if os.environ.get("TORTURE_DEBUG"):
+                print(f"round {round_number} exit {proc.returncode} stderr: {err.strip()[-400:]}", file=sys.stderr)
             if last and proc.returncode not in (0, 1):
                 problems.append(f"the last resume exited {proc.returncode}: {err.strip()[-300:]}")
         # What a killed coordinator left on the workers is gone (the worker plugin, then resume).
@@ -205,7 +211,7 @@ def main() -> int:
             else:
                 problems.append(f"{job}: outcome {attempt.outcome}")
         print(f"seed {seed}: {args.size} jobs, 2 workers (one killed: {killed_worker or 'not reached'}), "
-              f"{sum(1 for r in rounds if r[1] == 'killed')} coordinator kills")
+              f"{sum(1 for r in rounds if r[1].endswith('killed'))} coordinator kills")
         for number, how, done in rounds:
             print(f"  round {number}: {how}, {done} jobs with a result")
         print(f"  outcomes: {dict(outcomes)}; crash reasons: {dict(reasons)}")
