@@ -71,6 +71,7 @@ def start_cluster(work: str) -> tuple[subprocess.Popen, list[subprocess.Popen], 
                 address = json.load(handle)["address"]
         except (OSError, ValueError, KeyError):
             if time.monotonic() > deadline:
+                scheduler.kill()
                 raise SystemExit("the scheduler did not start")
             time.sleep(0.1)
     workers = [
@@ -80,9 +81,15 @@ def start_cluster(work: str) -> tuple[subprocess.Popen, list[subprocess.Popen], 
     ]
     from distributed import Client
 
-    with Client(address, timeout=30) as client:
-        client.wait_for_workers(2, timeout=60)
-        addresses = {pid: address for address, pid in client.run(os.getpid).items()}
+    try:
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            addresses = {pid: address for address, pid in client.run(os.getpid).items()}
+    except BaseException:
+        for process in [*workers, scheduler]:
+            process.kill()
+            process.wait()
+        raise
     return scheduler, workers, addresses
 
 
