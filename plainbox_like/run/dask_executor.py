@@ -70,7 +70,7 @@ SCHEDULER_LOST = "scheduler lost"
 SHARE_MARKER = ".plainbox-like-dask-share"
 #: ``local:W`` or ``local:WxT`` (T threads per worker; by default enough for ``-j`` jobs in flight).
 _LOCAL = re.compile(r"local:([1-9][0-9]*)(?:x([1-9][0-9]*))?")
-_SCHEDULER = re.compile(r"(?:(tcp|tls|ws|wss|inproc|ucx)://)?[^\s/:]+(?::[0-9]+)?")
+_SCHEDULER = re.compile(r"(?:(tcp|tls|ws|wss|ucx)://)?(?:[^\s/:\[\]]+|\[[0-9a-fA-F:.]+\]):[0-9]{1,5}")
 
 
 #: Functions the scheduler and workers run before they are known to have this program: sent by value.
@@ -112,7 +112,8 @@ def check_address(text: str) -> str:
     if _LOCAL.fullmatch(text) or (not text.startswith("local") and _SCHEDULER.fullmatch(text)):
         return text
     raise PlainboxLikeError(
-        f"--dask {text}: not a scheduler address (tcp://HOST:PORT) or local:W (W worker processes on this machine)"
+        f"--dask {text}: not a scheduler address (tcp://HOST:PORT) or local:W (W worker processes on this machine) "
+        f"or local:WxT (T threads each)"
     )
 
 
@@ -194,8 +195,8 @@ class DaskExecutor:
                     self.client = distributed.Client(self._cluster)
                 else:
                     self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            raise SchedulerLost(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SchedulerLost(f"--dask {address}: cannot reach the scheduler ({one_line(exc)})") from None
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
