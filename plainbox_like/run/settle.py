@@ -34,8 +34,10 @@ from plainbox_like.store.storage import IO_LOGS, SessionWriter, session_file
 KILL_GRACE = 3.0
 #: The comment of a job recorded as crash because its session stopped while it ran.
 STOPPED_WHILE_RUNNING = "the session stopped while this job ran"
+#: How the comment of every settled noreturn job starts (``check`` expects such a job's log to be cut).
+NORETURN_PREFIX = "noreturn job: "
 #: The comment of a noreturn job settled as passed.
-NORETURN_STOPPED = "noreturn job: the session stopped while it ran, as expected"
+NORETURN_STOPPED = f"{NORETURN_PREFIX}the session stopped while it ran, as expected"
 #: The environment variables that mark a job's processes with its session and job (found again by them).
 SESSION_ENV = "PLAINBOX_LIKE_SESSION"
 JOB_ENV = "PLAINBOX_LIKE_JOB"
@@ -75,7 +77,8 @@ def result_file_outcome(path: str, started: float) -> tuple[str, str] | None:
     """The outcome a noreturn job left in *path* (``$PLAINBOX_SESSION_SHARE/__result``), if any.
 
     As Checkbox reads it after a restart: a JSON object whose ``outcome`` is
-    ``pass``, ``fail`` or ``skip``, with optional ``comments``. None when there
+    ``pass``, ``fail`` or ``skip``, with optional ``comments`` (kept after a
+    note saying where the outcome came from). None when there
     is no such regular file or it is older than the job (*started*, with
     :data:`RESULT_FILE_SLACK`): an earlier job's is not this one's. One that
     cannot be used (not JSON, another outcome) gives ``crash`` with a comment
@@ -96,16 +99,15 @@ def result_file_outcome(path: str, started: float) -> tuple[str, str] | None:
             raise ValueError(f"larger than {RESULT_FILE_MAX} bytes")
         document = json.loads(data.decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
-        return OUTCOME_CRASH, f"noreturn job: its result file {where} is not JSON ({one_line(exc)})"
+        return OUTCOME_CRASH, f"{NORETURN_PREFIX}its result file {where} is not JSON ({one_line(exc)})"
     outcome = document.get("outcome") if isinstance(document, dict) else None
     if outcome not in RESULT_FILE_OUTCOMES:
         return OUTCOME_CRASH, (
-            f"noreturn job: its result file {where} gives no outcome among {', '.join(RESULT_FILE_OUTCOMES)}"
+            f"{NORETURN_PREFIX}its result file {where} gives no outcome among {', '.join(RESULT_FILE_OUTCOMES)}"
         )
     comments = document.get("comments")
-    if not isinstance(comments, str) or not comments.strip():
-        comments = f"noreturn job: outcome {outcome} from its result file {where}"
-    return outcome, comments
+    given = f": {comments.strip()}" if isinstance(comments, str) and comments.strip() else ""
+    return outcome, f"{NORETURN_PREFIX}outcome {outcome} from its result file {where}{given}"
 
 
 def noreturn_ids(state: SessionState, notes: list[str]) -> frozenset[str]:

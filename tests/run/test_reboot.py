@@ -178,8 +178,13 @@ def test_a_result_file_the_noreturn_job_left_gives_its_outcome_after_the_restart
     done = cli(repo, "resume", "--autoresume", env=env)
     assert done.returncode == 1, done.stderr  # a job failed
     state = load_session(path).state
-    assert (state.latest("reboot").outcome, state.latest("reboot").comments) == (OUTCOME_FAIL, "3 of 3 cycles failed")
+    assert (state.latest("reboot").outcome, state.latest("reboot").comments) == (
+        OUTCOME_FAIL, "noreturn job: outcome fail from its result file session-share/__result: 3 of 3 cycles failed"
+    )  # fmt: skip
     assert state.latest("after").outcome == OUTCOME_PASS
+    # Its log, cut by the restart, is expected so.
+    checked = cli(repo, "check", _sid(path), env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def _result_file(tmp_path, text: str, age: float = 0.0) -> tuple[str, RunningJob]:
@@ -195,7 +200,10 @@ def _result_file(tmp_path, text: str, age: float = 0.0) -> tuple[str, RunningJob
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ('{"outcome": "skip", "comments": "no second disk"}', (OUTCOME_SKIP, "no second disk")),
+        (
+            '{"outcome": "skip", "comments": "no second disk"}',
+            (OUTCOME_SKIP, "noreturn job: outcome skip from its result file session-share/__result: no second disk"),
+        ),
         ('{"outcome": "pass"}', (OUTCOME_PASS, "noreturn job: outcome pass from its result file session-share/__result")),
         ('{"outcome": "crash"}', (OUTCOME_CRASH, None)),
         ("not json", (OUTCOME_CRASH, None)),
