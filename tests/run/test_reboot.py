@@ -17,7 +17,7 @@ import time
 import pytest
 
 from factories import wait_until
-from test_batch import JOBS, cli, cli_env, kill_later, start_cli  # noqa: F401 (kill_later: a fixture)
+from test_batch import JOBS, cli, cli_env, kill_later, read_pid, start_cli  # noqa: F401 (kill_later: a fixture)
 
 from plainbox_like.run import settle
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS, OUTCOME_SKIP, RunningJob
@@ -278,8 +278,31 @@ def test_ctrl_c_while_waiting_for_the_restart_records_the_job_as_interrupted(tmp
 def test_a_noreturn_job_that_fails_did_not_restart_the_machine_and_the_run_goes_on(tmp_path):
     repo, env, proc, err = _waiting_run(tmp_path, status=3)
     assert proc.wait(timeout=60) == 1
-    assert "waiting for the machine" not in err.join()
+    text = err.join()
+    assert "job restart is expected to restart the machine" in text and "waiting for the machine" not in text
     state = load_session(_sessions(repo)[0]).state
     assert (state.latest("restart").outcome, state.latest("restart").return_code) == (OUTCOME_FAIL, 3)
     assert state.latest("after").outcome == OUTCOME_PASS
     assert FLAG_INCOMPLETE not in state.metadata.flags
+
+
+def test_a_shutdown_while_a_noreturn_job_runs_leaves_it_for_resume_and_stops_the_others(tmp_path, kill_later):
+    repo, markers = tmp_path / "repo", tmp_path / "markers"
+    markers.mkdir()
+    env = cli_env(repo, markers)
+    proc = start_cli(repo, "run", "-j", "2", os.path.join(JOBS, "noreturn.pxu"), env=env)
+    kill_later.append(read_pid(markers / "first.pid", proc))
+    kill_later.append(read_pid(markers / "reboot.pid", proc))
+    proc.send_signal(signal.SIGTERM)  # what a shutdown sends the runner (and its jobs)
+    assert proc.wait(timeout=60) == 130
+    proc.communicate(timeout=30)
+    path = _sessions(repo)[0]
+    state = load_session(path).state
+    assert (state.latest("first").outcome, state.latest("first").comments) == (OUTCOME_CRASH, "interrupted")
+    assert "reboot" not in state.results and state.running_jobs["reboot"].noreturn
+    (markers / "go").touch()
+    done = cli(repo, "resume", "--autoresume", env=env)
+    assert done.returncode == 1, done.stderr  # 'first' stays a crash
+    state = load_session(path).state
+    assert [(a.outcome, a.comments) for a in state.results["reboot"]] == [(OUTCOME_PASS, settle.NORETURN_STOPPED)]
+    assert state.latest("last").outcome == OUTCOME_PASS
