@@ -25,7 +25,10 @@ def cmd_autoresume(args: argparse.Namespace) -> int:
         if not done:
             output.say(f"nothing was installed for {clean(root)}: nothing to remove")
     else:
-        found = autoresume.status(boot)
+        problems: list[str] = []
+        found = autoresume.status(boot, problems)
+        for problem in problems:
+            output.warn(clean(problem))
         for item in found:
             state = f" ({clean(item.state)})" if item.state else ""
             mine = "  [this repository]" if item.repository == root else ""

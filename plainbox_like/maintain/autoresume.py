@@ -303,8 +303,12 @@ def _cron_repository(line: str) -> str | None:
     return None
 
 
-def status(boot: Boot) -> list[Installed]:
-    """Everything autoresume installed that this user can see: our units in the unit directory, our cron lines."""
+def status(boot: Boot, problems: list[str] | None = None) -> list[Installed]:
+    """Everything autoresume installed that this user can see: our units in the unit directory, our cron lines.
+
+    A ``crontab -l`` that fails is told in *problems* (the units are still
+    listed), or raised as :class:`AutoresumeError` without it.
+    """
     found = []
     try:
         names = sorted(n for n in os.listdir(boot.unit_dir) if n.startswith(UNIT_PREFIX) and n.endswith(".service"))
@@ -314,10 +318,21 @@ def status(boot: Boot) -> list[Installed]:
         path = os.path.join(boot.unit_dir, name)
         state = None
         if boot.systemd and _has_command(boot.systemctl):
-            done = _run([*boot.systemctl, "is-enabled", name], ok_codes=tuple(range(256)))
-            state = done.stdout.strip() or None
+            try:
+                state = _run([*boot.systemctl, "is-enabled", name], ok_codes=tuple(range(256))).stdout.strip() or None
+            except AutoresumeError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
         found.append(Installed(f"systemd {boot.unit_kind}", path, _unit_repository(path), state))
-    for line in _read_crontab(boot) or ():
+    try:
+        lines = _read_crontab(boot) or []
+    except AutoresumeError as exc:
+        if problems is None:
+            raise
+        problems.append(str(exc))
+        lines = []
+    for line in lines:
         if _is_ours(line):
             found.append(Installed("crontab", line, _cron_repository(line)))
     return found
@@ -389,7 +404,4 @@ def disable(root: str, boot: Boot) -> list[str]:
 def enabled_for(root: str, boot: Boot) -> bool:
     """Whether something autoresume installed continues the sessions of *root* at boot."""
     root = os.path.abspath(root)
-    try:
-        return any(item.repository == root for item in status(boot))
-    except AutoresumeError:
-        return False
+    return any(item.repository == root for item in status(boot, problems=[]))

@@ -193,3 +193,15 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in done.stderr.splitlines() if unit.name in line]
     assert done.returncode == 0 and not problems, done.stderr
+
+
+def test_status_lists_the_units_when_the_crontab_cannot_be_read(fakes):
+    boot = fakes.boot(systemd=True)
+    autoresume.enable(fakes.repo, boot, PROGRAM)
+    (fakes.bin / "crontab").write_text("#!/bin/sh\necho 'crontab: permission denied' >&2\nexit 1\n")
+    problems: list[str] = []
+    assert [item.repository for item in autoresume.status(boot, problems)] == [fakes.repo]
+    assert problems == [f"{fakes.bin / 'crontab'} -l failed: crontab: permission denied"]
+    assert autoresume.enabled_for(fakes.repo, boot)
+    with pytest.raises(AutoresumeError):
+        autoresume.status(boot)
