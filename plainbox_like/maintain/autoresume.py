@@ -168,13 +168,14 @@ def program_command() -> list[str]:
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "plainbox-like" and os.path.isfile(argv0):
         return [os.path.abspath(argv0)]
-    return [sys.executable and os.path.abspath(sys.executable) or "python3", "-m", "plainbox_like"]
+    python = os.path.abspath(sys.executable) if sys.executable else shutil.which("python3") or "/usr/bin/python3"
+    return [python, "-m", "plainbox_like"]
 
 
 def _package_path() -> str | None:
-    """The directory to put on ``PYTHONPATH`` for ``python -m plainbox_like``, when it is not installed there."""
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    parent = os.path.dirname(parent)
+    """The directory to put on ``PYTHONPATH`` for ``python -m plainbox_like``: the one holding this package,
+    unless that is where the Python installs packages (a source tree run with ``PYTHONPATH`` needs it at boot)."""
+    parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     installed = {os.path.abspath(sysconfig.get_paths()[key]) for key in ("purelib", "platlib")}
     return None if parent in installed else parent
 

@@ -27,7 +27,7 @@ from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
-from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV
+from plainbox_like.run.settle import FLAG_NORETURN, JOB_ENV, KILL_GRACE, SESSION_ENV
 from plainbox_like.store import limits
 from plainbox_like.store.model import (
     LEFTOVER_COMMAND_MAX,
@@ -56,8 +56,6 @@ APP_ID = "plainbox-like"
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
 #: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
 FLAG_LEAVES_PROCESSES = "leaves-processes"
-#: The job flag of a job expected to end the run (a reboot, a power-off; Checkbox's meaning).
-FLAG_NORETURN = "noreturn"
 #: What a shutdown sends: the runner stopped by one of these while a noreturn job runs leaves that job without
 #: a result (resume records it as after a restart); a noreturn job killed by one of them is waited on as one
 #: that exited with status 0.
@@ -75,7 +73,13 @@ SHARE_ENV = "PLAINBOX_SESSION_SHARE"
 
 
 class Reporter(Protocol):
-    """Told about progress; everything it hears is already durable."""
+    """Told about progress; everything it hears is already durable.
+
+    Optional methods, called when a reporter has them: ``added(count)`` (jobs
+    made from templates joined the run), ``restart_expected(job_id)`` (a
+    noreturn job is about to start: the machine will restart) and
+    ``restart_awaited(job_id)`` (it ended; the run waits for the restart).
+    """
 
     def started(self, job_id: str, attempt: int) -> None: ...
 

@@ -41,6 +41,8 @@ NORETURN_STOPPED = f"{NORETURN_PREFIX}the session stopped while it ran, as expec
 #: The environment variables that mark a job's processes with its session and job (found again by them).
 SESSION_ENV = "PLAINBOX_LIKE_SESSION"
 JOB_ENV = "PLAINBOX_LIKE_JOB"
+#: The job flag of a job expected to end the run (a reboot, a power-off test; Checkbox's meaning).
+FLAG_NORETURN = "noreturn"
 #: The file in the session's share directory where a noreturn job may leave its outcome for after the
 #: restart, as Checkbox reads it: ``{"outcome": "pass" | "fail" | "skip", "comments": "..."}``.
 RESULT_FILE = "__result"
@@ -123,7 +125,7 @@ def noreturn_ids(state: SessionState, notes: list[str]) -> frozenset[str]:
     except Exception as exc:  # noqa: BLE001 - best effort: only the noreturn flag is looked up
         notes.append(f"the job definitions could not be loaded ({one_line(exc)}): every running job is recorded as crash")
         return frozenset()
-    return frozenset(job.id for job in units.jobs if "noreturn" in job.flags)
+    return frozenset(job.id for job in units.jobs if FLAG_NORETURN in job.flags)
 
 
 def settle_interrupted(writer: SessionWriter, noreturn: Collection[str], say: Callable[[str], None]) -> list[str]:
