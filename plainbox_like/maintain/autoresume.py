@@ -29,7 +29,9 @@ import attrs
 from plainbox_like.errors import AutoresumeError, PlainboxLikeError, one_line
 from plainbox_like.store.model import FLAG_INCOMPLETE, SessionState
 from plainbox_like.store.paths import session_id_of
-from plainbox_like.store.storage import SessionRepository, held_flocks, load_session, writer_alive
+from plainbox_like.store.locks import held_flocks, writer_alive
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 #: Where systemd keeps its runtime state: it runs if this is a directory (as ``sd_booted()`` checks).
 SYSTEMD_RUNTIME = "/run/systemd/system"

@@ -15,11 +15,12 @@ from cli_helpers import run
 from plainbox_like.define import plan as planning
 
 from plainbox_like.errors import PlanError
-from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.loading import load_units
 from plainbox_like.define.scheduler import Scheduler
 from plainbox_like.define.selection import select_jobs
 from plainbox_like.define.pxu import parse_pxu
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -21,7 +21,8 @@ from test_batch import JOBS, cli, cli_env, kill_later, read_pid, start_cli  # no
 
 from plainbox_like.run import settle
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS, OUTCOME_SKIP, RunningJob
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 REBOOT = os.path.join(JOBS, "reboot.pxu")
 RESTART = os.path.join(JOBS, "restart.pxu")

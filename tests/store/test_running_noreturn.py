@@ -10,7 +10,7 @@ import pytest
 
 from plainbox_like.errors import CorruptSession
 from plainbox_like.store import codec
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 
 
 def _snapshot(path: str) -> dict:
