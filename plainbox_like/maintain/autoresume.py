@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from plainbox_like.errors import AutoresumeError, PlainboxLikeError, one_line
+from plainbox_like.run.settle import NORETURN_PREFIX
 from plainbox_like.store.model import FLAG_INCOMPLETE, SessionState
 from plainbox_like.store.paths import session_id_of
 from plainbox_like.store.locks import held_flocks, writer_alive
@@ -58,10 +59,22 @@ def _line(text: str) -> str:
 # -- which sessions continue ------------------------------------------------------------------------
 
 
-def noreturn_running(state: SessionState) -> str | None:
-    """The job journaled as noreturn that was running when the session stopped (the latest started), or None."""
+def ended_on_noreturn(state: SessionState) -> str | None:
+    """The noreturn job the session stopped on, or None.
+
+    One journaled as noreturn that was still running when it stopped (the
+    latest started); or, with nothing left running, the job whose attempt
+    started last, if it was settled as a noreturn job (``cleanup`` ran before
+    the boot did).
+    """
     flagged = [(running.started, job_id) for job_id, running in state.running_jobs.items() if running.noreturn]
-    return max(flagged)[1] if flagged else None
+    if flagged or state.running_jobs:
+        return max(flagged)[1] if flagged else None
+    latest = [(a[-1].started or 0.0, job_id, a[-1]) for job_id, a in state.results.items() if a]
+    if not latest:
+        return None
+    _started, job_id, attempt = max(latest, key=lambda item: (item[0], item[1]))
+    return job_id if (attempt.comments or "").startswith(NORETURN_PREFIX) else None
 
 
 @attrs.define
@@ -83,8 +96,8 @@ class BootSession:
 def boot_sessions(repo: SessionRepository) -> list[BootSession]:
     """Every incomplete session of *repo*, in order of creation, each saying whether it ended on a noreturn job.
 
-    A session continues when it is incomplete, no live runner holds it and a
-    job journaled as noreturn was running when it stopped. Sessions that
+    A session continues when it is incomplete, no live runner holds it and it
+    stopped on a noreturn job (:func:`ended_on_noreturn`). Sessions that
     cannot be read are listed as left alone, with the reason.
     """
     found = []
@@ -98,7 +111,7 @@ def boot_sessions(repo: SessionRepository) -> list[BootSession]:
         if FLAG_INCOMPLETE not in state.metadata.flags:
             continue
         created = state.metadata.created or 0.0
-        job = noreturn_running(state)
+        job = ended_on_noreturn(state)
         if writer_alive(path, held):
             found.append(BootSession(path, created, None, "its runner is alive"))
         elif job is None:

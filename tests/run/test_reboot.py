@@ -307,3 +307,18 @@ def test_a_shutdown_while_a_noreturn_job_runs_leaves_it_for_resume_and_stops_the
     state = load_session(path).state
     assert [(a.outcome, a.comments) for a in state.results["reboot"]] == [(OUTCOME_PASS, settle.NORETURN_STOPPED)]
     assert state.latest("last").outcome == OUTCOME_PASS
+
+
+def test_a_session_a_restart_ended_still_continues_after_cleanup_settled_it(tmp_path):
+    repo = tmp_path / "repo"
+    env = cli_env(repo)
+    path = _rebooted_run(repo, env)[1]
+    cleaned = cli(repo, "cleanup", env=env)
+    assert cleaned.returncode == 0, cleaned.stderr
+    state = load_session(path).state
+    assert not state.running_jobs and state.latest("reboot").comments == settle.NORETURN_STOPPED
+    done = cli(repo, "resume", "--autoresume", env=env)
+    assert done.returncode == 0, done.stderr
+    state = load_session(path).state
+    assert len(state.results["reboot"]) == 1 and state.latest("after").outcome == OUTCOME_PASS
+    assert FLAG_INCOMPLETE not in state.metadata.flags
