@@ -322,3 +322,26 @@ def test_a_session_a_restart_ended_still_continues_after_cleanup_settled_it(tmp_
     state = load_session(path).state
     assert len(state.results["reboot"]) == 1 and state.latest("after").outcome == OUTCOME_PASS
     assert FLAG_INCOMPLETE not in state.metadata.flags
+
+
+def test_resume_says_so_before_the_next_noreturn_job_and_each_boot_continues_the_session(tmp_path):
+    repo = tmp_path / "repo"
+    env = cli_env(repo)
+    first = cli(repo, "run", os.path.join(JOBS, "two_reboots.pxu"), env=env)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    path = _sessions(repo)[0]
+    sid = _sid(path)
+    boot = cli(repo, "resume", "--autoresume", env=env)  # the first boot: it restarts the machine again
+    assert boot.returncode == -signal.SIGKILL, boot.stderr
+    lines = boot.stderr.splitlines()
+    assert f"plainbox-like: session {sid} stopped while job reboot1 (noreturn) ran: continuing it" in lines
+    (said,) = [line for line in lines if "restart the machine" in line]
+    assert said.startswith("plainbox-like: job reboot2 is expected to restart the machine (flag noreturn)")
+    assert f"resume {sid}" in said
+    state = load_session(path).state
+    assert state.latest("reboot1").outcome == OUTCOME_PASS and state.running_jobs["reboot2"].noreturn
+    boot = cli(repo, "resume", "--autoresume", env=env)  # the second boot
+    assert boot.returncode == 0, boot.stderr
+    state = load_session(path).state
+    assert [state.latest(j).outcome for j in ("reboot1", "reboot2", "after")] == [OUTCOME_PASS] * 3
+    assert FLAG_INCOMPLETE not in state.metadata.flags
