@@ -1,16 +1,11 @@
-"""Lets the test modules import their helpers (``strategies``) however pytest imports them."""
+"""Fixtures shared by the test modules, and the path that lets them import their helpers (``factories``,
+``cli_helpers``, ``archives``, ``strategies``) however pytest imports them. A test module never imports
+another test module: what two of them share lives in one of those helpers."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# and the test folders (tests/store, ...): a test module imports another's helpers by its name
-# (``from test_codec import ...``), whichever folder pytest collects first; the names are unique.
-sys.path[1:1] = sorted(
-    entry.path
-    for entry in os.scandir(os.path.dirname(os.path.abspath(__file__)))
-    if entry.is_dir() and any(name.startswith("test_") for name in os.listdir(entry.path))
-)
 
 import pytest  # noqa: E402
 

@@ -16,15 +16,15 @@ import pytest
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.storage import SessionRepository, load_session
 from cli_helpers import assert_one_line_error, run
-from test_codec import make_plainbox_session
-from test_export import ALL_BYTES, BINARY, MALICIOUS, PLAN, _session_members, _tar_bytes, build_session
+from archives import MALICIOUS, session_members, tar_bytes
+from factories import ALL_BYTES, BINARY, PLAN, plainbox_session, report_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def session(repo):
-    return build_session(repo)
+    return report_session(repo)
 
 
 def cli(root, *argv, stdin=None, **kwargs):
@@ -224,7 +224,7 @@ def test_pipe_export_into_import(session, root, tmp_path):
 
 def test_checkbox_session_export_and_import(tmp_path, root, capfd):
     directory = tmp_path / "checkbox-ng" / "sessions" / "session_title-2016-02-03T04.05.06.session"
-    make_plainbox_session(directory, 11)
+    plainbox_session(directory, 11)
     for fmt in ("json", "junit", "html"):
         assert run(root, "export", str(directory), "--format", fmt) == 0
     capfd.readouterr()
@@ -244,7 +244,7 @@ def test_checkbox_session_export_and_import(tmp_path, root, capfd):
 @pytest.mark.parametrize("name", ["absolute-path", "dotdot", "symlink-relative-escape", "char-device"])
 def test_import_rejects_malicious_archives(tmp_path, root, capfd, name):
     archive = tmp_path / "evil.tar.gz"
-    archive.write_bytes(_tar_bytes(*_session_members(), *MALICIOUS[name]))
+    archive.write_bytes(tar_bytes(*session_members(), *MALICIOUS[name]))
     assert run(root, "import", str(archive)) == 2
     out, err = capfd.readouterr()
     assert out == ""

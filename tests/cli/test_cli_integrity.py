@@ -17,7 +17,7 @@ from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
 from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
-from test_integrity import closed_session, files, make_checkbox_session, quarantined
+from factories import logged_checkbox_session, quarantined_files, run_session, session_files
 from factories import wait_until
 from cli_helpers import run as cli
 
@@ -57,8 +57,8 @@ def test_commands_have_help_and_descriptions():
 
 
 def test_check_healthy_repository(root, capsys):
-    closed_session(root)
-    closed_session(root)
+    run_session(root)
+    run_session(root)
     assert cli(root, "check") == 0
     out, err = capsys.readouterr()
     assert out == ""
@@ -71,7 +71,7 @@ def test_check_empty_repository(root, capsys):
 
 
 def test_check_reports_one_line_per_problem(root, capsys):
-    good, bad = closed_session(root), closed_session(root)
+    good, bad = run_session(root), run_session(root)
     os.unlink(os.path.join(bad, "session.bak"))
     with open(os.path.join(bad, "io-logs", "c1.stdout"), "ab") as f:
         f.write(b"!")
@@ -97,7 +97,7 @@ def test_check_reports_one_line_per_problem(root, capsys):
 
 
 def test_check_json(root, capsys):
-    good, bad = closed_session(root), closed_session(root)
+    good, bad = run_session(root), run_session(root)
     with open(os.path.join(bad, "journal"), "ab") as f:
         f.write(b'{"seq": 7, "op"')
     assert cli(root, "check", "--json", good, bad) == 1
@@ -113,7 +113,7 @@ def test_check_json(root, capsys):
 
 
 def test_check_bad_arguments(root, capsys):
-    closed_session(root)
+    run_session(root)
     assert cli(root, "check", "no-such-session") == 2
     one_line_error(capsys.readouterr().err, "no-such-session")
     assert cli(root, "check", "/nonexistent/x.session") == 2
@@ -124,7 +124,7 @@ def test_check_bad_arguments(root, capsys):
 
 
 def test_check_checkbox_session_by_path(tmp_path, capsys):
-    directory = make_checkbox_session(str(tmp_path / "cbx.session"))
+    directory = logged_checkbox_session(str(tmp_path / "cbx.session"))
     assert cli(str(tmp_path / "repo"), "check", directory) == 0
     capsys.readouterr()
     assert cli(str(tmp_path / "repo"), "repair", directory) == 2
@@ -135,7 +135,7 @@ def test_check_checkbox_session_by_path(tmp_path, capsys):
 
 
 def test_repair_says_what_it_did(root, capsys):
-    path = closed_session(root)
+    path = run_session(root)
     sid = sid_of(path)
     data = open(os.path.join(path, "session"), "rb").read()
     with open(os.path.join(path, "session"), "wb") as f:
@@ -146,7 +146,7 @@ def test_repair_says_what_it_did(root, capsys):
     assert lines and all(line.startswith(f"{sid}: ") for line in lines)
     assert any(line.startswith(f"{sid}: session: not a valid gzip file") and "rebuilt" in line for line in lines)
     assert "quarantine" in err
-    assert quarantined(path)["session"] == data[: len(data) // 2]
+    assert quarantined_files(path)["session"] == data[: len(data) // 2]
     assert cli(root, "check", sid) == 0
     assert cli(root, "repair", sid) == 0
     assert "nothing to repair" in capsys.readouterr().out
@@ -167,7 +167,7 @@ def test_repair_unknown_session(root, capsys):
 
 
 def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
-    path = closed_session(root)
+    path = run_session(root)
     os.unlink(os.path.join(path, "session"))
 
     def half_done(path, say):
@@ -252,14 +252,14 @@ def test_sigkilled_runner(root):
     assert "(c2): resume or cleanup" in lines[0]
     assert "io-logs/c2.record.gz" in checked.stderr  # its cut log: a note, not a problem
 
-    before = files(path)
+    before = session_files(path)
     repaired = _plainbox_like(root, "repair", sid)
     assert repaired.returncode == 0, repaired.stderr
     actions = repaired.stdout.splitlines()
     assert any(a.startswith(f"{sid}: lock: interrupted run of pid {proc.pid}") and "c2 (crash)" in a for a in actions)
     assert any(a.startswith(f"{sid}: io-logs/c2.record.gz: file was cut") for a in actions)
-    kept = quarantined(path)
-    after = files(path)
+    kept = quarantined_files(path)
+    after = session_files(path)
     for rel, data in before.items():
         if after.get(rel) != data:
             assert kept.get(rel) == data, rel
@@ -288,10 +288,10 @@ def test_sigkilled_writer_with_a_damaged_snapshot(root):
     writer.abandon()  # died right after journaling the plan
     with open(os.path.join(writer.path, "session"), "wb") as f:
         f.write(b"\0" * 64)
-    before = files(writer.path)
+    before = session_files(writer.path)
     repaired = _plainbox_like(root, "repair", writer.id)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert quarantined(writer.path)["session"] == before["session"]
+    assert quarantined_files(writer.path)["session"] == before["session"]
     assert _plainbox_like(root, "check", writer.id).returncode == 0
     # The plan comes back from the journal, which starts at seq 1.
     state = load_session(writer.path).state
@@ -309,7 +309,7 @@ def test_sigkilled_writer_with_a_damaged_snapshot(root):
 
 
 def test_plain_session_dir_without_state_resolves_by_id(root, capsys):
-    path = closed_session(root)
+    path = run_session(root)
     os.unlink(os.path.join(path, "session"))
     os.unlink(os.path.join(path, "session.bak"))
     assert cli(root, "check", sid_of(path)) == 1

@@ -22,7 +22,7 @@ from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.storage import SessionRepository, SessionWriter
 from cli_helpers import assert_one_line_error, run
-from test_export import _session_members, _symlink, _tar_bytes
+from archives import session_members, symlink_member, tar_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = b"TOP-SECRET-OUTSIDE-THE-SESSION"
@@ -239,7 +239,7 @@ def test_import_refuses_a_state_naming_paths_outside(root, tmp_path, capfd):
     ],
 )
 def test_import_refuses_links_that_leave_the_session_once_in_place(tmp_path, link, target):
-    data = _tar_bytes(*_session_members(), (_symlink(link, target), None))
+    data = tar_bytes(*session_members(), (symlink_member(link, target), None))
     sessions = str(tmp_path / "repo" / "sessions")
     with pytest.raises(tarball.UnsafeArchive, match="symbolic link") as info:
         tarball.import_archive(io.BytesIO(data), sessions, "evil.tar.gz")
@@ -248,8 +248,8 @@ def test_import_refuses_links_that_leave_the_session_once_in_place(tmp_path, lin
 
 
 def test_import_keeps_links_inside_session_share(tmp_path):
-    members = [*_session_members("ok.session"), (_symlink("ok.session/session-share/latest", "../session"), None)]
-    imported = tarball.import_archive(io.BytesIO(_tar_bytes(*members)), str(tmp_path / "s"), "ok")
+    members = [*session_members("ok.session"), (symlink_member("ok.session/session-share/latest", "../session"), None)]
+    imported = tarball.import_archive(io.BytesIO(tar_bytes(*members)), str(tmp_path / "s"), "ok")
     assert os.readlink(os.path.join(imported.path, "session-share", "latest")) == "../session"
 
 
