@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pytest  # noqa: E402
 
+import factories  # noqa: E402
 from plainbox_like.store.storage import SessionRepository  # noqa: E402
 
 
@@ -22,6 +23,39 @@ def root(tmp_path):
 def repo(root):
     """The :class:`SessionRepository` at :func:`root`."""
     return SessionRepository(root)
+
+
+# -- sessions in each state (built by the factory in factories.py) ------------------------------
+
+
+@pytest.fixture
+def finished_session(repo) -> str:
+    """The path of a session of real jobs run to the end (:data:`factories.COMMANDS`): closed, complete."""
+    return factories.run_session(repo.root)
+
+
+@pytest.fixture
+def running_session(repo):
+    """A live writer holding its session's lock, titled ``live``, its job ``a`` running; after the test it
+    is abandoned (a test that wants the final snapshot closes it itself)."""
+    writer = factories.written_session(repo, "live", complete=False, end=factories.OPEN)
+    writer.job_started("a", 1, None)
+    yield writer
+    writer.abandon()
+
+
+@pytest.fixture
+def interrupted_session(repo) -> str:
+    """The path of a session whose runner died while its job c2 ran (:func:`factories.interrupted_run`):
+    incomplete, no live runner, c2 left running."""
+    return factories.interrupted_run(repo.root)
+
+
+@pytest.fixture
+def checkbox_session(repo) -> str:
+    """The path of a session written by real Checkbox (:data:`factories.CHECKBOX_SESSION`), as
+    ``sessions/checkbox.session`` of the repository."""
+    return factories.real_checkbox_session(os.path.join(repo.sessions_dir, "checkbox.session"))
 
 
 @pytest.fixture(autouse=True)

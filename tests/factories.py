@@ -7,7 +7,7 @@ factory below builds sessions in every state the tests need (the conftest fixtur
 * :func:`written_session`: through the writer alone, no process run (fast; finished, incomplete, running or
   interrupted, with chosen outcomes, metadata and output);
 * :func:`run_session`, :func:`journaled_run`, :func:`interrupted_run`: real jobs run by the batch runner;
-* :func:`checkbox_session` (written by real Checkbox, ``tests/data/checkbox``), :func:`plainbox_session`
+* :func:`real_checkbox_session` (written by real Checkbox, ``tests/data/checkbox``), :func:`plainbox_session`
   (each Plainbox state version) and :func:`logged_checkbox_session` (a Checkbox session with its io-logs).
 """
 
@@ -237,7 +237,7 @@ def interrupted_run(root: str) -> str:
 CHECKBOX_SESSION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkbox", "tutorial-base.session.gz")
 
 
-def checkbox_session(directory: str) -> str:
+def real_checkbox_session(directory: str) -> str:
     """A session directory holding the real Checkbox session :data:`CHECKBOX_SESSION` (no io-logs kept)."""
     os.makedirs(os.path.join(directory, "io-logs"))
     shutil.copyfile(CHECKBOX_SESSION, os.path.join(directory, "session"))

@@ -134,8 +134,8 @@ def test_check_checkbox_session_by_path(tmp_path, capsys):
 # -- repair -----------------------------------------------------------------------------
 
 
-def test_repair_says_what_it_did(root, capsys):
-    path = run_session(root)
+def test_repair_says_what_it_did(root, capsys, finished_session):
+    path = finished_session
     sid = sid_of(path)
     data = open(os.path.join(path, "session"), "rb").read()
     with open(os.path.join(path, "session"), "wb") as f:
@@ -166,8 +166,8 @@ def test_repair_unknown_session(root, capsys):
     one_line_error(capsys.readouterr().err)
 
 
-def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
-    path = run_session(root)
+def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "session"))
 
     def half_done(path, say):
@@ -308,8 +308,8 @@ def test_sigkilled_writer_with_a_damaged_snapshot(root):
         assert load_session(writer.path).state.latest("c2").outcome == OUTCOME_PASS
 
 
-def test_plain_session_dir_without_state_resolves_by_id(root, capsys):
-    path = run_session(root)
+def test_plain_session_dir_without_state_resolves_by_id(root, capsys, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "session"))
     os.unlink(os.path.join(path, "session.bak"))
     assert cli(root, "check", sid_of(path)) == 1

@@ -29,7 +29,6 @@ from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
 from factories import (
-    interrupted_run,
     journaled_run,
     logged_checkbox_session,
     plainbox_session,
@@ -85,8 +84,8 @@ def resume(path: str) -> batch.RunSummary:
 # -- healthy sessions -------------------------------------------------------------------
 
 
-def test_healthy_closed_session(root):
-    path = run_session(root)
+def test_healthy_closed_session(root, finished_session):
+    path = finished_session
     report = integrity.check_session(path)
     assert report.healthy, report.problems
     assert report.notes == []
@@ -99,8 +98,8 @@ def test_healthy_closed_session(root):
     assert not os.path.exists(os.path.join(path, integrity.QUARANTINE_DIR))
 
 
-def test_a_stream_without_output_needs_no_raw_file(root):
-    path = run_session(root)
+def test_a_stream_without_output_needs_no_raw_file(root, finished_session):
+    path = finished_session
     for stream in iolog.STREAMS:  # "true" printed nothing: an empty raw file or none are both fine
         raw = os.path.join(path, "io-logs", f"c3.{stream}")
         open(raw, "wb").close()
@@ -229,9 +228,9 @@ def test_damaged_snapshot(root, make, how, backup):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_truncated_snapshot_salvages_exact_fields(root, seed):
+def test_truncated_snapshot_salvages_exact_fields(root, seed, finished_session):
     """Whatever the cut, the rebuilt state never holds a wrong value: salvaged fields equal the originals."""
-    path = run_session(root)
+    path = finished_session
     original = codec.converter.unstructure(load_session(path).state)
     data = open(os.path.join(path, "session"), "rb").read()
     cut = random.Random(seed).randrange(1, len(data))
@@ -293,9 +292,9 @@ def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
     assert quarantined_files(path)[".session.k1ll3d.tmp"] == data
 
 
-def test_backup_and_journal_gap_are_reported_as_lost(root):
+def test_backup_and_journal_gap_are_reported_as_lost(root, finished_session):
     """Snapshot lost, backup older, journal newer than the lost snapshot: the changes in between are lost."""
-    path = run_session(root)
+    path = finished_session
     writer = SessionWriter.open(path)
     writer.update_metadata(title="only in the lost snapshot")
     writer.snapshot()  # session: with the title; session.bak: without; journal: emptied
@@ -314,8 +313,8 @@ def test_backup_and_journal_gap_are_reported_as_lost(root):
     resume(path)
 
 
-def test_corrupt_backup(root):
-    path = run_session(root)
+def test_corrupt_backup(root, finished_session):
+    path = finished_session
     with open(os.path.join(path, "session.bak"), "wb") as f:
         f.write(b"\x1f\x8bnot really")
     result = repair_and_verify(path, {("session.bak", "backup-corrupt")})
@@ -429,8 +428,8 @@ def test_unappliable_journal_change(root):
     assert quarantined_files(path)["journal"].endswith(bad + b"\n")
 
 
-def test_missing_journal(root):
-    path = run_session(root)
+def test_missing_journal(root, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "journal"))
     with pytest.raises(PlainboxLikeError):
         SessionWriter.open(path)  # why it matters: no journal, no resume
@@ -446,8 +445,8 @@ def _log(path: str, job: str, suffix: str = ".record.gz") -> str:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_cut_record_file(root, seed):
-    path = run_session(root)
+def test_cut_record_file(root, seed, finished_session):
+    path = finished_session
     record = _log(path, "c2")
     data = open(record, "rb").read()
     stdout = open(_log(path, "c2", ".stdout"), "rb").read()
@@ -467,8 +466,8 @@ def test_cut_record_file(root, seed):
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
 
 
-def test_record_file_with_a_bad_record_in_the_middle(root):
-    path = run_session(root)
+def test_record_file_with_a_bad_record_in_the_middle(root, finished_session):
+    path = finished_session
     record = _log(path, "c1")
     lines = gzip.decompress(open(record, "rb").read()).split(b"\n")
     damaged = gzip.compress(b"\n".join([b"[0.1,\"stdout\",\"!!!\"]"] + lines))
@@ -492,8 +491,8 @@ def test_record_file_with_a_bad_record_in_the_middle(root):
     ],
     ids=["emptied", "shorter", "longer", "altered", "deleted"],
 )
-def test_raw_file_differs_from_records(root, change, kind):
-    path = run_session(root)
+def test_raw_file_differs_from_records(root, change, kind, finished_session):
+    path = finished_session
     raw = _log(path, "c1", ".stdout")
     data = open(raw, "rb").read()
     if change is None:
@@ -525,8 +524,8 @@ def test_raw_comparison_streams_large_files(root, tmp_path):
     assert scan.raw["stderr"].status == "equal"
 
 
-def test_missing_record_file_is_rebuilt_from_raw_files(root):
-    path = run_session(root)
+def test_missing_record_file_is_rebuilt_from_raw_files(root, finished_session):
+    path = finished_session
     os.unlink(_log(path, "c1"))
     result = repair_and_verify(path, {("io-logs/c1.record.gz", "log-missing")})
     records = iolog.read_records(_log(path, "c1"))
@@ -535,8 +534,8 @@ def test_missing_record_file_is_rebuilt_from_raw_files(root):
     assert any("timing" in a for a in result.actions)
 
 
-def test_log_missing_with_its_raw_files(root):
-    path = run_session(root)
+def test_log_missing_with_its_raw_files(root, finished_session):
+    path = finished_session
     for suffix in (".record.gz", ".stdout", ".stderr"):
         os.unlink(_log(path, "c1", suffix))
     result = repair_and_verify(path, {("io-logs/c1.record.gz", "log-missing")})
@@ -547,8 +546,8 @@ def test_log_missing_with_its_raw_files(root):
     resume(path)
 
 
-def test_missing_io_logs_directory(root):
-    path = run_session(root)
+def test_missing_io_logs_directory(root, finished_session):
+    path = finished_session
     os.rename(os.path.join(path, "io-logs"), os.path.join(root, "elsewhere"))
     expected = {("io-logs", "directory-missing")} | {(f"io-logs/{j}.record.gz", "log-missing") for j in JOBS}
     repair_and_verify(path, expected)
@@ -568,8 +567,8 @@ def test_repair_never_writes_outside_io_logs(root, tmp_path):
     assert any("outside" in line for line in result.lost)
 
 
-def test_orphan_log_is_a_note(root):
-    path = run_session(root)
+def test_orphan_log_is_a_note(root, finished_session):
+    path = finished_session
     open(_log(path, "ghost"), "wb").close()
     report = integrity.check_session(path)
     assert report.healthy
@@ -579,8 +578,8 @@ def test_orphan_log_is_a_note(root):
 # -- temporaries, interrupted runs ---------------------------------------------------------
 
 
-def test_stale_temporaries(root):
-    path = run_session(root)
+def test_stale_temporaries(root, finished_session):
+    path = finished_session
     names = {".session.abc123.tmp": b"\x1f\x8b half a snapshot", "io-logs/.c1.stdout.x9.tmp": b"hel"}
     for name, data in names.items():
         with open(os.path.join(path, name), "wb") as f:
@@ -593,8 +592,8 @@ def test_stale_temporaries(root):
     assert sum("stale temporary" in a for a in result.actions) == 2
 
 
-def test_interrupted_run(root):
-    path = interrupted_run(root)
+def test_interrupted_run(root, interrupted_session):
+    path = interrupted_session
     report = integrity.check_session(path)
     assert problems(report) == {("lock", "interrupted-run")}
     assert "c2" in report.problems[0].message and "resume or cleanup" in report.problems[0].message
@@ -616,8 +615,8 @@ def test_interrupted_run(root):
     assert integrity.check_session(path).healthy
 
 
-def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
-    path = interrupted_run(root)
+def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root, interrupted_session):
+    path = interrupted_session
     resume(path)  # settles c2 as crashed, keeps its cut log
     report = integrity.check_session(path)
     assert report.healthy, report.problems
@@ -627,8 +626,8 @@ def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
     assert not any(f.kind == "log-cut" for f in integrity.check_session(path).notes)
 
 
-def test_foreign_lock_holder_is_not_judged(root):
-    path = interrupted_run(root)
+def test_foreign_lock_holder_is_not_judged(root, interrupted_session):
+    path = interrupted_session
     with open(os.path.join(path, "lock"), "w") as f:
         f.write(f"4242 not-{socket.gethostname()}\n")
     report = integrity.check_session(path)
@@ -636,8 +635,8 @@ def test_foreign_lock_holder_is_not_judged(root):
     assert "foreign-writer" in {f.kind for f in report.notes}
 
 
-def test_several_faults_at_once(root):
-    path = interrupted_run(root)
+def test_several_faults_at_once(root, interrupted_session):
+    path = interrupted_session
     lines = _journal_lines(path)
     _write_journal(path, b"\n".join(lines) + b"\n" + b'{"seq":')
     os.unlink(os.path.join(path, "session"))
@@ -658,8 +657,8 @@ def test_several_faults_at_once(root):
     assert state.latest("c2").outcome == OUTCOME_CRASH
 
 
-def test_repair_is_idempotent(root):
-    path = interrupted_run(root)
+def test_repair_is_idempotent(root, interrupted_session):
+    path = interrupted_session
     os.unlink(os.path.join(path, "session"))
     integrity.repair_session(path)
     before = session_files(path)
