@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -15,29 +16,20 @@ import pytest
 
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.storage import SessionRepository, load_session
-from cli_helpers import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, cli, run
 from archives import MALICIOUS, session_members, tar_bytes
 from factories import ALL_BYTES, BINARY, PLAN, plainbox_session, report_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+#: The CLI in a child process, its output as bytes (archives).
+cli = functools.partial(cli, text=False, timeout=120)
+
+
 @pytest.fixture
 def session(repo):
     return report_session(repo)
-
-
-def cli(root, *argv, stdin=None, **kwargs):
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root)
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", *argv],
-        cwd=REPO,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        **kwargs,
-    )
 
 
 def test_commands_are_registered_with_help():
@@ -216,7 +208,7 @@ def test_pipe_export_into_import(session, root, tmp_path):
     exported = cli(root, "export", session.id, "--format", "tar")
     assert exported.returncode == 0
     other = str(tmp_path / "other")
-    imported = cli(other, "import", "-", stdin=exported.stdout)
+    imported = cli(other, "import", "-", input=exported.stdout)
     assert imported.returncode == 0, imported.stderr
     new_id = imported.stdout.decode().strip()
     assert load_session(os.path.join(other, "sessions", new_id + ".session")).state == load_session(session.path).state

@@ -28,6 +28,7 @@ import time
 import pytest
 
 from plainbox_like.cli.main import build_parser, main
+from cli_helpers import cli
 
 #: A case that runs longer than this (seconds) hangs.
 HANG_LIMIT = 20
@@ -154,13 +155,6 @@ def _cases(command: str) -> list[tuple[str, list[str]]]:
     return cases
 
 
-def _cli(repo: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=repo)
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", *args], env=env, capture_output=True, text=True, timeout=60, **kwargs
-    )
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A repository with a complete session (pass and fail, with output) and one whose runner was killed."""
@@ -170,21 +164,21 @@ def template(tmp_path_factory):
     units.write_text(UNITS_TEXT)
     launcher = base / "launcher.conf"
     launcher.write_text("[launcher]\nsession_title = fuzz launcher\n[test plan]\nunit = plan\nforced = yes\n")
-    done = _cli(repo, "run", "-c", "echo hello; echo oops >&2", "-c", "false", "--title", "fuzz")
+    done = cli(repo, "run", "-c", "echo hello; echo oops >&2", "-c", "false", "--title", "fuzz")
     assert done.returncode == 1, done.stderr
     # The runner dies at the second job; run again (resume), the job only says so.
     marker = base / "kill-the-runner"
     marker.touch()
-    killed = _cli(repo, "run", "-c", "echo first", "-c", f"test -e {marker} && kill -9 $PPID; echo second")
+    killed = cli(repo, "run", "-c", "echo first", "-c", f"test -e {marker} && kill -9 $PPID; echo second")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     marker.unlink()
-    _cli(repo, "run", "--title", "units", str(units))
-    listed = _cli(repo, "list", "--json")
+    cli(repo, "run", "--title", "units", str(units))
+    listed = cli(repo, "list", "--json")
     by_title = {s["title"]: s for s in json.loads(listed.stdout)}
     sessions = {"complete": by_title["fuzz"]["id"], "incomplete": by_title[None]["id"]}
     assert by_title[None]["status"] == "incomplete"
     archive = str(base / "archive.tar.gz")
-    exported = _cli(repo, "export", sessions["complete"], "--format", "tar", "-o", archive)
+    exported = cli(repo, "export", sessions["complete"], "--format", "tar", "-o", archive)
     assert exported.returncode == 0, exported.stderr
     for name in os.listdir(repo):
         if name.startswith("index.sqlite3"):

@@ -7,8 +7,6 @@ import functools
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +17,7 @@ from plainbox_like.cli import output
 from plainbox_like.cli.inspect import parse_since, summary_json
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.storage import SessionRepository
-from cli_helpers import run
+from cli_helpers import cli, run
 from factories import written_session
 
 
@@ -82,8 +80,7 @@ def test_list_is_never_stale_without_a_watcher(repo, root, sessions, capsys):
 
 def other_process(root, *argv):
     """``plainbox-like ARGV...`` run by another process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAINBOX_LIKE_")}
-    subprocess.run([sys.executable, "-m", "plainbox_like", "--repository", root, *argv], check=True, capture_output=True, env=env)
+    cli(root, *argv, check=True)
 
 
 @pytest.mark.parametrize("mode", ["settled", "settled, scan shared with a forked process", "just read"])

@@ -9,8 +9,6 @@ import json
 import os
 import shlex
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from plainbox_like.maintain import manage
 from plainbox_like.store import storage
 from plainbox_like.cli.main import build_parser
-from cli_helpers import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, cli, cli_argv, run
 from factories import dead_pid, written_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -294,16 +292,9 @@ def test_cleanup_leaves_live_sessions_alone(root, repo, capsys):
 
 
 def test_show_lists_child_sessions(root, capsys):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAINBOX_LIKE_")}
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    inner = f"{shlex.quote(sys.executable)} -m plainbox_like --repository {shlex.quote(root)} run --title kid -c true"
-    proc = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "run", "--title", "mother", "-c", inner],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
+    inner = shlex.join(cli_argv(root, "run", "--title", "kid", "-c", "true"))
+    proc = cli(root, "run", "--title", "mother", "-c", inner, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     sessions = listed(root, capsys)
     [mother] = [s for s in sessions.values() if s["title"] == "mother"]
     [kid] = [s for s in sessions.values() if s["title"] == "kid"]

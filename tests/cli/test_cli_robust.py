@@ -12,7 +12,6 @@ import functools
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +21,7 @@ from plainbox_like.read import replay
 from plainbox_like.store import storage
 from plainbox_like.cli.main import main
 from plainbox_like.store.iolog import IORecord
-from cli_helpers import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, cli_argv, cli_env, run
 from factories import written_session
 
 #: Drops the capability that lets root ignore file permissions, so root meets them as a user would.
@@ -40,13 +39,7 @@ def _cli(root: str | None, *args: str, as_user: bool = False, timeout: float = 6
         if shutil.which("setpriv") is None:
             pytest.skip("needs setpriv to drop root's file access")
         prefix = NO_DAC_OVERRIDE
-    repo = ["--repository", root] if root is not None else []
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "plainbox_like", *repo, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return subprocess.run([*prefix, *cli_argv(root, *args)], env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 #: A complete session with one job ``a`` that printed ``hello`` (a record per line of *output*).
@@ -245,11 +238,10 @@ def test_a_nul_character_in_an_argument_is_a_one_line_error(root, capsys):
 
 def test_ten_concurrent_tags_of_one_session_all_succeed(repo, root):
     sid = session(repo).id
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "plainbox_like", "tag", sid, f"t{n}"],
-            env=env,
+            cli_argv(None, "tag", sid, f"t{n}"),
+            env=cli_env(root),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,8 +15,7 @@ from plainbox_like.run import batch
 from plainbox_like.errors import PlanError
 from plainbox_like.store.storage import SessionRepository, load_session
 from plainbox_like.define.units import load_units, parse_pxu
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from cli_helpers import cli
 
 
 def _write(path: Path, text: str) -> Path:
@@ -53,12 +50,7 @@ def test_a_fifo_named_like_a_unit_file_is_skipped_not_opened(tmp_path):
     _write(tmp_path / "units" / "a.pxu", "id: a\ncommand: true\n")
     os.mkfifo(tmp_path / "units" / "x.pxu")
     os.symlink(tmp_path / "nowhere.pxu", tmp_path / "units" / "y.pxu")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", str(tmp_path / "repo"), "run", "--dry-run",
-         str(tmp_path / "units")],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+    done = cli(tmp_path / "repo", "run", "--dry-run", str(tmp_path / "units"), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["a"]
     assert f"warning: {tmp_path}/units/x.pxu: not a regular file: skipped" in done.stderr

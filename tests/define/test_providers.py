@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from cli_helpers import cli
 from shared_checkbox import PROVIDERS, needs_providers
 
 from plainbox_like.define.providers import find_providers, provider_search_path, read_provider_file
@@ -149,16 +150,10 @@ def test_no_provider_found_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 
 @needs_providers
 def test_base_and_resource_list_checkbox_598_test_plans_quickly(tmp_path):
-    import subprocess
-    import sys
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "plans", f"{PROVIDERS}/base", f"{PROVIDERS}/resource"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    done = cli(None, "plans", f"{PROVIDERS}/base", f"{PROVIDERS}/resource", timeout=60)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     ids = [line.split()[0] for line in done.stdout.splitlines()]

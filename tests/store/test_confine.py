@@ -11,7 +11,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from plainbox_like.store import storage
 from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.storage import SessionRepository, SessionWriter
-from cli_helpers import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
 from archives import session_members, symlink_member, tar_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,8 +82,7 @@ def test_export_writes_into_a_fifo(root, tmp_path, capfd):
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer, as a shell pipe
     try:
-        env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
-        proc = subprocess.Popen([sys.executable, "-m", "plainbox_like", "export", sid, "-o", fifo], cwd=REPO, env=env)
+        proc = subprocess.Popen(cli_argv(None, "export", sid, "-o", fifo), cwd=REPO, env=cli_env(root))
         data = b""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -362,10 +360,7 @@ def test_watch_never_opens_the_index_or_its_lock_through_a_symlink(root, tmp_pat
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(str(outside / "stolen"), os.path.join(root, name))
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
-    proc = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "watch", "--poll"], cwd=REPO, env=env, capture_output=True, timeout=60
-    )
+    proc = cli(None, "watch", "--poll", env=cli_env(root), cwd=REPO, text=False, timeout=60)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, name, "is a symbolic link")
     assert os.listdir(outside) == []
