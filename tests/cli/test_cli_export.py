@@ -8,7 +8,6 @@ import json
 import os
 import pty
 import subprocess
-import sys
 import tarfile
 import xml.etree.ElementTree as ET
 
@@ -16,7 +15,7 @@ import pytest
 
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.storage import SessionRepository, load_session
-from cli_helpers import assert_one_line_error, cli, run
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
 from archives import MALICIOUS, session_members, tar_bytes
 from factories import ALL_BYTES, BINARY, PLAN, plainbox_session, report_session
 
@@ -152,9 +151,9 @@ def test_export_tar_refuses_a_terminal(session, root):
     controller, terminal = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "plainbox_like", "export", session.id, "--format", "tar"],
+            cli_argv(None, "export", session.id, "--format", "tar"),
             cwd=REPO,
-            env=dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root),
+            env=cli_env(root),
             stdout=terminal,
             stderr=subprocess.PIPE,
             timeout=60,
@@ -267,9 +266,9 @@ def test_import_refuses_a_terminal(root):
     controller, terminal = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "plainbox_like", "import", "-"],
+            cli_argv(None, "import", "-"),
             cwd=REPO,
-            env=dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root),
+            env=cli_env(root),
             stdin=terminal,
             capture_output=True,
             timeout=60,

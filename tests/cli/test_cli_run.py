@@ -390,7 +390,7 @@ def test_a_full_disk_is_a_one_line_error_with_the_way_to_resume(tmp_path, monkey
     code = run_cli(root, "run", "-c", "echo small", "-c", "head -c 1000000 /dev/zero", "-c", "echo never")
     captured = capsys.readouterr()
     assert code == 1
-    path = SessionRepository(root).session_paths()[0]
+    path = only_session(root)
     sid = os.path.basename(path)[: -len(".session")]
     error = [line for line in captured.err.splitlines() if line.startswith("plainbox-like: error:")]
     assert len(error) == 1 and "Traceback" not in captured.err

@@ -13,9 +13,10 @@ from cli_helpers import run
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.errors import PlanError
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.storage import load_session
 from plainbox_like.define.units import load_units, parse_pxu
 from cli_helpers import cli
+from factories import only_session
 
 
 def _write(path: Path, text: str) -> Path:
@@ -25,7 +26,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _outcomes(root: str) -> dict[str, tuple[str, str | None]]:
-    (path,) = SessionRepository(root).session_paths()
+    path = only_session(root)
     state = load_session(path).state
     return {job_id: (results[-1].outcome, results[-1].skip_reason) for job_id, results in state.results.items()}
 

@@ -21,7 +21,7 @@ from plainbox_like.read import summary
 from plainbox_like.run import batch
 from plainbox_like.store.model import FLAG_INCOMPLETE
 from plainbox_like.store.storage import SessionRepository
-from factories import real_checkbox_session, dead_pid, written_session
+from factories import dead_pid, real_checkbox_session, wait_until, written_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAY = 86400.0
@@ -514,10 +514,7 @@ def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
         assert cleaned.jobs == (("c1", "crash"),)
         assert cleaned.stale_lock == (runner_pid, socket.gethostname())
         assert any("killing the leftover processes of job c1" in note for note in cleaned.notes)
-        deadline = time.monotonic() + 10
-        while not process_gone(job_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert process_gone(job_pid)
+        wait_until(lambda: process_gone(job_pid), timeout=10, what=f"the job's process {job_pid} to end")
         state = storage.load_session(path).state
         assert state.running_jobs == {}
         assert state.metadata.running_job_name is None

@@ -99,14 +99,11 @@ def read_pid(path, proc, timeout=30.0):
         except (OSError, ValueError):
             return None
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = ready()
-        if pid is not None:
-            return pid
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
+    pid = wait_until(ready, timeout=timeout)
+    if pid is None:
+        proc.kill()
+        raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
+    return pid
 
 
 def no_traceback(text):

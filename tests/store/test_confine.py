@@ -11,7 +11,6 @@ import json
 import os
 import stat
 import subprocess
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.storage import SessionRepository, SessionWriter
 from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
+from factories import only_session, wait_until
 from archives import session_members, symlink_member, tar_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,7 +31,7 @@ def _new_session(root: str, capfd, command: str = "echo hello") -> str:
     """A complete session made by ``run -c``; returns its id."""
     assert run(root, "run", "-c", command) == 0
     capfd.readouterr()
-    [path] = SessionRepository(root).session_paths()
+    path = only_session(root)
     return storage.session_id_of(path)
 
 
@@ -83,20 +83,19 @@ def test_export_writes_into_a_fifo(root, tmp_path, capfd):
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer, as a shell pipe
     try:
         proc = subprocess.Popen(cli_argv(None, "export", sid, "-o", fifo), cwd=REPO, env=cli_env(root))
-        data = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        data = bytearray()
+
+        def drained():
+            """Read what the pipe holds; true once the writer has exited and nothing is left."""
             done = proc.poll() is not None
             try:
                 chunk = os.read(reader, 1 << 16)
             except BlockingIOError:
                 chunk = None
-            if chunk:
-                data += chunk
-            elif done:
-                break
-            else:
-                time.sleep(0.01)
+            data.extend(chunk or b"")
+            return done and not chunk
+
+        wait_until(drained, timeout=60, interval=0.01)
         assert proc.wait(timeout=60) == 0
     finally:
         os.close(reader)
