@@ -147,7 +147,7 @@ def normal_lock(data: bytes) -> bytes:
     return re.sub(rb"\A\d+ \S+\n\Z", b"<pid> <host>\n", data)
 
 
-def session_files(path: str) -> dict[str, bytes]:
+def tree_files(path: str) -> dict[str, bytes]:
     """Every file of a session directory (relative name -> bytes); directories must hold files."""
     out = {}
     for dirpath, _dirs, names in os.walk(path):
@@ -171,7 +171,7 @@ def normal_file(name: str, data: bytes):
 
 
 def compare_sessions(old: str, new: str) -> None:
-    old_files, new_files = session_files(old), session_files(new)
+    old_files, new_files = tree_files(old), tree_files(new)
     # Every attempt now has both raw files, an empty one for a stream without output (287dc69 "every attempt
     # gets both .stdout and .stderr ... as Checkbox writes it"): b7b15f0 wrote only non-empty ones.
     for name in sorted(set(new_files) - set(old_files)):
@@ -194,11 +194,11 @@ def compare_sessions(old: str, new: str) -> None:
 def test_golden_data_is_what_the_batch_writes():
     """The golden sessions are what their batches leave: every job of batch.pxu has a result, and the
     interrupted one has journaled the start of runner-dies and no result for it."""
-    finished = normal_state(session_files(os.path.join(GOLDEN, "finished.session"))["session"])["session"]
+    finished = normal_state(tree_files(os.path.join(GOLDEN, "finished.session"))["session"])["session"]
     outcomes = {job: [a["outcome"] for a in attempts] for job, attempts in finished["results"].items()}
     assert outcomes == {"device": ["pass"], "ok": ["pass"], "bad": ["fail"], "needs-tpu": ["skipped-resource"],
                         "needs-disk": ["pass"]}  # fmt: skip
-    journal = normal_journal(session_files(os.path.join(GOLDEN, "interrupted.session"))["journal"])
+    journal = normal_journal(tree_files(os.path.join(GOLDEN, "interrupted.session"))["journal"])
     assert [(r["op"], r.get("job")) for r in journal[-2:]] == [("result", "needs-disk"), ("start", "runner-dies")]
 
 
