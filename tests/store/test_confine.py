@@ -299,6 +299,29 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
     assert _tree(target) == before
 
 
+def test_a_symlinked_session_directory_is_listed_and_read_like_the_others(root, tmp_path, capfd):
+    """Readers follow the link (the writers refuse it, above): ``list`` and ``search`` show what ``check`` sees."""
+    for _ in range(2):
+        assert run(root, "run", "-c", "echo hello") == 0
+    capfd.readouterr()
+    linked, plain = sorted(n[: -len(".session")] for n in os.listdir(os.path.join(root, "sessions")))
+    path = _path(root, linked)
+    target = str(tmp_path / "moved.session")
+    os.rename(path, target)
+    os.symlink(target, path)
+    for argv in (["list"], ["index", "--rebuild"], ["list"], ["search", "echo"]):
+        assert run(root, *argv) == 0, argv
+        out = capfd.readouterr().out
+        if argv != ["index", "--rebuild"]:
+            assert linked in out and plain in out, (argv, out)
+    assert run(root, "list", "--json") == 0
+    listed = {s["id"]: s for s in json.loads(capfd.readouterr().out)}
+    assert listed[linked]["status"] == listed[plain]["status"] == "complete"
+    assert run(root, "show", linked) == 0 and linked in capfd.readouterr().out
+    assert run(root, "check", linked) == 1  # reported, as every writer refuses it
+    assert "the session directory is a symbolic link" in capfd.readouterr().out
+
+
 # -- the index ----------------------------------------------------------------------------
 
 
