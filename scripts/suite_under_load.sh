@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 stress --cpu "$cpus" >/dev/null 2>&1 &
 stress_pid=$!
-trap 'kill "$stress_pid" 2>/dev/null; wait "$stress_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'pkill -P "$stress_pid" 2>/dev/null; kill "$stress_pid" 2>/dev/null; wait "$stress_pid" 2>/dev/null; rm -rf "$work"' EXIT
 echo "stress --cpu $cpus running (pid $stress_pid); $runs run(s) of: pytest ${*:-(whole suite)}"
 for i in $(seq 1 "$runs"); do
     start=$(date +%s)
