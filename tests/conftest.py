@@ -3,6 +3,7 @@
 another test module: what two of them share lives in one of those helpers."""
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,3 +88,20 @@ def _no_real_boot_integration(_refusing_boot_commands, tmp_path_factory, monkeyp
     place = tmp_path_factory.mktemp("boot")
     monkeypatch.setenv("PLAINBOX_LIKE_SYSTEMD_UNIT_DIR", str(place / "units"))
     monkeypatch.setenv("PLAINBOX_LIKE_SYSTEMD_RUNTIME", str(place / "no-systemd"))
+
+
+@pytest.fixture
+def kill_later():
+    """Process groups to SIGKILL at teardown, so a failing test leaves no sleepers behind."""
+    from plainbox_like.run.executors import iter_pgid_members, process_env
+    from plainbox_like.run.settle import SESSION_ENV
+
+    groups: list[int] = []
+    yield groups
+    for pgid in groups:
+        # Only a group that still holds a job process of some session (never a reused id).
+        if any(process_env(pid).get(SESSION_ENV) for pid in iter_pgid_members(pgid)):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

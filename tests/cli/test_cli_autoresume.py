@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from test_autoresume import FAKE_CRONTAB, FAKE_SYSTEMCTL
+from cli_helpers import cli, cli_env
+from boot_fakes import calls, write_fakes
 
 from plainbox_like.maintain import autoresume
 
@@ -30,35 +31,21 @@ class Machine:
         self.units = tmp_path / "units"
         self.table = tmp_path / "crontab.txt"
         bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        for name, text in (
-            ("systemctl", FAKE_SYSTEMCTL.format(log=tmp_path / "systemctl.calls")),
-            ("crontab", FAKE_CRONTAB.format(log=tmp_path / "crontab.calls", table=self.table)),
-        ):
-            (bin_dir / name).write_text(text)
-            (bin_dir / name).chmod(0o755)
+        write_fakes(bin_dir, tmp_path, self.table)
         runtime = tmp_path / "run-systemd"
         if systemd:
             runtime.mkdir()
-        self.env = dict(os.environ)
-        for name in ("PLAINBOX_LIKE_SESSION", "PLAINBOX_LIKE_JOB"):
-            self.env.pop(name, None)
-        self.env.update(
+        self.env = cli_env(
             PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
             PLAINBOX_LIKE_SYSTEMD_UNIT_DIR=str(self.units),
             PLAINBOX_LIKE_SYSTEMD_RUNTIME=str(runtime),
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "plainbox_like", "--repository", self.repo, *args],
-            env=self.env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        return cli(self.repo, *args, env=self.env, timeout=120)
 
     def calls(self, name: str) -> list[str]:
-        path = self.tmp / f"{name}.calls"
-        return path.read_text().splitlines() if path.exists() else []
+        return calls(self.tmp, name)
 
 
 def test_cli_systemd_enable_status_disable(tmp_path):

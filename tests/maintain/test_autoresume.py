@@ -13,41 +13,21 @@ import subprocess
 import sys
 
 import pytest
+from boot_fakes import write_fakes
 
 from plainbox_like.errors import AutoresumeError
 from plainbox_like.maintain import autoresume
 from plainbox_like.maintain.autoresume import Boot
 
-FAKE_SYSTEMCTL = """#!/bin/sh
-echo "$*" >> "{log}"
-case "$*" in *is-enabled*) echo enabled ;; esac
-"""
-FAKE_CRONTAB = """#!/bin/sh
-echo "$*" >> "{log}"
-if [ "$1" = "-l" ]; then
-  if [ -f "{table}" ]; then cat "{table}"; else echo "no crontab for $(id -un)" >&2; exit 1; fi
-elif [ "$1" = "-" ]; then
-  cat > "{table}"
-fi
-"""
-
-
 class Fakes:
     def __init__(self, tmp_path) -> None:
         self.bin = tmp_path / "bin"
-        self.bin.mkdir()
         self.systemctl_log = tmp_path / "systemctl.calls"
         self.crontab_log = tmp_path / "crontab.calls"
         self.table = tmp_path / "crontab.txt"
         self.units = tmp_path / "units"
         self.repo = str(tmp_path / "my repo")
-        for name, text in (
-            ("systemctl", FAKE_SYSTEMCTL.format(log=self.systemctl_log)),
-            ("crontab", FAKE_CRONTAB.format(log=self.crontab_log, table=self.table)),
-        ):
-            path = self.bin / name
-            path.write_text(text)
-            path.chmod(0o755)
+        write_fakes(self.bin, tmp_path, self.table)
 
     def boot(self, systemd: bool, system: bool = True) -> Boot:
         user = () if system else ("--user",)

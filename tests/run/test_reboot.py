@@ -17,13 +17,14 @@ import time
 import pytest
 
 from factories import wait_until
-from test_batch import JOBS, cli, cli_env, kill_later, read_pid, start_cli  # noqa: F401 (kill_later: a fixture)
+from cli_helpers import cli, cli_env, read_pid, start_cli
 
 from plainbox_like.run import settle
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS, OUTCOME_SKIP, RunningJob
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 
+JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "jobs")
 REBOOT = os.path.join(JOBS, "reboot.pxu")
 RESTART = os.path.join(JOBS, "restart.pxu")
 
@@ -290,7 +291,7 @@ def test_a_noreturn_job_that_fails_did_not_restart_the_machine_and_the_run_goes_
 def test_a_shutdown_while_a_noreturn_job_runs_leaves_it_for_resume_and_stops_the_others(tmp_path, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = cli_env(repo, MARKER_DIR=str(markers))
     proc = start_cli(repo, "run", "-j", "2", os.path.join(JOBS, "noreturn.pxu"), env=env)
     kill_later.append(read_pid(markers / "first.pid", proc))
     kill_later.append(read_pid(markers / "reboot.pid", proc))
