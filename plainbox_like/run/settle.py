@@ -156,7 +156,9 @@ def settle_interrupted(writer: SessionWriter, noreturn: Collection[str], say: Ca
                 started=running.started,
             ),
         )
-        if not is_noreturn(job_id, running, noreturn):  # it did what it should: never rerun as interrupted
+        if is_noreturn(job_id, running, noreturn):  # it did what it should: never rerun as interrupted
+            say(f"job {job_id} (noreturn) recorded as after a restart: {outcome} ({comments})")
+        else:
             settled.append(job_id)
     return settled
 

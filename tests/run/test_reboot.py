@@ -133,6 +133,10 @@ def test_autoresume_after_a_simulated_reboot_continues_only_the_sessions_a_noret
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert f"plainbox-like: session {_sid(crashed)}: left alone: it did not stop on a noreturn job" in lines
+    assert (
+        "plainbox-like: job reboot (noreturn) recorded as after a restart: pass "
+        f"({settle.NORETURN_STOPPED})"
+    ) in lines
     continuing = [line for line in lines if "(noreturn) ran: continuing it" in line]
     assert continuing == [
         f"plainbox-like: session {_sid(first)} stopped while job reboot (noreturn) ran: continuing it",
