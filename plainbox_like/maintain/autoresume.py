@@ -210,7 +210,8 @@ def _check_path(root: str) -> str:
 def _systemd_quote(word: str) -> str:
     """*word* as one argument of a unit's ``ExecStart=`` (specifiers and variables escaped)."""
     escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    return f'"{escaped}"' if escaped != word or not word or any(c.isspace() for c in word) else word
+    plain = escaped == word and word and not any(c.isspace() or c in "'\";" for c in word)
+    return word if plain else f'"{escaped}"'
 
 
 def unit_text(root: str, system: bool, program: Sequence[str] | None = None) -> str:

@@ -168,8 +168,9 @@ def test_the_command_names_this_program_absolutely():
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_the_unit_passes_systemd_analyze_verify(tmp_path):
-    unit = tmp_path / autoresume.unit_name(str(tmp_path / "repo"))
-    unit.write_text(autoresume.unit_text(str(tmp_path / "repo"), True))
+    root = str(tmp_path / "a repo's 100% $HOME; \\")  # quotes, a specifier, a variable, a separator, a backslash
+    unit = tmp_path / autoresume.unit_name(root)
+    unit.write_text(autoresume.unit_text(root, True))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in done.stderr.splitlines() if unit.name in line]
     assert done.returncode == 0 and not problems, done.stderr
