@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 
 import pytest
 import strategies
@@ -23,8 +22,6 @@ from hypothesis import strategies as st
 from plainbox_like.store.names import LOCK_FILE
 from plainbox_like.index import access, fastread, listing, schema
 from plainbox_like.index import query as indexing
-from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.store import names, reader
 from plainbox_like.store.writer import SessionWriter, write_atomically

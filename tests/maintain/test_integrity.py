@@ -31,7 +31,6 @@ from plainbox_like.maintain import check as checking
 from plainbox_like.maintain import repair as repairing
 from plainbox_like.store import codec, iolog
 from plainbox_like.run import batch
-from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked

@@ -22,7 +22,6 @@ from plainbox_like.errors import SessionLocked
 from plainbox_like.store.names import BACKUP_FILE, JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
-from plainbox_like.run import batch
 from plainbox_like.store.model import FLAG_INCOMPLETE
 from plainbox_like.store.repository import SessionRepository
 from factories import dead_pid, real_checkbox_session, wait_until, written_session
