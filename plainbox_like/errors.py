@@ -193,3 +193,12 @@ class WorkerDied(RunAborted):
 
 class SchedulerLost(RunAborted):
     """The Dask scheduler a run's jobs were on could not be reached (or never could): the run stops, resumable."""
+
+
+# -- raised by plainbox_like.maintain.autoresume ---------------------------------------
+
+
+class AutoresumeError(PlainboxLikeError):
+    """What starts runs at boot could not be installed, removed or read (a command failed)."""
+
+    exit_code = 1
