@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from cli_helpers import assert_one_line_error, run
-from test_cli_run import peak_rss_mib
-from test_run_processes import cli, cli_argv, cli_env, marked
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
+from factories import only_session, wait_until
 
 from plainbox_like.run import dask_tasks
+from plainbox_like.run.executors import find_marked
 from plainbox_like.run.dask_executor import SCHEDULER_LOST, WORKER_LOST
 from plainbox_like.run.settle import STOPPED_WHILE_RUNNING
 from plainbox_like.store import codec
@@ -28,16 +28,31 @@ from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.reader import load_session
 
 
+#: An environment variable every job of these tests inherits (a value unique to the test): a test finds,
+#: and at its end kills, only the processes it started.
+MARKER = "PLAINBOX_LIKE_TEST_MARKER"
+
+
 def wait_for(check, what, timeout=30.0):
     """Poll *check* until it returns something true (returned), or fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(check, timeout=timeout, interval=0.05, what=what)
+
+
+def marked(marker):
+    """Pids of the live processes that carry *marker*: the test's job processes."""
+    return [leftover.pid for leftover in find_marked({MARKER: marker})]
+
+
+def marked_env(marker):
+    return cli_env(**{MARKER: marker})
+
+
+def peak_rss_mib(args, env, stdout, stderr):
+    """Run *args*: (exit code, its peak RSS in MiB)."""
+    proc = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024.0
 
 
 class Cluster:
@@ -92,12 +107,6 @@ def cluster(tmp_path):
     started = Cluster(tmp_path)
     yield started
     started.close()
-
-
-def only_session(root):
-    sessions = os.listdir(os.path.join(root, "sessions"))
-    assert len(sessions) == 1, sessions
-    return os.path.join(root, "sessions", sessions[0])
 
 
 def results(path):
@@ -260,7 +269,7 @@ def test_a_lost_worker_crashes_its_job_the_run_goes_on_and_retries_make_new_atte
     )
     proc = subprocess.Popen(
         cli_argv(repo, "run", "--dask", cluster.address, "--retries", "1", "-j", "2", "-c", job, "-c", "sleep 1"),
-        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=marked_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         worker = int(wait_for(lambda: (flag / "worker").exists() and (flag / "worker").read_text().strip(), "the job"))
@@ -289,7 +298,7 @@ def test_a_lost_scheduler_stops_the_run_cleanly_and_it_can_be_resumed(tmp_path, 
     job = 'touch "$PLAINBOX_SESSION_SHARE/started"; sleep 60'
     proc = subprocess.Popen(
         cli_argv(repo, "run", "--dask", cluster.address, "-c", job, "-c", "true"),
-        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=marked_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         path = wait_for(lambda: os.path.isdir(repo / "sessions") and os.listdir(repo / "sessions"), "the session")
@@ -319,7 +328,7 @@ def test_a_killed_coordinator_leaves_nothing_running_and_resume_settles_its_jobs
     job = 'echo $$ > "$PLAINBOX_SESSION_SHARE/pid.tmp"; mv "$PLAINBOX_SESSION_SHARE/pid.tmp" "$PLAINBOX_SESSION_SHARE/pid"; exec sleep 60'
     proc = subprocess.Popen(
         cli_argv(repo, "run", "--dask", cluster.address, "-c", job, "-c", "echo after"),
-        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=marked_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
@@ -382,7 +391,7 @@ def test_stop_now_and_leftover_processes_reach_the_jobs_on_their_workers(tmp_pat
     long = 'touch "$PLAINBOX_SESSION_SHARE/started"; sleep 60'
     proc = subprocess.Popen(
         cli_argv(repo, "run", "--dask", cluster.address, "-c", leaves, "-c", long),
-        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=marked_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         path = wait_for(lambda: os.path.isdir(repo / "sessions") and os.listdir(repo / "sessions"), "the session")
@@ -411,7 +420,7 @@ def test_jobs_beyond_what_the_cluster_runs_wait_on_the_coordinator_and_stop_ther
     job = 'touch "$PLAINBOX_SESSION_SHARE/started-$PLAINBOX_LIKE_JOB"; sleep 60'
     proc = subprocess.Popen(
         cli_argv(repo, "run", "--dask", "local:1x1", "-j", "4", *[arg for _ in range(4) for arg in ("-c", job)]),
-        env=cli_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=marked_env(marker), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         path = wait_for(lambda: os.path.isdir(repo / "sessions") and os.listdir(repo / "sessions"), "the session")
