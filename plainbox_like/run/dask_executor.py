@@ -296,7 +296,11 @@ class DaskExecutor:
         while not self._closing.is_set():
             try:  # no timeout: the scheduler would log each one; close() puts None to end the wait
                 items = [self._queue.get()]
-                items += self._queue.get(batch=True)
+                # Then what waits, counted first: batch=True takes what the senders put meanwhile too, without
+                # end while they keep up (this thread is the only reader: that many are there).
+                waiting = min(self._queue.qsize(), QUEUE_SLOTS)
+                if waiting:
+                    items += self._queue.get(batch=waiting)
             except Exception:  # noqa: BLE001 - the scheduler out of reach (poll() tells)
                 if self._closing.wait(0.5):
                     return

@@ -215,7 +215,7 @@ def test_output_streams_back_while_the_job_runs_with_the_workers_delays(tmp_path
 
 def test_a_large_output_arrives_whole_and_the_coordinator_and_workers_stay_small(tmp_path, cluster):
     repo = tmp_path / "repo"
-    size = 150_000_000
+    size = int(os.environ.get("DASK_TEST_SIZE", 150_000_000))
     job = f"head -c {size} /dev/urandom | tee $PLAINBOX_SESSION_SHARE/data"
     with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
         code, peak = peak_rss_mib(cli_argv(repo, "run", "--dask", cluster.address, "-c", job), cli_env(), out, err)
