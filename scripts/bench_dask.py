@@ -44,8 +44,24 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def peak_kib(pid: int) -> int:
+    """``VmHWM`` of live process *pid* (its peak RSS so far), in KiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cli(work: str, *args: str) -> tuple[float, int]:
-    """Run ``plainbox-like ARGS`` in a child process: (wall seconds, its peak RSS in KiB)."""
+    """Run ``plainbox-like ARGS`` in a child process: (wall seconds, its peak RSS in KiB).
+
+    The peak is read from /proc while it runs, not from ``wait4``: a child forked from this process
+    would count this process's own peak (recorded when it execs).
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["TMPDIR"] = work
@@ -53,13 +69,16 @@ def cli(work: str, *args: str) -> tuple[float, int]:
     started = time.monotonic()
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
-    _pid, status, usage = os.wait4(child.pid, 0)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, peak_kib(child.pid))
+        time.sleep(0.05)
     wall = time.monotonic() - started
     err = child.stderr.read()
     child.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if child.returncode != 0:
         raise SystemExit(f"plainbox-like {' '.join(args)} failed: {err.strip()[-500:]}")
-    return wall, usage.ru_maxrss
+    return wall, peak
 
 
 def shell(command: str) -> int:
