@@ -67,15 +67,15 @@ def cli(work: str, *args: str) -> tuple[float, int]:
     env["TMPDIR"] = work
     argv = [sys.executable, "-m", "plainbox_like", "--repository", os.path.join(work, "repo"), *args]
     started = time.monotonic()
-    child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while child.poll() is None:
-        peak = max(peak, peak_kib(child.pid))
-        time.sleep(0.05)
-    wall = time.monotonic() - started
-    err = child.stderr.read()
-    child.stderr.close()
+    with tempfile.TemporaryFile("w+", dir=work) as errors:
+        child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0
+        while child.poll() is None:
+            peak = max(peak, peak_kib(child.pid))
+            time.sleep(0.05)
+        wall = time.monotonic() - started
+        errors.seek(0)
+        err = errors.read()
     if child.returncode != 0:
         raise SystemExit(f"plainbox-like {' '.join(args)} failed: {err.strip()[-500:]}")
     return wall, peak
