@@ -119,7 +119,6 @@ class _Running:
     deadline: float | None = None
     kill_at: float | None = None
     why_stopped: str | None = None
-    cwd: str | None = None  # its temporary working directory, removed when it ends
     #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
     timed_out_at: float | None = None
 
@@ -464,13 +463,9 @@ class BatchRunner:
         bin_dirs = self.providers.bin_dirs(provider.namespace) if provider is not None else ()
         env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
         env = job_environment(env, job, *self._session_env)
-        try:
-            running.cwd = jobenv.make_cwd(job, self.writer.id, running.attempt)
-        except OSError as exc:
-            self._cannot_start(running, f"no temporary working directory: {exc}")
-            return
-        if running.cwd is not None and job.user and job.user != self._me:
-            os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
+        # The executor makes the directory and removes it (in a worker with -j N: not this process's time).
+        other_user = bool(job.user and job.user != self._me)
+        temp_cwd = jobenv.temp_cwd(job, self._session_env[0], running.attempt, shared=other_user)
         spec = ProcessSpec(
             job.id,
             argv,
@@ -478,7 +473,7 @@ class BatchRunner:
             log=os.path.join(self._io_logs_dir, running.log_stem),
             durable_log=self._durable_logs,
             marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
-            cwd=running.cwd,
+            temp_cwd=temp_cwd,
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
@@ -492,7 +487,6 @@ class BatchRunner:
     def _cannot_start(self, running: _Running, error: str) -> None:
         job = running.job
         del self._running[job.id]
-        jobenv.collect_leftovers(running.cwd, job)
         self.writer.open_log(running.log_stem, clock=self._clock).close()
         self.scheduler.finish(job.id, OUTCOME_FAIL)
         self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
@@ -556,7 +550,7 @@ class BatchRunner:
         self.scheduler.finish(job.id, outcome)
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
-        attempt.leftover_files = jobenv.collect_leftovers(running.cwd, job)
+        attempt.leftover_files = list(event.leftover_files)
         self._record(job.id, attempt)
 
     def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:

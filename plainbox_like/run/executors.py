@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator, Protocol
 import attrs
 
 from plainbox_like.errors import LogError
+from plainbox_like.run import workdir
+from plainbox_like.run.workdir import TempCwd
 from plainbox_like.store.iolog import RecordWriter, open_reserved_log
 
 READ_SIZE = 1 << 20
@@ -97,6 +99,9 @@ class ProcessSpec:
     marker: tuple[tuple[str, str], ...] = ()
     #: The directory the process starts in (None: this process's own).
     cwd: str | None = None
+    #: A fresh temporary directory to start it in instead (made by the executor, which removes it when
+    #: the process ends and reports what was left there with its :class:`Exited`).
+    temp_cwd: TempCwd | None = None
 
 
 @attrs.define(eq=False)
@@ -111,6 +116,7 @@ class Process:
     pidfd: int | None = None
     status: int | None = None
     log: RecordWriter | None = None
+    cwd: str | None = None  # the temporary directory made for it (see ProcessSpec.temp_cwd)
 
 
 @attrs.frozen
@@ -146,12 +152,15 @@ class Exited:
 
     *leftovers* are the processes of its job still running when it ended
     (found by its spec's marker), not signalled: the caller decides.
+    *leftover_files* are what it left in its temporary directory (see
+    :func:`plainbox_like.run.workdir.remove`), which is gone.
     """
 
     process: Process
     returncode: int
     when: float
     leftovers: tuple[Leftover, ...] = ()
+    leftover_files: tuple[str, ...] = ()
 
 
 class Executor(Protocol):
@@ -225,13 +234,21 @@ class LocalExecutor:
         """
         out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else os.pipe2(os.O_CLOEXEC)
         err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else os.pipe2(os.O_CLOEXEC)
-        # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while before
-        # this process is scheduled again, so a clock read after it could come after the job began.
-        started = self._clock()
         back = None  # posix_spawn cannot change directory: the spawner goes there and back (one thread spawns)
+        cwd = made = None
         try:
-            if spec.cwd is not None:
-                back = _enter(spec.cwd)
+            if spec.temp_cwd is not None:
+                try:
+                    cwd = made = workdir.make(spec.temp_cwd)
+                except OSError as exc:
+                    raise OSError(f"no temporary working directory: {exc}") from None
+            else:
+                cwd = spec.cwd
+            # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while
+            # before this process is scheduled again, so a clock read after it could come after the job began.
+            started = self._clock()
+            if cwd is not None:
+                back = _enter(cwd)
             pid = os.posix_spawn(
                 spec.argv[0],
                 list(spec.argv),
@@ -248,6 +265,11 @@ class LocalExecutor:
         except BaseException:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
+            if back is not None:
+                _leave(back)
+                back = None
+            if made is not None:
+                workdir.remove(made)
             raise
         finally:
             if back is not None:
@@ -255,6 +277,7 @@ class LocalExecutor:
         os.close(out_w)
         os.close(err_w)
         process = Process(spec=spec, pid=pid, pgid=pid, started=started)
+        process.cwd = made
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             process.fds[fd] = stream
@@ -377,9 +400,13 @@ class LocalExecutor:
             # may have wrapped around, and the look costs little next to it).
             since = process.pid if when - process.started < FULL_SCAN_AFTER else None
             leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since))
+        files: tuple[str, ...] = ()
+        if process.cwd is not None:
+            files = tuple(workdir.remove(process.cwd, process.spec.temp_cwd.list_leftovers))
+            process.cwd = None
         if process.log is not None:
             process.log.close(durable=process.spec.durable_log)
-        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers))
+        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers, files))
 
     def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
         if process.log is not None:

@@ -105,9 +105,9 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
                 if started is event.process:  # a short job: its start and exit in one message
                     started = None
                     _send(events, ("ran", event.process.pid, event.process.started, event.returncode, event.when,
-                                   event.leftovers))
+                                   event.leftovers, event.leftover_files))
                 else:
-                    _send(events, ("exited", event.returncode, event.when, event.leftovers))
+                    _send(events, ("exited", event.returncode, event.when, event.leftovers, event.leftover_files))
         if started is not None:
             _send(events, ("started", started.pid, started.started))
         messages = inbox.read()
@@ -115,7 +115,7 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
             return  # the runner is gone
         for message in messages:
             if message[0] == "start":
-                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker, cwd = message
+                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker, cwd, temp_cwd = message
                 env = {**base_env, **env_changes}
                 for name in env_removed:
                     del env[name]
@@ -123,7 +123,8 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
                     os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
                 try:
                     executor.start(
-                        ProcessSpec(key, argv, env, log, durable_log, marker=marker, cwd=cwd), report_at_once=at_once
+                        ProcessSpec(key, argv, env, log, durable_log, marker=marker, cwd=cwd, temp_cwd=temp_cwd),
+                        report_at_once=at_once,
                     )
                 except LogError as exc:
                     _send(events, ("error", str(exc)))
@@ -227,7 +228,7 @@ class WorkerExecutor:
             worker.commands,
             (
                 "start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once,
-                spec.marker, spec.cwd,
+                spec.marker, spec.cwd, spec.temp_cwd,
             ),
         )
         return worker.process
@@ -260,7 +261,7 @@ class WorkerExecutor:
             message = ("exited", *message[3:])
         worker.process = None
         if message[0] == "exited":
-            events.append(Exited(process, message[1], message[2], message[3]))
+            events.append(Exited(process, *message[1:5]))
         elif kind == "failed":
             events.append(Failed(process, message[1]))
         else:  # "error": the worker stopped the job, its output would be lost
