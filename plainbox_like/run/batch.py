@@ -277,8 +277,8 @@ class BatchRunner:
             return LocalExecutor(self._clock)
         from plainbox_like.run.workers import WorkerExecutor
 
-        sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
-        return WorkerExecutor(workers, sync_fd=sync_fd, base_env=self.base_env)
+        journal_sync = self.writer.journal_sync() if self.writer.durability == "fsync" else None
+        return WorkerExecutor(workers, journal_sync=journal_sync, base_env=self.base_env)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
