@@ -153,7 +153,9 @@ class Exited:
     *leftovers* are the processes of its job still running when it ended
     (found by its spec's marker), not signalled: the caller decides.
     *leftover_files* are what it left in its temporary directory (see
-    :func:`plainbox_like.run.workdir.remove`), which is gone.
+    :func:`plainbox_like.run.workdir.remove`), which the executor removes (an
+    empty one at its next :meth:`~LocalExecutor.poll` or ``close``: off the path
+    from one job to the next).
     """
 
     process: Process
@@ -204,6 +206,7 @@ class LocalExecutor:
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
         self._unannounced: dict[Process, float] = {}  # running, Started not reported yet -> when it is due
+        self._empty_cwds: list[str] = []  # temporary directories of ended jobs, found empty, to remove
         self._polled_at = clock()  # when the last poll began: exits seen later than LATE after it may be old
         # The kernel's times are on the monotonic clock's time line; an injected clock's are not.
         self._kernel_times = clock is time.monotonic
@@ -309,6 +312,7 @@ class LocalExecutor:
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited]:
         """Wait up to *timeout* seconds (None: until something happens) for output or exits."""
+        self._remove_empty_cwds()
         if self._unannounced:
             due = min(self._unannounced.values()) - self._clock()
             timeout = max(0.0, due if timeout is None else min(timeout, due))
@@ -401,12 +405,22 @@ class LocalExecutor:
             since = process.pid if when - process.started < FULL_SCAN_AFTER else None
             leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since))
         files: tuple[str, ...] = ()
-        if process.cwd is not None:
+        if process.cwd is None:
+            pass
+        elif workdir.is_empty(process.cwd):
+            # Removed at the next poll: after the exit is reported (and, from a loop, the next job started).
+            self._empty_cwds.append(process.cwd)
+        else:
             files = tuple(workdir.remove(process.cwd, process.spec.temp_cwd.list_leftovers))
-            process.cwd = None
+        process.cwd = None
         if process.log is not None:
             process.log.close(durable=process.spec.durable_log)
         events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers, files))
+
+    def _remove_empty_cwds(self) -> None:
+        """Remove the temporary directories of ended jobs found empty (what appeared since is removed unlisted)."""
+        while self._empty_cwds:
+            workdir.remove(self._empty_cwds.pop(), list_leftovers=False)
 
     def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
         if process.log is not None:
@@ -426,6 +440,7 @@ class LocalExecutor:
             pass
 
     def close(self) -> None:
+        self._remove_empty_cwds()
         if hasattr(self._poller, "close"):  # select.poll objects have no descriptor to close
             self._poller.close()
         for pair in self._spare_pipes:

@@ -88,6 +88,15 @@ class _Inbox:
 def _serve(commands: int, events: int, journal_sync: JournalSync | None, base_env: dict[str, str]) -> None:
     """A worker's loop: start what the runner sends, report starts and exits, until the runner goes."""
     executor = LocalExecutor()
+    try:
+        _serve_with(executor, commands, events, journal_sync, base_env)
+    finally:
+        executor.close()
+
+
+def _serve_with(
+    executor: LocalExecutor, commands: int, events: int, journal_sync: JournalSync | None, base_env: dict[str, str]
+) -> None:
     executor.watch_fd(commands, "commands")
     inbox = _Inbox(commands)
     running = False
