@@ -62,6 +62,7 @@ class ProviderIndex:
 
     def __init__(self, providers: Iterable[Provider] = ()) -> None:
         self._by_dir: dict[str, Provider | None] = {}
+        self._by_path: dict[str, Provider | None] = {}  # answers of of_path, until another provider is met
         self.providers: list[Provider] = []
         for provider in providers:
             self._remember(provider)
@@ -69,9 +70,17 @@ class ProviderIndex:
     def _remember(self, provider: Provider) -> None:
         if provider not in self.providers:
             self.providers.append(provider)
+            self._by_path.clear()
 
     def of_path(self, path: str) -> Provider | None:
         """The provider a unit file belongs to (one given whose units it holds, else one found above it), or None."""
+        try:
+            return self._by_path[path]
+        except KeyError:
+            found = self._by_path[path] = self._find(path)
+            return found
+
+    def _find(self, path: str) -> Provider | None:
         path = os.path.abspath(path)
         for provider in self.providers:
             for units in provider.units_dirs:
