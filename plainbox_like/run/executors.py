@@ -154,8 +154,8 @@ class Exited:
     (found by its spec's marker), not signalled: the caller decides.
     *leftover_files* are what it left in its temporary directory (see
     :func:`plainbox_like.run.workdir.remove`), which the executor removes (an
-    empty one at its next :meth:`~LocalExecutor.poll` or ``close``: off the path
-    from one job to the next).
+    empty one once the next job runs, or the executor is idle or closed: off the
+    path from one job to the next).
     """
 
     process: Process
@@ -312,7 +312,8 @@ class LocalExecutor:
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited]:
         """Wait up to *timeout* seconds (None: until something happens) for output or exits."""
-        self._remove_empty_cwds()
+        if self._running:  # the directories of jobs that ended go while another job runs...
+            self._remove_empty_cwds()
         if self._unannounced:
             due = min(self._unannounced.values()) - self._clock()
             timeout = max(0.0, due if timeout is None else min(timeout, due))
@@ -349,6 +350,8 @@ class LocalExecutor:
         for process in self._running.values():
             if process.log is not None:
                 process.log.maybe_flush(now)
+        if not events:  # ...or once nothing happened for a whole poll (not between a job's exit and the next start)
+            self._remove_empty_cwds()
         return events
 
     def _read(self, process: Process, fd: int, events: list) -> None:
@@ -408,7 +411,7 @@ class LocalExecutor:
         if process.cwd is None:
             pass
         elif workdir.is_empty(process.cwd):
-            # Removed at the next poll: after the exit is reported (and, from a loop, the next job started).
+            # Removed later (see poll): after the exit is reported and, in a loop, the next job started.
             self._empty_cwds.append(process.cwd)
         else:
             files = tuple(workdir.remove(process.cwd, process.spec.temp_cwd.list_leftovers))
