@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import datetime
 import re
 import shlex
 from typing import Callable, Iterable
@@ -13,7 +12,7 @@ import attrs
 
 from plainbox_like.store import storage
 from plainbox_like.read import replay, summary
-from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
+from plainbox_like.text import format_duration, to_datetime  # noqa: F401 (format_duration used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.read.replay import AttemptRef
@@ -50,9 +49,8 @@ def local_time(epoch: float | None) -> str | None:
     """``2026-11-21 14:10:54 CET``: local time with its zone, for people."""
     if epoch is None:
         return None
-    try:
-        when = datetime.datetime.fromtimestamp(epoch).astimezone()
-    except (OverflowError, OSError, ValueError):
+    when = to_datetime(epoch)
+    if when is None:
         return None
     return when.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 

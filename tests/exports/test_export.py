@@ -232,7 +232,7 @@ category_overrides:
 def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_path):
     from plainbox_like.store.runconfig import RunConfig
     from plainbox_like.run import prepare
-    from plainbox_like.define.plan import RunMetadata
+    from plainbox_like.define.metadata import RunMetadata
 
     path = tmp_path / "units.pxu"
     path.write_text(METADATA_UNITS)
