@@ -10,13 +10,13 @@ from typing import Callable, Iterable
 
 import attrs
 
-from plainbox_like.store import storage
+from plainbox_like.store import locks
 from plainbox_like.read import replay, summary
 from plainbox_like.text import format_duration, to_datetime  # noqa: F401 (format_duration used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.read.replay import AttemptRef
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 from plainbox_like.read.jobs import (  # noqa: F401 (the job view is read's: exports use it as common.X)
     BAD_STATUSES, INTERRUPTED, NOT_RUN, RUNNING, SKIPPED_STATUSES, STATUS_ORDER, JobView, job_views,
 )
@@ -90,7 +90,7 @@ def merge_records(records: Iterable[IORecord]) -> tuple[tuple[str, bytes], ...]:
 
 def _report_problem(loaded: LoadedSession, ref: AttemptRef, source: str, problem: str | None) -> str | None:
     """What a report says is wrong with an attempt's log read from *source* (*problem*: the reader's word)."""
-    if problem and ref.running and storage.writer_alive(loaded.path):
+    if problem and ref.running and locks.writer_alive(loaded.path):
         return None  # still being written: not damaged, just not finished
     if source == "raw":
         return "the timed record file is missing: stdout and stderr are shown one after the other"

@@ -44,7 +44,7 @@ from plainbox_like.store import codec
 from plainbox_like.read import replay
 from plainbox_like.exports import common
 from plainbox_like.store.iolog import STREAMS
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 FORMAT = "plainbox-like-export"
 VERSION = 1

@@ -33,7 +33,7 @@ from plainbox_like import __version__
 from plainbox_like.exports import common
 from plainbox_like.text import to_datetime
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 #: Bytes of each stream kept per test case (first and last halves).
 OUTPUT_LIMIT = 1 << 20

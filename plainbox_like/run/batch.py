@@ -43,9 +43,9 @@ from plainbox_like.store.model import (
     LeftoverProcess,
     LeftoverProcesses,
 )
-from plainbox_like.store.names import RECORD_SUFFIX
+from plainbox_like.store.names import IO_LOGS, RECORD_SUFFIX
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.paths import open_regular
-from plainbox_like.store.storage import IO_LOGS, SessionWriter
 from plainbox_like.text import format_size
 
 if TYPE_CHECKING:

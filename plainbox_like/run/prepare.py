@@ -47,7 +47,10 @@ from plainbox_like.store.model import (
     SessionState,
 )
 from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.store.storage import SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.store.locks import held_flocks, writer_alive
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 
 def run_providers(config: RunConfig) -> list[Provider]:
     """The providers of the run (read again from their definitions); one that is gone is left out."""

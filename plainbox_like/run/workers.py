@@ -168,7 +168,7 @@ class WorkerExecutor:
     """Runs each spec in one of *count* forked worker processes (one job per worker at a time).
 
     With *journal_sync* (the session's journal, see
-    :meth:`~plainbox_like.store.storage.SessionWriter.journal_sync`), a worker
+    :meth:`~plainbox_like.store.writer.SessionWriter.journal_sync`), a worker
     makes the journal durable up to what was written when :meth:`start` was
     called, before it spawns (the runner does not sync before :meth:`start`);
     workers handed jobs together share one fdatasync. *base_env* is what job

@@ -6,12 +6,11 @@ import datetime
 import gzip
 import json
 import os
-import shutil
 import socket
 import time
 
 
-from plainbox_like.store import storage
+from plainbox_like.store import names
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
@@ -80,7 +79,7 @@ def test_list_table(repo, root, capsys):
     second.close()
     broken = repo.create(title="broken")
     broken.close()
-    with open(os.path.join(broken.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(broken.path, names.STATE_FILE), "wb") as f:
         f.write(b"not gzip at all")
     then = now - 1000
     os.utime(broken.path, (then, then))  # the oldest
@@ -182,7 +181,7 @@ def test_show_interrupted_job(repo, root, capsys):
     writer = sample(repo, close=False)
     writer.job_started("d", 1, None)
     writer.abandon()
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
         f.write(f"{dead_pid()} {socket.gethostname()}\n")
     assert run(root, "show", writer.id) == 0
     out = capsys.readouterr().out
@@ -258,7 +257,7 @@ def test_show_unknown_session(root, capsys):
 def test_show_corrupt_session(repo, root, capsys):
     writer = repo.create()
     writer.close()
-    with open(os.path.join(writer.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(writer.path, names.STATE_FILE), "wb") as f:
         f.write(b"junk")
     assert run(root, "show", writer.id) == 2
     assert_one_line_error(capsys.readouterr().err, "not a valid gzip file")
@@ -270,14 +269,10 @@ def test_show_session_being_created(repo, root, capsys):
     assert_one_line_error(capsys.readouterr().err, "being created")
 
 
-def test_show_counts_planned_jobs_the_way_checkbox_records_them(root, capsys):
+def test_show_counts_planned_jobs_the_way_checkbox_records_them(root, checkbox_session, capsys):
     """A real Checkbox 1.18.1 session of tutorial-base: its desired_job_list leaves out the bootstrap job
     tutorial_resources, which has a result; every job with a result was planned."""
-    fixture = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "checkbox", "tutorial-base.session.gz")
-    session = os.path.join(root, "sessions", "cbx.session")
-    os.makedirs(os.path.join(session, "io-logs"))
-    shutil.copyfile(fixture, os.path.join(session, "session"))
-    assert run(root, "show", "cbx") == 0
+    assert run(root, "show", "checkbox") == 0
     out = capsys.readouterr().out
     assert "(12 of 12 planned jobs done)" in out
     assert run(root, "list", "--json") == 0

@@ -20,13 +20,10 @@ from plainbox_like.define.resource import (
     Requirement,
     RequirementProgram,
     ResourceExpressionError,
-    namespace_of,
     parse_records,
-    resolve_resource,
 )
-from plainbox_like.store.storage import SessionRepository, load_session
-from plainbox_like.define.loading import load_units
-from plainbox_like.define.units import JobDefinition
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 # -- records ------------------------------------------------------------------------------
 

@@ -22,115 +22,61 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import strategies
-from plainbox_like.store import codec, iolog, storage
-from plainbox_like.maintain import integrity
-from plainbox_like.define import plan as planning
+from plainbox_like.maintain import salvage as salvaging
+from plainbox_like.maintain import logscan
+from plainbox_like.store import locks
+from plainbox_like.store.journal import parse_journal
+from plainbox_like.store.model import Attempt
+from plainbox_like.maintain import check as checking
+from plainbox_like.maintain import repair as repairing
+from plainbox_like.store import codec, iolog
 from plainbox_like.run import batch
-from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
-from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
+from plainbox_like.store.reader import load_session
+from factories import (
+    journaled_run,
+    logged_checkbox_session,
+    plainbox_session,
+    quarantined_files,
+    run_session,
+    session_files,
+)
 
-#: Jobs with output on both streams, a larger output, and none at all.
-COMMANDS = ["printf 'hello\\n'; printf 'warn\\n' >&2", "seq 1 3000", "true"]
 JOBS = ["c1", "c2", "c3"]
 
 
-# -- building sessions ----------------------------------------------------------------
+# -- reading sessions ----------------------------------------------------------------
 
 
-def closed_session(root: str, commands=COMMANDS) -> str:
-    """A session run to the end and closed: snapshot, session.bak, empty journal."""
-    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=list(commands)))
-    prepare.run_prepared(prepared)
-    return prepared.writer.path
-
-
-def journaled_session(root: str, commands=COMMANDS) -> str:
-    """A session whose writer ran every job and then died: first snapshot only, every change in the journal."""
-    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=list(commands)))
-    assert batch.BatchRunner(prepared.writer, prepared.plan).run() is False
-    prepared.writer.abandon()
-    return prepared.writer.path
-
-
-def interrupted_session(root: str) -> str:
-    """Job c1 ran; the writer died while c2 ran (its log cut, its start journaled, no result)."""
-    config = RunConfig(commands=["echo a", "echo started; sleep 30"])
-    prepared = prepare.start_session(SessionRepository(root), config)
-    writer = prepared.writer
-    first = planning.build_plan([prepared.plan.jobs["c1"]])
-    assert batch.BatchRunner(writer, first).run() is False
-    log, name = writer.new_log("c2", 1)
-    writer.job_started("c2", 1, name)
-    log.write("stdout", b"started\n")
-    log.flush()
-    log.write("stdout", b"after the last flush\n")  # raw file only: not flushed into the records
-    os.close(log._record_fd)  # the process dies: no gzip trailer
-    for fd in log._raw_fds.values():
-        os.close(fd)
-    writer.abandon()
-    return writer.path
-
-
-def files(path: str) -> dict[str, bytes]:
-    """Every file of a session (relative name -> bytes), without quarantine/ and the lock."""
-    out = {}
-    for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not (root == path and d == integrity.QUARANTINE_DIR)]
-        for name in names:
-            full = os.path.join(root, name)
-            rel = os.path.relpath(full, path)
-            if rel != storage.LOCK_FILE:
-                with open(full, "rb") as f:
-                    out[rel] = f.read()
-    return out
-
-
-def quarantined(path: str) -> dict[str, bytes]:
-    """Files in every quarantine/<timestamp>/ (relative to it), without repair.log."""
-    out = {}
-    root = os.path.join(path, integrity.QUARANTINE_DIR)
-    if not os.path.isdir(root):
-        return out
-    for stamp in os.listdir(root):
-        base = os.path.join(root, stamp)
-        for dirpath, _dirs, names in os.walk(base):
-            for name in names:
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, base)
-                if rel != "repair.log":
-                    with open(full, "rb") as f:
-                        out[rel] = f.read()
-    return out
-
-
-def problems(report: integrity.SessionCheck) -> set[tuple[str, str]]:
+def problems(report: checking.SessionCheck) -> set[tuple[str, str]]:
     return {(f.file, f.kind) for f in report.problems}
 
 
 def assert_nothing_deleted(before: dict[str, bytes], path: str) -> None:
     """Every file as it was before repair is still in place, or in quarantine with the same bytes."""
-    after = files(path)
-    kept = quarantined(path)
+    after = session_files(path)
+    kept = quarantined_files(path)
     for rel, data in before.items():
         if after.get(rel) != data:
             assert kept.get(rel) == data, f"{rel}: changed by repair and not kept in quarantine"
 
 
-def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> integrity.RepairResult:
+def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> repairing.RepairResult:
     """The common script: check finds *expected*, repair fixes it, nothing is deleted, check is clean."""
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == expected, report.problems
     assert not report.healthy
-    before = files(path)
+    before = session_files(path)
     said = []
-    result = integrity.repair_session(path, say=said.append)
+    result = repairing.repair_session(path, say=said.append)
     assert result.actions and said == result.actions
     assert_nothing_deleted(before, path)
-    after = integrity.check_session(path)
+    after = checking.check_session(path)
     assert after.healthy, after.problems
     assert result.after is not None and result.after.healthy
     load_session(path)  # loads without error
@@ -148,40 +94,40 @@ def resume(path: str) -> batch.RunSummary:
 # -- healthy sessions -------------------------------------------------------------------
 
 
-def test_healthy_closed_session(root):
-    path = closed_session(root)
-    report = integrity.check_session(path)
+def test_healthy_closed_session(root, finished_session):
+    path = finished_session
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     assert report.notes == []
     assert report.origin == codec.FORMAT
     assert report.id == os.path.basename(path)[: -len(".session")]
-    before = files(path)
-    result = integrity.repair_session(path)
+    before = session_files(path)
+    result = repairing.repair_session(path)
     assert result.actions == [] and result.quarantine is None
-    assert files(path) == before
-    assert not os.path.exists(os.path.join(path, integrity.QUARANTINE_DIR))
+    assert session_files(path) == before
+    assert not os.path.exists(os.path.join(path, repairing.QUARANTINE_DIR))
 
 
-def test_a_stream_without_output_needs_no_raw_file(root):
-    path = closed_session(root)
+def test_a_stream_without_output_needs_no_raw_file(root, finished_session):
+    path = finished_session
     for stream in iolog.STREAMS:  # "true" printed nothing: an empty raw file or none are both fine
         raw = os.path.join(path, "io-logs", f"c3.{stream}")
         open(raw, "wb").close()
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
         os.unlink(raw)
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
 
 
 def test_journal_with_good_lines_only_is_healthy(root):
-    path = journaled_session(root)
-    report = integrity.check_session(path)
+    path = journaled_run(root)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     # The dead writer's lock is worth a note, not a problem: nothing was running.
     assert [f.kind for f in report.notes] == ["unclean-stop"]
     lock = open(os.path.join(path, "lock"), "rb").read()
-    before = files(path)
-    assert integrity.repair_session(path).actions == []
-    assert files(path) == before
+    before = session_files(path)
+    assert repairing.repair_session(path).actions == []
+    assert session_files(path) == before
     assert open(os.path.join(path, "lock"), "rb").read() == lock  # still names the writer that did not finish
 
 
@@ -191,12 +137,12 @@ def test_live_writer_is_a_note_and_blocks_repair(root):
         log, name = writer.new_log("j", 1)
         writer.job_started("j", 1, name)
         log.write("stdout", b"x" * 100)  # raw file ahead of the unflushed records
-        report = integrity.check_session(writer.path)
+        report = checking.check_session(writer.path)
         assert report.healthy, report.problems
         assert [f.kind for f in report.notes] == ["being-written"]
         assert str(os.getpid()) in report.notes[0].message
         with pytest.raises(SessionLocked):
-            integrity.repair_session(writer.path)
+            repairing.repair_session(writer.path)
         log.close()
     finally:
         writer.close()
@@ -206,15 +152,15 @@ def test_session_being_created_is_a_note(root):
     path = os.path.join(root, "sessions", "new.session")
     os.makedirs(os.path.join(path, "io-logs"))
     open(os.path.join(path, "journal"), "wb").close()
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert [f.kind for f in report.notes] == ["being-created"]
 
 
 def test_check_repository_checks_every_session_in_id_order(root):
-    paths = [closed_session(root) for _ in range(3)]
+    paths = [run_session(root) for _ in range(3)]
     os.unlink(os.path.join(paths[1], "session"))
-    reports = integrity.check_repository(SessionRepository(root))
+    reports = checking.check_repository(SessionRepository(root))
     assert [r.path for r in reports] == sorted(paths, key=os.path.basename)
     assert [r.healthy for r in reports] == [p != paths[1] for p in sorted(paths, key=os.path.basename)]
 
@@ -243,11 +189,15 @@ def _damage_snapshot(path: str, how: str, rng: random.Random) -> None:
 SNAPSHOT_DAMAGE = ["truncate", "garbage", "empty", "zeros", "bitflip", "delete"]
 
 
+#: The builders, with the names that seed each case's damage (those it always had: the same bytes are damaged).
+SNAPSHOT_MAKERS = {run_session: "closed_session", journaled_run: "journaled_session"}
+
+
 @pytest.mark.parametrize("backup", [True, False], ids=["with-bak", "without-bak"])
 @pytest.mark.parametrize("how", SNAPSHOT_DAMAGE)
-@pytest.mark.parametrize("make", [closed_session, journaled_session], ids=["closed", "journaled"])
+@pytest.mark.parametrize("make", list(SNAPSHOT_MAKERS), ids=["closed", "journaled"])
 def test_damaged_snapshot(root, make, how, backup):
-    rng = random.Random(f"{how}-{backup}-{make.__name__}")
+    rng = random.Random(f"{how}-{backup}-{SNAPSHOT_MAKERS[make]}")
     path = make(root)
     original = load_session(path).state
     if not backup:
@@ -256,19 +206,19 @@ def test_damaged_snapshot(root, make, how, backup):
             os.unlink(bak)
     _damage_snapshot(path, how, rng)
     kind = "snapshot-missing" if how == "delete" else "snapshot-corrupt"
-    damaged_bytes = files(path).get("session")
-    report = integrity.check_session(path)
+    damaged_bytes = session_files(path).get("session")
+    report = checking.check_session(path)
     assert {f.kind for f in report.notes} >= {"rebuild-preview"}
     result = repair_and_verify(path, {("session", kind)})
     if damaged_bytes is not None:
-        assert quarantined(path)["session"] == damaged_bytes
+        assert quarantined_files(path)["session"] == damaged_bytes
     assert any(a.startswith("session: ") and "rebuilt" in a for a in result.actions)
     state = load_session(path).state
     assert FLAG_INCOMPLETE in state.metadata.flags or state.metadata.flags == original.metadata.flags
     # What survives is exact; what does not is said.
     for job, attempts in state.results.items():
         assert attempts == original.results[job][: len(attempts)]
-    if make is journaled_session:
+    if make is journaled_run:
         # Every change is in the journal: results, plan and order all come back.
         assert state.results == original.results
         assert state.desired_job_list == original.desired_job_list
@@ -281,25 +231,25 @@ def test_damaged_snapshot(root, make, how, backup):
     else:
         summary = resume(path)
         assert set(summary.counts) <= {OUTCOME_PASS}
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
         resumed = load_session(path).state
         assert FLAG_INCOMPLETE not in resumed.metadata.flags
         assert set(resumed.results) >= set(state.desired_job_list)
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_truncated_snapshot_salvages_exact_fields(root, seed):
+def test_truncated_snapshot_salvages_exact_fields(root, seed, finished_session):
     """Whatever the cut, the rebuilt state never holds a wrong value: salvaged fields equal the originals."""
-    path = closed_session(root)
+    path = finished_session
     original = codec.converter.unstructure(load_session(path).state)
     data = open(os.path.join(path, "session"), "rb").read()
     cut = random.Random(seed).randrange(1, len(data))
     with open(os.path.join(path, "session"), "wb") as f:
         f.write(data[:cut])
-    rebuilt = integrity.rebuild_state(path)
+    rebuilt = salvaging.rebuild_state(path)
     assert not rebuilt.snapshot_ok
     state = codec.converter.unstructure(rebuilt.state)
-    salvage = integrity.salvage_snapshot(data[:cut])
+    salvage = salvaging.salvage_snapshot(data[:cut])
     if salvage is not None:
         for key, value in salvage.fields.items():
             assert original[key] == value
@@ -316,7 +266,7 @@ def test_salvage_never_invents(state, where):
     raw = gzip.decompress(data)
     cut = int(len(raw) * where)
     partial = gzip.compress(raw[:cut])[:-8]  # a stream that ends early, as a cut file does
-    salvage = integrity.salvage_snapshot(partial)
+    salvage = salvaging.salvage_snapshot(partial)
     doc = codec.converter.unstructure(state)
     if salvage is None:
         return
@@ -330,14 +280,14 @@ def test_salvage_never_invents(state, where):
 
 
 def test_salvage_of_garbage_is_nothing():
-    assert integrity.salvage_snapshot(b"") is None
-    assert integrity.salvage_snapshot(b"\0" * 100) is None
-    assert integrity.salvage_snapshot(gzip.compress(b'{"version": 6, "session": {}}')) is None
+    assert salvaging.salvage_snapshot(b"") is None
+    assert salvaging.salvage_snapshot(b"\0" * 100) is None
+    assert salvaging.salvage_snapshot(gzip.compress(b'{"version": 6, "session": {}}')) is None
 
 
 def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
     """A writer killed after writing a new snapshot but before renaming it: that temporary is the newest state."""
-    path = journaled_session(root)
+    path = journaled_run(root)
     state = load_session(path).state
     data, _ = codec.encode_state(state)
     with open(os.path.join(path, ".session.k1ll3d.tmp"), "wb") as f:
@@ -349,12 +299,12 @@ def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
     )
     assert load_session(path).state.results == state.results
     assert any(".session.k1ll3d.tmp" in a and "rebuilt" in a for a in result.actions)
-    assert quarantined(path)[".session.k1ll3d.tmp"] == data
+    assert quarantined_files(path)[".session.k1ll3d.tmp"] == data
 
 
-def test_backup_and_journal_gap_are_reported_as_lost(root):
+def test_backup_and_journal_gap_are_reported_as_lost(root, finished_session):
     """Snapshot lost, backup older, journal newer than the lost snapshot: the changes in between are lost."""
-    path = closed_session(root)
+    path = finished_session
     writer = SessionWriter.open(path)
     writer.update_metadata(title="only in the lost snapshot")
     writer.snapshot()  # session: with the title; session.bak: without; journal: emptied
@@ -362,7 +312,7 @@ def test_backup_and_journal_gap_are_reported_as_lost(root):
     writer.update_metadata(tags=["after the snapshot"])
     writer.abandon()
     os.unlink(os.path.join(path, "session"))
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     preview = next(f for f in report.notes if f.kind == "rebuild-preview")
     assert "session.bak" in preview.message and "only the damaged snapshot had them" in preview.message
     result = repair_and_verify(path, {("session", "snapshot-missing")})
@@ -373,13 +323,13 @@ def test_backup_and_journal_gap_are_reported_as_lost(root):
     resume(path)
 
 
-def test_corrupt_backup(root):
-    path = closed_session(root)
+def test_corrupt_backup(root, finished_session):
+    path = finished_session
     with open(os.path.join(path, "session.bak"), "wb") as f:
         f.write(b"\x1f\x8bnot really")
     result = repair_and_verify(path, {("session.bak", "backup-corrupt")})
     assert not os.path.exists(os.path.join(path, "session.bak"))
-    assert quarantined(path)["session.bak"] == b"\x1f\x8bnot really"
+    assert quarantined_files(path)["session.bak"] == b"\x1f\x8bnot really"
     assert any(a.startswith("session.bak: ") for a in result.actions)
     resume(path)
 
@@ -402,7 +352,7 @@ def _write_journal(path: str, data: bytes) -> None:
     ids=["partial", "zeros", "zero-lines"],
 )
 def test_torn_journal_tail(root, tail):
-    path = journaled_session(root)
+    path = journaled_run(root)
     original = load_session(path).state
     journal = open(os.path.join(path, "journal"), "rb").read()
     _write_journal(path, journal + tail)
@@ -412,33 +362,33 @@ def test_torn_journal_tail(root, tail):
     assert state.results == original.results
     assert state.journal_seq == original.journal_seq
     assert os.path.getsize(os.path.join(path, "journal")) == 0
-    assert quarantined(path)["journal"] == journal + tail
+    assert quarantined_files(path)["journal"] == journal + tail
     assert any(a.startswith("journal: torn tail") for a in result.actions)
     resume(path)
 
 
 def test_bad_line_in_the_middle_of_the_journal_is_skipped(root):
     """An inserted damaged line: every change is still there, the session loads again."""
-    path = journaled_session(root)
+    path = journaled_run(root)
     original = load_session(path).state
     lines = _journal_lines(path)
     damaged = b"\n".join(lines[:3] + [b"#$%garbage"] + lines[3:]) + b"\n"
     _write_journal(path, damaged)
     with pytest.raises(PlainboxLikeError, match="bad journal line"):
         load_session(path)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert [f.message.split(":")[0] for f in report.problems] == ["line 4"]
     repair_and_verify(path, {("journal", "journal-bad-line")})
     state = load_session(path).state
     assert state.results == original.results
-    assert quarantined(path)["journal"] == damaged
+    assert quarantined_files(path)["journal"] == damaged
     resume(path)
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_overwritten_journal_line_loses_only_that_change(root, seed):
     """A line overwritten by garbage: its change is lost (and said), every other one is kept."""
-    path = journaled_session(root)
+    path = journaled_run(root)
     original = load_session(path).state
     lines = _journal_lines(path)
     victim = random.Random(seed).randrange(0, len(lines) - 1)  # not the last: that would be a torn tail
@@ -454,7 +404,7 @@ def test_overwritten_journal_line_loses_only_that_change(root, seed):
     if lost["op"] == "result":
         # Its job looks as if it never finished: settled, without pretending it was cut short.
         latest = state.latest(lost["job"])
-        assert latest.outcome == OUTCOME_CRASH and latest.comments == integrity.RESULT_LOST
+        assert latest.outcome == OUTCOME_CRASH and latest.comments == salvaging.RESULT_LOST
     else:
         assert state.results == original.results
     assert state.running_jobs == {}
@@ -462,14 +412,14 @@ def test_overwritten_journal_line_loses_only_that_change(root, seed):
 
 
 def test_journal_gap_with_good_snapshot(root):
-    path = journaled_session(root)
+    path = journaled_run(root)
     lines = _journal_lines(path)
     index = next(i for i, line in enumerate(lines) if json.loads(line)["op"] == "start")
     seq = json.loads(lines.pop(index))["seq"]
     _write_journal(path, b"\n".join(lines) + b"\n")
     with pytest.raises(PlainboxLikeError, match="gap"):
         load_session(path)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == {("journal", "journal-gap")}
     assert f"expected {seq}, found {seq + 1}" in report.problems[0].message
     result = repair_and_verify(path, {("journal", "journal-gap")})
@@ -478,18 +428,18 @@ def test_journal_gap_with_good_snapshot(root):
 
 
 def test_unappliable_journal_change(root):
-    path = journaled_session(root)
+    path = journaled_run(root)
     lines = _journal_lines(path)
     seq = json.loads(lines[-1])["seq"] + 1
     bad = json.dumps({"op": "meta", "seq": seq, "set": {"updated": 5}, "t": 1.0}).encode()
     _write_journal(path, b"\n".join(lines + [bad]) + b"\n")
     result = repair_and_verify(path, {("journal", "journal-unapplicable")})
     assert any("cannot be edited" in line or "could not be applied" in line for line in result.lost)
-    assert quarantined(path)["journal"].endswith(bad + b"\n")
+    assert quarantined_files(path)["journal"].endswith(bad + b"\n")
 
 
-def test_missing_journal(root):
-    path = closed_session(root)
+def test_missing_journal(root, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "journal"))
     with pytest.raises(PlainboxLikeError):
         SessionWriter.open(path)  # why it matters: no journal, no resume
@@ -505,8 +455,8 @@ def _log(path: str, job: str, suffix: str = ".record.gz") -> str:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_cut_record_file(root, seed):
-    path = closed_session(root)
+def test_cut_record_file(root, seed, finished_session):
+    path = finished_session
     record = _log(path, "c2")
     data = open(record, "rb").read()
     stdout = open(_log(path, "c2", ".stdout"), "rb").read()
@@ -517,7 +467,7 @@ def test_cut_record_file(root, seed):
     list(reader)
     assert not reader.complete
     result = repair_and_verify(path, {("io-logs/c2.record.gz", "log-damaged")})
-    assert quarantined(path)["io-logs/c2.record.gz"] == data[:cut]
+    assert quarantined_files(path)["io-logs/c2.record.gz"] == data[:cut]
     fixed = iolog.read_records(record)
     assert fixed.complete
     # Nothing printed is lost: what the records lacked came from the raw file.
@@ -526,8 +476,8 @@ def test_cut_record_file(root, seed):
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
 
 
-def test_record_file_with_a_bad_record_in_the_middle(root):
-    path = closed_session(root)
+def test_record_file_with_a_bad_record_in_the_middle(root, finished_session):
+    path = finished_session
     record = _log(path, "c1")
     lines = gzip.decompress(open(record, "rb").read()).split(b"\n")
     damaged = gzip.compress(b"\n".join([b"[0.1,\"stdout\",\"!!!\"]"] + lines))
@@ -551,8 +501,8 @@ def test_record_file_with_a_bad_record_in_the_middle(root):
     ],
     ids=["emptied", "shorter", "longer", "altered", "deleted"],
 )
-def test_raw_file_differs_from_records(root, change, kind):
-    path = closed_session(root)
+def test_raw_file_differs_from_records(root, change, kind, finished_session):
+    path = finished_session
     raw = _log(path, "c1", ".stdout")
     data = open(raw, "rb").read()
     if change is None:
@@ -576,7 +526,7 @@ def test_raw_comparison_streams_large_files(root, tmp_path):
     with open(stem + ".stdout", "r+b") as f:
         f.seek(3_000_000)
         f.write(b"\0\0")
-    scan = integrity.scan_log(stem + ".record.gz")
+    scan = logscan.scan_log(stem + ".record.gz")
     assert scan.complete and scan.records == 64
     raw = scan.raw["stdout"]
     assert raw.status == "differs"
@@ -584,8 +534,8 @@ def test_raw_comparison_streams_large_files(root, tmp_path):
     assert scan.raw["stderr"].status == "equal"
 
 
-def test_missing_record_file_is_rebuilt_from_raw_files(root):
-    path = closed_session(root)
+def test_missing_record_file_is_rebuilt_from_raw_files(root, finished_session):
+    path = finished_session
     os.unlink(_log(path, "c1"))
     result = repair_and_verify(path, {("io-logs/c1.record.gz", "log-missing")})
     records = iolog.read_records(_log(path, "c1"))
@@ -594,8 +544,8 @@ def test_missing_record_file_is_rebuilt_from_raw_files(root):
     assert any("timing" in a for a in result.actions)
 
 
-def test_log_missing_with_its_raw_files(root):
-    path = closed_session(root)
+def test_log_missing_with_its_raw_files(root, finished_session):
+    path = finished_session
     for suffix in (".record.gz", ".stdout", ".stderr"):
         os.unlink(_log(path, "c1", suffix))
     result = repair_and_verify(path, {("io-logs/c1.record.gz", "log-missing")})
@@ -606,8 +556,8 @@ def test_log_missing_with_its_raw_files(root):
     resume(path)
 
 
-def test_missing_io_logs_directory(root):
-    path = closed_session(root)
+def test_missing_io_logs_directory(root, finished_session):
+    path = finished_session
     os.rename(os.path.join(path, "io-logs"), os.path.join(root, "elsewhere"))
     expected = {("io-logs", "directory-missing")} | {(f"io-logs/{j}.record.gz", "log-missing") for j in JOBS}
     repair_and_verify(path, expected)
@@ -616,21 +566,21 @@ def test_missing_io_logs_directory(root):
 
 
 def test_repair_never_writes_outside_io_logs(root, tmp_path):
-    path = journaled_session(root)
+    path = journaled_run(root)
     outside = tmp_path / "victim.record.gz"
     outside.write_bytes(b"\x1f\x8b\x08\x00\0\0\0\0\0\x03")  # a cut gzip file outside the session
     writer = SessionWriter.open(path)
-    writer.job_finished("evil", batch.Attempt("pass", io_log_filename=str(outside)))
+    writer.job_finished("evil", Attempt("pass", io_log_filename=str(outside)))
     writer.close()
-    result = integrity.repair_session(path)
+    result = repairing.repair_session(path)
     assert outside.read_bytes() == b"\x1f\x8b\x08\x00\0\0\0\0\0\x03"
     assert any("outside" in line for line in result.lost)
 
 
-def test_orphan_log_is_a_note(root):
-    path = closed_session(root)
+def test_orphan_log_is_a_note(root, finished_session):
+    path = finished_session
     open(_log(path, "ghost"), "wb").close()
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert [(f.file, f.kind) for f in report.notes] == [("io-logs/ghost.record.gz", "orphan-log")]
 
@@ -638,23 +588,23 @@ def test_orphan_log_is_a_note(root):
 # -- temporaries, interrupted runs ---------------------------------------------------------
 
 
-def test_stale_temporaries(root):
-    path = closed_session(root)
+def test_stale_temporaries(root, finished_session):
+    path = finished_session
     names = {".session.abc123.tmp": b"\x1f\x8b half a snapshot", "io-logs/.c1.stdout.x9.tmp": b"hel"}
     for name, data in names.items():
         with open(os.path.join(path, name), "wb") as f:
             f.write(data)
     result = repair_and_verify(path, {(name, "stale-temporary") for name in names})
-    kept = quarantined(path)
+    kept = quarantined_files(path)
     for name, data in names.items():
         assert not os.path.exists(os.path.join(path, name))
         assert kept[name] == data
     assert sum("stale temporary" in a for a in result.actions) == 2
 
 
-def test_interrupted_run(root):
-    path = interrupted_session(root)
-    report = integrity.check_session(path)
+def test_interrupted_run(root, interrupted_session):
+    path = interrupted_session
+    report = checking.check_session(path)
     assert problems(report) == {("lock", "interrupted-run")}
     assert "c2" in report.problems[0].message and "resume or cleanup" in report.problems[0].message
     # The cut log of the running job is expected, and its raw file is ahead of the records.
@@ -665,38 +615,38 @@ def test_interrupted_run(root):
     latest = state.latest("c2")
     assert latest.outcome == OUTCOME_CRASH and latest.comments == settle.STOPPED_WHILE_RUNNING
     assert FLAG_INCOMPLETE in state.metadata.flags
-    assert storage.lock_holder(path) is None  # released cleanly
+    assert locks.lock_holder(path) is None  # released cleanly
     records = iolog.read_records(os.path.join(path, latest.io_log_filename))
     assert records.complete
     assert b"".join(r.data for r in records.records) == b"started\nafter the last flush\n"
     assert any(a.startswith("lock: interrupted run") for a in result.actions)
     summary = resume(path)
     assert summary.counts == {OUTCOME_PASS: 1, OUTCOME_CRASH: 1}
-    assert integrity.check_session(path).healthy
+    assert checking.check_session(path).healthy
 
 
-def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
-    path = interrupted_session(root)
+def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root, interrupted_session):
+    path = interrupted_session
     resume(path)  # settles c2 as crashed, keeps its cut log
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     assert ("io-logs/c2.record.gz", "log-cut") in {(f.file, f.kind) for f in report.notes}
-    result = integrity.repair_session(path)  # completes it all the same
+    result = repairing.repair_session(path)  # completes it all the same
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
-    assert not any(f.kind == "log-cut" for f in integrity.check_session(path).notes)
+    assert not any(f.kind == "log-cut" for f in checking.check_session(path).notes)
 
 
-def test_foreign_lock_holder_is_not_judged(root):
-    path = interrupted_session(root)
+def test_foreign_lock_holder_is_not_judged(root, interrupted_session):
+    path = interrupted_session
     with open(os.path.join(path, "lock"), "w") as f:
         f.write(f"4242 not-{socket.gethostname()}\n")
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert "foreign-writer" in {f.kind for f in report.notes}
 
 
-def test_several_faults_at_once(root):
-    path = interrupted_session(root)
+def test_several_faults_at_once(root, interrupted_session):
+    path = interrupted_session
     lines = _journal_lines(path)
     _write_journal(path, b"\n".join(lines) + b"\n" + b'{"seq":')
     os.unlink(os.path.join(path, "session"))
@@ -717,14 +667,14 @@ def test_several_faults_at_once(root):
     assert state.latest("c2").outcome == OUTCOME_CRASH
 
 
-def test_repair_is_idempotent(root):
-    path = interrupted_session(root)
+def test_repair_is_idempotent(root, interrupted_session):
+    path = interrupted_session
     os.unlink(os.path.join(path, "session"))
-    integrity.repair_session(path)
-    before = files(path)
-    again = integrity.repair_session(path)
+    repairing.repair_session(path)
+    before = session_files(path)
+    again = repairing.repair_session(path)
     assert again.actions == []
-    assert files(path) == before
+    assert session_files(path) == before
 
 
 # -- the journal scanner agrees with the loader ------------------------------------------------
@@ -744,9 +694,9 @@ _odd = st.sampled_from(
 @given(st.lists(st.one_of(_good, _bad, _blank, _odd), max_size=8), st.booleans())
 def test_scan_journal_agrees_with_parse_journal(lines, final_newline):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
-    scan = integrity.scan_journal(data)
+    scan = salvaging.scan_journal(data)
     try:
-        read = storage.parse_journal(data, "journal", after_seq=10**9)
+        read = parse_journal(data, "journal", after_seq=10**9)
     except PlainboxLikeError as exc:
         assert scan.bad, exc
         assert exc.line == scan.bad[0][0]
@@ -763,49 +713,6 @@ def test_scan_journal_agrees_with_parse_journal(lines, final_newline):
 # -- Plainbox / Checkbox sessions ----------------------------------------------------------------
 
 
-def _record_gz(records) -> bytes:
-    import base64
-
-    return gzip.compress(
-        b"".join(json.dumps([delay, stream, base64.b64encode(data).decode()]).encode() + b"\n" for delay, stream, data in records)
-    )
-
-
-def make_checkbox_session(directory: str) -> str:
-    """A Checkbox session directory as Checkbox writes it (state version 6, absolute log names)."""
-    logs = os.path.join(directory, "io-logs")
-    os.makedirs(logs)
-    outputs = {
-        "com.canonical.certification__cpu_info": [(0.0, "stdout", b"model name: x\n"), (0.1, "stderr", b"w\n")],
-        "com.canonical.certification__silent": [],
-    }
-    for slug, records in outputs.items():
-        with open(os.path.join(logs, slug + ".record.gz"), "wb") as f:
-            f.write(_record_gz(records))
-        for stream in iolog.STREAMS:
-            with open(os.path.join(logs, f"{slug}.{stream}"), "wb") as f:
-                f.write(b"".join(d for _t, s, d in records if s == stream))
-    old = "/var/tmp/checkbox-ng/sessions/pbox.session/io-logs/"
-
-    def result(slug, outcome):
-        return {"outcome": outcome, "comments": None, "return_code": 0, "execution_duration": 0.5,
-                "io_log_filename": old + slug + ".record.gz"}
-
-    session = {
-        "jobs": {"com.canonical.certification::cpu_info": "a" * 64, "com.canonical.certification::silent": "b" * 64},
-        "results": {
-            "com.canonical.certification::cpu_info": [result("com.canonical.certification__cpu_info", "pass")],
-            "com.canonical.certification::silent": [result("com.canonical.certification__silent", "pass")],
-        },
-        "desired_job_list": ["com.canonical.certification::cpu_info", "com.canonical.certification::silent"],
-        "mandatory_job_list": [],
-        "metadata": {"title": "checkbox", "flags": [], "running_job_name": None, "app_id": "x", "app_blob": ""},
-    }
-    with open(os.path.join(directory, "session"), "wb") as f:
-        f.write(gzip.compress(json.dumps({"version": 6, "session": session}).encode()))
-    return directory
-
-
 def _tree(directory):
     out = {}
     for dirpath, dirs, names in os.walk(directory):
@@ -817,9 +724,9 @@ def _tree(directory):
 
 
 def test_checkbox_session_checks_read_only(tmp_path):
-    directory = make_checkbox_session(str(tmp_path / "pbox.session"))
+    directory = logged_checkbox_session(str(tmp_path / "pbox.session"))
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert report.origin == "plainbox"
     assert report.healthy, report.problems
     assert report.notes == []
@@ -828,7 +735,7 @@ def test_checkbox_session_checks_read_only(tmp_path):
         f.write(b"x")
     os.unlink(os.path.join(directory, "io-logs", "com.canonical.certification__silent.record.gz"))
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert problems(report) == {
         ("io-logs/com.canonical.certification__cpu_info.stdout", "raw-differs"),
         # Not found here: looked for in io-logs/ here, never where Checkbox once wrote it.
@@ -836,19 +743,17 @@ def test_checkbox_session_checks_read_only(tmp_path):
     }
     assert _tree(directory) == before
     with pytest.raises(PlainboxLikeError, match="read-only"):
-        integrity.repair_session(directory)
+        repairing.repair_session(directory)
     assert _tree(directory) == before
     assert not os.path.exists(os.path.join(directory, "lock"))
 
 
 @pytest.mark.parametrize("version", range(1, 12))
 def test_plainbox_sessions_of_every_version(tmp_path, version):
-    from test_codec import make_plainbox_session
-
     directory = str(tmp_path / f"v{version}")
-    make_plainbox_session(directory, version)
+    plainbox_session(directory, version)
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert _tree(directory) == before
     assert report.origin == "plainbox"
     if version == 1:

@@ -11,18 +11,22 @@ import json
 import os
 import stat
 import subprocess
-import sys
-import time
 
 import pytest
 
-from plainbox_like.maintain import integrity
-from plainbox_like.store import storage
+from plainbox_like.maintain import check as checking
+from plainbox_like.store import confine, model
+from plainbox_like.errors import OutsideSession
+from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR
+from plainbox_like.store.paths import session_id_of
+from plainbox_like.store.reader import load_session
 from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository, SessionWriter
-from cli_helpers import assert_one_line_error, run
-from test_export import _session_members, _symlink, _tar_bytes
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
+from factories import only_session, wait_until
+from archives import session_members, symlink_member, tar_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = b"TOP-SECRET-OUTSIDE-THE-SESSION"
@@ -32,8 +36,8 @@ def _new_session(root: str, capfd, command: str = "echo hello") -> str:
     """A complete session made by ``run -c``; returns its id."""
     assert run(root, "run", "-c", command) == 0
     capfd.readouterr()
-    [path] = SessionRepository(root).session_paths()
-    return storage.session_id_of(path)
+    path = only_session(root)
+    return session_id_of(path)
 
 
 def _path(root: str, sid: str) -> str:
@@ -83,22 +87,20 @@ def test_export_writes_into_a_fifo(root, tmp_path, capfd):
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer, as a shell pipe
     try:
-        env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
-        proc = subprocess.Popen([sys.executable, "-m", "plainbox_like", "export", sid, "-o", fifo], cwd=REPO, env=env)
-        data = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        proc = subprocess.Popen(cli_argv(None, "export", sid, "-o", fifo), cwd=REPO, env=cli_env(root))
+        data = bytearray()
+
+        def drained():
+            """Read what the pipe holds; true once the writer has exited and nothing is left."""
             done = proc.poll() is not None
             try:
                 chunk = os.read(reader, 1 << 16)
             except BlockingIOError:
                 chunk = None
-            if chunk:
-                data += chunk
-            elif done:
-                break
-            else:
-                time.sleep(0.01)
+            data.extend(chunk or b"")
+            return done and not chunk
+
+        wait_until(drained, timeout=60, interval=0.01)
         assert proc.wait(timeout=60) == 0
     finally:
         os.close(reader)
@@ -145,7 +147,7 @@ def test_export_into_a_session_directory_is_refused(root, tmp_path, capfd, fmt):
     assert run(root, "export", sid, "--format", fmt, "-o", link) == 2
     assert_one_line_error(capfd.readouterr().err, link, "inside")
     assert (_tree(path), _tree(other.path)) == before
-    storage.load_session(path)
+    load_session(path)
 
 
 # -- paths taken from a state ----------------------------------------------------------------
@@ -167,7 +169,7 @@ def _hostile_session(root: str, tmp_path, capfd, name: str, running: str | None 
         writer.update_metadata(flags=["incomplete"])
         writer.job_started("c2", 1, running)
         writer.abandon()  # the runner died: the lock is free
-        os.truncate(os.path.join(path, storage.LOCK_FILE), 0)
+        os.truncate(os.path.join(path, LOCK_FILE), 0)
     else:
         writer.close()
     return sid
@@ -185,7 +187,7 @@ def test_log_and_exports_never_read_outside(root, tmp_path, capfd, name):
         assert run(root, "export", sid, *argv) == 0
         out, _ = capfd.readouterr()
         assert out and SECRET.decode() not in out
-    report = integrity.check_session(_path(root, sid))
+    report = checking.check_session(_path(root, sid))
     assert ("path-outside", "io_log_filename of job 'c1' attempt 2") in {
         (f.kind, f.message[: len("io_log_filename of job 'c1' attempt 2")]) for f in report.problems
     }
@@ -208,7 +210,7 @@ def test_writers_refuse_paths_outside_and_repair_drops_them(root, tmp_path, capf
     out, _ = capfd.readouterr()
     assert "led outside the session" in out
     assert not evil.exists() and (tmp_path / "secret").read_bytes() == SECRET
-    assert integrity.check_session(path).healthy
+    assert checking.check_session(path).healthy
     assert run(root, "resume", sid) == 0
     capfd.readouterr()
     assert not evil.exists()
@@ -239,7 +241,7 @@ def test_import_refuses_a_state_naming_paths_outside(root, tmp_path, capfd):
     ],
 )
 def test_import_refuses_links_that_leave_the_session_once_in_place(tmp_path, link, target):
-    data = _tar_bytes(*_session_members(), (_symlink(link, target), None))
+    data = tar_bytes(*session_members(), (symlink_member(link, target), None))
     sessions = str(tmp_path / "repo" / "sessions")
     with pytest.raises(tarball.UnsafeArchive, match="symbolic link") as info:
         tarball.import_archive(io.BytesIO(data), sessions, "evil.tar.gz")
@@ -248,12 +250,12 @@ def test_import_refuses_links_that_leave_the_session_once_in_place(tmp_path, lin
 
 
 def test_import_keeps_links_inside_session_share(tmp_path):
-    members = [*_session_members("ok.session"), (_symlink("ok.session/session-share/latest", "../session"), None)]
-    imported = tarball.import_archive(io.BytesIO(_tar_bytes(*members)), str(tmp_path / "s"), "ok")
+    members = [*session_members("ok.session"), (symlink_member("ok.session/session-share/latest", "../session"), None)]
+    imported = tarball.import_archive(io.BytesIO(tar_bytes(*members)), str(tmp_path / "s"), "ok")
     assert os.readlink(os.path.join(imported.path, "session-share", "latest")) == "../session"
 
 
-@pytest.mark.parametrize("sub", [storage.IO_LOGS, storage.SHARE_DIR])
+@pytest.mark.parametrize("sub", [IO_LOGS, SHARE_DIR])
 def test_symlinked_io_logs_or_share_is_damage_and_never_written_through(root, tmp_path, capfd, sub):
     sid = _new_session(root, capfd)
     path = _path(root, sid)
@@ -261,7 +263,7 @@ def test_symlinked_io_logs_or_share_is_damage_and_never_written_through(root, tm
     os.rename(os.path.join(path, sub), elsewhere)
     os.symlink(str(elsewhere), os.path.join(path, sub))
     before = _tree(str(elsewhere))
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert (sub, "symlinked-directory") in {(f.file, f.kind) for f in report.problems}
     for argv in (["resume", sid, "--rerun-failed"], ["tag", sid, "x"]):
         assert run(root, *argv) == 2
@@ -286,7 +288,7 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
         assert run(root, *argv) == 2, argv
         assert_one_line_error(capfd.readouterr().err, f"session {sid}", "the session directory is a symbolic link")
     assert _tree(target) == before
-    assert (".", "symlinked-directory") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert (".", "symlinked-directory") in {(f.file, f.kind) for f in checking.check_session(path).problems}
     assert run(root, "delete", sid) == 0
     capfd.readouterr()
     assert not os.path.lexists(path) and _tree(target) == before
@@ -295,6 +297,29 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
     capfd.readouterr()
     assert os.listdir(os.path.join(root, "sessions")) == []  # no .deleting-* link left behind
     assert _tree(target) == before
+
+
+def test_a_symlinked_session_directory_is_listed_and_read_like_the_others(root, tmp_path, capfd):
+    """Readers follow the link (the writers refuse it, above): ``list`` and ``search`` show what ``check`` sees."""
+    for _ in range(2):
+        assert run(root, "run", "-c", "echo hello") == 0
+    capfd.readouterr()
+    linked, plain = sorted(n[: -len(".session")] for n in os.listdir(os.path.join(root, "sessions")))
+    path = _path(root, linked)
+    target = str(tmp_path / "moved.session")
+    os.rename(path, target)
+    os.symlink(target, path)
+    for argv in (["list"], ["index", "--rebuild"], ["list"], ["search", "echo"]):
+        assert run(root, *argv) == 0, argv
+        out = capfd.readouterr().out
+        if argv != ["index", "--rebuild"]:
+            assert linked in out and plain in out, (argv, out)
+    assert run(root, "list", "--json") == 0
+    listed = {s["id"]: s for s in json.loads(capfd.readouterr().out)}
+    assert listed[linked]["status"] == listed[plain]["status"] == "complete"
+    assert run(root, "show", linked) == 0 and linked in capfd.readouterr().out
+    assert run(root, "check", linked) == 1  # reported, as every writer refuses it
+    assert "the session directory is a symbolic link" in capfd.readouterr().out
 
 
 # -- the index ----------------------------------------------------------------------------
@@ -331,7 +356,7 @@ def test_outside_reason_is_the_one_check(tmp_path):
     # Out through a link and back in again is inside.
     inside = ["io-logs/ok.record.gz", "io-logs/alias.record.gz", "io-logs/missing.record.gz", "session", "io-logs/out.record.gz/s.session/session"]
     for name in inside:
-        assert storage.outside_reason(path, name) is None, name
+        assert confine.outside_reason(path, name) is None, name
     expected = {
         "/etc/passwd": "an absolute path",
         "io-logs/../../x": "climbs out with '..'",
@@ -342,15 +367,15 @@ def test_outside_reason_is_the_one_check(tmp_path):
         "a\0b": "not a file name",
     }
     for name, why in expected.items():
-        assert storage.outside_reason(path, name) == why, name
-    state = storage.SessionState()
+        assert confine.outside_reason(path, name) == why, name
+    state = model.SessionState()
     for number, name in enumerate([*inside, *expected], start=1):
         state.results[f"j{number}"] = [Attempt("pass", io_log_filename=name)]
-    found = storage.paths_outside(path, state)
+    found = confine.paths_outside(path, state)
     assert len(found) == len(expected)
     assert all(message.startswith("io_log_filename of job 'j") for message in found)
-    with pytest.raises(storage.OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
-        storage.refuse_paths_outside(path, state)
+    with pytest.raises(OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
+        confine.refuse_paths_outside(path, state)
 
 
 @pytest.mark.parametrize("name", ["index.sqlite3", "index.sqlite3-wal", "watch.lock"])
@@ -362,10 +387,7 @@ def test_watch_never_opens_the_index_or_its_lock_through_a_symlink(root, tmp_pat
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(str(outside / "stolen"), os.path.join(root, name))
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
-    proc = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "watch", "--poll"], cwd=REPO, env=env, capture_output=True, timeout=60
-    )
+    proc = cli(None, "watch", "--poll", env=cli_env(root), cwd=REPO, text=False, timeout=60)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, name, "is a symbolic link")
     assert os.listdir(outside) == []
@@ -384,7 +406,7 @@ def test_gc_removes_a_deleting_link_never_its_target(root, tmp_path, capfd):
     assert (target / "keep").read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("name", [storage.LOCK_FILE, storage.JOURNAL_FILE])
+@pytest.mark.parametrize("name", [LOCK_FILE, JOURNAL_FILE])
 def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path, capfd, name):
     sid = _new_session(root, capfd)
     path = _path(root, sid)
@@ -392,7 +414,7 @@ def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path,
     victim.write_bytes(b"precious\n")
     os.unlink(os.path.join(path, name))
     os.symlink(str(victim), os.path.join(path, name))
-    assert ("symlinked-file", name) in {(f.kind, f.file) for f in integrity.check_session(path).problems}
+    assert ("symlinked-file", name) in {(f.kind, f.file) for f in checking.check_session(path).problems}
     for argv in (["tag", sid, "x"], ["resume", sid], ["repair", sid]):
         assert run(root, *argv) == 2, argv
         assert_one_line_error(capfd.readouterr().err, f"session {sid}", f"{name} is a symbolic link")
@@ -413,7 +435,7 @@ def test_raw_log_file_that_is_a_link_outside_is_never_read(root, tmp_path, capfd
     out, err = capfd.readouterr()
     assert SECRET.decode() not in out
     assert_one_line_error(err, f"session {sid}", "io-logs/c1.stdout", "leads outside the session")
-    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in checking.check_session(path).problems}
     assert run(root, "repair", sid) == 1  # not repaired: it would have to read through the link
     out, err = capfd.readouterr()
     assert "io-logs/c1.stdout: leads outside the session through a symbolic link: not read, not repaired" in out + err
