@@ -462,3 +462,19 @@ def test_the_executor_makes_the_temporary_directory_and_reports_what_was_left(tm
     made = [(tmp_path / name).read_text().strip() for name in ("messy.pwd", "tidy.pwd")]
     assert [os.path.basename(path)[:9] for path in made] == ["job-messy", "job-tidy-"]
     assert all(os.path.dirname(path) == str(tmp_path) and not os.path.exists(path) for path in made)
+
+
+def test_a_job_whose_temporary_directory_cannot_be_made_is_not_started(tmp_path, monkeypatch):
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = LocalExecutor()
+    out = tmp_path / "ran"
+    try:
+        with pytest.raises(OSError, match="^no temporary working directory: "):
+            executor.start(ProcessSpec("k", (find_shell(), "-c", f"touch {out}"), dict(os.environ),
+                                       temp_cwd=TempCwd("missing/parent-")))
+        assert executor.running == []
+    finally:
+        executor.close()
+    assert not out.exists()

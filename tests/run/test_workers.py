@@ -326,3 +326,18 @@ def test_starts_handed_out_together_share_one_fdatasync(tmp_path):
     finally:
         executor.close()
         writer.close()
+
+
+def test_a_worker_that_cannot_make_the_temporary_directory_reports_a_failure(tmp_path, monkeypatch):
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = WorkerExecutor(1)
+    try:
+        made = spec(tmp_path, "k", f"touch {tmp_path / 'ran'}")
+        executor.start(ProcessSpec(made.key, made.argv, made.env, made.log, temp_cwd=TempCwd("missing/parent-")))
+        (failed,) = collect(executor, 1)
+    finally:
+        executor.close()
+    assert isinstance(failed, Failed) and failed.error.startswith("no temporary working directory: ")
+    assert not (tmp_path / "ran").exists()
