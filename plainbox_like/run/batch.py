@@ -26,7 +26,8 @@ from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
-from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
+from plainbox_like.run.executors import Leftover, find_marked, group_alive, kill_leftovers, process_env, signal_leftover, signal_name
+from plainbox_like.run.executors import still_running
 from plainbox_like.run.settle import FLAG_NORETURN, JOB_ENV, KILL_GRACE, SESSION_ENV
 from plainbox_like.store import limits
 from plainbox_like.store.model import (
@@ -569,7 +570,7 @@ class BatchRunner:
         if running.unrecorded:
             # Stopped with the runner by a shutdown: the restart came. The start stays in the journal and
             # resume records the job as after a restart; its processes go with the runner's.
-            if running.kill_at is not None and _group_alive(running.process.pgid):
+            if running.kill_at is not None and group_alive(running.process.pgid):
                 self._stragglers.append((running.kill_at, running.process))
             return
         code = event.returncode
@@ -584,8 +585,8 @@ class BatchRunner:
         elif code > 0:
             outcome, comments = OUTCOME_FAIL, None
         else:
-            outcome, comments = OUTCOME_CRASH, f"killed by signal {_signal_name(-code)}"
-        if running.kill_at is not None and _group_alive(running.process.pgid):
+            outcome, comments = OUTCOME_CRASH, f"killed by signal {signal_name(-code)}"
+        if running.kill_at is not None and group_alive(running.process.pgid):
             # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
             self._stragglers.append((running.kill_at, running.process))
         leftovers = self._take_leftovers(running, getattr(event, "leftovers", ()))
@@ -712,7 +713,7 @@ class BatchRunner:
                 self._leftovers.remove(item)
         for item in list(self._stragglers):
             kill_at, process = item
-            alive = _group_alive(process.pgid)
+            alive = group_alive(process.pgid)
             if alive and now >= kill_at:
                 self.executor.signal(process, signal.SIGKILL)
             if not alive or now >= kill_at:
@@ -790,26 +791,3 @@ class BatchRunner:
             self._enforce_deadlines()
         self._commit()
 
-
-def _group_alive(pgid: int) -> bool:
-    return any(True for _ in iter_pgid_members(pgid))
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
-    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
-    for leftover in leftovers:
-        signal_leftover(leftover, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    alive = [leftover for leftover in leftovers if still_running(leftover)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [leftover for leftover in alive if still_running(leftover)]
-    for leftover in alive:
-        signal_leftover(leftover, signal.SIGKILL)

@@ -658,3 +658,29 @@ def process_env(pid: int) -> dict[str, str]:
         if sep:
             env[key.decode(errors="replace")] = value.decode(errors="replace")
     return env
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group *pgid* still has a live member."""
+    return any(True for _ in iter_pgid_members(pgid))
+
+
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; the number itself if no signal has it."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def kill_leftovers(leftovers: list[Leftover], grace: float) -> None:
+    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
+    for leftover in leftovers:
+        signal_leftover(leftover, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = [leftover for leftover in leftovers if still_running(leftover)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [leftover for leftover in alive if still_running(leftover)]
+    for leftover in alive:
+        signal_leftover(leftover, signal.SIGKILL)
