@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from plainbox_like.run import batch
+from plainbox_like.run import batch, manual
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.cli import options, output
@@ -106,8 +106,9 @@ class ProgressReporter:
         self.bar.close()
 
 
-def _reporter(total: int, done: int):
-    if sys.stderr.isatty() and sys.stdout.isatty():
+def _reporter(total: int, done: int, desk: manual.ManualDesk | None = None):
+    asking = desk is not None and desk.mode == manual.MODE_ASK  # a progress bar would cut into the prompts
+    if sys.stderr.isatty() and sys.stdout.isatty() and not asking:
         return ProgressReporter(total, done)
     return LineReporter(total, done)
 
@@ -203,13 +204,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             for job_id in order:
                 print(clean(job_id))
         return 0
+    desk = _desk(args, plan)  # a bad --answers file stops the run before a session is made
     started = time.monotonic()
     title = args.title or (launcher.title if launcher else None)
     prepared = prepare.start_session(repository(args), config, title=title, units=units, plan=plan)
     print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
-    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0))
+    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0, desk), desk)
     _warn_templates(prepared)
     return _finish(summary, started)
+
+
+def _desk(args: argparse.Namespace, plan) -> manual.ManualDesk:
+    """How the jobs that need a person are answered: ``--answers`` first, then ``--manual``."""
+    answers = manual.read_answers(args.answers, plan.jobs) if args.answers else {}
+    return manual.ManualDesk(args.manual or manual.default_mode(), answers)
+
+
+def add_manual_options(parser: argparse.ArgumentParser) -> None:
+    """``--manual`` and ``--answers`` (run, launcher, resume)."""
+    parser.add_argument(
+        "--manual", choices=manual.MODES, metavar="MODE",
+        help="how jobs that need a person (plugins manual, user-interact, user-verify, user-interact-verify) "
+        "are answered: ask (in this terminal; the default when stdin is a terminal), wait (for plainbox-like "
+        "answer from another terminal), skip (not run: 'needs a person'; the default otherwise)",
+    )
+    parser.add_argument(
+        "--answers", metavar="FILE",
+        help="answers given ahead: one 'JOB_ID: ANSWER [comment]' a line ('#' starts a comment line), ANSWER "
+        "pass, fail, skip (fail and skip need a comment) or run (the command's exit status decides); ids with or "
+        "without their namespace; jobs not in the file are answered as --manual says",
+    )
 
 
 def _read_launcher(args: argparse.Namespace) -> Launcher | None:
@@ -236,9 +260,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
         parallel=args.jobs,
         say=lambda msg: output.say(clean(msg)),
     )
+    try:
+        desk = _desk(args, prepared.plan)
+    except BaseException:
+        prepared.writer.close()
+        raise
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
-    summary = prepare.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished)))
+    summary = prepare.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished), desk), desk)
     _warn_templates(prepared)
     return _finish(summary, started)
 
@@ -342,6 +371,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "any session) and list the jobs their templates add too")
     options.add_manifest(run)
     run.add_argument("--launcher", metavar="FILE", help=LAUNCHER_HELP)
+    add_manual_options(run)
     run.set_defaults(func=cmd_run)
 
     launcher = subparsers.add_parser(
@@ -360,6 +390,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     launcher.add_argument("--title", help="a title for the session (default: the launcher's session_title)")
     options.add_durability(launcher, "as for run: fsync (default) or flush")
     launcher.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run")
+    add_manual_options(launcher)
     options.add_json(launcher, "only with --dry-run: print a JSON list of job ids")
     launcher.set_defaults(
         func=cmd_run, command_lines=[], test_plan=None, include=[], exclude=[], namespace=None, bootstrap=False
@@ -382,7 +413,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resume",
         help="continue an interrupted session",
         description="Continue a session where it stopped. A job that was running when the session stopped "
-        "is recorded as crash (or pass, for a job with the noreturn flag). Changed job definitions stop a "
+        "is recorded as crash (or pass, for a job with the noreturn flag; a job that needs a person is asked again). Changed job definitions stop a "
         "resume unless --ignore-changed is given. Exit status as for run.",
     )
     options.add_session(resume, "session id, unique id prefix or path (default: the most recent incomplete session)",
@@ -398,4 +429,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="resume even if job definitions changed since the session started")
     options.add_parallel(resume, "run up to N independent jobs at once (default: as the session was started; "
                          f"more than {batch.MAX_PARALLEL} needs --force)")
+    add_manual_options(resume)
     resume.set_defaults(func=cmd_resume)

@@ -23,6 +23,7 @@ from plainbox_like.define.resource import ResourceExpressionError, read_records
 from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
+from plainbox_like.run.manual import ManualDesk
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
 from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV
@@ -167,6 +168,7 @@ class BatchRunner:
         warnings: list[str] | None = None,
         manifest_entries: tuple[ManifestEntry, ...] = (),
         manifest_answers: dict[str, Any] | None = None,
+        manual: ManualDesk | None = None,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -188,6 +190,8 @@ class BatchRunner:
         self.launcher_env = dict(launcher_env or {})
         self.manifest_entries = manifest_entries
         self.manifest_answers = dict(manifest_answers or {})
+        #: Answers the jobs that need a person (run/manual.py); without one they are skipped.
+        self.manual = manual if manual is not None else ManualDesk()
         #: Problems met while running (told after the run).
         self.warnings = warnings if warnings is not None else []
         # What every job's spec needs from the session, worked out once.
@@ -255,6 +259,7 @@ class BatchRunner:
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
+            self.manual.abandon(self)  # a question left open: asked again on resume
             self._end_leftovers()
             self._set_paused_flag(False)
         except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
@@ -316,7 +321,7 @@ class BatchRunner:
             self.writer.update_metadata(flags=new)
 
     def _poll_timeout(self) -> float:
-        timeout = control.CHECK_INTERVAL if (self._paused or self._draining) else 0.5
+        timeout = control.CHECK_INTERVAL if (self._paused or self._draining or self.manual.waiting) else 0.5
         now = self._clock()
         for running in self._running.values():
             for moment in (running.deadline, running.kill_at):
@@ -329,6 +334,12 @@ class BatchRunner:
         return timeout
 
     def _hand_out(self) -> None:
+        if self.manual.pending is not None:  # a job that needs a person runs alone
+            if self._running:
+                return
+            self.manual.step(self)
+            if self.manual.pending is not None:
+                return
         to_start: list[JobDefinition] = []
         while True:
             decision = self.scheduler.next_decision()
@@ -343,6 +354,9 @@ class BatchRunner:
                 self.scheduler.finish(job.id, OUTCOME_SKIPPED_RESOURCE)
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIPPED_RESOURCE, skip_reason=unmet))
                 continue
+            if self.manual.takes(job):
+                self.manual.queue(job)  # it starts once the jobs handed out before it have ended
+                break
             reason = self._cannot_run(job)
             if reason is not None:
                 self.scheduler.finish(job.id, OUTCOME_SKIP)
@@ -414,6 +428,25 @@ class BatchRunner:
                 entries = ", ".join(missing)
                 reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
         return reason
+
+    # -- what the desk of jobs that need a person (run/manual.py) asks
+
+    def start_for_person(self, job: JobDefinition) -> None:
+        """Run the command of a job that needs a person, as any job's (journaled, logged)."""
+        running = self._prepare(job)
+        self._sync()
+        self._spawn(running)
+
+    def record_for_person(self, job_id: str, result: Attempt) -> None:
+        """The answer to a job that needs a person: its result, durable before the run moves on."""
+        self.scheduler.finish(job_id, result.outcome)
+        self._record(job_id, result)
+        self._commit()
+
+    def stop_requested(self) -> bool:
+        """Whether the run is to stop now (a signal, or a stop request in the control file)."""
+        self._obey_control()
+        return self._stop is not None or self._draining
 
     def _cannot_run(self, job: JobDefinition) -> str | None:
         if planning.needs_person(job):
@@ -495,6 +528,7 @@ class BatchRunner:
         jobenv.collect_leftovers(running.cwd, job)
         self.writer.open_log(running.log_stem, clock=self._clock).close()
         self.scheduler.finish(job.id, OUTCOME_FAIL)
+        self.manual.command_failed(job.id)
         self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
 
     def _started(self, running: _Running) -> None:
@@ -553,10 +587,13 @@ class BatchRunner:
                 added = getattr(self.reporter, "added", None)
                 if added is not None:
                     added(len(jobs))
-        self.scheduler.finish(job.id, outcome)
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
         attempt.leftover_files = jobenv.collect_leftovers(running.cwd, job)
+        stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
+        if self.manual.command_ended(self, job.id, attempt, stopped):
+            return  # the person's answer decides its outcome
+        self.scheduler.finish(job.id, outcome)
         self._record(job.id, attempt)
 
     def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:
