@@ -18,6 +18,7 @@ from plainbox_like.store.names import (  # noqa: F401 (public here too)
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
+    FLAG_WAITING,
     FLAG_SUBMITTED,
     OUTCOME_CRASH,
     OUTCOME_FAIL,
