@@ -335,6 +335,7 @@ class ManualDesk:
         if q.phase == "new":
             given = self.answers.pop(q.job.id, None)
             if given is not None:
+                given = attrs.evolve(given, time=time.time())  # when it was taken for the job
                 self._say(q.job, f"answered by --answers: {given.answer}" + (f" ({given.comment})" if given.comment else ""))
                 self._apply(runner, q, given)
             elif self.mode == MODE_ASK:

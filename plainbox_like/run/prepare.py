@@ -315,6 +315,7 @@ def resume_session(
     writer = SessionWriter.open(path, durability=config.durability)
     try:
         state = writer.state
+        _clear_waiting(writer)  # at once: ``answer`` must not take a dead runner's question for a live one
         units = load_run_units(config)
         expander = TemplateExpander(units, config) if units.templates else None
         made = expander.instantiate_all(state.resources) if expander is not None else []
@@ -386,6 +387,14 @@ def _resume_plan(
     return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
 
 
+def _clear_waiting(writer: SessionWriter) -> None:
+    """Drop the waiting-for-person flag a runner killed while it waited left behind."""
+    flags = writer.state.metadata.flags
+    if FLAG_WAITING in flags:
+        writer.update_metadata(flags=[f for f in flags if f != FLAG_WAITING])
+        control.clear_answer(writer.path)
+
+
 def _release(writer: SessionWriter) -> None:
     """Close *writer* with a final snapshot if it can be written, else leave its journal as it is."""
     try:
@@ -413,8 +422,7 @@ def run_prepared(
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     control.clear_answer(writer.path)  # and so is an answer
     try:
-        if FLAG_WAITING in writer.state.metadata.flags:  # left by a runner killed while it waited
-            writer.update_metadata(flags=[f for f in writer.state.metadata.flags if f != FLAG_WAITING])
+        _clear_waiting(writer)
         interrupted = runner.run()
         if not interrupted and desk is not None:
             again = _offered_rerun(runner, desk)
