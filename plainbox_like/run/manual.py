@@ -30,6 +30,7 @@ import getpass
 import os
 import re
 import select
+import signal
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Callable, Protocol
@@ -195,6 +196,8 @@ class Terminal:
                 color = False
         self.color = color
         self.should_stop: Callable[[], bool] = lambda: False
+        #: True once the input has ended: nobody can answer any more.
+        self.ended = False
         self._buffer = b""
 
     def style(self, text: str, code: str) -> str:
@@ -216,7 +219,10 @@ class Terminal:
             if self.should_stop():
                 return None
             line = self.stdin.readline()
-            return line.rstrip("\r\n") if line else None
+            if not line:
+                self.ended = True
+                return None
+            return line.rstrip("\r\n")
         while b"\n" not in self._buffer:
             if self.should_stop():
                 self.stdout.write("\n")
@@ -226,6 +232,8 @@ class Terminal:
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:  # end of input
+                self.ended = True
+                self.stdout.write("\n")
                 return None
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
@@ -273,6 +281,8 @@ class Runner(Protocol):
     def record_for_person(self, job_id: str, result: Attempt) -> None: ...
 
     def stop_requested(self) -> bool: ...
+
+    def request_stop(self, signum: int = ...) -> None: ...
 
 
 @attrs.define
@@ -332,6 +342,13 @@ class ManualDesk:
             return
         if self.terminal is not None:
             self.terminal.should_stop = runner.stop_requested  # Ctrl-C or a stop request ends a prompt
+        self._step(runner, q)
+        if self.pending is not None and self.terminal is not None and self.terminal.ended:
+            # Nobody can answer any more: stop as Ctrl-C does (the question stays open for resume).
+            self._say(q.job, "no more input to answer from: the run stops; resume it to answer")
+            runner.request_stop(signal.SIGINT)
+
+    def _step(self, runner: Runner, q: _Question) -> None:
         if q.phase == "new":
             given = self.answers.pop(q.job.id, None)
             if given is not None:

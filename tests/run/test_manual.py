@@ -239,6 +239,47 @@ def test_ask_offers_once_to_run_again_what_did_not_pass(tmp_path):
     assert shown.count("Run them again?") == 1  # once, not after the re-run
 
 
+def test_ask_when_the_input_ends_stops_as_ctrl_c_does_and_leaves_the_question_open(tmp_path):
+    summary, state, shown = _run_with_terminal(tmp_path, "p\n\n")  # look answered; verify's question: no input
+    assert summary.interrupted and summary.exit_code == 130
+    assert [a.outcome for a in state.results["look"]] == ["pass"]
+    assert "verify" not in state.results and state.running_jobs == {}  # its command's run is forgotten
+    assert not [name for name in os.listdir(os.path.join(summary.path, "io-logs")) if name.startswith("verify")]
+    assert "no more input to answer from" in shown
+
+
+def test_colours_only_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert not manual.Terminal(io.StringIO(), io.StringIO()).color
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            assert manual.Terminal(io.StringIO(), tty).color
+            assert manual.Terminal(io.StringIO(), tty).style("x", "1") == "\033[1mx\033[0m"
+            monkeypatch.setenv("NO_COLOR", "1")
+            assert not manual.Terminal(io.StringIO(), tty).color
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_job_that_needs_a_person_runs_alone_with_j(tmp_path):
+    units = tmp_path / "alone.pxu"
+    units.write_text(
+        "id: before\ncommand: sleep 0.3\n\n"
+        "id: look\nplugin: manual\n\n"
+        "id: after\ncommand: true\n\n"
+        "id: other\ncommand: true\n"
+    )
+    root = str(tmp_path / "repo")
+    assert run(root, "run", str(units), "-j", "3", "--answers", _answers(tmp_path, "look: pass\n")) == 0
+    state = load_session(_only_session(root)).state
+    before, look, after, other = (state.latest(j) for j in ("before", "look", "after", "other"))
+    # It waited for the job started before it, and no job started until it was answered.
+    assert look.answered.time >= before.started + before.execution_duration
+    assert min(after.started, other.started) >= look.answered.time
+
+
 # -- --manual ask through a real pseudo-terminal -----------------------------------------------
 
 
