@@ -39,7 +39,8 @@ from plainbox_like.store.model import (
     Attempt,
     SessionState,
 )
-from plainbox_like.store.storage import SessionRepository, SessionWriter
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 
 __all__ = ["Session", "JobRecorder", "StopRequested"]
 

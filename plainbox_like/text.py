@@ -1,8 +1,44 @@
-"""Text for people: durations, sizes, and text from sessions and unit files made safe to print."""
+"""Text for people: times, durations, sizes, and text from sessions and unit files made safe to print."""
 
 from __future__ import annotations
 
 import re
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import datetime
+
+
+def to_datetime(epoch: float, utc: bool = False) -> "datetime.datetime | None":
+    """*epoch* as an aware datetime (UTC, or local with its zone); ``None`` when no calendar date can hold it.
+
+    Times come from session files anyone may have written: one past year 9999
+    (or NaN) must show as itself, not stop a listing.
+    """
+    import datetime
+
+    try:
+        if utc:
+            return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(epoch).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def format_time(epoch: float | None) -> str:
+    """Local time like ``2026-11-21 14:10:54``; ``-`` when unknown, the number itself when out of range."""
+    if epoch is None:
+        return "-"
+    when = to_datetime(epoch)
+    return when.strftime("%Y-%m-%d %H:%M:%S") if when is not None else f"{epoch!r} (not a date)"
+
+
+def iso_time(epoch: float | None) -> str | float | None:
+    """UTC ISO 8601 with offset, for JSON output; the number itself when no date can hold it."""
+    if epoch is None:
+        return None
+    when = to_datetime(epoch, utc=True)
+    return when.isoformat() if when is not None else epoch
 
 
 def format_duration(seconds: float | None) -> str:

@@ -32,7 +32,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from plainbox_like.exports import tarball
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 
 
 def make_archive(work: str, members: int) -> bytes:

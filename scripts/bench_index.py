@@ -46,9 +46,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from plainbox_like.index import access, listing  # noqa: E402
 from plainbox_like.index import query as indexing  # noqa: E402
 from plainbox_like.read import summary  # noqa: E402
-from plainbox_like.store.storage import SessionRepository, load_session  # noqa: E402
+from plainbox_like.store.reader import load_session  # noqa: E402
+from plainbox_like.store.repository import SessionRepository  # noqa: E402
 from plainbox_like.index.watcher import Watcher, default_observer  # noqa: E402
 
 sys.path.insert(0, HERE)
@@ -63,7 +65,7 @@ import io, json, sys, time
 from plainbox_like.cli.main import build_parser
 from plainbox_like.read import summary
 from plainbox_like.cli.inspect import summary_json
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 build_parser()  # the same imports as the CLI
 repo = SessionRepository(sys.argv[1])
 json.dump([summary_json(s) for s in summary.list_sessions(repo)], sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
@@ -192,7 +194,7 @@ def _in_process_read_all(root: str, sample: int) -> float:
 
 def _in_process_index_list(root: str) -> float:
     started = time.perf_counter()
-    with indexing.fresh_index(root) as index, open(os.devnull, "wb") as out:
+    with access.fresh_index(root) as index, open(os.devnull, "wb") as out:
         for part in index.json_parts():
             out.write(part)
     return time.perf_counter() - started
@@ -302,7 +304,7 @@ def phase_freshness(root: str, args: argparse.Namespace) -> None:
         while time.monotonic() < deadline:
             now = time.time()
             # What list --json shows while a watcher runs: the index, read as it is.
-            newest = index.list(indexing.ListFilter(title=title, limit=1))
+            newest = index.list(listing.ListFilter(title=title, limit=1))
             if newest:
                 s = newest[0].summary
                 session_id = s.id

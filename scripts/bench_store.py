@@ -6,7 +6,7 @@ Records one result per job into real sessions (``SessionRepository.create``,
 ``fsync`` and ``flush`` durability modes, and compares with "Plainbox's way"
 measured in the same run: after every result, rewrite the whole state as
 gzip(JSON) atomically (temporary file, fsync, rename, fsync of the directory),
-with the same encoding (``codec.encode_state``) and ``storage.write_atomically``.
+with the same encoding (``codec.encode_state``) and ``writer.write_atomically``.
 
 Only the recording loop is timed (``set_plan`` and ``close`` are not; the
 time of ``close`` is reported on its own). Sizes are interleaved and repeated,
@@ -44,9 +44,10 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import plainbox_like
 
-from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store import codec, iolog, names
+from plainbox_like.store.writer import MIN_JOURNAL_BYTES, SNAPSHOT_INTERVAL, SNAPSHOT_TIME_BUDGET, write_atomically
 from plainbox_like.store.model import Attempt, SessionState
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 #: Repeats per size for the default run (sizes not listed get the value for the nearest smaller size).
@@ -152,7 +153,7 @@ def run_ours(base_dir: str, n: int, mode: str, jobs: dict[str, str], profiler: c
         started = time.perf_counter()
         writer.close()
         close = time.perf_counter() - started
-        state_size = os.path.getsize(os.path.join(writer.path, storage.STATE_FILE))
+        state_size = os.path.getsize(os.path.join(writer.path, names.STATE_FILE))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {
@@ -177,7 +178,7 @@ class PlainboxWay:
 
     def __init__(self, path: str, jobs: dict[str, str]) -> None:
         self.path = path
-        self.state_path = os.path.join(path, storage.STATE_FILE)
+        self.state_path = os.path.join(path, names.STATE_FILE)
         self.state = SessionState()
         self.seq = 0
         self.apply({"op": "plan", "jobs": dict(jobs), "desired_job_list": list(jobs)})
@@ -192,7 +193,7 @@ class PlainboxWay:
 
     def checkpoint(self) -> None:
         data, _raw_size = codec.encode_state(self.state)
-        storage.write_atomically(self.state_path, data)
+        write_atomically(self.state_path, data)
 
 
 def run_plainbox_way(base_dir: str, n: int, jobs: dict[str, str], samples: int | None) -> dict:
@@ -416,9 +417,9 @@ def benchmark(args: argparse.Namespace) -> dict:
         "plainbox_like": getattr(plainbox_like, "__version__", "?"),
         "state_version": codec.VERSION,
         "snapshot_policy": {
-            "min_journal_bytes": storage.MIN_JOURNAL_BYTES,
-            "interval_s": storage.SNAPSHOT_INTERVAL,
-            "time_budget": storage.SNAPSHOT_TIME_BUDGET,
+            "min_journal_bytes": MIN_JOURNAL_BYTES,
+            "interval_s": SNAPSHOT_INTERVAL,
+            "time_budget": SNAPSHOT_TIME_BUDGET,
         },
         "sizes": sizes,
         "repeats": repeats,
@@ -580,16 +581,16 @@ def profile(args: argparse.Namespace) -> None:
     profiled = run_ours(base_dir, n, mode, jobs, profiler=profiler)
     st = pstats.Stats(profiler).stats
 
-    record = _find(st, "storage.py", "record")
-    job_finished = _find(st, "storage.py", "job_finished")
-    sync = _find(st, "storage.py", "sync")
-    snapshot = _find(st, "storage.py", "snapshot")
-    write_all = _find(st, "storage.py", "_write_all")
+    record = _find(st, "writer.py", "record")
+    job_finished = _find(st, "writer.py", "job_finished")
+    sync = _find(st, "writer.py", "sync")
+    snapshot = _find(st, "writer.py", "snapshot")
+    write_all = _find(st, "writer.py", "_write_all")
     apply = _find(st, "model.py", "apply")
     dumps = _find(st, "codec.py", "dumps_json")
     encode = _find(st, "codec.py", "encode_state")
     state_doc = _find(st, "codec.py", "state_document")
-    write_atomic = _find(st, "storage.py", "write_atomically")
+    write_atomic = _find(st, "writer.py", "write_atomically")
     fdatasync = _builtin(st, "posix.fdatasync")
     fsync = _builtin(st, "posix.fsync")
     structure = _find(st, "codec.py", "structure_attempt")
@@ -665,7 +666,7 @@ def profile(args: argparse.Namespace) -> None:
     root = tempfile.mkdtemp(prefix="bench-snap-", dir=base_dir)
     try:
         t0 = time.perf_counter()
-        storage.write_atomically(os.path.join(root, storage.STATE_FILE), data)
+        write_atomically(os.path.join(root, names.STATE_FILE), data)
         times["write_atomically"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(root, ignore_errors=True)

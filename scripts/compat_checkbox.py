@@ -234,7 +234,7 @@ def run_ours(
     plan: str, providers: list[str], home: str, jobpy: str | None
 ) -> tuple[dict[str, str], list[str], list[str]]:
     sys.path.insert(0, REPO)
-    from plainbox_like.store.storage import load_session
+    from plainbox_like.store.reader import load_session
 
     repository = tempfile.mkdtemp(prefix="compat-ours.", dir=home)
     env = dict(os.environ, LANG="C.UTF-8", PYTHONPATH=REPO)

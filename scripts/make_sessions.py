@@ -40,7 +40,7 @@ from plainbox_like.store import codec
 from plainbox_like.store.model import Attempt, RunningJob, Runner, SessionMetadata, SessionState
 from plainbox_like.run.batch import APP_ID
 from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.define.units import load_units
+from plainbox_like.define.loading import load_units
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 DAY = 86400.0

@@ -41,7 +41,7 @@ except ImportError:  # run from a checkout without installing
 from isal import isal_zlib
 
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.text import format_size, parse_size
 
 LINE = b"y" * 79 + b"\n"

@@ -7,7 +7,7 @@ moments (some soon after it starts, most after a random number of jobs), and
 continued each time with ``plainbox-like resume <id>``; a last resume runs
 without a kill. Checked along the way and at the end:
 
-* the session loads (``storage.load_session``) after every kill, and at most
+* the session loads (``reader.load_session``) after every kill, and at most
   ``-j`` jobs are recorded as running at that moment;
 * at the end every job has exactly one result: ``pass``, or ``crash`` with the
   "stopped while this job ran" comment for a job that was running at a kill;
@@ -41,7 +41,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from plainbox_like.store.iolog import RecordReader  # noqa: E402
 from plainbox_like.run.executors import iter_pids, process_env  # noqa: E402
 from plainbox_like.run.settle import SESSION_ENV, STOPPED_WHILE_RUNNING  # noqa: E402
-from plainbox_like.store.storage import SessionRepository, load_session  # noqa: E402
+from plainbox_like.store.reader import load_session  # noqa: E402
+from plainbox_like.store.repository import SessionRepository  # noqa: E402
 
 #: Seconds to wait for anything before giving up on a round.
 ROUND_TIMEOUT = 120.0

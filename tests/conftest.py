@@ -14,7 +14,7 @@ sys.path[1:1] = sorted(
 
 import pytest  # noqa: E402
 
-from plainbox_like.store.storage import SessionRepository  # noqa: E402
+from plainbox_like.store.repository import SessionRepository  # noqa: E402
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 from typing import Callable, TypeVar
 
 from plainbox_like.store.iolog import RecordReader
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import pytest
 from plainbox_like.run import control
 from plainbox_like.api import Session, StopRequested
 from plainbox_like.store.iolog import read_records
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 from plainbox_like.read.summary import summarize
 
 

@@ -20,7 +20,8 @@ import textwrap
 import attrs
 import pytest
 
-from plainbox_like.store import codec, iolog, model, storage
+from plainbox_like.store import codec, iolog, model, writer
+from plainbox_like.store.names import BACKUP_FILE, IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAN = os.path.join(REPO, "man")
@@ -206,7 +207,7 @@ def test_state_page_documents_outcomes_and_flags():
     assert all(f'"{flag}"' in page for flag in flags), flags
 
 
-# -- the structure page keeps up with model.py and storage.py ---------------------
+# -- the structure page keeps up with model.py and writer.py ---------------------
 
 
 def test_journal_ops_are_read_from_apply():
@@ -233,20 +234,19 @@ def test_structure_page_lists_the_editable_metadata_fields():
 
 def test_structure_page_names_every_file_of_a_session_directory():
     text = plain_text(STRUCTURE_PAGE)
-    names = [storage.STATE_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE, storage.IO_LOGS, storage.SHARE_DIR]
-    names += [storage.BACKUP_FILE] if hasattr(storage, "BACKUP_FILE") else []
+    names = [STATE_FILE, JOURNAL_FILE, LOCK_FILE, IO_LOGS, SHARE_DIR, BACKUP_FILE]
     for name in names:
         assert re.search(rf"^\.SS {re.escape(name.replace('-', chr(92) + '-'))}/?$", read(STRUCTURE_PAGE), re.M), name
     assert "index.sqlite3" in text
     assert "PLAINBOX_LIKE_REPOSITORY" in text and "PLAINBOX_SESSION_SHARE" in text
-    assert set(storage.DURABILITY_MODES) <= set(entries_by_section(STRUCTURE_PAGE)["Durability"])
+    assert set(writer.DURABILITY_MODES) <= set(entries_by_section(STRUCTURE_PAGE)["Durability"])
 
 
 def test_structure_page_states_the_current_policy_numbers():
     text = " ".join(plain_text(STRUCTURE_PAGE).split())
-    assert f"{storage.MIN_JOURNAL_BYTES // 1024} KiB" in text
-    assert f"{storage.SNAPSHOT_INTERVAL:g} seconds" in text
-    assert f"{storage.SNAPSHOT_TIME_BUDGET * 100:g}%" in text
+    assert f"{writer.MIN_JOURNAL_BYTES // 1024} KiB" in text
+    assert f"{writer.SNAPSHOT_INTERVAL:g} seconds" in text
+    assert f"{writer.SNAPSHOT_TIME_BUDGET * 100:g}%" in text
     assert f"{iolog.FLUSH_INTERVAL:g} seconds" in text
     assert f"longer than {iolog.MAX_SLUG} characters" in text
     assert f"first {iolog.MAX_SLUG - 13} characters" in text

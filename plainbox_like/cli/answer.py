@@ -12,7 +12,8 @@ from plainbox_like.cli.options import repository
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.run import control, manual
 from plainbox_like.store.names import FLAG_WAITING
-from plainbox_like.store.storage import LoadedSession, hostname, load_session, writer_alive
+from plainbox_like.store.locks import hostname, writer_alive
+from plainbox_like.store.reader import LoadedSession, load_session
 from plainbox_like.text import clean
 
 
@@ -56,7 +57,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 def _same_host(path: str) -> bool:
     """Whether the session's runner is (or was last) on this machine: only then can its liveness be seen."""
-    from plainbox_like.store.storage import lock_holder
+    from plainbox_like.store.locks import lock_holder
 
     holder = lock_holder(path)
     return holder is None or holder[1] == hostname()

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from typing import BinaryIO, Callable, Iterable
 
-from plainbox_like.store import codec, storage
+from plainbox_like.store import codec, reader
 from plainbox_like import exports
 from plainbox_like.cli import options, output
 from plainbox_like.errors import PlainboxLikeError
@@ -172,7 +172,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if fmt == "tar" and to_stdout and sys.stdout.isatty():
         raise PlainboxLikeError("will not write a .tar.gz archive to a terminal: give -o FILE or redirect the output")
     repo = options.repository(args)
-    loaded = storage.load_session(repo.resolve(args.session))
+    loaded = reader.load_session(repo.resolve(args.session))
     format_options: dict = {}
     if fmt == "json":
         format_options["with_logs"] = args.with_logs

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 
+from plainbox_like.index import access, lineage, listing
 from plainbox_like.index import query as indexing
 from plainbox_like.cli import options, output
 from plainbox_like.cli.output import clean, format_table  # noqa: F401 (kept importable here)
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from plainbox_like.read import summary
     from plainbox_like.store.model import Attempt
-    from plainbox_like.store.storage import LoadedSession
+    from plainbox_like.store.reader import LoadedSession
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -125,9 +126,9 @@ def parse_since(text: str) -> float:
     return when.timestamp()  # naive: local time
 
 
-def list_filter(args: argparse.Namespace) -> indexing.ListFilter:
+def list_filter(args: argparse.Namespace) -> listing.ListFilter:
     """The filters of ``list`` given on the command line."""
-    return indexing.ListFilter(
+    return listing.ListFilter(
         statuses=tuple(args.status or ()),
         tags=tuple(args.tag or ()),
         since=args.since,
@@ -152,24 +153,24 @@ def _write_bytes(parts: list[bytes]) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    root = indexing.repository_root(getattr(args, "repository", None))  # no session decoder needed
+    root = access.repository_root(getattr(args, "repository", None))  # no session decoder needed
     flt = list_filter(args)
-    exists = indexing.repository_exists(root)
+    exists = access.repository_exists(root)
     if args.json:
         # The stored documents, joined by SQLite: no Python object per session.
         parts = [b"[]\n"]
         if exists:
-            with indexing.fresh_index(root, output.notice) as index:
+            with access.fresh_index(root, output.notice) as index:
                 parts = index.json_parts(flt)
         _write_bytes(parts)
         return 0
-    listed: list[indexing.Listed] = []
+    listed: list[listing.Listed] = []
     if exists:
-        with indexing.fresh_index(root, output.notice) as index:
+        with access.fresh_index(root, output.notice) as index:
             listed = index.list(flt)
     sessions = [item.summary for item in listed]
     if not sessions:
-        filtered = flt != indexing.ListFilter()
+        filtered = flt != listing.ListFilter()
         print(f"no {'matching ' if filtered else ''}sessions in {os.path.join(root, 'sessions')}", file=sys.stderr)
         return 0
     header = ["ID", "STATUS", "CREATED", "JOBS", "TITLE", "RESULTS"]
@@ -202,14 +203,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _load_for_show(path: str) -> LoadedSession:
-    from plainbox_like.store import storage
+    from plainbox_like.store import names, reader
     from plainbox_like.read import summary
     from plainbox_like.errors import CorruptSession, PlainboxLikeError
 
     try:
-        return storage.load_session(path)
+        return reader.load_session(path)
     except CorruptSession:
-        if not os.path.exists(os.path.join(path, storage.STATE_FILE)) and summary.being_created(path):
+        if not os.path.exists(os.path.join(path, names.STATE_FILE)) and summary.being_created(path):
             raise PlainboxLikeError(f"{path}: the session is being created; try again in a moment") from None
         raise
 
@@ -291,7 +292,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     s = summary.summarize_loaded(loaded)
     meta = loaded.state.metadata
     jobs = job_rows(loaded, s.status)
-    children = indexing.find_children(repo.root, s.id)
+    children = lineage.find_children(repo.root, s.id)
     if args.json:
         data = summary_json(s)
         data.update(
@@ -361,7 +362,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _child_json(child: indexing.Child) -> dict[str, Any]:
+def _child_json(child: lineage.Child) -> dict[str, Any]:
     return {
         "id": child.id,
         "title": child.title,
@@ -372,7 +373,7 @@ def _child_json(child: indexing.Child) -> dict[str, Any]:
     }
 
 
-def _print_children(children: list[indexing.Child]) -> None:
+def _print_children(children: list[lineage.Child]) -> None:
     """The sessions started from within this session's jobs, if any."""
     if not children:
         return

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainbox_like.maintain import integrity
-from plainbox_like.store import storage
+from plainbox_like.maintain import check as checking
+from plainbox_like.maintain import repair as repairing
+from plainbox_like.store import locks
 from plainbox_like.cli import options, output
 from plainbox_like.store.paths import session_id_of
 
@@ -14,11 +15,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     repo = options.repository(args)
     if args.sessions:
         # Every argument is resolved first: a bad one is an error (exit 2) before anything is checked.
-        paths = list(dict.fromkeys(integrity.resolve(repo, ref) for ref in args.sessions))
-        held = storage.held_flocks()
-        reports = [integrity.check_session(path, held) for path in paths]
+        paths = list(dict.fromkeys(checking.resolve(repo, ref) for ref in args.sessions))
+        held = locks.held_flocks()
+        reports = [checking.check_session(path, held) for path in paths]
     else:
-        reports = integrity.check_repository(repo)
+        reports = checking.check_repository(repo)
     unhealthy = [r for r in reports if not r.healthy]
     if args.json:
         output.print_json({"healthy": not unhealthy, "sessions": [r.as_dict() for r in reports]})
@@ -43,9 +44,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     repo = options.repository(args)
-    path = integrity.resolve(repo, args.session)
+    path = checking.resolve(repo, args.session)
     sid = session_id_of(path)
-    result = integrity.repair_session(path, say=lambda message: print(f"{sid}: {message}", flush=True))
+    result = repairing.repair_session(path, say=lambda message: print(f"{sid}: {message}", flush=True))
     for what in result.lost:
         print(f"{sid}: lost: {what}")
     if result.quarantine:

@@ -9,13 +9,14 @@ import time
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from plainbox_like.read import replay
-from plainbox_like.store import storage
+from plainbox_like.store import locks
+from plainbox_like.store.reader import load_session
 from plainbox_like.cli import options, output
 from plainbox_like.errors import CorruptSession, SessionNotFound
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.read.replay import AttemptRef
 from plainbox_like.store.paths import open_regular_file
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 #: ``--follow``: how often the raw output files are read, and the session reloaded.
 FOLLOW_POLL = 0.2
@@ -109,7 +110,7 @@ def _streams(choice: str) -> tuple[str, ...]:
 
 def _open(args: argparse.Namespace) -> tuple[LoadedSession, AttemptRef]:
     path = options.repository(args).resolve(args.session)
-    loaded = storage.load_session(path)
+    loaded = load_session(path)
     return loaded, replay.select_attempt(loaded, args.job, args.attempt)
 
 
@@ -132,7 +133,7 @@ def _read(loaded: LoadedSession, ref: AttemptRef, streams: tuple[str, ...]) -> t
             yield record
 
     def after() -> None:
-        if ref.running and storage.writer_alive(loaded.path):
+        if ref.running and locks.writer_alive(loaded.path):
             output.note(f"{what} is still running; this is its output so far")
         elif reader.problem:
             extra = sum(reader.raw_extra.get(s, 0) for s in streams)
@@ -149,7 +150,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     loaded, ref = _open(args)
     streams = _streams(args.stream)
     out = _binary_stdout()
-    if args.follow and ref.running and storage.writer_alive(loaded.path):
+    if args.follow and ref.running and locks.writer_alive(loaded.path):
         stopped = follow(loaded, ref, streams, out)
         if stopped:
             output.note(stopped)
@@ -165,7 +166,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def _attempt_state(path: str, ref: AttemptRef) -> tuple[bool, str | None]:
     """Whether *ref* has ended (result, abandoned, writer gone), and a note if it did not end well."""
     try:
-        loaded = storage.load_session(path)
+        loaded = load_session(path)
     except SessionNotFound:
         return True, "the session directory is gone"
     except CorruptSession:
@@ -176,7 +177,7 @@ def _attempt_state(path: str, ref: AttemptRef) -> tuple[bool, str | None]:
     running = state.running_jobs.get(ref.job_id)
     if running is None or running.attempt != ref.attempt:
         return True, f"job {ref.job_id!r} attempt {ref.attempt} ended without a result"
-    if not storage.writer_alive(path):
+    if not locks.writer_alive(path):
         return True, f"the session's writer stopped while job {ref.job_id!r} was running"
     return False, None
 

@@ -13,7 +13,7 @@ TYPE_CHECKING = False  # (not typing's: ``list`` starts without importing it)
 if TYPE_CHECKING:
     from typing import Any
 
-    from plainbox_like.store.storage import SessionRepository
+    from plainbox_like.store.repository import SessionRepository
 
 #: The help of a SESSION argument (commands that take it another way say so).
 SESSION_HELP = "session id, unique id prefix, or path to a session directory"
@@ -34,7 +34,7 @@ MANIFEST_HELP = (
 def repository(args: argparse.Namespace) -> SessionRepository:
     """The repository named by ``--repository`` (or the default); one that cannot be one is an error."""
     from plainbox_like.store.paths import check_repository_root, repository_given_as
-    from plainbox_like.store.storage import SessionRepository  # not at import: list and search do without it
+    from plainbox_like.store.repository import SessionRepository  # not at import: list and search do without it
 
     override = getattr(args, "repository", None)
     repo = SessionRepository(override)
@@ -83,6 +83,6 @@ def add_manifest(parser: argparse.ArgumentParser) -> None:
 
 def add_durability(parser: argparse.ArgumentParser, help: str) -> None:
     """``--durability {fsync,flush}`` (default fsync)."""
-    from plainbox_like.store.storage import DURABILITY_MODES
+    from plainbox_like.store.writer import DURABILITY_MODES
 
     parser.add_argument("--durability", choices=DURABILITY_MODES, default="fsync", help=help)

@@ -9,10 +9,9 @@ Imports nothing heavy: every command loads it.
 
 from __future__ import annotations
 
-import datetime
 import sys
 
-from plainbox_like.text import clean, format_duration  # noqa: F401 (for the command modules)
+from plainbox_like.text import clean, format_duration, format_time, iso_time  # noqa: F401 (for the command modules)
 
 TYPE_CHECKING = False  # (not typing's: ``list`` starts without importing it)
 if TYPE_CHECKING:
@@ -55,20 +54,6 @@ def print_json(obj: Any) -> None:
 
     json.dump(obj, sys.stdout, indent=2, sort_keys=True, ensure_ascii=False)
     sys.stdout.write("\n")
-
-
-def format_time(epoch: float | None) -> str:
-    """Local time like ``2026-11-21 14:10:54``, or ``-``."""
-    if epoch is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def iso_time(epoch: float | None) -> str | None:
-    """UTC ISO 8601 with offset, for JSON output."""
-    if epoch is None:
-        return None
-    return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).isoformat()
 
 
 def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

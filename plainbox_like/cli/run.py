@@ -274,7 +274,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def _plan_json(units: UnitSet, plan: TestPlan) -> dict[str, Any]:
     """Everything about one test plan; ``overrides`` are those that apply, nested parts included, in order."""
-    from plainbox_like.define.plan import plan_overrides
+    from plainbox_like.define.metadata import plan_overrides
 
     try:
         overrides = [o.to_json() for o in plan_overrides(units, plan.id)]

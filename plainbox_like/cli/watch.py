@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from typing import Any, Iterator
 
+from plainbox_like.index import access
 from plainbox_like.index import query as indexing
 from plainbox_like.cli import options, output
 from plainbox_like.cli.output import notice
@@ -125,7 +126,7 @@ def _index_errors(root: str) -> Iterator[None]:
 def cmd_watch(args: argparse.Namespace) -> int:
     from plainbox_like.index.watcher import Watcher
 
-    root = indexing.repository_root(getattr(args, "repository", None))
+    root = access.repository_root(getattr(args, "repository", None))
     if args.once:
         with _index_errors(root), indexing.SessionIndex.open(root, notice=notice, workers=args.jobs) as index:
             stats = index.reconcile(full=True)
@@ -164,7 +165,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    root = indexing.repository_root(getattr(args, "repository", None))
+    root = access.repository_root(getattr(args, "repository", None))
     index = indexing.SessionIndex.open(root, notice=notice, workers=args.jobs, replace_newer=args.rebuild)
     with _index_errors(root), index:
         stats = index.rebuild() if args.rebuild else index.reconcile(full=True)
@@ -210,11 +211,11 @@ def _snippet(text: str | None) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     from plainbox_like.cli.output import clean
 
-    root = indexing.repository_root(getattr(args, "repository", None))
+    root = access.repository_root(getattr(args, "repository", None))
     text = " ".join(args.text)
     hits: list[indexing.SearchHit] = []
-    if indexing.repository_exists(root):
-        with indexing.fresh_index(root, notice) as index:
+    if access.repository_exists(root):
+        with access.fresh_index(root, notice) as index:
             hits = index.search(text, limit=args.limit)
     if args.json:
         out = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, BinaryIO
 
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 #: Format name -> module (under this package) that writes it.
 FORMAT_MODULES = {"json": "jsondoc", "junit": "junit", "html": "htmlreport", "tar": "tarball"}

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import codecs
 import collections
-import datetime
 import re
 import shlex
 from typing import Callable, Iterable
 
 import attrs
 
-from plainbox_like.store import storage
+from plainbox_like.store import locks
 from plainbox_like.read import replay, summary
-from plainbox_like.text import format_duration  # noqa: F401 (used as common.format_duration)
+from plainbox_like.text import format_duration, to_datetime  # noqa: F401 (format_duration used as common.format_duration)
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.read.replay import AttemptRef
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 from plainbox_like.read.jobs import (  # noqa: F401 (the job view is read's: exports use it as common.X)
     BAD_STATUSES, INTERRUPTED, NOT_RUN, RUNNING, SKIPPED_STATUSES, STATUS_ORDER, JobView, job_views,
 )
@@ -50,9 +49,8 @@ def local_time(epoch: float | None) -> str | None:
     """``2026-11-21 14:10:54 CET``: local time with its zone, for people."""
     if epoch is None:
         return None
-    try:
-        when = datetime.datetime.fromtimestamp(epoch).astimezone()
-    except (OverflowError, OSError, ValueError):
+    when = to_datetime(epoch)
+    if when is None:
         return None
     return when.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
@@ -92,7 +90,7 @@ def merge_records(records: Iterable[IORecord]) -> tuple[tuple[str, bytes], ...]:
 
 def _report_problem(loaded: LoadedSession, ref: AttemptRef, source: str, problem: str | None) -> str | None:
     """What a report says is wrong with an attempt's log read from *source* (*problem*: the reader's word)."""
-    if problem and ref.running and storage.writer_alive(loaded.path):
+    if problem and ref.running and locks.writer_alive(loaded.path):
         return None  # still being written: not damaged, just not finished
     if source == "raw":
         return "the timed record file is missing: stdout and stderr are shown one after the other"

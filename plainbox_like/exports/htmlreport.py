@@ -25,7 +25,7 @@ from plainbox_like import __version__
 from plainbox_like.exports import common
 from plainbox_like.read.replay import AttemptRef
 from plainbox_like.store.names import FORMAT
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 #: Bytes of output shown per attempt.
 OUTPUT_LIMIT = 256 * 1024

@@ -18,7 +18,7 @@ The document::
 
 ``jobs`` gives every job the session knows its effective category and
 certification status: the job unit's own, with the test plan's overrides
-applied, as the run stored them (see ``plainbox_like.define.plan.RunMetadata``).
+applied, as the run stored them (see ``plainbox_like.define.metadata.RunMetadata``).
 Both are null when the session stored none (a Plainbox session, or one
 started before this was kept).
 
@@ -44,7 +44,7 @@ from plainbox_like.store import codec
 from plainbox_like.read import replay
 from plainbox_like.exports import common
 from plainbox_like.store.iolog import STREAMS
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 FORMAT = "plainbox-like-export"
 VERSION = 1
@@ -83,7 +83,7 @@ def logs_json(loaded: LoadedSession, views: list[common.JobView]) -> dict[str, l
 
 def jobs_json(loaded: LoadedSession) -> dict[str, dict[str, str | None]]:
     """Job id -> its effective ``category_id`` and ``certification_status`` (null if not stored)."""
-    from plainbox_like.define.plan import RunMetadata  # the planning code, only for this
+    from plainbox_like.define.metadata import RunMetadata  # the planning code, only for this
 
     metadata = RunMetadata.from_app_blob(loaded.state.metadata.app_blob)
     unknown = {"category_id": None, "certification_status": None}

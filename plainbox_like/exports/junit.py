@@ -26,14 +26,14 @@ cut to :data:`OUTPUT_LIMIT` bytes per stream, the middle replaced by a note.
 
 from __future__ import annotations
 
-import datetime
 import xml.etree.ElementTree as ET
 from typing import BinaryIO
 
 from plainbox_like import __version__
 from plainbox_like.exports import common
+from plainbox_like.text import to_datetime
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 #: Bytes of each stream kept per test case (first and last halves).
 OUTPUT_LIMIT = 1 << 20
@@ -48,10 +48,8 @@ def _timestamp(epoch: float | None) -> str | None:
     """UTC, without a zone designator (the JUnit schema's ``xs:dateTime`` without offset)."""
     if epoch is None:
         return None
-    try:
-        return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    except (OverflowError, OSError, ValueError):
-        return None
+    when = to_datetime(epoch, utc=True)
+    return when.strftime("%Y-%m-%dT%H:%M:%S") if when is not None else None
 
 
 def _attr(text: object) -> str:

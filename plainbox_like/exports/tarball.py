@@ -48,7 +48,9 @@ from typing import BinaryIO, Callable
 
 import attrs
 
-from plainbox_like.store import storage
+from plainbox_like.store import confine, reader
+from plainbox_like.store.writer import fsync_dir
+from plainbox_like.store.names import JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 from plainbox_like.errors import (
     ArchiveTooLarge,
     BadArchive,
@@ -58,12 +60,12 @@ from plainbox_like.errors import (
     UnsafeArchive,
 )
 from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, SESSION_SUFFIX
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 from plainbox_like.text import format_size
 
 STAGING_PREFIX = IMPORT_STAGING_PREFIX
-#: Snapshot temporaries of a writer (``storage.write_atomically``), never archived.
-_TEMP_PREFIX = "." + storage.STATE_FILE + "."
+#: Snapshot temporaries of a writer (``writer.write_atomically``), never archived.
+_TEMP_PREFIX = "." + STATE_FILE + "."
 _TEMP_SUFFIX = ".tmp"
 _COPY_CHUNK = 1 << 20
 _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
@@ -143,18 +145,18 @@ def read_state_pair(path: str, attempts: int = 10) -> tuple[tuple[bytes, os.stat
     A writer that takes a new snapshot meanwhile truncates the journal: if the
     snapshot was replaced while we read, both are read again.
     """
-    state_path = os.path.join(path, storage.STATE_FILE)
-    journal_path = os.path.join(path, storage.JOURNAL_FILE)
+    state_path = os.path.join(path, STATE_FILE)
+    journal_path = os.path.join(path, JOURNAL_FILE)
     for _ in range(attempts):
         try:
-            fd = storage.open_session_file(path, storage.STATE_FILE)
+            fd = confine.open_session_file(path, STATE_FILE)
         except FileNotFoundError:
             raise CorruptSession(state_path, "state file is missing") from None
         try:
             st = os.fstat(fd)
             state = _read_all(fd)
             try:
-                jfd = storage.open_session_file(path, storage.JOURNAL_FILE)
+                jfd = confine.open_session_file(path, JOURNAL_FILE)
             except FileNotFoundError:
                 journal = None
             else:
@@ -193,7 +195,7 @@ def _write_archive(path: str, out: BinaryIO, session_id: str, warn: Callable[[st
         root_info = _info(top, os.stat(path))
         root_info.type = tarfile.DIRTYPE
         tar.addfile(root_info)
-        for name, pair in ((storage.STATE_FILE, (state, state_st)), (storage.JOURNAL_FILE, journal)):
+        for name, pair in ((STATE_FILE, (state, state_st)), (JOURNAL_FILE, journal)):
             if pair is None:
                 continue
             data, st = pair
@@ -214,7 +216,7 @@ class _Bytes:
 
 
 def _skipped_at_root(name: str) -> bool:
-    return name in (storage.LOCK_FILE, storage.STATE_FILE, storage.JOURNAL_FILE) or (
+    return name in (LOCK_FILE, STATE_FILE, JOURNAL_FILE) or (
         name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)
     )
 
@@ -335,7 +337,7 @@ def _check_links(root: str, name: str) -> None:
     ``session-share/`` (jobs make them there), and only if it resolves inside the session.
     """
     real_root = os.path.realpath(root)
-    share = os.path.join(root, storage.SHARE_DIR)
+    share = os.path.join(root, SHARE_DIR)
     for directory, dirs, files in os.walk(root):
         for entry in dirs + files:
             path = os.path.join(directory, entry)
@@ -353,12 +355,12 @@ def _check_links(root: str, name: str) -> None:
 
 
 def _session_root(content: str) -> str | None:
-    if os.path.isfile(os.path.join(content, storage.STATE_FILE)):
+    if os.path.isfile(os.path.join(content, STATE_FILE)):
         return content
     entries = os.listdir(content)
     if len(entries) == 1:
         inner = os.path.join(content, entries[0])
-        if os.path.isdir(inner) and not os.path.islink(inner) and os.path.isfile(os.path.join(inner, storage.STATE_FILE)):
+        if os.path.isdir(inner) and not os.path.islink(inner) and os.path.isfile(os.path.join(inner, STATE_FILE)):
             return inner
     return None
 
@@ -437,13 +439,13 @@ def import_archive(
 def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits) -> LoadedSession:
     staging = final = None
     lock_fd = -1
-    storage.refuse_symlinked_sessions(sessions_dir)
+    confine.refuse_symlinked_sessions(sessions_dir)
     created = _makedirs(sessions_dir)
     try:
         staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=sessions_dir)
         # Held while we work: whoever cleans up leftovers of killed imports
         # can tell this one is in progress (as with ``.deleting-*`` directories).
-        lock_fd = os.open(os.path.join(staging, storage.LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = os.open(os.path.join(staging, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         content = os.path.join(staging, "content")
         os.mkdir(content, 0o700)
@@ -451,16 +453,16 @@ def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits
         root = _session_root(content)
         if root is None:
             raise BadArchive(f"{name}: no session in the archive (expected one directory holding a 'session' file)")
-        lock = os.path.join(root, storage.LOCK_FILE)
+        lock = os.path.join(root, LOCK_FILE)
         if os.path.isfile(lock) and not os.path.islink(lock):
             os.unlink(lock)
         _make_private(root)
         _check_links(root, name)
         try:
-            staged = storage.load_session(root)
+            staged = reader.load_session(root)
         except (CorruptSession, SessionNotFound) as exc:
             raise BadArchive(f"{name}: the session in the archive does not load: {exc}") from None
-        outside = storage.paths_outside(root, staged.state)
+        outside = confine.paths_outside(root, staged.state)
         if outside:
             raise UnsafeArchive(f"{name}: refusing to import: the session's {outside[0]}")
         final = tempfile.mkdtemp(prefix="", suffix=SESSION_SUFFIX, dir=sessions_dir)
@@ -471,8 +473,8 @@ def _import(source: BinaryIO, sessions_dir: str, name: str, limits: ImportLimits
         moved, final = final, None
         shutil.rmtree(staging, ignore_errors=True)
         staging = None
-        storage.fsync_dir(sessions_dir)
-        return storage.load_session(moved)
+        fsync_dir(sessions_dir)
+        return reader.load_session(moved)
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -1,8 +1,8 @@
-"""Reading sessions for the index: one (directly when it can, else through storage) or many (a pool).
+"""Reading sessions for the index: one (directly when it can, else through the store's reader) or many (a pool).
 
 Bulk reads (a rebuild, hundreds of new sessions) decode the snapshot directly
 when it is a plain current-version one with nothing to replay
-(:func:`_read_plain`), and fall back to :func:`storage.load_session` for
+(:func:`_read_plain`), and fall back to :func:`reader.load_session` for
 anything else: the record is the same either way (a test compares them).
 """
 
@@ -82,18 +82,18 @@ def read_session(
         record = _read_plain(path, stamps, checked, definitions, sent, sid)
         if record is not None:
             return record
-    from plainbox_like.store import locks, storage
+    from plainbox_like.store import locks, reader
     from plainbox_like.read import summary
     from plainbox_like.read.summary import SessionSummary
 
     session_id = session_id_of(path)
     try:
         if not has_state and summary.being_created(path, now):
-            holder = storage.lock_holder(path)
+            holder = locks.lock_holder(path)
             pid, host = holder if holder else (None, None)
             s = SessionSummary(id=session_id, path=path, status=summary.STATUS_RUNNING, runner_pid=pid, runner_host=host)
             return make_record(s, stamps, sid=sid, incomplete=True, state_missing=True)
-        loaded = storage.load_session(path)
+        loaded = reader.load_session(path)
         s = summary.summarize_loaded(loaded)
         defs = definitions.definitions(loaded.state.metadata.app_blob) if definitions is not None else {}
         if sid is None:
@@ -119,7 +119,7 @@ def read_session(
 
 # -- reading a plain snapshot directly ------------------------------------------------------
 #
-# What :func:`storage.load_session` and :func:`summary.summarize_loaded` make of a session, computed
+# What :func:`reader.load_session` and :func:`summary.summarize_loaded` make of a session, computed
 # from the decoded JSON without building the model (most of the cost of reading thousands of
 # sessions). Only for a snapshot of the current version that the codec's converter accepts as it is,
 # with no journal change to replay: every field is checked against the types the converter accepts,
@@ -315,10 +315,10 @@ def _read_plain(
         _METADATA_TYPES, _METADATA_STR_LISTS = _metadata_types()
         import orjson
 
-        from plainbox_like.store import codec, locks, storage
+        from plainbox_like.store import codec, confine, journal, locks
 
         _plain_modules = (
-            orjson.loads, codec.gunzip, codec.VERSION, storage.parse_journal, locks, storage.open_session_file
+            orjson.loads, codec.gunzip, codec.VERSION, journal.parse_journal, locks, confine.open_session_file
         )
     loads, decompress, version, parse_journal, locks, open_session_file = _plain_modules
     state_path = path + "/" + STATE_FILE

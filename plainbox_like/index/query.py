@@ -17,11 +17,11 @@ Everything in it can be rebuilt from the session directories:
 
 Concurrency: WAL mode, a busy timeout, and every write transaction starts with
 ``BEGIN IMMEDIATE``, so there is one writer at a time and readers never wait.
-Sessions are read outside write transactions, with :func:`storage.load_session`
+Sessions are read outside write transactions, with :func:`reader.load_session`
 (snapshot + journal, read-only, retried when a writer replaces the snapshot);
 bulk reads (a rebuild, hundreds of new sessions) decode the snapshot directly
 when it is a plain current-version one with nothing to replay, and fall back
-to :func:`storage.load_session` for anything else (the result is the same).
+to :func:`reader.load_session` for anything else (the result is the same).
 
 A session's *status* is stored as it was when the session was read; rows
 stored as ``running`` or ``paused`` are checked again when read (is the writer
@@ -52,16 +52,16 @@ Two reconciles compare the directories with the index, stat only:
 The index is split by concern: :mod:`.schema` (the file: connection, schema,
 migrations, a corrupt file replaced, transactions), :mod:`.stamps` (stat only),
 :mod:`.records` (what a session contributes), :mod:`.fastread` (reading
-sessions, directly or through storage, many at once), :mod:`.reconcile`
-(comparing and writing); this module keeps :class:`SessionIndex`'s queries
-and the public names of them all.
+sessions, directly or through the store's reader, many at once), :mod:`.reconcile`
+(comparing and writing), :mod:`.listing` (what ``list`` shows of a row),
+:mod:`.access` (how a reader gets a fresh index), :mod:`.lineage` (child
+sessions); this module keeps :class:`SessionIndex` and its queries, and the
+public names of the first five.
 """
 
 from __future__ import annotations
 
 import collections
-import errno
-import fcntl
 import os
 import sqlite3
 import time
@@ -70,7 +70,7 @@ from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of  # noqa: F401 (public here too)
 
 # Reading the index must start fast (``list`` is a short-lived process): the
-# modules that decode sessions (storage, codec, cattrs, the attrs model), and
+# modules that decode sessions (the reader, codec, cattrs, the attrs model), and
 # even typing, json, hashlib, datetime and dataclasses, are imported only where
 # they are needed. The names of the on-disk contract come from store.names,
 # which imports nothing.
@@ -96,15 +96,8 @@ from plainbox_like.store.names import (  # noqa: F401 (public here too); names i
     STATUSES,
     TIME_FIELDS,
 )
-#: Statuses that hold only while the writer lives: rows stored with them are checked when read.
-LIVE_STATUSES = (STATUS_RUNNING, STATUS_PAUSED)
-
-#: Columns read back to make a :class:`SessionSummary` (plus what live status needs).
-_READ_COLUMNS = (
-    "sid", "id", "path", "status", "reason", "title", "created", "updated", "finished", "counts",
-    "total", "running_job", "runner_pid", "runner_host", "tags", "flags", "parent_session",
-    "app_id", "origin", "incomplete", "state_missing", "stamps", "doc",
-)  # fmt: skip
+#: The watcher records this in ``info`` at every reconcile.
+HEARTBEAT_KEY = "watcher"
 
 
 class IndexUnusable(PlainboxLikeError):
@@ -171,38 +164,19 @@ from plainbox_like.index.stamps import (  # noqa: E402, F401
     scan_sessions,
     session_stamps,
 )
+from plainbox_like.index.listing import (  # noqa: E402
+    LIVE_STATUSES,
+    _READ_COLUMNS,
+    ListFilter,
+    Listed,
+    _listed,
+    json_list,
+)
 
 
 # -- filters and results -------------------------------------------------------------------
 
 
-class ListFilter(_Fields):
-    """What ``list`` selects. Empty fields select everything.
-
-    ``statuses``: any of these; ``tags``: every one of these; ``since``: sessions created at or
-    after this epoch time (directory mtime for sessions without one); ``title``: a
-    case-insensitive substring of the title; ``parent``: the id of the parent session (or a
-    unique prefix of an indexed session id); ``failed_job``: a job id (shell wildcards allowed)
-    whose latest outcome is fail or crash; ``limit``; ``ids``: only these session ids (used by
-    ``search``).
-    """
-
-    __slots__ = ("statuses", "tags", "since", "title", "parent", "failed_job", "limit", "ids")
-    _defaults = {
-        "statuses": (), "tags": (), "since": None, "title": None, "parent": None, "failed_job": None,
-        "limit": None, "ids": None,
-    }  # fmt: skip
-
-
-class Listed(_FrozenFields):
-    """One session as the index shows it, with its status checked live.
-
-    ``summary``: a :class:`SessionSummary`, or None when listed with ``documents_only`` (and the
-    status needed no correction); ``document``: the ``list --json`` element for it (indented
-    JSON, as printed inside the list).
-    """
-
-    __slots__ = ("summary", "document")
 
 
 class JobMatch(_FrozenFields):
@@ -685,205 +659,3 @@ class SessionIndex:
                 (pattern,),
             )
         }
-
-
-def _writer_alive(path: str) -> bool:
-    from plainbox_like.store import locks  # light: readers need not import the state machinery
-
-    return locks.writer_alive(path)
-
-
-def _listed(row: tuple, now: float, documents_only: bool) -> Listed:
-    """A row of :data:`_READ_COLUMNS` as a :class:`Listed`, its stored ``running`` status checked live."""
-    (sid, sid_text, path, status, reason, title, created, updated, finished, counts, total, running_job,
-     pid, host, tags, flags, parent, app_id, origin, incomplete, state_missing, stamps, doc) = row  # fmt: skip
-    del sid
-    changed = False
-    if status in LIVE_STATUSES and not _writer_alive(path):
-        changed = True
-        if state_missing:
-            from plainbox_like.read import summary
-
-            mtime = Stamps.parse(stamps).modified
-            if mtime is not None and now - mtime < summary.CREATING_GRACE:
-                changed = False
-            else:
-                missing = os.path.join(path, STATE_FILE)
-                s = summary.SessionSummary(
-                    id=sid_text, path=path, status=STATUS_CORRUPT, reason=f"{missing}: state file is missing"
-                )
-                return Listed(s, nested_document(s))
-        else:
-            status = STATUS_INCOMPLETE if incomplete else STATUS_COMPLETE
-    if documents_only and not changed:
-        return Listed(None, doc)
-    import json
-
-    from plainbox_like.read.summary import SessionSummary
-
-    s = SessionSummary(
-        id=sid_text,
-        path=path,
-        status=status,
-        reason=reason,
-        title=title,
-        created=created,
-        updated=updated,
-        finished=finished,
-        counts=json.loads(counts),
-        total=total,
-        running_job=running_job,
-        runner_pid=pid,
-        runner_host=host,
-        tags=tuple(json.loads(tags)),
-        flags=tuple(json.loads(flags)),
-        parent_session=parent,
-        app_id=app_id,
-        origin=origin,
-    )
-    return Listed(s, nested_document(s) if changed else doc)
-
-
-def json_list(documents: Sequence[str]) -> str:
-    """The ``list --json`` text of these :attr:`Listed.document` elements (with the final newline)."""
-    if not documents:
-        return "[]\n"
-    return "[\n" + ",\n".join(documents) + "\n]\n"
-
-
-# -- the watcher's lock, as readers see it ---------------------------------------------------------------
-
-WATCH_LOCK_FILE = "watch.lock"
-#: The watcher records this in ``info`` at every reconcile.
-HEARTBEAT_KEY = "watcher"
-
-
-def watch_lock_holder(root: str) -> tuple[int, str] | None:
-    """The pid and host of the watcher holding *root*'s watch lock, or None if no watcher holds it."""
-    path = os.path.join(root, WATCH_LOCK_FILE)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return None
-            try:
-                pid, host = os.pread(fd, 200, 0).decode("utf-8", "replace").split(None, 1)
-                return int(pid), host.strip()
-            except ValueError:
-                return (0, "?")
-        return None  # we got the lock: nobody holds it (closing the fd releases it)
-    finally:
-        os.close(fd)
-
-
-def watcher_keeps_fresh(index: SessionIndex, now: float | None = None) -> bool:
-    """Whether a live watcher holds the lock and has reconciled this very index file recently."""
-    holder = watch_lock_holder(index.root)
-    if holder is None:
-        return False
-    beat = index._heartbeat()
-    if beat is None:
-        return False
-    interval, when = beat
-    try:
-        interval = float(interval or 60.0)
-        when = float(when or 0.0)
-    except (TypeError, ValueError):
-        return False
-    now = time.time() if now is None else now
-    return now - when < 2 * interval + 30.0
-
-
-def open_index(root: str, notice: Callable[[str], None] | None = None, workers: int | None = None) -> SessionIndex:
-    """Open the index of *root*; if the file cannot be used, a temporary in-memory one (with a notice)."""
-    try:
-        return SessionIndex.open(root, notice=notice, workers=workers)
-    except IndexUnusable as exc:
-        if notice:
-            notice(f"cannot use the index ({exc}): reading every session instead")
-        index = SessionIndex.open(root, notice=notice, memory=True, workers=workers)
-        return index
-
-
-def fresh_index(root: str, notice: Callable[[str], None] | None = None, workers: int | None = None) -> SessionIndex:
-    """The index of *root*, reconciled first (the quick way) unless a watcher keeps it fresh.
-
-    If the index cannot be written (a read-only file or file system, a writer
-    holding it beyond the busy timeout), a temporary in-memory one is used,
-    with a notice: the answer is still complete and fresh, only slower.
-    """
-    index = open_index(root, notice, workers)
-    try:
-        if index.memory or not watcher_keeps_fresh(index):
-            index.reconcile()
-    except sqlite3.OperationalError as exc:
-        index.close()
-        if notice:
-            notice(f"cannot update the index {index.path} ({exc}): reading every session instead")
-        index = SessionIndex.open(root, notice=notice, memory=True, workers=workers)
-        try:
-            index.reconcile()
-        except BaseException:
-            index.close()
-            raise
-    except BaseException:
-        index.close()
-        raise
-    return index
-
-
-def repository_root(override: str | None = None) -> str:
-    """The repository root, as :class:`storage.SessionRepository` finds it (without importing storage)."""
-    from plainbox_like.store.paths import check_repository_root, default_repository, repository_given_as
-
-    root = os.path.abspath(override) if override else default_repository()
-    return check_repository_root(root, repository_given_as(override))
-
-
-def repository_exists(root: str) -> bool:
-    """Whether *root* has a sessions directory or an index (else there is nothing to list)."""
-    return os.path.isdir(os.path.join(root, "sessions")) or os.path.exists(os.path.join(root, INDEX_FILE))
-
-
-# -- lineage -----------------------------------------------------------------------
-
-
-class Child(_FrozenFields):
-    """A session started from within a job of another session (``id``, ``path``, ``status``,
-    ``title``, ``parent_job``, ``created``)."""
-
-    __slots__ = ("id", "path", "status", "title", "parent_job", "created")
-    _defaults = {"title": None, "parent_job": None, "created": None}
-
-
-def find_children(root: str, session_id: str) -> list[Child]:
-    """The sessions of the repository at *root* whose ``metadata.parent_session`` is *session_id*,
-    oldest first.
-
-    Read from the index (reconciled first unless a watcher keeps it fresh),
-    like ``list --parent``; corrupt sessions are left out: their parent is unknown.
-    """
-    if not repository_exists(root):
-        return []
-    with fresh_index(root) as index:
-        listed = index.list(ListFilter(parent=session_id))
-        parent_jobs = index.parent_jobs(session_id)
-    children = [
-        Child(
-            id=item.summary.id,
-            path=item.summary.path,
-            status=item.summary.status,
-            title=item.summary.title,
-            parent_job=parent_jobs.get(item.summary.id),
-            created=item.summary.created,
-        )
-        for item in listed
-        if item.summary is not None and item.summary.parent_session == session_id
-    ]
-    children.sort(key=lambda c: (c.created if c.created is not None else 0.0, c.id))
-    return children

@@ -20,6 +20,7 @@ from plainbox_like.index.stamps import (
     file_stamp,
     session_stamps,
 )
+from plainbox_like.text import iso_time
 from plainbox_like.store.names import FORMAT, STATUS_COMPLETE, STATUS_INCOMPLETE, TIME_FIELDS
 
 TYPE_CHECKING = False
@@ -131,7 +132,7 @@ class DefinitionCache:
 
     def _load(self, sources: list[str], commands: list[str], providers: list[str] = ()) -> dict[str, tuple]:
         from plainbox_like.define.providers import find_providers
-        from plainbox_like.define.units import load_units
+        from plainbox_like.define.loading import load_units
 
         self.parses += 1
         jobs: list[Any] = []
@@ -240,15 +241,6 @@ def text_identity(job_id: str, job_summary: str | None, command: str | None) -> 
     """``(tid, key, job_id, summary, command)`` of a job text; *tid* is derived from *key*."""
     key = _dumps([job_id, job_summary, command])
     return (stable_id(key), key, job_id, job_summary, command)
-
-
-def iso_time(epoch: float | None) -> str | None:
-    """UTC ISO 8601 with offset (as ``list --json`` shows times)."""
-    if epoch is None:
-        return None
-    import datetime
-
-    return datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).isoformat()
 
 
 def summary_document(s: SessionSummary) -> dict[str, Any]:

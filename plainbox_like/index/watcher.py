@@ -32,6 +32,7 @@ import time
 import warnings
 from typing import Any, Callable
 
+from plainbox_like.index import access
 from plainbox_like.index import query as indexing
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.paths import SESSION_SUFFIX
@@ -69,7 +70,7 @@ class WatcherRunning(PlainboxLikeError):
 def acquire_watch_lock(root: str, wait: float = LOCK_WAIT) -> int:
     """Take the repository's watch lock (an open fd, released by closing it) or raise :class:`WatcherRunning`."""
     os.makedirs(root, mode=0o700, exist_ok=True)
-    path = os.path.join(root, indexing.WATCH_LOCK_FILE)
+    path = os.path.join(root, access.WATCH_LOCK_FILE)
     try:  # never through a symbolic link (it would create the link's target, wherever it points)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:

@@ -4,11 +4,11 @@ Also lineage: which sessions were started from within a session's jobs.
 
 Rules every function here keeps:
 
-- A session with a live writer (:func:`storage.writer_alive`, or a lock we
+- A session with a live writer (:func:`locks.writer_alive`, or a lock we
   cannot take) is never changed; only ``delete --force`` removes one.
 - A lock naming another host is taken as a possible live writer there: we
   cannot ask that host's kernel, so such a session is left alone too.
-- Edits go through :class:`storage.SessionWriter` (lock, journal, final
+- Edits go through :class:`SessionWriter` (lock, journal, final
   snapshot), so ``session.bak`` keeps the state before the edit and readers
   see either the old or the new state. The ``runner`` that
   :meth:`SessionWriter.open` records is set back to the process that ran the
@@ -34,7 +34,9 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
-from plainbox_like.store import codec, storage
+from plainbox_like.store import codec, confine, locks, reader
+from plainbox_like.store.writer import fsync_dir
+from plainbox_like.store.names import JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.read import summary
 from plainbox_like.run import settle
 from plainbox_like.errors import (
@@ -49,7 +51,8 @@ from plainbox_like.errors import (
 )
 from plainbox_like.store.model import FLAG_INCOMPLETE, Runner
 from plainbox_like.store.paths import IMPORT_STAGING_PREFIX, session_id_of
-from plainbox_like.store.storage import SessionRepository, SessionWriter
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 
 #: Prefix of a session directory being deleted (renamed there first, then removed).
 DELETING_PREFIX = ".deleting-"
@@ -132,29 +135,29 @@ _WAIT_STEP = 0.02
 
 def _may_soon_be_free(path: str, holder: tuple[int, str] | None) -> bool:
     """Whether the lock of *path* is held by a management command, or is just being taken (worth waiting)."""
-    if storage.lock_note(path) is not None:
+    if locks.lock_note(path) is not None:
         return True
     if holder is None:  # taken, nothing written in it yet
         return True
     # What a writer that died left in it, not yet overwritten by the new holder.
-    return holder[1] == _host() and not storage.pid_alive(holder[0])
+    return holder[1] == _host() and not locks.pid_alive(holder[0])
 
 
 def _wait_for_maintenance(path: str) -> bool:
     """Wait (up to :data:`MAINTENANCE_WAIT`) while a management command holds the lock; True once it is free."""
     deadline = time.monotonic() + MAINTENANCE_WAIT
-    while _may_soon_be_free(path, storage.lock_holder(path)):
-        if not storage.writer_alive(path):
+    while _may_soon_be_free(path, locks.lock_holder(path)):
+        if not locks.writer_alive(path):
             return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(_WAIT_STEP)
-    return not storage.writer_alive(path)
+    return not locks.writer_alive(path)
 
 
 def _foreign_holder(path: str) -> tuple[int, str] | None:
     """The lock holder if the lock names another host (whose processes we cannot check)."""
-    holder = storage.lock_holder(path)
+    holder = locks.lock_holder(path)
     return holder if holder is not None and holder[1] != _host() else None
 
 
@@ -166,7 +169,7 @@ def _try_lock(path: str) -> int | None:
     file that is a symbolic link is not a lock (no writer opens it): -1, nothing written.
     """
     try:
-        fd = os.open(os.path.join(path, storage.LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -182,7 +185,7 @@ def _try_lock(path: str) -> int | None:
         raise PlainboxLikeError(f"{path}: cannot lock: {exc.strerror}") from None
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {_host()}\n{storage.MAINTENANCE_NOTE}delete\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {_host()}\n{locks.MAINTENANCE_NOTE}delete\n".encode(), 0)
     except OSError:
         pass  # the lock is what matters; the note in it is for messages
     return fd
@@ -219,9 +222,9 @@ def session_in_repository(repo: SessionRepository, ref: str) -> str:
 def busy_reason(path: str, held: set | None = None) -> tuple[str, tuple[int, str] | None] | None:
     """Why the session at *path* must not be changed now, and the writer's (pid, host); None if it may."""
     sid = session_id_of(path)
-    if storage.writer_alive(path, held) and not _wait_for_maintenance(path):
-        holder = storage.lock_holder(path)
-        return _describe_writer(sid, holder, storage.lock_note(path)), holder
+    if locks.writer_alive(path, held) and not _wait_for_maintenance(path):
+        holder = locks.lock_holder(path)
+        return _describe_writer(sid, holder, locks.lock_note(path)), holder
     foreign = _foreign_holder(path)
     if foreign is not None:
         return (
@@ -229,8 +232,8 @@ def busy_reason(path: str, held: set | None = None) -> tuple[str, tuple[int, str
             "which may still be running it (this host cannot tell)",
             foreign,
         )
-    if not os.path.exists(os.path.join(path, storage.STATE_FILE)) and summary.being_created(path):
-        return f"session {sid} is being created", storage.lock_holder(path)
+    if not os.path.exists(os.path.join(path, STATE_FILE)) and summary.being_created(path):
+        return f"session {sid} is being created", locks.lock_holder(path)
     return None
 
 
@@ -250,7 +253,7 @@ def delete_session(path: str, *, force: bool = False) -> Deleted:
             os.unlink(path)
         except OSError as exc:
             raise PlainboxLikeError(f"{path}: cannot delete: {exc.strerror}") from None
-        storage.fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
         return Deleted(id=sid, path=path, size=0, title=info.title, status=info.status)
     busy = busy_reason(path)
     runner_left = None
@@ -265,7 +268,7 @@ def delete_session(path: str, *, force: bool = False) -> Deleted:
     except FileNotFoundError:
         raise PlainboxLikeError(f"{path}: no such session directory (deleted meanwhile?)") from None
     if fd is None:
-        holder = storage.lock_holder(path)
+        holder = locks.lock_holder(path)
         if not force:
             raise SessionBusy(_describe_writer(sid, holder), _FORCE_ADVICE)
         runner_left = runner_left or holder
@@ -302,7 +305,7 @@ def _hide(path: str) -> str:
         os.rename(path, hidden)
     except OSError as exc:
         raise PlainboxLikeError(f"{path}: cannot delete: {exc.strerror}") from None
-    storage.fsync_dir(parent)
+    fsync_dir(parent)
     return hidden
 
 
@@ -322,7 +325,7 @@ def delete_sessions(
     """
     paths = list(dict.fromkeys(session_in_repository(repo, ref) for ref in refs))
     if not force:
-        held = storage.held_flocks()
+        held = locks.held_flocks()
         for path in paths:
             busy = busy_reason(path, held)
             if busy is not None:
@@ -369,8 +372,8 @@ def validate_tag(tag: str) -> str:
 
 def _snapshot_runner(path: str) -> Runner | None:
     """The ``runner`` in the snapshot on disk (written by :meth:`SessionWriter.open` before it records its own)."""
-    state_path = os.path.join(path, storage.STATE_FILE)
-    with os.fdopen(storage.open_session_file(path, storage.STATE_FILE), "rb") as f:
+    state_path = os.path.join(path, STATE_FILE)
+    with os.fdopen(confine.open_session_file(path, STATE_FILE), "rb") as f:
         data = f.read()
     return codec.decode_state(data, state_path).state.metadata.runner
 
@@ -383,8 +386,8 @@ def open_for_maintenance(path: str, command: str = "maintenance") -> tuple[Sessi
     (see :func:`close_maintenance`).
     """
     sid = session_id_of(path)
-    if not os.path.exists(os.path.join(path, storage.JOURNAL_FILE)):
-        loaded = storage.load_session(path)  # raises if it is no session at all
+    if not os.path.exists(os.path.join(path, JOURNAL_FILE)):
+        loaded = reader.load_session(path)  # raises if it is no session at all
         if loaded.origin != codec.FORMAT:
             raise ReadOnlySession(
                 f"session {sid} was written by Plainbox/Checkbox: it can be inspected but not changed"
@@ -404,7 +407,7 @@ def open_for_maintenance(path: str, command: str = "maintenance") -> tuple[Sessi
             except SessionLocked as exc:
                 holder = (exc.pid, exc.host) if exc.pid else None
                 if not _may_soon_be_free(path, holder) or time.monotonic() >= deadline:
-                    note = storage.lock_note(path)
+                    note = locks.lock_note(path)
                     advice = "try again" if note else "change it after the run ends"
                     raise SessionBusy(_describe_writer(sid, holder, note), advice) from None
                 time.sleep(_WAIT_STEP)
@@ -555,7 +558,7 @@ def gc(
         raise BadDuration("the age must not be negative")
     now = time.time() if now is None else now
     report = GcReport(older_than=seconds, cutoff=now - seconds, dry_run=dry_run)
-    held = storage.held_flocks()
+    held = locks.held_flocks()
     for path in sorted(repo.session_paths()):
         s = summary.summarize(path)
         age_time = _age_time(s)
@@ -648,7 +651,7 @@ def _gc_remove(report: GcReport, item: GcItem, dry_run: bool, on_item: Callable[
 def _try_lock_quietly(path: str) -> int | None:
     """The lock of a leftover directory (-1 if it has no lock file), or None if someone holds it."""
     try:
-        fd = os.open(os.path.join(path, storage.LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return -1
     try:
@@ -695,10 +698,10 @@ class CleanupReport:
     skipped: list[tuple[str, str]] = attrs.Factory(list)
 
 
-def needs_cleanup(loaded: storage.LoadedSession) -> bool:
+def needs_cleanup(loaded: reader.LoadedSession) -> bool:
     """Whether a session (with no live writer) is still marked as being run."""
     state = loaded.state
-    return bool(state.running_jobs or state.metadata.running_job_name or storage.lock_holder(loaded.path))
+    return bool(state.running_jobs or state.metadata.running_job_name or locks.lock_holder(loaded.path))
 
 
 def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
@@ -712,12 +715,12 @@ def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
     cleared) stays complete; only its stale lock is cleared.
     """
     sid = session_id_of(path)
-    stale = storage.lock_holder(path)
+    stale = locks.lock_holder(path)
     if dry_run:
         busy = busy_reason(path)
         if busy is not None:
             raise SessionBusy(busy[0], "not cleaned up")
-        loaded = storage.load_session(path)
+        loaded = reader.load_session(path)
         if loaded.origin != codec.FORMAT:
             raise ReadOnlySession(f"session {sid} was written by Plainbox/Checkbox: it is not cleaned up")
         state = loaded.state
@@ -759,13 +762,13 @@ def cleanup(
 ) -> CleanupReport:
     """Clean up every session of *repo* still marked as running whose runner is dead (see :func:`cleanup_session`)."""
     report = CleanupReport()
-    held = storage.held_flocks()
+    held = locks.held_flocks()
     for path in sorted(repo.session_paths()):
         sid = session_id_of(path)
-        if storage.writer_alive(path, held):
+        if locks.writer_alive(path, held):
             continue  # being run: untouched
         try:
-            loaded = storage.load_session(path)
+            loaded = reader.load_session(path)
         except PlainboxLikeError:
             continue  # corrupt or being created: nothing we can settle
         if loaded.origin != codec.FORMAT or not needs_cleanup(loaded):

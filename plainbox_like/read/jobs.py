@@ -15,7 +15,7 @@ from plainbox_like.read.replay import AttemptRef
 from plainbox_like.read.statuses import INTERRUPTED, NOT_RUN, RUNNING, STATUS_ORDER  # noqa: F401 (also read from here)
 from plainbox_like.store import codec
 from plainbox_like.store.model import FAILED_OUTCOMES, SKIP_OUTCOMES, Attempt, RunningJob
-from plainbox_like.store.storage import LoadedSession
+from plainbox_like.store.reader import LoadedSession
 
 #: Session statuses in which a started job without a result is still running.
 LIVE_STATUSES = frozenset({summary.STATUS_RUNNING, summary.STATUS_PAUSED})

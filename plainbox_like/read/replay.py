@@ -22,7 +22,9 @@ from plainbox_like.errors import AttemptNotFound, JobNotFound, LogMissing, LogUn
 from plainbox_like.store.iolog import STREAMS, IORecord
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.paths import open_regular, open_regular_file
-from plainbox_like.store.storage import RECORD_SUFFIX, LoadedSession, log_field, log_file_names, session_file  # noqa: F401
+from plainbox_like.store.confine import log_field, log_file_names, session_file  # noqa: F401
+from plainbox_like.store.names import RECORD_SUFFIX  # noqa: F401
+from plainbox_like.store.reader import LoadedSession  # noqa: F401
 
 #: The slowest ``--speed``: slower is no replay anyone waits for (and a tiny factor overflows the pauses).
 MIN_SPEED = 0.001

@@ -28,11 +28,12 @@ from typing import Any
 
 import attrs
 
-from plainbox_like.store import storage
+from plainbox_like.store import locks, names, reader
 from plainbox_like.errors import PlainboxLikeError, one_line  # noqa: F401 (one_line: also read from here)
 from plainbox_like.store.model import FLAG_INCOMPLETE, FLAG_PAUSED, planned_count
 from plainbox_like.store.paths import session_id_of
-from plainbox_like.store.storage import LoadedSession, SessionRepository
+from plainbox_like.store.reader import LoadedSession
+from plainbox_like.store.repository import SessionRepository
 
 from plainbox_like.store.names import (  # noqa: F401 (public here too)
     STATUS_COMPLETE,
@@ -91,7 +92,7 @@ class SessionSummary:
 
 def session_status(loaded: LoadedSession) -> str:
     """``running``, ``incomplete`` or ``complete`` for a session that could be read."""
-    if storage.writer_alive(loaded.path):
+    if locks.writer_alive(loaded.path):
         return STATUS_PAUSED if FLAG_PAUSED in loaded.state.metadata.flags else STATUS_RUNNING
     if FLAG_INCOMPLETE in loaded.state.metadata.flags:
         return STATUS_INCOMPLETE
@@ -113,12 +114,12 @@ def running_job(loaded: LoadedSession) -> str | None:
 
 
 def summarize_loaded(loaded: LoadedSession) -> SessionSummary:
-    """The summary of a session already read with :func:`storage.load_session`."""
+    """The summary of a session already read with :func:`reader.load_session`."""
     state = loaded.state
     meta = state.metadata
     status = session_status(loaded)
     pid = host = None
-    holder = storage.lock_holder(loaded.path) if status == STATUS_RUNNING else None
+    holder = locks.lock_holder(loaded.path) if status == STATUS_RUNNING else None
     if holder is not None:
         pid, host = holder
     elif meta.runner is not None:
@@ -146,7 +147,7 @@ def summarize_loaded(loaded: LoadedSession) -> SessionSummary:
 
 def being_created(path: str, now: float | None = None) -> bool:
     """Whether *path*, which has no state file, looks like a session still being created."""
-    if storage.writer_alive(path):
+    if locks.writer_alive(path):
         return True
     try:
         mtime = os.stat(path).st_mtime
@@ -161,14 +162,14 @@ def summarize(path: str, now: float | None = None) -> SessionSummary:
     path = os.path.abspath(path)
     sid = session_id_of(path)
     try:
-        if not os.path.exists(os.path.join(path, storage.STATE_FILE)) and os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, names.STATE_FILE)) and os.path.isdir(path):
             if being_created(path, now):
-                holder = storage.lock_holder(path)
+                holder = locks.lock_holder(path)
                 pid, host = holder if holder else (None, None)
                 return SessionSummary(
                     id=sid, path=path, status=STATUS_RUNNING, runner_pid=pid, runner_host=host
                 )
-        return summarize_loaded(storage.load_session(path))
+        return summarize_loaded(reader.load_session(path))
     except Exception as exc:  # noqa: BLE001 - a summary reports every problem instead of raising
         return SessionSummary(id=sid, path=path, status=STATUS_CORRUPT, reason=one_line(exc))
 

@@ -20,6 +20,8 @@ import attrs
 from plainbox_like.define import manifest
 from plainbox_like.define import plan as planning
 from plainbox_like.define.resource import ResourceExpressionError, read_records
+from plainbox_like.define.metadata import RunMetadata
+from plainbox_like.define.scheduler import Scheduler
 from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
@@ -42,9 +44,9 @@ from plainbox_like.store.model import (
     LeftoverProcess,
     LeftoverProcesses,
 )
-from plainbox_like.store.names import RECORD_SUFFIX
+from plainbox_like.store.names import IO_LOGS, RECORD_SUFFIX
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.paths import open_regular
-from plainbox_like.store.storage import IO_LOGS, SessionWriter
 from plainbox_like.text import format_size
 
 if TYPE_CHECKING:
@@ -173,7 +175,7 @@ class BatchRunner:
         self.writer = writer
         self.expander = expander
         self.plan = plan
-        self.scheduler = planning.Scheduler(plan, finished=finished or {}, max_running=parallel)
+        self.scheduler = Scheduler(plan, finished=finished or {}, max_running=parallel)
         self.reporter = reporter or NullReporter()
         self._own_executor = executor is None
         self._parallel = parallel
@@ -637,7 +639,7 @@ class BatchRunner:
     def _remember_metadata(self, jobs: list[JobDefinition]) -> None:
         """Keep the category and certification status of jobs made from templates with the run's."""
         blob = self.writer.state.metadata.app_blob
-        metadata = planning.RunMetadata.from_app_blob(blob)
+        metadata = RunMetadata.from_app_blob(blob)
         if metadata is None:  # a session made without it (the Python API, older versions)
             return
         updated = metadata.with_jobs(jobs)

@@ -15,7 +15,9 @@ import time
 import attrs
 
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.store.storage import hostname, lock_holder, open_session_file, refuse_symlinked, write_atomically, writer_alive
+from plainbox_like.store.confine import open_session_file, refuse_symlinked
+from plainbox_like.store.locks import hostname, lock_holder, writer_alive
+from plainbox_like.store.writer import write_atomically
 
 CONTROL_FILE = "control"
 STOP = "stop"

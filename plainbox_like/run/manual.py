@@ -50,11 +50,12 @@ from plainbox_like.store.model import (
     Attempt,
 )
 from plainbox_like.store.names import FLAG_WAITING
-from plainbox_like.store.storage import hostname, log_file_names, session_file
+from plainbox_like.store.confine import log_file_names, session_file
+from plainbox_like.store.locks import hostname
 from plainbox_like.text import clean
 
 if TYPE_CHECKING:
-    from plainbox_like.store.storage import SessionWriter
+    from plainbox_like.store.writer import SessionWriter
 
 #: Plugins whose jobs a person answers (Checkbox's ``qml`` needs its UI: still skipped).
 MANUAL_PLUGINS = frozenset({"manual", "user-interact", "user-verify", "user-interact-verify"})

@@ -20,7 +20,11 @@ from plainbox_like.define import manifest
 from plainbox_like.define import plan as planning
 from plainbox_like.define.providers import Provider, find_providers
 from plainbox_like.define.resource import RequirementProgram, ResourceExpressionError, namespace_of, parse_records, resolve_resource
-from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet, instantiate_template, load_units
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.metadata import RunMetadata
+from plainbox_like.define.selection import bootstrap_jobs, mandatory_jobs, select_jobs
+from plainbox_like.define.templates import instantiate_template
+from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv, manual
 from plainbox_like.run.batch import (
@@ -45,7 +49,10 @@ from plainbox_like.store.model import (
 )
 from plainbox_like.store.names import FLAG_WAITING
 from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.store.storage import SessionRepository, SessionWriter, held_flocks, load_session, writer_alive
+from plainbox_like.store.locks import held_flocks, writer_alive
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 
 def run_providers(config: RunConfig) -> list[Provider]:
     """The providers of the run (read again from their definitions); one that is gone is left out."""
@@ -137,7 +144,7 @@ class TemplateExpander:
     def _selected(self) -> list[JobDefinition]:
         """The run's selection among the loaded jobs and every job made so far (after them, as Checkbox lists them)."""
         config = self.config
-        return planning.select_jobs(
+        return select_jobs(
             UnitSet(jobs=[*self.units.jobs, *self.made.values()], test_plans=self.units.test_plans),
             config.test_plan,
             config.include,
@@ -172,7 +179,7 @@ class Prepared:
 
 def plan_jobs(units: UnitSet, config: RunConfig) -> planning.Plan:
     """Select and order the jobs *config* asks for."""
-    selected = planning.select_jobs(units, config.test_plan, config.include, config.exclude)
+    selected = select_jobs(units, config.test_plan, config.include, config.exclude)
     return planning.build_plan(selected, units.dropped)
 
 
@@ -187,14 +194,14 @@ def start_session(
     """Create a session for a new batch and journal its plan.
 
     The app_blob holds the run configuration and the jobs' effective category
-    and certification status (:class:`plainbox_like.define.plan.RunMetadata`); the
+    and certification status (:class:`plainbox_like.define.metadata.RunMetadata`); the
     plan's mandatory jobs go to ``mandatory_job_list``.
     """
     units = units if units is not None else load_run_units(config)
     plan = plan if plan is not None else plan_jobs(units, config)
     parent_session = os.environ.get(SESSION_ENV)
     parent_job = os.environ.get(JOB_ENV) if parent_session else None
-    metadata = planning.RunMetadata.compute(units, config.test_plan, (plan.jobs[job_id] for job_id in plan.order))
+    metadata = RunMetadata.compute(units, config.test_plan, (plan.jobs[job_id] for job_id in plan.order))
     writer = repo.create(
         title=title,
         durability=config.durability,
@@ -203,7 +210,7 @@ def start_session(
         parent_session=parent_session,
         parent_job=parent_job,
     )
-    mandatory = [job_id for job_id in planning.mandatory_jobs(units, config.test_plan) if job_id in plan.jobs]
+    mandatory = [job_id for job_id in mandatory_jobs(units, config.test_plan) if job_id in plan.jobs]
     writer.set_plan(
         {job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order, mandatory_job_list=mandatory
     )
@@ -238,7 +245,7 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
     shell = find_shell()
     providers = jobenv.ProviderIndex(run_providers(config))
     providers.learn(plan.jobs[job_id] for job_id in plan.order)
-    bootstrap = planning.bootstrap_jobs(units, config.test_plan)
+    bootstrap = bootstrap_jobs(units, config.test_plan)
     with tempfile.TemporaryDirectory(prefix="plainbox-like-bootstrap-") as share:
         for job_id in bootstrap:
             job = units.by_id[job_id]
@@ -340,7 +347,7 @@ def resume_session(
         if rerun_bootstrap:
             if not config.test_plan:
                 raise PlainboxLikeError("--rerun-bootstrap: the session was not started with a test plan")
-            rerun |= set(planning.bootstrap_jobs(units, config.test_plan)) & set(plan.order)
+            rerun |= set(bootstrap_jobs(units, config.test_plan)) & set(plan.order)
         finished = {}
         for job_id in plan.order:
             latest = state.latest(job_id)

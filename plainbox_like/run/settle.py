@@ -23,7 +23,9 @@ from plainbox_like.run.manual import remove_logs
 from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS, Attempt, SessionState
-from plainbox_like.store.storage import IO_LOGS, SessionWriter, session_file
+from plainbox_like.store.confine import session_file
+from plainbox_like.store.names import IO_LOGS
+from plainbox_like.store.writer import SessionWriter
 
 #: Seconds between SIGTERM and SIGKILL when a job is stopped.
 KILL_GRACE = 3.0

@@ -1,6 +1,6 @@
 """Who writes a session: the lock file's holder, and whether that process is alive here.
 
-Kept apart from :mod:`storage` so that readers (``list`` through the index)
+Kept apart from the writer and the reader so that readers (``list`` through the index)
 can ask without importing the state machinery.
 """
 

@@ -1,7 +1,7 @@
 """The names of the on-disk contract, in one place: file names, session flags, job outcomes, statuses.
 
 Every module that needs one of these imports it from here (the older homes,
-``storage``, ``model``, ``codec``, ``locks``, ``paths``, ``summary``, re-export
+``model``, ``codec``, ``locks``, ``paths``, ``summary``, re-export
 them). This module imports nothing, so the index, which must start fast, can
 use the same names as the library instead of copies.
 """

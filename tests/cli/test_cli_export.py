@@ -14,7 +14,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from plainbox_like.cli.main import build_parser
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from cli_helpers import assert_one_line_error, run
 from test_codec import make_plainbox_session
 from test_export import ALL_BYTES, BINARY, MALICIOUS, PLAN, _session_members, _tar_bytes, build_session

@@ -13,12 +13,14 @@ import time
 import pytest
 
 from plainbox_like.index import query as indexing
+from plainbox_like.index.access import repository_root
+from plainbox_like.index.listing import json_list
 from plainbox_like.read import summary
 from plainbox_like.cli import output
 from plainbox_like.cli.inspect import parse_since, summary_json
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 from cli_helpers import run
 
 
@@ -232,9 +234,9 @@ def test_commands_on_a_missing_repository_create_nothing(tmp_path, capsys):
 def test_repository_root_is_the_repositorys(override, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PLAINBOX_LIKE_REPOSITORY", str(tmp_path / "from-env"))
-    assert indexing.repository_root(override) == SessionRepository(override).root
+    assert repository_root(override) == SessionRepository(override).root
 
 
 def test_print_json_equivalence_for_an_empty_list(capsys):
     output.print_json([])
-    assert capsys.readouterr().out == indexing.json_list([])
+    assert capsys.readouterr().out == json_list([])

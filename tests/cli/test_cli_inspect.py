@@ -11,7 +11,7 @@ import socket
 import time
 
 
-from plainbox_like.store import storage
+from plainbox_like.store import names
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
@@ -80,7 +80,7 @@ def test_list_table(repo, root, capsys):
     second.close()
     broken = repo.create(title="broken")
     broken.close()
-    with open(os.path.join(broken.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(broken.path, names.STATE_FILE), "wb") as f:
         f.write(b"not gzip at all")
     then = now - 1000
     os.utime(broken.path, (then, then))  # the oldest
@@ -182,7 +182,7 @@ def test_show_interrupted_job(repo, root, capsys):
     writer = sample(repo, close=False)
     writer.job_started("d", 1, None)
     writer.abandon()
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
         f.write(f"{dead_pid()} {socket.gethostname()}\n")
     assert run(root, "show", writer.id) == 0
     out = capsys.readouterr().out
@@ -258,7 +258,7 @@ def test_show_unknown_session(root, capsys):
 def test_show_corrupt_session(repo, root, capsys):
     writer = repo.create()
     writer.close()
-    with open(os.path.join(writer.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(writer.path, names.STATE_FILE), "wb") as f:
         f.write(b"junk")
     assert run(root, "show", writer.id) == 2
     assert_one_line_error(capsys.readouterr().err, "not a valid gzip file")

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from plainbox_like.maintain import integrity
+from plainbox_like.maintain import check as checking
+from plainbox_like.maintain import repair as repairing
 from plainbox_like.store import iolog
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
@@ -18,7 +19,9 @@ from plainbox_like.run import settle
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
-from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 from test_integrity import closed_session, files, make_checkbox_session, quarantined
 from factories import wait_until
 from cli_helpers import run as cli
@@ -173,11 +176,11 @@ def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
     os.unlink(os.path.join(path, "session"))
 
     def half_done(path, say):
-        result = integrity.RepairResult(sid_of(path), path, actions=["pretend"])
-        result.after = integrity.check_session(path)
+        result = repairing.RepairResult(sid_of(path), path, actions=["pretend"])
+        result.after = checking.check_session(path)
         return result
 
-    monkeypatch.setattr(integrity, "repair_session", half_done)
+    monkeypatch.setattr(repairing, "repair_session", half_done)
     assert cli(root, "repair", sid_of(path)) == 1
     assert f"{sid_of(path)}: session: still a problem: state file is missing" in capsys.readouterr().out
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from plainbox_like.store import storage
+from plainbox_like.store import names, reader
 from plainbox_like.cli import log as cli_log
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
@@ -124,7 +124,7 @@ def test_cut_record_file_prints_prefix_and_a_note(repo, root, capfdbinary):
 
 
 def test_missing_record_file_falls_back_to_raw_files(session, root, capfdbinary):
-    loaded = storage.load_session(session.path)
+    loaded = reader.load_session(session.path)
     name = loaded.state.results["mixed"][0].io_log_filename
     os.unlink(os.path.join(session.path, name))
     assert run(root, "log", session.id, "mixed") == 0
@@ -267,7 +267,7 @@ def test_follow_stops_when_the_writer_dies(repo, root, capfdbinary, fast_follow)
     log, name = writer.new_log("slow", 1)
     writer.job_started("slow", 1, name)
     log.write("stdout", b"last words\n")
-    lock = os.path.join(writer.path, storage.LOCK_FILE)
+    lock = os.path.join(writer.path, names.LOCK_FILE)
 
     late = []
 

@@ -76,14 +76,14 @@ def test_a_full_or_failing_disk_is_a_one_line_error(tmp_path, monkeypatch, capsy
     import errno
     import os
 
-    from plainbox_like.run import batch as session
+    from plainbox_like.run import prepare
 
     number = getattr(errno, code)
 
     def fail(*_args, **_kwargs):
         raise OSError(number, os.strerror(number), str(tmp_path / "somewhere"))
 
-    monkeypatch.setattr(session, "start_session", fail)
+    monkeypatch.setattr(prepare, "start_session", fail)
     assert cli_main.main(["--repository", str(tmp_path), "run", "-c", "true"]) == 2
     err = capsys.readouterr().err
     assert err == f"plainbox-like: error: {tmp_path / 'somewhere'}: {os.strerror(number)}\n"
@@ -92,12 +92,12 @@ def test_a_full_or_failing_disk_is_a_one_line_error(tmp_path, monkeypatch, capsy
 def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
     import errno
 
-    from plainbox_like.run import batch as session
+    from plainbox_like.run import prepare
 
     def fail(*_args, **_kwargs):
         raise OSError(errno.EBADF, "Bad file descriptor")  # a bug here, not the machine: keep the traceback
 
-    monkeypatch.setattr(session, "start_session", fail)
+    monkeypatch.setattr(prepare, "start_session", fail)
     with pytest.raises(OSError):
         cli_main.main(["--repository", str(tmp_path), "run", "-c", "true"])
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from plainbox_like.maintain import manage
-from plainbox_like.store import storage
+from plainbox_like.store import names, reader
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import Attempt
 from cli_helpers import assert_one_line_error, run
@@ -143,7 +143,7 @@ def test_rename(root, repo, capsys):
     out = capsys.readouterr().out
     assert "Status:   complete\n" in out and "Title:    new title\n" in out
     # The state before the edit is kept as session.bak.
-    with gzip.open(os.path.join(writer.path, storage.BACKUP_FILE)) as f:
+    with gzip.open(os.path.join(writer.path, names.BACKUP_FILE)) as f:
         assert json.load(f)["session"]["metadata"]["title"] == "old"
     assert run(root, "rename", writer.id, "") == 0
     assert capsys.readouterr().out == f'{writer.id}: title "new title" -> (no title)\n'
@@ -268,7 +268,7 @@ def test_cleanup(root, repo, capsys):
     writer.job_started("a", 1, None)
     writer.abandon()
     pid = dead_pid()
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
         f.write(f"{pid} {socket.gethostname()}\n")
     assert run(root, "show", "--json", writer.id) == 0
     assert json.loads(capsys.readouterr().out)["jobs"][0]["outcome"] == "interrupted"
@@ -301,7 +301,7 @@ def test_cleanup_leaves_live_sessions_alone(root, repo, capsys):
         writer.job_started("a", 1, None)
         assert run(root, "cleanup") == 0
         assert capsys.readouterr().out == "nothing to clean up\n"
-        assert "a" in storage.load_session(writer.path).state.running_jobs
+        assert "a" in reader.load_session(writer.path).state.running_jobs
     finally:
         writer.close()
 

@@ -18,7 +18,8 @@ import pytest
 
 from plainbox_like.maintain import manage
 from plainbox_like.read import replay
-from plainbox_like.store import storage
+from plainbox_like.store import locks, reader
+from plainbox_like.store.writer import acquire_lock
 from plainbox_like.cli.main import main
 from plainbox_like.store.iolog import IORecord
 from plainbox_like.store.model import Attempt
@@ -199,7 +200,7 @@ def test_repair_on_a_full_disk_leaves_no_temporary_file_and_names_the_file(repo,
     assert run(root, "repair", sid) == 1
     assert_one_line_error(capsys.readouterr().err, stdout, "No space left on device", "repair again")
     assert sorted(os.listdir(logs)) == ["a.record.gz", "a.stderr"]  # no .a.stdout.*.tmp left behind
-    assert storage.lock_holder(path) is None  # the lock is let go
+    assert locks.lock_holder(path) is None  # the lock is let go
     monkeypatch.undo()  # room again: the repair completes
     assert run(root, "repair", sid) == 0
     assert os.path.getsize(stdout) == sum(len(b"line %d\n" % n) for n in range(100_000))
@@ -270,7 +271,7 @@ def test_ten_concurrent_tags_of_one_session_all_succeed(repo, root):
         proc.stdout.close()
         proc.stderr.close()
     assert [code for code, _err in results] == [0] * 10, results
-    tags = storage.load_session(os.path.join(repo.sessions_dir, sid + ".session")).state.metadata.tags
+    tags = reader.load_session(os.path.join(repo.sessions_dir, sid + ".session")).state.metadata.tags
     assert sorted(tags) == sorted(f"t{n}" for n in range(10))
 
 
@@ -278,7 +279,7 @@ def test_a_management_command_that_gives_up_names_the_real_holder(repo, root, ca
     sid = _session(repo)
     path = os.path.join(repo.sessions_dir, sid + ".session")
     monkeypatch.setattr(manage, "MAINTENANCE_WAIT", 0.2)
-    fd = storage.acquire_lock(path, "rename")  # as a rename that takes its time would
+    fd = acquire_lock(path, "rename")  # as a rename that takes its time would
     try:
         started = time.monotonic()
         assert run(root, "tag", sid, "x") == 2
@@ -292,7 +293,7 @@ def test_a_management_command_that_gives_up_names_the_real_holder(repo, root, ca
 def test_a_run_holding_the_lock_is_not_waited_for(repo, root, capsys):
     sid = _session(repo)
     path = os.path.join(repo.sessions_dir, sid + ".session")
-    fd = storage.acquire_lock(path)  # as a run does
+    fd = acquire_lock(path)  # as a run does
     try:
         started = time.monotonic()
         assert run(root, "tag", sid, "x") == 2

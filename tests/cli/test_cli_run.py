@@ -16,7 +16,8 @@ import pytest
 
 from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import FLAG_INCOMPLETE
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from factories import only_session
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,7 @@
 """A session's own files replaced by what no writer makes: a FIFO, a link leading out of the session.
 
 Every reader opens a session's files as regular files inside the session
-(``store.paths.open_regular``, ``store.storage.open_session_file``): never a
+(``store.paths.open_regular``, ``store.confine.open_session_file``): never a
 hang, never a read from elsewhere; ``check`` reports each as damage.
 """
 
@@ -119,7 +119,7 @@ def test_check_reports_a_fifo_lock_or_journal(session, name):
 def test_a_log_without_its_record_file_and_with_empty_raw_files_is_missing(session):
     from plainbox_like.errors import LogMissing
     from plainbox_like.read import replay
-    from plainbox_like.store.storage import load_session
+    from plainbox_like.store.reader import load_session
 
     repo, sid, path = session
     os.unlink(os.path.join(path, "io-logs", "c1.record.gz"))

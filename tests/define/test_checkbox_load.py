@@ -15,8 +15,12 @@ from cli_helpers import run
 from plainbox_like.define import plan as planning
 
 from plainbox_like.errors import PlanError
-from plainbox_like.store.storage import SessionRepository, load_session
-from plainbox_like.define.units import load_units, parse_pxu
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.scheduler import Scheduler
+from plainbox_like.define.selection import select_jobs
+from plainbox_like.define.pxu import parse_pxu
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -199,7 +203,7 @@ def test_siblings_and_after_suspend_jobs_are_made_as_checkbox_makes_them():
 def test_before_orders_a_job_ahead_of_its_targets():
     units = parse_pxu("id: late\ncommand: true\n\nid: early\nbefore: late\ncommand: true\n", "b.pxu")
     assert planning.build_plan(units.jobs).order == ("early", "late")
-    scheduler = planning.Scheduler(planning.build_plan(units.jobs))
+    scheduler = Scheduler(planning.build_plan(units.jobs))
     assert scheduler.next_decision().job_id == "early"
     assert scheduler.next_decision() is None  # late waits for early
     scheduler.finish("early", "fail")
@@ -228,7 +232,7 @@ def test_setup_jobs_load_as_jobs_and_setup_include_comes_first():
         """), "s.pxu")
     assert units.warnings == ()
     assert units.job("setup/install").extra["unit"] == "setup job"
-    selected = planning.select_jobs(units, "tp", [], [])
+    selected = select_jobs(units, "tp", [], [])
     assert [job.id for job in selected] == ["setup/install", "boot", "main"]
 
 
@@ -278,7 +282,7 @@ def test_real_siblings_are_named_and_placed_as_checkbox_does(real_units):
 
 @needs_providers
 def test_real_templates_are_made_as_checkbox_makes_them(real_units):
-    from plainbox_like.define.units import instantiate_template
+    from plainbox_like.define.templates import instantiate_template
 
     templates = {template.id: template for template in real_units.templates}
     jinja = templates[NS + "self/content-plug-connected-name"]
@@ -307,7 +311,7 @@ def test_real_templates_are_made_as_checkbox_makes_them(real_units):
 
 
 def test_jinja2_fields_get_the_variables_checkbox_gives(monkeypatch):
-    from plainbox_like.define.units import instantiate_template
+    from plainbox_like.define.templates import instantiate_template
 
     monkeypatch.setenv("PBL_TEST_VALUE", "from-env")
     monkeypatch.delenv("SNAP", raising=False)
@@ -362,7 +366,7 @@ def test_salvage_jobs_run_only_when_what_they_salvage_failed():
         """), "s.pxu")
     plan = planning.build_plan(units.jobs)
     assert plan.order.index("repair-flaky") > plan.order.index("flaky")
-    scheduler = planning.Scheduler(plan)
+    scheduler = Scheduler(plan)
     decisions = {}
     while not scheduler.done():
         decision = scheduler.next_decision()
@@ -424,7 +428,7 @@ def test_a_nested_part_cycle_names_each_test_plan_file_and_line(tmp_path):
         nested_part: outer
         """)
     with pytest.raises(PlanError) as info:
-        planning.select_jobs(load_units([str(path)]), "outer", [], [])
+        select_jobs(load_units([str(path)]), "outer", [], [])
     assert str(info.value) == (
         f"test plan cycle through nested_part: outer ({path}:1) -> inner ({path}:5) -> outer ({path}:1)"
     )
@@ -439,7 +443,7 @@ def test_template_jobs_added_later_still_run_before_their_before_targets():
         id: suspend
         command: true
         """), "t.pxu")
-    scheduler = planning.Scheduler(planning.build_plan(units.jobs))
+    scheduler = Scheduler(planning.build_plan(units.jobs))
     first = scheduler.next_decision()
     assert first.job_id == "resource"  # suspend is ready as well, waiting in the heap
     made = parse_pxu("id: made\nbefore: suspend\ncommand: true\n", "m.pxu").jobs

@@ -1,4 +1,4 @@
-"""Tests of plainbox_like.define.plan: selection, ordering, cycles and the scheduler."""
+"""Tests of selection, ordering, cycles, the scheduler and run metadata (define.selection, plan, scheduler, metadata)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from plainbox_like.errors import PlanError
-from plainbox_like.define.plan import (
-    DEFAULT_CERTIFICATION_STATUS,
-    SKIPPED_DEPENDENCY,
-    Decision,
-    JobMetadata,
-    Plan,
-    RunMetadata,
-    Scheduler,
-    build_plan,
-    mandatory_jobs,
-    needs_person,
-    plan_overrides,
-    select_jobs,
-)
-from plainbox_like.define.units import IncludePattern, JobDefinition, Override, TestPlan, UnitSet, load_units
+from plainbox_like.define.metadata import DEFAULT_CERTIFICATION_STATUS, JobMetadata, RunMetadata, plan_overrides
+from plainbox_like.define.plan import SKIPPED_DEPENDENCY, Plan, build_plan, needs_person
+from plainbox_like.define.scheduler import Decision, Scheduler
+from plainbox_like.define.selection import mandatory_jobs, select_jobs
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.units import IncludePattern, JobDefinition, Override, TestPlan, UnitSet
 
 PROVIDER = Path(__file__).parent.parent / "data" / "units" / "provider"
 

@@ -17,7 +17,9 @@ import pytest
 
 from plainbox_like.define import plan as planning
 from plainbox_like.cli.main import main
-from plainbox_like.define.units import load_units
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.metadata import JobMetadata, RunMetadata
+from plainbox_like.define.selection import bootstrap_jobs, mandatory_jobs, select_jobs
 
 SCRIPTS = Path(__file__).resolve().parent.parent.parent / "scripts"
 
@@ -76,21 +78,21 @@ def test_each_unsupported_thing_is_named_once_with_its_file_and_line(provider, u
 
 def test_the_largest_plan_selects_bootstrap_first_and_keeps_its_metadata(provider, units):
     top = provider.top_plan
-    jobs = planning.select_jobs(units, top, [], [])
+    jobs = select_jobs(units, top, [], [])
     order = planning.build_plan(jobs).order
     namespace = make_provider.NAMESPACE + "::"
-    bootstrap = planning.bootstrap_jobs(units, top)
+    bootstrap = bootstrap_jobs(units, top)
     assert bootstrap[:2] == [namespace + "device", namespace + "package"]
     assert list(order[: len(bootstrap)]) == bootstrap
-    assert planning.mandatory_jobs(units, top) == [namespace + "miscellanea/submission-resources"]
-    meta = planning.RunMetadata.compute(units, top, jobs)
+    assert mandatory_jobs(units, top) == [namespace + "miscellanea/submission-resources"]
+    meta = RunMetadata.compute(units, top, jobs)
     assert meta.of(namespace + "audio/detect").certification_status == "blocker"
     assert meta.of(namespace + "audio/detect").category_id == namespace + "audio-detect"
-    assert meta.of(namespace + "audio/manual-004") == planning.JobMetadata(namespace + "audio", "non-blocker")
+    assert meta.of(namespace + "audio/manual-004") == JobMetadata(namespace + "audio", "non-blocker")
     # ^ns::audio/manual-00[0-3]$ sorts after ^ns::audio/manual-.*$ and ^ns::.*/manual-.*$: it wins
     assert meta.of(namespace + "audio/manual-001").certification_status == "blocker"
     assert meta.of(namespace + "audio/auto-002").category_id == namespace + "audio-auto"
-    assert meta.of(namespace + "miscellanea/submission-resources") == planning.JobMetadata(
+    assert meta.of(namespace + "miscellanea/submission-resources") == JobMetadata(
         namespace + "certification", "blocker"
     )
 

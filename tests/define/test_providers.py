@@ -112,7 +112,8 @@ def _provider_with_units(root: Path, name: str, namespace: str, units: str) -> P
 def test_run_and_plans_find_providers_through_providerpath(tmp_path, monkeypatch, capsys):
     from cli_helpers import run
 
-    from plainbox_like.store.storage import SessionRepository, load_session
+    from plainbox_like.store.reader import load_session
+    from plainbox_like.store.repository import SessionRepository
 
     one = _provider_with_units(tmp_path / "one", "one", "org.one", (
         "id: hello\ncommand: echo hello\n\nunit: test plan\nid: greet\nname: Greetings\ninclude: hello\n"

@@ -24,8 +24,10 @@ from plainbox_like.define.resource import (
     parse_records,
     resolve_resource,
 )
-from plainbox_like.store.storage import SessionRepository, load_session
-from plainbox_like.define.units import JobDefinition, load_units
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.units import JobDefinition
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 # -- records ------------------------------------------------------------------------------
 
@@ -423,7 +425,8 @@ command: true
 
 
 def test_template_instantiation_from_records():
-    from plainbox_like.define.units import instantiate_template, parse_pxu
+    from plainbox_like.define.pxu import parse_pxu
+    from plainbox_like.define.templates import instantiate_template
 
     units = parse_pxu(TEMPLATES, "t.pxu")
     plain, jinja = units.templates

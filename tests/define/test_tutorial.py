@@ -14,7 +14,8 @@ from plainbox_like.run import batch
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.cli.main import main
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 PROVIDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "providers", "tutorial")
 NS = "com.canonical.certification::"

@@ -1,4 +1,4 @@
-"""Tests of plainbox_like.define.units: the .pxu parser, command lists and loading."""
+"""Tests of the .pxu parser, command lists and loading (plainbox_like.define.records, pxu, loading, units)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,18 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from plainbox_like.define import units as units_module
+from plainbox_like.define import loading as loading_module
+from plainbox_like.define import pxu as pxu_module
 from plainbox_like.errors import UnitError
+from plainbox_like.define.loading import COMMAND_LINE_PATH, jobs_from_commands, load_units
+from plainbox_like.define.pxu import parse_pxu
 from plainbox_like.define.units import (
-    COMMAND_LINE_PATH,
     IncludePattern,
     JobDefinition,
     Origin,
     Override,
     TestPlan,
     UnitSet,
-    jobs_from_commands,
-    load_units,
-    parse_pxu,
 )
 
 DATA = Path(__file__).parent.parent / "data" / "units"
@@ -502,7 +501,7 @@ def test_unreadable_file_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def deny(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(units_module, "open", deny, raising=False)
+    monkeypatch.setattr(loading_module, "open", deny, raising=False)
     with pytest.raises(UnitError) as info:
         load_units([path])
     assert str(info.value) == f"{path}: cannot read file: permission denied"
@@ -737,7 +736,7 @@ def test_string_for_list_fields_is_rejected() -> None:
 
 _ID = st.from_regex(r"[a-z][a-z0-9/._-]{0,12}", fullmatch=True)
 _KEY = st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True).filter(
-    lambda key: key not in units_module._JOB_FIELDS | {"name"}
+    lambda key: key not in pxu_module._JOB_FIELDS | {"name"}
 )
 _LINE = st.text(
     alphabet=st.sampled_from("abz09 \t#:.=-_/$'\"\\{}()\u00e9\u00a0\u20ac\U0001f600"),
@@ -880,11 +879,9 @@ def test_files_without_provider_have_no_namespace(tmp_path):
 
 
 def test_units_man_page_documents_every_interpreted_field() -> None:
-    from plainbox_like.define import units as units_module
-
     page = (Path(__file__).parent.parent.parent / "man" / "plainbox-like-units.5").read_text()
     text = page.replace("\\-", "-")
-    fields = units_module._JOB_FIELDS | units_module._PLAN_FIELDS
+    fields = pxu_module._JOB_FIELDS | pxu_module._PLAN_FIELDS
     fields |= {"template-resource", "template-filter", "template-id", "template-engine"}
     missing = sorted(f for f in fields if f not in ("unit",) and not re.search(rf"\b{re.escape(f)}\b", text))
     assert missing == []

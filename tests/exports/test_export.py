@@ -17,11 +17,14 @@ import xml.etree.ElementTree as ET
 import attrs
 import pytest
 
-from plainbox_like.store import codec, storage
+from plainbox_like.store import codec
+from plainbox_like.store import writer as writing
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like import exports
 from plainbox_like.exports import common, tarball
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from test_codec import make_plainbox_session
 
 #: Every byte value: NULs, escapes, invalid UTF-8.
@@ -232,7 +235,7 @@ category_overrides:
 def test_json_export_gives_each_job_its_effective_metadata_across_resume(tmp_path):
     from plainbox_like.store.runconfig import RunConfig
     from plainbox_like.run import prepare
-    from plainbox_like.define.plan import RunMetadata
+    from plainbox_like.define.metadata import RunMetadata
 
     path = tmp_path / "units.pxu"
     path.write_text(METADATA_UNITS)
@@ -605,7 +608,7 @@ def test_tar_of_a_session_being_written(repo, tmp_path):
 def test_tar_is_consistent_while_snapshots_happen(repo, tmp_path, monkeypatch):
     """A writer snapshotting (and truncating its journal) all the time never yields an archive that does not
     load, and each archive holds exactly a state the writer had (never a snapshot and a journal that disagree)."""
-    monkeypatch.setattr(storage, "MIN_JOURNAL_BYTES", 200)
+    monkeypatch.setattr(writing, "MIN_JOURNAL_BYTES", 200)
     writer = repo.create(durability="flush")
     first = attrs.evolve(writer.state)
     first_document = codec.state_document(first)
@@ -706,7 +709,7 @@ def test_import_checkbox_archive(tmp_path, version, root_layout):
     assert not os.path.exists(os.path.join(imported.path, "lock"))
     # Read-only afterwards, as any Checkbox session.
     with pytest.raises(Exception, match="Plainbox"):
-        storage.SessionWriter.open(imported.path)
+        SessionWriter.open(imported.path)
 
 
 def _assert_nothing_left(sessions_dir):

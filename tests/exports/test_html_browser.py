@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from plainbox_like import exports
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from test_export import PLAN, build_session
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")

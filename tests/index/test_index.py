@@ -19,14 +19,16 @@ import strategies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plainbox_like.index import access, fastread, listing, schema
 from plainbox_like.index import query as indexing
-from plainbox_like.index import fastread, schema
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.run import settle
-from plainbox_like.store import storage
+from plainbox_like.store import names, reader
+from plainbox_like.store.writer import SessionWriter, write_atomically
 from plainbox_like.read import summary
-from plainbox_like.index.query import ListFilter, SessionIndex
+from plainbox_like.index.listing import ListFilter
+from plainbox_like.index.query import SessionIndex
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.summary import SessionSummary
 from factories import dead_pid
@@ -113,13 +115,13 @@ def reconciled(root, notices=None):
 @pytest.fixture
 def count_loads(monkeypatch):
     loads = []
-    real = storage.load_session
+    real = reader.load_session
 
     def counting(path, *args, **kwargs):
         loads.append(os.path.basename(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(storage, "load_session", counting)
+    monkeypatch.setattr(reader, "load_session", counting)
     return loads
 
 
@@ -133,7 +135,7 @@ def table_counts(index):
 def test_the_index_uses_the_library_s_names_not_copies():
     from plainbox_like.store import codec, model, names
 
-    assert (indexing.STATE_FILE, indexing.JOURNAL_FILE) == (storage.STATE_FILE, storage.JOURNAL_FILE)
+    assert (indexing.STATE_FILE, indexing.JOURNAL_FILE) == (names.STATE_FILE, names.JOURNAL_FILE)
     assert indexing.FAILED_OUTCOMES is model.FAILED_OUTCOMES is names.FAILED_OUTCOMES
     assert indexing.STATUSES is summary.STATUSES is names.STATUSES
     assert indexing.TIME_FIELDS is summary.TIME_FIELDS is names.TIME_FIELDS
@@ -271,7 +273,7 @@ def test_newer_schema_is_left_alone(repo, root, units):
     with pytest.raises(indexing.IndexUnusable, match="newer"):
         SessionIndex.open(root)
     notices = []
-    with indexing.fresh_index(root, notices.append) as index:  # readers fall back to memory
+    with access.fresh_index(root, notices.append) as index:  # readers fall back to memory
         assert index.memory
         assert [s.title for s in index.summaries()] == ["one"]
     assert len(notices) == 1 and "newer" in notices[0]
@@ -295,7 +297,7 @@ def test_an_index_that_cannot_be_written_falls_back_to_memory(repo, root, units,
 
     monkeypatch.setattr(SessionIndex, "reconcile", readonly)
     notices = []
-    with indexing.fresh_index(root, notices.append) as index:
+    with access.fresh_index(root, notices.append) as index:
         assert index.memory and [s.title for s in index.summaries()] == ["still listed"]
     assert len(notices) == 1 and "readonly" in notices[0]
 
@@ -368,7 +370,7 @@ def test_reconcile_rereads_only_changed_sessions(repo, root, units, count_loads)
 
 def test_a_change_during_reading_is_caught_by_the_next_reconcile(repo, root, units, monkeypatch):
     writer = make_session(repo, units, close=False)
-    real = storage.load_session
+    real = reader.load_session
 
     def load_then_change(path, *args, **kwargs):
         loaded = real(path, *args, **kwargs)
@@ -376,7 +378,7 @@ def test_a_change_during_reading_is_caught_by_the_next_reconcile(repo, root, uni
             writer.job_finished("disk/read", Attempt("fail"))  # lands after the stamps were taken
         return loaded
 
-    monkeypatch.setattr(storage, "load_session", load_then_change)
+    monkeypatch.setattr(reader, "load_session", load_then_change)
     with open_index(root) as index:
         index.reconcile()
         assert index.summaries()[0].counts == {}
@@ -395,7 +397,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
     plain_session(repo)
     bad = repo.create(title="bad")
     bad.close()
-    with open(os.path.join(bad.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(bad.path, names.STATE_FILE), "wb") as f:
         f.write(b"junk")
     make_old(bad.path)
     os.mkdir(os.path.join(repo.sessions_dir, "empty.session"))
@@ -404,7 +406,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
     journal.job_finished("x", Attempt("pass"))
     journal.job_finished("y", Attempt("pass"))
     journal.abandon()
-    with open(os.path.join(journal.path, storage.JOURNAL_FILE), "r+b") as f:
+    with open(os.path.join(journal.path, names.JOURNAL_FILE), "r+b") as f:
         f.write(b"{garbage")
     try:
         direct = [s.as_dict() for s in summary.list_sessions(repo)]
@@ -416,7 +418,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
              for d in direct],
             indent=2, sort_keys=True, ensure_ascii=False,
         ) + "\n"  # fmt: skip
-        assert indexing.json_list(documents) == expected
+        assert listing.json_list(documents) == expected
         statuses = {d["title"] or d["id"]: d["status"] for d in direct}
         assert statuses["live"] == "running" and statuses["interrupted"] == "incomplete"
         reasons = [d["reason"] for d in direct if d["status"] == "corrupt"]
@@ -430,7 +432,7 @@ def test_running_status_is_checked_when_read(repo, root, units):
     with reconciled(root) as index:
         assert index.summaries()[0].status == "running"
         writer.abandon()  # the writer dies: nothing in the directory changes...
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         listed = index.list()[0]  # ...no reconcile: the stored "running" is checked live
         assert listed.summary.status == "incomplete"
@@ -447,7 +449,7 @@ def test_paused_is_a_live_status_too(repo, root, units):
         assert index.summaries()[0].status == "paused"
         assert [s.id for s in index.summaries(ListFilter(statuses=["paused"]))] == [writer.id]
         writer.abandon()
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         assert index.summaries()[0].status == "incomplete"
         assert index.summaries(ListFilter(statuses=["paused"])) == []
@@ -711,7 +713,7 @@ def rewrite_snapshot(path, edit):
     """Replace the session's snapshot by *edit* applied to its decoded document."""
     import gzip
 
-    state_path = os.path.join(path, storage.STATE_FILE)
+    state_path = os.path.join(path, names.STATE_FILE)
     with open(state_path, "rb") as f:
         doc = json.loads(gzip.decompress(f.read()))
     edit(doc)
@@ -744,7 +746,7 @@ def test_direct_reading_takes_only_what_the_converter_takes(repo, units):
         "newer version": lambda d: d.update(version=99),
         "no format (Plainbox)": lambda d: d.pop("format"),
     }
-    original = os.path.join(writer.path, storage.STATE_FILE)
+    original = os.path.join(writer.path, names.STATE_FILE)
     with open(original, "rb") as f:
         pristine = f.read()
     seen = {}
@@ -826,9 +828,9 @@ def directory_stamp(path):
 
 def append_result(path, job_id, outcome):
     """Journal a result as a writer would (without taking the lock: a writer we cannot see)."""
-    seq = storage.load_session(path).state.journal_seq + 1
+    seq = reader.load_session(path).state.journal_seq + 1
     line = {"seq": seq, "op": "result", "job": job_id, "result": {"outcome": outcome, "attempt": 1}, "t": time.time()}
-    with open(os.path.join(path, storage.JOURNAL_FILE), "ab") as f:
+    with open(os.path.join(path, names.JOURNAL_FILE), "ab") as f:
         f.write(json.dumps(line).encode() + b"\n")
 
 
@@ -840,7 +842,7 @@ def test_a_finished_session_is_checked_by_its_directory_alone(repo, root, units,
         assert settled_of(index, writer.id) == indexing.SETTLED
         count_loads.clear()
         directory = directory_stamp(writer.path)
-        os.utime(os.path.join(writer.path, storage.STATE_FILE))  # touched, not changed
+        os.utime(os.path.join(writer.path, names.STATE_FILE))  # touched, not changed
         assert directory_stamp(writer.path) == directory
         assert index.reconcile().read == 0 and count_loads == []
         assert index.reconcile(full=True).updated == 1  # the full one compares every file
@@ -851,7 +853,7 @@ def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, 
     make_old(writer.path)
     with reconciled(root) as index:
         assert settled_of(index, writer.id) == indexing.SETTLED
-        again = storage.SessionWriter.open(writer.path, durability="flush")  # resume, tag, repair: all do this first
+        again = SessionWriter.open(writer.path, durability="flush")  # resume, tag, repair: all do this first
         again.job_finished("disk/read", Attempt("crash"))
         stats = index.reconcile()
         assert stats.updated == 1
@@ -866,7 +868,7 @@ def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, 
 
 def test_a_session_locked_by_another_host_is_never_settled(repo, root, units, settle_at_once):
     writer = make_session(repo, units, title="written elsewhere")
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
         f.write("4242 some-other-host\n")
     make_old(writer.path)
     with reconciled(root) as index:
@@ -914,7 +916,7 @@ def test_a_session_stored_as_running_whose_writer_died_is_read_again(repo, root,
     writer = make_session(repo, units, title="live", complete=False, close=False)
     with reconciled(root) as index:
         writer.abandon()
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         stats = index.reconcile()
         assert stats.updated == 1 and stats.read == 1
@@ -947,13 +949,13 @@ def test_json_parts_are_the_listed_documents_in_order(repo, root, units):
     for n in range(40):  # created in no particular order
         writer = make_session(repo, units, title=f"s{n}", complete=n % 3 != 0, tags=["x"] if n % 2 else [])
         if n % 5 == 0:
-            storage.SessionWriter.open(writer.path, durability="flush").close()
+            SessionWriter.open(writer.path, durability="flush").close()
         make_old(writer.path)
         rewrite_snapshot(writer.path, lambda d, n=n: d["session"]["metadata"].update(created=now - (n * 7919 % 40) * 60))
     with reconciled(root) as index:
         for flt in (ListFilter(), ListFilter(limit=7), ListFilter(tags=["x"]), ListFilter(statuses=["incomplete"]),
                     ListFilter(statuses=["incomplete"], limit=3), ListFilter(title="nothing like it")):  # fmt: skip
-            expected = indexing.json_list([item.document for item in index.list(flt, documents_only=True)])
+            expected = listing.json_list([item.document for item in index.list(flt, documents_only=True)])
             assert b"".join(index.json_parts(flt)).decode() == expected
 
 
@@ -962,7 +964,7 @@ def test_json_parts_check_live_statuses(repo, root, units):
     writer = make_session(repo, units, title="live", complete=False, close=False)
     with reconciled(root) as index:
         writer.abandon()
-        with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+        with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
             f.write(f"{dead_pid()} {socket.gethostname()}\n")
         listed = json.loads(b"".join(index.json_parts()))  # no reconcile: the stored "running" is checked
         assert [d["status"] for d in listed] == ["incomplete", "complete"]
@@ -978,7 +980,7 @@ def test_the_quick_scan_shared_with_a_forked_process_finds_the_same(repo, root, 
         text = index.conn.execute("SELECT group_concat(dir_key, '/') FROM sessions WHERE settled = 1").fetchone()[0]
         settled = set(text.split("/"))
         assert len(settled) == 6
-        storage.SessionWriter.open(writers[0].path, durability="flush").close()  # changed
+        SessionWriter.open(writers[0].path, durability="flush").close()  # changed
         shutil.rmtree(writers[1].path)  # gone
         fresh = make_session(repo, units, title="new")
         fd = os.open(repo.sessions_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -1006,8 +1008,8 @@ def _write_plain_session(directory, state):
 
     os.makedirs(directory)
     data, _size = codec.encode_state(state)
-    storage.write_atomically(os.path.join(directory, storage.STATE_FILE), data)
-    open(os.path.join(directory, storage.JOURNAL_FILE), "wb").close()
+    write_atomically(os.path.join(directory, names.STATE_FILE), data)
+    open(os.path.join(directory, names.JOURNAL_FILE), "wb").close()
 
 
 def _times_in_range(state):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from plainbox_like.index import query as indexing
+from plainbox_like.index import lineage
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
-from plainbox_like.store import storage
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.model import Attempt
 
 
@@ -30,22 +30,22 @@ def test_find_children(repo):
     first = _session(repo, "first", parent_session=parent.id, parent_job="j1", created=now - 10)
     second = _session(repo, "second", complete=False)
     manage.rename_session(repo, second.id, "second")  # an edit does not change the lineage
-    w = storage.SessionWriter.open(second.path)
+    w = SessionWriter.open(second.path)
     w.update_metadata(parent_session=parent.id, parent_job="j2")
     w.close()
     _session(repo, "unrelated", parent_session="someone-else")
     third = _session(repo, "third", created=now + 10)
-    w = storage.SessionWriter.open(third.path)
+    w = SessionWriter.open(third.path)
     w.update_metadata(parent_session=parent.id, parent_job="j3")
     w.abandon()  # the change is in the journal only
-    children = indexing.find_children(repo.root, parent.id)
+    children = lineage.find_children(repo.root, parent.id)
     assert [(c.id, c.title, c.status, c.parent_job) for c in children] == [
         (first.id, "first", summary.STATUS_COMPLETE, "j1"),
         (second.id, "second", summary.STATUS_INCOMPLETE, "j2"),
         (third.id, "third", summary.STATUS_COMPLETE, "j3"),
     ]
-    assert indexing.find_children(repo.root, first.id) == []
+    assert lineage.find_children(repo.root, first.id) == []
 
 
 def test_no_repository_has_no_children(tmp_path):
-    assert indexing.find_children(str(tmp_path / "nothing"), "x") == []
+    assert lineage.find_children(str(tmp_path / "nothing"), "x") == []

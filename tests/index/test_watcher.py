@@ -14,10 +14,12 @@ import time
 
 import pytest
 
+from plainbox_like.index import access
 from plainbox_like.index import query as indexing
-from plainbox_like.store import storage
+from plainbox_like.store import reader
+from plainbox_like.store.names import JOURNAL_FILE
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.index.watcher import Watcher, WatcherRunning, default_observer
 from factories import wait_until
 
@@ -150,8 +152,8 @@ def test_new_and_removed_sessions_follow_the_directory(repo, root):
 def test_io_log_writes_do_not_reread_the_session(repo, root, monkeypatch):
     writer = make(repo, "chatty", close=False)
     loads = []
-    real = storage.load_session
-    monkeypatch.setattr(storage, "load_session", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
+    real = reader.load_session
+    monkeypatch.setattr(reader, "load_session", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
     refreshed = refreshes(monkeypatch)
     with Running(Watcher(root, interval=60)):
         loads.clear()
@@ -175,7 +177,7 @@ def test_reading_sessions_makes_no_events(repo, root, monkeypatch):
     with Running(Watcher(root, interval=60)) as running:
         for _ in range(20):
             for writer in writers:
-                storage.load_session(writer.path)
+                reader.load_session(writer.path)
                 os.listdir(writer.path)
         assert running.watcher.events == 0
         later = make(repo, "later")  # seen after the reads' events, if they made any (events come in order)
@@ -205,8 +207,8 @@ def test_the_watchers_reconcile_compares_every_file(repo, root, monkeypatch):
     watcher = Watcher(root, interval=0.3, observer_factory=SilentObserver)
     with Running(watcher):
         assert wait_until(lambda: writer.id in indexed(root), 5)
-        seq = storage.load_session(writer.path).state.journal_seq + 1
-        with open(os.path.join(writer.path, storage.JOURNAL_FILE), "ab") as f:
+        seq = reader.load_session(writer.path).state.journal_seq + 1
+        with open(os.path.join(writer.path, JOURNAL_FILE), "ab") as f:
             f.write(b'{"seq": %d, "op": "result", "job": "a", "result": {"outcome": "fail"}, "t": 1.0}\n' % seq)
         assert wait_until(lambda: indexed(root)[writer.id].counts == {"fail": 1}, 5)
 
@@ -242,8 +244,8 @@ def test_a_second_watcher_is_refused_naming_the_holder(root):
             Watcher(root).run()
         assert caught.value.pid == os.getpid()
         assert f"pid {os.getpid()}" in str(caught.value)
-        assert indexing.watch_lock_holder(root)[0] == os.getpid()
-    assert indexing.watch_lock_holder(root) is None
+        assert access.watch_lock_holder(root)[0] == os.getpid()
+    assert access.watch_lock_holder(root) is None
 
 
 def test_second_watcher_from_the_command_line(root):
@@ -290,13 +292,13 @@ def test_list_trusts_a_running_watcher(repo, root, monkeypatch):
     make(repo, "one")
     with Running(Watcher(root, interval=60)):
         with indexing.SessionIndex.open(root) as index:
-            assert indexing.watcher_keeps_fresh(index)
+            assert access.watcher_keeps_fresh(index)
         calls = []
         monkeypatch.setattr(indexing.SessionIndex, "reconcile", lambda self: calls.append(1))
-        with indexing.fresh_index(root) as index:
+        with access.fresh_index(root) as index:
             assert index.count() == 1
         assert calls == []
-    with indexing.fresh_index(root) as index:
+    with access.fresh_index(root) as index:
         pass
     assert calls == [1]  # no watcher: list reconciles first
 
@@ -311,7 +313,7 @@ def test_watch_stops_cleanly_on_a_signal(repo, root, signum):
     try:
         line = proc.stderr.readline()
         assert "watching" in line and "1 sessions indexed" in line
-        assert indexing.watch_lock_holder(root)[0] == proc.pid
+        assert access.watch_lock_holder(root)[0] == proc.pid
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=15)
     finally:
@@ -320,7 +322,7 @@ def test_watch_stops_cleanly_on_a_signal(repo, root, signum):
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "stopped" in err
-    assert indexing.watch_lock_holder(root) is None
+    assert access.watch_lock_holder(root) is None
 
 
 def test_watch_once_reconciles_and_exits(repo, root):

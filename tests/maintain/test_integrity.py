@@ -22,8 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import strategies
-from plainbox_like.store import codec, iolog, storage
-from plainbox_like.maintain import integrity
+from plainbox_like.store import codec, iolog, locks
+from plainbox_like.store.journal import parse_journal
+from plainbox_like.store.names import LOCK_FILE
+from plainbox_like.maintain import check as checking
+from plainbox_like.maintain import repair as repairing
+from plainbox_like.maintain import logscan
+from plainbox_like.maintain import salvage as salvaging
 from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.store.runconfig import RunConfig
@@ -31,7 +36,9 @@ from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
-from plainbox_like.store.storage import SessionRepository, SessionWriter, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 
 #: Jobs with output on both streams, a larger output, and none at all.
 COMMANDS = ["printf 'hello\\n'; printf 'warn\\n' >&2", "seq 1 3000", "true"]
@@ -79,11 +86,11 @@ def files(path: str) -> dict[str, bytes]:
     """Every file of a session (relative name -> bytes), without quarantine/ and the lock."""
     out = {}
     for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not (root == path and d == integrity.QUARANTINE_DIR)]
+        dirs[:] = [d for d in dirs if not (root == path and d == repairing.QUARANTINE_DIR)]
         for name in names:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, path)
-            if rel != storage.LOCK_FILE:
+            if rel != LOCK_FILE:
                 with open(full, "rb") as f:
                     out[rel] = f.read()
     return out
@@ -92,7 +99,7 @@ def files(path: str) -> dict[str, bytes]:
 def quarantined(path: str) -> dict[str, bytes]:
     """Files in every quarantine/<timestamp>/ (relative to it), without repair.log."""
     out = {}
-    root = os.path.join(path, integrity.QUARANTINE_DIR)
+    root = os.path.join(path, repairing.QUARANTINE_DIR)
     if not os.path.isdir(root):
         return out
     for stamp in os.listdir(root):
@@ -107,7 +114,7 @@ def quarantined(path: str) -> dict[str, bytes]:
     return out
 
 
-def problems(report: integrity.SessionCheck) -> set[tuple[str, str]]:
+def problems(report: checking.SessionCheck) -> set[tuple[str, str]]:
     return {(f.file, f.kind) for f in report.problems}
 
 
@@ -120,17 +127,17 @@ def assert_nothing_deleted(before: dict[str, bytes], path: str) -> None:
             assert kept.get(rel) == data, f"{rel}: changed by repair and not kept in quarantine"
 
 
-def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> integrity.RepairResult:
+def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=None) -> repairing.RepairResult:
     """The common script: check finds *expected*, repair fixes it, nothing is deleted, check is clean."""
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == expected, report.problems
     assert not report.healthy
     before = files(path)
     said = []
-    result = integrity.repair_session(path, say=said.append)
+    result = repairing.repair_session(path, say=said.append)
     assert result.actions and said == result.actions
     assert_nothing_deleted(before, path)
-    after = integrity.check_session(path)
+    after = checking.check_session(path)
     assert after.healthy, after.problems
     assert result.after is not None and result.after.healthy
     load_session(path)  # loads without error
@@ -150,16 +157,16 @@ def resume(path: str) -> batch.RunSummary:
 
 def test_healthy_closed_session(root):
     path = closed_session(root)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     assert report.notes == []
     assert report.origin == codec.FORMAT
     assert report.id == os.path.basename(path)[: -len(".session")]
     before = files(path)
-    result = integrity.repair_session(path)
+    result = repairing.repair_session(path)
     assert result.actions == [] and result.quarantine is None
     assert files(path) == before
-    assert not os.path.exists(os.path.join(path, integrity.QUARANTINE_DIR))
+    assert not os.path.exists(os.path.join(path, repairing.QUARANTINE_DIR))
 
 
 def test_a_stream_without_output_needs_no_raw_file(root):
@@ -167,20 +174,20 @@ def test_a_stream_without_output_needs_no_raw_file(root):
     for stream in iolog.STREAMS:  # "true" printed nothing: an empty raw file or none are both fine
         raw = os.path.join(path, "io-logs", f"c3.{stream}")
         open(raw, "wb").close()
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
         os.unlink(raw)
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
 
 
 def test_journal_with_good_lines_only_is_healthy(root):
     path = journaled_session(root)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     # The dead writer's lock is worth a note, not a problem: nothing was running.
     assert [f.kind for f in report.notes] == ["unclean-stop"]
     lock = open(os.path.join(path, "lock"), "rb").read()
     before = files(path)
-    assert integrity.repair_session(path).actions == []
+    assert repairing.repair_session(path).actions == []
     assert files(path) == before
     assert open(os.path.join(path, "lock"), "rb").read() == lock  # still names the writer that did not finish
 
@@ -191,12 +198,12 @@ def test_live_writer_is_a_note_and_blocks_repair(root):
         log, name = writer.new_log("j", 1)
         writer.job_started("j", 1, name)
         log.write("stdout", b"x" * 100)  # raw file ahead of the unflushed records
-        report = integrity.check_session(writer.path)
+        report = checking.check_session(writer.path)
         assert report.healthy, report.problems
         assert [f.kind for f in report.notes] == ["being-written"]
         assert str(os.getpid()) in report.notes[0].message
         with pytest.raises(SessionLocked):
-            integrity.repair_session(writer.path)
+            repairing.repair_session(writer.path)
         log.close()
     finally:
         writer.close()
@@ -206,7 +213,7 @@ def test_session_being_created_is_a_note(root):
     path = os.path.join(root, "sessions", "new.session")
     os.makedirs(os.path.join(path, "io-logs"))
     open(os.path.join(path, "journal"), "wb").close()
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert [f.kind for f in report.notes] == ["being-created"]
 
@@ -214,7 +221,7 @@ def test_session_being_created_is_a_note(root):
 def test_check_repository_checks_every_session_in_id_order(root):
     paths = [closed_session(root) for _ in range(3)]
     os.unlink(os.path.join(paths[1], "session"))
-    reports = integrity.check_repository(SessionRepository(root))
+    reports = checking.check_repository(SessionRepository(root))
     assert [r.path for r in reports] == sorted(paths, key=os.path.basename)
     assert [r.healthy for r in reports] == [p != paths[1] for p in sorted(paths, key=os.path.basename)]
 
@@ -257,7 +264,7 @@ def test_damaged_snapshot(root, make, how, backup):
     _damage_snapshot(path, how, rng)
     kind = "snapshot-missing" if how == "delete" else "snapshot-corrupt"
     damaged_bytes = files(path).get("session")
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert {f.kind for f in report.notes} >= {"rebuild-preview"}
     result = repair_and_verify(path, {("session", kind)})
     if damaged_bytes is not None:
@@ -281,7 +288,7 @@ def test_damaged_snapshot(root, make, how, backup):
     else:
         summary = resume(path)
         assert set(summary.counts) <= {OUTCOME_PASS}
-        assert integrity.check_session(path).healthy
+        assert checking.check_session(path).healthy
         resumed = load_session(path).state
         assert FLAG_INCOMPLETE not in resumed.metadata.flags
         assert set(resumed.results) >= set(state.desired_job_list)
@@ -296,10 +303,10 @@ def test_truncated_snapshot_salvages_exact_fields(root, seed):
     cut = random.Random(seed).randrange(1, len(data))
     with open(os.path.join(path, "session"), "wb") as f:
         f.write(data[:cut])
-    rebuilt = integrity.rebuild_state(path)
+    rebuilt = salvaging.rebuild_state(path)
     assert not rebuilt.snapshot_ok
     state = codec.converter.unstructure(rebuilt.state)
-    salvage = integrity.salvage_snapshot(data[:cut])
+    salvage = salvaging.salvage_snapshot(data[:cut])
     if salvage is not None:
         for key, value in salvage.fields.items():
             assert original[key] == value
@@ -316,7 +323,7 @@ def test_salvage_never_invents(state, where):
     raw = gzip.decompress(data)
     cut = int(len(raw) * where)
     partial = gzip.compress(raw[:cut])[:-8]  # a stream that ends early, as a cut file does
-    salvage = integrity.salvage_snapshot(partial)
+    salvage = salvaging.salvage_snapshot(partial)
     doc = codec.converter.unstructure(state)
     if salvage is None:
         return
@@ -330,9 +337,9 @@ def test_salvage_never_invents(state, where):
 
 
 def test_salvage_of_garbage_is_nothing():
-    assert integrity.salvage_snapshot(b"") is None
-    assert integrity.salvage_snapshot(b"\0" * 100) is None
-    assert integrity.salvage_snapshot(gzip.compress(b'{"version": 6, "session": {}}')) is None
+    assert salvaging.salvage_snapshot(b"") is None
+    assert salvaging.salvage_snapshot(b"\0" * 100) is None
+    assert salvaging.salvage_snapshot(gzip.compress(b'{"version": 6, "session": {}}')) is None
 
 
 def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
@@ -362,7 +369,7 @@ def test_backup_and_journal_gap_are_reported_as_lost(root):
     writer.update_metadata(tags=["after the snapshot"])
     writer.abandon()
     os.unlink(os.path.join(path, "session"))
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     preview = next(f for f in report.notes if f.kind == "rebuild-preview")
     assert "session.bak" in preview.message and "only the damaged snapshot had them" in preview.message
     result = repair_and_verify(path, {("session", "snapshot-missing")})
@@ -426,7 +433,7 @@ def test_bad_line_in_the_middle_of_the_journal_is_skipped(root):
     _write_journal(path, damaged)
     with pytest.raises(PlainboxLikeError, match="bad journal line"):
         load_session(path)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert [f.message.split(":")[0] for f in report.problems] == ["line 4"]
     repair_and_verify(path, {("journal", "journal-bad-line")})
     state = load_session(path).state
@@ -454,7 +461,7 @@ def test_overwritten_journal_line_loses_only_that_change(root, seed):
     if lost["op"] == "result":
         # Its job looks as if it never finished: settled, without pretending it was cut short.
         latest = state.latest(lost["job"])
-        assert latest.outcome == OUTCOME_CRASH and latest.comments == integrity.RESULT_LOST
+        assert latest.outcome == OUTCOME_CRASH and latest.comments == salvaging.RESULT_LOST
     else:
         assert state.results == original.results
     assert state.running_jobs == {}
@@ -469,7 +476,7 @@ def test_journal_gap_with_good_snapshot(root):
     _write_journal(path, b"\n".join(lines) + b"\n")
     with pytest.raises(PlainboxLikeError, match="gap"):
         load_session(path)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == {("journal", "journal-gap")}
     assert f"expected {seq}, found {seq + 1}" in report.problems[0].message
     result = repair_and_verify(path, {("journal", "journal-gap")})
@@ -576,7 +583,7 @@ def test_raw_comparison_streams_large_files(root, tmp_path):
     with open(stem + ".stdout", "r+b") as f:
         f.seek(3_000_000)
         f.write(b"\0\0")
-    scan = integrity.scan_log(stem + ".record.gz")
+    scan = logscan.scan_log(stem + ".record.gz")
     assert scan.complete and scan.records == 64
     raw = scan.raw["stdout"]
     assert raw.status == "differs"
@@ -622,7 +629,7 @@ def test_repair_never_writes_outside_io_logs(root, tmp_path):
     writer = SessionWriter.open(path)
     writer.job_finished("evil", batch.Attempt("pass", io_log_filename=str(outside)))
     writer.close()
-    result = integrity.repair_session(path)
+    result = repairing.repair_session(path)
     assert outside.read_bytes() == b"\x1f\x8b\x08\x00\0\0\0\0\0\x03"
     assert any("outside" in line for line in result.lost)
 
@@ -630,7 +637,7 @@ def test_repair_never_writes_outside_io_logs(root, tmp_path):
 def test_orphan_log_is_a_note(root):
     path = closed_session(root)
     open(_log(path, "ghost"), "wb").close()
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert [(f.file, f.kind) for f in report.notes] == [("io-logs/ghost.record.gz", "orphan-log")]
 
@@ -654,7 +661,7 @@ def test_stale_temporaries(root):
 
 def test_interrupted_run(root):
     path = interrupted_session(root)
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert problems(report) == {("lock", "interrupted-run")}
     assert "c2" in report.problems[0].message and "resume or cleanup" in report.problems[0].message
     # The cut log of the running job is expected, and its raw file is ahead of the records.
@@ -665,32 +672,32 @@ def test_interrupted_run(root):
     latest = state.latest("c2")
     assert latest.outcome == OUTCOME_CRASH and latest.comments == settle.STOPPED_WHILE_RUNNING
     assert FLAG_INCOMPLETE in state.metadata.flags
-    assert storage.lock_holder(path) is None  # released cleanly
+    assert locks.lock_holder(path) is None  # released cleanly
     records = iolog.read_records(os.path.join(path, latest.io_log_filename))
     assert records.complete
     assert b"".join(r.data for r in records.records) == b"started\nafter the last flush\n"
     assert any(a.startswith("lock: interrupted run") for a in result.actions)
     summary = resume(path)
     assert summary.counts == {OUTCOME_PASS: 1, OUTCOME_CRASH: 1}
-    assert integrity.check_session(path).healthy
+    assert checking.check_session(path).healthy
 
 
 def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
     path = interrupted_session(root)
     resume(path)  # settles c2 as crashed, keeps its cut log
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy, report.problems
     assert ("io-logs/c2.record.gz", "log-cut") in {(f.file, f.kind) for f in report.notes}
-    result = integrity.repair_session(path)  # completes it all the same
+    result = repairing.repair_session(path)  # completes it all the same
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
-    assert not any(f.kind == "log-cut" for f in integrity.check_session(path).notes)
+    assert not any(f.kind == "log-cut" for f in checking.check_session(path).notes)
 
 
 def test_foreign_lock_holder_is_not_judged(root):
     path = interrupted_session(root)
     with open(os.path.join(path, "lock"), "w") as f:
         f.write(f"4242 not-{socket.gethostname()}\n")
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert report.healthy
     assert "foreign-writer" in {f.kind for f in report.notes}
 
@@ -720,9 +727,9 @@ def test_several_faults_at_once(root):
 def test_repair_is_idempotent(root):
     path = interrupted_session(root)
     os.unlink(os.path.join(path, "session"))
-    integrity.repair_session(path)
+    repairing.repair_session(path)
     before = files(path)
-    again = integrity.repair_session(path)
+    again = repairing.repair_session(path)
     assert again.actions == []
     assert files(path) == before
 
@@ -744,9 +751,9 @@ _odd = st.sampled_from(
 @given(st.lists(st.one_of(_good, _bad, _blank, _odd), max_size=8), st.booleans())
 def test_scan_journal_agrees_with_parse_journal(lines, final_newline):
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
-    scan = integrity.scan_journal(data)
+    scan = salvaging.scan_journal(data)
     try:
-        read = storage.parse_journal(data, "journal", after_seq=10**9)
+        read = parse_journal(data, "journal", after_seq=10**9)
     except PlainboxLikeError as exc:
         assert scan.bad, exc
         assert exc.line == scan.bad[0][0]
@@ -819,7 +826,7 @@ def _tree(directory):
 def test_checkbox_session_checks_read_only(tmp_path):
     directory = make_checkbox_session(str(tmp_path / "pbox.session"))
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert report.origin == "plainbox"
     assert report.healthy, report.problems
     assert report.notes == []
@@ -828,7 +835,7 @@ def test_checkbox_session_checks_read_only(tmp_path):
         f.write(b"x")
     os.unlink(os.path.join(directory, "io-logs", "com.canonical.certification__silent.record.gz"))
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert problems(report) == {
         ("io-logs/com.canonical.certification__cpu_info.stdout", "raw-differs"),
         # Not found here: looked for in io-logs/ here, never where Checkbox once wrote it.
@@ -836,7 +843,7 @@ def test_checkbox_session_checks_read_only(tmp_path):
     }
     assert _tree(directory) == before
     with pytest.raises(PlainboxLikeError, match="read-only"):
-        integrity.repair_session(directory)
+        repairing.repair_session(directory)
     assert _tree(directory) == before
     assert not os.path.exists(os.path.join(directory, "lock"))
 
@@ -848,7 +855,7 @@ def test_plainbox_sessions_of_every_version(tmp_path, version):
     directory = str(tmp_path / f"v{version}")
     make_plainbox_session(directory, version)
     before = _tree(directory)
-    report = integrity.check_session(directory)
+    report = checking.check_session(directory)
     assert _tree(directory) == before
     assert report.origin == "plainbox"
     if version == 1:

@@ -16,13 +16,16 @@ import time
 
 import pytest
 
-from plainbox_like.store import codec, storage
+from plainbox_like.store import codec, locks, reader
+from plainbox_like.store.writer import SessionWriter
+from plainbox_like.errors import SessionLocked
+from plainbox_like.store.names import BACKUP_FILE, JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
 from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 from factories import dead_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,7 +62,7 @@ def incomplete_session(repo, title="stopped", created=None):
     return writer
 
 
-def snapshot_state(path, name=storage.STATE_FILE):
+def snapshot_state(path, name=STATE_FILE):
     with open(os.path.join(path, name), "rb") as f:
         return codec.decode_state(f.read(), name).state
 
@@ -149,7 +152,7 @@ def test_delete_removes_the_directory_and_reports_its_size(repo):
 
 def test_delete_a_corrupt_session(repo):
     writer = complete_session(repo)
-    with open(os.path.join(writer.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(writer.path, STATE_FILE), "wb") as f:
         f.write(b"garbage")
     [deleted] = manage.delete_sessions(repo, [writer.id])
     assert deleted.status == summary.STATUS_CORRUPT
@@ -162,7 +165,7 @@ def test_interrupted_deletion_leaves_no_visible_session(repo, monkeypatch):
 
     def crash_midway(path, *args, **kwargs):
         # Remove part of the files, then fail, as a crash or an I/O error would.
-        os.unlink(os.path.join(path, storage.STATE_FILE))
+        os.unlink(os.path.join(path, STATE_FILE))
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(manage.shutil, "rmtree", crash_midway)
@@ -199,7 +202,7 @@ def test_rename_happens_before_removal(repo, monkeypatch):
     assert os.path.basename(path).startswith(manage.DELETING_PREFIX)
     assert os.path.dirname(path) == repo.sessions_dir
     assert not original_still_there
-    assert storage.STATE_FILE in contents
+    assert STATE_FILE in contents
 
 
 def test_delete_refuses_a_live_session(repo):
@@ -242,8 +245,8 @@ def test_delete_holds_the_lock_against_writers(repo, monkeypatch):
 
     def try_open_then_remove(path, *args, **kwargs):
         try:
-            storage.SessionWriter.open(path)
-        except storage.SessionLocked as exc:
+            SessionWriter.open(path)
+        except SessionLocked as exc:
             outcome.append(exc.pid)
         return real_rmtree(path, *args, **kwargs)
 
@@ -258,10 +261,10 @@ def test_delete_holds_the_lock_against_writers(repo, monkeypatch):
 
 def test_rename_keeps_status_flags_runner_and_a_backup(repo):
     writer = complete_session(repo, title="before")
-    before = storage.load_session(writer.path).state
+    before = reader.load_session(writer.path).state
     edit = manage.rename_session(repo, writer.id, "after")
     assert edit.changed and edit.title_before == "before" and edit.title == "after"
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     meta = loaded.state.metadata
     assert meta.title == "after"
     assert meta.flags == before.metadata.flags == []
@@ -269,14 +272,14 @@ def test_rename_keeps_status_flags_runner_and_a_backup(repo):
     assert meta.runner == before.metadata.runner  # the process that ran the jobs, not the editor
     assert loaded.state.results == before.results
     assert summary.summarize(writer.path).status == summary.STATUS_COMPLETE
-    assert not storage.writer_alive(writer.path)
-    assert storage.lock_holder(writer.path) is None  # lock file emptied
+    assert not locks.writer_alive(writer.path)
+    assert locks.lock_holder(writer.path) is None  # lock file emptied
     # The edit went through the journal (three changes: runner, title, runner back) and a new snapshot.
     assert loaded.state.journal_seq == before.journal_seq + 3
-    with open(os.path.join(writer.path, storage.JOURNAL_FILE), "rb") as f:
+    with open(os.path.join(writer.path, JOURNAL_FILE), "rb") as f:
         assert f.read() == b""
     # session.bak holds the state before the edit.
-    backup = snapshot_state(writer.path, storage.BACKUP_FILE)
+    backup = snapshot_state(writer.path, BACKUP_FILE)
     assert backup.metadata.title == "before"
     assert backup.results == before.results
 
@@ -288,13 +291,13 @@ def test_an_edit_is_durable_in_the_journal_before_the_snapshot(repo):
     editor.update_metadata(title="after")
     editor.abandon()  # dies here: no final snapshot
     assert snapshot_state(writer.path).metadata.title == "before"
-    assert storage.load_session(writer.path).state.metadata.title == "after"
+    assert reader.load_session(writer.path).state.metadata.title == "after"
 
 
 def test_rename_to_empty_removes_the_title(repo):
     writer = complete_session(repo, title="before")
     assert manage.rename_session(repo, writer.id, "").title is None
-    assert storage.load_session(writer.path).state.metadata.title is None
+    assert reader.load_session(writer.path).state.metadata.title is None
 
 
 def test_rename_unchanged(repo):
@@ -323,7 +326,7 @@ def test_tag_and_untag(repo):
     assert edit.changed
     assert edit.tags == ("x86",)
     assert edit.unchanged_tags == ("absent",)
-    assert storage.load_session(writer.path).state.metadata.tags == ["x86"]
+    assert reader.load_session(writer.path).state.metadata.tags == ["x86"]
     edit = manage.untag_session(repo, writer.id, ["absent"])
     assert not edit.changed and edit.unchanged_tags == ("absent",)
 
@@ -333,7 +336,7 @@ def test_bad_tags_are_refused(repo, tag):
     writer = complete_session(repo)
     with pytest.raises(manage.BadTag, match="bad tag"):
         manage.tag_session(repo, writer.id, [tag])
-    assert storage.load_session(writer.path).state.metadata.tags == []
+    assert reader.load_session(writer.path).state.metadata.tags == []
 
 
 def test_edit_of_a_live_session_names_the_runner(repo):
@@ -352,7 +355,7 @@ def test_edit_of_a_live_session_names_the_runner(repo):
         assert writer.state.metadata.title == "live"
     finally:
         writer.close()
-    assert storage.load_session(writer.path).state.metadata.title == "live"
+    assert reader.load_session(writer.path).state.metadata.title == "live"
 
 
 def test_edit_of_a_plainbox_session_is_refused(repo, tmp_path):
@@ -367,7 +370,7 @@ def test_edit_of_a_plainbox_session_is_refused(repo, tmp_path):
 
 def test_edit_of_a_session_locked_on_another_host_is_refused(repo):
     writer = complete_session(repo)
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write("4242 some-other-host\n")
     with pytest.raises(manage.SessionBusy, match="pid 4242 on host some-other-host"):
         manage.rename_session(repo, writer.id, "x")
@@ -439,7 +442,7 @@ def test_gc_never_removes_a_live_session(repo):
 def test_gc_keeps_a_session_locked_on_another_host(repo):
     now = time.time()
     writer = complete_session(repo, created=now - 40 * DAY)
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write("4242 some-other-host\n")
     report = manage.gc(repo, "30d", now=now)
     assert report.removed == [] and "some-other-host" in report.kept[0].reason
@@ -448,11 +451,11 @@ def test_gc_keeps_a_session_locked_on_another_host(repo):
 def test_gc_ages_corrupt_sessions_by_directory_mtime(repo):
     now = time.time()
     old = complete_session(repo, created=now)  # claims to be new, but cannot be read
-    with open(os.path.join(old.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(old.path, STATE_FILE), "wb") as f:
         f.write(b"not gzip")
     os.utime(old.path, (now - 50 * DAY, now - 50 * DAY))
     recent = complete_session(repo, created=now - 90 * DAY)  # readable: its own created counts
-    with open(os.path.join(recent.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(recent.path, STATE_FILE), "wb") as f:
         f.write(b"not gzip either")
     report = manage.gc(repo, "30d", now=now)
     assert [(i.id, i.status) for i in report.removed] == [(old.id, summary.STATUS_CORRUPT)]
@@ -505,8 +508,9 @@ def test_gc_rejects_bad_durations(repo):
 # runner, in its own process group and with the job's environment), then waits.
 KILLED_RUNNER = r"""
 import os, subprocess, sys, time
-from plainbox_like.run import batch
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.run import batch, prepare
+from plainbox_like.store.runconfig import RunConfig
+from plainbox_like.store.repository import SessionRepository
 
 repo = SessionRepository(sys.argv[1])
 config = RunConfig(commands=["sleep 1000", "true"])
@@ -541,12 +545,12 @@ def killed_runner(repo):
 
 def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
     done = complete_session(repo)
-    done_state = storage.load_session(done.path).state
+    done_state = reader.load_session(done.path).state
     sid, job_pid, runner_pid = killed_runner(repo)
     path = repo.resolve(sid)
     try:
-        assert not storage.writer_alive(path)
-        assert storage.lock_holder(path)[0] == runner_pid
+        assert not locks.writer_alive(path)
+        assert locks.lock_holder(path)[0] == runner_pid
         assert summary.summarize(path).running_job == "c1"
 
         report = manage.cleanup(repo)
@@ -560,7 +564,7 @@ def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
         while not process_gone(job_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert process_gone(job_pid)
-        state = storage.load_session(path).state
+        state = reader.load_session(path).state
         assert state.running_jobs == {}
         assert state.metadata.running_job_name is None
         assert FLAG_INCOMPLETE in state.metadata.flags
@@ -569,10 +573,10 @@ def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
         assert attempt.outcome == "crash"
         assert attempt.comments == settle.STOPPED_WHILE_RUNNING
         assert attempt.io_log_filename and attempt.started
-        assert storage.lock_holder(path) is None
+        assert locks.lock_holder(path) is None
         assert summary.summarize(path).status == summary.STATUS_INCOMPLETE
         # The complete session was not touched.
-        assert storage.load_session(done.path).state == done_state
+        assert reader.load_session(done.path).state == done_state
         # Nothing more to do the second time.
         assert manage.cleanup(repo).cleaned == []
         # Ready for resume: c1 keeps its crash, c2 is left to run.
@@ -593,14 +597,14 @@ def test_cleanup_dry_run_changes_nothing(repo):
     writer.set_plan({"a": "x"}, ["a"])
     writer.job_started("a", 1, None)
     writer.abandon()  # the runner "died": lock released, pid still in the lock file
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write(f"{dead_pid()} {socket.gethostname()}\n")
-    before = sorted(os.listdir(writer.path)), storage.load_session(writer.path).state
+    before = sorted(os.listdir(writer.path)), reader.load_session(writer.path).state
     report = manage.cleanup(repo, dry_run=True)
     [item] = report.cleaned
     assert item.jobs == (("a", "crash"),)
     assert any("could not be loaded" in note for note in item.notes)  # no app_blob: no definitions
-    assert (sorted(os.listdir(writer.path)), storage.load_session(writer.path).state) == before
+    assert (sorted(os.listdir(writer.path)), reader.load_session(writer.path).state) == before
 
 
 def test_cleanup_leaves_a_live_session_alone(repo):
@@ -609,7 +613,7 @@ def test_cleanup_leaves_a_live_session_alone(repo):
         writer.set_plan({"a": "x"}, ["a"])
         writer.job_started("a", 1, None)
         assert manage.cleanup(repo).cleaned == []
-        assert list(storage.load_session(writer.path).state.running_jobs) == ["a"]
+        assert list(reader.load_session(writer.path).state.running_jobs) == ["a"]
         with pytest.raises(manage.SessionBusy):
             manage.cleanup_session(writer.path)
     finally:
@@ -619,12 +623,12 @@ def test_cleanup_leaves_a_live_session_alone(repo):
 def test_cleanup_of_a_finished_session_with_a_stale_lock_keeps_it_complete(repo):
     writer = complete_session(repo)
     pid = dead_pid()
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write(f"{pid} {socket.gethostname()}\n")
     [item] = manage.cleanup(repo).cleaned
     assert item.jobs == () and not item.flagged and item.stale_lock == (pid, socket.gethostname())
     assert summary.summarize(writer.path).status == summary.STATUS_COMPLETE
-    assert storage.lock_holder(writer.path) is None
+    assert locks.lock_holder(writer.path) is None
 
 
 def test_cleanup_sets_the_incomplete_flag(repo):
@@ -635,7 +639,7 @@ def test_cleanup_sets_the_incomplete_flag(repo):
     writer.abandon()
     [item] = manage.cleanup(repo).cleaned
     assert item.flagged
-    meta = storage.load_session(writer.path).state.metadata
+    meta = reader.load_session(writer.path).state.metadata
     assert meta.flags == [FLAG_INCOMPLETE] and meta.finished is None
 
 
@@ -644,7 +648,7 @@ def test_cleanup_skips_plainbox_and_foreign_sessions(repo):
     foreign = repo.create(title="elsewhere")
     foreign.job_started("a", 1, None)
     foreign.abandon()
-    with open(os.path.join(foreign.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(foreign.path, LOCK_FILE), "w") as f:
         f.write("4242 some-other-host\n")
     report = manage.cleanup(repo)
     assert report.cleaned == []

@@ -13,7 +13,7 @@ from plainbox_like.cli.inspect import format_counts
 from plainbox_like.exports import common
 from plainbox_like.read import jobs, summary
 from plainbox_like.store.model import FLAG_PAUSED, Attempt
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 from cli_helpers import run
 
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plainbox_like.read import replay
-from plainbox_like.store import storage
+from plainbox_like.store import names, reader
 from plainbox_like.store.iolog import IORecord
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.replay import (
@@ -178,7 +178,7 @@ def test_select_attempt(repo):
     writer.set_plan({"a": "1", "never": "2"}, ["a", "never"])
     run_job(writer, "a", [(1, "stdout", b"first")], attempt=1, outcome="fail")
     run_job(writer, "a", [(1, "stdout", b"second")], attempt=2)
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     assert replay.select_attempt(loaded, "a").attempt == 2
     assert replay.select_attempt(loaded, "a", 1).result.outcome == "fail"
     with pytest.raises(AttemptNotFound, match=r"no attempt 3 .*attempts: 1, 2"):
@@ -194,7 +194,7 @@ def test_running_attempt_counts_as_latest(repo):
     writer = repo.create()
     run_job(writer, "a", [(1, "stdout", b"done")], attempt=1)
     log, _ = run_job(writer, "a", [(1, "stdout", b"now")], attempt=2, close=False)
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     ref = replay.select_attempt(loaded, "a")
     assert (ref.attempt, ref.running) == (2, True)
     log.flush()
@@ -207,7 +207,7 @@ def test_read_output_in_recorded_order(repo):
     writer = repo.create()
     chunks = [(0.5, "stdout", b"out1"), (1.0, "stderr", b"err1"), (2.5, "stdout", b"out2")]
     run_job(writer, "a", chunks)
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     output = replay.read_output(loaded, replay.select_attempt(loaded, "a"))
     assert output.source == "record"
     assert output.complete
@@ -229,7 +229,7 @@ def test_read_output_of_a_cut_file(repo):
     writer.job_finished("a", Attempt("pass", io_log_filename=name))
     with open(record_path, "r+b") as f:
         f.truncate(size)
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     output = replay.read_output(loaded, replay.select_attempt(loaded, "a"))
     assert [r.data for r in output.records] == [b"one", b"two"]
     assert not output.complete
@@ -242,7 +242,7 @@ def test_read_output_falls_back_to_raw_files(repo):
     writer = repo.create()
     _, name = run_job(writer, "a", [(1, "stderr", b"E"), (2, "stdout", b"O")])
     os.unlink(os.path.join(writer.path, name))
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     output = replay.read_output(loaded, replay.select_attempt(loaded, "a"))
     assert output.source == "raw"
     assert [(r.stream, r.data) for r in output.records] == [("stdout", b"O"), ("stderr", b"E")]
@@ -255,7 +255,7 @@ def test_missing_logs_are_an_error(repo):
     stem = os.path.join(writer.path, name[: -len(".record.gz")])
     for ext in (".record.gz", ".stdout", ".stderr"):  # (the empty .stderr too, as sessions before it had none)
         os.unlink(stem + ext)
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     with pytest.raises(replay.LogMissing, match="missing"):
         replay.read_output(loaded, replay.select_attempt(loaded, "a"))
     writer.close()
@@ -264,7 +264,7 @@ def test_missing_logs_are_an_error(repo):
 def test_attempt_without_log(repo):
     writer = repo.create()
     writer.job_finished("skipped", Attempt("skip", skip_reason="no hardware"))
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     output = replay.read_output(loaded, replay.select_attempt(loaded, "skipped"))
     assert (output.source, output.records) == ("none", [])
     writer.close()
@@ -285,7 +285,7 @@ def test_plainbox_v1_inline_logs(tmp_path):
         },
     }
     (path / "session").write_bytes(gzip.compress(json.dumps(doc).encode()))
-    loaded = storage.load_session(str(path))
+    loaded = reader.load_session(str(path))
     output = replay.read_output(loaded, replay.select_attempt(loaded, "j"))
     assert output.source == "inline"
     assert [(r.stream, r.data) for r in output.records] == [("stdout", b"hi"), ("stderr", b"oops")]
@@ -296,7 +296,7 @@ def test_lock_file_of_other_host_does_not_matter_for_reading(repo):
     writer = repo.create()
     run_job(writer, "a", [(1, "stdout", b"x")])
     writer.abandon()
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
         f.write(f"1 other-{socket.gethostname()}\n")
-    loaded = storage.load_session(writer.path)
+    loaded = reader.load_session(writer.path)
     assert [r.data for r in replay.read_output(loaded, replay.select_attempt(loaded, "a")).records] == [b"x"]

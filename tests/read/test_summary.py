@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from plainbox_like.store import storage
+from plainbox_like.store import reader
+from plainbox_like.store.names import JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.read import summary
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.summary import list_sessions, summarize
@@ -83,7 +84,7 @@ def test_dead_writer_with_running_job_is_incomplete(repo):
     writer.set_plan({"a": "1"}, ["a"])
     writer.job_started("a", 1, None)
     writer.abandon()  # like a crash: the lock file still names a process
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write(f"{dead_pid()} {socket.gethostname()}\n")
     s = summarize(writer.path)
     assert s.status == "incomplete"
@@ -93,7 +94,7 @@ def test_dead_writer_with_running_job_is_incomplete(repo):
 def test_writer_on_another_host_is_not_running(repo):
     writer = repo.create()
     writer.abandon()
-    with open(os.path.join(writer.path, storage.LOCK_FILE), "w") as f:
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write(f"{os.getpid()} not-{socket.gethostname()}\n")
     assert summarize(writer.path).status == "incomplete"
 
@@ -115,7 +116,7 @@ def test_running_job_is_reported(repo):
 def test_bad_gzip_is_corrupt(repo):
     writer = repo.create(title="x")
     writer.close()
-    with open(os.path.join(writer.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(writer.path, STATE_FILE), "wb") as f:
         f.write(b"this is not gzip")
     s = summarize(writer.path)
     assert s.status == "corrupt"
@@ -127,7 +128,7 @@ def test_bad_gzip_is_corrupt(repo):
 def test_bad_json_is_corrupt(repo):
     writer = repo.create()
     writer.close()
-    with open(os.path.join(writer.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(writer.path, STATE_FILE), "wb") as f:
         f.write(gzip.compress(b'{"version": 1, "sess'))
     s = summarize(writer.path)
     assert s.status == "corrupt"
@@ -138,7 +139,7 @@ def test_damaged_journal_in_the_middle_is_corrupt(repo):
     writer = repo.create()
     writer.set_plan({"a": "1"}, ["a"])
     writer.abandon()
-    with open(os.path.join(writer.path, storage.JOURNAL_FILE), "ab") as f:
+    with open(os.path.join(writer.path, JOURNAL_FILE), "ab") as f:
         f.write(b"garbage\n")
         f.write(b'{"seq": 99, "op": "meta", "set": {}}\n')
     s = summarize(writer.path)
@@ -149,7 +150,7 @@ def test_damaged_journal_in_the_middle_is_corrupt(repo):
 def test_old_directory_without_state_is_corrupt(repo):
     writer = repo.create()
     writer.close()
-    os.unlink(os.path.join(writer.path, storage.STATE_FILE))
+    os.unlink(os.path.join(writer.path, STATE_FILE))
     make_age(writer.path, 60)
     s = summarize(writer.path)
     assert s.status == "corrupt"
@@ -182,7 +183,7 @@ def test_unexpected_errors_become_corrupt(repo, monkeypatch):
     def boom(path):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(storage, "load_session", boom)
+    monkeypatch.setattr(reader, "load_session", boom)
     s = summarize(writer.path)
     assert s.status == "corrupt"
     assert s.reason == "RuntimeError: disk on fire second line"
@@ -225,7 +226,7 @@ def test_list_shows_corrupt_and_healthy_newest_first(repo):
     new.close()
     broken = repo.create(title="broken")
     broken.close()
-    with open(os.path.join(broken.path, storage.STATE_FILE), "wb") as f:
+    with open(os.path.join(broken.path, STATE_FILE), "wb") as f:
         f.write(b"\x1f\x8b garbage")
     make_age(broken.path, 100)  # between the two by directory time
 
@@ -243,13 +244,13 @@ def test_one_load_per_session(repo, monkeypatch):
     for n in range(3):
         repo.create(title=str(n)).close()
     calls = []
-    real = storage.load_session
+    real = reader.load_session
 
     def counting(path, *args, **kwargs):
         calls.append(path)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(storage, "load_session", counting)
+    monkeypatch.setattr(reader, "load_session", counting)
     assert len(list_sessions(repo)) == 3
     assert len(calls) == 3
 

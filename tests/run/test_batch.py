@@ -32,7 +32,8 @@ from plainbox_like.store.model import (
     OUTCOME_SKIPPED_DEPENDENCY,
 )
 from plainbox_like.run.executors import iter_pgid_members, process_env
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
 from factories import only_session, wait_until
 
@@ -146,7 +147,7 @@ def kill_later():
 
 
 PEEK = (
-    "import os; from plainbox_like.store.storage import load_session; "
+    "import os; from plainbox_like.store.reader import load_session; "
     "me = os.environ['PLAINBOX_LIKE_JOB']; "
     "state = load_session(os.path.dirname(os.environ['PLAINBOX_SESSION_SHARE'])).state; "
     "print(state.metadata.running_job_name); print(me in state.running_jobs); "
@@ -638,7 +639,8 @@ def _sleepers():
 @pytest.mark.parametrize("parallel", [1, 2], ids=["j1", "j2"])
 @pytest.mark.parametrize("what", ["io-log", "journal"])
 def test_a_full_disk_stops_the_run_cleanly_and_resume_continues(tmp_path, monkeypatch, parallel, what):
-    from plainbox_like.store import iolog, storage
+    from plainbox_like.store import iolog
+    from plainbox_like.store import writer as writing
     from plainbox_like.errors import RunAborted
 
     units = tmp_path / "units.pxu"
@@ -650,9 +652,9 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_continues(tmp_path, monkey
         real = iolog._write_all
         monkeypatch.setattr(iolog, "_write_all", lambda fd, data: _no_space() if len(data) > 4096 else real(fd, data))
     else:  # the journal is full from the first result on
-        real = storage._write_all
+        real = writing._write_all
         monkeypatch.setattr(
-            storage, "_write_all", lambda fd, data: _no_space() if b'"op":"result"' in data else real(fd, data)
+            writing, "_write_all", lambda fd, data: _no_space() if b'"op":"result"' in data else real(fd, data)
         )
     started = time.monotonic()
     with pytest.raises(RunAborted) as caught:

@@ -21,7 +21,8 @@ from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.define.launcher import read_launcher
 from plainbox_like.define.manifest import MANIFEST_JOB_ID
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from shared_checkbox import PROVIDERS, needs_providers
 
 NS = "com.canonical.certification::"

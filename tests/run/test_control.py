@@ -12,7 +12,8 @@ import time
 from plainbox_like.run import control
 from plainbox_like.cli.main import main
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.read.summary import summarize
 from factories import only_session, wait_until
 

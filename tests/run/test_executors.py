@@ -23,7 +23,8 @@ from plainbox_like.run import executors as runner_module
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
 from plainbox_like.run.executors import Exited, LocalExecutor, Output, ProcessSpec, Started, find_shell, iter_pgid_members
 from plainbox_like.run.batch import BatchRunner
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
 from factories import log_path, records, wait_until
 

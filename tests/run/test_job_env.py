@@ -12,7 +12,8 @@ import pytest
 from plainbox_like.store import codec
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 
 MANAGE = """\
 from plainbox.provider_manager import setup, N_

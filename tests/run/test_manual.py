@@ -21,7 +21,8 @@ from plainbox_like.run import manual, prepare
 from plainbox_like.run.control import ANSWER_FILE
 from plainbox_like.store.names import FLAG_WAITING
 from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from tests.cli_helpers import assert_one_line_error, run
 from tests.shared_checkbox import PROVIDERS, needs_providers
 

@@ -21,7 +21,8 @@ from plainbox_like.define import plan as planning
 from plainbox_like.run import batch
 from plainbox_like.run import workers
 from plainbox_like.run.executors import iter_pids, process_env
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
 
 from cli_helpers import assert_one_line_error

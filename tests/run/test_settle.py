@@ -9,7 +9,7 @@ from plainbox_like.run import batch, settle
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "jobs")
 

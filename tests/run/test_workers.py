@@ -18,7 +18,8 @@ from plainbox_like.run.executors import (
     STARTED_DELAY, Exited, LogError, ProcessSpec, Started, find_marked, find_shell, iter_pgid_members,
 )
 from plainbox_like.run.batch import INTERRUPTED, BatchRunner
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
 from plainbox_like.run.workers import Failed, WorkerDied, WorkerExecutor
 

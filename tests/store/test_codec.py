@@ -15,7 +15,8 @@ import strategies
 from plainbox_like.store import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
 from plainbox_like.store.model import Answered, Attempt, LeftoverProcess, LeftoverProcesses, SessionMetadata, SessionState
-from plainbox_like.store.storage import SessionWriter, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.writer import SessionWriter
 
 PATH = "/some/where/x.session/session"
 

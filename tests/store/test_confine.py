@@ -16,11 +16,16 @@ import time
 
 import pytest
 
-from plainbox_like.maintain import integrity
-from plainbox_like.store import storage
+from plainbox_like.maintain import check as checking
+from plainbox_like.store import confine, model
+from plainbox_like.errors import OutsideSession
+from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR
+from plainbox_like.store.paths import session_id_of
+from plainbox_like.store.reader import load_session
 from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionRepository, SessionWriter
+from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.writer import SessionWriter
 from cli_helpers import assert_one_line_error, run
 from test_export import _session_members, _symlink, _tar_bytes
 
@@ -33,7 +38,7 @@ def _new_session(root: str, capfd, command: str = "echo hello") -> str:
     assert run(root, "run", "-c", command) == 0
     capfd.readouterr()
     [path] = SessionRepository(root).session_paths()
-    return storage.session_id_of(path)
+    return session_id_of(path)
 
 
 def _path(root: str, sid: str) -> str:
@@ -145,7 +150,7 @@ def test_export_into_a_session_directory_is_refused(root, tmp_path, capfd, fmt):
     assert run(root, "export", sid, "--format", fmt, "-o", link) == 2
     assert_one_line_error(capfd.readouterr().err, link, "inside")
     assert (_tree(path), _tree(other.path)) == before
-    storage.load_session(path)
+    load_session(path)
 
 
 # -- paths taken from a state ----------------------------------------------------------------
@@ -167,7 +172,7 @@ def _hostile_session(root: str, tmp_path, capfd, name: str, running: str | None 
         writer.update_metadata(flags=["incomplete"])
         writer.job_started("c2", 1, running)
         writer.abandon()  # the runner died: the lock is free
-        os.truncate(os.path.join(path, storage.LOCK_FILE), 0)
+        os.truncate(os.path.join(path, LOCK_FILE), 0)
     else:
         writer.close()
     return sid
@@ -185,7 +190,7 @@ def test_log_and_exports_never_read_outside(root, tmp_path, capfd, name):
         assert run(root, "export", sid, *argv) == 0
         out, _ = capfd.readouterr()
         assert out and SECRET.decode() not in out
-    report = integrity.check_session(_path(root, sid))
+    report = checking.check_session(_path(root, sid))
     assert ("path-outside", "io_log_filename of job 'c1' attempt 2") in {
         (f.kind, f.message[: len("io_log_filename of job 'c1' attempt 2")]) for f in report.problems
     }
@@ -208,7 +213,7 @@ def test_writers_refuse_paths_outside_and_repair_drops_them(root, tmp_path, capf
     out, _ = capfd.readouterr()
     assert "led outside the session" in out
     assert not evil.exists() and (tmp_path / "secret").read_bytes() == SECRET
-    assert integrity.check_session(path).healthy
+    assert checking.check_session(path).healthy
     assert run(root, "resume", sid) == 0
     capfd.readouterr()
     assert not evil.exists()
@@ -253,7 +258,7 @@ def test_import_keeps_links_inside_session_share(tmp_path):
     assert os.readlink(os.path.join(imported.path, "session-share", "latest")) == "../session"
 
 
-@pytest.mark.parametrize("sub", [storage.IO_LOGS, storage.SHARE_DIR])
+@pytest.mark.parametrize("sub", [IO_LOGS, SHARE_DIR])
 def test_symlinked_io_logs_or_share_is_damage_and_never_written_through(root, tmp_path, capfd, sub):
     sid = _new_session(root, capfd)
     path = _path(root, sid)
@@ -261,7 +266,7 @@ def test_symlinked_io_logs_or_share_is_damage_and_never_written_through(root, tm
     os.rename(os.path.join(path, sub), elsewhere)
     os.symlink(str(elsewhere), os.path.join(path, sub))
     before = _tree(str(elsewhere))
-    report = integrity.check_session(path)
+    report = checking.check_session(path)
     assert (sub, "symlinked-directory") in {(f.file, f.kind) for f in report.problems}
     for argv in (["resume", sid, "--rerun-failed"], ["tag", sid, "x"]):
         assert run(root, *argv) == 2
@@ -286,7 +291,7 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
         assert run(root, *argv) == 2, argv
         assert_one_line_error(capfd.readouterr().err, f"session {sid}", "the session directory is a symbolic link")
     assert _tree(target) == before
-    assert (".", "symlinked-directory") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert (".", "symlinked-directory") in {(f.file, f.kind) for f in checking.check_session(path).problems}
     assert run(root, "delete", sid) == 0
     capfd.readouterr()
     assert not os.path.lexists(path) and _tree(target) == before
@@ -331,7 +336,7 @@ def test_outside_reason_is_the_one_check(tmp_path):
     # Out through a link and back in again is inside.
     inside = ["io-logs/ok.record.gz", "io-logs/alias.record.gz", "io-logs/missing.record.gz", "session", "io-logs/out.record.gz/s.session/session"]
     for name in inside:
-        assert storage.outside_reason(path, name) is None, name
+        assert confine.outside_reason(path, name) is None, name
     expected = {
         "/etc/passwd": "an absolute path",
         "io-logs/../../x": "climbs out with '..'",
@@ -342,15 +347,15 @@ def test_outside_reason_is_the_one_check(tmp_path):
         "a\0b": "not a file name",
     }
     for name, why in expected.items():
-        assert storage.outside_reason(path, name) == why, name
-    state = storage.SessionState()
+        assert confine.outside_reason(path, name) == why, name
+    state = model.SessionState()
     for number, name in enumerate([*inside, *expected], start=1):
         state.results[f"j{number}"] = [Attempt("pass", io_log_filename=name)]
-    found = storage.paths_outside(path, state)
+    found = confine.paths_outside(path, state)
     assert len(found) == len(expected)
     assert all(message.startswith("io_log_filename of job 'j") for message in found)
-    with pytest.raises(storage.OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
-        storage.refuse_paths_outside(path, state)
+    with pytest.raises(OutsideSession, match=r"session s \(.*\): io_log_filename of job 'j6' attempt 1 '/etc/passwd'.*and 6 more"):
+        confine.refuse_paths_outside(path, state)
 
 
 @pytest.mark.parametrize("name", ["index.sqlite3", "index.sqlite3-wal", "watch.lock"])
@@ -384,7 +389,7 @@ def test_gc_removes_a_deleting_link_never_its_target(root, tmp_path, capfd):
     assert (target / "keep").read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("name", [storage.LOCK_FILE, storage.JOURNAL_FILE])
+@pytest.mark.parametrize("name", [LOCK_FILE, JOURNAL_FILE])
 def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path, capfd, name):
     sid = _new_session(root, capfd)
     path = _path(root, sid)
@@ -392,7 +397,7 @@ def test_lock_or_journal_that_is_a_link_is_never_written_through(root, tmp_path,
     victim.write_bytes(b"precious\n")
     os.unlink(os.path.join(path, name))
     os.symlink(str(victim), os.path.join(path, name))
-    assert ("symlinked-file", name) in {(f.kind, f.file) for f in integrity.check_session(path).problems}
+    assert ("symlinked-file", name) in {(f.kind, f.file) for f in checking.check_session(path).problems}
     for argv in (["tag", sid, "x"], ["resume", sid], ["repair", sid]):
         assert run(root, *argv) == 2, argv
         assert_one_line_error(capfd.readouterr().err, f"session {sid}", f"{name} is a symbolic link")
@@ -413,7 +418,7 @@ def test_raw_log_file_that_is_a_link_outside_is_never_read(root, tmp_path, capfd
     out, err = capfd.readouterr()
     assert SECRET.decode() not in out
     assert_one_line_error(err, f"session {sid}", "io-logs/c1.stdout", "leads outside the session")
-    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in integrity.check_session(path).problems}
+    assert ("io-logs/c1.stdout", "path-outside") in {(f.file, f.kind) for f in checking.check_session(path).problems}
     assert run(root, "repair", sid) == 1  # not repaired: it would have to read through the link
     out, err = capfd.readouterr()
     assert "io-logs/c1.stdout: leads outside the session through a symbolic link: not read, not repaired" in out + err

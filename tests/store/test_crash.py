@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 
-from plainbox_like.store import storage
-from plainbox_like.store.storage import SessionWriter, load_session
+from plainbox_like.store import locks, names
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.writer import SessionWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 WRITER = r"""
 import sys
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 
 writer = SessionWriter.open(sys.argv[1], durability="fsync")
 out = sys.stdout
@@ -115,7 +116,7 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path):
             assert len(state.results[job]) == 1
         if last_meta_seq:
             assert int(state.metadata.title.split("-")[1]) >= last_meta_seq
-        assert storage.lock_holder(path) is not None
+        assert locks.lock_holder(path) is not None
 
     assert readied >= 30
     assert len(finished) >= 100, len(finished)
@@ -124,6 +125,6 @@ def test_sigkill_never_loses_acknowledged_changes(tmp_path):
     final.close()
     loaded = load_session(path)
     assert loaded.journal_changes == 0
-    assert os.path.getsize(os.path.join(path, storage.JOURNAL_FILE)) == 0
+    assert os.path.getsize(os.path.join(path, names.JOURNAL_FILE)) == 0
     assert finished <= set(loaded.state.results)
     assert loaded.state.journal_seq > acked_seq

@@ -22,7 +22,8 @@ from plainbox_like.errors import CorruptSession, PlainboxLikeError
 from plainbox_like.exports import htmlreport, jsondoc, junit, tarball
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.paths import session_id_of
-from plainbox_like.store.storage import SessionRepository, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.repository import SessionRepository
 from plainbox_like.text import format_size, parse_size
 
 

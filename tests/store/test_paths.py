@@ -9,7 +9,7 @@ import pytest
 
 from plainbox_like.store import paths
 from plainbox_like.errors import InvalidSessionId, SessionNotFound
-from plainbox_like.store.storage import SessionRepository
+from plainbox_like.store.repository import SessionRepository
 
 
 # -- default repository -----------------------------------------------------------

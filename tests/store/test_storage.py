@@ -20,10 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plainbox_like.store import codec, iolog, storage
+from plainbox_like.store import codec, iolog, locks, repository
+from plainbox_like.store import writer as writing
+from plainbox_like.store.names import IO_LOGS, JOURNAL_FILE, LOCK_FILE, SHARE_DIR, STATE_FILE
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import Attempt
-from plainbox_like.store.storage import SessionWriter, load_session
+from plainbox_like.store.reader import load_session
+from plainbox_like.store.writer import SessionWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,15 +51,15 @@ def _mode(path: str) -> int:
 
 
 def _check_private(session_path: str) -> None:
-    for sub in ("", storage.IO_LOGS, storage.SHARE_DIR):
+    for sub in ("", IO_LOGS, SHARE_DIR):
         path = os.path.join(session_path, sub)
         assert stat.S_ISDIR(os.stat(path).st_mode), path
         assert _mode(path) == 0o700, path
-    for name in (storage.STATE_FILE, storage.JOURNAL_FILE, storage.LOCK_FILE):
+    for name in (STATE_FILE, JOURNAL_FILE, LOCK_FILE):
         path = os.path.join(session_path, name)
         assert stat.S_ISREG(os.stat(path).st_mode), path
         assert _mode(path) == 0o600, path
-    for entry in os.scandir(os.path.join(session_path, storage.IO_LOGS)):
+    for entry in os.scandir(os.path.join(session_path, IO_LOGS)):
         assert _mode(entry.path) == 0o600, entry.path
 
 
@@ -124,7 +127,7 @@ def test_files_are_private_even_with_a_permissive_umask(tmp_path):
     try:
         writer = SessionWriter.create(str(tmp_path / "sessions"), title="t")
         stem = iolog.create_log_files(writer.io_logs_dir, "ns::job", 1)
-        name = f"{storage.IO_LOGS}/{stem}.record.gz"
+        name = f"{IO_LOGS}/{stem}.record.gz"
         started = writer.job_started("ns::job", 1, name)
         log = iolog.RecordWriter(os.path.join(writer.io_logs_dir, stem), started=0.0, clock=lambda: 1.0)
         log.write("stdout", b"out")
@@ -231,7 +234,7 @@ def test_loaded_state_is_what_the_writer_has(tmp_path_factory, ops):
 
 
 def _journal(writer):
-    with open(os.path.join(writer.path, storage.JOURNAL_FILE), "rb") as f:
+    with open(os.path.join(writer.path, JOURNAL_FILE), "rb") as f:
         return f.read()
 
 
@@ -239,8 +242,8 @@ def _journal(writer):
 def test_changes_not_durable_yet_go_out_together_with_the_next_sync(tmp_path, durability, monkeypatch):
     writer = SessionWriter.create(str(tmp_path), durability=durability)
     writes = []
-    real_write_all = storage._write_all
-    monkeypatch.setattr(storage, "_write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
+    real_write_all = writing._write_all
+    monkeypatch.setattr(writing, "_write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
     before = _journal(writer)
     writer.job_finished("a", Attempt("pass", attempt=1), durable=False)
     writer.job_started("b", 1, None, durable=False)
@@ -265,17 +268,17 @@ def test_a_failed_journal_write_leaves_no_partial_line(tmp_path, monkeypatch):
     writer = SessionWriter.create(str(tmp_path))
     writer.set_plan({"a": "1", "b": "2"}, ["a", "b"])
     intact = _journal(writer)
-    real_write_all = storage._write_all
+    real_write_all = writing._write_all
 
     def half_then_full(fd, data):
         os.write(fd, data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage, "_write_all", half_then_full)
+    monkeypatch.setattr(writing, "_write_all", half_then_full)
     with pytest.raises(OSError, match="No space"):
         writer.job_started("a", 1, None)
     assert _journal(writer) == intact
-    monkeypatch.setattr(storage, "_write_all", real_write_all)  # room again
+    monkeypatch.setattr(writing, "_write_all", real_write_all)  # room again
     writer.job_finished("b", Attempt("pass", attempt=1))
     loaded = load_session(writer.path)
     assert loaded.journal_torn is None
@@ -312,7 +315,7 @@ def _journaled_session(tmp_path, count=12):
             writer.update_metadata(title=f"title {i}", tags=[str(i)])
         states.append(copy.deepcopy(writer.state))
     writer.abandon()  # leave the journal as it is
-    journal = os.path.join(writer.path, storage.JOURNAL_FILE)
+    journal = os.path.join(writer.path, JOURNAL_FILE)
     with open(journal, "rb") as f:
         data = f.read()
     assert data.count(b"\n") == count
@@ -426,8 +429,8 @@ def test_open_after_a_cut_last_line(tmp_path):
 
 def test_journal_stays_bounded_and_close_snapshots_everything(tmp_path):
     writer = SessionWriter.create(str(tmp_path), durability="flush")
-    state_path = os.path.join(writer.path, storage.STATE_FILE)
-    journal_path = os.path.join(writer.path, storage.JOURNAL_FILE)
+    state_path = os.path.join(writer.path, STATE_FILE)
+    journal_path = os.path.join(writer.path, JOURNAL_FILE)
     raw_sizes: dict[tuple, int] = {}
     largest_journal = 0
     for i in range(2500):
@@ -443,11 +446,11 @@ def test_journal_stays_bounded_and_close_snapshots_everything(tmp_path):
         if key not in raw_sizes:
             with open(state_path, "rb") as f:
                 raw_sizes[key] = len(gzip.decompress(f.read()))
-        assert after <= max(storage.MIN_JOURNAL_BYTES, raw_sizes[key]) + line
+        assert after <= max(writing.MIN_JOURNAL_BYTES, raw_sizes[key]) + line
         largest_journal = max(largest_journal, after)
     # The state outgrew the minimum, so both regimes were exercised.
-    assert max(raw_sizes.values()) > storage.MIN_JOURNAL_BYTES
-    assert largest_journal > storage.MIN_JOURNAL_BYTES // 2
+    assert max(raw_sizes.values()) > writing.MIN_JOURNAL_BYTES
+    assert largest_journal > writing.MIN_JOURNAL_BYTES // 2
     assert writer.snapshots >= 4
     assert load_session(writer.path).state == writer.state
     writer.close()
@@ -459,20 +462,20 @@ def test_journal_stays_bounded_and_close_snapshots_everything(tmp_path):
     loaded = load_session(writer.path)
     assert loaded.journal_changes == 0
     assert loaded.state == writer.state
-    assert storage.lock_holder(writer.path) is None  # close() clears the lock file
+    assert locks.lock_holder(writer.path) is None  # close() clears the lock file
 
 
 def test_interval_snapshot_with_a_fake_clock(tmp_path):
     now = [100.0]
     writer = SessionWriter.create(str(tmp_path), durability="flush", clock=lambda: now[0])
-    journal_path = os.path.join(writer.path, storage.JOURNAL_FILE)
+    journal_path = os.path.join(writer.path, JOURNAL_FILE)
     snapshots = writer.snapshots
     writer.update_metadata(title="a")
     now[0] += 0.5
     writer.update_metadata(title="b")
     assert writer.snapshots == snapshots
     assert os.path.getsize(journal_path) > 0
-    now[0] += storage.SNAPSHOT_INTERVAL + 0.1
+    now[0] += writing.SNAPSHOT_INTERVAL + 0.1
     writer.tick()
     assert writer.snapshots == snapshots + 1
     assert os.path.getsize(journal_path) == 0
@@ -486,7 +489,7 @@ def test_interval_snapshot_with_a_fake_clock(tmp_path):
 
 HOLDER = """
 import sys, time
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 writer = SessionWriter.open(sys.argv[1])
 writer.update_metadata(title="held")
 print("locked", flush=True)
@@ -496,7 +499,7 @@ time.sleep(120)
 SECOND = """
 import sys
 from plainbox_like.errors import SessionLocked
-from plainbox_like.store.storage import SessionWriter
+from plainbox_like.store.writer import SessionWriter
 try:
     SessionWriter.open(sys.argv[1])
 except SessionLocked as exc:
@@ -525,16 +528,16 @@ def test_second_writer_is_refused_until_the_holder_dies(tmp_path):
         assert info.value.host == host
         assert f"pid {holder.pid} on host {host}" in str(info.value)
         assert writer.path in str(info.value)
-        assert storage.writer_alive(writer.path)
+        assert locks.writer_alive(writer.path)
         # Readers are not blocked by the lock.
         assert load_session(writer.path).state.metadata.title == "held"
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(30)
-    assert not storage.writer_alive(writer.path)
+    assert not locks.writer_alive(writer.path)
     reopened = SessionWriter.open(writer.path)
     try:
-        assert storage.lock_holder(writer.path) == (os.getpid(), socket.gethostname())
+        assert locks.lock_holder(writer.path) == (os.getpid(), socket.gethostname())
         assert reopened.state.metadata.title == "held"
         assert reopened.state.metadata.runner.pid == os.getpid()
     finally:
@@ -579,7 +582,7 @@ print(json.dumps({"reads": reads, "failures": failures, "last_error": last_error
 
 LOAD_READER = """
 import json, os, sys
-from plainbox_like.store.storage import load_session
+from plainbox_like.store.reader import load_session
 path = sys.argv[1]
 stop = os.path.join(path, "..", "STOP")
 """ + READER_PROGRESS + """
@@ -607,7 +610,7 @@ print(json.dumps({"loads": loads, "errors": errors, "decreases": decreases, "las
 
 
 def test_readers_never_see_a_broken_or_older_session(tmp_path, monkeypatch):
-    monkeypatch.setattr(storage, "MIN_JOURNAL_BYTES", 4096)  # many automatic snapshots
+    monkeypatch.setattr(writing, "MIN_JOURNAL_BYTES", 4096)  # many automatic snapshots
     writer = SessionWriter.create(str(tmp_path / "sessions"), title="busy")
     sessions = tmp_path / "sessions"
     wanted = {"raw": 200, "load": 20}  # reads each reader must make while the writer writes
@@ -669,7 +672,7 @@ def test_readers_never_see_a_broken_or_older_session(tmp_path, monkeypatch):
 
 
 def test_reserved_log_names_never_collide_with_files_or_each_other(tmp_path):
-    repo = storage.SessionRepository(str(tmp_path))
+    repo = repository.SessionRepository(str(tmp_path))
     writer = repo.create()
     path = writer.path
     first = writer.reserve_log("a/b", 1)
@@ -694,7 +697,7 @@ def test_a_session_that_cannot_be_created_leaves_nothing_behind(tmp_path, monkey
     from plainbox_like.errors import CannotWrite
 
     sessions = tmp_path / "sessions"
-    monkeypatch.setattr(storage, "write_atomically", _no_space)  # its first snapshot does not fit
+    monkeypatch.setattr(writing, "write_atomically", _no_space)  # its first snapshot does not fit
     with pytest.raises(CannotWrite, match="cannot create a session .No space left on device"):
         SessionWriter.create(str(sessions), title="t")
     assert os.listdir(sessions) == []  # no half-made directory to list as a broken session
@@ -707,7 +710,7 @@ def test_a_session_that_cannot_be_reopened_stays_as_it_was(tmp_path, monkeypatch
     writer.job_started("a", 1, None)
     writer.abandon()  # as if its runner died
     before = load_session(writer.path).state
-    monkeypatch.setattr(storage, "write_atomically", _no_space)
+    monkeypatch.setattr(writing, "write_atomically", _no_space)
     with pytest.raises(CannotWrite, match="cannot write the session"):
         SessionWriter.open(writer.path)
     assert load_session(writer.path).state == before
