@@ -41,7 +41,6 @@ from plainbox_like.define.units import JobDefinition
 from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.run import control
 from plainbox_like.store.model import (
-    FLAG_PAUSED,  # noqa: F401 (the other flag the runner keeps; named here for readers)
     OUTCOME_CRASH,
     OUTCOME_FAIL,
     OUTCOME_PASS,
@@ -50,6 +49,7 @@ from plainbox_like.store.model import (
     Attempt,
 )
 from plainbox_like.store.names import FLAG_WAITING
+from plainbox_like.store.paths import open_without_waiting
 from plainbox_like.store.confine import log_file_names, session_file
 from plainbox_like.store.locks import hostname
 from plainbox_like.text import clean
@@ -145,19 +145,19 @@ def read_answers(path: str, jobs: dict[str, JobDefinition]) -> dict[str, Given]:
     read, an unknown job or answer, a missing comment, a job answered twice: a
     one-line :class:`PlainboxLikeError` naming the file and line.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
+    try:  # as a shell would read it (``<(...)`` works), but a FIFO nobody writes into never hangs the run
+        with open(open_without_waiting(path, os.O_RDONLY), encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise PlainboxLikeError(f"--answers {path}: cannot read it ({reason})") from None
+        raise PlainboxLikeError(f"--answers {clean(path)}: cannot read it ({clean(reason)})") from None
     user, host, now = getpass.getuser(), hostname(), time.time()
     answers: dict[str, Given] = {}
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        where = f"--answers {path} line {number}"
+        where = f"--answers {clean(path)} line {number}"
         match = _LINE.fullmatch(text)
         if match is None:
             raise PlainboxLikeError(f"{where}: not JOB_ID: ANSWER [comment]: {clean(text)[:80]}")
@@ -514,7 +514,9 @@ class ManualDesk:
         control.clear_answer(runner.writer.path)
         if request.job != q.job.id or answer_problem(request.answer, request.comment, q.job) is not None:
             return  # not for this job (the answer command checks first): left out
-        given = Given(request.answer, request.comment, request.user, request.host, time.time(), VIA_COMMAND)
+        # When the person answered (the time of the request, if it is not in the future), not when it was seen.
+        when = request.t if isinstance(request.t, (int, float)) and q.asked <= request.t <= time.time() else time.time()
+        given = Given(request.answer, request.comment, request.user, request.host, float(when), VIA_COMMAND)
         self._say(q.job, f"answered {given.answer} by {clean(given.user)}@{clean(given.host)}")
         self._apply(runner, q, given)
 

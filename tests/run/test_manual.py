@@ -494,3 +494,33 @@ def test_wait_answer_from_another_process_then_kill_and_resume_records_every_job
     shown = json.loads(_cli(root, "show", sid, "--json", check=True).stdout)
     verify = next(job for job in shown["jobs"] if job["id"] == "verify")
     assert verify["attempts"][0]["answered"]["via"] == "answer-command"
+
+
+def test_rerun_interrupted_asks_again_a_job_that_cleanup_recorded_as_crash(tmp_path):
+    root = str(tmp_path / "repo")
+    units = _units(tmp_path)
+    answers = _answers(tmp_path, "look: pass\n")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "plainbox_like", "--repository", root, "run", units, "--manual", "wait", "--answers", answers],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_cli_env(),
+    )
+    try:
+        _wait_until(lambda: _sessions(root), what="the session")
+        path = _sessions(root)[0]
+        _wait_until(lambda: _waiting_for(path) == "verify", what="the question of verify")
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    sid = os.path.basename(path).removesuffix(".session")
+    assert _cli(root, "cleanup").returncode == 0  # the dead runner's job: crash, as any job's
+    assert load_session(path).state.latest("verify").outcome == "crash"
+    again = _answers(tmp_path, "verify: pass looks right\ninteract: skip later\n")
+    assert run(root, "resume", sid, "--rerun-interrupted", "--answers", again, "--manual", "skip") == 0
+    state = load_session(path).state
+    assert [(a.outcome, a.comments) for a in state.results["verify"]] == [
+        ("crash", "the session stopped while this job ran"), ("pass", "looks right")
+    ]
+    assert [a.outcome for a in state.results["look"]] == ["pass"]  # answered once, never asked again
