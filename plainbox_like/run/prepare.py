@@ -47,7 +47,6 @@ from plainbox_like.store.model import (
     OUTCOME_SKIPPED_RESOURCE,
     SessionState,
 )
-from plainbox_like.store.names import FLAG_WAITING
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.locks import held_flocks, writer_alive
 from plainbox_like.store.reader import load_session
@@ -322,7 +321,6 @@ def resume_session(
     writer = SessionWriter.open(path, durability=config.durability)
     try:
         state = writer.state
-        _clear_waiting(writer)  # at once: ``answer`` must not take a dead runner's question for a live one
         units = load_run_units(config)
         expander = TemplateExpander(units, config) if units.templates else None
         made = expander.instantiate_all(state.resources) if expander is not None else []
@@ -394,14 +392,6 @@ def _resume_plan(
     return planning.build_plan([known[j] for j in state.desired_job_list if j in known], units.dropped)
 
 
-def _clear_waiting(writer: SessionWriter) -> None:
-    """Drop the waiting-for-person flag a runner killed while it waited left behind."""
-    flags = writer.state.metadata.flags
-    if FLAG_WAITING in flags:
-        writer.update_metadata(flags=[f for f in flags if f != FLAG_WAITING])
-        control.clear_answer(writer.path)
-
-
 def _release(writer: SessionWriter) -> None:
     """Close *writer* with a final snapshot if it can be written, else leave its journal as it is."""
     try:
@@ -429,7 +419,6 @@ def run_prepared(
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
     control.clear_answer(writer.path)  # and so is an answer
     try:
-        _clear_waiting(writer)
         interrupted = runner.run()
         if not interrupted and desk is not None:
             again = _offered_rerun(runner, desk)

@@ -407,15 +407,19 @@ def _wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:
         time.sleep(0.02)
 
 
-def _waiting_for(path: str, after_seq: int = -1) -> str | None:
-    """The job the session waits for an answer on (set by a journal change after *after_seq*), or None."""
+def _waiting_for(path: str, ran_after: float | None = None) -> str | None:
+    """The job the session waits for an answer on, or None; with *ran_after*, only a job whose command was
+    started after that time (a question asked again on resume, not the dead runner's flag)."""
     try:
         state = load_session(path).state
     except Exception:  # noqa: BLE001 - being created
         return None
-    if FLAG_WAITING not in state.metadata.flags or state.journal_seq <= after_seq:
+    job = state.metadata.running_job_name
+    if FLAG_WAITING not in state.metadata.flags:
         return None
-    return state.metadata.running_job_name
+    if ran_after is not None and not (job in state.running_jobs and state.running_jobs[job].started > ran_after):
+        return None
+    return job
 
 
 def _sessions(root: str) -> list[str]:
@@ -462,9 +466,16 @@ def test_wait_answer_from_another_process_then_kill_and_resume_records_every_job
             runner.kill()
             runner.wait()
     state = load_session(path).state
-    killed_at = state.journal_seq  # its flag says it waits for verify: stale (a resume clears it first thing)
+    killed_at, killed_seq = time.time(), state.journal_seq
     assert [(a.outcome, a.comments, a.answered.via) for a in state.results["look"]] == [("fail", "too dark", "answer-command")]
     assert "verify" in state.running_jobs and "verify" not in state.results
+    # The dead runner's flag is its own: a writer that opens the session drops it in its first change.
+    from plainbox_like.store.writer import SessionWriter
+
+    with SessionWriter.open(path) as reopened:
+        assert FLAG_WAITING not in reopened.state.metadata.flags
+        assert reopened.state.journal_seq == killed_seq + 1
+    state = load_session(path).state
     # A session that is not running waits for nothing.
     dead = _cli(root, "answer", sid, "verify", "pass")
     assert dead.returncode == 2
