@@ -596,8 +596,3 @@ def remove_logs(session_path: str, io_log_filename: str | None) -> None:
             os.unlink(session_file(session_path, name, "io_log_filename"))
         except (OSError, PlainboxLikeError):
             pass
-
-
-def skip_reason(job: JobDefinition) -> str:
-    """Why a job that needs a person was not run (no answer, ``--manual skip``)."""
-    return f"needs a person (plugin {job.plugin})"
