@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 try:
     import plainbox_like

@@ -1,19 +1,15 @@
-"""Lets the test modules import their helpers (``strategies``) however pytest imports them."""
+"""Fixtures shared by the test modules, and the path that lets them import their helpers (``factories``,
+``cli_helpers``, ``archives``, ``strategies``) however pytest imports them. A test module never imports
+another test module: what two of them share lives in one of those helpers."""
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# and the test folders (tests/store, ...): a test module imports another's helpers by its name
-# (``from test_codec import ...``), whichever folder pytest collects first; the names are unique.
-sys.path[1:1] = sorted(
-    entry.path
-    for entry in os.scandir(os.path.dirname(os.path.abspath(__file__)))
-    if entry.is_dir() and any(name.startswith("test_") for name in os.listdir(entry.path))
-)
 
 import pytest  # noqa: E402
 
+import factories  # noqa: E402
 from plainbox_like.store.repository import SessionRepository  # noqa: E402
 
 
@@ -27,6 +23,39 @@ def root(tmp_path):
 def repo(root):
     """The :class:`SessionRepository` at :func:`root`."""
     return SessionRepository(root)
+
+
+# -- sessions in each state (built by the factory in factories.py) ------------------------------
+
+
+@pytest.fixture
+def finished_session(repo) -> str:
+    """The path of a session of real jobs run to the end (:data:`factories.COMMANDS`): closed, complete."""
+    return factories.run_session(repo.root)
+
+
+@pytest.fixture
+def running_session(repo):
+    """A live writer holding its session's lock, titled ``live``, its job ``a`` running; after the test it
+    is abandoned (a test that wants the final snapshot closes it itself)."""
+    writer = factories.written_session(repo, "live", complete=False, end=factories.OPEN)
+    writer.job_started("a", 1, None)
+    yield writer
+    writer.abandon()
+
+
+@pytest.fixture
+def interrupted_session(repo) -> str:
+    """The path of a session whose runner died while its job c2 ran (:func:`factories.interrupted_run`):
+    incomplete, no live runner, c2 left running."""
+    return factories.interrupted_run(repo.root)
+
+
+@pytest.fixture
+def checkbox_session(repo) -> str:
+    """The path of a session written by real Checkbox (:data:`factories.CHECKBOX_SESSION`), as
+    ``sessions/checkbox.session`` of the repository."""
+    return factories.real_checkbox_session(os.path.join(repo.sessions_dir, "checkbox.session"))
 
 
 @pytest.fixture(autouse=True)

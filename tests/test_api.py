@@ -12,6 +12,7 @@ from plainbox_like.api import Session, StopRequested
 from plainbox_like.store.iolog import read_records
 from plainbox_like.store.reader import load_session
 from plainbox_like.read.summary import summarize
+from factories import wait_until
 
 
 def test_jobs_outputs_and_outcomes_are_recorded(tmp_path):
@@ -75,9 +76,7 @@ def test_checkpoint_waits_while_paused(tmp_path):
     seen = {}
 
     def resume_later():
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and summarize(session.path).status != "paused":
-            time.sleep(0.05)
+        wait_until(lambda: summarize(session.path).status == "paused", timeout=10, interval=0.05)
         seen["status"] = summarize(session.path).status
         control.write_request(session.path, control.CONTINUE)
 

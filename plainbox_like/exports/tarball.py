@@ -146,7 +146,6 @@ def read_state_pair(path: str, attempts: int = 10) -> tuple[tuple[bytes, os.stat
     snapshot was replaced while we read, both are read again.
     """
     state_path = os.path.join(path, STATE_FILE)
-    journal_path = os.path.join(path, JOURNAL_FILE)
     for _ in range(attempts):
         try:
             fd = confine.open_session_file(path, STATE_FILE)

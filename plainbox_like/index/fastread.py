@@ -41,10 +41,8 @@ from plainbox_like.store.paths import session_id_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any
-
-    from plainbox_like.read.summary import SessionSummary
 
 #: Reading this many sessions or more uses a process pool (when more than one worker is allowed).
 POOL_THRESHOLD = 200

@@ -76,7 +76,7 @@ from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of  # noqa: F40
 # which imports nothing.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
     from plainbox_like.read.summary import SessionSummary

@@ -22,7 +22,7 @@ from plainbox_like.index.fastread import read_sessions, reading_sessions
 from plainbox_like.index.records import SESSION_COLUMNS, SessionRecord, _Fields, stable_id
 from plainbox_like.index.schema import BULK_INDEXES
 from plainbox_like.index.stamps import SETTLED, SETTLING, UNSETTLED, _stamp, file_stamp, join_stamps, scan_ids
-from plainbox_like.store.names import JOURNAL_FILE, SESSION_SUFFIX, STATE_FILE
+from plainbox_like.store.names import JOURNAL_FILE, SESSION_SUFFIX, STATE_FILE, is_session_name
 from plainbox_like.store.paths import session_id_of
 
 TYPE_CHECKING = False
@@ -66,7 +66,7 @@ def _scan_settled_here(names: list[str], fd: int, settled: set[str]) -> tuple[in
     others = []
     for name in names:
         try:
-            st = stat_(name, dir_fd=fd, follow_symlinks=False)
+            st = stat_(name, dir_fd=fd)
         except OSError:
             others.append(name)
             continue
@@ -287,10 +287,10 @@ class _Reconciler:
                     # The bulk of it: settled sessions whose directory is as it was (one lstat each).
                     seen, names = _scan_settled(names, fd, settled)
                 for name in names:
-                    if not name.endswith(suffix) or name.startswith("."):
+                    if not is_session_name(name):
                         continue
                     try:
-                        st = stat_(name, dir_fd=fd, follow_symlinks=False)
+                        st = stat_(name, dir_fd=fd)
                     except OSError:
                         continue
                     if st.st_mode & 0o170000 != directory_mode:

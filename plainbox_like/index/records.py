@@ -18,14 +18,13 @@ from plainbox_like.index.stamps import (
     UNSETTLED,
     Stamps,
     file_stamp,
-    session_stamps,
 )
 from plainbox_like.text import iso_time
 from plainbox_like.store.names import FORMAT, STATUS_COMPLETE, STATUS_INCOMPLETE, TIME_FIELDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable
     from typing import Any
 
     from plainbox_like.read.summary import SessionSummary

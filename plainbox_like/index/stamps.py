@@ -12,7 +12,7 @@ import collections
 import os
 import stat
 
-from plainbox_like.store.names import JOURNAL_FILE, SESSION_SUFFIX, STATE_FILE
+from plainbox_like.store.names import JOURNAL_FILE, SESSION_SUFFIX, STATE_FILE, is_session_name
 
 #: A session whose directory changed less than this long (seconds) before it was read is not
 #: settled yet: modification times are coarse (a clock tick; a second on some file systems),
@@ -144,12 +144,12 @@ def scan_sessions(sessions_dir: str) -> dict[str, tuple[str, str]]:
     with entries:
         for entry in entries:
             name = entry.name
-            if not name.endswith(suffix) or name.startswith("."):
+            if not is_session_name(name):
                 continue
             try:
-                if not entry.is_dir(follow_symlinks=False):
+                if not entry.is_dir():
                     continue
-                st = entry.stat(follow_symlinks=False)
+                st = entry.stat()
             except OSError:
                 continue
             path = entry.path
@@ -170,9 +170,9 @@ def scan_ids(sessions_dir: str) -> set[str]:
     with entries:
         for entry in entries:
             name = entry.name
-            if name.endswith(suffix) and not name.startswith("."):
+            if is_session_name(name):
                 try:
-                    if entry.is_dir(follow_symlinks=False):
+                    if entry.is_dir():
                         found.add(name[:cut])
                 except OSError:
                     continue

@@ -151,7 +151,11 @@ def check_session(path: str, held: set | None = None) -> SessionCheck:
         return report
     for part in confine.symlinked_parts(path):
         kind = "symlinked-directory" if part.is_dir else "symlinked-file"
-        report.problem(part.name, f"{part.describe()}: nothing writes through it", kind)
+        report.problem(
+            part.name,
+            f"{part.describe()}: nothing writes through it, repair neither (put what it points to in its place)",
+            kind,
+        )
     if ours:
         _check_our_files(report, rb, live, holder)
     if rb.state is not None:

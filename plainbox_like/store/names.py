@@ -11,6 +11,16 @@ FORMAT = "plainbox-like"
 
 # -- files of a session directory ---------------------------------------------------
 SESSION_SUFFIX = ".session"
+
+
+def is_session_name(name: str) -> bool:
+    """Whether an entry of ``sessions/`` named *name* is a session's, should it be a directory.
+
+    A session directory is such an entry that is a directory, or a symbolic link to one (a session
+    moved to another disk and linked back): every lister follows the link to see that, so ``list``,
+    ``check`` and ``gc`` agree on what the repository holds. Hidden names are imports being staged.
+    """
+    return name.endswith(SESSION_SUFFIX) and not name.startswith(".")
 #: Hidden staging directories of ``import`` inside the sessions directory.
 IMPORT_STAGING_PREFIX = ".importing-"
 STATE_FILE = "session"

@@ -12,7 +12,7 @@ from typing import Any
 
 from plainbox_like.errors import PlainboxLikeError, SessionNotFound
 from plainbox_like.store.confine import SESSIONS_DIR
-from plainbox_like.store.names import STATE_FILE
+from plainbox_like.store.names import STATE_FILE, is_session_name
 from plainbox_like.store.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
 from plainbox_like.store.reader import LoadedSession, load_session
 from plainbox_like.store.writer import SessionWriter, _cannot_write
@@ -45,7 +45,7 @@ class SessionRepository:
             return [
                 e.path
                 for e in entries
-                if e.name.endswith(SESSION_SUFFIX) and not e.name.startswith(".") and e.is_dir()
+                if is_session_name(e.name) and e.is_dir()
             ]
 
     def resolve(self, ref: str) -> str:

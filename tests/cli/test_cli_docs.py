@@ -14,11 +14,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from plainbox_like.cli.main import build_parser
+from cli_helpers import cli, cli_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAN_DIR = os.path.join(REPO, "man")
@@ -304,15 +304,8 @@ def test_man_page_fits_80_columns(page):
 
 
 def _run_cli(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=str(tmp_path / "repository"), COLUMNS="80")
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = cli_env(tmp_path / "repository", COLUMNS="80")
+    return cli(None, *args, env=env, cwd=REPO, timeout=60)
 
 
 def test_top_level_help(tmp_path):

@@ -2,43 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import pty
 import subprocess
-import sys
 import tarfile
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from plainbox_like.cli.main import build_parser
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from cli_helpers import assert_one_line_error, run
-from test_codec import make_plainbox_session
-from test_export import ALL_BYTES, BINARY, MALICIOUS, PLAN, _session_members, _tar_bytes, build_session
+from plainbox_like.store.reader import load_session
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
+from archives import MALICIOUS, session_members, tar_bytes
+from factories import ALL_BYTES, BINARY, PLAN, plainbox_session, report_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+#: The CLI in a child process, its output as bytes (archives).
+cli = functools.partial(cli, text=False, timeout=120)
+
+
 @pytest.fixture
 def session(repo):
-    return build_session(repo)
-
-
-def cli(root, *argv, stdin=None, **kwargs):
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root)
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", *argv],
-        cwd=REPO,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        **kwargs,
-    )
+    return report_session(repo)
 
 
 def test_commands_are_registered_with_help():
@@ -161,9 +152,9 @@ def test_export_tar_refuses_a_terminal(session, root):
     controller, terminal = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "plainbox_like", "export", session.id, "--format", "tar"],
+            cli_argv(None, "export", session.id, "--format", "tar"),
             cwd=REPO,
-            env=dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root),
+            env=cli_env(root),
             stdout=terminal,
             stderr=subprocess.PIPE,
             timeout=60,
@@ -217,7 +208,7 @@ def test_pipe_export_into_import(session, root, tmp_path):
     exported = cli(root, "export", session.id, "--format", "tar")
     assert exported.returncode == 0
     other = str(tmp_path / "other")
-    imported = cli(other, "import", "-", stdin=exported.stdout)
+    imported = cli(other, "import", "-", input=exported.stdout)
     assert imported.returncode == 0, imported.stderr
     new_id = imported.stdout.decode().strip()
     assert load_session(os.path.join(other, "sessions", new_id + ".session")).state == load_session(session.path).state
@@ -225,7 +216,7 @@ def test_pipe_export_into_import(session, root, tmp_path):
 
 def test_checkbox_session_export_and_import(tmp_path, root, capfd):
     directory = tmp_path / "checkbox-ng" / "sessions" / "session_title-2016-02-03T04.05.06.session"
-    make_plainbox_session(directory, 11)
+    plainbox_session(directory, 11)
     for fmt in ("json", "junit", "html"):
         assert run(root, "export", str(directory), "--format", fmt) == 0
     capfd.readouterr()
@@ -245,7 +236,7 @@ def test_checkbox_session_export_and_import(tmp_path, root, capfd):
 @pytest.mark.parametrize("name", ["absolute-path", "dotdot", "symlink-relative-escape", "char-device"])
 def test_import_rejects_malicious_archives(tmp_path, root, capfd, name):
     archive = tmp_path / "evil.tar.gz"
-    archive.write_bytes(_tar_bytes(*_session_members(), *MALICIOUS[name]))
+    archive.write_bytes(tar_bytes(*session_members(), *MALICIOUS[name]))
     assert run(root, "import", str(archive)) == 2
     out, err = capfd.readouterr()
     assert out == ""
@@ -276,9 +267,9 @@ def test_import_refuses_a_terminal(root):
     controller, terminal = pty.openpty()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "plainbox_like", "import", "-"],
+            cli_argv(None, "import", "-"),
             cwd=REPO,
-            env=dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root),
+            env=cli_env(root),
             stdin=terminal,
             capture_output=True,
             timeout=60,

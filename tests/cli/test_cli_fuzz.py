@@ -22,12 +22,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from plainbox_like.cli.main import build_parser, main
+from cli_helpers import cli, cli_argv, cli_env
+from factories import wait_until
 
 #: A case that runs longer than this (seconds) hangs.
 HANG_LIMIT = 20
@@ -155,13 +156,6 @@ def _cases(command: str) -> list[tuple[str, list[str]]]:
     return cases
 
 
-def _cli(repo: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=repo)
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", *args], env=env, capture_output=True, text=True, timeout=60, **kwargs
-    )
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A repository with a complete session (pass and fail, with output) and one whose runner was killed."""
@@ -171,21 +165,21 @@ def template(tmp_path_factory):
     units.write_text(UNITS_TEXT)
     launcher = base / "launcher.conf"
     launcher.write_text("[launcher]\nsession_title = fuzz launcher\n[test plan]\nunit = plan\nforced = yes\n")
-    done = _cli(repo, "run", "-c", "echo hello; echo oops >&2", "-c", "false", "--title", "fuzz")
+    done = cli(repo, "run", "-c", "echo hello; echo oops >&2", "-c", "false", "--title", "fuzz")
     assert done.returncode == 1, done.stderr
     # The runner dies at the second job; run again (resume), the job only says so.
     marker = base / "kill-the-runner"
     marker.touch()
-    killed = _cli(repo, "run", "-c", "echo first", "-c", f"test -e {marker} && kill -9 $PPID; echo second")
+    killed = cli(repo, "run", "-c", "echo first", "-c", f"test -e {marker} && kill -9 $PPID; echo second")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     marker.unlink()
-    _cli(repo, "run", "--title", "units", str(units))
-    listed = _cli(repo, "list", "--json")
+    cli(repo, "run", "--title", "units", str(units))
+    listed = cli(repo, "list", "--json")
     by_title = {s["title"]: s for s in json.loads(listed.stdout)}
     sessions = {"complete": by_title["fuzz"]["id"], "incomplete": by_title[None]["id"]}
     assert by_title[None]["status"] == "incomplete"
     archive = str(base / "archive.tar.gz")
-    exported = _cli(repo, "export", sessions["complete"], "--format", "tar", "-o", archive)
+    exported = cli(repo, "export", sessions["complete"], "--format", "tar", "-o", archive)
     assert exported.returncode == 0, exported.stderr
     for name in os.listdir(repo):
         if name.startswith("index.sqlite3"):
@@ -377,22 +371,22 @@ WATCH_OPTIONS = [
 
 
 def _wait_for_text(path: str, text: str, proc: subprocess.Popen, limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    """Whether *text* shows in the file at *path* within *limit* seconds, while *proc* still runs."""
+
+    def seen():
         with open(path, encoding="utf-8", errors="replace") as f:
             if text in f.read():
                 return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.05)
-    return False
+        return False if proc.poll() is None else "exited"
+
+    return wait_until(seen, timeout=limit, interval=0.05) is True
 
 
 def test_watch_and_log_follow_stop_cleanly_whatever_their_options(template, tmp_path):
     """``watch`` (hostile options) and ``log --follow`` of a running job, bounded: SIGTERM, or the job's end."""
     repo = str(tmp_path / "repo")
     shutil.copytree(template["repo"], repo, symlinks=True)
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=repo)
+    env = cli_env(repo)
     # And one watching a repository whose index cannot be written (a directory in place of its -shm file).
     damaged = str(tmp_path / "damaged")
     shutil.copytree(template["repo"], damaged, symlinks=True)
@@ -404,18 +398,18 @@ def test_watch_and_log_follow_stop_cleanly_whatever_their_options(template, tmp_
         err = str(tmp_path / f"watch{number}.err")
         args = [*options, "watch"] if options[0] == "--repository" else ["watch", *options]
         with open(err, "wb") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "plainbox_like", *args], env=env, stdout=f, stderr=f)
+            proc = subprocess.Popen(cli_argv(None, *args), env=env, stdout=f, stderr=f)
         started.append((options, proc, err))
     # A running job, followed: log --follow ends when the job does.
     runner = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "run", "-c", "echo start; sleep 2; echo end"],
+        cli_argv(None, "run", "-c", "echo start; sleep 2; echo end"),
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     line = runner.stderr.readline()  # "Session ID in PATH"
     assert line.startswith("Session "), line
     sid = line.split()[1]
     follow = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "log", "--follow", sid, "c1"],
+        cli_argv(None, "log", "--follow", sid, "c1"),
         env=env, capture_output=True, text=True, timeout=HANG_LIMIT,
     )  # fmt: skip
     runner.communicate(timeout=HANG_LIMIT)

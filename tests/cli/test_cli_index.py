@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,25 +18,13 @@ from plainbox_like.read import summary
 from plainbox_like.cli import output
 from plainbox_like.cli.inspect import parse_since, summary_json
 from plainbox_like.cli.main import build_parser
-from plainbox_like.store.model import Attempt
 from plainbox_like.store.repository import SessionRepository
-from cli_helpers import run
+from cli_helpers import cli, run
+from factories import written_session
 
 
-def session(repo, title, *, outcomes=(), tags=(), parent=None, complete=True, created=None):
-    writer = repo.create(title=title, durability="flush", tags=list(tags), parent_session=parent)
-    writer.set_plan({"build": "1", "test/unit": "2"}, ["build", "test/unit"])
-    for job_id, outcome in outcomes:
-        writer.job_finished(job_id, Attempt(outcome, return_code=0 if outcome == "pass" else 1))
-    fields = {}
-    if complete:
-        fields["flags"] = []
-    if created is not None:
-        fields["created"] = created
-    if fields:
-        writer.update_metadata(**fields)
-    writer.close()
-    return writer
+#: The sessions listed here: build and test/unit planned, complete without a finish time, written without fsync.
+session = functools.partial(written_session, plan=("build", "test/unit"), finished=False, durability="flush")
 
 
 @pytest.fixture
@@ -46,7 +33,7 @@ def sessions(repo):
     return {
         "old": session(repo, "old nightly", outcomes=[("build", "pass")], created=now - 10 * 86400),
         "gpu": session(repo, "gpu nightly", outcomes=[("build", "pass"), ("test/unit", "fail")], tags=["gpu"]),
-        "child": session(repo, "child run", outcomes=[("build", "crash")], complete=False, parent="PARENT1"),
+        "child": session(repo, "child run", outcomes=[("build", "crash")], complete=False, parent_session="PARENT1"),
     }
 
 
@@ -95,8 +82,7 @@ def test_list_is_never_stale_without_a_watcher(repo, root, sessions, capsys):
 
 def other_process(root, *argv):
     """``plainbox-like ARGV...`` run by another process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAINBOX_LIKE_")}
-    subprocess.run([sys.executable, "-m", "plainbox_like", "--repository", root, *argv], check=True, capture_output=True, env=env)
+    cli(root, *argv, check=True)
 
 
 @pytest.mark.parametrize("mode", ["settled", "settled, scan shared with a forked process", "just read"])

@@ -6,7 +6,6 @@ import datetime
 import gzip
 import json
 import os
-import shutil
 import socket
 import time
 
@@ -270,14 +269,10 @@ def test_show_session_being_created(repo, root, capsys):
     assert_one_line_error(capsys.readouterr().err, "being created")
 
 
-def test_show_counts_planned_jobs_the_way_checkbox_records_them(root, capsys):
+def test_show_counts_planned_jobs_the_way_checkbox_records_them(root, checkbox_session, capsys):
     """A real Checkbox 1.18.1 session of tutorial-base: its desired_job_list leaves out the bootstrap job
     tutorial_resources, which has a result; every job with a result was planned."""
-    fixture = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "checkbox", "tutorial-base.session.gz")
-    session = os.path.join(root, "sessions", "cbx.session")
-    os.makedirs(os.path.join(session, "io-logs"))
-    shutil.copyfile(fixture, os.path.join(session, "session"))
-    assert run(root, "show", "cbx") == 0
+    assert run(root, "show", "checkbox") == 0
     out = capsys.readouterr().out
     assert "(12 of 12 planned jobs done)" in out
     assert run(root, "list", "--json") == 0

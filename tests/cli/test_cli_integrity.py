@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -19,15 +18,11 @@ from plainbox_like.run import settle
 from plainbox_like.cli.main import build_parser
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
 from plainbox_like.run.executors import iter_pgid_members
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.store.writer import SessionWriter
-from test_integrity import closed_session, files, make_checkbox_session, quarantined
-from factories import wait_until
-from cli_helpers import run as cli
-
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(HERE)
+from plainbox_like.store.reader import load_session
+from cli_helpers import cli, cli_argv, cli_env, run
+from factories import logged_checkbox_session, quarantined_files, run_session, session_files, wait_until
 
 
 def sid_of(path):
@@ -62,27 +57,27 @@ def test_commands_have_help_and_descriptions():
 
 
 def test_check_healthy_repository(root, capsys):
-    closed_session(root)
-    closed_session(root)
-    assert cli(root, "check") == 0
+    run_session(root)
+    run_session(root)
+    assert run(root, "check") == 0
     out, err = capsys.readouterr()
     assert out == ""
     assert "2 session(s) checked: no problems" in err
 
 
 def test_check_empty_repository(root, capsys):
-    assert cli(root, "check") == 0
+    assert run(root, "check") == 0
     assert "no sessions" in capsys.readouterr().err
 
 
 def test_check_reports_one_line_per_problem(root, capsys):
-    good, bad = closed_session(root), closed_session(root)
+    good, bad = run_session(root), run_session(root)
     os.unlink(os.path.join(bad, "session.bak"))
     with open(os.path.join(bad, "io-logs", "c1.stdout"), "ab") as f:
         f.write(b"!")
     with open(os.path.join(bad, ".session.abcd.tmp"), "wb") as f:
         f.write(b"x")
-    assert cli(root, "check") == 1
+    assert run(root, "check") == 1
     out, err = capsys.readouterr()
     assert sorted(out.splitlines()) == sorted(
         [
@@ -93,19 +88,19 @@ def test_check_reports_one_line_per_problem(root, capsys):
     assert sid_of(good) not in out
     assert "1 of 2 session(s) need repair" in err
     # Only the healthy one, by id prefix and by path.
-    assert cli(root, "check", sid_of(good)[:6] if sid_of(good)[:6] != sid_of(bad)[:6] else sid_of(good)) == 0
-    assert cli(root, "check", good) == 0
+    assert run(root, "check", sid_of(good)[:6] if sid_of(good)[:6] != sid_of(bad)[:6] else sid_of(good)) == 0
+    assert run(root, "check", good) == 0
     # The damaged one by path, also when it has no state file any more.
-    assert cli(root, "check", bad + "/") == 1
+    assert run(root, "check", bad + "/") == 1
     os.unlink(os.path.join(bad, "session"))
-    assert cli(root, "check", bad + "/") == 1
+    assert run(root, "check", bad + "/") == 1
 
 
 def test_check_json(root, capsys):
-    good, bad = closed_session(root), closed_session(root)
+    good, bad = run_session(root), run_session(root)
     with open(os.path.join(bad, "journal"), "ab") as f:
         f.write(b'{"seq": 7, "op"')
-    assert cli(root, "check", "--json", good, bad) == 1
+    assert run(root, "check", "--json", good, bad) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is False
     by_id = {s["id"]: s for s in report["sessions"]}
@@ -118,61 +113,61 @@ def test_check_json(root, capsys):
 
 
 def test_check_bad_arguments(root, capsys):
-    closed_session(root)
-    assert cli(root, "check", "no-such-session") == 2
+    run_session(root)
+    assert run(root, "check", "no-such-session") == 2
     one_line_error(capsys.readouterr().err, "no-such-session")
-    assert cli(root, "check", "/nonexistent/x.session") == 2
+    assert run(root, "check", "/nonexistent/x.session") == 2
     one_line_error(capsys.readouterr().err)
     with pytest.raises(SystemExit) as info:
-        cli(root, "check", "--no-such-option")
+        run(root, "check", "--no-such-option")
     assert info.value.code == 2
 
 
 def test_check_checkbox_session_by_path(tmp_path, capsys):
-    directory = make_checkbox_session(str(tmp_path / "cbx.session"))
-    assert cli(str(tmp_path / "repo"), "check", directory) == 0
+    directory = logged_checkbox_session(str(tmp_path / "cbx.session"))
+    assert run(str(tmp_path / "repo"), "check", directory) == 0
     capsys.readouterr()
-    assert cli(str(tmp_path / "repo"), "repair", directory) == 2
+    assert run(str(tmp_path / "repo"), "repair", directory) == 2
     one_line_error(capsys.readouterr().err, "read-only")
 
 
 # -- repair -----------------------------------------------------------------------------
 
 
-def test_repair_says_what_it_did(root, capsys):
-    path = closed_session(root)
+def test_repair_says_what_it_did(root, capsys, finished_session):
+    path = finished_session
     sid = sid_of(path)
     data = open(os.path.join(path, "session"), "rb").read()
     with open(os.path.join(path, "session"), "wb") as f:
         f.write(data[: len(data) // 2])
-    assert cli(root, "repair", sid) == 0
+    assert run(root, "repair", sid) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert lines and all(line.startswith(f"{sid}: ") for line in lines)
     assert any(line.startswith(f"{sid}: session: not a valid gzip file") and "rebuilt" in line for line in lines)
     assert "quarantine" in err
-    assert quarantined(path)["session"] == data[: len(data) // 2]
-    assert cli(root, "check", sid) == 0
-    assert cli(root, "repair", sid) == 0
+    assert quarantined_files(path)["session"] == data[: len(data) // 2]
+    assert run(root, "check", sid) == 0
+    assert run(root, "repair", sid) == 0
     assert "nothing to repair" in capsys.readouterr().out
 
 
 def test_repair_locked_session(root, capsys):
     writer = SessionRepository(root).create(title="busy")
     try:
-        assert cli(root, "repair", writer.id) == 2
+        assert run(root, "repair", writer.id) == 2
         one_line_error(capsys.readouterr().err, "locked", str(os.getpid()))
     finally:
         writer.close()
 
 
 def test_repair_unknown_session(root, capsys):
-    assert cli(root, "repair", "nothing-like-it") == 2
+    assert run(root, "repair", "nothing-like-it") == 2
     one_line_error(capsys.readouterr().err)
 
 
-def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
-    path = closed_session(root)
+def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "session"))
 
     def half_done(path, say):
@@ -181,37 +176,17 @@ def test_repair_reports_problems_it_cannot_fix(root, capsys, monkeypatch):
         return result
 
     monkeypatch.setattr(repairing, "repair_session", half_done)
-    assert cli(root, "repair", sid_of(path)) == 1
+    assert run(root, "repair", sid_of(path)) == 1
     assert f"{sid_of(path)}: session: still a problem: state file is missing" in capsys.readouterr().out
 
 
 # -- a runner killed with SIGKILL in the middle of a run ---------------------------------
 
 
-def _env(root):
-    env = dict(os.environ)
-    env.pop("PLAINBOX_LIKE_SESSION", None)
-    env.pop("PLAINBOX_LIKE_JOB", None)
-    env["PLAINBOX_LIKE_REPOSITORY"] = root
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _plainbox_like(root, *args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, *args],
-        env=_env(root),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_sigkilled_runner(root):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "run", "-c", "echo a", "-c", "sleep 30"],
-        env=_env(root),
+        cli_argv(root, "run", "-c", "echo a", "-c", "sleep 30"),
+        env=cli_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
@@ -249,7 +224,7 @@ def test_sigkilled_runner(root):
                 pass
     sid = sid_of(path)
 
-    checked = _plainbox_like(root, "check")
+    checked = cli(root, "check")
     assert checked.returncode == 1, checked.stderr
     lines = checked.stdout.splitlines()
     assert len(lines) == 1, lines
@@ -257,19 +232,19 @@ def test_sigkilled_runner(root):
     assert "(c2): resume or cleanup" in lines[0]
     assert "io-logs/c2.record.gz" in checked.stderr  # its cut log: a note, not a problem
 
-    before = files(path)
-    repaired = _plainbox_like(root, "repair", sid)
+    before = session_files(path)
+    repaired = cli(root, "repair", sid)
     assert repaired.returncode == 0, repaired.stderr
     actions = repaired.stdout.splitlines()
     assert any(a.startswith(f"{sid}: lock: interrupted run of pid {proc.pid}") and "c2 (crash)" in a for a in actions)
     assert any(a.startswith(f"{sid}: io-logs/c2.record.gz: file was cut") for a in actions)
-    kept = quarantined(path)
-    after = files(path)
+    kept = quarantined_files(path)
+    after = session_files(path)
     for rel, data in before.items():
         if after.get(rel) != data:
             assert kept.get(rel) == data, rel
 
-    clean = _plainbox_like(root, "check", sid)
+    clean = cli(root, "check", sid)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout == ""
 
@@ -279,11 +254,11 @@ def test_sigkilled_runner(root):
     assert state.latest("c2").comments == settle.STOPPED_WHILE_RUNNING
     assert iolog.read_records(os.path.join(path, state.latest("c2").io_log_filename)).complete
 
-    resumed = _plainbox_like(root, "resume", sid)
+    resumed = cli(root, "resume", sid)
     assert resumed.returncode == 1, resumed.stderr  # c2 crashed: the exit status says so
     assert "error" not in resumed.stderr
     assert "Session " + sid in resumed.stderr
-    assert _plainbox_like(root, "check").returncode == 0
+    assert cli(root, "check").returncode == 0
 
 
 def test_sigkilled_writer_with_a_damaged_snapshot(root):
@@ -293,15 +268,15 @@ def test_sigkilled_writer_with_a_damaged_snapshot(root):
     writer.abandon()  # died right after journaling the plan
     with open(os.path.join(writer.path, "session"), "wb") as f:
         f.write(b"\0" * 64)
-    before = files(writer.path)
-    repaired = _plainbox_like(root, "repair", writer.id)
+    before = session_files(writer.path)
+    repaired = cli(root, "repair", writer.id)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert quarantined(writer.path)["session"] == before["session"]
-    assert _plainbox_like(root, "check", writer.id).returncode == 0
+    assert quarantined_files(writer.path)["session"] == before["session"]
+    assert cli(root, "check", writer.id).returncode == 0
     # The plan comes back from the journal, which starts at seq 1.
     state = load_session(writer.path).state
     assert state.desired_job_list == ["c1", "c2"]
-    resumed = _plainbox_like(root, "resume", writer.id)
+    resumed = cli(root, "resume", writer.id)
     metadata_lost = any(line.startswith(f"{writer.id}: lost: ") and "metadata" in line for line in repaired.stdout.splitlines())
     assert metadata_lost == (state.metadata.app_blob is None)
     if metadata_lost:
@@ -313,14 +288,14 @@ def test_sigkilled_writer_with_a_damaged_snapshot(root):
         assert load_session(writer.path).state.latest("c2").outcome == OUTCOME_PASS
 
 
-def test_plain_session_dir_without_state_resolves_by_id(root, capsys):
-    path = closed_session(root)
+def test_plain_session_dir_without_state_resolves_by_id(root, capsys, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "session"))
     os.unlink(os.path.join(path, "session.bak"))
-    assert cli(root, "check", sid_of(path)) == 1
+    assert run(root, "check", sid_of(path)) == 1
     capsys.readouterr()
-    assert cli(root, "repair", sid_of(path)) == 0
+    assert run(root, "repair", sid_of(path)) == 0
     out = capsys.readouterr().out
     assert "lost: " in out
-    assert cli(root, "check", sid_of(path)) == 0
+    assert run(root, "check", sid_of(path)) == 0
     assert SessionWriter.open(path).close() is None  # writable again

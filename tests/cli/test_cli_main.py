@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from plainbox_like.cli import main as cli_main
+from cli_helpers import cli_argv, cli_env
 
 
 def registered_commands(module: str) -> set[str]:
@@ -104,9 +105,8 @@ def test_other_os_errors_are_not_hidden(tmp_path, monkeypatch):
 
 def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "--repository", str(tmp_path), "run", "--dry-run",
-         *[arg for n in range(2000) for arg in ("-c", f"echo {n}")]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cli_argv(tmp_path, "run", "--dry-run", *[arg for n in range(2000) for arg in ("-c", f"echo {n}")]),
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     proc.stdout.close()  # like `| head` that has read enough
     _, err = proc.communicate(timeout=60)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
 import shlex
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,26 +16,16 @@ import pytest
 from plainbox_like.maintain import manage
 from plainbox_like.store import names, reader
 from plainbox_like.cli.main import build_parser
-from plainbox_like.store.model import Attempt
-from cli_helpers import assert_one_line_error, run
-from factories import dead_pid
+from cli_helpers import assert_one_line_error, cli, cli_argv, run
+from factories import dead_pid, written_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAY = 86400.0
 COMMANDS = ("delete", "rename", "tag", "untag", "gc", "cleanup")
 
 
-def session(repo, title="done", created=None, complete=True, tags=()):
-    writer = repo.create(title=title, tags=list(tags))
-    writer.set_plan({"a": "sum-a"}, ["a"])
-    writer.job_finished("a", Attempt("pass", return_code=0))
-    fields = {"flags": [], "finished": time.time()} if complete else {}
-    if created is not None:
-        fields["created"] = created
-    if fields:
-        writer.update_metadata(**fields)
-    writer.close()
-    return writer
+#: The sessions managed here: job ``a`` passed.
+session = functools.partial(written_session, outcomes={"a": "pass"})
 
 
 def listed(root, capsys):
@@ -92,22 +81,19 @@ def test_delete_unknown_session(root, repo, capsys):
     assert os.path.isdir(writer.path)
 
 
-def test_delete_live_session_needs_force(root, repo, capsys):
-    writer = repo.create(title="live")
-    try:
-        assert run(root, "delete", writer.id) == 2
-        out, err = capsys.readouterr()
-        assert out == ""
-        assert_one_line_error(err, f"pid {os.getpid()} on host {socket.gethostname()}", "--force")
-        assert os.path.isdir(writer.path)
+def test_delete_live_session_needs_force(root, running_session, capsys):
+    writer = running_session
+    assert run(root, "delete", writer.id) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_line_error(err, f"pid {os.getpid()} on host {socket.gethostname()}", "--force")
+    assert os.path.isdir(writer.path)
 
-        assert run(root, "delete", "--force", writer.id) == 0
-        out, err = capsys.readouterr()
-        assert out.startswith(f"deleted {writer.id}  running")
-        assert f"pid {os.getpid()} on host {socket.gethostname()}" in err and "may still write" in err
-        assert not os.path.exists(writer.path)
-    finally:
-        writer.abandon()
+    assert run(root, "delete", "--force", writer.id) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"deleted {writer.id}  running")
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in err and "may still write" in err
+    assert not os.path.exists(writer.path)
 
 
 def test_delete_failure_is_one_line_and_hides_the_session(root, repo, capsys, monkeypatch):
@@ -174,15 +160,11 @@ def test_bad_tag(root, repo, capsys):
 
 
 @pytest.mark.parametrize("argv", [("rename", "x"), ("tag", "x"), ("untag", "x")])
-def test_edit_of_a_live_session(root, repo, capsys, argv):
-    writer = repo.create(title="live")
-    try:
-        assert run(root, argv[0], writer.id, *argv[1:]) == 2
-        out, err = capsys.readouterr()
-        assert out == ""
-        assert_one_line_error(err, f"pid {os.getpid()} on host {socket.gethostname()}", "after the run ends")
-    finally:
-        writer.close()
+def test_edit_of_a_live_session(root, running_session, capsys, argv):
+    assert run(root, argv[0], running_session.id, *argv[1:]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_line_error(err, f"pid {os.getpid()} on host {socket.gethostname()}", "after the run ends")
 
 
 @pytest.mark.parametrize("argv", [("rename", "x"), ("tag", "x"), ("untag", "x")])
@@ -310,16 +292,9 @@ def test_cleanup_leaves_live_sessions_alone(root, repo, capsys):
 
 
 def test_show_lists_child_sessions(root, capsys):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAINBOX_LIKE_")}
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    inner = f"{shlex.quote(sys.executable)} -m plainbox_like --repository {shlex.quote(root)} run --title kid -c true"
-    proc = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "run", "--title", "mother", "-c", inner],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
+    inner = shlex.join(cli_argv(root, "run", "--title", "kid", "-c", "true"))
+    proc = cli(root, "run", "--title", "mother", "-c", inner, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     sessions = listed(root, capsys)
     [mother] = [s for s in sessions.values() if s["title"] == "mother"]
     [kid] = [s for s in sessions.values() if s["title"] == "kid"]

@@ -8,10 +8,10 @@ FIFO nobody writes, NUL in an argument; and management commands that wait for on
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,8 +22,8 @@ from plainbox_like.store import locks, reader
 from plainbox_like.store.writer import acquire_lock
 from plainbox_like.cli.main import main
 from plainbox_like.store.iolog import IORecord
-from plainbox_like.store.model import Attempt
-from cli_helpers import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, cli_argv, cli_env, run
+from factories import written_session
 
 #: Drops the capability that lets root ignore file permissions, so root meets them as a user would.
 NO_DAC_OVERRIDE = [
@@ -40,27 +40,11 @@ def _cli(root: str | None, *args: str, as_user: bool = False, timeout: float = 6
         if shutil.which("setpriv") is None:
             pytest.skip("needs setpriv to drop root's file access")
         prefix = NO_DAC_OVERRIDE
-    repo = ["--repository", root] if root is not None else []
-    return subprocess.run(
-        [*prefix, sys.executable, "-m", "plainbox_like", *repo, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return subprocess.run([*prefix, *cli_argv(root, *args)], env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def _session(repo, title="t", output=b"hello\n") -> str:
-    """A complete session with one job ``a`` that printed *output*; returns its id."""
-    writer = repo.create(title=title)
-    writer.set_plan({"a": "sum-a"}, ["a"])
-    log, name = writer.new_log("a", 1)
-    for line in output.splitlines(keepends=True):
-        log.write("stdout", line)
-    log.close()
-    writer.job_finished("a", Attempt("pass", return_code=0, io_log_filename=name))
-    writer.update_metadata(flags=[], finished=time.time())
-    writer.close()
-    return writer.id
+#: A complete session with one job ``a`` that printed ``hello`` (a record per line of *output*).
+session = functools.partial(written_session, title="t", outcomes={"a": "pass"}, output=[b"hello\n"])
 
 
 # -- the repository ------------------------------------------------------------------
@@ -111,7 +95,7 @@ def test_a_repository_in_a_directory_that_cannot_be_written(tmp_path):
 
 
 def test_replay_speed_too_small_is_a_usage_error_naming_the_option(repo, root, capsys):
-    sid = _session(repo)
+    sid = session(repo).id
     with pytest.raises(SystemExit) as stopped:
         run(root, "replay", "--speed", "1e-300", sid, "a")
     assert stopped.value.code == 2
@@ -134,10 +118,10 @@ def test_replay_never_sleeps_longer_than_any_platform_takes():
 @pytest.mark.parametrize("side", ["-shm", "-wal"])
 @pytest.mark.parametrize("command", [["index"], ["watch", "--once"]])
 def test_an_index_side_file_that_is_no_file_is_a_one_line_error(repo, root, capsys, side, command):
-    _session(repo, "first")
+    session(repo, title="first")
     assert run(root, "index") == 0
     os.mkdir(os.path.join(root, "index.sqlite3" + side))
-    _session(repo, "second")  # something to write into the index
+    session(repo, title="second")  # something to write into the index
     capsys.readouterr()
     assert run(root, *command) == 2
     assert_one_line_error(capsys.readouterr().err, os.path.join(root, "index.sqlite3" + side), "not a regular file")
@@ -151,7 +135,7 @@ def test_an_index_side_file_that_is_no_file_is_a_one_line_error(repo, root, caps
 
 
 def test_repair_when_the_lock_is_a_directory(repo, root, capsys):
-    sid = _session(repo)
+    sid = session(repo).id
     lock = os.path.join(repo.sessions_dir, sid + ".session", "lock")
     os.unlink(lock)
     os.mkdir(lock)
@@ -160,7 +144,7 @@ def test_repair_when_the_lock_is_a_directory(repo, root, capsys):
 
 
 def test_repair_when_the_lock_cannot_be_opened(repo, root):
-    sid = _session(repo)
+    sid = session(repo).id
     path = os.path.join(repo.sessions_dir, sid + ".session")
     os.chmod(os.path.join(path, "lock"), 0o400)
     os.unlink(os.path.join(path, "io-logs", "a.stdout"))  # something to repair
@@ -191,7 +175,7 @@ def _full_disk_for_new_logs(monkeypatch, logs: str, room: int) -> None:
 
 
 def test_repair_on_a_full_disk_leaves_no_temporary_file_and_names_the_file(repo, root, capsys, monkeypatch):
-    sid = _session(repo, output=b"".join(b"line %d\n" % n for n in range(100_000)))
+    sid = session(repo, output=[b"line %d\n" % n for n in range(100_000)]).id
     path = os.path.join(repo.sessions_dir, sid + ".session")
     logs = os.path.join(path, "io-logs")
     stdout = os.path.join(logs, "a.stdout")
@@ -254,12 +238,11 @@ def test_a_nul_character_in_an_argument_is_a_one_line_error(root, capsys):
 
 
 def test_ten_concurrent_tags_of_one_session_all_succeed(repo, root):
-    sid = _session(repo)
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root)
+    sid = session(repo).id
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "plainbox_like", "tag", sid, f"t{n}"],
-            env=env,
+            cli_argv(None, "tag", sid, f"t{n}"),
+            env=cli_env(root),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -276,7 +259,7 @@ def test_ten_concurrent_tags_of_one_session_all_succeed(repo, root):
 
 
 def test_a_management_command_that_gives_up_names_the_real_holder(repo, root, capsys, monkeypatch):
-    sid = _session(repo)
+    sid = session(repo).id
     path = os.path.join(repo.sessions_dir, sid + ".session")
     monkeypatch.setattr(manage, "MAINTENANCE_WAIT", 0.2)
     fd = acquire_lock(path, "rename")  # as a rename that takes its time would
@@ -291,7 +274,7 @@ def test_a_management_command_that_gives_up_names_the_real_holder(repo, root, ca
 
 
 def test_a_run_holding_the_lock_is_not_waited_for(repo, root, capsys):
-    sid = _session(repo)
+    sid = session(repo).id
     path = os.path.join(repo.sessions_dir, sid + ".session")
     fd = acquire_lock(path)  # as a run does
     try:

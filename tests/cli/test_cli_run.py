@@ -16,8 +16,9 @@ import pytest
 
 from plainbox_like.store.iolog import RecordReader
 from plainbox_like.store.model import FLAG_INCOMPLETE
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
+from plainbox_like.store.reader import load_session
+from cli_helpers import cli_argv, cli_env
 from factories import only_session
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,26 +29,16 @@ SCRIPT = os.path.join(os.path.dirname(sys.executable), "plainbox-like")
 LINE = re.compile(r"^\[\s*(\d+)/(\d+)\] (\S+)\s+(\S+)\s+(\S+)(?:  \((.*)\))?$")
 
 
-def env_for(repo, **extra):
-    env = dict(os.environ)
-    env.pop("PLAINBOX_LIKE_SESSION", None)
-    env.pop("PLAINBOX_LIKE_JOB", None)
-    env["PLAINBOX_LIKE_REPOSITORY"] = str(repo)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
 def argv(repo, *args, module=True):
     if module or not os.path.exists(SCRIPT):
-        return [sys.executable, "-m", "plainbox_like", "--repository", str(repo), *args]
+        return cli_argv(repo, *args)
     return [SCRIPT, "--repository", str(repo), *args]
 
 
 def run(repo, *args, module=False, timeout=90, **extra_env):
     return subprocess.run(
         argv(repo, *args, module=module),
-        env=env_for(repo, **extra_env),
+        env=cli_env(repo, **extra_env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -310,7 +301,7 @@ def test_long_line_without_newline_keeps_runner_memory_bounded(tmp_path):
     repo = tmp_path / "repo"
     with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
         code, peak = peak_rss_mib(
-            argv(repo, "run", "-c", f"head -c {size} /dev/zero | tr '\\0' 'x'"), env_for(repo), out, err
+            argv(repo, "run", "-c", f"head -c {size} /dev/zero | tr '\\0' 'x'"), cli_env(repo), out, err
         )
     assert code == 0, (tmp_path / "err").read_text()
     assert peak < 100, f"runner peak RSS {peak:.0f} MiB for a {size >> 20} MiB line"
@@ -400,7 +391,7 @@ def test_a_full_disk_is_a_one_line_error_with_the_way_to_resume(tmp_path, monkey
     code = run_cli(root, "run", "-c", "echo small", "-c", "head -c 1000000 /dev/zero", "-c", "echo never")
     captured = capsys.readouterr()
     assert code == 1
-    path = SessionRepository(root).session_paths()[0]
+    path = only_session(root)
     sid = os.path.basename(path)[: -len(".session")]
     error = [line for line in captured.err.splitlines() if line.startswith("plainbox-like: error:")]
     assert len(error) == 1 and "Traceback" not in captured.err

@@ -7,27 +7,21 @@ hang, never a read from elsewhere; ``check`` reports each as damage.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.cli_helpers import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, cli, run
 
 #: Seconds any one command may take: a FIFO that blocks a reader makes it run forever.
 LIMIT = 20
 
 
-def _cli(repo: str, *argv: str) -> subprocess.CompletedProcess:
-    """The CLI in a child process, so a hang is a failed test (a timeout), not a stuck suite."""
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=repo)
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", repo, *argv],
-        capture_output=True, text=True, timeout=LIMIT, env=env,
-    )  # fmt: skip
+#: The CLI in a child process, so a hang is a failed test (a timeout), not a stuck suite.
+cli = functools.partial(cli, timeout=LIMIT)
 
 
 @pytest.fixture(scope="module")
@@ -59,31 +53,31 @@ def test_a_fifo_in_place_of_an_io_log_hangs_no_reader(session, suffix):
     log = os.path.join(path, "io-logs", f"c1.{suffix}")
     _fifo_in_place(log)
     for command in ("log", "replay"):
-        done = _cli(repo, command, sid, "c1")
+        done = cli(repo, command, sid, "c1")
         assert done.returncode == 2 and done.stdout == ""
         assert_one_line_error(done.stderr, log, "not a regular file")
-    checked = _cli(repo, "check", "--json", sid)
+    checked = cli(repo, "check", "--json", sid)
     assert checked.returncode == 1
     problems = {(p["file"], p["message"]) for s in json.loads(checked.stdout)["sessions"] for p in s["problems"]}
     assert any(f == f"io-logs/c1.{suffix}" and "not a regular file" in m for f, m in problems), problems
     for fmt in ("html", "junit", "json", "tar"):
         out = os.path.join(os.path.dirname(repo), f"out.{fmt}")
-        done = _cli(repo, "export", sid, "--format", fmt, "-o", out)
+        done = cli(repo, "export", sid, "--format", fmt, "-o", out)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     with open(os.path.join(os.path.dirname(repo), "out.html"), encoding="utf-8") as f:
         assert "not a regular file" in f.read()  # the attempt is shown, without output, with the problem
     with open(os.path.join(os.path.dirname(repo), "out.junit"), encoding="utf-8") as f:
         assert "not a regular file" in f.read()
     out = os.path.join(os.path.dirname(repo), "logs.json")
-    assert _cli(repo, "export", sid, "--with-logs", "-o", out).returncode == 0
+    assert cli(repo, "export", sid, "--with-logs", "-o", out).returncode == 0
     with open(out, encoding="utf-8") as f:
         (attempt,) = json.load(f)["logs"]["c1"]
     assert attempt["source"] == "missing" and "not a regular file" in attempt["problem"]
     assert attempt["stdout"]["text"] == "" and attempt["stderr"]["text"] == ""
-    repaired = _cli(repo, "repair", sid)
+    repaired = cli(repo, "repair", sid)
     assert "Traceback" not in repaired.stderr, repaired.stderr
-    assert _cli(repo, "check", sid).returncode == 0  # the FIFO was moved to quarantine, the log rebuilt
-    assert _cli(repo, "log", sid, "c1").stdout == "out\nerr\n"
+    assert cli(repo, "check", sid).returncode == 0  # the FIFO was moved to quarantine, the log rebuilt
+    assert cli(repo, "log", sid, "c1").stdout == "out\nerr\n"
 
 
 @pytest.mark.parametrize("name", ["session", "journal"])
@@ -94,14 +88,14 @@ def test_a_state_or_journal_linked_outside_the_session_is_not_read(session, tmp_
     os.unlink(os.path.join(path, name))
     os.symlink(outside, os.path.join(path, name))
     for argv in (["show", sid], ["log", sid, "c1"], ["export", sid, "--format", "json"]):
-        done = _cli(repo, *argv)
+        done = cli(repo, *argv)
         assert done.returncode != 0, argv
         assert_one_line_error(done.stderr, f"session {sid}", f"{name} is a symbolic link", "leads outside the session")
-    checked = _cli(repo, "check", "--json", sid)
+    checked = cli(repo, "check", "--json", sid)
     assert checked.returncode == 1
     problems = {(p["file"], p["message"]) for s in json.loads(checked.stdout)["sessions"] for p in s["problems"]}
     assert any(f == name and "leads outside the session" in m for f, m in problems), problems
-    listed = _cli(repo, "list", "--json")
+    listed = cli(repo, "list", "--json")
     (row,) = json.loads(listed.stdout)
     assert row["status"] == "corrupt"
 
@@ -110,7 +104,7 @@ def test_a_state_or_journal_linked_outside_the_session_is_not_read(session, tmp_
 def test_check_reports_a_fifo_lock_or_journal(session, name):
     repo, sid, path = session
     _fifo_in_place(os.path.join(path, name))
-    checked = _cli(repo, "check", "--json", sid)
+    checked = cli(repo, "check", "--json", sid)
     assert checked.returncode == 1, checked.stdout
     problems = {(p["file"], p["message"]) for s in json.loads(checked.stdout)["sessions"] for p in s["problems"]}
     assert any(f == name and "not a regular file" in m for f, m in problems), problems
@@ -129,7 +123,7 @@ def test_a_log_without_its_record_file_and_with_empty_raw_files_is_missing(sessi
     loaded = load_session(path)
     with pytest.raises(LogMissing, match="missing"):
         replay.read_output(loaded, replay.select_attempt(loaded, "c1", None))
-    done = _cli(repo, "log", sid, "c1")
+    done = cli(repo, "log", sid, "c1")
     assert done.returncode == 2
     assert_one_line_error(done.stderr, "c1.record.gz", "missing")
 

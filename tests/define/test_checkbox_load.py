@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from cli_helpers import run
 
+from plainbox_like.define.scheduler import Scheduler
+from plainbox_like.define.selection import select_jobs
 from plainbox_like.define import plan as planning
 
 from plainbox_like.errors import PlanError
-from plainbox_like.define.loading import load_units
-from plainbox_like.define.scheduler import Scheduler
-from plainbox_like.define.selection import select_jobs
-from plainbox_like.define.pxu import parse_pxu
 from plainbox_like.store.reader import load_session
-from plainbox_like.store.repository import SessionRepository
-
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+from plainbox_like.define.loading import load_units
+from plainbox_like.define.pxu import parse_pxu
+from cli_helpers import cli
+from factories import only_session
 
 
 def _write(path: Path, text: str) -> Path:
@@ -32,7 +29,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _outcomes(root: str) -> dict[str, tuple[str, str | None]]:
-    (path,) = SessionRepository(root).session_paths()
+    path = only_session(root)
     state = load_session(path).state
     return {job_id: (results[-1].outcome, results[-1].skip_reason) for job_id, results in state.results.items()}
 
@@ -57,12 +54,7 @@ def test_a_fifo_named_like_a_unit_file_is_skipped_not_opened(tmp_path):
     _write(tmp_path / "units" / "a.pxu", "id: a\ncommand: true\n")
     os.mkfifo(tmp_path / "units" / "x.pxu")
     os.symlink(tmp_path / "nowhere.pxu", tmp_path / "units" / "y.pxu")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", str(tmp_path / "repo"), "run", "--dry-run",
-         str(tmp_path / "units")],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+    done = cli(tmp_path / "repo", "run", "--dry-run", str(tmp_path / "units"), timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["a"]
     assert f"warning: {tmp_path}/units/x.pxu: not a regular file: skipped" in done.stderr

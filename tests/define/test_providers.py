@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from cli_helpers import cli
+from factories import only_session
 from shared_checkbox import PROVIDERS, needs_providers
 
 from plainbox_like.define.providers import find_providers, provider_search_path, read_provider_file
@@ -113,7 +115,6 @@ def test_run_and_plans_find_providers_through_providerpath(tmp_path, monkeypatch
     from cli_helpers import run
 
     from plainbox_like.store.reader import load_session
-    from plainbox_like.store.repository import SessionRepository
 
     one = _provider_with_units(tmp_path / "one", "one", "org.one", (
         "id: hello\ncommand: echo hello\n\nunit: test plan\nid: greet\nname: Greetings\ninclude: hello\n"
@@ -128,7 +129,7 @@ def test_run_and_plans_find_providers_through_providerpath(tmp_path, monkeypatch
     assert capsys.readouterr().out.splitlines() == ["org.one::greet  Greetings"]
     assert run(root, "run", "--test-plan", "org.one::greet") == 0
     capsys.readouterr()
-    (path,) = SessionRepository(root).session_paths()
+    path = only_session(root)
     assert list(load_session(path).state.results) == ["org.one::hello"]
     # --providers DIR finds them whatever PROVIDERPATH says
     monkeypatch.setenv("PROVIDERPATH", str(tmp_path / "empty"))
@@ -150,16 +151,10 @@ def test_no_provider_found_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 
 @needs_providers
 def test_base_and_resource_list_checkbox_598_test_plans_quickly(tmp_path):
-    import subprocess
-    import sys
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent.parent)}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "plans", f"{PROVIDERS}/base", f"{PROVIDERS}/resource"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    done = cli(None, "plans", f"{PROVIDERS}/base", f"{PROVIDERS}/resource", timeout=60)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     ids = [line.split()[0] for line in done.stdout.splitlines()]

@@ -20,12 +20,8 @@ from plainbox_like.define.resource import (
     Requirement,
     RequirementProgram,
     ResourceExpressionError,
-    namespace_of,
     parse_records,
-    resolve_resource,
 )
-from plainbox_like.define.loading import load_units
-from plainbox_like.define.units import JobDefinition
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 

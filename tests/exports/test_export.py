@@ -22,97 +22,37 @@ from plainbox_like.store import writer as writing
 from plainbox_like.store.writer import SessionWriter
 from plainbox_like import exports
 from plainbox_like.exports import common, tarball
-from plainbox_like.store.model import Attempt
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from test_codec import make_plainbox_session
-
-#: Every byte value: NULs, escapes, invalid UTF-8.
-ALL_BYTES = bytes(range(256)) * 2
-HOSTILE = b'<script>alert("x")</script> & </pre></details><img src=x onerror=alert(1)>\n'
-ANSI = b"\x1b[31mred\x1b[0m and \x1b[1mbold\x1b[0m\n"
-
-CPU = "com.example::cpu/info"
-DISK = "com.example::disk/smart"
-GPU = "com.example::gpu/render"
-GPU_DEP = "com.example::gpu/needs-render"
-WIFI = "com.example::wifi/scan"
-BINARY = "binary-dump"
-FLAKY = "flaky"
-NEVER = "never-run"
-PLAN = [CPU, DISK, GPU, GPU_DEP, WIFI, BINARY, FLAKY, NEVER]
-
-
-def record(writer, job_id, chunks, attempt=1, **result):
-    """Run *job_id* as far as the state goes: its log gets *chunks* ``(stream, bytes)``."""
-    log, name = writer.new_log(job_id, attempt, started=0.0, clock=lambda: 0.0)
-    writer.job_started(job_id, attempt, name)
-    for i, (stream, data) in enumerate(chunks, start=1):
-        log.write(stream, data, now=0.1 * i)
-    log.close()
-    result.setdefault("outcome", "pass")
-    result.setdefault("return_code", 0 if result["outcome"] == "pass" else None)
-    started = writer.state.metadata.created + len(writer.state.results)
-    writer.job_finished(job_id, Attempt(io_log_filename=name, attempt=attempt, started=started, **result))
-    return name
-
-
-def build_session(repo: SessionRepository, close: bool = True):
-    """A session with every kind of job a report has to show."""
-    writer = repo.create(title="Nightly <hardware> checks & more", tags=["nightly", "x86"])
-    writer.set_plan({job: f"sum-{i}" for i, job in enumerate(PLAN)}, PLAN)
-    record(
-        writer,
-        CPU,
-        [("stdout", b"model name: Example CPU @ 3.00GHz\n"), ("stdout", b"cores: 8\nflags: sse4 avx2\n")],
-        execution_duration=1.25,
-    )
-    record(
-        writer,
-        DISK,
-        [
-            ("stdout", b"checking /dev/sda\n"),
-            ("stderr", b"SMART overall-health: FAILED\n"),
-            ("stdout", b"reallocated sectors: 120\n"),
-            ("stderr", b"replace the disk\n"),
-        ],
-        outcome="fail",
-        return_code=3,
-        execution_duration=4.5,
-        comments="SMART status is FAILING",
-    )
-    record(
-        writer,
-        GPU,
-        [("stdout", ANSI), ("stderr", b"Segmentation fault\n")],
-        outcome="crash",
-        return_code=-11,
-        execution_duration=0.75,
-        comments="killed by signal SIGSEGV",
-    )
-    writer.job_finished(
-        GPU_DEP, Attempt("skipped-dependency", skip_reason=f"dependency {GPU} did not pass (outcome crash)")
-    )
-    writer.job_finished(WIFI, Attempt("skip", skip_reason="no wireless device"))
-    record(writer, BINARY, [("stdout", ALL_BYTES), ("stderr", HOSTILE)], execution_duration=0.5)
-    record(writer, FLAKY, [("stdout", b"try 1\n")], outcome="fail", return_code=1, execution_duration=2.0)
-    record(writer, FLAKY, [("stdout", b"try 2\n")], attempt=2, execution_duration=3.0)
-    if close:
-        writer.update_metadata(flags=[], finished=writer.state.metadata.created + 12.5)
-        writer.close()
-    return writer
+from plainbox_like.store.reader import load_session
+from archives import MALICIOUS, dir_member, file_member, hardlink_member, session_members, symlink_member, tar_bytes
+from factories import (
+    ALL_BYTES,
+    BINARY,
+    CPU,
+    DISK,
+    FLAKY,
+    GPU,
+    GPU_DEP,
+    HOSTILE,
+    NEVER,
+    PLAN,
+    WIFI,
+    plainbox_session,
+    record_attempt,
+    report_session,
+)
 
 
 @pytest.fixture
 def loaded(repo):
-    writer = build_session(repo)
+    writer = report_session(repo)
     return load_session(writer.path)
 
 
 @pytest.fixture(params=[1, 11], ids=["plainbox-v1", "plainbox-v11"])
 def plainbox(tmp_path, request):
     directory = tmp_path / "checkbox" / "session_title-2016-02-03T04.05.06.session"
-    make_plainbox_session(directory, request.param)
+    plainbox_session(directory, request.param)
     return load_session(str(directory))
 
 
@@ -144,7 +84,7 @@ def test_job_views(loaded):
 def test_interrupted_and_running_jobs(repo):
     writer = repo.create(title="interrupted")
     writer.set_plan({"a": "1", "b": "2"}, ["a", "b"])
-    record(writer, "a", [("stdout", b"first\n")], outcome="fail", return_code=1)
+    record_attempt(writer, "a", [("stdout", b"first\n")], outcome="fail", return_code=1)
     log, name = writer.new_log("a", 2)
     writer.job_started("a", 2, name)
     log.write("stdout", b"partial output\n")
@@ -288,7 +228,7 @@ def test_json_with_logs(loaded):
 
 
 def test_json_of_a_session_being_written(repo):
-    writer = build_session(repo, close=False)
+    writer = report_session(repo, close=False)
     try:
         doc = json.loads(export_bytes(load_session(writer.path), "json", with_logs=True))
         assert doc["session"]["status"] == "running"
@@ -595,7 +535,7 @@ def test_tar_round_trip_plainbox(plainbox, tmp_path):
 
 
 def test_tar_of_a_session_being_written(repo, tmp_path):
-    writer = build_session(repo, close=False)
+    writer = report_session(repo, close=False)
     try:
         assert os.path.getsize(os.path.join(writer.path, "journal")) > 0
         data = export_bytes(load_session(writer.path), "tar")
@@ -658,33 +598,9 @@ def test_tar_leaves_out_links_and_special_files(repo, tmp_path):
     assert len(warnings) == 2 and any("symbolic link" in w for w in warnings)
 
 
-def _tar_bytes(*members, compression="gz"):
-    """An archive of ``(TarInfo, data or None)`` pairs."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode=f"w:{compression}" if compression else "w") as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return out.getvalue()
-
-
-def _dir(name):
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    return info
-
-
-def _file(name, mode=0o644):
-    info = tarfile.TarInfo(name)
-    info.mode = mode
-    return info
-
-
 def _plainbox_archive(tmp_path, version=11, root_layout=False):
     directory = tmp_path / "src" / "checkbox.session"
-    make_plainbox_session(directory, version)
+    plainbox_session(directory, version)
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         if root_layout:
@@ -716,53 +632,9 @@ def _assert_nothing_left(sessions_dir):
     assert not os.path.exists(sessions_dir) or os.listdir(sessions_dir) == []
 
 
-def _session_members(top="evil.session"):
-    state = gzip.compress(json.dumps({"format": "plainbox-like", "version": 1, "session": {}}).encode())
-    return [(_dir(top), None), (_file(f"{top}/session", 0o600), state)]
-
-
-def _symlink(name, target):
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.SYMTYPE
-    info.linkname = target
-    return info
-
-
-def _hardlink(name, target):
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.LNKTYPE
-    info.linkname = target
-    return info
-
-
-def _device(name, kind):
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.devmajor, info.devminor = 1, 3
-    return info
-
-
-MALICIOUS = {
-    "absolute-path": [(_file("/tmp/plainbox-like-evil-abs"), b"x")],
-    "dotdot": [(_file("evil.session/../../plainbox-like-evil-dotdot"), b"x")],
-    "dotdot-top": [(_file("../plainbox-like-evil-top"), b"x")],
-    "symlink-absolute": [(_symlink("evil.session/io-logs", "/tmp"), None)],
-    "symlink-relative-escape": [(_symlink("evil.session/up", "../../.."), None)],
-    "symlink-then-write-through": [
-        (_symlink("evil.session/link", "../.."), None),
-        (_file("evil.session/link/plainbox-like-evil-through"), b"x"),
-    ],
-    "hardlink-outside": [(_hardlink("evil.session/passwd", "/etc/passwd"), None)],
-    "hardlink-dotdot": [(_hardlink("evil.session/passwd", "../../etc/passwd"), None)],
-    "char-device": [(_device("evil.session/null", tarfile.CHRTYPE), None)],
-    "block-device": [(_device("evil.session/sda", tarfile.BLKTYPE), None)],
-    "fifo": [(_device("evil.session/fifo", tarfile.FIFOTYPE), None)],
-}
-
-
 @pytest.mark.parametrize("name", sorted(MALICIOUS))
 def test_import_rejects_malicious_archives(tmp_path, name):
-    data = _tar_bytes(*_session_members(), *MALICIOUS[name])
+    data = tar_bytes(*session_members(), *MALICIOUS[name])
     sessions = str(tmp_path / "repo" / "sessions")
     with pytest.raises(tarball.UnsafeArchive) as info:
         tarball.import_archive(io.BytesIO(data), sessions, "evil.tar.gz")
@@ -777,14 +649,14 @@ def test_import_rejects_malicious_archives(tmp_path, name):
 
 def test_check_member_allows_links_inside():
     dest = "/nonexistent/dest"
-    assert tarball.check_member(_symlink("x.session/a", "io-logs/b"), dest) is None
-    assert tarball.check_member(_symlink("x.session/io-logs/a", "../session"), dest) is None
-    assert tarball.check_member(_hardlink("x.session/a", "x.session/session"), dest) is None
+    assert tarball.check_member(symlink_member("x.session/a", "io-logs/b"), dest) is None
+    assert tarball.check_member(symlink_member("x.session/io-logs/a", "../session"), dest) is None
+    assert tarball.check_member(hardlink_member("x.session/a", "x.session/session"), dest) is None
 
 
 def test_import_keeps_internal_links(tmp_path):
     # Links are kept inside session-share/ only (test_confine.py has those refused elsewhere).
-    data = _tar_bytes(*_session_members("ok.session"), (_symlink("ok.session/session-share/alias", "../session"), None))
+    data = tar_bytes(*session_members("ok.session"), (symlink_member("ok.session/session-share/alias", "../session"), None))
     imported = tarball.import_archive(io.BytesIO(data), str(tmp_path / "s"), "ok")
     assert os.readlink(os.path.join(imported.path, "session-share", "alias")) == "../session"
 
@@ -795,9 +667,9 @@ def test_import_keeps_internal_links(tmp_path):
         (b"this is not an archive at all", "not a readable tar archive"),
         (b"", "not a readable tar archive"),
         (gzip.compress(b"x" * 1000), "not a readable tar archive"),
-        (_tar_bytes((_dir("empty.session"), None)), "no session in the archive"),
-        (_tar_bytes((_file("a/session"), b"x"), (_file("b/session"), b"x")), "no session in the archive"),
-        (_tar_bytes((_dir("bad.session"), None), (_file("bad.session/session"), b"not gzip")), "does not load"),
+        (tar_bytes((dir_member("empty.session"), None)), "no session in the archive"),
+        (tar_bytes((file_member("a/session"), b"x"), (file_member("b/session"), b"x")), "no session in the archive"),
+        (tar_bytes((dir_member("bad.session"), None), (file_member("bad.session/session"), b"not gzip")), "does not load"),
     ],
     ids=["garbage", "empty", "gzip-not-tar", "no-session", "two-sessions", "corrupt-session"],
 )
@@ -818,10 +690,10 @@ def test_import_cut_archive(loaded, tmp_path):
 
 
 def test_import_into_an_existing_repository_leaves_it_alone_on_error(repo, tmp_path):
-    writer = build_session(repo)
+    writer = report_session(repo)
     before = sorted(os.listdir(repo.sessions_dir))
     with pytest.raises(tarball.UnsafeArchive):
-        tarball.import_archive(io.BytesIO(_tar_bytes(*MALICIOUS["dotdot"])), repo.sessions_dir, "e")
+        tarball.import_archive(io.BytesIO(tar_bytes(*MALICIOUS["dotdot"])), repo.sessions_dir, "e")
     assert sorted(os.listdir(repo.sessions_dir)) == before == [os.path.basename(writer.path)]
 
 
@@ -844,7 +716,7 @@ def without_data_filter(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(MALICIOUS))
 def test_own_checks_reject_malicious_archives(tmp_path, without_data_filter, name):
-    data = _tar_bytes(*_session_members(), *MALICIOUS[name])
+    data = tar_bytes(*session_members(), *MALICIOUS[name])
     sessions = str(tmp_path / "repo" / "sessions")
     with pytest.raises(tarball.UnsafeArchive):
         tarball.import_archive(io.BytesIO(data), sessions, "evil.tar.gz")

@@ -15,9 +15,9 @@ import sys
 import pytest
 
 from plainbox_like import exports
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from test_export import PLAN, build_session
+from plainbox_like.store.reader import load_session
+from factories import PLAN, report_session
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
@@ -57,7 +57,7 @@ def _browser(tmp_path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")
-    writer = build_session(SessionRepository(str(tmp_path / "repo")))
+    writer = report_session(SessionRepository(str(tmp_path / "repo")))
     path = tmp_path / "report.html"
     with open(path, "wb") as f:
         exports.write(load_session(writer.path), "html", f)

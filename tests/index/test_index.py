@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -12,17 +13,15 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 
 import pytest
 import strategies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plainbox_like.store.names import LOCK_FILE
 from plainbox_like.index import access, fastread, listing, schema
 from plainbox_like.index import query as indexing
-from plainbox_like.store.runconfig import RunConfig
-from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.store import names, reader
 from plainbox_like.store.writer import SessionWriter, write_atomically
@@ -31,7 +30,7 @@ from plainbox_like.index.listing import ListFilter
 from plainbox_like.index.query import SessionIndex
 from plainbox_like.store.model import Attempt
 from plainbox_like.read.summary import SessionSummary
-from factories import dead_pid
+from factories import CLOSE, OPEN, dead_pid, written_session
 
 UNITS = textwrap.dedent(
     """\
@@ -67,34 +66,10 @@ def units(tmp_path):
     return str(path)
 
 
-def make_session(repo, units, *, title="run", outcomes=None, tags=(), parent=None, complete=True, close=True):
-    """A session run from *units* (as ``plainbox-like run`` starts one), with the given latest outcomes."""
-    config = RunConfig(sources=[units], durability="flush")
-    writer = prepare.start_session(repo, config, title=title).writer
-    for job_id, outcome in (outcomes or {}).items():
-        writer.job_finished(job_id, Attempt(outcome, return_code=0 if outcome == "pass" else 1, execution_duration=0.5))
-    fields = {}
-    if tags:
-        fields["tags"] = list(tags)
-    if parent:
-        fields["parent_session"] = parent
-    if complete:
-        fields["flags"] = []
-        fields["finished"] = time.time()
-    if fields:
-        writer.update_metadata(**fields)
-    if close:
-        writer.close()
-    return writer
-
-
-def plain_session(repo, title="plain", created=None):
-    writer = repo.create(title=title)
-    writer.set_plan({"a": "sum-a"}, ["a"])
-    writer.job_finished("a", Attempt("pass", return_code=0))
-    writer.update_metadata(flags=[], **({"created": created} if created is not None else {}))
-    writer.close()
-    return writer
+#: A session planned from the units (as ``plainbox-like run`` starts one); each result took 0.5 s.
+unit_session = functools.partial(written_session, title="run", duration=0.5)
+#: A session with no units: job ``a`` passed, complete (without a finish time).
+plain_session = functools.partial(written_session, title="plain", outcomes={"a": "pass"}, finished=False)
 
 
 def make_old(path, seconds=1000):
@@ -174,7 +149,7 @@ def test_direct_reading_knows_every_field_of_the_model():
 
 
 def test_new_index_has_schema_wal_and_private_file(repo, root, units):
-    make_session(repo, units)
+    unit_session(repo, units=units)
     notices = []
     with reconciled(root, notices) as index:
         assert notices == []  # the first build is silent
@@ -191,7 +166,7 @@ def test_new_index_has_schema_wal_and_private_file(repo, root, units):
 
 
 def test_job_results_view_has_the_job_columns(repo, root, units):
-    make_session(repo, units, outcomes={"train/resnet": "fail"})
+    unit_session(repo, units=units, outcomes={"train/resnet": "fail"})
     with reconciled(root) as index:
         rows = index.conn.execute(
             "SELECT session, job_id, attempt, outcome, return_code, duration, summary, command FROM job_results"
@@ -204,7 +179,7 @@ def test_job_results_view_has_the_job_columns(repo, root, units):
 
 
 def test_corrupt_index_is_rebuilt_with_a_notice(repo, root, units):
-    make_session(repo, units, title="survivor")
+    unit_session(repo, units=units, title="survivor")
     reconciled(root).close()
     path = os.path.join(root, indexing.INDEX_FILE)
     for suffix in ("-wal", "-shm"):
@@ -221,7 +196,7 @@ def test_corrupt_index_is_rebuilt_with_a_notice(repo, root, units):
 
 def test_damaged_pages_are_detected_and_rebuilt(repo, root, units):
     for n in range(30):
-        make_session(repo, units, title=f"session {n}")
+        unit_session(repo, units=units, title=f"session {n}")
     with reconciled(root) as index:
         index.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     path = os.path.join(root, indexing.INDEX_FILE)
@@ -236,7 +211,7 @@ def test_damaged_pages_are_detected_and_rebuilt(repo, root, units):
 
 
 def test_older_schema_is_rebuilt_with_a_notice(repo, root, units):
-    make_session(repo, units, title="kept")
+    unit_session(repo, units=units, title="kept")
     with reconciled(root) as index:
         index.conn.execute("UPDATE schema_version SET version = 0")
         index.conn.execute("DELETE FROM sessions")  # what an old program left: must not survive
@@ -249,7 +224,7 @@ def test_older_schema_is_rebuilt_with_a_notice(repo, root, units):
 
 
 def test_migrations_upgrade_without_a_rebuild(repo, root, units, monkeypatch, count_loads):
-    make_session(repo, units)
+    unit_session(repo, units=units)
     reconciled(root).close()
     count_loads.clear()
 
@@ -267,7 +242,7 @@ def test_migrations_upgrade_without_a_rebuild(repo, root, units, monkeypatch, co
 
 
 def test_newer_schema_is_left_alone(repo, root, units):
-    make_session(repo, units, title="one")
+    unit_session(repo, units=units, title="one")
     with reconciled(root) as index:
         index.conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(indexing.IndexUnusable, match="newer"):
@@ -286,7 +261,7 @@ def test_newer_schema_is_left_alone(repo, root, units):
 
 
 def test_an_index_that_cannot_be_written_falls_back_to_memory(repo, root, units, monkeypatch):
-    make_session(repo, units, title="still listed")
+    unit_session(repo, units=units, title="still listed")
     reconciled(root).close()
     real = SessionIndex.reconcile
 
@@ -304,7 +279,7 @@ def test_an_index_that_cannot_be_written_falls_back_to_memory(repo, root, units,
 
 def test_rebuild_recreates_everything(repo, root, units):
     for n in range(3):
-        make_session(repo, units, title=f"s{n}", outcomes={"disk/read": "fail"})
+        unit_session(repo, units=units, title=f"s{n}", outcomes={"disk/read": "fail"})
     with reconciled(root) as index:
         before = table_counts(index)
         index.conn.execute("DELETE FROM jobs")
@@ -317,7 +292,7 @@ def test_rebuild_recreates_everything(repo, root, units):
 
 
 def test_upsert_is_idempotent(repo, root, units):
-    writers = [make_session(repo, units, title=f"s{n}", outcomes={"train/resnet": "pass"}) for n in range(3)]
+    writers = [unit_session(repo, units=units, title=f"s{n}", outcomes={"train/resnet": "pass"}) for n in range(3)]
     with reconciled(root) as index:
         before = table_counts(index)
         listed = [s.as_dict() for s in index.summaries()]
@@ -330,8 +305,8 @@ def test_upsert_is_idempotent(repo, root, units):
 
 
 def test_vanished_sessions_are_removed(repo, root, units):
-    keep = make_session(repo, units, title="keep")
-    gone = make_session(repo, units, title="gone")
+    keep = unit_session(repo, units=units, title="keep")
+    gone = unit_session(repo, units=units, title="gone")
     other = plain_session(repo, title="only user of job a")
     with reconciled(root) as index:
         assert index.count() == 3
@@ -346,7 +321,7 @@ def test_vanished_sessions_are_removed(repo, root, units):
 
 
 def test_reconcile_rereads_only_changed_sessions(repo, root, units, count_loads):
-    writers = [make_session(repo, units, title=f"s{n}", close=(n != 0)) for n in range(5)]
+    writers = [unit_session(repo, units=units, title=f"s{n}", end=CLOSE if n != 0 else OPEN) for n in range(5)]
     with open_index(root) as index:
         assert index.reconcile().read == 5
         assert len(count_loads) == 5
@@ -369,7 +344,7 @@ def test_reconcile_rereads_only_changed_sessions(repo, root, units, count_loads)
 
 
 def test_a_change_during_reading_is_caught_by_the_next_reconcile(repo, root, units, monkeypatch):
-    writer = make_session(repo, units, close=False)
+    writer = unit_session(repo, units=units, end=OPEN)
     real = reader.load_session
 
     def load_then_change(path, *args, **kwargs):
@@ -391,9 +366,9 @@ def test_a_change_during_reading_is_caught_by_the_next_reconcile(repo, root, uni
 
 
 def test_index_shows_what_summarize_shows(repo, root, units):
-    make_session(repo, units, title="done", outcomes={"train/resnet": "pass", "eval/resnet": "fail"}, tags=["gpu"])
-    make_session(repo, units, title="interrupted", outcomes={"train/resnet": "crash"}, complete=False)
-    live = make_session(repo, units, title="live", close=False)
+    unit_session(repo, units=units, title="done", outcomes={"train/resnet": "pass", "eval/resnet": "fail"}, tags=["gpu"])
+    unit_session(repo, units=units, title="interrupted", outcomes={"train/resnet": "crash"}, complete=False)
+    live = unit_session(repo, units=units, title="live", end=OPEN)
     plain_session(repo)
     bad = repo.create(title="bad")
     bad.close()
@@ -428,7 +403,7 @@ def test_index_shows_what_summarize_shows(repo, root, units):
 
 
 def test_running_status_is_checked_when_read(repo, root, units):
-    writer = make_session(repo, units, title="live", complete=False, close=False)
+    writer = unit_session(repo, units=units, title="live", complete=False, end=OPEN)
     with reconciled(root) as index:
         assert index.summaries()[0].status == "running"
         writer.abandon()  # the writer dies: nothing in the directory changes...
@@ -443,7 +418,7 @@ def test_running_status_is_checked_when_read(repo, root, units):
 
 
 def test_paused_is_a_live_status_too(repo, root, units):
-    writer = make_session(repo, units, title="paused", complete=False, close=False)
+    writer = unit_session(repo, units=units, title="paused", complete=False, end=OPEN)
     writer.update_metadata(flags=["incomplete", "paused"])
     with reconciled(root) as index:
         assert index.summaries()[0].status == "paused"
@@ -456,7 +431,7 @@ def test_paused_is_a_live_status_too(repo, root, units):
 
 
 def test_lock_released_after_the_snapshot_is_not_running(repo, root, units):
-    writer = make_session(repo, units, title="closing", close=False)
+    writer = unit_session(repo, units=units, title="closing", end=OPEN)
     with reconciled(root) as index:
         writer.snapshot()
         index.reconcile()  # read between the last snapshot and the lock release
@@ -509,9 +484,9 @@ def test_compact_json_of_flags_tags_and_counts_is_what_json_dumps_writes(strings
 @pytest.fixture
 def filtered(repo, root, units):
     now = time.time()
-    a = make_session(repo, units, title="Nightly 1", outcomes={"train/resnet": "fail"}, tags=["gpu", "x86"])
-    b = make_session(repo, units, title="nightly 2", outcomes={"train/resnet": "pass", "disk/read": "crash"}, tags=["x86"])
-    c = make_session(repo, units, title="weekly", complete=False, parent=a.id, tags=["gpu"])
+    a = unit_session(repo, units=units, title="Nightly 1", outcomes={"train/resnet": "fail"}, tags=["gpu", "x86"])
+    b = unit_session(repo, units=units, title="nightly 2", outcomes={"train/resnet": "pass", "disk/read": "crash"}, tags=["x86"])
+    c = unit_session(repo, units=units, title="weekly", complete=False, parent_session=a.id, tags=["gpu"])
     old = plain_session(repo, title="ancient", created=now - 30 * 86400)
     index = reconciled(root)
     yield index, {"a": a.id, "b": b.id, "c": c.id, "old": old.id}
@@ -544,7 +519,7 @@ def test_filters(filtered):
 
 
 def test_latest_attempt_decides_failed_job(repo, root, units):
-    writer = make_session(repo, units, outcomes={"disk/read": "fail"}, close=False)
+    writer = unit_session(repo, units=units, outcomes={"disk/read": "fail"}, end=OPEN)
     writer.job_finished("disk/read", Attempt("pass", attempt=2))
     writer.close()
     with reconciled(root) as index:
@@ -577,13 +552,13 @@ def test_search_titles_job_ids_summaries_and_commands(filtered):
 
 
 def test_changed_or_missing_definitions_index_ids_only(repo, root, units, tmp_path):
-    make_session(repo, units, title="before the edit")
+    unit_session(repo, units=units, title="before the edit")
     with open(units, "w") as f:
         f.write(UNITS.replace("model.fit(epochs=3)", "model.train()"))
-    make_session(repo, units, title="after the edit")
+    unit_session(repo, units=units, title="after the edit")
     gone = tmp_path / "gone.pxu"
     gone.write_text(UNITS)
-    make_session(repo, str(gone), title="file removed")
+    unit_session(repo, units=str(gone), title="file removed")
     gone.unlink()
     with reconciled(root) as index:
         assert [h.listed.summary.title for h in index.search("model.fit")] == []  # the edit changed the checksum
@@ -596,7 +571,7 @@ def test_changed_or_missing_definitions_index_ids_only(repo, root, units, tmp_pa
 
 def test_definitions_are_parsed_once_per_file_version(repo, root, units):
     for n in range(6):
-        make_session(repo, units, title=f"s{n}")
+        unit_session(repo, units=units, title=f"s{n}")
     with open_index(root) as index:
         index.reconcile()
         assert index.definitions.parses == 1
@@ -635,7 +610,7 @@ print(reads, errors)
 
 
 def test_readers_are_never_locked_out_by_writers(repo, root, units):
-    writers = [make_session(repo, units, title=f"s{n}", close=False) for n in range(4)]
+    writers = [unit_session(repo, units=units, title=f"s{n}", end=OPEN) for n in range(4)]
     reconciled(root).close()
     readers = [
         subprocess.Popen([sys.executable, "-c", READER, root, "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -723,7 +698,7 @@ def rewrite_snapshot(path, edit):
 
 
 def test_direct_reading_takes_only_what_the_converter_takes(repo, units):
-    writer = make_session(repo, units, outcomes={"train/resnet": "pass", "disk/read": "fail"})
+    writer = unit_session(repo, units=units, outcomes={"train/resnet": "pass", "disk/read": "fail"})
 
     def results(doc):
         return doc["session"]["results"]
@@ -762,7 +737,7 @@ def test_direct_reading_takes_only_what_the_converter_takes(repo, units):
 
 
 def test_direct_reading_replays_journals_the_ordinary_way(repo, units, count_loads):
-    writer = make_session(repo, units, close=False)
+    writer = unit_session(repo, units=units, end=OPEN)
     writer.job_finished("disk/read", Attempt("fail"))
     count_loads.clear()
     record = both_ways(writer.path)
@@ -776,7 +751,7 @@ def test_direct_reading_replays_journals_the_ordinary_way(repo, units, count_loa
 
 def test_rebuild_reads_directly_and_stores_what_reading_each_session_stores(repo, root, units, monkeypatch):
     for n in range(6):
-        make_session(repo, units, title=f"s{n}", outcomes={"disk/read": "fail"}, complete=n % 2 == 0)
+        unit_session(repo, units=units, title=f"s{n}", outcomes={"disk/read": "fail"}, complete=n % 2 == 0)
     plain_session(repo)
     with reconciled(root) as index:
         def dump():
@@ -835,7 +810,7 @@ def append_result(path, job_id, outcome):
 
 
 def test_a_finished_session_is_checked_by_its_directory_alone(repo, root, units, count_loads, settle_at_once):
-    writer = make_session(repo, units, title="done long ago")
+    writer = unit_session(repo, units=units, title="done long ago")
     make_old(writer.path)
     with open_index(root) as index:
         index.reconcile()
@@ -849,7 +824,7 @@ def test_a_finished_session_is_checked_by_its_directory_alone(repo, root, units,
 
 
 def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, settle_at_once):
-    writer = make_session(repo, units, title="done")
+    writer = unit_session(repo, units=units, title="done")
     make_old(writer.path)
     with reconciled(root) as index:
         assert settled_of(index, writer.id) == indexing.SETTLED
@@ -867,8 +842,8 @@ def test_a_writer_on_a_settled_session_changes_its_directory(repo, root, units, 
 
 
 def test_a_session_locked_by_another_host_is_never_settled(repo, root, units, settle_at_once):
-    writer = make_session(repo, units, title="written elsewhere")
-    with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
+    writer = unit_session(repo, units=units, title="written elsewhere")
+    with open(os.path.join(writer.path, LOCK_FILE), "w") as f:
         f.write("4242 some-other-host\n")
     make_old(writer.path)
     with reconciled(root) as index:
@@ -883,7 +858,7 @@ def test_a_session_locked_by_another_host_is_never_settled(repo, root, units, se
 
 def test_a_session_read_just_after_a_change_is_checked_in_full_until_it_settles(repo, root, units, monkeypatch):
     monkeypatch.setattr("plainbox_like.index.stamps.RACY_SECONDS", 3600.0)  # "a moment ago", however slow the machine is
-    writer = make_session(repo, units, title="just finished")
+    writer = unit_session(repo, units=units, title="just finished")
     with reconciled(root) as index:
         assert settled_of(index, writer.id) == indexing.SETTLING  # its directory changed a moment ago
         directory = directory_stamp(writer.path)
@@ -898,8 +873,8 @@ def test_a_session_read_just_after_a_change_is_checked_in_full_until_it_settles(
 
 
 def test_a_directory_replaced_by_another_with_the_same_times_is_caught(repo, root, units, settle_at_once):
-    first = make_session(repo, units, title="first")
-    second = make_session(repo, units, title="second")
+    first = unit_session(repo, units=units, title="first")
+    second = unit_session(repo, units=units, title="second")
     then = time.time_ns() - 10**12
     for writer in (first, second):
         os.utime(writer.path, ns=(then, then))
@@ -913,7 +888,7 @@ def test_a_directory_replaced_by_another_with_the_same_times_is_caught(repo, roo
 
 
 def test_a_session_stored_as_running_whose_writer_died_is_read_again(repo, root, units):
-    writer = make_session(repo, units, title="live", complete=False, close=False)
+    writer = unit_session(repo, units=units, title="live", complete=False, end=OPEN)
     with reconciled(root) as index:
         writer.abandon()
         with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
@@ -925,13 +900,13 @@ def test_a_session_stored_as_running_whose_writer_died_is_read_again(repo, root,
 
 
 def test_sessions_that_appear_and_disappear_without_a_reconcile_between(repo, root, units, settle_at_once):
-    kept = make_session(repo, units, title="kept")
-    gone = make_session(repo, units, title="gone")
+    kept = unit_session(repo, units=units, title="kept")
+    gone = unit_session(repo, units=units, title="gone")
     for writer in (kept, gone):
         make_old(writer.path)
     with reconciled(root) as index:
         shutil.rmtree(gone.path)
-        fresh = make_session(repo, units, title="fresh")  # as many sessions as before
+        fresh = unit_session(repo, units=units, title="fresh")  # as many sessions as before
         stats = index.reconcile()
         assert (stats.added, stats.removed) == (1, 1)
         assert index.ids() == {kept.id, fresh.id}
@@ -947,7 +922,7 @@ def test_sessions_that_appear_and_disappear_without_a_reconcile_between(repo, ro
 def test_json_parts_are_the_listed_documents_in_order(repo, root, units):
     now = time.time()
     for n in range(40):  # created in no particular order
-        writer = make_session(repo, units, title=f"s{n}", complete=n % 3 != 0, tags=["x"] if n % 2 else [])
+        writer = unit_session(repo, units=units, title=f"s{n}", complete=n % 3 != 0, tags=["x"] if n % 2 else [])
         if n % 5 == 0:
             SessionWriter.open(writer.path, durability="flush").close()
         make_old(writer.path)
@@ -960,8 +935,8 @@ def test_json_parts_are_the_listed_documents_in_order(repo, root, units):
 
 
 def test_json_parts_check_live_statuses(repo, root, units):
-    make_session(repo, units, title="done")
-    writer = make_session(repo, units, title="live", complete=False, close=False)
+    unit_session(repo, units=units, title="done")
+    writer = unit_session(repo, units=units, title="live", complete=False, end=OPEN)
     with reconciled(root) as index:
         writer.abandon()
         with open(os.path.join(writer.path, names.LOCK_FILE), "w") as f:
@@ -973,7 +948,7 @@ def test_json_parts_check_live_statuses(repo, root, units):
 
 
 def test_the_quick_scan_shared_with_a_forked_process_finds_the_same(repo, root, units, monkeypatch, settle_at_once):
-    writers = [make_session(repo, units, title=f"s{n}") for n in range(6)]
+    writers = [unit_session(repo, units=units, title=f"s{n}") for n in range(6)]
     with open(os.path.join(repo.sessions_dir, "not-a-session.txt"), "w") as f:
         f.write("x")
     with reconciled(root) as index:
@@ -982,7 +957,7 @@ def test_the_quick_scan_shared_with_a_forked_process_finds_the_same(repo, root, 
         assert len(settled) == 6
         SessionWriter.open(writers[0].path, durability="flush").close()  # changed
         shutil.rmtree(writers[1].path)  # gone
-        fresh = make_session(repo, units, title="new")
+        fresh = unit_session(repo, units=units, title="new")
         fd = os.open(repo.sessions_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             names = sorted(os.listdir(fd))

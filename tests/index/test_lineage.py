@@ -2,39 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
+from plainbox_like.store.writer import SessionWriter
 from plainbox_like.index import lineage
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
-from plainbox_like.store.writer import SessionWriter
-from plainbox_like.store.model import Attempt
+from factories import written_session
 
 
-def _session(repo, title, *, complete=True, created=None, **metadata):
-    writer = repo.create(title=title, **metadata)
-    writer.set_plan({"a": "sum-a", "b": "sum-b"}, ["a", "b"])
-    writer.job_finished("a", Attempt("pass", return_code=0))
-    if complete:
-        writer.job_finished("b", Attempt("pass", return_code=0))
-        writer.update_metadata(flags=[], finished=time.time())
-    if created is not None:
-        writer.update_metadata(created=created)
-    writer.close()
-    return writer
+#: The sessions of a lineage: jobs a and b planned, both passed.
+session = functools.partial(written_session, plan=("a", "b"), outcomes={"a": "pass", "b": "pass"})
 
 
 def test_find_children(repo):
-    parent = _session(repo, "parent")
+    parent = session(repo, "parent")
     now = time.time()
-    first = _session(repo, "first", parent_session=parent.id, parent_job="j1", created=now - 10)
-    second = _session(repo, "second", complete=False)
+    first = session(repo, "first", parent_session=parent.id, parent_job="j1", created=now - 10)
+    second = session(repo, "second", outcomes={"a": "pass"}, complete=False)
     manage.rename_session(repo, second.id, "second")  # an edit does not change the lineage
     w = SessionWriter.open(second.path)
     w.update_metadata(parent_session=parent.id, parent_job="j2")
     w.close()
-    _session(repo, "unrelated", parent_session="someone-else")
-    third = _session(repo, "third", created=now + 10)
+    session(repo, "unrelated", parent_session="someone-else")
+    third = session(repo, "third", created=now + 10)
     w = SessionWriter.open(third.path)
     w.update_metadata(parent_session=parent.id, parent_job="j3")
     w.abandon()  # the change is in the journal only

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -21,6 +20,7 @@ from plainbox_like.store.names import JOURNAL_FILE
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.index.watcher import Watcher, WatcherRunning, default_observer
+from cli_helpers import cli, cli_argv, cli_env
 from factories import wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,10 +250,7 @@ def test_a_second_watcher_is_refused_naming_the_holder(root):
 
 def test_second_watcher_from_the_command_line(root):
     with Running(Watcher(root, interval=60)):
-        result = subprocess.run(
-            [sys.executable, "-m", "plainbox_like", "--repository", root, "watch"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-        )  # fmt: skip
+        result = cli(root, "watch", timeout=60, cwd=ROOT)
     assert result.returncode == 2
     assert f"pid {os.getpid()}" in result.stderr and "already running" in result.stderr
     assert len(result.stderr.splitlines()) == 1
@@ -307,8 +304,8 @@ def test_list_trusts_a_running_watcher(repo, root, monkeypatch):
 def test_watch_stops_cleanly_on_a_signal(repo, root, signum):
     make(repo, "indexed by the command")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "watch", "--interval", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        cli_argv(root, "watch", "--interval", "60"),
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
         line = proc.stderr.readline()
@@ -327,10 +324,7 @@ def test_watch_stops_cleanly_on_a_signal(repo, root, signum):
 
 def test_watch_once_reconciles_and_exits(repo, root):
     writer = make(repo, "once")
-    result = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "watch", "--once"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    result = cli(root, "watch", "--once", timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "1 sessions; 1 new" in result.stderr
     assert writer.id in indexed(root)

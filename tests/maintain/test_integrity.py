@@ -22,96 +22,35 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import strategies
-from plainbox_like.store import codec, iolog, locks
+from plainbox_like.maintain import salvage as salvaging
+from plainbox_like.maintain import logscan
+from plainbox_like.store import locks
 from plainbox_like.store.journal import parse_journal
-from plainbox_like.store.names import LOCK_FILE
+from plainbox_like.store.model import Attempt
 from plainbox_like.maintain import check as checking
 from plainbox_like.maintain import repair as repairing
-from plainbox_like.maintain import logscan
-from plainbox_like.maintain import salvage as salvaging
-from plainbox_like.define import plan as planning
+from plainbox_like.store import codec, iolog
 from plainbox_like.run import batch
-from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
 from plainbox_like.store.model import FLAG_INCOMPLETE, OUTCOME_CRASH, OUTCOME_PASS
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.store.writer import SessionWriter
+from plainbox_like.store.reader import load_session
+from factories import (
+    journaled_run,
+    logged_checkbox_session,
+    plainbox_session,
+    quarantined_files,
+    run_session,
+    session_files,
+)
 
-#: Jobs with output on both streams, a larger output, and none at all.
-COMMANDS = ["printf 'hello\\n'; printf 'warn\\n' >&2", "seq 1 3000", "true"]
 JOBS = ["c1", "c2", "c3"]
 
 
-# -- building sessions ----------------------------------------------------------------
-
-
-def closed_session(root: str, commands=COMMANDS) -> str:
-    """A session run to the end and closed: snapshot, session.bak, empty journal."""
-    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=list(commands)))
-    prepare.run_prepared(prepared)
-    return prepared.writer.path
-
-
-def journaled_session(root: str, commands=COMMANDS) -> str:
-    """A session whose writer ran every job and then died: first snapshot only, every change in the journal."""
-    prepared = prepare.start_session(SessionRepository(root), RunConfig(commands=list(commands)))
-    assert batch.BatchRunner(prepared.writer, prepared.plan).run() is False
-    prepared.writer.abandon()
-    return prepared.writer.path
-
-
-def interrupted_session(root: str) -> str:
-    """Job c1 ran; the writer died while c2 ran (its log cut, its start journaled, no result)."""
-    config = RunConfig(commands=["echo a", "echo started; sleep 30"])
-    prepared = prepare.start_session(SessionRepository(root), config)
-    writer = prepared.writer
-    first = planning.build_plan([prepared.plan.jobs["c1"]])
-    assert batch.BatchRunner(writer, first).run() is False
-    log, name = writer.new_log("c2", 1)
-    writer.job_started("c2", 1, name)
-    log.write("stdout", b"started\n")
-    log.flush()
-    log.write("stdout", b"after the last flush\n")  # raw file only: not flushed into the records
-    os.close(log._record_fd)  # the process dies: no gzip trailer
-    for fd in log._raw_fds.values():
-        os.close(fd)
-    writer.abandon()
-    return writer.path
-
-
-def files(path: str) -> dict[str, bytes]:
-    """Every file of a session (relative name -> bytes), without quarantine/ and the lock."""
-    out = {}
-    for root, dirs, names in os.walk(path):
-        dirs[:] = [d for d in dirs if not (root == path and d == repairing.QUARANTINE_DIR)]
-        for name in names:
-            full = os.path.join(root, name)
-            rel = os.path.relpath(full, path)
-            if rel != LOCK_FILE:
-                with open(full, "rb") as f:
-                    out[rel] = f.read()
-    return out
-
-
-def quarantined(path: str) -> dict[str, bytes]:
-    """Files in every quarantine/<timestamp>/ (relative to it), without repair.log."""
-    out = {}
-    root = os.path.join(path, repairing.QUARANTINE_DIR)
-    if not os.path.isdir(root):
-        return out
-    for stamp in os.listdir(root):
-        base = os.path.join(root, stamp)
-        for dirpath, _dirs, names in os.walk(base):
-            for name in names:
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, base)
-                if rel != "repair.log":
-                    with open(full, "rb") as f:
-                        out[rel] = f.read()
-    return out
+# -- reading sessions ----------------------------------------------------------------
 
 
 def problems(report: checking.SessionCheck) -> set[tuple[str, str]]:
@@ -120,8 +59,8 @@ def problems(report: checking.SessionCheck) -> set[tuple[str, str]]:
 
 def assert_nothing_deleted(before: dict[str, bytes], path: str) -> None:
     """Every file as it was before repair is still in place, or in quarantine with the same bytes."""
-    after = files(path)
-    kept = quarantined(path)
+    after = session_files(path)
+    kept = quarantined_files(path)
     for rel, data in before.items():
         if after.get(rel) != data:
             assert kept.get(rel) == data, f"{rel}: changed by repair and not kept in quarantine"
@@ -132,7 +71,7 @@ def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=N
     report = checking.check_session(path)
     assert problems(report) == expected, report.problems
     assert not report.healthy
-    before = files(path)
+    before = session_files(path)
     said = []
     result = repairing.repair_session(path, say=said.append)
     assert result.actions and said == result.actions
@@ -155,22 +94,22 @@ def resume(path: str) -> batch.RunSummary:
 # -- healthy sessions -------------------------------------------------------------------
 
 
-def test_healthy_closed_session(root):
-    path = closed_session(root)
+def test_healthy_closed_session(root, finished_session):
+    path = finished_session
     report = checking.check_session(path)
     assert report.healthy, report.problems
     assert report.notes == []
     assert report.origin == codec.FORMAT
     assert report.id == os.path.basename(path)[: -len(".session")]
-    before = files(path)
+    before = session_files(path)
     result = repairing.repair_session(path)
     assert result.actions == [] and result.quarantine is None
-    assert files(path) == before
+    assert session_files(path) == before
     assert not os.path.exists(os.path.join(path, repairing.QUARANTINE_DIR))
 
 
-def test_a_stream_without_output_needs_no_raw_file(root):
-    path = closed_session(root)
+def test_a_stream_without_output_needs_no_raw_file(root, finished_session):
+    path = finished_session
     for stream in iolog.STREAMS:  # "true" printed nothing: an empty raw file or none are both fine
         raw = os.path.join(path, "io-logs", f"c3.{stream}")
         open(raw, "wb").close()
@@ -180,15 +119,15 @@ def test_a_stream_without_output_needs_no_raw_file(root):
 
 
 def test_journal_with_good_lines_only_is_healthy(root):
-    path = journaled_session(root)
+    path = journaled_run(root)
     report = checking.check_session(path)
     assert report.healthy, report.problems
     # The dead writer's lock is worth a note, not a problem: nothing was running.
     assert [f.kind for f in report.notes] == ["unclean-stop"]
     lock = open(os.path.join(path, "lock"), "rb").read()
-    before = files(path)
+    before = session_files(path)
     assert repairing.repair_session(path).actions == []
-    assert files(path) == before
+    assert session_files(path) == before
     assert open(os.path.join(path, "lock"), "rb").read() == lock  # still names the writer that did not finish
 
 
@@ -219,7 +158,7 @@ def test_session_being_created_is_a_note(root):
 
 
 def test_check_repository_checks_every_session_in_id_order(root):
-    paths = [closed_session(root) for _ in range(3)]
+    paths = [run_session(root) for _ in range(3)]
     os.unlink(os.path.join(paths[1], "session"))
     reports = checking.check_repository(SessionRepository(root))
     assert [r.path for r in reports] == sorted(paths, key=os.path.basename)
@@ -250,11 +189,15 @@ def _damage_snapshot(path: str, how: str, rng: random.Random) -> None:
 SNAPSHOT_DAMAGE = ["truncate", "garbage", "empty", "zeros", "bitflip", "delete"]
 
 
+#: The builders, with the names that seed each case's damage (those it always had: the same bytes are damaged).
+SNAPSHOT_MAKERS = {run_session: "closed_session", journaled_run: "journaled_session"}
+
+
 @pytest.mark.parametrize("backup", [True, False], ids=["with-bak", "without-bak"])
 @pytest.mark.parametrize("how", SNAPSHOT_DAMAGE)
-@pytest.mark.parametrize("make", [closed_session, journaled_session], ids=["closed", "journaled"])
+@pytest.mark.parametrize("make", list(SNAPSHOT_MAKERS), ids=["closed", "journaled"])
 def test_damaged_snapshot(root, make, how, backup):
-    rng = random.Random(f"{how}-{backup}-{make.__name__}")
+    rng = random.Random(f"{how}-{backup}-{SNAPSHOT_MAKERS[make]}")
     path = make(root)
     original = load_session(path).state
     if not backup:
@@ -263,19 +206,19 @@ def test_damaged_snapshot(root, make, how, backup):
             os.unlink(bak)
     _damage_snapshot(path, how, rng)
     kind = "snapshot-missing" if how == "delete" else "snapshot-corrupt"
-    damaged_bytes = files(path).get("session")
+    damaged_bytes = session_files(path).get("session")
     report = checking.check_session(path)
     assert {f.kind for f in report.notes} >= {"rebuild-preview"}
     result = repair_and_verify(path, {("session", kind)})
     if damaged_bytes is not None:
-        assert quarantined(path)["session"] == damaged_bytes
+        assert quarantined_files(path)["session"] == damaged_bytes
     assert any(a.startswith("session: ") and "rebuilt" in a for a in result.actions)
     state = load_session(path).state
     assert FLAG_INCOMPLETE in state.metadata.flags or state.metadata.flags == original.metadata.flags
     # What survives is exact; what does not is said.
     for job, attempts in state.results.items():
         assert attempts == original.results[job][: len(attempts)]
-    if make is journaled_session:
+    if make is journaled_run:
         # Every change is in the journal: results, plan and order all come back.
         assert state.results == original.results
         assert state.desired_job_list == original.desired_job_list
@@ -295,9 +238,9 @@ def test_damaged_snapshot(root, make, how, backup):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_truncated_snapshot_salvages_exact_fields(root, seed):
+def test_truncated_snapshot_salvages_exact_fields(root, seed, finished_session):
     """Whatever the cut, the rebuilt state never holds a wrong value: salvaged fields equal the originals."""
-    path = closed_session(root)
+    path = finished_session
     original = codec.converter.unstructure(load_session(path).state)
     data = open(os.path.join(path, "session"), "rb").read()
     cut = random.Random(seed).randrange(1, len(data))
@@ -344,7 +287,7 @@ def test_salvage_of_garbage_is_nothing():
 
 def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
     """A writer killed after writing a new snapshot but before renaming it: that temporary is the newest state."""
-    path = journaled_session(root)
+    path = journaled_run(root)
     state = load_session(path).state
     data, _ = codec.encode_state(state)
     with open(os.path.join(path, ".session.k1ll3d.tmp"), "wb") as f:
@@ -356,12 +299,12 @@ def test_snapshot_rebuilt_from_a_complete_stale_temporary(root):
     )
     assert load_session(path).state.results == state.results
     assert any(".session.k1ll3d.tmp" in a and "rebuilt" in a for a in result.actions)
-    assert quarantined(path)[".session.k1ll3d.tmp"] == data
+    assert quarantined_files(path)[".session.k1ll3d.tmp"] == data
 
 
-def test_backup_and_journal_gap_are_reported_as_lost(root):
+def test_backup_and_journal_gap_are_reported_as_lost(root, finished_session):
     """Snapshot lost, backup older, journal newer than the lost snapshot: the changes in between are lost."""
-    path = closed_session(root)
+    path = finished_session
     writer = SessionWriter.open(path)
     writer.update_metadata(title="only in the lost snapshot")
     writer.snapshot()  # session: with the title; session.bak: without; journal: emptied
@@ -380,13 +323,13 @@ def test_backup_and_journal_gap_are_reported_as_lost(root):
     resume(path)
 
 
-def test_corrupt_backup(root):
-    path = closed_session(root)
+def test_corrupt_backup(root, finished_session):
+    path = finished_session
     with open(os.path.join(path, "session.bak"), "wb") as f:
         f.write(b"\x1f\x8bnot really")
     result = repair_and_verify(path, {("session.bak", "backup-corrupt")})
     assert not os.path.exists(os.path.join(path, "session.bak"))
-    assert quarantined(path)["session.bak"] == b"\x1f\x8bnot really"
+    assert quarantined_files(path)["session.bak"] == b"\x1f\x8bnot really"
     assert any(a.startswith("session.bak: ") for a in result.actions)
     resume(path)
 
@@ -409,7 +352,7 @@ def _write_journal(path: str, data: bytes) -> None:
     ids=["partial", "zeros", "zero-lines"],
 )
 def test_torn_journal_tail(root, tail):
-    path = journaled_session(root)
+    path = journaled_run(root)
     original = load_session(path).state
     journal = open(os.path.join(path, "journal"), "rb").read()
     _write_journal(path, journal + tail)
@@ -419,14 +362,14 @@ def test_torn_journal_tail(root, tail):
     assert state.results == original.results
     assert state.journal_seq == original.journal_seq
     assert os.path.getsize(os.path.join(path, "journal")) == 0
-    assert quarantined(path)["journal"] == journal + tail
+    assert quarantined_files(path)["journal"] == journal + tail
     assert any(a.startswith("journal: torn tail") for a in result.actions)
     resume(path)
 
 
 def test_bad_line_in_the_middle_of_the_journal_is_skipped(root):
     """An inserted damaged line: every change is still there, the session loads again."""
-    path = journaled_session(root)
+    path = journaled_run(root)
     original = load_session(path).state
     lines = _journal_lines(path)
     damaged = b"\n".join(lines[:3] + [b"#$%garbage"] + lines[3:]) + b"\n"
@@ -438,14 +381,14 @@ def test_bad_line_in_the_middle_of_the_journal_is_skipped(root):
     repair_and_verify(path, {("journal", "journal-bad-line")})
     state = load_session(path).state
     assert state.results == original.results
-    assert quarantined(path)["journal"] == damaged
+    assert quarantined_files(path)["journal"] == damaged
     resume(path)
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_overwritten_journal_line_loses_only_that_change(root, seed):
     """A line overwritten by garbage: its change is lost (and said), every other one is kept."""
-    path = journaled_session(root)
+    path = journaled_run(root)
     original = load_session(path).state
     lines = _journal_lines(path)
     victim = random.Random(seed).randrange(0, len(lines) - 1)  # not the last: that would be a torn tail
@@ -469,7 +412,7 @@ def test_overwritten_journal_line_loses_only_that_change(root, seed):
 
 
 def test_journal_gap_with_good_snapshot(root):
-    path = journaled_session(root)
+    path = journaled_run(root)
     lines = _journal_lines(path)
     index = next(i for i, line in enumerate(lines) if json.loads(line)["op"] == "start")
     seq = json.loads(lines.pop(index))["seq"]
@@ -485,18 +428,18 @@ def test_journal_gap_with_good_snapshot(root):
 
 
 def test_unappliable_journal_change(root):
-    path = journaled_session(root)
+    path = journaled_run(root)
     lines = _journal_lines(path)
     seq = json.loads(lines[-1])["seq"] + 1
     bad = json.dumps({"op": "meta", "seq": seq, "set": {"updated": 5}, "t": 1.0}).encode()
     _write_journal(path, b"\n".join(lines + [bad]) + b"\n")
     result = repair_and_verify(path, {("journal", "journal-unapplicable")})
     assert any("cannot be edited" in line or "could not be applied" in line for line in result.lost)
-    assert quarantined(path)["journal"].endswith(bad + b"\n")
+    assert quarantined_files(path)["journal"].endswith(bad + b"\n")
 
 
-def test_missing_journal(root):
-    path = closed_session(root)
+def test_missing_journal(root, finished_session):
+    path = finished_session
     os.unlink(os.path.join(path, "journal"))
     with pytest.raises(PlainboxLikeError):
         SessionWriter.open(path)  # why it matters: no journal, no resume
@@ -512,8 +455,8 @@ def _log(path: str, job: str, suffix: str = ".record.gz") -> str:
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_cut_record_file(root, seed):
-    path = closed_session(root)
+def test_cut_record_file(root, seed, finished_session):
+    path = finished_session
     record = _log(path, "c2")
     data = open(record, "rb").read()
     stdout = open(_log(path, "c2", ".stdout"), "rb").read()
@@ -524,7 +467,7 @@ def test_cut_record_file(root, seed):
     list(reader)
     assert not reader.complete
     result = repair_and_verify(path, {("io-logs/c2.record.gz", "log-damaged")})
-    assert quarantined(path)["io-logs/c2.record.gz"] == data[:cut]
+    assert quarantined_files(path)["io-logs/c2.record.gz"] == data[:cut]
     fixed = iolog.read_records(record)
     assert fixed.complete
     # Nothing printed is lost: what the records lacked came from the raw file.
@@ -533,8 +476,8 @@ def test_cut_record_file(root, seed):
     assert any(a.startswith("io-logs/c2.record.gz: ") for a in result.actions)
 
 
-def test_record_file_with_a_bad_record_in_the_middle(root):
-    path = closed_session(root)
+def test_record_file_with_a_bad_record_in_the_middle(root, finished_session):
+    path = finished_session
     record = _log(path, "c1")
     lines = gzip.decompress(open(record, "rb").read()).split(b"\n")
     damaged = gzip.compress(b"\n".join([b"[0.1,\"stdout\",\"!!!\"]"] + lines))
@@ -558,8 +501,8 @@ def test_record_file_with_a_bad_record_in_the_middle(root):
     ],
     ids=["emptied", "shorter", "longer", "altered", "deleted"],
 )
-def test_raw_file_differs_from_records(root, change, kind):
-    path = closed_session(root)
+def test_raw_file_differs_from_records(root, change, kind, finished_session):
+    path = finished_session
     raw = _log(path, "c1", ".stdout")
     data = open(raw, "rb").read()
     if change is None:
@@ -591,8 +534,8 @@ def test_raw_comparison_streams_large_files(root, tmp_path):
     assert scan.raw["stderr"].status == "equal"
 
 
-def test_missing_record_file_is_rebuilt_from_raw_files(root):
-    path = closed_session(root)
+def test_missing_record_file_is_rebuilt_from_raw_files(root, finished_session):
+    path = finished_session
     os.unlink(_log(path, "c1"))
     result = repair_and_verify(path, {("io-logs/c1.record.gz", "log-missing")})
     records = iolog.read_records(_log(path, "c1"))
@@ -601,8 +544,8 @@ def test_missing_record_file_is_rebuilt_from_raw_files(root):
     assert any("timing" in a for a in result.actions)
 
 
-def test_log_missing_with_its_raw_files(root):
-    path = closed_session(root)
+def test_log_missing_with_its_raw_files(root, finished_session):
+    path = finished_session
     for suffix in (".record.gz", ".stdout", ".stderr"):
         os.unlink(_log(path, "c1", suffix))
     result = repair_and_verify(path, {("io-logs/c1.record.gz", "log-missing")})
@@ -613,8 +556,8 @@ def test_log_missing_with_its_raw_files(root):
     resume(path)
 
 
-def test_missing_io_logs_directory(root):
-    path = closed_session(root)
+def test_missing_io_logs_directory(root, finished_session):
+    path = finished_session
     os.rename(os.path.join(path, "io-logs"), os.path.join(root, "elsewhere"))
     expected = {("io-logs", "directory-missing")} | {(f"io-logs/{j}.record.gz", "log-missing") for j in JOBS}
     repair_and_verify(path, expected)
@@ -623,19 +566,19 @@ def test_missing_io_logs_directory(root):
 
 
 def test_repair_never_writes_outside_io_logs(root, tmp_path):
-    path = journaled_session(root)
+    path = journaled_run(root)
     outside = tmp_path / "victim.record.gz"
     outside.write_bytes(b"\x1f\x8b\x08\x00\0\0\0\0\0\x03")  # a cut gzip file outside the session
     writer = SessionWriter.open(path)
-    writer.job_finished("evil", batch.Attempt("pass", io_log_filename=str(outside)))
+    writer.job_finished("evil", Attempt("pass", io_log_filename=str(outside)))
     writer.close()
     result = repairing.repair_session(path)
     assert outside.read_bytes() == b"\x1f\x8b\x08\x00\0\0\0\0\0\x03"
     assert any("outside" in line for line in result.lost)
 
 
-def test_orphan_log_is_a_note(root):
-    path = closed_session(root)
+def test_orphan_log_is_a_note(root, finished_session):
+    path = finished_session
     open(_log(path, "ghost"), "wb").close()
     report = checking.check_session(path)
     assert report.healthy
@@ -645,22 +588,22 @@ def test_orphan_log_is_a_note(root):
 # -- temporaries, interrupted runs ---------------------------------------------------------
 
 
-def test_stale_temporaries(root):
-    path = closed_session(root)
+def test_stale_temporaries(root, finished_session):
+    path = finished_session
     names = {".session.abc123.tmp": b"\x1f\x8b half a snapshot", "io-logs/.c1.stdout.x9.tmp": b"hel"}
     for name, data in names.items():
         with open(os.path.join(path, name), "wb") as f:
             f.write(data)
     result = repair_and_verify(path, {(name, "stale-temporary") for name in names})
-    kept = quarantined(path)
+    kept = quarantined_files(path)
     for name, data in names.items():
         assert not os.path.exists(os.path.join(path, name))
         assert kept[name] == data
     assert sum("stale temporary" in a for a in result.actions) == 2
 
 
-def test_interrupted_run(root):
-    path = interrupted_session(root)
+def test_interrupted_run(root, interrupted_session):
+    path = interrupted_session
     report = checking.check_session(path)
     assert problems(report) == {("lock", "interrupted-run")}
     assert "c2" in report.problems[0].message and "resume or cleanup" in report.problems[0].message
@@ -682,8 +625,8 @@ def test_interrupted_run(root):
     assert checking.check_session(path).healthy
 
 
-def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
-    path = interrupted_session(root)
+def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root, interrupted_session):
+    path = interrupted_session
     resume(path)  # settles c2 as crashed, keeps its cut log
     report = checking.check_session(path)
     assert report.healthy, report.problems
@@ -693,8 +636,8 @@ def test_cut_log_of_a_settled_interrupted_attempt_is_only_a_note(root):
     assert not any(f.kind == "log-cut" for f in checking.check_session(path).notes)
 
 
-def test_foreign_lock_holder_is_not_judged(root):
-    path = interrupted_session(root)
+def test_foreign_lock_holder_is_not_judged(root, interrupted_session):
+    path = interrupted_session
     with open(os.path.join(path, "lock"), "w") as f:
         f.write(f"4242 not-{socket.gethostname()}\n")
     report = checking.check_session(path)
@@ -702,8 +645,8 @@ def test_foreign_lock_holder_is_not_judged(root):
     assert "foreign-writer" in {f.kind for f in report.notes}
 
 
-def test_several_faults_at_once(root):
-    path = interrupted_session(root)
+def test_several_faults_at_once(root, interrupted_session):
+    path = interrupted_session
     lines = _journal_lines(path)
     _write_journal(path, b"\n".join(lines) + b"\n" + b'{"seq":')
     os.unlink(os.path.join(path, "session"))
@@ -724,14 +667,14 @@ def test_several_faults_at_once(root):
     assert state.latest("c2").outcome == OUTCOME_CRASH
 
 
-def test_repair_is_idempotent(root):
-    path = interrupted_session(root)
+def test_repair_is_idempotent(root, interrupted_session):
+    path = interrupted_session
     os.unlink(os.path.join(path, "session"))
     repairing.repair_session(path)
-    before = files(path)
+    before = session_files(path)
     again = repairing.repair_session(path)
     assert again.actions == []
-    assert files(path) == before
+    assert session_files(path) == before
 
 
 # -- the journal scanner agrees with the loader ------------------------------------------------
@@ -770,49 +713,6 @@ def test_scan_journal_agrees_with_parse_journal(lines, final_newline):
 # -- Plainbox / Checkbox sessions ----------------------------------------------------------------
 
 
-def _record_gz(records) -> bytes:
-    import base64
-
-    return gzip.compress(
-        b"".join(json.dumps([delay, stream, base64.b64encode(data).decode()]).encode() + b"\n" for delay, stream, data in records)
-    )
-
-
-def make_checkbox_session(directory: str) -> str:
-    """A Checkbox session directory as Checkbox writes it (state version 6, absolute log names)."""
-    logs = os.path.join(directory, "io-logs")
-    os.makedirs(logs)
-    outputs = {
-        "com.canonical.certification__cpu_info": [(0.0, "stdout", b"model name: x\n"), (0.1, "stderr", b"w\n")],
-        "com.canonical.certification__silent": [],
-    }
-    for slug, records in outputs.items():
-        with open(os.path.join(logs, slug + ".record.gz"), "wb") as f:
-            f.write(_record_gz(records))
-        for stream in iolog.STREAMS:
-            with open(os.path.join(logs, f"{slug}.{stream}"), "wb") as f:
-                f.write(b"".join(d for _t, s, d in records if s == stream))
-    old = "/var/tmp/checkbox-ng/sessions/pbox.session/io-logs/"
-
-    def result(slug, outcome):
-        return {"outcome": outcome, "comments": None, "return_code": 0, "execution_duration": 0.5,
-                "io_log_filename": old + slug + ".record.gz"}
-
-    session = {
-        "jobs": {"com.canonical.certification::cpu_info": "a" * 64, "com.canonical.certification::silent": "b" * 64},
-        "results": {
-            "com.canonical.certification::cpu_info": [result("com.canonical.certification__cpu_info", "pass")],
-            "com.canonical.certification::silent": [result("com.canonical.certification__silent", "pass")],
-        },
-        "desired_job_list": ["com.canonical.certification::cpu_info", "com.canonical.certification::silent"],
-        "mandatory_job_list": [],
-        "metadata": {"title": "checkbox", "flags": [], "running_job_name": None, "app_id": "x", "app_blob": ""},
-    }
-    with open(os.path.join(directory, "session"), "wb") as f:
-        f.write(gzip.compress(json.dumps({"version": 6, "session": session}).encode()))
-    return directory
-
-
 def _tree(directory):
     out = {}
     for dirpath, dirs, names in os.walk(directory):
@@ -824,7 +724,7 @@ def _tree(directory):
 
 
 def test_checkbox_session_checks_read_only(tmp_path):
-    directory = make_checkbox_session(str(tmp_path / "pbox.session"))
+    directory = logged_checkbox_session(str(tmp_path / "pbox.session"))
     before = _tree(directory)
     report = checking.check_session(directory)
     assert report.origin == "plainbox"
@@ -850,10 +750,8 @@ def test_checkbox_session_checks_read_only(tmp_path):
 
 @pytest.mark.parametrize("version", range(1, 12))
 def test_plainbox_sessions_of_every_version(tmp_path, version):
-    from test_codec import make_plainbox_session
-
     directory = str(tmp_path / f"v{version}")
-    make_plainbox_session(directory, version)
+    plainbox_session(directory, version)
     before = _tree(directory)
     report = checking.check_session(directory)
     assert _tree(directory) == before

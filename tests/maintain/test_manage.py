@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import fcntl
+import functools
 import os
 import select
 import shutil
@@ -16,17 +15,16 @@ import time
 
 import pytest
 
+from plainbox_like.run import prepare, settle
 from plainbox_like.store import codec, locks, reader
 from plainbox_like.store.writer import SessionWriter
 from plainbox_like.errors import SessionLocked
 from plainbox_like.store.names import BACKUP_FILE, JOURNAL_FILE, LOCK_FILE, STATE_FILE
 from plainbox_like.maintain import manage
 from plainbox_like.read import summary
-from plainbox_like.run import prepare
-from plainbox_like.run import settle
-from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt
+from plainbox_like.store.model import FLAG_INCOMPLETE
 from plainbox_like.store.repository import SessionRepository
-from factories import dead_pid
+from factories import dead_pid, real_checkbox_session, wait_until, written_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAY = 86400.0
@@ -34,53 +32,18 @@ DAY = 86400.0
 FAKE_RUNNER_PID = 999999
 
 
-def complete_session(repo, title="done", created=None, **metadata):
-    """A closed, complete session with one passed job and a log."""
-    writer = repo.create(title=title, **metadata)
-    writer.update_metadata(runner={"pid": FAKE_RUNNER_PID, "host": socket.gethostname()})  # as if run elsewhere
-    writer.set_plan({"a": "sum-a"}, ["a"])
-    log, name = writer.new_log("a", 1)
-    writer.job_started("a", 1, name)
-    log.write("stdout", b"x" * 5000)
-    log.close()
-    writer.job_finished("a", Attempt("pass", return_code=0, execution_duration=0.1, io_log_filename=name))
-    fields = {"flags": [], "finished": time.time()}
-    if created is not None:
-        fields["created"] = created
-    writer.update_metadata(**fields)
-    writer.close()
-    return writer
-
-
-def incomplete_session(repo, title="stopped", created=None):
-    writer = repo.create(title=title)
-    writer.set_plan({"a": "sum-a", "b": "sum-b"}, ["a", "b"])
-    writer.job_finished("a", Attempt("pass", return_code=0))
-    if created is not None:
-        writer.update_metadata(created=created)
-    writer.close()
-    return writer
+#: A closed, complete session with one passed job and a log, recorded as run by another process.
+complete_session = functools.partial(
+    written_session, outcomes={"a": "pass"}, output=b"x" * 5000, duration=0.1,
+    runner={"pid": FAKE_RUNNER_PID, "host": socket.gethostname()},
+)  # fmt: skip
+#: A closed session whose run stopped after job a of a and b.
+incomplete_session = functools.partial(written_session, title="stopped", plan=("a", "b"), outcomes={"a": "pass"}, complete=False)
 
 
 def snapshot_state(path, name=STATE_FILE):
     with open(os.path.join(path, name), "rb") as f:
         return codec.decode_state(f.read(), name).state
-
-
-def plainbox_session(directory):
-    os.makedirs(directory)
-    doc = {
-        "version": 11,
-        "session": {
-            "jobs": {"x": "c"},
-            "results": {"x": [{"outcome": "pass", "return_code": 0}]},
-            "desired_job_list": ["x"],
-            "metadata": {"title": "Checkbox", "flags": [], "running_job_name": None},
-        },
-    }
-    with open(os.path.join(directory, "session"), "wb") as f:
-        f.write(gzip.compress(json.dumps(doc).encode()))
-    return directory
 
 
 def process_gone(pid: int) -> bool:
@@ -205,22 +168,19 @@ def test_rename_happens_before_removal(repo, monkeypatch):
     assert STATE_FILE in contents
 
 
-def test_delete_refuses_a_live_session(repo):
-    writer = repo.create(title="live")  # open in this process: a live runner
+def test_delete_refuses_a_live_session(repo, running_session):
+    writer = running_session  # open in this process: a live runner
     idle = complete_session(repo)
-    try:
-        with pytest.raises(manage.SessionBusy) as info:
-            manage.delete_sessions(repo, [idle.id, writer.id])
-        message = str(info.value)
-        assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
-        assert "--force" in message
-        # All or nothing: the idle session given first was not deleted either.
-        assert os.path.isdir(idle.path) and os.path.isdir(writer.path)
-        [deleted] = manage.delete_sessions(repo, [writer.id], force=True)
-        assert deleted.runner_left == (os.getpid(), socket.gethostname())
-        assert not os.path.exists(writer.path)
-    finally:
-        writer.abandon()
+    with pytest.raises(manage.SessionBusy) as info:
+        manage.delete_sessions(repo, [idle.id, writer.id])
+    message = str(info.value)
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
+    assert "--force" in message
+    # All or nothing: the idle session given first was not deleted either.
+    assert os.path.isdir(idle.path) and os.path.isdir(writer.path)
+    [deleted] = manage.delete_sessions(repo, [writer.id], force=True)
+    assert deleted.runner_left == (os.getpid(), socket.gethostname())
+    assert not os.path.exists(writer.path)
 
 
 def test_delete_refuses_a_session_outside_the_repository(repo, tmp_path):
@@ -339,27 +299,25 @@ def test_bad_tags_are_refused(repo, tag):
     assert reader.load_session(writer.path).state.metadata.tags == []
 
 
-def test_edit_of_a_live_session_names_the_runner(repo):
-    writer = repo.create(title="live")
-    try:
-        for edit in (
-            lambda: manage.rename_session(repo, writer.id, "x"),
-            lambda: manage.tag_session(repo, writer.id, ["x"]),
-            lambda: manage.untag_session(repo, writer.id, ["x"]),
-        ):
-            with pytest.raises(manage.SessionBusy) as info:
-                edit()
-            message = str(info.value)
-            assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
-            assert "after the run ends" in message
-        assert writer.state.metadata.title == "live"
-    finally:
-        writer.close()
+def test_edit_of_a_live_session_names_the_runner(repo, running_session):
+    writer = running_session
+    for edit in (
+        lambda: manage.rename_session(repo, writer.id, "x"),
+        lambda: manage.tag_session(repo, writer.id, ["x"]),
+        lambda: manage.untag_session(repo, writer.id, ["x"]),
+    ):
+        with pytest.raises(manage.SessionBusy) as info:
+            edit()
+        message = str(info.value)
+        assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
+        assert "after the run ends" in message
+    assert writer.state.metadata.title == "live"
+    writer.close()
     assert reader.load_session(writer.path).state.metadata.title == "live"
 
 
 def test_edit_of_a_plainbox_session_is_refused(repo, tmp_path):
-    path = plainbox_session(str(tmp_path / "checkbox"))
+    path = real_checkbox_session(str(tmp_path / "checkbox"))
     before = sorted(os.listdir(path))
     with pytest.raises(manage.ReadOnlySession, match="Plainbox/Checkbox"):
         manage.rename_session(repo, path, "x")
@@ -560,10 +518,7 @@ def test_cleanup_settles_a_session_whose_runner_was_killed(repo):
         assert cleaned.jobs == (("c1", "crash"),)
         assert cleaned.stale_lock == (runner_pid, socket.gethostname())
         assert any("killing the leftover processes of job c1" in note for note in cleaned.notes)
-        deadline = time.monotonic() + 10
-        while not process_gone(job_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert process_gone(job_pid)
+        wait_until(lambda: process_gone(job_pid), timeout=10, what=f"the job's process {job_pid} to end")
         state = reader.load_session(path).state
         assert state.running_jobs == {}
         assert state.metadata.running_job_name is None
@@ -607,17 +562,12 @@ def test_cleanup_dry_run_changes_nothing(repo):
     assert (sorted(os.listdir(writer.path)), reader.load_session(writer.path).state) == before
 
 
-def test_cleanup_leaves_a_live_session_alone(repo):
-    writer = repo.create(title="live")
-    try:
-        writer.set_plan({"a": "x"}, ["a"])
-        writer.job_started("a", 1, None)
-        assert manage.cleanup(repo).cleaned == []
-        assert list(reader.load_session(writer.path).state.running_jobs) == ["a"]
-        with pytest.raises(manage.SessionBusy):
-            manage.cleanup_session(writer.path)
-    finally:
-        writer.close()
+def test_cleanup_leaves_a_live_session_alone(repo, running_session):
+    writer = running_session  # job a is running
+    assert manage.cleanup(repo).cleaned == []
+    assert list(reader.load_session(writer.path).state.running_jobs) == ["a"]
+    with pytest.raises(manage.SessionBusy):
+        manage.cleanup_session(writer.path)
 
 
 def test_cleanup_of_a_finished_session_with_a_stale_lock_keeps_it_complete(repo):
@@ -644,7 +594,7 @@ def test_cleanup_sets_the_incomplete_flag(repo):
 
 
 def test_cleanup_skips_plainbox_and_foreign_sessions(repo):
-    plainbox_session(os.path.join(repo.sessions_dir, "pb.session"))
+    real_checkbox_session(os.path.join(repo.sessions_dir, "pb.session"))
     foreign = repo.create(title="elsewhere")
     foreign.job_started("a", 1, None)
     foreign.abandon()

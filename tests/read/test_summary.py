@@ -8,7 +8,6 @@ import os
 import socket
 import time
 
-import pytest
 
 from plainbox_like.store import reader
 from plainbox_like.store.names import JOURNAL_FILE, LOCK_FILE, STATE_FILE

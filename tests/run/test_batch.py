@@ -35,6 +35,7 @@ from plainbox_like.run.executors import iter_pgid_members, process_env
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
+from cli_helpers import cli, cli_argv, cli_env
 from factories import only_session, wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,23 +79,9 @@ def raw_output(session_path, attempt, stream="stdout"):
         return f.read()
 
 
-def cli_env(repo, marker_dir=None):
-    env = dict(os.environ)
-    env.pop("PLAINBOX_LIKE_SESSION", None)
-    env.pop("PLAINBOX_LIKE_JOB", None)
-    env["PLAINBOX_LIKE_REPOSITORY"] = str(repo)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    if marker_dir is not None:
-        env["MARKER_DIR"] = str(marker_dir)
-    return env
-
-
-def cli_argv(repo, *args):
-    return [sys.executable, "-m", "plainbox_like", "--repository", str(repo), *args]
-
-
-def cli(repo, *args, env, timeout=90):
-    return subprocess.run(cli_argv(repo, *args), env=env, capture_output=True, text=True, timeout=timeout)
+def marker_env(repo, marker_dir=None):
+    """The CLI's environment (:func:`cli_helpers.cli_env`) with ``MARKER_DIR`` for jobs that leave marks."""
+    return cli_env(repo, **({"MARKER_DIR": str(marker_dir)} if marker_dir is not None else {}))
 
 
 def start_cli(repo, *args, env):
@@ -115,14 +102,11 @@ def read_pid(path, proc, timeout=30.0):
         except (OSError, ValueError):
             return None
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid = ready()
-        if pid is not None:
-            return pid
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
+    pid = wait_until(ready, timeout=timeout)
+    if pid is None:
+        proc.kill()
+        raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
+    return pid
 
 
 def no_traceback(text):
@@ -320,7 +304,7 @@ def test_skip_reasons_survive_resume(tmp_path):
 def test_interrupt_then_resume(tmp_path, signum, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     proc = start_cli(repo, "run", os.path.join(JOBS, "interrupt.pxu"), env=env)
     pgid = read_pid(markers / "first.pid", proc)
     kill_later.append(pgid)
@@ -371,7 +355,7 @@ def test_interrupt_then_resume(tmp_path, signum, kill_later):
 def test_interrupt_kills_a_job_that_ignores_sigterm(tmp_path, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     command = 'echo "$$" > "$MARKER_DIR/p.tmp" && mv "$MARKER_DIR/p.tmp" "$MARKER_DIR/p"; trap "" TERM INT; sleep 30'
     proc = start_cli(repo, "run", "-c", command, "-c", "true", env=env)
     pgid = read_pid(markers / "p", proc)
@@ -389,7 +373,7 @@ def test_interrupt_kills_a_job_that_ignores_sigterm(tmp_path, kill_later):
 def test_rerun_interrupted_after_ctrl_c(tmp_path, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     proc = start_cli(repo, "run", os.path.join(JOBS, "interrupt.pxu"), env=env)
     kill_later.append(read_pid(markers / "first.pid", proc))
     proc.send_signal(signal.SIGINT)
@@ -408,7 +392,7 @@ def test_rerun_interrupted_after_ctrl_c(tmp_path, kill_later):
 def test_resume_after_sigkill(tmp_path, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     proc = start_cli(repo, "run", "-j", "2", os.path.join(JOBS, "noreturn.pxu"), env=env)
     first_pgid = read_pid(markers / "first.pid", proc)
     reboot_pgid = read_pid(markers / "reboot.pid", proc)
@@ -460,7 +444,7 @@ def logged_stdout(path, job_id):
 def test_rerun_interrupted_after_sigkill(tmp_path, kill_later):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     proc = start_cli(repo, "run", os.path.join(JOBS, "interrupt.pxu"), env=env)
     pgid = read_pid(markers / "first.pid", proc)
     kill_later.append(pgid)
@@ -493,7 +477,7 @@ def test_rerun_interrupted_after_sigkill(tmp_path, kill_later):
 def test_rerun_failed_keeps_old_logs(tmp_path):
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     first = cli(repo, "run", os.path.join(JOBS, "flaky.pxu"), env=env)
     assert first.returncode == 1, first.stderr
     path = only_session(repo)
@@ -529,7 +513,7 @@ def test_changed_definitions_block_resume(tmp_path, kill_later):
     markers.mkdir()
     units = tmp_path / "jobs.pxu"
     shutil.copy(os.path.join(JOBS, "interrupt.pxu"), units)
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     proc = start_cli(repo, "run", str(units), env=env)
     kill_later.append(read_pid(markers / "first.pid", proc))
     proc.send_signal(signal.SIGINT)
@@ -563,7 +547,7 @@ def test_rerun_interrupted_does_not_rerun_a_noreturn_job(tmp_path, kill_later):
     # did what it should; running it again would only stop the session again.
     repo, markers = tmp_path / "repo", tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(repo, markers)
+    env = marker_env(repo, markers)
     proc = start_cli(repo, "run", "-j", "2", os.path.join(JOBS, "noreturn.pxu"), env=env)
     kill_later.append(read_pid(markers / "first.pid", proc))
     reboot_pgid = read_pid(markers / "reboot.pid", proc)

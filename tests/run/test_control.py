@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from plainbox_like.run import control
@@ -15,14 +14,15 @@ from plainbox_like.errors import PlainboxLikeError
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.read.summary import summarize
+from cli_helpers import cli, cli_argv, cli_env
 from factories import only_session, wait_until
 
 
 def start_run(repo: str, *commands: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "plainbox_like", "--repository", repo, "run", *extra]
+    argv = cli_argv(repo, "run", *extra)
     for command in commands:
         argv += ["-c", command]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def started_session(repo: str) -> str:
@@ -59,9 +59,7 @@ def test_stop_waits_for_the_running_job_then_exits_resumable(tmp_path):
     assert not os.path.exists(os.path.join(path, control.CONTROL_FILE))
     assert time.monotonic() - asked < 10
     # The session resumes and completes.
-    done = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", repo, "resume"], capture_output=True, text=True
-    )
+    done = cli(repo, "resume")
     assert done.returncode == 0, done.stderr
     assert load_session(path).state.latest("c2").outcome == "pass"
 

@@ -66,14 +66,16 @@ def group_members(pgid):
 
 def poll_until_exit(executor, process, timeout=20.0):
     outputs = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for event in executor.poll(0.2):
+
+    def exited():
+        for event in executor.poll(0.2):  # the poll waits: no sleep between calls
             if isinstance(event, Output):
                 outputs.append(event)
             elif isinstance(event, Exited) and event.process is process:
-                return outputs, event
-    raise AssertionError("process did not exit in time")
+                return event
+        return None
+
+    return outputs, wait_until(exited, timeout=timeout, interval=0, what="the process to exit")
 
 
 def test_executor_runs_job_in_its_own_process_group():
@@ -115,14 +117,15 @@ def logged_spec(tmp_path, key, command):
 def events_until_exit(executor, timeout=20.0):
     """Every poll's events (one list per poll that had any) until an Exited."""
     polls = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = executor.poll(0.2)
+
+    def exited():
+        events = executor.poll(0.2)  # the poll waits: no sleep between calls
         if events:
             polls.append(events)
-        if any(isinstance(e, Exited) for e in events):
-            return polls
-    raise AssertionError("process did not exit in time")
+        return any(isinstance(e, Exited) for e in events)
+
+    wait_until(exited, timeout=timeout, interval=0, what="the process to exit")
+    return polls
 
 
 @pytest.mark.parametrize(

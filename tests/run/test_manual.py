@@ -11,7 +11,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import termios
 import time
 
@@ -23,10 +22,10 @@ from plainbox_like.store.names import FLAG_WAITING
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
-from tests.cli_helpers import assert_one_line_error, run
-from tests.shared_checkbox import PROVIDERS, needs_providers
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
+from factories import only_session, wait_until
+from shared_checkbox import PROVIDERS, needs_providers
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NS = "com.canonical.certification::"
 
 JOBS = """\
@@ -71,14 +70,8 @@ def _answers(tmp_path, text: str) -> str:
     return str(path)
 
 
-def _only_session(root: str) -> str:
-    paths = SessionRepository(root).session_paths()
-    assert len(paths) == 1, paths
-    return paths[0]
-
-
 def _cli_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": REPO_ROOT, "NO_COLOR": "1"}
+    return cli_env(NO_COLOR="1")
 
 
 # -- --answers ------------------------------------------------------------------------------------
@@ -98,7 +91,7 @@ def test_tutorial_base_with_answers_records_what_the_person_said(tmp_path, capsy
     tutorial = os.path.join(PROVIDERS, "tutorial")
     code = run(root, "run", "--providers", tutorial, "--test-plan", NS + "tutorial-base", "--answers", answers)
     assert code == 1  # tutorial/failing fails, as before
-    state = load_session(_only_session(root)).state
+    state = load_session(only_session(root)).state
     got = {job.removeprefix(NS): state.latest(job) for job in state.results}
     assert {job: (a.outcome, a.comments) for job, a in got.items() if "/" in job and job.startswith("tutorial/") and
             job.split("/")[1] in ("manual", "user-interact", "user-interact-verify")} == {
@@ -154,7 +147,7 @@ def test_answers_cover_some_jobs_the_others_follow_manual(tmp_path, capsys):
     answers = _answers(tmp_path, "look: pass it is on\nverify: fail wrong greeting\n")
     root = str(tmp_path / "repo")
     assert run(root, "run", _units(tmp_path), "--answers", answers, "--manual", "skip") == 1
-    state = load_session(_only_session(root)).state
+    state = load_session(only_session(root)).state
     look, verify, interact = (state.latest(j) for j in ("look", "verify", "interact"))
     assert (look.outcome, look.comments, look.return_code) == ("pass", "it is on", None)
     # A pass or fail for a job with a command: the command runs, the answer decides.
@@ -170,7 +163,7 @@ def test_run_answer_takes_the_exit_status_and_rerun_failed_asks_again(tmp_path, 
     units = _units(tmp_path)
     answers = _answers(tmp_path, "look: pass\nverify: pass\ninteract: run\n")
     assert run(root, "run", units, "--answers", answers) == 1
-    path = _only_session(root)
+    path = only_session(root)
     state = load_session(path).state
     assert (state.latest("interact").outcome, state.latest("interact").return_code) == ("fail", 3)
     # resume --rerun-failed works on it as on any job: asked again (here answered by a new file).
@@ -274,7 +267,7 @@ def test_a_job_that_needs_a_person_runs_alone_with_j(tmp_path):
     )
     root = str(tmp_path / "repo")
     assert run(root, "run", str(units), "-j", "3", "--answers", _answers(tmp_path, "look: pass\n")) == 0
-    state = load_session(_only_session(root)).state
+    state = load_session(only_session(root)).state
     before, look, after, other = (state.latest(j) for j in ("before", "look", "after", "other"))
     # It waited for the job started before it, and no job started until it was answered.
     assert look.answered.time >= before.started + before.execution_duration
@@ -347,8 +340,7 @@ class Pty:
 
 def test_ask_in_a_pseudo_terminal_ctrl_c_stops_and_resume_asks_the_same_job_again(tmp_path):
     root = str(tmp_path / "repo")
-    cli = [sys.executable, "-m", "plainbox_like", "--repository", root]
-    term = Pty([*cli, "run", _units(tmp_path)], str(tmp_path))  # stdin is a terminal: ask is the default
+    term = Pty(cli_argv(root, "run", _units(tmp_path)), str(tmp_path))  # stdin is a terminal: ask is the default
     term.expect(r"Look at the light")
     term.expect(r"\[p\] pass  \[f\] fail  \[s\] skip: ")
     term.send("p\n")
@@ -366,14 +358,14 @@ def test_ask_in_a_pseudo_terminal_ctrl_c_stops_and_resume_asks_the_same_job_agai
     term.expect(r"Ready\?.*: ")
     term.send("\x03")  # Ctrl-C at the prompt
     assert term.wait() == 130, term.seen
-    path = _only_session(root)
+    path = only_session(root)
     state = load_session(path).state
     assert [(a.outcome, a.comments) for a in state.results["look"]] == [("pass", None)]
     assert [(a.outcome, a.comments) for a in state.results["verify"]] == [("fail", "greeting twice")]
     assert "interact" not in state.results and state.running_jobs == {}  # no answer given
     assert FLAG_WAITING not in state.metadata.flags
     # resume asks that same job again, and only it.
-    term = Pty([*cli, "resume", os.path.basename(path).removesuffix(".session")], str(tmp_path))
+    term = Pty(cli_argv(root, "resume", os.path.basename(path).removesuffix(".session")), str(tmp_path))
     term.expect(r"Plug it in")
     term.expect(r"Ready\?.*: ")
     term.send("s\n")
@@ -391,20 +383,6 @@ def test_ask_in_a_pseudo_terminal_ctrl_c_stops_and_resume_asks_the_same_job_agai
 
 
 # -- --manual wait and plainbox-like answer ----------------------------------------------------
-
-
-def _cli(root: str, *argv: str, check: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, *argv],
-        capture_output=True, text=True, env=_cli_env(), timeout=60, check=check,
-    )
-
-
-def _wait_until(predicate, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def _waiting_for(path: str, ran_after: float | None = None) -> str | None:
@@ -430,34 +408,34 @@ def test_wait_answer_from_another_process_then_kill_and_resume_records_every_job
     root = str(tmp_path / "repo")
     units = _units(tmp_path)
     runner = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "run", units, "--manual", "wait"],
+        cli_argv(root, "run", units, "--manual", "wait"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(),
     )
     try:
-        _wait_until(lambda: _sessions(root), what="the session")
+        wait_until(lambda: _sessions(root), what="the session")
         path = _sessions(root)[0]
         sid = os.path.basename(path).removesuffix(".session")
-        _wait_until(lambda: _waiting_for(path) == "look", what="the question of look")
+        wait_until(lambda: _waiting_for(path) == "look", what="the question of look")
         # list and show say so, naming the job.
-        listed = _cli(root, "list", check=True).stdout
+        listed = cli(root, "list", check=True).stdout
         assert "waiting for a person: job look" in listed
-        assert "Status:   running (waiting for a person: job look)" in _cli(root, "show", sid, check=True).stdout
+        assert "Status:   running (waiting for a person: job look)" in cli(root, "show", sid, check=True).stdout
         # Answering another job, or without the comment fail needs: one-line errors; nothing is answered.
-        wrong = _cli(root, "answer", sid, "verify", "pass")
+        wrong = cli(root, "answer", sid, "verify", "pass")
         assert wrong.returncode == 2
         assert_one_line_error(wrong.stderr, "job verify is not waiting", "waits for look")
-        bad = _cli(root, "answer", sid, "look", "fail")
+        bad = cli(root, "answer", sid, "look", "fail")
         assert bad.returncode == 2
         assert_one_line_error(bad.stderr, "fail needs a comment")
         assert _waiting_for(path) == "look"
         # The answer is seen within half a second (the runner looks every 0.2 s), from the moment it is left.
-        answered = _cli(root, "answer", sid, "look", "fail", "--comment", "too dark")
+        answered = cli(root, "answer", sid, "look", "fail", "--comment", "too dark")
         assert answered.returncode == 0, answered.stderr
         left = time.monotonic()
-        _wait_until(lambda: not os.path.exists(os.path.join(path, ANSWER_FILE)), what="the answer taken")
+        wait_until(lambda: not os.path.exists(os.path.join(path, ANSWER_FILE)), what="the answer taken")
         taken = time.monotonic() - left
         assert taken < 1.5, taken  # 0.5 s by design; generous on a loaded machine
-        _wait_until(lambda: _waiting_for(path) == "verify", what="the question of verify")
+        wait_until(lambda: _waiting_for(path) == "verify", what="the question of verify")
         # verify ran its command before its question; the runner is killed while it waits.
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=30)
@@ -477,18 +455,18 @@ def test_wait_answer_from_another_process_then_kill_and_resume_records_every_job
         assert reopened.state.journal_seq == killed_seq + 1
     state = load_session(path).state
     # A session that is not running waits for nothing.
-    dead = _cli(root, "answer", sid, "verify", "pass")
+    dead = cli(root, "answer", sid, "verify", "pass")
     assert dead.returncode == 2
     assert_one_line_error(dead.stderr, f"session {sid} is not waiting for an answer")
     resumed = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "resume", sid, "--manual", "wait"],
+        cli_argv(root, "resume", sid, "--manual", "wait"),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_cli_env(),
     )
     try:
-        _wait_until(lambda: _waiting_for(path, killed_at) == "verify", what="verify asked again")
-        assert _cli(root, "answer", sid, "verify", "pass").returncode == 0
-        _wait_until(lambda: _waiting_for(path) == "interact", what="the question of interact")
-        assert _cli(root, "answer", sid, "interact", "run").returncode == 0
+        wait_until(lambda: _waiting_for(path, killed_at) == "verify", what="verify asked again")
+        assert cli(root, "answer", sid, "verify", "pass").returncode == 0
+        wait_until(lambda: _waiting_for(path) == "interact", what="the question of interact")
+        assert cli(root, "answer", sid, "interact", "run").returncode == 0
         out, err = resumed.communicate(timeout=60)
     finally:
         if resumed.poll() is None:
@@ -501,8 +479,8 @@ def test_wait_answer_from_another_process_then_kill_and_resume_records_every_job
     }
     assert state.latest("verify").return_code == 0 and state.latest("interact").return_code == 3
     assert state.running_jobs == {} and FLAG_WAITING not in state.metadata.flags
-    assert _cli(root, "check", sid).returncode == 0  # no orphan log of the killed run's question
-    shown = json.loads(_cli(root, "show", sid, "--json", check=True).stdout)
+    assert cli(root, "check", sid).returncode == 0  # no orphan log of the killed run's question
+    shown = json.loads(cli(root, "show", sid, "--json", check=True).stdout)
     verify = next(job for job in shown["jobs"] if job["id"] == "verify")
     assert verify["attempts"][0]["answered"]["via"] == "answer-command"
 
@@ -512,13 +490,13 @@ def test_rerun_interrupted_asks_again_a_job_that_cleanup_recorded_as_crash(tmp_p
     units = _units(tmp_path)
     answers = _answers(tmp_path, "look: pass\n")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "plainbox_like", "--repository", root, "run", units, "--manual", "wait", "--answers", answers],
+        cli_argv(root, "run", units, "--manual", "wait", "--answers", answers),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_cli_env(),
     )
     try:
-        _wait_until(lambda: _sessions(root), what="the session")
+        wait_until(lambda: _sessions(root), what="the session")
         path = _sessions(root)[0]
-        _wait_until(lambda: _waiting_for(path) == "verify", what="the question of verify")
+        wait_until(lambda: _waiting_for(path) == "verify", what="the question of verify")
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=30)
     finally:
@@ -526,7 +504,7 @@ def test_rerun_interrupted_asks_again_a_job_that_cleanup_recorded_as_crash(tmp_p
             runner.kill()
             runner.wait()
     sid = os.path.basename(path).removesuffix(".session")
-    assert _cli(root, "cleanup").returncode == 0  # the dead runner's job: crash, as any job's
+    assert cli(root, "cleanup").returncode == 0  # the dead runner's job: crash, as any job's
     assert load_session(path).state.latest("verify").outcome == "crash"
     again = _answers(tmp_path, "verify: pass looks right\ninteract: skip later\n")
     assert run(root, "resume", sid, "--rerun-interrupted", "--answers", again, "--manual", "skip") == 0

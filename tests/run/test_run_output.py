@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import subprocess
-import sys
 
 import pytest
 
 from plainbox_like.store.reader import load_session
-from plainbox_like.store.repository import SessionRepository
+from cli_helpers import cli
 from factories import only_session
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run_cli(repo, *args, timeout=90):
-    env = dict(os.environ)
-    env.pop("PLAINBOX_LIKE_SESSION", None)
-    env.pop("PLAINBOX_LIKE_JOB", None)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "--repository", str(repo), *args],
-        env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
+#: The CLI in a child process, its output as bytes (escapes are checked byte for byte).
+cli = functools.partial(cli, text=False)
 
 
 def test_run_escapes_control_characters_of_job_ids_comments_and_plan_names(tmp_path):
@@ -35,19 +24,19 @@ def test_run_escapes_control_characters_of_job_ids_comments_and_plan_names(tmp_p
         b"unit: test plan\nid: tp\x1b[2J\nname: clear\x1b[2Jscreen\rx\ninclude: .*\n"
     )
     for args in (["run", str(units)], ["run", "--dry-run", str(units)], ["plans", str(units)]):
-        done = run_cli(tmp_path / "repo", *args)
+        done = cli(tmp_path / "repo", *args)
         out = done.stdout + done.stderr
         assert b"\x1b" not in out and b"\x07" not in out and b"\r" not in out, (args, out)
-    done = run_cli(tmp_path / "repo", "run", str(units))
+    done = cli(tmp_path / "repo", "run", str(units))
     assert b"a\\x1b[31mred" in done.stdout
     assert b"b\\x07bell" in done.stdout  # also in the skip reason of the job that depends on it
-    plans = run_cli(tmp_path / "repo", "plans", str(units)).stdout
+    plans = cli(tmp_path / "repo", "plans", str(units)).stdout
     assert b"tp\\x1b[2J" in plans and b"clear\\x1b[2Jscreen\\rx" in plans
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_every_attempt_has_both_raw_files_empty_ones_included(tmp_path, jobs):
-    done = run_cli(
+    done = cli(
         tmp_path / "repo", "run", "-j", jobs,
         "-c", "true", "-c", "echo out", "-c", "echo err >&2", "-c", "exit 4", "-c", "echo both; echo both >&2",
     )

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -25,36 +24,12 @@ from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
 
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env
 from factories import only_session, wait_until
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 #: An environment variable every job of these tests inherits (with a value unique to the test), so that
 #: a test finds, and at its end kills, only the processes it started.
 MARKER = "PLAINBOX_LIKE_TEST_MARKER"
-
-
-def cli_env(marker=None):
-    env = dict(os.environ)
-    env.pop("PLAINBOX_LIKE_SESSION", None)
-    env.pop("PLAINBOX_LIKE_JOB", None)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    if marker is not None:
-        env[MARKER] = marker
-    return env
-
-
-def cli_argv(repo, *args):
-    return [sys.executable, "-m", "plainbox_like", "--repository", str(repo), *args]
-
-
-def cli(repo, *args, timeout=90, marker=None):
-    return subprocess.run(
-        cli_argv(repo, *args), env=cli_env(marker), capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def marked(marker):
@@ -184,7 +159,7 @@ def test_a_job_past_its_deadline_still_times_out(tmp_path):
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_background_processes_are_killed_when_their_job_ends_and_named_in_its_result(tmp_path, marker, jobs):
     done = cli(tmp_path / "repo", "run", "-j", jobs, "-c", "sleep 600 & echo one",
-               "-c", "setsid sleep 599 & echo two", "-c", "true", marker=marker)
+               "-c", "setsid sleep 599 & echo two", "-c", "true", env=cli_env(**{MARKER: marker}))
     assert done.returncode == 0, done.stderr
     assert wait_until(lambda: not marked(marker), timeout=10), "a job's background process outlived the run"
     state = load_session(only_session(tmp_path / "repo")).state
@@ -207,7 +182,7 @@ def test_background_processes_are_killed_when_their_job_ends_and_named_in_its_re
 def test_a_job_that_moves_to_a_new_session_does_not_survive_its_timeout(tmp_path, marker):
     units = tmp_path / "escape.pxu"
     units.write_text("id: escape\nplugin: shell\ntimeout: 1\ncommand: setsid sleep 598; true\n")
-    done = cli(tmp_path / "repo", "run", str(units), marker=marker, timeout=60)
+    done = cli(tmp_path / "repo", "run", str(units), env=cli_env(**{MARKER: marker}), timeout=60)
     assert done.returncode == 1, done.stderr
     assert wait_until(lambda: not marked(marker), timeout=10), "the job's process survived its timeout"
     (attempt,) = load_session(only_session(tmp_path / "repo")).state.results["escape"]
@@ -223,7 +198,7 @@ def test_stop_now_kills_what_a_job_moved_out_of_its_process_group(tmp_path, mark
     repo = tmp_path / "repo"
     proc = subprocess.Popen(
         cli_argv(repo, "run", "-j", jobs, "-c", f"touch {started}; setsid sleep 597; true", "-c", "true"),
-        env=cli_env(marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cli_env(**{MARKER: marker}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         assert wait_until(lambda: started.exists() and marked(marker) or proc.poll() is not None, timeout=60)
@@ -248,7 +223,7 @@ def test_a_job_flagged_leaves_processes_keeps_its_daemon(tmp_path, marker):
         "id: daemon\nplugin: shell\nflags: leaves-processes\ncommand: setsid sleep 596 & echo started\n\n"
         "id: plain\nplugin: shell\ncommand: sleep 595 & echo started\n"
     )
-    done = cli(tmp_path / "repo", "run", str(units), marker=marker)
+    done = cli(tmp_path / "repo", "run", str(units), env=cli_env(**{MARKER: marker}))
     assert done.returncode == 0, done.stderr
     # The kept one lives on after the run; the other job's was killed.
     assert wait_until(lambda: len(marked(marker)) == 1, timeout=10)
@@ -269,7 +244,7 @@ def test_a_job_flagged_leaves_processes_keeps_its_daemon(tmp_path, marker):
 
 
 def test_many_leftovers_are_all_counted_and_a_bounded_number_listed(tmp_path, marker):
-    done = cli(tmp_path / "repo", "run", "-c", "for i in $(seq 25); do sleep 594 & done; echo", marker=marker)
+    done = cli(tmp_path / "repo", "run", "-c", "for i in $(seq 25); do sleep 594 & done; echo", env=cli_env(**{MARKER: marker}))
     assert done.returncode == 0, done.stderr
     assert wait_until(lambda: not marked(marker), timeout=10)
     (attempt,) = load_session(only_session(tmp_path / "repo")).state.results["c1"]

@@ -35,13 +35,14 @@ def spec(tmp_path, key, command, env=None, log=True):
 
 def collect(executor, count, timeout=20.0):
     """Events until *count* processes exited (or failed)."""
-    events, ended = [], 0
-    deadline = time.monotonic() + timeout
-    while ended < count and time.monotonic() < deadline:
-        for event in executor.poll(0.2):
-            events.append(event)
-            ended += isinstance(event, (Exited, Failed))
-    assert ended == count, events
+    events = []
+
+    def ended():
+        events.extend(executor.poll(0.2))  # the poll waits: no sleep between calls
+        return sum(isinstance(event, (Exited, Failed)) for event in events)
+
+    wait_until(lambda: ended() >= count, timeout=timeout, interval=0)
+    assert sum(isinstance(event, (Exited, Failed)) for event in events) == count, events
     return events
 
 
@@ -177,12 +178,10 @@ def test_a_dead_worker_is_an_error(tmp_path, executor):
 
 
 def _poll_until(executor, kind, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = executor.poll(0.5)
-        if any(isinstance(e, kind) for e in got):
-            return [e for e in got if isinstance(e, kind)]
-    raise AssertionError(f"no {kind.__name__} event")
+    return wait_until(
+        lambda: [e for e in executor.poll(0.5) if isinstance(e, kind)],  # the poll waits: no sleep between calls
+        timeout=timeout, interval=0, what=f"a {kind.__name__} event",
+    )  # fmt: skip
 
 
 def test_workers_keep_only_their_own_descriptors_and_are_reaped(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import re
@@ -15,8 +14,9 @@ import strategies
 from plainbox_like.store import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
 from plainbox_like.store.model import Answered, Attempt, LeftoverProcess, LeftoverProcesses, SessionMetadata, SessionState
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.writer import SessionWriter
+from plainbox_like.store.reader import load_session
+from factories import APP_BLOB, INLINE_LOG, plainbox_session
 
 PATH = "/some/where/x.session/session"
 
@@ -320,76 +320,6 @@ def test_who_answered_round_trips_and_version_3_reads_with_nobody():
 
 # -- Plainbox / Checkbox sessions (read-only) -----------------------------------------
 
-OLD_ROOT = "/var/tmp/checkbox-ng/sessions/session_title-2016-02-03T04.05.06.session"
-APP_BLOB = base64.b64encode(b'{"testplan_id": "com.canonical.certification::smoke"}').decode("ascii")
-INLINE_LOG = [
-    [0.0, "stdout", base64.b64encode(b"hello\n").decode()],
-    [0.25, "stderr", base64.b64encode(b"\x00\xffwarn").decode()],
-]
-
-
-def _plainbox_result(version, session_dir, job_log, outcome="pass", **extra):
-    result = {"outcome": outcome, "comments": None, "return_code": 0, "execution_duration": 1.5}
-    if version == 1:
-        result["io_log"] = INLINE_LOG
-    elif job_log is not None:
-        result["io_log_filename"] = job_log
-    result.update(extra)
-    return result
-
-
-def make_plainbox_session(directory, version: int) -> dict:
-    """Write a Plainbox-format session directory as Plainbox (version *version*) would."""
-    directory = str(directory)
-    os.makedirs(os.path.join(directory, "io-logs"))
-    for name in ("com.canonical.certification__cpu_info.record.gz", "local.record.gz", "inside.record.gz"):
-        with gzip.open(os.path.join(directory, "io-logs", name), "wb") as f:
-            f.write(b'[0.0,"stdout","aGkK"]\n')
-    jobs = {
-        "com.canonical.certification::cpu_info": "a" * 64,
-        "com.canonical.certification::local": "b" * 64,
-        "com.canonical.certification::inside": "c" * 64,
-        "com.canonical.certification::gone": "d" * 64,
-        "com.canonical.certification::never": "e" * 64,
-    }
-    results = {
-        # Moved session: absolute name under the old location, the file is in our io-logs.
-        "com.canonical.certification::cpu_info": [
-            _plainbox_result(version, directory, OLD_ROOT + "/io-logs/com.canonical.certification__cpu_info.record.gz", "fail", return_code=1),
-            _plainbox_result(version, directory, OLD_ROOT + "/io-logs/com.canonical.certification__cpu_info.record.gz"),
-        ],
-        "com.canonical.certification::local": [_plainbox_result(version, directory, "io-logs/local.record.gz")],
-        "com.canonical.certification::inside": [
-            _plainbox_result(version, directory, os.path.join(directory, "io-logs", "inside.record.gz"))
-        ],
-        "com.canonical.certification::gone": [
-            _plainbox_result(version, directory, "/nowhere/io-logs/gone.record.gz", "crash", return_code=None, execution_duration=None)
-        ],
-        "com.canonical.certification::never": [
-            {"outcome": None, "comments": "skipped by user", "return_code": None, "execution_duration": None}
-        ],
-    }
-    metadata = {"title": f"session v{version}", "flags": ["incomplete"], "running_job_name": "com.canonical.certification::never"}
-    if version >= 2:
-        metadata["app_blob"] = APP_BLOB
-    if version >= 3:
-        metadata["app_id"] = "com.canonical.certification:checkbox"
-    if version >= 7:
-        metadata["custom_joblist"] = False
-        metadata["rejected_jobs"] = []
-    session = {
-        "jobs": jobs,
-        "results": results,
-        "desired_job_list": list(jobs),
-        "metadata": metadata,
-    }
-    if version >= 5:
-        session["mandatory_job_list"] = ["com.canonical.certification::cpu_info"]
-    with open(os.path.join(directory, "session"), "wb") as f:
-        f.write(gzip.compress(json.dumps({"version": version, "session": session}).encode("utf-8")))
-    return session
-
-
 def _snapshot_tree(directory):
     out = {}
     for root, dirs, files in os.walk(directory):
@@ -403,7 +333,7 @@ def _snapshot_tree(directory):
 @pytest.mark.parametrize("version", range(1, 12))
 def test_plainbox_sessions_load(tmp_path, version):
     directory = tmp_path / f"pbox-v{version}"
-    make_plainbox_session(directory, version)
+    plainbox_session(directory, version)
     before = _snapshot_tree(directory)
     loaded = load_session(str(directory))
     assert _snapshot_tree(directory) == before  # read-only
@@ -456,7 +386,7 @@ def test_plainbox_sessions_load(tmp_path, version):
 @pytest.mark.parametrize("version", [0, 12, 99, -1])
 def test_plainbox_versions_out_of_range(tmp_path, version):
     directory = tmp_path / "pbox"
-    make_plainbox_session(directory, 11)
+    plainbox_session(directory, 11)
     data = _gz({"version": version, "session": {"jobs": {}, "results": {}}})
     (directory / "session").write_bytes(data)
     with pytest.raises(UnsupportedVersion) as info:
@@ -487,7 +417,7 @@ def test_plainbox_wrong_field_types(session, field):
 
 def test_plainbox_session_cannot_be_opened_for_writing(tmp_path):
     directory = tmp_path / "pbox"
-    make_plainbox_session(directory, 11)
+    plainbox_session(directory, 11)
     with pytest.raises(PlainboxLikeError, match="Plainbox"):
         SessionWriter.open(str(directory))
     assert load_session(str(directory)).origin == "plainbox"

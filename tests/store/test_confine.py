@@ -11,8 +11,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -26,8 +24,9 @@ from plainbox_like.exports import tarball
 from plainbox_like.store.model import Attempt
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.store.writer import SessionWriter
-from cli_helpers import assert_one_line_error, run
-from test_export import _session_members, _symlink, _tar_bytes
+from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
+from factories import only_session, wait_until
+from archives import session_members, symlink_member, tar_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = b"TOP-SECRET-OUTSIDE-THE-SESSION"
@@ -37,7 +36,7 @@ def _new_session(root: str, capfd, command: str = "echo hello") -> str:
     """A complete session made by ``run -c``; returns its id."""
     assert run(root, "run", "-c", command) == 0
     capfd.readouterr()
-    [path] = SessionRepository(root).session_paths()
+    path = only_session(root)
     return session_id_of(path)
 
 
@@ -88,22 +87,20 @@ def test_export_writes_into_a_fifo(root, tmp_path, capfd):
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there before the writer, as a shell pipe
     try:
-        env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
-        proc = subprocess.Popen([sys.executable, "-m", "plainbox_like", "export", sid, "-o", fifo], cwd=REPO, env=env)
-        data = b""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        proc = subprocess.Popen(cli_argv(None, "export", sid, "-o", fifo), cwd=REPO, env=cli_env(root))
+        data = bytearray()
+
+        def drained():
+            """Read what the pipe holds; true once the writer has exited and nothing is left."""
             done = proc.poll() is not None
             try:
                 chunk = os.read(reader, 1 << 16)
             except BlockingIOError:
                 chunk = None
-            if chunk:
-                data += chunk
-            elif done:
-                break
-            else:
-                time.sleep(0.01)
+            data.extend(chunk or b"")
+            return done and not chunk
+
+        wait_until(drained, timeout=60, interval=0.01)
         assert proc.wait(timeout=60) == 0
     finally:
         os.close(reader)
@@ -244,7 +241,7 @@ def test_import_refuses_a_state_naming_paths_outside(root, tmp_path, capfd):
     ],
 )
 def test_import_refuses_links_that_leave_the_session_once_in_place(tmp_path, link, target):
-    data = _tar_bytes(*_session_members(), (_symlink(link, target), None))
+    data = tar_bytes(*session_members(), (symlink_member(link, target), None))
     sessions = str(tmp_path / "repo" / "sessions")
     with pytest.raises(tarball.UnsafeArchive, match="symbolic link") as info:
         tarball.import_archive(io.BytesIO(data), sessions, "evil.tar.gz")
@@ -253,8 +250,8 @@ def test_import_refuses_links_that_leave_the_session_once_in_place(tmp_path, lin
 
 
 def test_import_keeps_links_inside_session_share(tmp_path):
-    members = [*_session_members("ok.session"), (_symlink("ok.session/session-share/latest", "../session"), None)]
-    imported = tarball.import_archive(io.BytesIO(_tar_bytes(*members)), str(tmp_path / "s"), "ok")
+    members = [*session_members("ok.session"), (symlink_member("ok.session/session-share/latest", "../session"), None)]
+    imported = tarball.import_archive(io.BytesIO(tar_bytes(*members)), str(tmp_path / "s"), "ok")
     assert os.readlink(os.path.join(imported.path, "session-share", "latest")) == "../session"
 
 
@@ -300,6 +297,29 @@ def test_symlinked_session_directory(root, tmp_path, capfd):
     capfd.readouterr()
     assert os.listdir(os.path.join(root, "sessions")) == []  # no .deleting-* link left behind
     assert _tree(target) == before
+
+
+def test_a_symlinked_session_directory_is_listed_and_read_like_the_others(root, tmp_path, capfd):
+    """Readers follow the link (the writers refuse it, above): ``list`` and ``search`` show what ``check`` sees."""
+    for _ in range(2):
+        assert run(root, "run", "-c", "echo hello") == 0
+    capfd.readouterr()
+    linked, plain = sorted(n[: -len(".session")] for n in os.listdir(os.path.join(root, "sessions")))
+    path = _path(root, linked)
+    target = str(tmp_path / "moved.session")
+    os.rename(path, target)
+    os.symlink(target, path)
+    for argv in (["list"], ["index", "--rebuild"], ["list"], ["search", "echo"]):
+        assert run(root, *argv) == 0, argv
+        out = capfd.readouterr().out
+        if argv != ["index", "--rebuild"]:
+            assert linked in out and plain in out, (argv, out)
+    assert run(root, "list", "--json") == 0
+    listed = {s["id"]: s for s in json.loads(capfd.readouterr().out)}
+    assert listed[linked]["status"] == listed[plain]["status"] == "complete"
+    assert run(root, "show", linked) == 0 and linked in capfd.readouterr().out
+    assert run(root, "check", linked) == 1  # reported, as every writer refuses it
+    assert "the session directory is a symbolic link" in capfd.readouterr().out
 
 
 # -- the index ----------------------------------------------------------------------------
@@ -367,10 +387,7 @@ def test_watch_never_opens_the_index_or_its_lock_through_a_symlink(root, tmp_pat
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(str(outside / "stolen"), os.path.join(root, name))
-    env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=root, PYTHONPATH=REPO)
-    proc = subprocess.run(
-        [sys.executable, "-m", "plainbox_like", "watch", "--poll"], cwd=REPO, env=env, capture_output=True, timeout=60
-    )
+    proc = cli(None, "watch", "--poll", env=cli_env(root), cwd=REPO, text=False, timeout=60)
     assert proc.returncode == 2
     assert_one_line_error(proc.stderr, name, "is a symbolic link")
     assert os.listdir(outside) == []
