@@ -189,3 +189,12 @@ class LogError(RunAborted):
 
 class WorkerDied(RunAborted):
     """A worker process ended without being told to."""
+
+
+# -- raised by plainbox_like.maintain.autoresume ---------------------------------------
+
+
+class AutoresumeError(PlainboxLikeError):
+    """What starts runs at boot could not be installed, removed or read (a command failed)."""
+
+    exit_code = 1

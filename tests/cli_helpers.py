@@ -60,3 +60,31 @@ def cli(repo, *args: str, env: dict[str, str] | None = None, timeout: float = 90
         kwargs.setdefault("stdin", subprocess.DEVNULL)
     env = cli_env(repo) if env is None else env
     return subprocess.run(cli_argv(repo, *args), env=env, capture_output=True, timeout=timeout, **kwargs)
+
+
+def start_cli(repo, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """``plainbox-like --repository REPO ARGS`` started in a child process, its output in text pipes."""
+    return subprocess.Popen(
+        cli_argv(repo, *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def read_pid(path, proc, timeout=30.0):
+    """Wait for a job to write its pid to *path*; fail early if the runner died."""
+
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"runner exited early ({proc.returncode}): {proc.communicate()}")
+        try:
+            with open(path) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
+    from factories import wait_until  # (factories imports the run machinery: only when waiting)
+
+    pid = wait_until(ready, timeout=timeout)
+    if pid is None:
+        proc.kill()
+        raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
+    return pid

@@ -3,6 +3,7 @@
 another test module: what two of them share lives in one of those helpers."""
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -62,3 +63,45 @@ def checkbox_session(repo) -> str:
 def _jobs_temporary_directory(tmp_path_factory, monkeypatch):
     """Jobs make their working directories under ``$TMPDIR``: one of the test's own, never the shared /tmp."""
     monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("tmpdir")))
+
+
+#: The boot integration's commands as every test sees them on PATH: they refuse to do anything, so that no
+#: test reads or changes the machine's crontab or systemd (tests that need them put fakes first on PATH).
+_REFUSING_COMMAND = '#!/bin/sh\necho "$(basename "$0"): not for tests (put a fake first on PATH)" >&2\nexit 1\n'
+
+
+@pytest.fixture(scope="session")
+def _refusing_boot_commands(tmp_path_factory):
+    bin_dir = tmp_path_factory.mktemp("refusing-bin")
+    for name in ("systemctl", "crontab"):
+        path = bin_dir / name
+        path.write_text(_REFUSING_COMMAND)
+        path.chmod(0o755)
+    return bin_dir
+
+
+@pytest.fixture(autouse=True)
+def _no_real_boot_integration(_refusing_boot_commands, tmp_path_factory, monkeypatch):
+    """``autoresume`` (and the message before a noreturn job, which asks it) never sees the real unit directory,
+    systemd or crontab: the variables documented for testing point into the test's directory."""
+    monkeypatch.setenv("PATH", f"{_refusing_boot_commands}{os.pathsep}{os.environ.get('PATH', '')}")
+    place = tmp_path_factory.mktemp("boot")
+    monkeypatch.setenv("PLAINBOX_LIKE_SYSTEMD_UNIT_DIR", str(place / "units"))
+    monkeypatch.setenv("PLAINBOX_LIKE_SYSTEMD_RUNTIME", str(place / "no-systemd"))
+
+
+@pytest.fixture
+def kill_later():
+    """Process groups to SIGKILL at teardown, so a failing test leaves no sleepers behind."""
+    from plainbox_like.run.executors import iter_pgid_members, process_env
+    from plainbox_like.run.settle import SESSION_ENV
+
+    groups: list[int] = []
+    yield groups
+    for pgid in groups:
+        # Only a group that still holds a job process of some session (never a reused id).
+        if any(process_env(pid).get(SESSION_ENV) for pid in iter_pgid_members(pgid)):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "repair": "integrity",
     "export": "export",
     "import": "export",
+    "autoresume": "autoresume",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 #: Errors of the machine, not of this program: a one-line message, not a traceback.

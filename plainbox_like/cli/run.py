@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
@@ -105,12 +106,52 @@ class ProgressReporter:
     def close(self) -> None:
         self.bar.close()
 
+    def say(self, message: str) -> None:
+        """A message for the user, above the bar."""
+        self.bar.write(f"{output.PREFIX}{message}", file=sys.stderr)
 
-def _reporter(total: int, done: int, desk: manual.ManualDesk | None = None):
+
+class RestartNotes:
+    """A reporter that also says, before a noreturn job runs, that the machine will restart and how the run
+    will continue, and when it waits for the restart (everything else goes to *inner*)."""
+
+    def __init__(self, inner: Any, session_id: str, args: argparse.Namespace) -> None:
+        self.inner = inner
+        self.session_id = session_id
+        self.args = args
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _say(self, message: str) -> None:
+        getattr(self.inner, "say", output.say)(message)
+
+    def restart_expected(self, job_id: str) -> None:
+        from plainbox_like.maintain import autoresume
+
+        repo = repository(self.args)
+        head = f"job {clean(job_id)} is expected to restart the machine (flag noreturn): after the restart, "
+        if autoresume.enabled_for(repo.root, autoresume.Boot.detect()):
+            self._say(head + f"session {self.session_id} continues by itself (autoresume is enabled for {clean(repo.root)})")
+        else:
+            where = f"--repository {shlex.quote(clean(repo.root))} " if self.args.repository else ""
+            self._say(
+                head + f"continue session {self.session_id} with: plainbox-like {where}resume {self.session_id} "
+                f"(or have it continue by itself: run 'plainbox-like {where}autoresume enable' now)"
+            )
+
+    def restart_awaited(self, job_id: str) -> None:
+        self._say(
+            f"job {clean(job_id)} ended: waiting for the machine to restart "
+            "(Ctrl-C stops waiting, and the job is recorded as interrupted)"
+        )
+
+
+def _reporter(total: int, done: int, session_id: str, args: argparse.Namespace, desk: manual.ManualDesk | None = None):
     asking = desk is not None and desk.mode == manual.MODE_ASK  # a progress bar would cut into the prompts
     if sys.stderr.isatty() and sys.stdout.isatty() and not asking:
-        return ProgressReporter(total, done)
-    return LineReporter(total, done)
+        return RestartNotes(ProgressReporter(total, done), session_id, args)
+    return RestartNotes(LineReporter(total, done), session_id, args)
 
 
 def _warn_templates(prepared: prepare.Prepared) -> None:
@@ -209,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     title = args.title or (launcher.title if launcher else None)
     prepared = prepare.start_session(repository(args), config, title=title, units=units, plan=plan)
     print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
-    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0, desk), desk)
+    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0, prepared.writer.id, args, desk), desk)
     _warn_templates(prepared)
     return _finish(summary, started)
 
@@ -249,10 +290,46 @@ def _read_launcher(args: argparse.Namespace) -> Launcher | None:
 def cmd_resume(args: argparse.Namespace) -> int:
     if args.jobs is not None:
         batch.check_parallel(args.jobs, args.force)
+    if args.autoresume:
+        return _autoresume(args)
+    return _resume(args, args.session)
+
+
+def _autoresume(args: argparse.Namespace) -> int:
+    """``resume --autoresume``: continue, in order of creation, every session a noreturn job ended."""
+    from plainbox_like.maintain import autoresume
+
+    if args.session:
+        raise PlainboxLikeError("resume --autoresume: give no SESSION (it resumes every session a noreturn job ended)")
+    repo = repository(args)
+    sessions = autoresume.boot_sessions(repo)
+    for item in sessions:
+        if item.noreturn_job is None:
+            output.say(f"session {item.id}: left alone: {item.why_not}")
+    todo = [item for item in sessions if item.noreturn_job is not None]
+    if not todo:
+        output.say(f"no session of {clean(repo.root)} stopped on a noreturn job: nothing to resume")
+        return 0
+    code = 0
+    for item in todo:
+        output.say(f"session {item.id} stopped while job {clean(item.noreturn_job)} (noreturn) ran: continuing it")
+        try:
+            result = _resume(args, item.path)
+        except PlainboxLikeError as exc:
+            output.error(f"session {item.id}: {exc}")
+            code = max(code, exc.exit_code)
+            continue
+        if result == 130:  # stopped (the machine going down again, Ctrl-C): the rest waits for the next time
+            return result
+        code = max(code, result)
+    return code
+
+
+def _resume(args: argparse.Namespace, ref: str | None) -> int:
     started = time.monotonic()
     prepared = prepare.resume_session(
         repository(args),
-        args.session,
+        ref,
         rerun_failed=args.rerun_failed,
         rerun_interrupted=args.rerun_interrupted,
         rerun_bootstrap=args.rerun_bootstrap,
@@ -267,7 +344,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
-    summary = prepare.run_prepared(prepared, _reporter(len(prepared.plan.order), len(prepared.finished), desk), desk)
+    reporter = _reporter(len(prepared.plan.order), len(prepared.finished), prepared.writer.id, args, desk)
+    summary = prepare.run_prepared(prepared, reporter, desk)
     _warn_templates(prepared)
     return _finish(summary, started)
 
@@ -413,7 +491,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resume",
         help="continue an interrupted session",
         description="Continue a session where it stopped. A job that was running when the session stopped "
-        "is recorded as crash (or pass, for a job with the noreturn flag; a job that needs a person is asked again). Changed job definitions stop a "
+        "is recorded as crash (a job with the noreturn flag: pass, or the outcome it left in "
+        "$PLAINBOX_SESSION_SHARE/__result, as after a restart; a job that needs a person is asked again). "
+        "Changed job definitions stop a "
         "resume unless --ignore-changed is given. Exit status as for run.",
     )
     options.add_session(resume, "session id, unique id prefix or path (default: the most recent incomplete session)",
@@ -429,5 +509,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="resume even if job definitions changed since the session started")
     options.add_parallel(resume, "run up to N independent jobs at once (default: as the session was started; "
                          f"more than {batch.MAX_PARALLEL} needs --force)")
+    resume.add_argument("--autoresume", action="store_true",
+                        help="resume, in order of creation, every session of the repository that stopped while a "
+                        "noreturn job ran (a reboot), that job recorded as after a restart, and leave the others "
+                        "alone; what 'autoresume enable' runs at boot")
     add_manual_options(resume)
     resume.set_defaults(func=cmd_resume)

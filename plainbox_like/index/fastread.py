@@ -249,6 +249,7 @@ def _plain_state(session: dict[str, Any]) -> tuple | None:
             and type(job.get("attempt")) is int
             and type(job.get("started")) in (float, int)
             and type(job.get("io_log_filename")) in (_NONE, str)
+            and type(job.get("noreturn", False)) is bool
         ):
             return None
     for records in resources.values():

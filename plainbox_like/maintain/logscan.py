@@ -168,8 +168,13 @@ def _interrupted_comments() -> frozenset[str]:
 
 
 def _cut_is_expected(uses: list[LogUse], interrupted: frozenset[str]) -> bool:
-    """Whether a damaged log belongs to an attempt that was stopped while it ran."""
-    return any(u.result is None or (u.result.comments in interrupted) for u in uses)
+    """Whether a damaged log belongs to an attempt that was stopped while it ran (a noreturn job's, too)."""
+    from plainbox_like.run.settle import NORETURN_PREFIX
+
+    return any(
+        u.result is None or u.result.comments in interrupted or (u.result.comments or "").startswith(NORETURN_PREFIX)
+        for u in uses
+    )
 
 
 def _describe(uses: list[LogUse]) -> str:

@@ -726,7 +726,9 @@ def cleanup_session(path: str, *, dry_run: bool = False) -> Cleaned:
         state = loaded.state
         notes: list[str] = []
         noreturn = settle.noreturn_ids(state, notes) if state.running_jobs else frozenset()
-        jobs = tuple((j, settle.settled_outcome(j, noreturn)) for j in sorted(state.running_jobs))
+        jobs = tuple(
+            (j, settle.settled_result(path, j, state.running_jobs[j], noreturn)[0]) for j in sorted(state.running_jobs)
+        )
         flagged = bool(state.running_jobs) and FLAG_INCOMPLETE not in state.metadata.flags
         return Cleaned(sid, path, state.metadata.title, jobs, flagged, stale, tuple(notes))
     busy = busy_reason(path)

@@ -28,7 +28,7 @@ from plainbox_like.run import control, jobenv
 from plainbox_like.run.manual import ManualDesk
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
-from plainbox_like.run.settle import JOB_ENV, KILL_GRACE, SESSION_ENV
+from plainbox_like.run.settle import FLAG_NORETURN, JOB_ENV, KILL_GRACE, SESSION_ENV
 from plainbox_like.store import limits
 from plainbox_like.store.model import (
     LEFTOVER_COMMAND_MAX,
@@ -57,6 +57,10 @@ APP_ID = "plainbox-like"
 RUNNABLE_PLUGINS = frozenset({"shell", "resource", "attachment"})
 #: The job flag that keeps the processes a job leaves running (a daemon it starts on purpose) alive.
 FLAG_LEAVES_PROCESSES = "leaves-processes"
+#: What a shutdown sends: the runner stopped by one of these while a noreturn job runs leaves that job without
+#: a result (resume records it as after a restart); a noreturn job killed by one of them is waited on as one
+#: that exited with status 0.
+SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGKILL})
 #: The largest ``-j`` accepted without ``--force``. Jobs are often I/O-bound (devices, network, sleeps), so
 #: the number of CPUs is no limit; but each worker is a forked copy of the runner holding two of its pipe
 #: ends, and 256 of them already take half of the common limit of 1,024 open files.
@@ -70,7 +74,13 @@ SHARE_ENV = "PLAINBOX_SESSION_SHARE"
 
 
 class Reporter(Protocol):
-    """Told about progress; everything it hears is already durable."""
+    """Told about progress; everything it hears is already durable.
+
+    Optional methods, called when a reporter has them: ``added(count)`` (jobs
+    made from templates joined the run), ``restart_expected(job_id)`` (a
+    noreturn job is about to start: the machine will restart) and
+    ``restart_awaited(job_id)`` (it ended; the run waits for the restart).
+    """
 
     def started(self, job_id: str, attempt: int) -> None: ...
 
@@ -125,6 +135,15 @@ class _Running:
     cwd: str | None = None  # its temporary working directory, removed when it ends
     #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
     timed_out_at: float | None = None
+    #: A noreturn job that ended as it should (status 0, or killed as by a shutdown): its exit, kept without a
+    #: result while the runner waits for the machine to go down (as Checkbox waits).
+    held: Exited | None = None
+    #: A noreturn job stopped with the runner by a shutdown's signal: no result is recorded (resume gives it one).
+    unrecorded: bool = False
+
+    @property
+    def noreturn(self) -> bool:
+        return FLAG_NORETURN in self.job.flags
 
 
 def check_parallel(parallel: int, force: bool = False) -> None:
@@ -305,6 +324,7 @@ class BatchRunner:
         elif action == control.STOP:
             self._draining = True
             self.stopped_by = "request"
+            self._release_held()
             self._control.done()
         elif action == control.PAUSE:
             self._paused = True
@@ -336,6 +356,8 @@ class BatchRunner:
         return timeout
 
     def _hand_out(self) -> None:
+        if any(running.noreturn for running in self._running.values()):
+            return  # a job expected to end the run runs (or has ended and the machine is going down)
         if self.manual.pending is not None:  # a job that needs a person runs alone
             if self._running:
                 return
@@ -365,8 +387,13 @@ class BatchRunner:
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIP, skip_reason=reason))
                 continue
             to_start.append(job)
+            if FLAG_NORETURN in job.flags:
+                break  # expected to end the run: nothing starts after it
         # Journal every start (with the results before them), make them durable in one sync (or let the
         # executor do it just before each spawn), then spawn.
+        for job in to_start:
+            if FLAG_NORETURN in job.flags:
+                self._tell("restart_expected", job.id)
         starting = [self._prepare(job) for job in to_start]
         if not starting:
             return
@@ -478,7 +505,7 @@ class BatchRunner:
         attempt = self.writer.state.next_attempt(job.id)
         stem = self.writer.reserve_log(job.id, attempt)
         log_name = f"{IO_LOGS}/{stem}{RECORD_SUFFIX}"
-        started = self.writer.job_started(job.id, attempt, log_name, durable=False)
+        started = self.writer.job_started(job.id, attempt, log_name, durable=False, noreturn=FLAG_NORETURN in job.flags)
         running = _Running(
             job=job,
             attempt=attempt,
@@ -550,9 +577,41 @@ class BatchRunner:
             else:  # Failed: a worker could not spawn it
                 self._cannot_start(running, event.error)
 
+    def _tell(self, what: str, job_id: str) -> None:
+        """Call the reporter's optional *what* method (``restart_expected``, ``restart_awaited``) with *job_id*."""
+        method = getattr(self.reporter, what, None)
+        if method is not None:
+            method(job_id)
+
+    def _holds(self, running: _Running, event: Exited) -> bool:
+        """Whether a job's end is a noreturn job's that did what it should: the run waits for the restart."""
+        code = event.returncode
+        ended_well = code == 0 or (code < 0 and -code in SHUTDOWN_SIGNALS)
+        waiting = self._stop is None and not self._draining
+        return running.noreturn and ended_well and waiting and not running.why_stopped
+
+    def _release_held(self) -> None:
+        """Record the noreturn jobs the run was waiting on, from their exits (the run stops instead)."""
+        for running in [r for r in self._running.values() if r.held is not None]:
+            event, running.held = running.held, None
+            self._finish(running, event)
+
     def _finish(self, running: _Running, event: Exited) -> None:
         job = running.job
+        if running.held is None and self._holds(running, event):
+            # As in Checkbox: a noreturn job's end is not the end of it; the machine is about to restart. Its
+            # processes (the restart in progress) are left alone, nothing more starts, nothing is recorded.
+            running.held = event
+            running.deadline = running.kill_at = None
+            self._tell("restart_awaited", job.id)
+            return
         del self._running[job.id]
+        if running.unrecorded:
+            # Stopped with the runner by a shutdown: the restart came. The start stays in the journal and
+            # resume records the job as after a restart; its processes go with the runner's.
+            if running.kill_at is not None and _group_alive(running.process.pgid):
+                self._stragglers.append((running.kill_at, running.process))
+            return
         code = event.returncode
         duration = event.when - running.process.started
         if running.timed_out_at is not None and event.when < running.timed_out_at:
@@ -748,11 +807,23 @@ class BatchRunner:
             pass
 
     def _shut_down(self) -> None:
-        """Stop every running job (SIGTERM, SIGKILL after the grace period) and record it as interrupted."""
+        """Stop every running job (SIGTERM, SIGKILL after the grace period) and record it as interrupted.
+
+        A noreturn job, when the runner was stopped by a shutdown's signal, is
+        stopped too but gets no result: its restart came (see :data:`SHUTDOWN_SIGNALS`).
+        """
         now = self._clock()
-        for running in self._running.values():
+        restart = self.stopped_by == "signal" and self._stop in SHUTDOWN_SIGNALS
+        for running in list(self._running.values()):
             running.why_stopped = self._stop_comment
-            if running.process is not None:
+            running.unrecorded = restart and running.noreturn
+            if running.held is not None:
+                if running.unrecorded:
+                    del self._running[running.job.id]
+                else:
+                    event, running.held = running.held, None
+                    self._finish(running, event)
+            elif running.process is not None:
                 self._terminate(running, now)
                 running.kill_at = now + min(self.kill_grace, 1.0)
         give_up = now + self.kill_grace + 5.0

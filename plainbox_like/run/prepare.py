@@ -37,7 +37,7 @@ from plainbox_like.run.batch import (
     job_environment,
 )
 from plainbox_like.run.executors import find_shell
-from plainbox_like.run.settle import JOB_ENV, SESSION_ENV, STOPPED_WHILE_RUNNING, settle_interrupted
+from plainbox_like.run.settle import FLAG_NORETURN, JOB_ENV, SESSION_ENV, STOPPED_WHILE_RUNNING, settle_interrupted
 from plainbox_like.store.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
@@ -327,7 +327,7 @@ def resume_session(
         plan = _resume_plan(units, state, ignore_changed, made)
         if ignore_changed:
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
-        noreturn = frozenset(j for j, job in plan.jobs.items() if "noreturn" in job.flags)
+        noreturn = frozenset(j for j, job in plan.jobs.items() if FLAG_NORETURN in job.flags)
         person = frozenset(j for j, job in plan.jobs.items() if manual.is_manual(job))
         interrupted = settle_interrupted(writer, noreturn, say, ask_again=person)
         rerun = set(interrupted) if rerun_interrupted else set()

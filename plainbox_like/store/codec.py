@@ -25,7 +25,7 @@ from isal.igzip_lib import IsalError
 
 from plainbox_like.errors import CorruptSession, UnsupportedVersion
 from plainbox_like.store.limits import MAX_STATE_SIZE_ENV, max_state_size
-from plainbox_like.store.model import Attempt, SessionState
+from plainbox_like.store.model import Attempt, RunningJob, SessionState
 from plainbox_like.text import format_size
 
 from plainbox_like.store.names import FORMAT  # noqa: F401 (public here too)
@@ -119,6 +119,10 @@ def make_converter() -> cattrs.Converter:
         make_dict_unstructure_fn(
             Attempt, conv, leftover_files=override(omit_if_default=True), answered=override(omit_if_default=True)
         ),
+    )
+    # Only a job flagged noreturn says so: the running jobs of other states stay as they were.
+    conv.register_unstructure_hook(
+        RunningJob, make_dict_unstructure_fn(RunningJob, conv, noreturn=override(omit_if_default=True))
     )
     return conv
 

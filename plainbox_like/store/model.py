@@ -108,6 +108,10 @@ class RunningJob:
     attempt: int
     started: float
     io_log_filename: str | None = None
+    #: Journaled with its start: the job is flagged ``noreturn``, expected to end the run (a reboot, a
+    #: power-off), so that after the restart its session is known to have ended as planned without loading
+    #: the job definitions again. Left out of states when false.
+    noreturn: bool = False
 
 
 @attrs.define
@@ -191,6 +195,7 @@ class SessionState:
                 attempt=change["attempt"],
                 started=change["started"],
                 io_log_filename=change.get("io_log_filename"),
+                noreturn=change.get("noreturn") is True,
             )
             meta.running_job_name = job
         elif op == "result":

@@ -395,20 +395,23 @@ class SessionWriter:
         self.record({"op": "meta", "set": fields}, durable)
 
     def job_started(
-        self, job_id: str, attempt: int, io_log_filename: str | None, durable: bool = True
+        self, job_id: str, attempt: int, io_log_filename: str | None, durable: bool = True, noreturn: bool = False
     ) -> float:
-        """Journal that *attempt* of *job_id* starts now; returns the wall-clock start."""
+        """Journal that *attempt* of *job_id* starts now; returns the wall-clock start.
+
+        *noreturn*: the job is expected to end the run (flag ``noreturn``), journaled with its start.
+        """
         started = time.time()
-        self.record(
-            {
-                "op": "start",
-                "job": job_id,
-                "attempt": attempt,
-                "started": started,
-                "io_log_filename": io_log_filename,
-            },
-            durable,
-        )
+        change = {
+            "op": "start",
+            "job": job_id,
+            "attempt": attempt,
+            "started": started,
+            "io_log_filename": io_log_filename,
+        }
+        if noreturn:
+            change["noreturn"] = True
+        self.record(change, durable)
         return started
 
     def job_finished(self, job_id: str, result: Attempt, durable: bool = True) -> None:

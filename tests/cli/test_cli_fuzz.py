@@ -81,6 +81,7 @@ BASE: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "repair": ([], {"session": [BROKEN]}),
     "export": (["-o", OUT], {"session": [SID]}),
     "import": ([], {"archive": [ARCHIVE]}),
+    "autoresume": ([], {"action": ["status"]}),
 }
 
 #: Hostile words; the path ones are made afresh for each case (see :func:`_hostile_paths`).

@@ -141,7 +141,7 @@ def test_direct_reading_knows_every_field_of_the_model():
         "jobs", "results", "desired_job_list", "mandatory_job_list", "metadata", "running_jobs", "journal_seq",
         "resources",
     }  # fmt: skip
-    assert {f.name for f in attrs.fields(model.RunningJob)} == {"attempt", "started", "io_log_filename"}
+    assert {f.name for f in attrs.fields(model.RunningJob)} == {"attempt", "started", "io_log_filename", "noreturn"}
     assert {f.name for f in attrs.fields(model.Runner)} == {"pid", "host"}
 
 

@@ -12,7 +12,6 @@ import glob
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -31,11 +30,11 @@ from plainbox_like.store.model import (
     OUTCOME_SKIP,
     OUTCOME_SKIPPED_DEPENDENCY,
 )
-from plainbox_like.run.executors import iter_pgid_members, process_env
+from plainbox_like.run.executors import iter_pgid_members
 from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.define.units import JobDefinition
-from cli_helpers import cli, cli_argv, cli_env
+from cli_helpers import cli, cli_env, read_pid, start_cli
 from factories import only_session, wait_until
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,47 +83,8 @@ def marker_env(repo, marker_dir=None):
     return cli_env(repo, **({"MARKER_DIR": str(marker_dir)} if marker_dir is not None else {}))
 
 
-def start_cli(repo, *args, env):
-    return subprocess.Popen(
-        cli_argv(repo, *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def read_pid(path, proc, timeout=30.0):
-    """Wait for a job to write its pid to *path*; fail early if the runner died."""
-
-    def ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"runner exited early ({proc.returncode}): {proc.communicate()}")
-        try:
-            with open(path) as f:
-                return int(f.read())
-        except (OSError, ValueError):
-            return None
-
-    pid = wait_until(ready, timeout=timeout)
-    if pid is None:
-        proc.kill()
-        raise AssertionError(f"job never wrote {path}: {proc.communicate()}")
-    return pid
-
-
 def no_traceback(text):
     return "Traceback" not in text
-
-
-@pytest.fixture
-def kill_later():
-    """Process groups to SIGKILL at teardown, so a failing test leaves no sleepers behind."""
-    groups = []
-    yield groups
-    for pgid in groups:
-        # Only a group that still holds a job process of some session (never a reused id).
-        if any(process_env(pid).get("PLAINBOX_LIKE_SESSION") for pid in iter_pgid_members(pgid)):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 # -- journaling of running jobs --------------------------------------------------

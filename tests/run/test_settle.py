@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 
 from plainbox_like.maintain import manage
 from plainbox_like.run import batch, settle
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
-from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS
+from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_PASS, RunningJob
 from plainbox_like.store.reader import load_session
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "jobs")
@@ -25,10 +26,11 @@ def _died_running(repo, config):
     return writer.path
 
 
-def test_settled_outcome_is_pass_only_for_a_noreturn_job():
-    assert settle.settled_outcome("reboot", frozenset({"reboot"})) == OUTCOME_PASS
-    assert settle.settled_outcome("first", frozenset({"reboot"})) == OUTCOME_CRASH
-    assert settle.settled_outcome("first", frozenset()) == OUTCOME_CRASH
+def test_settled_outcome_is_pass_only_for_a_noreturn_job(tmp_path):
+    running = RunningJob(attempt=1, started=time.time())
+    assert settle.settled_result(str(tmp_path), "reboot", running, frozenset({"reboot"}))[0] == OUTCOME_PASS
+    assert settle.settled_result(str(tmp_path), "first", running, frozenset({"reboot"}))[0] == OUTCOME_CRASH
+    assert settle.settled_result(str(tmp_path), "first", running, frozenset())[0] == OUTCOME_CRASH
 
 
 def test_noreturn_ids_come_from_the_run_definitions(repo):
