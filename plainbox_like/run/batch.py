@@ -356,14 +356,19 @@ class BatchRunner:
         return timeout
 
     def _hand_out(self) -> None:
+        while self._hand_out_some():  # a question queued while no job runs comes now, not after a poll
+            pass
+
+    def _hand_out_some(self) -> bool:
+        """Start what may start; True if a job that needs a person was queued and no job runs."""
         if any(running.noreturn for running in self._running.values()):
-            return  # a job expected to end the run runs (or has ended and the machine is going down)
+            return False  # a job expected to end the run runs (or has ended and the machine is going down)
         if self.manual.pending is not None:  # a job that needs a person runs alone
             if self._running:
-                return
+                return False
             self.manual.step(self)
             if self.manual.pending is not None:
-                return
+                return False
         to_start: list[JobDefinition] = []
         while True:
             decision = self.scheduler.next_decision()
@@ -396,7 +401,7 @@ class BatchRunner:
                 self._tell("restart_expected", job.id)
         starting = [self._prepare(job) for job in to_start]
         if not starting:
-            return
+            return self.manual.pending is not None and not self._running
         if self.executor.syncs_journal:
             self.writer.write_pending()
             self._syncing_to = starting[-1].start_seq
@@ -405,6 +410,7 @@ class BatchRunner:
         for running in starting:
             self._spawn(running)
         self._commit()
+        return False
 
     def _sync(self) -> None:
         self.writer.sync()
