@@ -155,16 +155,9 @@ def log_uses(state: SessionState) -> dict[str, list[LogUse]]:
 def _interrupted_comments() -> frozenset[str]:
     from plainbox_like.run import batch, settle
 
-    comments = {
-        settle.STOPPED_WHILE_RUNNING,
-        batch.INTERRUPTED,
-        "noreturn job: the session stopped while it ran, as expected",
-        RESULT_LOST,
-    }
-    stopped = getattr(batch, "STOPPED_BY_REQUEST", None)  # the stop command's, where it exists
-    if stopped:
-        comments.add(stopped)
-    return frozenset(comments)
+    return frozenset(
+        {settle.STOPPED_WHILE_RUNNING, batch.INTERRUPTED, batch.STOPPED_BY_REQUEST, settle.NORETURN_STOPPED, RESULT_LOST}
+    )
 
 
 def _cut_is_expected(uses: list[LogUse], interrupted: frozenset[str]) -> bool:
