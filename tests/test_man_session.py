@@ -38,6 +38,7 @@ STATE_SECTIONS = {
     "Running job objects": model.RunningJob,
     "Leftover processes objects": model.LeftoverProcesses,
     "Leftover process objects": model.LeftoverProcess,
+    "Answered objects": model.Answered,
 }
 #: Fields every journal line has, documented next to the operations.
 JOURNAL_COMMON = {"seq", "t", "op"}

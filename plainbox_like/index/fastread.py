@@ -139,6 +139,8 @@ _ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
 }
 #: Attempt fields a writer leaves out when empty (lists of strings).
 _OPTIONAL_ATTEMPT_LISTS = ("leftover_files",)
+#: Attempt fields a writer leaves out when null, holding an object: an attempt with one is read the ordinary way.
+_OPTIONAL_ATTEMPT_OBJECTS = ("answered",)
 #: Types the converter accepts for each field of the metadata, and the fields that are lists of
 #: strings: derived from the model (:func:`_metadata_types`) when the first snapshot is read directly.
 _METADATA_TYPES: dict[str, tuple[type, ...]] = {}
@@ -270,6 +272,9 @@ def _attempts_ok(attempts: list[dict[str, Any]]) -> bool:
             if len(attempt) != len(_ATTEMPT_TYPES):
                 for key in _OPTIONAL_ATTEMPT_LISTS:
                     if key in attempt and not _str_list(attempt[key]):
+                        return False
+                for key in _OPTIONAL_ATTEMPT_OBJECTS:
+                    if attempt.get(key) is not None:
                         return False
     try:
         # Each attempt's value types in the order of _ATTEMPT_TYPES, all in C (a KeyError: a field left out).

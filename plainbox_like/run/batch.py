@@ -13,7 +13,7 @@ import getpass
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
@@ -25,6 +25,8 @@ from plainbox_like.define.scheduler import Scheduler
 from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
+from plainbox_like.run.manual import ManualDesk
+from plainbox_like.run.report import NullReporter, Reporter, RunSummary  # noqa: F401 (public here too)
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, group_alive, kill_leftovers, process_env, signal_leftover, signal_name
 from plainbox_like.run.executors import still_running
@@ -33,7 +35,6 @@ from plainbox_like.store import limits
 from plainbox_like.store.model import (
     LEFTOVER_COMMAND_MAX,
     LEFTOVERS_LISTED,
-    FAILED_OUTCOMES,
     FLAG_PAUSED,
     OUTCOME_CRASH,
     OUTCOME_FAIL,
@@ -71,53 +72,6 @@ STOPPED_BY_REQUEST = "stopped by request"
 RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 
 SHARE_ENV = "PLAINBOX_SESSION_SHARE"
-
-
-class Reporter(Protocol):
-    """Told about progress; everything it hears is already durable.
-
-    Optional methods, called when a reporter has them: ``added(count)`` (jobs
-    made from templates joined the run), ``restart_expected(job_id)`` (a
-    noreturn job is about to start: the machine will restart) and
-    ``restart_awaited(job_id)`` (it ended; the run waits for the restart).
-    """
-
-    def started(self, job_id: str, attempt: int) -> None: ...
-
-    def finished(self, job_id: str, result: Attempt) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NullReporter:
-    """Says nothing."""
-
-    def started(self, job_id: str, attempt: int) -> None:
-        pass
-
-    def finished(self, job_id: str, result: Attempt) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@attrs.define
-class RunSummary:
-    """What a run did."""
-
-    session_id: str
-    path: str
-    counts: dict[str, int]
-    interrupted: bool = False
-    #: "signal" or "request" when the run ended early.
-    stopped_by: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if any(self.counts.get(o) for o in FAILED_OUTCOMES) else 0
 
 
 @attrs.define(eq=False)
@@ -188,6 +142,7 @@ class BatchRunner:
         warnings: list[str] | None = None,
         manifest_entries: tuple[ManifestEntry, ...] = (),
         manifest_answers: dict[str, Any] | None = None,
+        manual: ManualDesk | None = None,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -209,6 +164,8 @@ class BatchRunner:
         self.launcher_env = dict(launcher_env or {})
         self.manifest_entries = manifest_entries
         self.manifest_answers = dict(manifest_answers or {})
+        #: Answers the jobs that need a person (run/manual.py); without one they are skipped.
+        self.manual = manual if manual is not None else ManualDesk()
         #: Problems met while running (told after the run).
         self.warnings = warnings if warnings is not None else []
         # What every job's spec needs from the session, worked out once.
@@ -276,6 +233,7 @@ class BatchRunner:
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
+            self.manual.abandon(self)  # a question left open: asked again on resume
             self._end_leftovers()
             self._set_paused_flag(False)
         except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
@@ -338,7 +296,7 @@ class BatchRunner:
             self.writer.update_metadata(flags=new)
 
     def _poll_timeout(self) -> float:
-        timeout = control.CHECK_INTERVAL if (self._paused or self._draining) else 0.5
+        timeout = control.CHECK_INTERVAL if (self._paused or self._draining or self.manual.waiting) else 0.5
         now = self._clock()
         for running in self._running.values():
             for moment in (running.deadline, running.kill_at):
@@ -351,8 +309,19 @@ class BatchRunner:
         return timeout
 
     def _hand_out(self) -> None:
+        while self._hand_out_some():  # a question queued while no job runs comes now, not after a poll
+            pass
+
+    def _hand_out_some(self) -> bool:
+        """Start what may start; True if a job that needs a person was queued and no job runs."""
         if any(running.noreturn for running in self._running.values()):
-            return  # a job expected to end the run runs (or has ended and the machine is going down)
+            return False  # a job expected to end the run runs (or has ended and the machine is going down)
+        if self.manual.pending is not None:  # a job that needs a person runs alone
+            if self._running:
+                return False
+            self.manual.step(self)
+            if self.manual.pending is not None:
+                return False
         to_start: list[JobDefinition] = []
         while True:
             decision = self.scheduler.next_decision()
@@ -367,6 +336,9 @@ class BatchRunner:
                 self.scheduler.finish(job.id, OUTCOME_SKIPPED_RESOURCE)
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIPPED_RESOURCE, skip_reason=unmet))
                 continue
+            if self.manual.takes(job):
+                self.manual.queue(job)  # it starts once the jobs handed out before it have ended
+                break
             reason = self._cannot_run(job)
             if reason is not None:
                 self.scheduler.finish(job.id, OUTCOME_SKIP)
@@ -382,7 +354,7 @@ class BatchRunner:
                 self._tell("restart_expected", job.id)
         starting = [self._prepare(job) for job in to_start]
         if not starting:
-            return
+            return self.manual.pending is not None and not self._running
         if self.executor.syncs_journal:
             self.writer.write_pending()
             self._syncing_to = starting[-1].start_seq
@@ -391,6 +363,7 @@ class BatchRunner:
         for running in starting:
             self._spawn(running)
         self._commit()
+        return False
 
     def _sync(self) -> None:
         self.writer.sync()
@@ -443,6 +416,25 @@ class BatchRunner:
                 entries = ", ".join(missing)
                 reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
         return reason
+
+    # -- what the desk of jobs that need a person (run/manual.py) asks
+
+    def start_for_person(self, job: JobDefinition) -> None:
+        """Run the command of a job that needs a person, as any job's (journaled, logged)."""
+        running = self._prepare(job)
+        self._sync()
+        self._spawn(running)
+
+    def record_for_person(self, job_id: str, result: Attempt) -> None:
+        """The answer to a job that needs a person: its result, durable before the run moves on."""
+        self.scheduler.finish(job_id, result.outcome)
+        self._record(job_id, result)
+        self._commit()
+
+    def stop_requested(self) -> bool:
+        """Whether the run is to stop now (a signal, or a stop request in the control file)."""
+        self._obey_control()
+        return self._stop is not None or self._draining
 
     def _cannot_run(self, job: JobDefinition) -> str | None:
         if planning.needs_person(job):
@@ -519,6 +511,7 @@ class BatchRunner:
         del self._running[job.id]
         self.writer.open_log(running.log_stem, clock=self._clock).close()
         self.scheduler.finish(job.id, OUTCOME_FAIL)
+        self.manual.command_failed(job.id)
         self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
 
     def _started(self, running: _Running) -> None:
@@ -609,10 +602,13 @@ class BatchRunner:
                 added = getattr(self.reporter, "added", None)
                 if added is not None:
                     added(len(jobs))
-        self.scheduler.finish(job.id, outcome)
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
         attempt.leftover_files = list(event.leftover_files)
+        stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
+        if self.manual.command_ended(self, job.id, attempt, stopped):
+            return  # the person's answer decides its outcome
+        self.scheduler.finish(job.id, outcome)
         self._record(job.id, attempt)
 
     def _take_leftovers(self, running: _Running, found: tuple[Leftover, ...]) -> LeftoverProcesses | None:

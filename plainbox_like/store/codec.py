@@ -30,7 +30,7 @@ from plainbox_like.text import format_size
 
 from plainbox_like.store.names import FORMAT  # noqa: F401 (public here too)
 #: Current version of our state format; bump on any change and add a migration.
-VERSION = 3
+VERSION = 4
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
 
@@ -66,6 +66,15 @@ def _v2_to_v3(session: dict[str, Any]) -> dict[str, Any]:
 
 
 MIGRATIONS[2] = _v2_to_v3
+
+
+def _v3_to_v4(session: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 adds ``answered`` to attempts (who answered a job that needs a person); version 3 asked
+    nobody: the field is left out, which reads as null."""
+    return session
+
+
+MIGRATIONS[3] = _v3_to_v4
 
 
 def _strict(kind: type, name: str) -> Callable[[Any, type], Any]:
@@ -106,7 +115,10 @@ def make_converter() -> cattrs.Converter:
     _register_fast_paths(conv)
     # An attempt that left no files says nothing about them: states stay as they were before the field.
     conv.register_unstructure_hook(
-        Attempt, make_dict_unstructure_fn(Attempt, conv, leftover_files=override(omit_if_default=True))
+        Attempt,
+        make_dict_unstructure_fn(
+            Attempt, conv, leftover_files=override(omit_if_default=True), answered=override(omit_if_default=True)
+        ),
     )
     # Only a job flagged noreturn says so: the running jobs of other states stay as they were.
     conv.register_unstructure_hook(
@@ -130,6 +142,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
             leftovers = get("leftover_files", ())
             if (
                 get("leftover_processes") is None
+                and get("answered") is None
                 and type(outcome) is str
                 and (return_code is None or type(return_code) is int)
                 and (duration is None or type(duration) is float or type(duration) is int)

@@ -18,6 +18,7 @@ from plainbox_like.store.names import (  # noqa: F401 (public here too)
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
+    FLAG_WAITING,
     FLAG_SUBMITTED,
     OUTCOME_CRASH,
     OUTCOME_FAIL,
@@ -66,6 +67,21 @@ class LeftoverProcesses:
 
 
 @attrs.define
+class Answered:
+    """Who gave the outcome of a job that needs a person, and how (version 4)."""
+
+    #: What was answered: ``pass``, ``fail``, ``skip`` or ``run`` (the command's exit status decided).
+    answer: str
+    #: The user name and host of whoever answered.
+    user: str
+    host: str
+    #: When (a timestamp).
+    time: float
+    #: ``terminal`` (asked there), ``answers-file`` (``--answers``) or ``answer-command`` (``plainbox-like answer``).
+    via: str
+
+
+@attrs.define
 class Attempt:
     """One attempt at running a job: an entry of ``results[job_id]``."""
 
@@ -81,6 +97,8 @@ class Attempt:
     leftover_processes: LeftoverProcesses | None = None
     #: Files and directories the job left in its temporary working directory (relative paths).
     leftover_files: list[str] = attrs.Factory(list)
+    #: Who answered, for a job that needs a person (version 4); None for every other job.
+    answered: Answered | None = None
 
 
 @attrs.define

@@ -26,7 +26,7 @@ from plainbox_like.store import codec, iolog
 from plainbox_like.store.confine import refuse_paths_outside, refuse_symlinked, refuse_symlinked_sessions
 from plainbox_like.store.journalsync import JournalSync
 from plainbox_like.store.locks import MAINTENANCE_NOTE, hostname, lock_holder
-from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
+from plainbox_like.store.model import FLAG_INCOMPLETE, FLAG_WAITING, Attempt, Runner, SessionMetadata, SessionState
 from plainbox_like.store.names import (
     BACKUP_FILE,
     IO_LOGS,
@@ -269,7 +269,10 @@ class SessionWriter:
             _remove_stale_temporaries(path)
             # A fresh snapshot drops any torn journal tail before we append to it.
             writer.snapshot()
-            writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": hostname()}}})
+            change: dict[str, Any] = {"runner": {"pid": os.getpid(), "host": hostname()}}
+            if FLAG_WAITING in writer.state.metadata.flags:  # the dead writer's question, not ours (run/manual.py)
+                change["flags"] = [flag for flag in writer.state.metadata.flags if flag != FLAG_WAITING]
+            writer.record({"op": "meta", "set": change})
         except OSError as exc:
             writer.abandon()  # what is on disk stays as it was
             raise _cannot_write(path, "cannot write the session", exc) from None

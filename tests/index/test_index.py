@@ -125,7 +125,7 @@ def test_direct_reading_knows_every_field_of_the_model():
     from plainbox_like.store import model
 
     assert {f.name for f in attrs.fields(model.Attempt)} == {
-        *fastread._ATTEMPT_TYPES, *fastread._OPTIONAL_ATTEMPT_LISTS
+        *fastread._ATTEMPT_TYPES, *fastread._OPTIONAL_ATTEMPT_LISTS, *fastread._OPTIONAL_ATTEMPT_OBJECTS
     }
     none = type(None)
     assert fastread._metadata_types() == (
