@@ -17,6 +17,18 @@ Prints, for this machine, now:
 3. A job printing `seq 1 16000000` (~130 MB) against `seq ... | gzip -1 > file`,
    and the runner's peak RSS, also for a job writing 128 MB on one line.
 
+4. cpu: the coordinator's own CPU time per job (getrusage(RUSAGE_SELF) of the process
+   that runs the command line: the jobs and the -j N workers are its children, not
+   counted), for 1,000 `true` jobs at -j 1, 2 and 8, less a one-job run; and the
+   journal's fdatasyncs per job with -j N (group commit: counted by the workers).
+5. sleep: 1,000 jobs of `sleep 0.01` at -j 4 and -j 8 against the ideal (total sleep / N)
+   and against N bare loops side by side; the run's start-up (a one-job run) is taken off.
+6. print: 1,000 jobs from a .pxu file printing to both streams (`echo hello N; echo err N >&2`,
+   every 100th exits 1, one prints 10 MiB) against a bare subprocess.run loop of the same commands.
+7. queue (only with --only queue: minutes): 100,000 queued `true` jobs, -j 2, flush: the
+   coordinator's peak RSS, and the time per job of jobs 50,000-100,000 against jobs 1,000-10,000
+   (from when each progress line is printed).
+
 0. Context: what creating a file and a durable journal append cost in this file system,
    measured first (every job pays for one of each with fsync durability).
 
@@ -25,7 +37,9 @@ back would otherwise be committed by the next run's first fdatasync calls,
 charging one variant for another's writes. Section 1 also prints the start-up
 cost (one job against one subprocess.run), which is in every ratio.
 
-Usage: python scripts/bench_runner.py [--repeats 5] [--quick] [--dir DIR]
+Each goal of issue 19 is printed as: figure, baseline, ratio, goal, ok/MISSED.
+
+Usage: python scripts/bench_runner.py [--repeats 5] [--quick] [--dir DIR] [--only SECTION ...]
 """
 
 from __future__ import annotations
@@ -54,6 +68,42 @@ for n in range(int(sys.argv[1])):
     os.fdatasync(fd)
     subprocess.run(["bash", "-c", "true"], capture_output=True)
 """
+#: Runs the command line in this process, then writes to sys.argv[1] what this process alone cost (its
+#: children, the jobs and any -j N workers, are not counted) and the fdatasyncs of the journal's group commit.
+DRIVER = """
+import json, resource, sys
+syncs = []
+try:
+    from plainbox_like.store import journalsync
+except ImportError:  # a tree from before group commit: its syncs are not counted
+    syncs = None
+else:
+    close = journalsync.JournalSync.close
+    def counting_close(self):
+        syncs.append(self.syncs)
+        close(self)
+    journalsync.JournalSync.close = counting_close
+from plainbox_like.cli.main import main
+code = main(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_SELF)
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
+               "journal_syncs": None if syncs is None else sum(syncs)}, f)
+sys.exit(code)
+"""
+#: The bare loop of section 6: the same commands, from a JSON list (sys.argv[1]).
+BASELINE_COMMANDS = """
+import json, subprocess, sys
+for command in json.load(open(sys.argv[1])):
+    subprocess.run(["bash", "-c", command], capture_output=True)
+"""
+
+
+def goal_line(name: str, figure: float, baseline: float, goal: float, unit: str = "s", what: str = "ratio") -> str:
+    """``name: figure (baseline B): ratio R, goal <= G ok`` -- one goal of issue 19."""
+    ratio = figure / baseline if baseline else float("inf")
+    verdict = "ok" if ratio <= goal else "MISSED"
+    return f"   GOAL {name}: {figure:.3f} {unit} against {baseline:.3f} {unit}: {what} {ratio:.2f}, goal <= {goal}  {verdict}"
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
@@ -77,13 +127,15 @@ def job_file(directory: str, count: int) -> str:
     return path
 
 
-def median_runs(variants: dict[str, list[str]], repeats: int, env: dict[str, str]) -> dict[str, list[float]]:
+def median_runs(
+    variants: dict[str, list[str]], repeats: int, env: dict[str, str], codes: tuple[int, ...] = (0,)
+) -> dict[str, list[float]]:
     """Run each variant *repeats* times, interleaved; return all wall times."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, argv in variants.items():
             wall, code, _ = timed(argv, env)
-            if code not in (0,):
+            if code not in codes:
                 raise SystemExit(f"{name}: exit code {code} from {' '.join(argv)}")
             times[name].append(wall)
     return times
@@ -135,6 +187,13 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
             print(f"   the goal for {name} (<= {goals[name]}) is below its floor here ({result[floor]['ratio']:.2f}): "
                   "out of reach on this disk")
     result["above_floor"] = above
+    # Issue 19's goals for this section: each against its same-run baseline.
+    ceiling = result["ceiling: 2 loops side by side"]["median_s"]
+    for name in ("run -j 2, fsync", "run -j 2, flush"):
+        print(goal_line(f"{name} against the ceiling (2 bare half-loops side by side)",
+                        result[name]["median_s"], ceiling, 1.2))
+    print(goal_line("run, fsync against its floor (baseline+sync)", result["run, fsync"]["median_s"],
+                    result["floor for fsync: baseline+sync"]["median_s"], 1.05))
     result["startup"] = section_startup(tmp, repeats, env)
     return result
 
@@ -156,7 +215,7 @@ def filesystem_costs(directory: str, count: int = 300) -> dict:
     were deleted nearby: it skips recently freed inodes) the first figure can be ten times the
     usual one, and every ratio below pays for it."""
     scratch = tempfile.mkdtemp(prefix="fs-costs-", dir=directory)
-    creates, syncs = [], []
+    creates, syncs, dirs = [], [], []
     try:
         fd = os.open(os.path.join(scratch, "journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         for n in range(count):
@@ -167,12 +226,17 @@ def filesystem_costs(directory: str, count: int = 300) -> dict:
             os.write(fd, b'{"op": "finished", "job": "x", "outcome": "pass"}\n')
             os.fdatasync(fd)
             syncs.append(time.perf_counter() - started)
+            started = time.perf_counter()  # a job's temporary working directory (made and removed by the executor)
+            os.rmdir(tempfile.mkdtemp(prefix="cwd-", dir=scratch))
+            dirs.append(time.perf_counter() - started)
         os.close(fd)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    figures = {"create_us": statistics.median(creates) * 1e6, "append_fdatasync_us": statistics.median(syncs) * 1e6}
+    figures = {"create_us": statistics.median(creates) * 1e6, "append_fdatasync_us": statistics.median(syncs) * 1e6,
+               "mkdir_rmdir_us": statistics.median(dirs) * 1e6}
     print(f"\n0. this file system ({directory}): creating a file {figures['create_us']:.0f} µs, "
-          f"appending a line + fdatasync {figures['append_fdatasync_us']:.0f} µs (medians of {count})")
+          f"appending a line + fdatasync {figures['append_fdatasync_us']:.0f} µs, "
+          f"making and removing a directory {figures['mkdir_rmdir_us']:.0f} µs (medians of {count})")
     return figures
 
 
@@ -213,13 +277,155 @@ def section_output(tmp: str, repeats: int, lines: int, env: dict[str, str]) -> d
     ours = statistics.median(walls["run -c 'seq ...'"])
     peak = max(rss["run -c 'seq ...'"]) / 1024
     print(f"\n3. a job printing `seq 1 {lines}` ({_seq_bytes(lines) / 1e6:.0f} MB), median of {repeats}")
-    print(f"   baseline seq | gzip -1: {base:.3f} s; plainbox-like run: {ours:.3f} s; "
-          f"ratio {ours / base:.2f}  goal <= 1.2  {'ok' if ours / base <= 1.2 else 'MISSED'}")
-    print(f"   runner peak RSS (max over runs): {peak:.1f} MB  goal <= 100  {'ok' if peak <= 100 else 'MISSED'}")
+    print(goal_line(f"run -c 'seq 1 {lines}' against seq | gzip -1", ours, base, 1.2))
+    print(goal_line("runner peak RSS (max over runs)", peak, 100.0, 1.0, "MB", what="figure/goal"))
     print(f"   128 MB on one line: exit {code}, runner peak RSS {line_rss / 1024:.1f} MB  "
           f"{'ok' if line_rss / 1024 <= 100 else 'MISSED'}")
     return {"baseline_s": base, "ours_s": ours, "ratio": ours / base, "peak_rss_mb": peak,
             "one_line_rss_mb": line_rss / 1024}
+
+
+def driven(tmp: str, args: list[str], env: dict[str, str], codes: tuple[int, ...] = (0,)) -> dict:
+    """Run ``plainbox-like ARGS`` through :data:`DRIVER`; its figures plus the wall time."""
+    out = os.path.join(tmp, "driver.json")
+    wall, code, _ = timed([sys.executable, "-c", DRIVER, out, *args], env)
+    if code not in codes:
+        raise SystemExit(f"exit code {code} from plainbox-like {' '.join(args)}")
+    with open(out) as f:
+        figures = json.load(f)
+    figures["wall_s"] = wall
+    return figures
+
+
+def section_cpu(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict:
+    """The coordinator's own CPU per job (RUSAGE_SELF), less a one-job run; journal fdatasyncs per job."""
+    many, one = job_file(tmp, count), job_file(tmp, 1)
+    parallels = (1, 2, 8)
+    cpu: dict[tuple[int, int], list[float]] = {}
+    syncs: dict[int, list[int]] = {}
+    for _ in range(repeats):
+        for parallel in parallels:
+            for n, path in ((count, many), (1, one)):
+                figures = driven(tmp, ["run", path, "-j", str(parallel)], env)
+                cpu.setdefault((parallel, n), []).append(figures["cpu_s"])
+                if n == count:
+                    syncs.setdefault(parallel, []).append(figures["journal_syncs"])
+    print(f"\n4. the coordinator's own CPU per job (RUSAGE_SELF, jobs and workers excluded), {count} `true` jobs "
+          f"less one job, fsync, median of {repeats}")
+    result = {}
+    for parallel in parallels:
+        whole = statistics.median(cpu[(parallel, count)])
+        alone = statistics.median(cpu[(parallel, 1)])
+        per_job_ms = (whole - alone) / (count - 1) * 1000
+        counted = [value for value in syncs[parallel] if value is not None]
+        group = statistics.median(counted) / count if counted else None
+        note = ""
+        if parallel > 1 and group is not None:
+            note = f"; journal fdatasyncs per job (group commit, counted by the workers) {group:.2f}"
+        print(f"   -j {parallel}: {whole:.3f} s CPU for {count} jobs, {alone:.3f} s for one{note}")
+        print(goal_line(f"coordinator CPU per job at -j {parallel}", per_job_ms, 0.15, 1.0, "ms", what="figure/goal"))
+        result[parallel] = {"cpu_ms_per_job": per_job_ms, "journal_syncs_per_job": group if parallel > 1 else None}
+    return result
+
+
+def section_sleep(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict:
+    """Jobs that wait (`sleep 0.01`) at -j 4 and -j 8 against the ideal overlap and N bare loops side by side."""
+    nap = 0.01
+    path = os.path.join(tmp, f"sleep-{count}.txt")
+    with open(path, "w") as f:
+        f.write(f"sleep {nap}\n" * count)
+    loop = BASELINE.replace('"true"', f'"sleep {nap}"')
+    variants: dict[str, list[str]] = {"start-up: run of one job": plainbox_like(["run", job_file(tmp, 1)])}
+    for parallel in (4, 8):
+        variants[f"run -j {parallel}"] = plainbox_like(["run", path, "-j", str(parallel)])
+        share = count // parallel
+        variants[f"{parallel} bare loops side by side"] = [
+            "bash", "-c", " ".join(['"$0" -c "$1" "$2" &'] * parallel) + " wait", sys.executable, loop, str(share),
+        ]
+    times = median_runs(variants, repeats, env)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    startup = med["start-up: run of one job"]
+    print(f"\n5. {count} jobs of `sleep {nap}`, median of {repeats} interleaved runs (start-up {startup:.3f} s taken off)")
+    result = {"startup_s": startup}
+    for parallel in (4, 8):
+        ideal = count * nap / parallel
+        ours = med[f"run -j {parallel}"] - startup
+        loops = med[f"{parallel} bare loops side by side"]
+        print(f"   -j {parallel}: run {ours:.3f} s, {parallel} bare loops side by side {loops:.3f} s "
+              f"(ratio {ours / loops:.2f}), ideal {ideal:.3f} s")
+        print(goal_line(f"run -j {parallel} against the ideal (total sleep / {parallel})", ours, ideal, 1.1))
+        result[parallel] = {"run_s": ours, "loops_s": loops, "ideal_s": ideal}
+    return result
+
+
+def print_jobs(tmp: str, count: int, big: int = 10 << 20) -> tuple[str, str]:
+    """A .pxu file of *count* jobs printing to both streams (every 100th fails, one prints *big* bytes) and
+    a JSON list of the same commands; returns their paths."""
+    commands = []
+    for number in range(1, count + 1):
+        command = f"echo hello {number}; echo err {number} >&2"
+        if number == count // 2:
+            command += f"; head -c {big} /dev/zero | tr '\\0' x"
+        if number % 100 == 0:
+            command += "; exit 1"
+        commands.append(command)
+    units = os.path.join(tmp, f"print-{count}.pxu")
+    with open(units, "w") as f:
+        for number, command in enumerate(commands, 1):
+            f.write(f"id: print-{number}\nplugin: shell\ncommand: {command}\n\n")
+    listed = os.path.join(tmp, f"print-{count}.json")
+    with open(listed, "w") as f:
+        json.dump(commands, f)
+    return units, listed
+
+
+def section_print(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict:
+    units, listed = print_jobs(tmp, count)
+    variants = {
+        "baseline (subprocess.run loop)": [sys.executable, "-c", BASELINE_COMMANDS, listed],
+        "run, fsync": plainbox_like(["run", units]),
+        "run, flush": plainbox_like(["run", units, "--durability", "flush"]),
+    }
+    times = median_runs(variants, repeats, env, codes=(0, 1))
+    med = {name: statistics.median(values) for name, values in times.items()}
+    base = med["baseline (subprocess.run loop)"]
+    print(f"\n6. {count} jobs printing to both streams (every 100th fails, one prints 10 MiB), "
+          f"median of {repeats} interleaved runs")
+    for name, value in med.items():
+        print(f"   {name:32} {value:9.3f} s {value / count * 1000:7.3f} ms/job {value / base:6.2f}")
+    print(goal_line("run (fsync) of jobs that print against the bare loop", med["run, fsync"], base, 1.3))
+    return {name: {"median_s": value, "ratio": value / base} for name, value in med.items()}
+
+
+def section_queue(tmp: str, count: int, env: dict[str, str]) -> dict:
+    """Many queued jobs: the coordinator's peak RSS, and whether the cost per job stays flat."""
+    path = job_file(tmp, count)
+    marks = sorted({count // 100, count // 10, count // 2, count})
+    out = os.path.join(tmp, "driver.json")
+    os.sync()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, out, "run", path, "-j", "2", "--durability", "flush"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    seen: dict[int, float] = {}
+    done = 0
+    for line in proc.stdout:
+        if line.startswith(b"["):
+            done += 1
+            if done in marks:
+                seen[done] = time.perf_counter() - started
+    proc.wait()
+    with open(out) as f:
+        figures = json.load(f)
+    a, b, c, d = marks
+    early = (seen[b] - seen[a]) / (b - a)
+    late = (seen[d] - seen[c]) / (d - c)
+    rss_mb = figures["maxrss_kb"] / 1024
+    print(f"\n7. {count} queued `true` jobs, -j 2, flush, one run")
+    for mark in marks:
+        print(f"   job {mark:7}: {seen[mark]:8.1f} s")
+    print(goal_line(f"time per job of jobs {c}-{d} against jobs {a}-{b}", late * 1000, early * 1000, 1.15, "ms"))
+    print(goal_line("coordinator peak RSS (RUSAGE_SELF)", rss_mb, 150.0, 1.0, "MB", what="figure/goal"))
+    return {"early_ms": early * 1000, "late_ms": late * 1000, "peak_rss_mb": rss_mb, "marks": seen}
 
 
 def _seq_bytes(lines: int) -> int:
@@ -231,11 +437,15 @@ def _seq_bytes(lines: int) -> int:
     return total
 
 
+#: The sections run by default (``queue`` takes minutes: only when asked for).
+SECTIONS = ("overhead", "marginal", "output", "cpu", "sleep", "print")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="runs per variant (default 5)")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
-    parser.add_argument("--only", choices=["overhead", "marginal", "output"], action="append",
+    parser.add_argument("--only", choices=[*SECTIONS, "queue"], action="append",
                         help="run only these sections (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     parser.add_argument("--dir", metavar="DIR",
@@ -245,7 +455,7 @@ def main() -> int:
     count = 100 if args.quick else 1000
     sizes = (50, 100, 300) if args.quick else (200, 1000, 5000)
     lines = 1_000_000 if args.quick else 16_000_000
-    sections = set(args.only or ["overhead", "marginal", "output"])
+    sections = set(args.only or SECTIONS)
     tmp = tempfile.mkdtemp(prefix="bench-runner-", dir=args.dir)
     env = dict(os.environ, PLAINBOX_LIKE_REPOSITORY=os.path.join(tmp, "repo"))
     print(f"bench_runner: python {sys.version.split()[0]}, {os.cpu_count()} cores, repository {tmp}/repo")
@@ -258,6 +468,14 @@ def main() -> int:
             figures["marginal"] = section_marginal(tmp, max(3, repeats - 2) if not args.quick else 2, sizes, env)
         if "output" in sections:
             figures["output"] = section_output(tmp, 3 if not args.quick else 1, lines, env)
+        if "cpu" in sections:
+            figures["cpu"] = section_cpu(tmp, repeats, count, env)
+        if "sleep" in sections:
+            figures["sleep"] = section_sleep(tmp, repeats, count, env)
+        if "print" in sections:
+            figures["print"] = section_print(tmp, repeats, count, env)
+        if "queue" in sections:
+            figures["queue"] = section_queue(tmp, 2000 if args.quick else 100_000, env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:

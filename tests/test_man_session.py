@@ -39,6 +39,7 @@ STATE_SECTIONS = {
     "Leftover processes objects": model.LeftoverProcesses,
     "Leftover process objects": model.LeftoverProcess,
     "Placement objects": model.Placement,
+    "Answered objects": model.Answered,
 }
 #: Fields every journal line has, documented next to the operations.
 JOURNAL_COMMON = {"seq", "t", "op"}

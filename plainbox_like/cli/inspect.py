@@ -93,6 +93,15 @@ def summary_json(s: summary.SessionSummary) -> dict[str, Any]:
     return data
 
 
+def waiting_for_person(status: str, flags: tuple[str, ...] | list[str], running_job: str | None) -> str | None:
+    """``waiting for a person: JOB`` for a live session whose runner waits for ``answer``, else None."""
+    from plainbox_like.store.names import FLAG_WAITING, STATUS_PAUSED, STATUS_RUNNING
+
+    if status in (STATUS_RUNNING, STATUS_PAUSED) and FLAG_WAITING in flags and running_job:
+        return f"waiting for a person: job {clean(running_job)}"
+    return None
+
+
 # -- list ----------------------------------------------------------------------
 
 
@@ -173,7 +182,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         jobs = f"{s.done}/{s.total}" if s.total or s.done else "-"
         created = output.format_time(s.created)
         title = clean(s.title or "-")
-        rows.append([s.id.ljust(id_width), s.status, created, jobs, title, format_counts(s.counts)])
+        status = s.status
+        waiting = waiting_for_person(s.status, s.flags, s.running_job)
+        if waiting:
+            status = f"{status}: {waiting}"
+        rows.append([s.id.ljust(id_width), status, created, jobs, title, format_counts(s.counts)])
     header[0] = header[0].ljust(id_width)
     lines = iter(format_table(header, rows))
     print(next(lines))
@@ -215,6 +228,7 @@ def _attempt_json(a: Attempt) -> dict[str, Any]:
         "io_log_filename": a.io_log_filename,
         "started": output.iso_time(a.started),
         "leftover_processes": attrs.asdict(a.leftover_processes) if a.leftover_processes is not None else None,
+        "answered": attrs.asdict(a.answered) if a.answered is not None else None,
         "ran_on": attrs.asdict(a.ran_on) if a.ran_on is not None else None,
     }
 
@@ -317,6 +331,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if s.running_job and s.status in (summary.STATUS_RUNNING, summary.STATUS_PAUSED, summary.STATUS_INCOMPLETE):
         verb = "was running" if s.status == summary.STATUS_INCOMPLETE else "is running"
         status += f" (job {clean(s.running_job)} {verb})"
+    waiting = waiting_for_person(s.status, s.flags, s.running_job)
+    if waiting:
+        status = f"{s.status} ({waiting})"
     parent = meta.parent_session or "-"
     if meta.parent_job:
         parent += f" (job {meta.parent_job})"

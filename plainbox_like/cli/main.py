@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "stop": "control",
     "pause": "control",
     "continue": "control",
+    "answer": "answer",
     "delete": "manage",
     "rename": "manage",
     "tag": "manage",

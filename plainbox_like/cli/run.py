@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from plainbox_like.run import batch
+from plainbox_like.run import batch, manual
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.cli import options, output
@@ -147,8 +147,9 @@ class RestartNotes:
         )
 
 
-def _reporter(total: int, done: int, session_id: str, args: argparse.Namespace):
-    if sys.stderr.isatty() and sys.stdout.isatty():
+def _reporter(total: int, done: int, session_id: str, args: argparse.Namespace, desk: manual.ManualDesk | None = None):
+    asking = desk is not None and desk.mode == manual.MODE_ASK  # a progress bar would cut into the prompts
+    if sys.stderr.isatty() and sys.stdout.isatty() and not asking:
         return RestartNotes(ProgressReporter(total, done), session_id, args)
     return RestartNotes(LineReporter(total, done), session_id, args)
 
@@ -260,13 +261,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             for job_id in order:
                 print(clean(job_id))
         return 0
+    desk = _desk(args, plan)  # a bad --answers file stops the run before a session is made
     started = time.monotonic()
     title = args.title or (launcher.title if launcher else None)
     prepared = prepare.start_session(repository(args), config, title=title, units=units, plan=plan)
     print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
-    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0, prepared.writer.id, args))
+    summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0, prepared.writer.id, args, desk), desk)
     _warn_templates(prepared)
     return _finish(summary, started)
+
+
+def _desk(args: argparse.Namespace, plan) -> manual.ManualDesk:
+    """How the jobs that need a person are answered: ``--answers`` first, then ``--manual``."""
+    answers = manual.read_answers(args.answers, plan.jobs) if args.answers else {}
+    return manual.ManualDesk(args.manual or manual.default_mode(), answers)
+
+
+def add_manual_options(parser: argparse.ArgumentParser) -> None:
+    """``--manual`` and ``--answers`` (run, launcher, resume)."""
+    parser.add_argument(
+        "--manual", choices=manual.MODES, metavar="MODE",
+        help="how jobs that need a person (plugins manual, user-interact, user-verify, user-interact-verify) "
+        "are answered: ask (in this terminal; the default when stdin is a terminal), wait (for plainbox-like "
+        "answer from another terminal), skip (not run: 'needs a person'; the default otherwise)",
+    )
+    parser.add_argument(
+        "--answers", metavar="FILE",
+        help="answers given ahead: one 'JOB_ID: ANSWER [comment]' a line ('#' starts a comment line), ANSWER "
+        "pass, fail, skip (fail and skip need a comment) or run (the command's exit status decides); ids with or "
+        "without their namespace; jobs not in the file are answered as --manual says",
+    )
 
 
 def _read_launcher(args: argparse.Namespace) -> Launcher | None:
@@ -332,10 +356,15 @@ def _resume(args: argparse.Namespace, ref: str | None) -> int:
         dask=args.dask,
         retries=args.retries,
     )
+    try:
+        desk = _desk(args, prepared.plan)
+    except BaseException:
+        prepared.writer.close()
+        raise
     left = len(prepared.plan.order) - len(prepared.finished)
     print(f"Resuming session {prepared.writer.id}: {left} of {len(prepared.plan.order)} jobs to run", file=sys.stderr)
-    reporter = _reporter(len(prepared.plan.order), len(prepared.finished), prepared.writer.id, args)
-    summary = prepare.run_prepared(prepared, reporter)
+    reporter = _reporter(len(prepared.plan.order), len(prepared.finished), prepared.writer.id, args, desk)
+    summary = prepare.run_prepared(prepared, reporter, desk)
     _warn_templates(prepared)
     return _finish(summary, started)
 
@@ -449,6 +478,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "any session) and list the jobs their templates add too")
     options.add_manifest(run)
     run.add_argument("--launcher", metavar="FILE", help=LAUNCHER_HELP)
+    add_manual_options(run)
     run.set_defaults(func=cmd_run)
 
     launcher = subparsers.add_parser(
@@ -467,6 +497,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     launcher.add_argument("--title", help="a title for the session (default: the launcher's session_title)")
     options.add_durability(launcher, "as for run: fsync (default) or flush")
     launcher.add_argument("--dry-run", action="store_true", help="print the jobs in the order they would run")
+    add_manual_options(launcher)
     options.add_json(launcher, "only with --dry-run: print a JSON list of job ids")
     launcher.set_defaults(
         func=cmd_run, command_lines=[], test_plan=None, include=[], exclude=[], namespace=None, bootstrap=False
@@ -490,7 +521,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue an interrupted session",
         description="Continue a session where it stopped. A job that was running when the session stopped "
         "is recorded as crash (a job with the noreturn flag: pass, or the outcome it left in "
-        "$PLAINBOX_SESSION_SHARE/__result, as after a restart). Changed job definitions stop a "
+        "$PLAINBOX_SESSION_SHARE/__result, as after a restart; a job that needs a person is asked again). "
+        "Changed job definitions stop a "
         "resume unless --ignore-changed is given. Exit status as for run.",
     )
     options.add_session(resume, "session id, unique id prefix or path (default: the most recent incomplete session)",
@@ -513,4 +545,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="resume, in order of creation, every session of the repository that stopped while a "
                         "noreturn job ran (a reboot), that job recorded as after a restart, and leave the others "
                         "alone; what 'autoresume enable' runs at boot")
+    add_manual_options(resume)
     resume.set_defaults(func=cmd_resume)

@@ -139,8 +139,8 @@ _ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {
 }
 #: Attempt fields a writer leaves out when empty (lists of strings).
 _OPTIONAL_ATTEMPT_LISTS = ("leftover_files",)
-#: Attempt fields a writer leaves out when null, objects when not (an attempt with one is read the ordinary way).
-_OPTIONAL_ATTEMPT_OBJECTS = ("ran_on",)
+#: Attempt fields a writer leaves out when null, holding an object: an attempt with one is read the ordinary way.
+_OPTIONAL_ATTEMPT_OBJECTS = ("answered", "ran_on")
 #: Types the converter accepts for each field of the metadata, and the fields that are lists of
 #: strings: derived from the model (:func:`_metadata_types`) when the first snapshot is read directly.
 _METADATA_TYPES: dict[str, tuple[type, ...]] = {}

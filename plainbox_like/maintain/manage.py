@@ -128,8 +128,9 @@ def _describe_writer(sid: str, holder: tuple[int, str] | None, note: str | None 
 
 
 #: How long a management command waits for another one (``tag``, ``rename``, ``delete`` ...) that
-#: holds a session's lock, before it gives up naming it. A run's lock is not waited for.
-MAINTENANCE_WAIT = 5.0
+#: holds a session's lock, before it gives up naming it. A run's lock is not waited for. Each holds the
+#: lock for a fraction of a second, but ten of them queued on a loaded machine took more than 5 s.
+MAINTENANCE_WAIT = 30.0
 _WAIT_STEP = 0.02
 
 

@@ -13,7 +13,7 @@ import getpass
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
@@ -25,14 +25,16 @@ from plainbox_like.define.scheduler import Scheduler
 from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
+from plainbox_like.run.manual import ManualDesk
+from plainbox_like.run.report import NullReporter, Reporter, RunSummary  # noqa: F401 (public here too)
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Lost, Process, ProcessSpec, Started, find_shell
-from plainbox_like.run.executors import Leftover, find_marked, iter_pgid_members, process_env, signal_leftover, still_running
+from plainbox_like.run.executors import Leftover, find_marked, group_alive, kill_leftovers, process_env, signal_leftover, signal_name
+from plainbox_like.run.executors import still_running
 from plainbox_like.run.settle import FLAG_NORETURN, JOB_ENV, KILL_GRACE, SESSION_ENV
 from plainbox_like.store import limits
 from plainbox_like.store.model import (
     LEFTOVER_COMMAND_MAX,
     LEFTOVERS_LISTED,
-    FAILED_OUTCOMES,
     FLAG_PAUSED,
     OUTCOME_CRASH,
     OUTCOME_FAIL,
@@ -72,53 +74,6 @@ RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 SHARE_ENV = "PLAINBOX_SESSION_SHARE"
 
 
-class Reporter(Protocol):
-    """Told about progress; everything it hears is already durable.
-
-    Optional methods, called when a reporter has them: ``added(count)`` (jobs
-    made from templates joined the run), ``restart_expected(job_id)`` (a
-    noreturn job is about to start: the machine will restart) and
-    ``restart_awaited(job_id)`` (it ended; the run waits for the restart).
-    """
-
-    def started(self, job_id: str, attempt: int) -> None: ...
-
-    def finished(self, job_id: str, result: Attempt) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NullReporter:
-    """Says nothing."""
-
-    def started(self, job_id: str, attempt: int) -> None:
-        pass
-
-    def finished(self, job_id: str, result: Attempt) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@attrs.define
-class RunSummary:
-    """What a run did."""
-
-    session_id: str
-    path: str
-    counts: dict[str, int]
-    interrupted: bool = False
-    #: "signal" or "request" when the run ended early.
-    stopped_by: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if any(self.counts.get(o) for o in FAILED_OUTCOMES) else 0
-
-
 @attrs.define(eq=False)
 class _Running:
     job: JobDefinition
@@ -131,7 +86,6 @@ class _Running:
     deadline: float | None = None
     kill_at: float | None = None
     why_stopped: str | None = None
-    cwd: str | None = None  # its temporary working directory, removed when it ends
     #: The deadline it was stopped at for its timeout: an exit before it is no timeout.
     timed_out_at: float | None = None
     #: A noreturn job that ended as it should (status 0, or killed as by a shutdown): its exit, kept without a
@@ -190,6 +144,7 @@ class BatchRunner:
         manifest_answers: dict[str, Any] | None = None,
         dask: str | None = None,
         retries: int = 0,
+        manual: ManualDesk | None = None,
     ) -> None:
         self.writer = writer
         self.expander = expander
@@ -217,6 +172,8 @@ class BatchRunner:
         self.launcher_env = dict(launcher_env or {})
         self.manifest_entries = manifest_entries
         self.manifest_answers = dict(manifest_answers or {})
+        #: Answers the jobs that need a person (run/manual.py); without one they are skipped.
+        self.manual = manual if manual is not None else ManualDesk()
         #: Problems met while running (told after the run).
         self.warnings = warnings if warnings is not None else []
         # What every job's spec needs from the session, worked out once.
@@ -284,6 +241,7 @@ class BatchRunner:
                 self.writer.tick()
             if self._stop is not None:
                 self._shut_down()
+            self.manual.abandon(self)  # a question left open: asked again on resume
             self._end_leftovers()
             self._set_paused_flag(False)
         except (OSError, RunAborted):  # the session cannot be written, or a worker died: no job may go on
@@ -315,8 +273,8 @@ class BatchRunner:
             return LocalExecutor(self._clock)
         from plainbox_like.run.workers import WorkerExecutor
 
-        sync_fd = self.writer.journal_fd if self.writer.durability == "fsync" else None
-        return WorkerExecutor(workers, sync_fd=sync_fd, base_env=self.base_env)
+        journal_sync = self.writer.journal_sync() if self.writer.durability == "fsync" else None
+        return WorkerExecutor(workers, journal_sync=journal_sync, base_env=self.base_env)
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Ask the loop to stop as if interrupted (for callers driving it from Python)."""
@@ -354,7 +312,7 @@ class BatchRunner:
             self.writer.update_metadata(flags=new)
 
     def _poll_timeout(self) -> float:
-        timeout = control.CHECK_INTERVAL if (self._paused or self._draining) else 0.5
+        timeout = control.CHECK_INTERVAL if (self._paused or self._draining or self.manual.waiting) else 0.5
         now = self._clock()
         for running in self._running.values():
             for moment in (running.deadline, running.kill_at):
@@ -367,8 +325,19 @@ class BatchRunner:
         return timeout
 
     def _hand_out(self) -> None:
+        while self._hand_out_some():  # a question queued while no job runs comes now, not after a poll
+            pass
+
+    def _hand_out_some(self) -> bool:
+        """Start what may start; True if a job that needs a person was queued and no job runs."""
         if any(running.noreturn for running in self._running.values()):
-            return  # a job expected to end the run runs (or has ended and the machine is going down)
+            return False  # a job expected to end the run runs (or has ended and the machine is going down)
+        if self.manual.pending is not None:  # a job that needs a person runs alone
+            if self._running:
+                return False
+            self.manual.step(self)
+            if self.manual.pending is not None:
+                return False
         to_start, self._again = self._again, []
         while True:
             decision = self.scheduler.next_decision()
@@ -383,6 +352,9 @@ class BatchRunner:
                 self.scheduler.finish(job.id, OUTCOME_SKIPPED_RESOURCE)
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIPPED_RESOURCE, skip_reason=unmet))
                 continue
+            if self.manual.takes(job):
+                self.manual.queue(job)  # it starts once the jobs handed out before it have ended
+                break
             reason = self._cannot_run(job)
             if reason is not None:
                 self.scheduler.finish(job.id, OUTCOME_SKIP)
@@ -398,7 +370,7 @@ class BatchRunner:
                 self._tell("restart_expected", job.id)
         starting = [self._prepare(job) for job in to_start]
         if not starting:
-            return
+            return self.manual.pending is not None and not self._running
         if self.executor.syncs_journal:
             self.writer.write_pending()
             self._syncing_to = starting[-1].start_seq
@@ -407,6 +379,7 @@ class BatchRunner:
         for running in starting:
             self._spawn(running)
         self._commit()
+        return False
 
     def _sync(self) -> None:
         self.writer.sync()
@@ -460,6 +433,25 @@ class BatchRunner:
                 reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
         return reason
 
+    # -- what the desk of jobs that need a person (run/manual.py) asks
+
+    def start_for_person(self, job: JobDefinition) -> None:
+        """Run the command of a job that needs a person, as any job's (journaled, logged)."""
+        running = self._prepare(job)
+        self._sync()
+        self._spawn(running)
+
+    def record_for_person(self, job_id: str, result: Attempt) -> None:
+        """The answer to a job that needs a person: its result, durable before the run moves on."""
+        self.scheduler.finish(job_id, result.outcome)
+        self._record(job_id, result)
+        self._commit()
+
+    def stop_requested(self) -> bool:
+        """Whether the run is to stop now (a signal, or a stop request in the control file)."""
+        self._obey_control()
+        return self._stop is not None or self._draining
+
     def _cannot_run(self, job: JobDefinition) -> str | None:
         if planning.needs_person(job):
             return f"needs a person (plugin {job.plugin})"
@@ -509,14 +501,9 @@ class BatchRunner:
         bin_dirs = self.providers.bin_dirs(provider.namespace) if provider is not None else ()
         env = jobenv.job_env(self.base_env, job, provider, bin_dirs, self.launcher_env)
         env = job_environment(env, job, *self._session_env)
-        remote = getattr(self.executor, "remote", False)  # it makes the job's directory where the job runs
-        try:
-            running.cwd = None if remote else jobenv.make_cwd(job, self.writer.id, running.attempt)
-        except OSError as exc:
-            self._cannot_start(running, f"no temporary working directory: {exc}")
-            return
-        if running.cwd is not None and job.user and job.user != self._me:
-            os.chmod(running.cwd, 0o777)  # the job's user writes there too, as in Checkbox
+        # The executor makes the directory and removes it (in a worker with -j N: not this process's time).
+        other_user = bool(job.user and job.user != self._me)
+        temp_cwd = jobenv.temp_cwd(job, self._session_env[0], running.attempt, shared=other_user)
         spec = ProcessSpec(
             job.id,
             argv,
@@ -524,8 +511,7 @@ class BatchRunner:
             log=os.path.join(self._io_logs_dir, running.log_stem),
             durable_log=self._durable_logs,
             marker=((SESSION_ENV, self._session_env[0]), (JOB_ENV, job.id)),
-            cwd=running.cwd,
-            cwd_prefix=jobenv.cwd_prefix(job, self.writer.id, running.attempt) if remote else None,
+            temp_cwd=temp_cwd,
         )
         # A job with a timeout needs its exact start at once. Otherwise workers tell a short job's start with
         # its exit (one wake-up, not two), while a local executor tells it at once: this process has a core
@@ -539,9 +525,9 @@ class BatchRunner:
     def _cannot_start(self, running: _Running, error: str) -> None:
         job = running.job
         del self._running[job.id]
-        jobenv.collect_leftovers(running.cwd, job)
         self.writer.open_log(running.log_stem, clock=self._clock).close()
         self.scheduler.finish(job.id, OUTCOME_FAIL)
+        self.manual.command_failed(job.id)
         self._record(job.id, self._attempt(running, OUTCOME_FAIL, None, 0.0, f"cannot start: {error}"))
 
     def _started(self, running: _Running) -> None:
@@ -595,7 +581,7 @@ class BatchRunner:
         if running.unrecorded:
             # Stopped with the runner by a shutdown: the restart came. The start stays in the journal and
             # resume records the job as after a restart; its processes go with the runner's.
-            if running.kill_at is not None and _group_alive(running.process.pgid):
+            if running.kill_at is not None and group_alive(running.process.pgid):
                 self._stragglers.append((running.kill_at, running.process))
             return
         code = event.returncode
@@ -610,8 +596,8 @@ class BatchRunner:
         elif code > 0:
             outcome, comments = OUTCOME_FAIL, None
         else:
-            outcome, comments = OUTCOME_CRASH, f"killed by signal {_signal_name(-code)}"
-        if running.kill_at is not None and _group_alive(running.process.pgid):
+            outcome, comments = OUTCOME_CRASH, f"killed by signal {signal_name(-code)}"
+        if running.kill_at is not None and group_alive(running.process.pgid):
             # Told to stop, the leader is gone but its group is not: SIGKILL it after the grace period.
             self._stragglers.append((running.kill_at, running.process))
         leftovers = self._take_leftovers(running, getattr(event, "leftovers", ()))
@@ -634,12 +620,13 @@ class BatchRunner:
                 added = getattr(self.reporter, "added", None)
                 if added is not None:
                     added(len(jobs))
-        self.scheduler.finish(job.id, outcome)
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
-        attempt.leftover_files = jobenv.collect_leftovers(running.cwd, job)
-        if event.files is not None:  # its working directory was on another machine
-            attempt.leftover_files = jobenv.listed_leftovers(job, list(event.files))
+        attempt.leftover_files = list(event.leftover_files)
+        stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
+        if self.manual.command_ended(self, job.id, attempt, stopped):
+            return  # the person's answer decides its outcome
+        self.scheduler.finish(job.id, outcome)
         self._record(job.id, attempt)
 
     def _lost(self, running: _Running, event: Lost) -> None:
@@ -647,7 +634,6 @@ class BatchRunner:
         ``--retries`` allows (the job stays running for the scheduler meanwhile)."""
         job = running.job
         del self._running[job.id]
-        jobenv.collect_leftovers(running.cwd, job)
         attempt = self._attempt(running, OUTCOME_CRASH, None, event.when - running.process.started, event.reason)
         self._record(job.id, attempt)
         if event.retry and self._retried.get(job.id, 0) < self.retries and not (self._draining or self._stop):
@@ -757,7 +743,7 @@ class BatchRunner:
                 self._leftovers.remove(item)
         for item in list(self._stragglers):
             kill_at, process = item
-            alive = _group_alive(process.pgid)
+            alive = group_alive(process.pgid)
             if alive and now >= kill_at:
                 self.executor.signal(process, signal.SIGKILL)
             if not alive or now >= kill_at:
@@ -835,26 +821,3 @@ class BatchRunner:
             self._enforce_deadlines()
         self._commit()
 
-
-def _group_alive(pgid: int) -> bool:
-    return any(True for _ in iter_pgid_members(pgid))
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def kill_leftovers(leftovers: list[Leftover], grace: float = KILL_GRACE) -> None:
-    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
-    for leftover in leftovers:
-        signal_leftover(leftover, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    alive = [leftover for leftover in leftovers if still_running(leftover)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [leftover for leftover in alive if still_running(leftover)]
-    for leftover in alive:
-        signal_leftover(leftover, signal.SIGKILL)

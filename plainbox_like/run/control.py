@@ -70,6 +70,51 @@ def read_request(session_path: str) -> Request | None:
     return request if request.action in ACTIONS else None
 
 
+#: The file an answer to a job that waits for a person is left in (``plainbox-like answer``).
+ANSWER_FILE = "answer"
+
+
+@attrs.frozen
+class AnswerRequest:
+    """An answer to the job a running session waits for: what, with which comment, from whom."""
+
+    job: str
+    answer: str
+    comment: str | None
+    user: str
+    host: str
+    t: float
+    pid: int
+
+
+def write_answer(session_path: str, request: AnswerRequest) -> None:
+    """Leave *request* for the session's runner (replacing any earlier answer not taken yet)."""
+    refuse_symlinked(session_path)
+    data = json.dumps(attrs.asdict(request), sort_keys=True).encode() + b"\n"
+    write_atomically(os.path.join(session_path, ANSWER_FILE), data)
+
+
+def read_answer(session_path: str) -> AnswerRequest | None:
+    """The answer left for the runner, if any (an unreadable or malformed file counts as none)."""
+    try:
+        with os.fdopen(open_session_file(session_path, ANSWER_FILE), "rb") as f:
+            request = AnswerRequest(**json.loads(f.read()))
+    except (OSError, ValueError, TypeError):
+        return None
+    fields = (request.job, request.answer, request.user, request.host)
+    if not all(isinstance(value, str) for value in fields) or not isinstance(request.comment, (str, type(None))):
+        return None
+    return request
+
+
+def clear_answer(session_path: str) -> None:
+    """Remove the answer file (taken, or left for an earlier run)."""
+    try:
+        os.unlink(os.path.join(session_path, ANSWER_FILE))
+    except FileNotFoundError:
+        pass
+
+
 def clear_request(session_path: str) -> None:
     """Remove the pending request."""
     try:

@@ -342,7 +342,7 @@ class DaskExecutor:
             "env": {name: value for name, value in spec.env.items() if self._base_env.get(name) != value},
             "env_removed": [name for name in self._base_env if name not in spec.env],
             "marker": [list(item) for item in spec.marker],
-            "cwd_prefix": spec.cwd_prefix,  # the worker makes the job's temporary directory there
+            "temp_cwd": spec.temp_cwd,  # made and removed on the worker
             "cwd": spec.cwd or os.getcwd(),  # else it runs in this directory, if the worker has it
             "share": self._share_dir,
             "share_marker": SHARE_MARKER,
@@ -588,7 +588,10 @@ class DaskExecutor:
             events.append(Started(process))
         leftovers = tuple(Leftover(pid, start, command) for pid, start, command in result["leftovers"])
         events.append(
-            Exited(process, result["returncode"], process.started + result["duration"], leftovers, tuple(result["files"]))
+            Exited(
+                process, result["returncode"], process.started + result["duration"], leftovers,
+                leftover_files=tuple(result["files"]),
+            )
         )
 
     def signal(self, process: Process, signum: int) -> None:

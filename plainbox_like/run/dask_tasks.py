@@ -29,7 +29,6 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from plainbox_like.run.executors import Exited, LocalExecutor, Output, ProcessSpec, find_marked, signal_leftover
 from plainbox_like.run.executors import Leftover, still_running
-from plainbox_like.run.jobenv import remove_cwd
 from plainbox_like.run.settle import JOB_ENV, SESSION_ENV
 
 #: A job that runs longer than this (seconds) streams its output back while it runs.
@@ -157,8 +156,8 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
 
     *request* holds the task key (``task``), the spec's ``key``, ``argv``, ``marker``, its environment as
     differences (``env``, ``env_removed``) from the run's (:class:`RunEnvironment` ``run``), the
-    prefix of its temporary working directory here (``cwd_prefix``, as the coordinator names them; None:
-    ``cwd``, the runner's own directory, if it exists here),
+    temporary working directory to make here (``temp_cwd``; None: ``cwd``, the runner's own directory, if
+    it exists here),
     the session share (``share``, ``share_marker``, ``share_token``, ``session``), and the run's
     queue and event topic (``queue``, ``topic``).
     """
@@ -174,22 +173,19 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
     for name in request["env_removed"]:
         env.pop(name, None)
     env[SHARE_ENV] = share
-    cwd = None
-    try:
-        if request["cwd_prefix"] is not None:
-            cwd = tempfile.mkdtemp(prefix=request["cwd_prefix"], dir=os.environ.get("TMPDIR") or None)
-        elif request["cwd"] is not None and os.path.isdir(request["cwd"]):
-            cwd = request["cwd"]
-    except OSError as exc:
-        return {**where, "failed": f"no temporary working directory on the worker: {exc}"}
-    spec = ProcessSpec(request["key"], tuple(request["argv"]), env, marker=tuple(map(tuple, request["marker"])), cwd=cwd)
+    # Its temporary working directory is made (and removed) here by the executor, named as the
+    # coordinator names them; without one, it runs in the coordinator's directory if this machine has it.
+    cwd = request["cwd"] if request["temp_cwd"] is None and os.path.isdir(request["cwd"]) else None
+    spec = ProcessSpec(
+        request["key"], tuple(request["argv"]), env, marker=tuple(map(tuple, request["marker"])), cwd=cwd,
+        temp_cwd=request["temp_cwd"],
+    )
     executor = LocalExecutor()
     try:
         with _SPAWN_LOCK:
             process = executor.start(spec, report_at_once=True)
     except OSError as exc:
         executor.close()
-        remove_cwd(cwd if request["cwd_prefix"] is not None else None)
         return {**where, "failed": str(exc)}
     with _GROUPS_LOCK:
         _GROUPS[task] = process.pgid
@@ -235,7 +231,6 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
             spool.close()
     if sender is not None and sender.error is not None:
         raise sender.error
-    files = remove_cwd(cwd if request["cwd_prefix"] is not None else None)
     result = {
         **where,
         "pid": process.pid,
@@ -244,7 +239,7 @@ def run_job(request: dict[str, Any]) -> dict[str, Any]:
         "records": held,
         "sent": sender.sent if sender is not None else 0,
         "leftovers": [(p.pid, p.start, p.command) for p in exited.leftovers],
-        "files": files,
+        "files": list(exited.leftover_files),
     }
     if held_bytes <= EVENT_LIMIT:  # announced as an event too: the coordinator has it without fetching it
         worker.log_event(request["topic"], {"task": task, "end": result})

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator, Protocol
 import attrs
 
 from plainbox_like.errors import LogError
+from plainbox_like.run import workdir
+from plainbox_like.run.workdir import TempCwd
 from plainbox_like.store.iolog import RecordWriter, open_reserved_log
 
 READ_SIZE = 1 << 20
@@ -97,9 +99,9 @@ class ProcessSpec:
     marker: tuple[tuple[str, str], ...] = ()
     #: The directory the process starts in (None: this process's own).
     cwd: str | None = None
-    #: For executors that run it on another machine: make it a temporary working directory there, with
-    #: this name prefix (see :func:`plainbox_like.run.jobenv.cwd_prefix`), instead of *cwd*.
-    cwd_prefix: str | None = None
+    #: A fresh temporary directory to start it in instead (made by the executor, which removes it when
+    #: the process ends and reports what was left there with its :class:`Exited`).
+    temp_cwd: TempCwd | None = None
 
 
 @attrs.define(eq=False)
@@ -116,6 +118,7 @@ class Process:
     log: RecordWriter | None = None
     #: Where it runs when not on this machine (a Dask worker), for its attempt's ``ran_on``.
     placement: Any = None
+    cwd: str | None = None  # the temporary directory made for it (see ProcessSpec.temp_cwd)
 
 
 @attrs.frozen
@@ -151,14 +154,17 @@ class Exited:
 
     *leftovers* are the processes of its job still running when it ended
     (found by its spec's marker), not signalled: the caller decides.
+    *leftover_files* are what it left in its temporary directory (see
+    :func:`plainbox_like.run.workdir.remove`), which the executor removes (an
+    empty one once the next job runs, or the executor is idle or closed: off the
+    path from one job to the next).
     """
 
     process: Process
     returncode: int
     when: float
     leftovers: tuple[Leftover, ...] = ()
-    #: What the job left in its working directory, when that was on another machine (None: look here).
-    files: tuple[str, ...] | None = None
+    leftover_files: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -213,6 +219,7 @@ class LocalExecutor:
         self._use_pidfd = hasattr(os, "pidfd_open")
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
         self._unannounced: dict[Process, float] = {}  # running, Started not reported yet -> when it is due
+        self._empty_cwds: list[str] = []  # temporary directories of ended jobs, found empty, to remove
         self._polled_at = clock()  # when the last poll began: exits seen later than LATE after it may be old
         # The kernel's times are on the monotonic clock's time line; an injected clock's are not.
         self._kernel_times = clock is time.monotonic
@@ -243,13 +250,21 @@ class LocalExecutor:
         """
         out_r, out_w = self._spare_pipes.pop() if self._spare_pipes else os.pipe2(os.O_CLOEXEC)
         err_r, err_w = self._spare_pipes.pop() if self._spare_pipes else os.pipe2(os.O_CLOEXEC)
-        # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while before
-        # this process is scheduled again, so a clock read after it could come after the job began.
-        started = self._clock()
         back = None  # posix_spawn cannot change directory: the spawner goes there and back (one thread spawns)
+        cwd = made = None
         try:
-            if spec.cwd is not None:
-                back = _enter(spec.cwd)
+            if spec.temp_cwd is not None:
+                try:
+                    cwd = made = workdir.make(spec.temp_cwd)
+                except OSError as exc:
+                    raise OSError(f"no temporary working directory: {exc}") from None
+            else:
+                cwd = spec.cwd
+            # Before the spawn: posix_spawn returns once the child has exec'd, and the job may run a while
+            # before this process is scheduled again, so a clock read after it could come after the job began.
+            started = self._clock()
+            if cwd is not None:
+                back = _enter(cwd)
             pid = os.posix_spawn(
                 spec.argv[0],
                 list(spec.argv),
@@ -266,6 +281,11 @@ class LocalExecutor:
         except BaseException:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
+            if back is not None:
+                _leave(back)
+                back = None
+            if made is not None:
+                workdir.remove(made)
             raise
         finally:
             if back is not None:
@@ -273,6 +293,7 @@ class LocalExecutor:
         os.close(out_w)
         os.close(err_w)
         process = Process(spec=spec, pid=pid, pgid=pid, started=started)
+        process.cwd = made
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             process.fds[fd] = stream
@@ -304,6 +325,8 @@ class LocalExecutor:
 
     def poll(self, timeout: float | None) -> list[Started | Output | Exited]:
         """Wait up to *timeout* seconds (None: until something happens) for output or exits."""
+        if self._running:  # the directories of jobs that ended go while another job runs...
+            self._remove_empty_cwds()
         if self._unannounced:
             due = min(self._unannounced.values()) - self._clock()
             timeout = max(0.0, due if timeout is None else min(timeout, due))
@@ -340,6 +363,8 @@ class LocalExecutor:
         for process in self._running.values():
             if process.log is not None:
                 process.log.maybe_flush(now)
+        if not events:  # ...or once nothing happened for a whole poll (not between a job's exit and the next start)
+            self._remove_empty_cwds()
         return events
 
     def _read(self, process: Process, fd: int, events: list) -> None:
@@ -395,9 +420,23 @@ class LocalExecutor:
             # may have wrapped around, and the look costs little next to it).
             since = process.pid if when - process.started < FULL_SCAN_AFTER else None
             leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since))
+        files: tuple[str, ...] = ()
+        if process.cwd is None:
+            pass
+        elif workdir.is_empty(process.cwd):
+            # Removed later (see poll): after the exit is reported and, in a loop, the next job started.
+            self._empty_cwds.append(process.cwd)
+        else:
+            files = tuple(workdir.remove(process.cwd, process.spec.temp_cwd.list_leftovers))
+        process.cwd = None
         if process.log is not None:
             process.log.close(durable=process.spec.durable_log)
-        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers))
+        events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers, files))
+
+    def _remove_empty_cwds(self) -> None:
+        """Remove the temporary directories of ended jobs found empty (what appeared since is removed unlisted)."""
+        while self._empty_cwds:
+            workdir.remove(self._empty_cwds.pop(), list_leftovers=False)
 
     def _output(self, process: Process, stream: str, data: bytes, events: list) -> None:
         if process.log is not None:
@@ -417,6 +456,7 @@ class LocalExecutor:
             pass
 
     def close(self) -> None:
+        self._remove_empty_cwds()
         if hasattr(self._poller, "close"):  # select.poll objects have no descriptor to close
             self._poller.close()
         for pair in self._spare_pipes:
@@ -631,3 +671,29 @@ def process_env(pid: int) -> dict[str, str]:
         if sep:
             env[key.decode(errors="replace")] = value.decode(errors="replace")
     return env
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group *pgid* still has a live member."""
+    return any(True for _ in iter_pgid_members(pgid))
+
+
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; the number itself if no signal has it."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def kill_leftovers(leftovers: list[Leftover], grace: float) -> None:
+    """SIGTERM each of *leftovers* that still runs, then SIGKILL those left after *grace* seconds."""
+    for leftover in leftovers:
+        signal_leftover(leftover, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    alive = [leftover for leftover in leftovers if still_running(leftover)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [leftover for leftover in alive if still_running(leftover)]
+    for leftover in alive:
+        signal_leftover(leftover, signal.SIGKILL)

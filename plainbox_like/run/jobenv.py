@@ -24,11 +24,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 
 from plainbox_like.define.providers import Provider, read_provider_file, read_source_tree
 from plainbox_like.define.units import JobDefinition
+from plainbox_like.run import workdir
+from plainbox_like.run.workdir import TempCwd
 
 #: Directory levels looked at above a unit file for its provider (units/sub/file.pxu).
 PROVIDER_LEVELS = 3
@@ -36,8 +37,6 @@ FLAG_PRESERVE_CWD = "preserve-cwd"
 FLAG_HAS_LEFTOVERS = "has-leftovers"
 FLAG_RESET_LOCALE = "reset-locale"
 CWD_PREFIX = "plainbox-like-cwd-"
-#: Most leftover paths kept for one attempt (a job that unpacks a tree leaves thousands).
-MAX_LEFTOVERS = 100
 
 
 def provider_in(directory: str) -> Provider | None:
@@ -63,6 +62,7 @@ class ProviderIndex:
 
     def __init__(self, providers: Iterable[Provider] = ()) -> None:
         self._by_dir: dict[str, Provider | None] = {}
+        self._by_path: dict[str, Provider | None] = {}  # answers of of_path, until another provider is met
         self.providers: list[Provider] = []
         for provider in providers:
             self._remember(provider)
@@ -70,9 +70,17 @@ class ProviderIndex:
     def _remember(self, provider: Provider) -> None:
         if provider not in self.providers:
             self.providers.append(provider)
+            self._by_path.clear()
 
     def of_path(self, path: str) -> Provider | None:
         """The provider a unit file belongs to (one given whose units it holds, else one found above it), or None."""
+        try:
+            return self._by_path[path]
+        except KeyError:
+            found = self._by_path[path] = self._find(path)
+            return found
+
+    def _find(self, path: str) -> Provider | None:
         path = os.path.abspath(path)
         for provider in self.providers:
             for units in provider.units_dirs:
@@ -147,38 +155,37 @@ def job_env(
     return env
 
 
-def _temp_root() -> str:
-    """``$TMPDIR`` as it is now (tests and callers may change it), else the system's temporary directory."""
-    root = os.environ.get("TMPDIR")
-    return root if root and os.path.isdir(root) and os.access(root, os.W_OK | os.X_OK) else tempfile.gettempdir()
-
-
 def _cwd_prefix(session_id: str, job_id: str, attempt: int) -> str:
     digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{CWD_PREFIX}{session_id}-{digest}-{attempt}-"
 
 
-def cwd_prefix(job: JobDefinition, session_id: str = "", attempt: int = 0) -> str | None:
-    """The name prefix of *job*'s temporary working directory (:func:`make_cwd`), None for ``preserve-cwd``:
-    for an executor that makes the directory where the job runs (another machine)."""
-    return None if FLAG_PRESERVE_CWD in job.flags else _cwd_prefix(session_id, job.id, attempt)
-
-
-def make_cwd(job: JobDefinition, session_id: str = "", attempt: int = 0) -> str | None:
-    """A new temporary working directory for *job*, or None if it keeps the runner's (``preserve-cwd``).
+def temp_cwd(job: JobDefinition, session_id: str = "", attempt: int = 0, shared: bool = False) -> TempCwd | None:
+    """The temporary working directory *job* gets, or None if it keeps the runner's (``preserve-cwd``).
 
     Its name says which session, job and attempt it is for, so that the
     directory of a job whose runner died can be found and removed
-    (:func:`remove_stale_cwds`).
+    (:func:`remove_stale_cwds`). *shared*: the job runs as another user, who
+    writes there too (as in Checkbox).
     """
     if FLAG_PRESERVE_CWD in job.flags:
         return None
-    return tempfile.mkdtemp(prefix=_cwd_prefix(session_id, job.id, attempt), dir=_temp_root())
+    return TempCwd(
+        _cwd_prefix(session_id, job.id, attempt),
+        list_leftovers=FLAG_HAS_LEFTOVERS not in job.flags,
+        mode=0o777 if shared else None,
+    )
+
+
+def make_cwd(job: JobDefinition, session_id: str = "", attempt: int = 0) -> str | None:
+    """Create the directory of :func:`temp_cwd` now (for a job run outside an executor); None for ``preserve-cwd``."""
+    spec = temp_cwd(job, session_id, attempt)
+    return None if spec is None else workdir.make(spec)
 
 
 def remove_stale_cwds(session_id: str, job_id: str, attempt: int) -> None:
     """Remove the temporary working directories a dead runner left for this attempt (in today's ``$TMPDIR``)."""
-    root = _temp_root()
+    root = workdir.temp_root()
     prefix = _cwd_prefix(session_id, job_id, attempt)
     try:
         names = [name for name in os.listdir(root) if name.startswith(prefix)]
@@ -188,38 +195,8 @@ def remove_stale_cwds(session_id: str, job_id: str, attempt: int) -> None:
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def listed_leftovers(job: JobDefinition, found: list[str]) -> list[str]:
-    """*found* (what a job left in its working directory) as its attempt lists it: nothing if the job has
-    ``has-leftovers``."""
-    return [] if FLAG_HAS_LEFTOVERS in job.flags else found
-
-
 def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:
-    """Remove *cwd*; the paths (relative, sorted) the job left in it unless it has ``has-leftovers``.
-
-    As in Checkbox, every directory below *cwd* and every file counts. At
-    most :data:`MAX_LEFTOVERS` are listed, then ``... and N more``.
-    """
-    return remove_cwd(cwd, listed=FLAG_HAS_LEFTOVERS not in job.flags)
-
-
-def remove_cwd(cwd: str | None, listed: bool = True) -> list[str]:
-    """Remove the working directory *cwd*; what was left in it if *listed* (see :func:`collect_leftovers`)."""
+    """Remove *cwd* (from :func:`make_cwd`); what the job left in it unless it has ``has-leftovers``."""
     if cwd is None:
         return []
-    try:
-        os.rmdir(cwd)  # the usual case: the job left nothing
-        return []
-    except OSError:
-        pass
-    found: list[str] = []
-    if listed:
-        for dirpath, _dirnames, filenames in os.walk(cwd):
-            if dirpath != cwd:
-                found.append(os.path.relpath(dirpath, cwd))
-            found.extend(os.path.relpath(os.path.join(dirpath, name), cwd) for name in filenames)
-    shutil.rmtree(cwd, ignore_errors=True)
-    found.sort()
-    if len(found) > MAX_LEFTOVERS:
-        found = found[:MAX_LEFTOVERS] + [f"... and {len(found) - MAX_LEFTOVERS} more"]
-    return found
+    return workdir.remove(cwd, FLAG_HAS_LEFTOVERS not in job.flags)

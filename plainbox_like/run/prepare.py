@@ -26,7 +26,7 @@ from plainbox_like.define.selection import bootstrap_jobs, mandatory_jobs, selec
 from plainbox_like.define.templates import instantiate_template
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet
 from plainbox_like.errors import PlainboxLikeError, RunAborted, SchedulerLost
-from plainbox_like.run import control, jobenv
+from plainbox_like.run import control, jobenv, manual
 from plainbox_like.run.batch import (
     APP_ID,
     INTERRUPTED,
@@ -42,6 +42,7 @@ from plainbox_like.store.model import (
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     OUTCOME_CRASH,
+    OUTCOME_SKIP,
     OUTCOME_SKIPPED_DEPENDENCY,
     OUTCOME_SKIPPED_RESOURCE,
     SessionState,
@@ -340,7 +341,8 @@ def resume_session(
         if ignore_changed:
             writer.set_plan({job_id: plan.jobs[job_id].checksum for job_id in plan.order}, plan.order)
         noreturn = frozenset(j for j, job in plan.jobs.items() if FLAG_NORETURN in job.flags)
-        interrupted = settle_interrupted(writer, noreturn, say)
+        person = frozenset(j for j, job in plan.jobs.items() if manual.is_manual(job))
+        interrupted = settle_interrupted(writer, noreturn, say, ask_again=person)
         rerun = set(interrupted) if rerun_interrupted else set()
         if rerun_interrupted:
             # Jobs stopped by Ctrl-C or SIGTERM were running when the session stopped, too, and so were
@@ -412,27 +414,30 @@ def _release(writer: SessionWriter) -> None:
 
 
 
-def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSummary:
-    """Run what is left of a prepared session and close it."""
+#: Outcomes an interactive run offers to run again at its end (Checkbox's re-run screen).
+RERUN_OFFERED = FAILED_OUTCOMES | {OUTCOME_SKIP}
+
+
+def run_prepared(
+    prepared: Prepared, reporter: Reporter | None = None, desk: manual.ManualDesk | None = None
+) -> RunSummary:
+    """Run what is left of a prepared session and close it.
+
+    *desk* answers the jobs that need a person (none: they are skipped). When it
+    asks in a terminal, it offers once, at the end, to run again the jobs that
+    failed, crashed or were skipped.
+    """
     writer = prepared.writer
-    runner = BatchRunner(
-        writer,
-        prepared.plan,
-        finished=prepared.finished,
-        parallel=prepared.parallel,
-        reporter=reporter,
-        expander=prepared.expander,
-        warnings=prepared.notes,
-        launcher_env=prepared.config.environment if prepared.config is not None else None,
-        providers=jobenv.ProviderIndex(run_providers(prepared.config)) if prepared.config is not None else None,
-        manifest_entries=prepared.manifest_entries,
-        manifest_answers=prepared.config.manifest if prepared.config is not None else None,
-        dask=prepared.config.dask if prepared.config is not None else None,
-        retries=prepared.config.retries if prepared.config is not None else 0,
-    )
+    runner = _runner(prepared, prepared.finished, reporter, desk)
     control.clear_request(writer.path)  # a request left for an earlier run is not for this one
+    control.clear_answer(writer.path)  # and so is an answer
     try:
         interrupted = runner.run()
+        if not interrupted and desk is not None:
+            again = _offered_rerun(runner, desk)
+            if again is not None:
+                runner = _runner(prepared, again, reporter, desk)
+                interrupted = runner.run()
         if not interrupted:
             flags = [f for f in writer.state.metadata.flags if f != FLAG_INCOMPLETE]
             writer.update_metadata(flags=flags, finished=time.time())
@@ -454,3 +459,36 @@ def run_prepared(prepared: Prepared, reporter: Reporter | None = None) -> RunSum
         if latest is not None:
             counts[latest.outcome] = counts.get(latest.outcome, 0) + 1
     return RunSummary(writer.id, writer.path, counts, interrupted, runner.stopped_by)
+
+
+def _runner(
+    prepared: Prepared, finished: dict[str, str], reporter: Reporter | None, desk: manual.ManualDesk | None
+) -> BatchRunner:
+    return BatchRunner(
+        prepared.writer,
+        prepared.plan,
+        finished=finished,
+        parallel=prepared.parallel,
+        reporter=reporter,
+        expander=prepared.expander,
+        warnings=prepared.notes,
+        launcher_env=prepared.config.environment if prepared.config is not None else None,
+        providers=jobenv.ProviderIndex(run_providers(prepared.config)) if prepared.config is not None else None,
+        manifest_entries=prepared.manifest_entries,
+        manifest_answers=prepared.config.manifest if prepared.config is not None else None,
+        manual=desk,
+        dask=prepared.config.dask if prepared.config is not None else None,
+        retries=prepared.config.retries if prepared.config is not None else 0,
+    )
+
+
+def _offered_rerun(runner: BatchRunner, desk: manual.ManualDesk) -> dict[str, str] | None:
+    """The outcomes to keep if the person takes the offer to run again what did not pass, else None."""
+    state = runner.writer.state
+    latest = {job_id: state.latest(job_id) for job_id in runner.scheduler.order}
+    candidates = [(j, a.outcome) for j, a in latest.items() if a is not None and a.outcome in RERUN_OFFERED]
+    if not desk.offer_rerun(candidates):
+        return None
+    again = {j for j, _outcome in candidates}
+    skipped = (OUTCOME_SKIPPED_DEPENDENCY, OUTCOME_SKIPPED_RESOURCE)  # their dependency may pass this time
+    return {j: a.outcome for j, a in latest.items() if a is not None and j not in again and a.outcome not in skipped}

@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection
 from plainbox_like.errors import one_line
 from plainbox_like.run import jobenv
 from plainbox_like.run.executors import find_marked, iter_pgid_members, process_env
+from plainbox_like.run.manual import remove_logs
 from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS, OUTCOME_SKIP, Attempt, RunningJob, SessionState
@@ -129,10 +130,18 @@ def noreturn_ids(state: SessionState, notes: list[str]) -> frozenset[str]:
     return frozenset(job.id for job in units.jobs if FLAG_NORETURN in job.flags)
 
 
-def settle_interrupted(writer: SessionWriter, noreturn: Collection[str], say: Callable[[str], None]) -> list[str]:
+def settle_interrupted(
+    writer: SessionWriter,
+    noreturn: Collection[str],
+    say: Callable[[str], None],
+    ask_again: Collection[str] = frozenset(),
+) -> list[str]:
     """Give every job that was running when the runner died its result (see :func:`settled_result`).
 
-    *noreturn*: the ids of the run's noreturn jobs. Processes the dead runner's
+    *noreturn*: the ids of the run's noreturn jobs. *ask_again*: jobs that need
+    a person (their command ran while their question was open): their start is
+    abandoned and its logs removed, so that they are asked again, with no result.
+    Processes the dead runner's
     jobs left behind are found by the session id in their environment and
     killed first, so that nothing runs twice at once. Returns the jobs recorded
     as crashed (a noreturn job is not listed, whatever its result file says).
@@ -145,6 +154,10 @@ def settle_interrupted(writer: SessionWriter, noreturn: Collection[str], say: Ca
             kill_group(pgid)
         _complete_missing_log(writer, running.io_log_filename)
         jobenv.remove_stale_cwds(writer.id, job_id, running.attempt)
+        if job_id in ask_again:
+            writer.record({"op": "abandon", "job": job_id})
+            remove_logs(writer.path, running.io_log_filename)
+            continue
         outcome, comments = settled_result(writer.path, job_id, running, noreturn)
         writer.job_finished(
             job_id,

@@ -36,6 +36,7 @@ import attrs
 
 from plainbox_like.errors import PlainboxLikeError, WorkerDied
 from plainbox_like.store.iolog import FLUSH_INTERVAL
+from plainbox_like.store.journalsync import JournalSync
 from plainbox_like.run.executors import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
 
 _LENGTH = struct.Struct("<I")
@@ -84,9 +85,18 @@ class _Inbox:
         return messages
 
 
-def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, str]) -> None:
+def _serve(commands: int, events: int, journal_sync: JournalSync | None, base_env: dict[str, str]) -> None:
     """A worker's loop: start what the runner sends, report starts and exits, until the runner goes."""
     executor = LocalExecutor()
+    try:
+        _serve_with(executor, commands, events, journal_sync, base_env)
+    finally:
+        executor.close()
+
+
+def _serve_with(
+    executor: LocalExecutor, commands: int, events: int, journal_sync: JournalSync | None, base_env: dict[str, str]
+) -> None:
     executor.watch_fd(commands, "commands")
     inbox = _Inbox(commands)
     running = False
@@ -105,9 +115,9 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
                 if started is event.process:  # a short job: its start and exit in one message
                     started = None
                     _send(events, ("ran", event.process.pid, event.process.started, event.returncode, event.when,
-                                   event.leftovers))
+                                   event.leftovers, event.leftover_files))
                 else:
-                    _send(events, ("exited", event.returncode, event.when, event.leftovers))
+                    _send(events, ("exited", event.returncode, event.when, event.leftovers, event.leftover_files))
         if started is not None:
             _send(events, ("started", started.pid, started.started))
         messages = inbox.read()
@@ -115,15 +125,16 @@ def _serve(commands: int, events: int, sync_fd: int | None, base_env: dict[str, 
             return  # the runner is gone
         for message in messages:
             if message[0] == "start":
-                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker, cwd = message
+                _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker, cwd, temp_cwd, mark = message
                 env = {**base_env, **env_changes}
                 for name in env_removed:
                     del env[name]
-                if sync_fd is not None:
-                    os.fdatasync(sync_fd)  # the job's start is journaled: durable before the job runs
+                if journal_sync is not None:
+                    journal_sync.sync_to(mark)  # the job's start is journaled: durable before the job runs
                 try:
                     executor.start(
-                        ProcessSpec(key, argv, env, log, durable_log, marker=marker, cwd=cwd), report_at_once=at_once
+                        ProcessSpec(key, argv, env, log, durable_log, marker=marker, cwd=cwd, temp_cwd=temp_cwd),
+                        report_at_once=at_once,
                     )
                 except LogError as exc:
                     _send(events, ("error", str(exc)))
@@ -156,13 +167,19 @@ class _Worker:
 class WorkerExecutor:
     """Runs each spec in one of *count* forked worker processes (one job per worker at a time).
 
-    With *sync_fd* (the session's journal), a worker fdatasyncs it before
-    each spawn, so the runner does not sync before :meth:`start`. *base_env*
-    is what job environments mostly are (only differences are sent).
+    With *journal_sync* (the session's journal, see
+    :meth:`~plainbox_like.store.writer.SessionWriter.journal_sync`), a worker
+    makes the journal durable up to what was written when :meth:`start` was
+    called, before it spawns (the runner does not sync before :meth:`start`);
+    workers handed jobs together share one fdatasync. *base_env* is what job
+    environments mostly are (only differences are sent).
     """
 
-    def __init__(self, count: int, sync_fd: int | None = None, base_env: dict[str, str] | None = None) -> None:
-        self.syncs_journal = sync_fd is not None
+    def __init__(
+        self, count: int, journal_sync: JournalSync | None = None, base_env: dict[str, str] | None = None
+    ) -> None:
+        self.syncs_journal = journal_sync is not None
+        self._journal_sync = journal_sync
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._selector = selectors.DefaultSelector()
         self._extra: dict[int, object] = {}
@@ -170,12 +187,12 @@ class WorkerExecutor:
         gc.collect()  # garbage left now could be collected in a worker, closing descriptor numbers it reuses
         try:
             for _ in range(count):
-                self._workers.append(self._fork(sync_fd))
+                self._workers.append(self._fork(journal_sync))
         except BaseException:
             self.close()
             raise
 
-    def _fork(self, sync_fd: int | None) -> _Worker:
+    def _fork(self, journal_sync: JournalSync | None) -> _Worker:
         commands_r, commands_w = os.pipe2(os.O_CLOEXEC)
         events_r, events_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -185,9 +202,9 @@ class WorkerExecutor:
                 gc.freeze()  # the runner's objects are never collected here
                 for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(signum, signal.SIG_IGN)  # the runner stops jobs; a worker lives as long as it
-                keep = {0, 1, 2, commands_r, events_w} | ({sync_fd} if sync_fd is not None else set())
+                keep = {0, 1, 2, commands_r, events_w, *(journal_sync.fds if journal_sync is not None else ())}
                 _close_fds_except(keep)
-                _serve(commands_r, events_w, sync_fd, self._base_env)
+                _serve(commands_r, events_w, journal_sync, self._base_env)
             except OSError:
                 code = 1  # the runner went away mid-message
             except BaseException:
@@ -227,7 +244,8 @@ class WorkerExecutor:
             worker.commands,
             (
                 "start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once,
-                spec.marker, spec.cwd,
+                spec.marker, spec.cwd, spec.temp_cwd,
+                self._journal_sync.appended if self._journal_sync is not None else 0,
             ),
         )
         return worker.process
@@ -260,7 +278,7 @@ class WorkerExecutor:
             message = ("exited", *message[3:])
         worker.process = None
         if message[0] == "exited":
-            events.append(Exited(process, message[1], message[2], message[3]))
+            events.append(Exited(process, *message[1:5]))
         elif kind == "failed":
             events.append(Failed(process, message[1]))
         else:  # "error": the worker stopped the job, its output would be lost

@@ -30,7 +30,7 @@ from plainbox_like.text import format_size
 
 from plainbox_like.store.names import FORMAT  # noqa: F401 (public here too)
 #: Current version of our state format; bump on any change and add a migration.
-VERSION = 4
+VERSION = 5
 #: Versions of Plainbox's own format we can read.
 PLAINBOX_VERSIONS = range(1, 12)
 
@@ -68,8 +68,17 @@ def _v2_to_v3(session: dict[str, Any]) -> dict[str, Any]:
 MIGRATIONS[2] = _v2_to_v3
 
 
-def _v3_to_v4_attempt_ran_on(session: dict[str, Any]) -> dict[str, Any]:
-    """Version 4 adds ``ran_on`` to attempts (the Dask worker a job ran on, left out when it ran on the
+def _v3_to_v4(session: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 adds ``answered`` to attempts (who answered a job that needs a person); version 3 asked
+    nobody: the field is left out, which reads as null."""
+    return session
+
+
+MIGRATIONS[3] = _v3_to_v4
+
+
+def _v4_to_v5_attempt_ran_on(session: dict[str, Any]) -> dict[str, Any]:
+    """Version 5 adds ``ran_on`` to attempts (the Dask worker a job ran on, left out when it ran on the
     runner's machine). Every attempt of an older version ran on the runner's machine: a ``ran_on`` there
     is not ours to trust, and is dropped."""
     results = session.get("results")
@@ -83,7 +92,7 @@ def _v3_to_v4_attempt_ran_on(session: dict[str, Any]) -> dict[str, Any]:
     return {**session, "results": migrated}
 
 
-MIGRATIONS[3] = _v3_to_v4_attempt_ran_on
+MIGRATIONS[4] = _v4_to_v5_attempt_ran_on
 
 
 def _strict(kind: type, name: str) -> Callable[[Any, type], Any]:
@@ -127,7 +136,11 @@ def make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(
         Attempt,
         make_dict_unstructure_fn(
-            Attempt, conv, leftover_files=override(omit_if_default=True), ran_on=override(omit_if_default=True)
+            Attempt,
+            conv,
+            leftover_files=override(omit_if_default=True),
+            answered=override(omit_if_default=True),
+            ran_on=override(omit_if_default=True),
         ),
     )
     # Only a job flagged noreturn says so: the running jobs of other states stay as they were.
@@ -152,6 +165,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
             leftovers = get("leftover_files", ())
             if (
                 get("leftover_processes") is None
+                and get("answered") is None
                 and get("ran_on") is None
                 and type(outcome) is str
                 and (return_code is None or type(return_code) is int)

@@ -229,7 +229,9 @@ class RecordWriter:
             _write_all(self._record_fd, tail + struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         fds = [self._record_fd, *self._raw_fds.values()]
         if durable and self._size:
-            for fd in fds:
+            # An empty raw file has no data to sync (and a sync of the file alone never made its name durable).
+            synced = [self._record_fd, *(self._raw_fds[s] for s in STREAMS if self.bytes_written[s])]
+            for fd in synced:
                 os.fdatasync(fd)
         for fd in fds:
             os.close(fd)

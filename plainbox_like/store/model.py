@@ -18,6 +18,7 @@ from plainbox_like.store.names import (  # noqa: F401 (public here too)
     FAILED_OUTCOMES,
     FLAG_INCOMPLETE,
     FLAG_PAUSED,
+    FLAG_WAITING,
     FLAG_SUBMITTED,
     OUTCOME_CRASH,
     OUTCOME_FAIL,
@@ -66,8 +67,23 @@ class LeftoverProcesses:
 
 
 @attrs.define
+class Answered:
+    """Who gave the outcome of a job that needs a person, and how (version 4)."""
+
+    #: What was answered: ``pass``, ``fail``, ``skip`` or ``run`` (the command's exit status decided).
+    answer: str
+    #: The user name and host of whoever answered.
+    user: str
+    host: str
+    #: When (a timestamp).
+    time: float
+    #: ``terminal`` (asked there), ``answers-file`` (``--answers``) or ``answer-command`` (``plainbox-like answer``).
+    via: str
+
+
+@attrs.define
 class Placement:
-    """Where an attempt ran when that was not the runner's machine: a Dask worker (version 4)."""
+    """Where an attempt ran when that was not the runner's machine: a Dask worker (version 5)."""
 
     #: The worker's address (``tcp://HOST:PORT``) and its machine's host name.
     address: str
@@ -94,7 +110,9 @@ class Attempt:
     leftover_processes: LeftoverProcesses | None = None
     #: Files and directories the job left in its temporary working directory (relative paths).
     leftover_files: list[str] = attrs.Factory(list)
-    #: Where it ran if not on the runner's machine (a Dask worker); None: the runner's (version 4).
+    #: Who answered, for a job that needs a person (version 4); None for every other job.
+    answered: Answered | None = None
+    #: Where it ran if not on the runner's machine (a Dask worker); None: the runner's (version 5).
     ran_on: Placement | None = None
 
 

@@ -53,6 +53,8 @@ FLAG_INCOMPLETE = "incomplete"
 FLAG_SUBMITTED = "submitted"
 #: Ours: the runner waits between jobs until asked to continue.
 FLAG_PAUSED = "paused"
+#: Ours: the runner waits for ``plainbox-like answer`` on the job named by ``running_job_name``.
+FLAG_WAITING = "waiting-for-person"
 
 # -- statuses of a session as listed --------------------------------------------------
 STATUS_RUNNING = "running"

@@ -24,8 +24,9 @@ import attrs
 from plainbox_like.errors import CannotWrite, PlainboxLikeError, SessionLocked
 from plainbox_like.store import codec, iolog
 from plainbox_like.store.confine import refuse_paths_outside, refuse_symlinked, refuse_symlinked_sessions
+from plainbox_like.store.journalsync import JournalSync
 from plainbox_like.store.locks import MAINTENANCE_NOTE, hostname, lock_holder
-from plainbox_like.store.model import FLAG_INCOMPLETE, Attempt, Runner, SessionMetadata, SessionState
+from plainbox_like.store.model import FLAG_INCOMPLETE, FLAG_WAITING, Attempt, Runner, SessionMetadata, SessionState
 from plainbox_like.store.names import (
     BACKUP_FILE,
     IO_LOGS,
@@ -174,6 +175,8 @@ class SessionWriter:
         self._journal_bytes = os.fstat(self._journal_fd).st_size  # and the pending lines
         self._pending: list[bytes] = []  # journal lines not written yet (see record)
         self._unsynced = False
+        self._appended = 0  # bytes appended to the journal by this writer: the marks of group commit
+        self._journal_sync: JournalSync | None = None
         self._opened_at = clock()
         self._last_snapshot_at = self._opened_at
         self._last_snapshot_cost = 0.0
@@ -266,7 +269,10 @@ class SessionWriter:
             _remove_stale_temporaries(path)
             # A fresh snapshot drops any torn journal tail before we append to it.
             writer.snapshot()
-            writer.record({"op": "meta", "set": {"runner": {"pid": os.getpid(), "host": hostname()}}})
+            change: dict[str, Any] = {"runner": {"pid": os.getpid(), "host": hostname()}}
+            if FLAG_WAITING in writer.state.metadata.flags:  # the dead writer's question, not ours (run/manual.py)
+                change["flags"] = [flag for flag in writer.state.metadata.flags if flag != FLAG_WAITING]
+            writer.record({"op": "meta", "set": change})
         except OSError as exc:
             writer.abandon()  # what is on disk stays as it was
             raise _cannot_write(path, "cannot write the session", exc) from None
@@ -287,6 +293,18 @@ class SessionWriter:
         Call :meth:`write_pending` before handing it a job whose start must be in it.
         """
         return self._journal_fd
+
+    def journal_sync(self) -> JournalSync:
+        """Group commit of the journal with the processes forked after this call (``-j N`` workers).
+
+        From then on this writer's own syncs go through it too; a worker makes
+        the lines written before ``journal_sync().appended`` durable with
+        :meth:`JournalSync.sync_to`.
+        """
+        if self._journal_sync is None:
+            self._journal_sync = JournalSync(self._journal_fd)
+            self._journal_sync.appended = self._appended
+        return self._journal_sync
 
     @property
     def share_dir(self) -> str:
@@ -336,12 +354,19 @@ class SessionWriter:
             self._pending[:] = [data]
             raise
         self._pending.clear()
+        self._appended += len(data)
+        if self._journal_sync is not None:
+            self._journal_sync.appended = self._appended
 
     def sync(self) -> None:
         """Make every journaled change durable (fsync mode) or visible to readers (flush mode)."""
         self.write_pending()
         if self._unsynced:
-            if self.durability == "fsync":
+            if self.durability != "fsync":
+                pass
+            elif self._journal_sync is not None:
+                self._journal_sync.sync_to(self._appended)
+            else:
                 os.fdatasync(self._journal_fd)
             self._unsynced = False
 
@@ -457,6 +482,8 @@ class SessionWriter:
         finally:
             self.closed = True
             os.close(self._journal_fd)
+            if self._journal_sync is not None:
+                self._journal_sync.close()
             try:
                 os.ftruncate(self._lock_fd, 0)
             finally:
@@ -471,6 +498,8 @@ class SessionWriter:
             except OSError:  # e.g. a full disk: those changes were not durable yet, as after a crash
                 pass
             os.close(self._journal_fd)
+            if self._journal_sync is not None:
+                self._journal_sync.close()
             os.close(self._lock_fd)
 
     def __enter__(self) -> "SessionWriter":

@@ -70,6 +70,7 @@ BASE: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "stop": ([], {"session": [SID]}),
     "pause": ([], {"session": [SID]}),
     "continue": ([], {"session": [SID]}),
+    "answer": ([], {"session": [SID], "job": ["c1"], "answer": ["pass"]}),
     "delete": ([], {"sessions": [SID]}),
     "rename": ([], {"session": [SID], "title": ["new title"]}),
     "tag": ([], {"session": [SID], "tags": ["x"]}),

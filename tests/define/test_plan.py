@@ -486,31 +486,33 @@ def test_needs_person() -> None:
 
 
 def test_hundred_thousand_job_chain_is_fast() -> None:
+    """No step is quadratic: 100,000 chained jobs take seconds of CPU, not hours (CPU time: a loaded
+    machine does not make it fail; scripts/bench_units.py measures the real figures)."""
     count = 100_000
     jobs = [JobDefinition(id="j0")] + [
         JobDefinition(id=f"j{i}", depends=(f"j{i - 1}",)) for i in range(1, count)
     ]
     units = UnitSet(jobs=list(reversed(jobs)))
-    start = time.perf_counter()
+    start = time.process_time()
     # selecting the last job pulls in the whole chain, depth first
     chosen = select_jobs(units, None, [f"j{count - 1}"], [])
     plan = build_plan(chosen)
     sched = Scheduler(plan, max_running=4)
-    planning = time.perf_counter() - start
+    planning = time.process_time() - start
     assert len(chosen) == count
     assert plan.order == tuple(f"j{i}" for i in range(count))
 
-    start = time.perf_counter()
+    start = time.process_time()
     handed = 0
     while not sched.done():
         decision = sched.next_decision()
         assert decision is not None and decision.action == "run"
         sched.finish(decision.job_id, "pass")
         handed += 1
-    scheduling = time.perf_counter() - start
+    scheduling = time.process_time() - start
     assert handed == count
-    assert planning < 2.0, f"planning took {planning:.2f} s"
-    assert scheduling < 2.0, f"scheduling took {scheduling:.2f} s"
+    assert planning < 5.0, f"planning took {planning:.2f} s of CPU"
+    assert scheduling < 5.0, f"scheduling took {scheduling:.2f} s of CPU"
 
 
 def test_hundred_thousand_jobs_with_failures_are_fast() -> None:
@@ -530,8 +532,8 @@ def test_hundred_thousand_jobs_with_failures_are_fast() -> None:
     decisions = run_all(Scheduler(plan, max_running=8), failing)
     scheduling = time.process_time() - start
     assert sum(d.action == "skip" for d in decisions) == count // 2
-    assert planning < 2.0, f"planning took {planning:.2f} s"
-    assert scheduling < 2.0, f"scheduling took {scheduling:.2f} s"
+    assert planning < 5.0, f"planning took {planning:.2f} s of CPU"
+    assert scheduling < 5.0, f"scheduling took {scheduling:.2f} s of CPU"
 
 
 # --------------------------------------------------------------------------- nested test plans

@@ -437,3 +437,44 @@ def test_an_interrupted_run_waits_for_its_jobs_without_spinning(tmp_path, monkey
     assert time.monotonic() - started >= 0.9  # it did wait for the job to be killed
     assert len(polls) < 50, f"{len(polls)} polls while waiting"
     assert load_session(writer.path).state.latest("stubborn").outcome == OUTCOME_CRASH
+
+
+def test_the_executor_makes_the_temporary_directory_and_reports_what_was_left(tmp_path, monkeypatch):
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = LocalExecutor()
+    try:
+        messy = executor.start(
+            ProcessSpec("messy", (find_shell(), "-c", "pwd > ../messy.pwd; mkdir d; touch d/x top"), dict(os.environ),
+                        temp_cwd=TempCwd("job-messy-"))
+        )
+        _, messy_exit = poll_until_exit(executor, messy)
+        tidy = executor.start(
+            ProcessSpec("tidy", (find_shell(), "-c", "pwd > ../tidy.pwd"), dict(os.environ), temp_cwd=TempCwd("job-tidy-"))
+        )
+        _, tidy_exit = poll_until_exit(executor, tidy)
+        executor.poll(0)  # an empty directory goes at the next poll, after its exit was reported
+    finally:
+        executor.close()
+    assert messy_exit.leftover_files == ("d", "d/x", "top")
+    assert tidy_exit.leftover_files == ()
+    made = [(tmp_path / name).read_text().strip() for name in ("messy.pwd", "tidy.pwd")]
+    assert [os.path.basename(path)[:9] for path in made] == ["job-messy", "job-tidy-"]
+    assert all(os.path.dirname(path) == str(tmp_path) and not os.path.exists(path) for path in made)
+
+
+def test_a_job_whose_temporary_directory_cannot_be_made_is_not_started(tmp_path, monkeypatch):
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = LocalExecutor()
+    out = tmp_path / "ran"
+    try:
+        with pytest.raises(OSError, match="^no temporary working directory: "):
+            executor.start(ProcessSpec("k", (find_shell(), "-c", f"touch {out}"), dict(os.environ),
+                                       temp_cwd=TempCwd("missing/parent-")))
+        assert executor.running == []
+    finally:
+        executor.close()
+    assert not out.exists()

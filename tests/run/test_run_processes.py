@@ -81,8 +81,8 @@ def test_no_more_workers_than_jobs_left(tmp_path, monkeypatch):
     forked = []
     real_fork = workers.WorkerExecutor._fork
 
-    def counting_fork(self, sync_fd):
-        worker = real_fork(self, sync_fd)
+    def counting_fork(self, journal_sync):
+        worker = real_fork(self, journal_sync)
         forked.append(worker.pid)
         return worker
 

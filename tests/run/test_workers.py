@@ -13,7 +13,8 @@ import pytest
 
 from plainbox_like.define import plan as planning
 from plainbox_like.store.iolog import RecordReader
-from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS
+from plainbox_like.store.journalsync import JournalSync
+from plainbox_like.store.model import OUTCOME_CRASH, OUTCOME_FAIL, OUTCOME_PASS, Attempt
 from plainbox_like.run.executors import (
     STARTED_DELAY, Exited, LogError, ProcessSpec, Started, find_marked, find_shell, iter_pgid_members,
 )
@@ -187,7 +188,8 @@ def _poll_until(executor, kind, timeout=20.0):
 def test_workers_keep_only_their_own_descriptors_and_are_reaped(tmp_path):
     kept = os.open(os.devnull, os.O_RDONLY)  # e.g. the session's lock: a worker must not hold it
     sync = os.open(tmp_path / "journal", os.O_WRONLY | os.O_CREAT, 0o600)
-    executor = WorkerExecutor(2, sync_fd=sync)
+    journal_sync = JournalSync(sync)
+    executor = WorkerExecutor(2, journal_sync=journal_sync)
     pids = [w.pid for w in executor._workers]
     try:
         for number in range(2):  # a job through each worker: both are surely past their set-up
@@ -196,12 +198,13 @@ def test_workers_keep_only_their_own_descriptors_and_are_reaped(tmp_path):
         for pid in pids:
             fds = {int(name) for name in os.listdir(f"/proc/{pid}/fd")}
             assert kept not in fds or os.readlink(f"/proc/{pid}/fd/{kept}") != os.devnull
-            assert sync in fds
-            others = {os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0] for fd in fds - {0, 1, 2, sync}}
+            assert set(journal_sync.fds) <= fds
+            others = {os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0] for fd in fds - {0, 1, 2, *journal_sync.fds}}
             assert others <= {"pipe", "anon_inode"}  # its pipe ends, its selector and spare pipes
     finally:
         executor.close()
         os.close(kept)
+        journal_sync.close()
         os.close(sync)
     assert all(gone(pid) for pid in pids)
 
@@ -293,3 +296,48 @@ def test_parallel_batch_interrupted_kills_its_jobs(tmp_path):
 
 def _group_alive(pgid):
     return any(True for _ in iter_pgid_members(pgid))
+
+
+def test_starts_handed_out_together_share_one_fdatasync(tmp_path):
+    """Group commit: the first worker's sync makes every start written before it durable; the others skip theirs."""
+    repo = SessionRepository(str(tmp_path / "repo"))
+    writer = repo.create()
+    journal_sync = writer.journal_sync()
+    executor = WorkerExecutor(4, journal_sync=journal_sync)
+    try:
+        for number in range(4):
+            writer.job_started(f"j{number}", 1, None, durable=False)
+        writer.write_pending()  # as the runner does: four starts in one write, then four hand-outs
+        before = journal_sync.syncs
+        for number in range(4):
+            executor.start(spec(tmp_path, f"j{number}", "true"))
+        collect(executor, 4)
+        assert journal_sync.syncs == before + 1
+        executor.start(spec(tmp_path, "again", "true"))  # nothing written since: durable already
+        collect(executor, 1)
+        assert journal_sync.syncs == before + 1
+        writer.job_started("later", 1, None, durable=False)
+        writer.write_pending()
+        executor.start(spec(tmp_path, "later", "true"))  # a new line: it needs a sync of its own
+        collect(executor, 1)
+        assert journal_sync.syncs == before + 2
+        writer.job_finished("later", Attempt(outcome=OUTCOME_PASS))
+        assert journal_sync.syncs == before + 3  # the writer's own syncs go through it too
+    finally:
+        executor.close()
+        writer.close()
+
+
+def test_a_worker_that_cannot_make_the_temporary_directory_reports_a_failure(tmp_path, monkeypatch):
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = WorkerExecutor(1)
+    try:
+        made = spec(tmp_path, "k", f"touch {tmp_path / 'ran'}")
+        executor.start(ProcessSpec(made.key, made.argv, made.env, made.log, temp_cwd=TempCwd("missing/parent-")))
+        (failed,) = collect(executor, 1)
+    finally:
+        executor.close()
+    assert isinstance(failed, Failed) and failed.error.startswith("no temporary working directory: ")
+    assert not (tmp_path / "ran").exists()

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 import strategies
 from plainbox_like.store import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
-from plainbox_like.store.model import Attempt, LeftoverProcess, LeftoverProcesses, SessionMetadata, SessionState
+from plainbox_like.store.model import Answered, Attempt, LeftoverProcess, LeftoverProcesses, SessionMetadata, SessionState
 from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.reader import load_session
 from factories import APP_BLOB, INLINE_LOG, plainbox_session
@@ -296,6 +296,26 @@ def test_leftover_processes_round_trip_and_are_type_checked(tmp_path):
                 {"count": 1, "processes": "x"}, "many"):
         _check_error(_ours({"results": {"a": [{"outcome": "pass", "leftover_processes": bad}]}}),
                      CorruptSession, "wrong field type", "leftover_processes")
+
+
+def test_who_answered_round_trips_and_version_3_reads_with_nobody():
+    """Version 4 keeps who answered a job that needs a person; attempts without it (older) read as None."""
+    answered = Answered(answer="fail", user="ann", host="lab1", time=1700000000.5, via="answer-command")
+    state = SessionState(results={"a": [Attempt("fail", comments="no light", answered=answered)], "b": [Attempt("pass")]})
+    data, _ = codec.encode_state(state)
+    doc = json.loads(gzip.decompress(data))
+    assert doc["version"] == 4
+    assert doc["session"]["results"]["a"][0]["answered"] == {
+        "answer": "fail", "host": "lab1", "time": 1700000000.5, "user": "ann", "via": "answer-command"
+    }
+    assert "answered" not in doc["session"]["results"]["b"][0]  # left out when nobody answered
+    assert codec.decode_state(data, PATH).state == state
+    v3 = {"results": {"a": [{"outcome": "pass", "leftover_processes": None}]}, "journal_seq": 1}
+    loaded = codec.decode_state(_ours(v3, 3), PATH)
+    assert loaded.source_version == 3 and loaded.state.results["a"][0].answered is None
+    for bad in ({"answer": "pass"}, {"answer": 1, "user": "u", "host": "h", "time": 1.0, "via": "terminal"}, "ann"):
+        _check_error(_ours({"results": {"a": [{"outcome": "pass", "answered": bad}]}}),
+                     CorruptSession, "wrong field type", "answered")
 
 
 # -- Plainbox / Checkbox sessions (read-only) -----------------------------------------
