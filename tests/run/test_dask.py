@@ -373,12 +373,12 @@ def test_a_worker_that_does_not_see_the_session_share_gives_jobs_a_directory_of_
     assert os.path.isdir(got[0])
 
 
-def test_attempts_keep_where_they_ran_and_version_3_states_still_load():
+def test_attempts_keep_where_they_ran_and_older_states_still_load():
     placement = Placement("tcp://10.0.0.7:4000", "node7", "/scratch/share", False)
     state = SessionState(results={"a": [Attempt("pass", 0, 1.0, ran_on=placement)], "b": [Attempt("pass")]})
     data, _ = codec.encode_state(state)
     doc = json.loads(gzip.decompress(data))
-    assert doc["version"] == codec.VERSION == 4
+    assert doc["version"] == codec.VERSION == 5
     assert doc["session"]["results"]["a"][0]["ran_on"] == {
         "address": "tcp://10.0.0.7:4000", "host": "node7", "share": "/scratch/share", "share_shared": False,
     }
@@ -387,7 +387,9 @@ def test_attempts_keep_where_they_ran_and_version_3_states_still_load():
     v3 = {"format": codec.FORMAT, "version": 3, "session": {"results": {"a": [{"outcome": "pass", "ran_on": 5}]}}}
     loaded = codec.decode_state(gzip.compress(json.dumps(v3).encode()), "s")
     assert loaded.source_version == 3 and loaded.state.results["a"][0].ran_on is None
-    bad = {"format": codec.FORMAT, "version": 4, "session": {"results": {"a": [{"outcome": "pass", "ran_on": 5}]}}}
+    v4 = {**v3, "version": 4}
+    assert codec.decode_state(gzip.compress(json.dumps(v4).encode()), "s").state.results["a"][0].ran_on is None
+    bad = {"format": codec.FORMAT, "version": 5, "session": {"results": {"a": [{"outcome": "pass", "ran_on": 5}]}}}
     with pytest.raises(codec.CorruptSession):
         codec.decode_state(gzip.compress(json.dumps(bad).encode()), "s")
 
