@@ -5,12 +5,15 @@ another test module: what two of them share lives in one of those helpers."""
 import os
 import signal
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pytest  # noqa: E402
 
 import factories  # noqa: E402
+from plainbox_like.run.jobenv import CWD_PREFIX  # noqa: E402
+from plainbox_like.store.paths import SESSION_SUFFIX  # noqa: E402
 from plainbox_like.store.repository import SessionRepository  # noqa: E402
 
 
@@ -57,6 +60,53 @@ def checkbox_session(repo) -> str:
     """The path of a session written by real Checkbox (:data:`factories.CHECKBOX_SESSION`), as
     ``sessions/checkbox.session`` of the repository."""
     return factories.real_checkbox_session(os.path.join(repo.sessions_dir, "checkbox.session"))
+
+
+def _job_cwds(directory: str) -> dict[str, str]:
+    """The jobs' working directories in *directory*, by name: the session id each is for."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return {}
+    # <prefix><session id>-<12 hex of the job id>-<attempt>-<random>; a session id may hold "-".
+    return {name: name[len(CWD_PREFIX) :].rsplit("-", 3)[0] for name in names if name.startswith(CWD_PREFIX)}
+
+
+def _sessions_under(directory, wanted: set[str]) -> set[str]:
+    """Which of the session ids *wanted* have a session directory somewhere below *directory*."""
+    found = set()
+    for dirpath, dirnames, _files in os.walk(directory):
+        sessions = [d for d in dirnames if d.endswith(SESSION_SUFFIX)]
+        found.update(d[: -len(SESSION_SUFFIX)] for d in sessions)
+        dirnames[:] = [d for d in dirnames if not d.endswith(SESSION_SUFFIX)]  # no session inside a session
+    return found & wanted
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _jobs_temporary_directory_for_the_session(tmp_path_factory):
+    """``$TMPDIR`` is one of the suite's own from the start, so that the jobs a module- or session-scoped
+    fixture runs (before any test's :func:`_jobs_temporary_directory`) never make their working directories
+    in the shared /tmp either, a killed runner's leftovers included.
+
+    And the guard: a job working directory that appears in the shared temporary directory during the run,
+    for a session this suite made (its directory is under the suite's basetemp: other processes on the
+    machine may make such directories at the same time), fails the run.
+    """
+    shared = tempfile.gettempdir()  # the caller's $TMPDIR or /tmp (read before it is changed below)
+    before = set(_job_cwds(shared))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("session-tmpdir")))
+        yield
+    new = {name: sid for name, sid in _job_cwds(shared).items() if name not in before}
+    if new:
+        ours = _sessions_under(tmp_path_factory.getbasetemp(), set(new.values()))
+        leaked = sorted(os.path.join(shared, name) for name, sid in new.items() if sid in ours)
+        if leaked:
+            pytest.fail(
+                f"the suite left {len(leaked)} job working directories in the shared {shared} (a job run "
+                f"without the test's $TMPDIR): {', '.join(leaked)}",
+                pytrace=False,
+            )
 
 
 @pytest.fixture(autouse=True)

@@ -195,6 +195,26 @@ def remove_stale_cwds(session_id: str, job_id: str, attempt: int) -> None:
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
+def remove_empty_cwds(session_id: str) -> None:
+    """Remove the empty temporary working directories a dead runner of *session_id* left (in ``$TMPDIR``).
+
+    A runner removes a finished job's empty directory while the next job runs, so one killed just then
+    leaves it behind: it holds nothing, and with the runner dead nothing will use it again. Directories
+    that hold something are left to :func:`remove_stale_cwds` (the running job's) or to the user.
+    """
+    root = workdir.temp_root()
+    prefix = f"{CWD_PREFIX}{session_id}-"
+    try:
+        names = [name for name in os.listdir(root) if name.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.rmdir(os.path.join(root, name))
+        except OSError:
+            pass  # not empty, or not ours
+
+
 def collect_leftovers(cwd: str | None, job: JobDefinition) -> list[str]:
     """Remove *cwd* (from :func:`make_cwd`); what the job left in it unless it has ``has-leftovers``."""
     if cwd is None:

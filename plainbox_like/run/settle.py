@@ -173,6 +173,7 @@ def settle_interrupted(
             say(f"job {job_id} (noreturn) recorded as after a restart: {outcome} ({comments})")
         else:
             settled.append(job_id)
+    jobenv.remove_empty_cwds(writer.id)  # those of jobs that had ended: the runner removes them late
     return settled
 
 

@@ -164,12 +164,17 @@ def test_the_working_directory_of_a_job_whose_runner_died_is_removed_when_it_is_
     writer.set_plan({"a": job.checksum}, ["a"])
     writer.job_started("a", 1, None)
     left = jobenv.make_cwd(job, writer.id, 1)  # as the dead runner made it
-    other = jobenv.make_cwd(job, writer.id, 2)  # another attempt's: not this one's to remove
+    other = jobenv.make_cwd(job, writer.id, 2)  # another attempt's, with files: not this one's to remove
+    (Path(other) / "kept").write_text("y")
+    ended = jobenv.make_cwd(JobDefinition("b", command="true"), writer.id, 1)  # ended, not removed yet: empty
+    elsewhere = jobenv.make_cwd(job, "othersession", 1)  # another session's
     (Path(left) / "file").write_text("x")
     settle.settle_interrupted(writer, frozenset(), lambda _msg: None)
     writer.close()
     assert not os.path.exists(left)
-    assert os.path.isdir(other)
+    assert not os.path.exists(ended)
+    assert os.listdir(other) == ["kept"]
+    assert os.path.isdir(elsewhere)
 
 
 def test_the_spawner_enters_the_jobs_directory_and_comes_back(tmp_path):
