@@ -45,3 +45,21 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     done = lint_imports(str(tmp_path))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "plainbox_like.store.model -> plainbox_like.cli.main" in done.stdout
+
+
+#: The most lines a module may have: past it, a module holds more than one concern (issue 16's rule).
+MODULE_LINES_MAX = 800
+
+
+def test_no_module_is_over_800_lines():
+    package = os.path.join(REPO, "plainbox_like")
+    long = []
+    for folder, _dirs, names in os.walk(package):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    count = sum(1 for _ in f)
+                if count > MODULE_LINES_MAX:
+                    long.append(f"{os.path.relpath(path, REPO)}: {count} lines")
+    assert not long, "split these by concern: " + "; ".join(long)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from plainbox_like.run import batch, manual
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
+from plainbox_like.run.report import RunSummary
 from plainbox_like.cli import options, output
 from plainbox_like.cli.options import repository
 from plainbox_like.cli.output import format_duration, print_json
@@ -162,7 +163,7 @@ def _warn_templates(prepared: prepare.Prepared) -> None:
             output.warn(clean(warning))
 
 
-def _finish(summary: batch.RunSummary, started: float) -> int:
+def _finish(summary: RunSummary, started: float) -> int:
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary.counts.items())) or "no jobs"
     elapsed = format_duration(time.monotonic() - started)
     if summary.interrupted:

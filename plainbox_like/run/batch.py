@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from plainbox_like.define import manifest
 from plainbox_like.define import plan as planning
-from plainbox_like.define.resource import ResourceExpressionError, read_records
+from plainbox_like.define.resource import read_records
 from plainbox_like.define.metadata import RunMetadata
 from plainbox_like.define.scheduler import Scheduler
 from plainbox_like.define.units import JobDefinition, ManifestEntry
 from plainbox_like.errors import PlainboxLikeError, RunAborted
 from plainbox_like.run import control, jobenv
+from plainbox_like.run.requirements import RESOURCE_RAN_OUTCOMES, unmet_requirement
 from plainbox_like.run.manual import ManualDesk
-from plainbox_like.run.report import NullReporter, Reporter, RunSummary  # noqa: F401 (public here too)
+from plainbox_like.run.report import NullReporter, Reporter
 from plainbox_like.run.executors import Executor, Exited, LocalExecutor, Lost, Process, ProcessSpec, Started, find_shell
 from plainbox_like.run.executors import Leftover, find_marked, group_alive, kill_leftovers, process_env, signal_leftover, signal_name
 from plainbox_like.run.executors import still_running
@@ -68,8 +68,6 @@ SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGKILL})
 MAX_PARALLEL = 256
 INTERRUPTED = "interrupted"
 STOPPED_BY_REQUEST = "stopped by request"
-#: Outcomes of a resource job whose records count (Checkbox keeps the records of any job that ran).
-RESOURCE_RAN_OUTCOMES = frozenset({OUTCOME_PASS, OUTCOME_FAIL, OUTCOME_CRASH})
 
 SHARE_ENV = "PLAINBOX_SESSION_SHARE"
 
@@ -347,7 +345,10 @@ class BatchRunner:
                 self._record(decision.job_id, Attempt(outcome=decision.outcome, skip_reason=decision.skip_reason))
                 continue
             job = self.plan.jobs[decision.job_id]
-            unmet = self._unmet_requirement(job)
+            unmet = unmet_requirement(
+                job, self.plan.jobs, self.scheduler.outcomes, self.writer.state.resources,
+                self.manifest_entries, self.manifest_answers,
+            )
             if unmet is not None:
                 self.scheduler.finish(job.id, OUTCOME_SKIPPED_RESOURCE)
                 self._record(job.id, Attempt(outcome=OUTCOME_SKIPPED_RESOURCE, skip_reason=unmet))
@@ -401,37 +402,6 @@ class BatchRunner:
             result.attempt = self.writer.state.next_attempt(job_id)
         self.writer.job_finished(job_id, result, durable=False)
         self._unreported.append((self.writer.state.journal_seq, job_id, result))
-
-    def _unmet_requirement(self, job: JobDefinition) -> str | None:
-        """Why the job's ``requires:`` does not hold (None if it holds or there is none)."""
-        program, error = planning.requirement_program(job)
-        if error is not None:
-            return f"invalid requires: {error}"
-        if program is None:
-            return None
-        records: dict[str, list[dict[str, str]]] = {}
-        for name in program.resources:
-            resource_id = planning.resource_id(job, name, self.plan.jobs)
-            if resource_id is None:
-                return f"resource job {name} is not part of the run"
-            outcome = self.scheduler.outcomes.get(resource_id)
-            if outcome not in RESOURCE_RAN_OUTCOMES:
-                return f"resource job {resource_id} did not run (outcome {outcome})"
-            # As in Checkbox: a resource job that printed nothing gives one record with no fields.
-            records[name] = self.writer.state.resources.get(resource_id) or [{}]
-        try:
-            unmet = program.first_false(records)
-        except ResourceExpressionError as exc:
-            return str(exc)
-        if unmet is None:
-            return None
-        reason = f"resource expression is false: {unmet.text}"
-        if manifest.MANIFEST_JOB_ID in self.plan.jobs:
-            missing = manifest.unanswered(unmet.text, self.manifest_entries, self.manifest_answers)
-            if missing:
-                entries = ", ".join(missing)
-                reason += f" (manifest {'entry' if len(missing) == 1 else 'entries'} {entries} not answered)"
-        return reason
 
     # -- what the desk of jobs that need a person (run/manual.py) asks
 

@@ -32,10 +32,9 @@ from plainbox_like.run.batch import (
     INTERRUPTED,
     STOPPED_BY_REQUEST,
     BatchRunner,
-    Reporter,
-    RunSummary,
     job_environment,
 )
+from plainbox_like.run.report import Reporter, RunSummary
 from plainbox_like.run.executors import find_shell
 from plainbox_like.run.settle import FLAG_NORETURN, JOB_ENV, SESSION_ENV, STOPPED_WHILE_RUNNING, settle_interrupted
 from plainbox_like.store.model import (

@@ -274,17 +274,34 @@ def test_demo_runs_end_to_end(tmp_path):
 # -- memory ------------------------------------------------------------------------
 
 
+#: Forks and execs its arguments, waits, and writes "EXIT_CODE MAXRSS_KIB" to the file named first. A small
+#: process in between, because a child forked by this one would count this (large) process's own peak:
+#: Linux keeps the peak of the memory a process had before it exec'd.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def peak_rss_mib(args, env, stdout, stderr, timeout=120):
     """Run *args* and return (exit code, peak RSS in MiB of it and the children it waited for)."""
-    proc = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024.0  # Linux reports KiB
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        result = os.path.join(scratch, "rusage")
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURE, result, *args],
+            env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+        )
+        assert done.returncode == 0 or os.path.exists(result), done
+        with open(result) as f:
+            code, kib = f.read().split()
+    return int(code), int(kib) / 1024.0  # Linux reports KiB
 
 
 def test_rss_measurement_sees_a_big_process(tmp_path):

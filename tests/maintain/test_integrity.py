@@ -30,7 +30,7 @@ from plainbox_like.store.model import Attempt
 from plainbox_like.maintain import check as checking
 from plainbox_like.maintain import repair as repairing
 from plainbox_like.store import codec, iolog
-from plainbox_like.run import batch
+from plainbox_like.run.report import RunSummary
 from plainbox_like.run import prepare
 from plainbox_like.run import settle
 from plainbox_like.errors import PlainboxLikeError, SessionLocked
@@ -85,7 +85,7 @@ def repair_and_verify(path: str, expected: set[tuple[str, str]], before_damage=N
     return result
 
 
-def resume(path: str) -> batch.RunSummary:
+def resume(path: str) -> RunSummary:
     root = os.path.dirname(os.path.dirname(path))
     prepared = prepare.resume_session(SessionRepository(root), path)
     return prepare.run_prepared(prepared)

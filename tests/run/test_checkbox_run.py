@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from cli_helpers import assert_one_line_error, run
-from plainbox_like.run import batch
+from plainbox_like.run.report import NullReporter, RunSummary
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.run import prepare
 from plainbox_like.define.launcher import read_launcher
@@ -48,7 +48,7 @@ def _provider(name: str) -> str:
     return os.path.join(PROVIDERS, name)
 
 
-class _Order(batch.NullReporter):
+class _Order(NullReporter):
     def __init__(self) -> None:
         self.jobs: list[str] = []
 
@@ -56,7 +56,7 @@ class _Order(batch.NullReporter):
         self.jobs.append(job_id)
 
 
-def _run(tmp_path, reporter=None, **config) -> tuple[batch.RunSummary, object]:
+def _run(tmp_path, reporter=None, **config) -> tuple[RunSummary, object]:
     prepared = prepare.start_session(SessionRepository(str(tmp_path / "repo")), RunConfig(**config))
     summary = prepare.run_prepared(prepared, reporter)
     return summary, load_session(summary.path).state
