@@ -28,7 +28,7 @@ from distributed import Queue, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from plainbox_like.run.executors import Exited, LocalExecutor, Output, ProcessSpec, find_marked, signal_leftover
-from plainbox_like.run.executors import Leftover, still_running
+from plainbox_like.run.executors import Leftover, kill_leftovers
 from plainbox_like.run.settle import JOB_ENV, SESSION_ENV
 
 #: A job that runs longer than this (seconds) streams its output back while it runs.
@@ -263,19 +263,7 @@ def end_leftovers(leftovers: list[tuple[int, int, str]], grace: float) -> None:
     """SIGTERM the processes a job left on this worker, SIGKILL those still there after *grace* seconds
     (in a thread: ``Client.run`` calls this on the worker's event loop)."""
     found = [Leftover(pid, start, command) for pid, start, command in leftovers]
-
-    def end() -> None:
-        for leftover in found:
-            signal_leftover(leftover, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        alive = [leftover for leftover in found if still_running(leftover)]
-        while alive and time.monotonic() < deadline:
-            time.sleep(0.02)
-            alive = [leftover for leftover in alive if still_running(leftover)]
-        for leftover in alive:
-            signal_leftover(leftover, signal.SIGKILL)
-
-    threading.Thread(target=end, daemon=True).start()
+    threading.Thread(target=kill_leftovers, args=(found, grace), daemon=True).start()
 
 
 def kill_marked(session_id: str, job_id: str | None = None) -> int:
