@@ -482,37 +482,39 @@ def _last_cpu(path: str) -> int:
 
 
 def exit_time(pid: int, now: float, started: float | None) -> float | None:
-    """When zombie *pid* exited, on the monotonic clock, *now* being the time of this call; None if unknown.
+    """When zombie *pid* exited, on the monotonic clock, *now* being when its exit was seen; None if unknown.
 
     A runner that was stopped, starved or busy sees an exit late. The
     scheduler knows when the zombie last ran (its exit) and when this thread
-    began running (just now, having woken up), each on the clock of the CPU it
-    ran on: on the same CPU, their difference is how long ago the process
-    ended (clocks of different CPUs drift apart, by seconds in a virtual
-    machine), so this thread moves to the zombie's last CPU for the reading.
-    Linux shows these in ``/proc/PID/sched`` where the kernel keeps scheduler
-    statistics (most distributions' kernels); elsewhere the time is unknown and
-    the caller keeps when it saw the exit. The result is kept between *started*
-    and *now*.
+    last began running, each on the clock of the CPU it ran on: on the same
+    CPU, their difference is how long before that moment the process ended
+    (clocks of different CPUs drift apart, by seconds in a virtual machine),
+    so this thread moves to the zombie's last CPU for the reading. That moment
+    is taken as the monotonic clock read right after, not *now*: moving to a
+    busy CPU can take a while, and measuring back from *now* would put the
+    exit too early. Linux shows these in ``/proc/PID/sched`` where the kernel
+    keeps scheduler statistics (most distributions' kernels); elsewhere the
+    time is unknown and the caller keeps when it saw the exit. The result is
+    kept between *started* (if given) and *now*.
     """
     try:
         theirs = _sched_exec_start(f"/proc/{pid}/sched")
         cpu = _last_cpu(f"/proc/{pid}/stat")
         if _last_cpu("/proc/thread-self/stat") == cpu:
-            mine = _sched_exec_start("/proc/thread-self/sched")
+            mine, read_at = _sched_exec_start("/proc/thread-self/sched"), time.monotonic()
         else:
             allowed = os.sched_getaffinity(0)
             if cpu not in allowed:
                 return None
             os.sched_setaffinity(0, {cpu})  # returns once this thread runs there
             try:
-                mine = _sched_exec_start("/proc/thread-self/sched")
+                mine, read_at = _sched_exec_start("/proc/thread-self/sched"), time.monotonic()
             finally:
                 os.sched_setaffinity(0, allowed)
     except (OSError, ValueError, IndexError, AttributeError):
         return None
-    when = now - max(0.0, mine - theirs)
-    return when if started is None else min(now, max(started, when))
+    when = min(now, read_at - max(0.0, mine - theirs))
+    return when if started is None else max(started, when)
 
 
 def iter_pids() -> Iterator[int]:

@@ -317,6 +317,34 @@ def test_execution_duration_is_plausible(tmp_path):
     assert 0.3 <= attempt.execution_duration < 20
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/sched"), reason="needs the kernel's scheduler statistics")
+def test_an_exit_time_is_not_put_earlier_by_a_slow_move_to_the_jobs_cpu(monkeypatch):
+    """Moving to a busy CPU to read its clock can take long; the exit must not come out that much earlier."""
+    real_last_cpu, real_setaffinity = runner_module._last_cpu, os.sched_setaffinity
+
+    def elsewhere(path):  # this thread is on another CPU than the job was: exit_time must move
+        return -1 if path == "/proc/thread-self/stat" else real_last_cpu(path)
+
+    def slow_move(pid, cpus):
+        if len(cpus) == 1:  # the move to the job's CPU, slow as under load
+            time.sleep(0.3)
+        real_setaffinity(pid, cpus)
+
+    spawned = time.monotonic()
+    pid = os.posix_spawn("/bin/true", ["true"], dict(os.environ))
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # a zombie now
+        seen = time.monotonic()
+        monkeypatch.setattr(runner_module, "_last_cpu", elsewhere)
+        monkeypatch.setattr(os, "sched_setaffinity", slow_move)
+        when = runner_module.exit_time(pid, seen, None)
+    finally:
+        monkeypatch.undo()
+        os.waitpid(pid, 0)
+    assert when is not None
+    assert spawned - 0.02 <= when <= seen
+
+
 def test_record_delays_follow_the_output_timing(tmp_path):
     writer, loaded = run_batch(tmp_path, [JobDefinition(id="slow", command="echo a; sleep 0.4; echo b")])
     recs = records(loaded.path, loaded.state.latest("slow"))
