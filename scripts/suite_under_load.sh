@@ -26,7 +26,9 @@ for i in $(seq 1 "$runs"); do
         rm -rf "$work/run$i"
     else
         echo "run $i/$runs FAILED after $(( $(date +%s) - start )) s:"
-        grep -E "^(FAILED|ERROR)" "$work/log" || tail -30 "$work/log"
+        grep -E "^(FAILED|ERROR)" "$work/log" || true
+        sed -n '/^=* \(FAILURES\|ERRORS\) =*$/,$p' "$work/log" | head -200
+        [ -s "$work/log" ] && grep -q "FAILURES\|ERRORS" "$work/log" || tail -30 "$work/log"
         exit 1
     fi
 done
