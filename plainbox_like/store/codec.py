@@ -242,10 +242,51 @@ def state_document(state: SessionState) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "session": converter.unstructure(state)}
 
 
+#: Jobs encoded in one piece by :func:`encode_state`: enough to keep orjson's per-call cost small,
+#: few enough that a piece's dicts and text stay a few hundred KiB.
+_ENCODE_CHUNK = 500
+
+
 def encode_state(state: SessionState) -> tuple[bytes, int]:
-    """``gzip(JSON)`` of *state*, and the size of the uncompressed JSON."""
-    raw = dumps_json(state_document(state))
-    return igzip.compress(raw, compresslevel=1), len(raw)
+    """``gzip(JSON)`` of *state*, and the size of the uncompressed JSON.
+
+    The bytes are those of ``dumps_json(state_document(state))``, made piece by
+    piece: the per-job maps (``jobs``, ``results``) are encoded a chunk of jobs
+    at a time and compressed as they come, so a snapshot of a session of
+    100,000 jobs never holds all their dicts and JSON text at once (the runner
+    snapshots while it runs, and its peak memory would grow with the session).
+    """
+    compress = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    parts: list[bytes] = []
+    size = 0
+
+    def put(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        parts.append(compress.compress(data))
+
+    rest = converter.unstructure(attrs.evolve(state, jobs={}, results={}))
+    put(b'{"format":' + dumps_json(FORMAT) + b',"session":{')
+    for number, key in enumerate(sorted(rest)):
+        put((b"," if number else b"") + dumps_json(key) + b":")
+        if key in ("jobs", "results"):
+            _put_map(getattr(state, key), put)
+        else:
+            put(dumps_json(rest[key]))
+    put(b'},"version":' + dumps_json(VERSION) + b"}")
+    parts.append(compress.flush())
+    return b"".join(parts), size
+
+
+def _put_map(mapping: dict[str, Any], put: Callable[[bytes], None]) -> None:
+    """A JSON object with sorted keys, a chunk of keys at a time (see :func:`encode_state`)."""
+    put(b"{")
+    keys = sorted(mapping)
+    unstructure = converter.unstructure
+    for start in range(0, len(keys), _ENCODE_CHUNK):
+        chunk = {key: unstructure(mapping[key]) for key in keys[start: start + _ENCODE_CHUNK]}
+        put((b"," if start else b"") + dumps_json(chunk)[1:-1])
+    put(b"}")
 
 
 def structure_attempt(data: Any) -> Attempt:

@@ -51,6 +51,17 @@ def test_round_trip(state):
     assert_compact_sorted(raw.decode("utf-8"))
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(state=strategies.session_states)
+def test_a_state_encoded_piece_by_piece_is_the_one_piece_document(state, monkeypatch):
+    """The snapshot encodes its per-job maps a few jobs at a time; the text is still exactly the document's."""
+    monkeypatch.setattr(codec, "_ENCODE_CHUNK", 2)
+    data, raw_size = codec.encode_state(state)
+    whole = codec.dumps_json(codec.state_document(state))
+    assert gzip.decompress(data) == whole
+    assert raw_size == len(whole)
+
+
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
