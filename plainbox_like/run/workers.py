@@ -238,8 +238,10 @@ class WorkerExecutor:
             raise PlainboxLikeError(f"all {len(self._workers)} workers are busy")
         worker.process = Process(spec=spec)
         base = self._base_env
-        changes = {name: value for name, value in spec.env.items() if base.get(name) != value}
-        removed = [name for name in base if name not in spec.env]
+        # Set operations on the views: no Python loop over every variable. The order of the changes is lost,
+        # which no job sees: the shell that runs it exports its variables in an order of its own.
+        changes = dict(spec.env.items() - base.items())
+        removed = list(base.keys() - spec.env.keys())
         _send(
             worker.commands,
             (

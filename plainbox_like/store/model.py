@@ -215,7 +215,12 @@ class SessionState:
             meta.running_job_name = job
         elif op == "result":
             job = change["job"]
-            self.results.setdefault(job, []).append(structure_attempt(change["result"]))
+            attempt = structure_attempt(change["result"])
+            attempts = self.results.get(job)
+            if attempts is None:  # a list of one, not one with room for four: a run keeps one per job
+                self.results[job] = [attempt]
+            else:
+                attempts.append(attempt)
             self.running_jobs.pop(job, None)
             if meta.running_job_name == job:
                 meta.running_job_name = self._latest_running()

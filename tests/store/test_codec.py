@@ -8,12 +8,16 @@ import re
 import os
 
 import pytest
+from cattrs.gen import make_dict_unstructure_fn, override
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import strategies
 from plainbox_like.store import codec, iolog
 from plainbox_like.errors import CorruptSession, PlainboxLikeError, UnsupportedVersion
-from plainbox_like.store.model import Answered, Attempt, LeftoverProcess, LeftoverProcesses, SessionMetadata, SessionState
+from plainbox_like.store.model import (
+    Answered, Attempt, LeftoverProcess, LeftoverProcesses, Placement, SessionMetadata, SessionState,
+)
 from plainbox_like.store.writer import SessionWriter
 from plainbox_like.store.reader import load_session
 from factories import APP_BLOB, INLINE_LOG, plainbox_session
@@ -60,6 +64,31 @@ def test_a_state_encoded_piece_by_piece_is_the_one_piece_document(state, monkeyp
     whole = codec.dumps_json(codec.state_document(state))
     assert gzip.decompress(data) == whole
     assert raw_size == len(whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    attempt=strategies.attempts,
+    leftover_files=st.lists(strategies.texts, max_size=2),
+    extra=st.sampled_from(["none", "processes", "answered", "ran_on"]),
+)
+def test_the_fast_attempt_hook_unstructures_as_the_generated_one(attempt, leftover_files, extra):
+    attempt.leftover_files = leftover_files
+    if extra == "processes":
+        attempt.leftover_processes = LeftoverProcesses(count=1, processes=[LeftoverProcess(pid=7, command="sleep 9")])
+    elif extra == "answered":
+        attempt.answered = Answered(answer="pass", user="someone", host="h", time=1.5, via="terminal")
+    elif extra == "ran_on":
+        attempt.ran_on = Placement(address="tcp://h:1", host="h")
+    generated = make_dict_unstructure_fn(
+        Attempt,
+        codec.converter,
+        leftover_files=override(omit_if_default=True),
+        answered=override(omit_if_default=True),
+        ran_on=override(omit_if_default=True),
+    )
+    assert codec.converter.unstructure(attempt) == generated(attempt)
+    assert list(codec.converter.unstructure(attempt)) == list(generated(attempt))  # the same key order too
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
