@@ -26,7 +26,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import selectors
+import select
 import signal
 import struct
 import traceback
@@ -38,6 +38,7 @@ from plainbox_like.errors import PlainboxLikeError, WorkerDied
 from plainbox_like.store.iolog import FLUSH_INTERVAL
 from plainbox_like.store.journalsync import JournalSync
 from plainbox_like.run.executors import Exited, LocalExecutor, LogError, Process, ProcessSpec, Started
+from plainbox_like.run.workdir import TempCwd
 
 _LENGTH = struct.Struct("<I")
 
@@ -126,6 +127,7 @@ def _serve_with(
         for message in messages:
             if message[0] == "start":
                 _kind, key, argv, env_changes, env_removed, log, durable_log, at_once, marker, cwd, temp_cwd, mark = message
+                temp_cwd = TempCwd(*temp_cwd) if temp_cwd is not None else None
                 env = {**base_env, **env_changes}
                 for name in env_removed:
                     del env[name]
@@ -181,8 +183,9 @@ class WorkerExecutor:
         self.syncs_journal = journal_sync is not None
         self._journal_sync = journal_sync
         self._base_env = dict(os.environ if base_env is None else base_env)
-        self._selector = selectors.DefaultSelector()
-        self._extra: dict[int, object] = {}
+        # A bare epoll (not the selectors module, whose bookkeeping costs as much as the rest of a wake-up)
+        self._epoll = select.epoll()
+        self._listeners: dict[int, _Worker] = {}
         self._workers: list[_Worker] = []
         gc.collect()  # garbage left now could be collected in a worker, closing descriptor numbers it reuses
         try:
@@ -215,7 +218,8 @@ class WorkerExecutor:
         os.close(commands_r)
         os.close(events_w)
         worker = _Worker(pid=pid, commands=commands_w, inbox=_Inbox(events_r))
-        self._selector.register(events_r, selectors.EVENT_READ, worker)
+        self._epoll.register(events_r, select.EPOLLIN)
+        self._listeners[events_r] = worker
         return worker
 
     @property
@@ -224,8 +228,7 @@ class WorkerExecutor:
 
     def watch_fd(self, fd: int, tag: object) -> None:
         """Also wake :meth:`poll` when *fd* is readable."""
-        self._selector.register(fd, selectors.EVENT_READ, tag)
-        self._extra[fd] = tag
+        self._epoll.register(fd, select.EPOLLIN)
 
     def start(self, spec: ProcessSpec, report_at_once: bool = False) -> Process:
         """Hand *spec* to an idle worker; its :class:`Started` (or :class:`Failed`) event follows.
@@ -246,7 +249,7 @@ class WorkerExecutor:
             worker.commands,
             (
                 "start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once,
-                spec.marker, spec.cwd, spec.temp_cwd,
+                spec.marker, spec.cwd, attrs.astuple(spec.temp_cwd) if spec.temp_cwd is not None else None,
                 self._journal_sync.appended if self._journal_sync is not None else 0,
             ),
         )
@@ -255,13 +258,14 @@ class WorkerExecutor:
     def poll(self, timeout: float | None) -> list[Started | Exited | Failed]:
         """Wait up to *timeout* seconds (None: until something happens) for starts and exits."""
         events: list[Started | Exited | Failed] = []
-        for key, _ in self._selector.select(timeout):
-            if key.fd in self._extra:
+        for fd, _ in self._epoll.poll(-1 if timeout is None else max(0.0, timeout)):
+            worker = self._listeners.get(fd)
+            if worker is None:  # a watch_fd descriptor: it only wakes us
                 continue
-            worker: _Worker = key.data
             messages = worker.inbox.read()
             if messages is None:
-                self._selector.unregister(key.fd)
+                self._epoll.unregister(fd)
+                del self._listeners[fd]
                 job = f" while job {worker.process.spec.key} ran" if worker.process is not None else ""
                 raise WorkerDied(f"worker process {worker.pid} ended unexpectedly{job}")
             for message in messages:
@@ -309,4 +313,4 @@ class WorkerExecutor:
                 pass
             os.close(worker.inbox.fd)
         self._workers.clear()
-        self._selector.close()
+        self._epoll.close()
