@@ -140,6 +140,10 @@ def _may_soon_be_free(path: str, holder: tuple[int, str] | None) -> bool:
         return True
     if holder is None:  # taken, nothing written in it yet
         return True
+    if locks.lock_holder(path) != holder:
+        # Changing hands since *holder* was read: a command that ends empties the file before it lets
+        # go (while its process still lives), and the next one writes itself in. Look again.
+        return True
     # What a writer that died left in it, not yet overwritten by the new holder.
     return holder[1] == _host() and not locks.pid_alive(holder[0])
 

@@ -334,6 +334,23 @@ def test_edit_of_a_session_locked_on_another_host_is_refused(repo):
         manage.rename_session(repo, writer.id, "x")
 
 
+def test_a_command_that_is_letting_go_of_the_lock_is_waited_for(repo):
+    """A command that ends empties the lock file before it lets go, while its process still lives: a command
+    that read its pid just before must wait for the lock, not take it for a run's (ten queued tags lost one)."""
+    path = complete_session(repo).path
+    holding = SessionWriter.open(path, command="tag")  # this process holds it, as the ending command did
+    try:
+        holder = locks.lock_holder(path)
+        assert holder is not None and manage._may_soon_be_free(path, holder)  # a command: worth waiting for
+        os.truncate(os.path.join(path, LOCK_FILE), 0)  # it ends: the file emptied, the lock not yet released
+        assert manage._may_soon_be_free(path, holder)
+        with open(os.path.join(path, LOCK_FILE), "w") as f:  # whereas a run that holds it is not waited for
+            f.write(f"{holder[0]} {holder[1]}\n")
+        assert not manage._may_soon_be_free(path, holder)
+    finally:
+        holding.close()
+
+
 # -- gc ----------------------------------------------------------------------------
 
 
