@@ -130,6 +130,7 @@ class _Task:
     received: int = 0  # output batches written
     result: dict[str, Any] | None = None
     signalled: int | None = None  # a signal asked before its start was known (the task was cancelled)
+    asked: int | None = None  # the last signal sent to its job on its worker
     in_dask: bool = False  # handed to Dask (else held here until the cluster has room for it)
 
 
@@ -539,12 +540,14 @@ class DaskExecutor:
                 self._forget(task)
                 self._submit(task)
             return
-        if task.signalled is not None or isinstance(error, _Cancelled):  # stopped before its start was known
+        # Stopped before its start was known, or its task failed after its job was sent a signal (a stop, a
+        # timeout: the task can fail as the run winds down around it): the job ended by that signal.
+        if task.signalled is not None or task.asked is not None or isinstance(error, _Cancelled):
             if task.process.started is None:
                 task.process.started = self._clock()
             self._forget(task)
             self._close_log(task.process)
-            events.append(Exited(task.process, -(task.signalled or 15), self._clock()))
+            events.append(Exited(task.process, -(task.signalled or task.asked or 15), self._clock()))
             return
         if self.client.status != "running":
             return  # the scheduler is out of reach: _watch_scheduler decides
@@ -611,6 +614,7 @@ class DaskExecutor:
                     if task.future is not None:
                         task.future.cancel()  # the worker plugin kills its job if it did start meanwhile
             return
+        task.asked = signum
         threading.Thread(
             target=self.client.run,
             args=(self._tasks_module.signal_job, task.key, signum),

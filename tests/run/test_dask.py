@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 
 import pytest
 
@@ -19,8 +21,8 @@ from cli_helpers import assert_one_line_error, cli, cli_argv, cli_env, run
 from factories import only_session, wait_until
 
 from plainbox_like.run import dask_tasks
-from plainbox_like.run.executors import find_marked
-from plainbox_like.run.dask_executor import SCHEDULER_LOST, WORKER_LOST
+from plainbox_like.run.dask_executor import SCHEDULER_LOST, WORKER_LOST, DaskExecutor, _Task
+from plainbox_like.run.executors import Exited, Process, ProcessSpec, find_marked
 from plainbox_like.run.settle import STOPPED_WHILE_RUNNING
 from plainbox_like.store import codec
 from plainbox_like.store.model import Attempt, Placement, SessionState
@@ -448,3 +450,22 @@ def test_jobs_beyond_what_the_cluster_runs_wait_on_the_coordinator_and_stop_ther
     got = results(path)
     assert [got[f"c{n}"][-1].comments for n in range(1, 5)] == ["stopped by request"] * 4
     assert len([name for name in os.listdir(share) if name.startswith("started-")]) == 1  # the others never ran
+
+
+def test_a_task_that_fails_after_its_job_was_signalled_ends_by_that_signal():
+    """A stop (or timeout) signals a running job on its worker; its task failing meanwhile (the run winds down
+    around it: under load, once, an AssertionError from Dask) is the job ending by that signal, not a crash."""
+    executor = DaskExecutor.__new__(DaskExecutor)  # no cluster: only the bookkeeping of one task
+    sent = []
+    executor.client = types.SimpleNamespace(run=lambda *args, **kwargs: sent.append(args), status="running")
+    executor._tasks_module = types.SimpleNamespace(signal_job="signal_job")
+    executor._clock, executor._lock, executor._lost, executor._in_dask = time.monotonic, threading.Lock(), None, 1
+    process = Process(spec=ProcessSpec("c1", ("sh", "-c", "sleep 60"), {}), pid=4242, pgid=4242, started=1.0)
+    task = _Task(process=process, key="task-c1", request={}, address="tcp://127.0.0.1:1", announced=True, in_dask=True)
+    executor._tasks, executor._by_job = {task.key: task}, {"c1": task}
+    executor.signal(process, signal.SIGTERM)
+    wait_until(lambda: sent, timeout=10)  # sent to the worker (from a thread)
+    events = []
+    executor._done(task.key, None, AssertionError(), events)
+    assert [(type(event), event.process, event.returncode) for event in events] == [(Exited, process, -signal.SIGTERM)]
+    assert executor._tasks == {} and executor._by_job == {}
