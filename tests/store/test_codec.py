@@ -7,6 +7,7 @@ import json
 import re
 import os
 
+import attrs
 import pytest
 from cattrs.gen import make_dict_unstructure_fn, override
 from hypothesis import HealthCheck, given, settings
@@ -89,6 +90,15 @@ def test_the_fast_attempt_hook_unstructures_as_the_generated_one(attempt, leftov
     )
     assert codec.converter.unstructure(attempt) == generated(attempt)
     assert list(codec.converter.unstructure(attempt)) == list(generated(attempt))  # the same key order too
+
+
+def test_the_fast_attempt_hooks_know_every_field_of_an_attempt():
+    """The fast (un)structure paths of the codec name Attempt's fields one by one: a new field must be added
+    there (or to their conditions), not silently dropped from every result."""
+    assert {field.name for field in attrs.fields(Attempt)} == {
+        "outcome", "return_code", "execution_duration", "comments", "io_log_filename", "attempt", "started",
+        "skip_reason", "leftover_processes", "leftover_files", "answered", "ran_on",
+    }
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
