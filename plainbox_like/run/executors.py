@@ -30,7 +30,7 @@ import select
 import shutil
 import signal
 import time
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Collection, Iterator, Protocol
 
 import attrs
 
@@ -223,6 +223,8 @@ class LocalExecutor:
         self._polled_at = clock()  # when the last poll began: exits seen later than LATE after it may be old
         # The kernel's times are on the monotonic clock's time line; an injected clock's are not.
         self._kernel_times = clock is time.monotonic
+        #: Processes that spawn the jobs of other executors (sibling workers): see :func:`find_marked`.
+        self.other_spawners: frozenset[int] = frozenset()
 
     @property
     def running(self) -> list[Process]:
@@ -419,7 +421,7 @@ class LocalExecutor:
             # A short job's descendants have pids after its own: only those need a look (a long one's
             # may have wrapped around, and the look costs little next to it).
             since = process.pid if when - process.started < FULL_SCAN_AFTER else None
-            leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since))
+            leftovers = tuple(find_marked(dict(process.spec.marker), process.pgid, since, self.other_spawners))
         files: tuple[str, ...] = ()
         if process.cwd is None:
             pass
@@ -571,6 +573,16 @@ def read_stat(pid: int) -> tuple[str, int, int] | None:
         return None
 
 
+def _parent(pid: int) -> int | None:
+    """The parent pid of *pid*, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def command_line(pid: int, limit: int = 200) -> str:
     """The command line of *pid*, arguments joined by spaces, cut to *limit* characters ("" if unknown)."""
     try:
@@ -588,14 +600,21 @@ def command_line(pid: int, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def find_marked(marker: dict[str, str], pgid: int | None = None, since_pid: int | None = None) -> list[Leftover]:
+def find_marked(
+    marker: dict[str, str],
+    pgid: int | None = None,
+    since_pid: int | None = None,
+    other_spawners: Collection[int] = (),
+) -> list[Leftover]:
     """Live processes whose environment holds every entry of *marker*, or that are in process group *pgid*.
 
     With *since_pid*, only processes with pids given out after it are looked
     at when that can be told cheaply (see :func:`_pids_after`); otherwise all.
     A job's processes inherit its environment, whatever process group or
     session they move to; only one that replaces its environment escapes.
-    This process itself is never one of them.
+    This process itself is never one of them, nor a child of *other_spawners*
+    (processes that spawn other jobs: a child of one is another job's leader,
+    which may be caught in ``execve`` with no environment to read yet).
     """
     pids = _pids_after(since_pid) if since_pid is not None else None
     if pids is None:
@@ -610,6 +629,8 @@ def find_marked(marker: dict[str, str], pgid: int | None = None, since_pid: int 
         if stat is None or stat[0] in ("Z", "X"):
             continue
         if stat[1] != pgid:
+            if other_spawners and _parent(pid) in other_spawners:
+                continue
             env = _settled_env(pid)
             if not env or any(env.get(name) != value for name, value in items):
                 continue

@@ -147,6 +147,8 @@ def _serve_with(
             elif message[0] == "signal":
                 for process in executor.running:
                     executor.signal(process, message[1])
+            elif message[0] == "workers":  # the other workers' children are their jobs, never this one's
+                executor.other_spawners = frozenset(message[1]) - {os.getpid()}
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -191,6 +193,9 @@ class WorkerExecutor:
         try:
             for _ in range(count):
                 self._workers.append(self._fork(journal_sync))
+            pids = [worker.pid for worker in self._workers]
+            for worker in self._workers:
+                _send(worker.commands, ("workers", pids))
         except BaseException:
             self.close()
             raise

@@ -278,3 +278,29 @@ def test_a_process_caught_in_the_middle_of_exec_is_still_found(monkeypatch):
     finally:
         child.kill()
         child.wait()
+
+
+def test_another_workers_job_caught_in_the_middle_of_exec_is_passed_over_without_waiting(monkeypatch):
+    # With -j N a worker's look for its job's leftovers sees the jobs the other workers just spawned; one
+    # caught in execve shows no environment, and waiting for it to settle cost a worker up to 20 ms a time.
+    import plainbox_like.run.executors as runner
+
+    marker = {"PLAINBOX_LIKE_TEST_MARK": uuid.uuid4().hex}
+    since = int(open("/proc/sys/kernel/ns_last_pid").read())
+    child = subprocess.Popen(["sleep", "60"], env={})  # spawned by "another worker": this process
+    try:
+        looked_at = []
+
+        def mid_exec(pid):
+            looked_at.append(pid)
+            return {} if pid == child.pid else process_env(pid)
+
+        monkeypatch.setattr(runner, "process_env", mid_exec)
+        assert runner.find_marked(marker, since_pid=since, other_spawners={os.getpid()}) == []
+        assert child.pid not in looked_at
+        assert runner.find_marked(marker, since_pid=since) == []  # without: read again and again
+        assert looked_at.count(child.pid) == runner.ENV_RETRIES + 1
+    finally:
+        child.kill()
+        child.wait()
+

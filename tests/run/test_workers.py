@@ -9,6 +9,7 @@ import os
 import signal
 import time
 
+import attrs
 import pytest
 
 from plainbox_like.define import plan as planning
@@ -341,3 +342,28 @@ def test_a_worker_that_cannot_make_the_temporary_directory_reports_a_failure(tmp
         executor.close()
     assert isinstance(failed, Failed) and failed.error.startswith("no temporary working directory: ")
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_worker_looking_for_leftovers_passes_over_the_other_workers_jobs(tmp_path, monkeypatch):
+    # Their jobs may be caught in execve with no environment yet: a worker must not wait for them to settle.
+    import plainbox_like.run.executors as executors
+
+    real = executors.find_marked
+    told = tmp_path / "told"
+
+    def recording(marker, pgid=None, since_pid=None, other_spawners=()):
+        told.write_text(f"{os.getpid()} {sorted(other_spawners)}")
+        return real(marker, pgid, since_pid, other_spawners)
+
+    monkeypatch.setattr(executors, "find_marked", recording)  # the workers are forked after it is set
+    executor = WorkerExecutor(2)
+    try:
+        pids = {w.pid for w in executor._workers}
+        job = spec(tmp_path, "marked", "true")
+        executor.start(attrs.evolve(job, marker=(("PLAINBOX_LIKE_TEST_MARK", "x"),)))
+        collect(executor, 1)
+    finally:
+        executor.close()
+    looker, others = told.read_text().split(" ", 1)
+    assert int(looker) in pids
+    assert others == str(sorted(pids - {int(looker)}))
