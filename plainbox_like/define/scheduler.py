@@ -85,7 +85,8 @@ class Scheduler:
         self.max_running = max_running
         order = plan.order
         self._ids = list(order)
-        position = {job_id: i for i, job_id in enumerate(order)}
+        numbers = list(range(len(order)))
+        position = dict(zip(order, numbers))
         self._position = position
         count = len(order)
         finished = finished or {}
@@ -100,7 +101,7 @@ class Scheduler:
         self._edge_target: list[int] = []
         self._running: set[str] = set()
         # heaps of (rank, position[, reason]): the rank orders them (see extend), the position names the job
-        self._rank = list(range(count))
+        self._rank = numbers  # the same int objects as the positions: 28 bytes less a job (100,000: 2.8 MB)
         self._ready_run: list[tuple[int, int]] = []
         self._ready_skip: list[tuple[int, int, str]] = []
         self._left = 0

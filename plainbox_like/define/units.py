@@ -66,7 +66,7 @@ def _opt_float(value: float | int | None) -> float | None:
     return None if value is None else float(value)
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)  # one per unit, never weakly referenced
 class Origin:
     """Where a unit was defined: file path and the 1-based line its record starts on."""
 

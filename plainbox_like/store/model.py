@@ -94,7 +94,7 @@ class Placement:
     share_shared: bool = False
 
 
-@attrs.define
+@attrs.define(weakref_slot=False)  # one per attempt, never weakly referenced: 8 bytes less each
 class Attempt:
     """One attempt at running a job: an entry of ``results[job_id]``."""
 

@@ -150,6 +150,18 @@ def acquire_lock(path: str, command: str | None = None) -> int:
     return fd
 
 
+class _TakenStems:
+    """The io-log stems in use, as seen when choosing one for *job_id*: those listed or chosen, and the
+    job ids that name a job that started (its first attempt's stem may be its id, which is not listed)."""
+
+    def __init__(self, listed: set[str], state: SessionState, job_id: str) -> None:
+        self._listed, self._state, self._job_id = listed, state, job_id
+
+    def __contains__(self, stem: object) -> bool:
+        state = self._state
+        return stem in self._listed or (stem != self._job_id and (stem in state.results or stem in state.running_jobs))
+
+
 class SessionWriter:
     """The one process that writes a session: holds its lock, journals its changes."""
 
@@ -184,7 +196,8 @@ class SessionWriter:
         self._snapshot_raw_size = 0
         self.snapshots = 0
         self.closed = False
-        self._log_stems: set[str] | None = None  # io-log stems in use, listed on first need
+        # io-log stems in use, listed on first need, but for the usual one (see reserve_log)
+        self._log_stems: set[str] | None = None
 
     # -- opening
 
@@ -462,8 +475,11 @@ class SessionWriter:
             except FileNotFoundError:
                 names = []
             self._log_stems = {name[: -len(RECORD_SUFFIX)] for name in names if name.endswith(RECORD_SUFFIX)}
-        stem = iolog.free_log_stem(self._log_stems, job_id, attempt)
-        self._log_stems.add(stem)
+        stem = iolog.free_log_stem(_TakenStems(self._log_stems, self.state, job_id), job_id, attempt)
+        if stem != job_id:
+            self._log_stems.add(stem)
+        # else the usual first attempt, named as its job: known taken from the state while the job is running or
+        # has a result (a set of every stem cost 40-100 bytes a job)
         return stem
 
     def open_log(self, stem: str, **kwargs: Any) -> iolog.RecordWriter:

@@ -686,6 +686,24 @@ def test_reserved_log_names_never_collide_with_files_or_each_other(tmp_path):
     writer.close()
 
 
+def test_a_job_named_as_another_jobs_log_never_shares_its_files(tmp_path):
+    # A first attempt named as its job is not kept in the writer's set of names (memory: one a job of a
+    # long run): the state says it is taken, while the job runs and once it has a result.
+    writer = repository.SessionRepository(str(tmp_path)).create()
+    chosen = []
+    for job_id in ("a_b", "a/b", "c_d", "c/d", "a_b.attempt-2", "a_b"):
+        attempt = writer.state.next_attempt(job_id)
+        stem = writer.reserve_log(job_id, attempt)
+        writer.job_started(job_id, attempt, f"io-logs/{stem}.record.gz")
+        if job_id != "c_d":  # it still runs when the next names are chosen
+            writer.job_finished(job_id, Attempt(outcome="pass", attempt=attempt, io_log_filename=stem))
+        chosen.append(stem)
+    assert chosen[0] == "a_b" and chosen[2] == "c_d" and chosen[4] == "a_b.attempt-2"  # Plainbox's names
+    assert chosen[5] != "a_b.attempt-2"  # the second attempt of a_b: its name is another job's
+    assert len(set(chosen)) == 6, chosen
+    writer.close()
+
+
 # -- a full disk -----------------------------------------------------------------------
 
 
