@@ -266,6 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     title = args.title or (launcher.title if launcher else None)
     prepared = prepare.start_session(repository(args), config, title=title, units=units, plan=plan)
+    del units  # the plan holds the jobs; the units' own indexes are not kept through a long run
     print(f"Session {prepared.writer.id} in {clean(prepared.writer.path)}", file=sys.stderr)
     summary = prepare.run_prepared(prepared, _reporter(len(plan.order), 0, prepared.writer.id, args, desk), desk)
     _warn_templates(prepared)
