@@ -592,7 +592,7 @@ class BatchRunner:
                     added(len(jobs))
         attempt = self._attempt(running, outcome, code, duration, comments)
         attempt.leftover_processes = leftovers
-        attempt.leftover_files = list(event.leftover_files)
+        attempt.leftover_files = tuple(event.leftover_files)
         stopped = running.why_stopped in (INTERRUPTED, STOPPED_BY_REQUEST)
         if self.manual.command_ended(self, job.id, attempt, stopped):
             return  # the person's answer decides its outcome

@@ -122,6 +122,16 @@ def _strict_list_factory(type_: Any, conv: cattrs.Converter) -> Callable[[Any, t
     return structure
 
 
+def _strict_tuple_of_str(value: Any, _type: type) -> tuple[str, ...]:
+    # Stored as a JSON list (cattrs would take any iterable: a string would become its characters).
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__} {value!r:.40}")
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"expected a string, got {type(item).__name__} {item!r:.40}")
+    return tuple(value)
+
+
 def make_converter() -> cattrs.Converter:
     """The converter for every persisted class: strict about JSON types."""
     conv = cattrs.Converter(forbid_extra_keys=False)
@@ -130,6 +140,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook_factory(is_mutable_sequence, _strict_list_factory)
+    conv.register_structure_hook_func(lambda type_: type_ == tuple[str, ...], _strict_tuple_of_str)
     _register_fast_paths(conv)
     # An attempt that left no files (or ran on the runner's machine) says nothing about them: states stay as
     # they were before those fields.
@@ -202,7 +213,7 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
                     number,
                     None if started is None else float(started),
                     skip_reason,
-                    leftover_files=list(leftovers),
+                    leftover_files=tuple(leftovers),  # (): the one empty tuple, no list a job
                 )
         return generic_attempt(data, type_)
 

@@ -149,7 +149,7 @@ def test_a_run_on_a_local_cluster_records_its_output_and_where_each_job_ran(root
     assert open(os.path.join(logs, "c1.stderr")).read() == "err\n"
     share = os.path.join(path, "session-share")
     assert open(os.path.join(share, "seen")).read() == share + "\n"  # the workers share this filesystem
-    assert state.results["c3"][-1].leftover_files == ["left-here"]  # its working directory on the worker
+    assert state.results["c3"][-1].leftover_files == ("left-here",)  # its working directory on the worker
     for attempts in state.results.values():
         placement = attempts[-1].ran_on
         assert placement.address.startswith("tcp://127.0.0.1:")

@@ -110,9 +110,9 @@ def test_each_job_gets_a_fresh_temporary_directory_and_its_leftovers_are_listed(
     assert messy != clean and messy != str(here)
     assert not os.path.exists(messy) and not os.path.exists(clean)  # removed afterwards
     assert (out / "clean-ls").read_text() == ""  # fresh: nothing of the job before it
-    assert state.latest("messy").leftover_files == ["d", "d/e", "d/e/x", "left.txt"]
-    assert state.latest("clean").leftover_files == []
-    assert state.latest("allowed").leftover_files == []
+    assert state.latest("messy").leftover_files == ("d", "d/e", "d/e/x", "left.txt")
+    assert state.latest("clean").leftover_files == ()
+    assert state.latest("allowed").leftover_files == ()
     assert (out / "stays").read_text().strip() == str(here)
 
 
@@ -124,7 +124,7 @@ def test_leftover_files_are_kept_and_an_older_state_without_them_loads(tmp_path)
     assert document["session"]["results"]["messy"][-1]["leftover_files"] == ["x"]
     assert "leftover_files" not in document["session"]["results"]["tidy"][-1]  # omitted when empty
     older = codec.converter.structure({"outcome": "pass", "attempt": 1}, codec.Attempt)
-    assert older.leftover_files == []
+    assert older.leftover_files == ()
 
 
 def test_reset_locale_and_launcher_environment(tmp_path, monkeypatch):

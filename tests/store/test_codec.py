@@ -471,3 +471,19 @@ def test_plainbox_session_cannot_be_opened_for_writing(tmp_path):
     with pytest.raises(PlainboxLikeError, match="Plainbox"):
         SessionWriter.open(str(directory))
     assert load_session(str(directory)).origin == "plainbox"
+
+
+def test_leftover_files_are_a_tuple_whatever_they_were_given_as():
+    # Most attempts leave nothing: they share the one empty tuple instead of an empty list each (memory).
+    assert Attempt(outcome="pass").leftover_files == ()
+    assert Attempt(outcome="pass", leftover_files=["a"]).leftover_files == ("a",)
+    loaded = codec.converter.structure({"outcome": "pass", "leftover_files": ["x", "y"]}, Attempt)
+    assert loaded.leftover_files == ("x", "y")
+    assert codec.converter.unstructure(loaded)["leftover_files"] == ["x", "y"]
+    for bad in ("xy", [1]):  # a string is not taken for a list of its characters
+        with pytest.raises(Exception):
+            codec.converter.structure({"outcome": "pass", "leftover_files": bad, "ran_on": None}, Attempt)
+        with pytest.raises(Exception):
+            codec.converter.structure(
+                {"outcome": "pass", "leftover_files": bad, "leftover_processes": {"count": 0, "processes": []}}, Attempt
+            )
