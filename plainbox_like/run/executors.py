@@ -661,14 +661,28 @@ _PF_KTHREAD = 0x00200000
 
 
 def _settled_env(pid: int) -> dict[str, str]:
-    """:func:`process_env`, read again a few times while a user process shows none (see :data:`ENV_RETRIES`)."""
+    """:func:`process_env`, read again a few times while a user process shows none (see :data:`ENV_RETRIES`).
+
+    Not one whose environment may not be read at all (another user's process, as every process but one's
+    own is to a user other than root; in some containers even init to root): it never becomes readable, and
+    waiting for it cost 20 ms a process at every look (the end of every run).
+    """
     env = process_env(pid)
     for _ in range(ENV_RETRIES):
-        if env or _kernel_thread(pid) is not False:
+        if env or _kernel_thread(pid) is not False or not _env_readable(pid):
             break
         time.sleep(ENV_RETRY_DELAY)
         env = process_env(pid)
     return env
+
+
+def _env_readable(pid: int) -> bool:
+    """Whether this process may read the environment of *pid* (False too if it is gone)."""
+    try:
+        os.close(os.open(f"/proc/{pid}/environ", os.O_RDONLY))
+    except OSError:
+        return False
+    return True
 
 
 def _kernel_thread(pid: int) -> bool | None:

@@ -280,6 +280,31 @@ def test_a_process_caught_in_the_middle_of_exec_is_still_found(monkeypatch):
         child.wait()
 
 
+def test_a_process_whose_environment_may_not_be_read_is_passed_over_without_waiting(monkeypatch):
+    # Another user's process (every process but one's own, to a user other than root): its environment reads
+    # as none, and never becomes readable. Waiting for it cost 20 ms a process at the end of every run.
+    import plainbox_like.run.executors as runner
+
+    marker = {"PLAINBOX_LIKE_TEST_MARK": uuid.uuid4().hex}
+    child = subprocess.Popen(["sleep", "60"], env={})
+    try:
+        looked_at = []
+
+        def unreadable(pid):
+            looked_at.append(pid)
+            return {} if pid == child.pid else process_env(pid)
+
+        monkeypatch.setattr(runner, "process_env", unreadable)
+        monkeypatch.setattr(runner, "_env_readable", lambda pid: pid != child.pid)
+        assert runner.find_marked(marker) == []
+        assert looked_at.count(child.pid) == 1
+    finally:
+        child.kill()
+        child.wait()
+    assert runner._env_readable(os.getpid())
+    assert not runner._env_readable(child.pid)  # gone
+
+
 def test_another_workers_job_caught_in_the_middle_of_exec_is_passed_over_without_waiting(monkeypatch):
     # With -j N a worker's look for its job's leftovers sees the jobs the other workers just spawned; one
     # caught in execve shows no environment, and waiting for it to settle cost a worker up to 20 ms a time.
