@@ -17,12 +17,12 @@ from plainbox_like.cli import options, output
 from plainbox_like.cli.options import repository
 from plainbox_like.cli.output import format_duration, print_json
 from plainbox_like.errors import PlainboxLikeError
-from plainbox_like.define.launcher import Launcher, read_launcher
 from plainbox_like.define.manifest import read_manifest_file
 from plainbox_like.store.model import FAILED_OUTCOMES, Attempt
 from plainbox_like.text import clean
 
 if TYPE_CHECKING:
+    from plainbox_like.define.launcher import Launcher
     from plainbox_like.define.units import TestPlan, UnitSet
 
 
@@ -299,6 +299,8 @@ def _read_launcher(args: argparse.Namespace) -> Launcher | None:
     """The launcher of ``--launcher`` (its notes told once), or None."""
     if not args.launcher:
         return None
+    from plainbox_like.define.launcher import read_launcher  # (with configparser: only for --launcher)
+
     launcher = read_launcher(args.launcher)
     for note in launcher.notes:
         output.note(note)

@@ -28,7 +28,6 @@ is kept and the other named in a warning.
 from __future__ import annotations
 
 import ast
-import configparser
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -63,6 +62,12 @@ def provider_refs(providers: Sequence["Provider"]) -> list[str]:
     ]
 
 
+def _as_tuple(value: Sequence[str]) -> tuple[str, ...]:
+    """``tuple(value)`` as an attrs converter: attrs reads a builtin's signature by compiling the tokenizer's
+    regular expressions, 1.5 ms at every start-up."""
+    return tuple(value)
+
+
 @attrs.frozen
 class Provider:
     """One provider found: who it is and where its parts are (None: it has no such directory).
@@ -77,7 +82,7 @@ class Provider:
     base_dir: str | None
     bin_dir: str | None = None
     data_dir: str | None = None
-    units_dirs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    units_dirs: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
     locale_dir: str | None = None
     gettext_domain: str | None = None
     version: str | None = None
@@ -147,6 +152,8 @@ def read_provider_file(path: str) -> Provider:
 
     ``relocatable = True`` puts the provider where the file is, with the usual layout.
     """
+    import configparser  # only for providers with a .provider file: not at every start-up
+
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:

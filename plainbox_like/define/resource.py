@@ -33,7 +33,6 @@ from __future__ import annotations
 import ast
 import functools
 import itertools
-import textwrap
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -125,6 +124,8 @@ _DOT_LINE = re.compile(r"^(\s*)\.$", re.M)
 def _normalize(value: str) -> str:
     """A field's value as Checkbox keeps it: for several lines, ``.`` lines made empty and dedented; stripped."""
     if value.count("\n") > 1:
+        import textwrap  # only for resource output with fields on several lines: not at every start-up
+
         value = textwrap.dedent(_DOT_LINE.sub(r"\1", value))
     return value.strip()
 

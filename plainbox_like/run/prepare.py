@@ -23,7 +23,6 @@ from plainbox_like.define.resource import RequirementProgram, ResourceExpression
 from plainbox_like.define.loading import load_units
 from plainbox_like.define.metadata import RunMetadata
 from plainbox_like.define.selection import bootstrap_jobs, mandatory_jobs, select_jobs
-from plainbox_like.define.templates import instantiate_template
 from plainbox_like.define.units import JobDefinition, ManifestEntry, UnitSet
 from plainbox_like.errors import PlainboxLikeError, RunAborted, SchedulerLost
 from plainbox_like.run import control, jobenv, manual
@@ -101,6 +100,8 @@ class TemplateExpander:
 
     def instantiate(self, resource_id: str, records: list[dict[str, str]]) -> list[JobDefinition]:
         """Every job the templates over *resource_id* make from *records* (no selection)."""
+        from plainbox_like.define.templates import instantiate_template  # only for template units
+
         made: list[JobDefinition] = []
         for template in self.units.templates:
             if not template.supported:
