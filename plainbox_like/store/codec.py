@@ -142,15 +142,9 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_factory(is_mutable_sequence, _strict_list_factory)
     conv.register_structure_hook_func(lambda type_: type_ == tuple[str, ...], _strict_tuple_of_str)
     _register_fast_paths(conv)
-    # An attempt that left no files (or ran on the runner's machine) says nothing about them: states stay as
-    # they were before those fields.
-    generated_attempt = make_dict_unstructure_fn(
-        Attempt,
-        conv,
-        leftover_files=override(omit_if_default=True),
-        answered=override(omit_if_default=True),
-        ran_on=override(omit_if_default=True),
-    )
+    # The generated hook for the other attempts: made at the first one (not at import, where it cost a
+    # millisecond of every start-up).
+    generated: list[Callable[[Attempt], dict[str, Any]]] = []
 
     def attempt(a: Attempt) -> dict[str, Any]:
         # The usual attempt (every job's result is journaled, every snapshot has them all): its fields as
@@ -167,7 +161,17 @@ def make_converter() -> cattrs.Converter:
                 "skip_reason": a.skip_reason,
                 "leftover_processes": None,
             }
-        return generated_attempt(a)
+        if not generated:
+            # An attempt that left no files (or ran on the runner's machine) says nothing about them: states
+            # stay as they were before those fields.
+            generated.append(make_dict_unstructure_fn(
+                Attempt,
+                conv,
+                leftover_files=override(omit_if_default=True),
+                answered=override(omit_if_default=True),
+                ran_on=override(omit_if_default=True),
+            ))
+        return generated[0](a)
 
     conv.register_unstructure_hook(Attempt, attempt)
     # Only a job flagged noreturn says so: the running jobs of other states stay as they were.
@@ -180,8 +184,17 @@ def make_converter() -> cattrs.Converter:
 def _register_fast_paths(conv: cattrs.Converter) -> None:
     """Hooks for the bulk of a large state (results, job lists), several times faster than the
     generated ones. Values of the usual JSON types are taken as they are; anything else is
-    handed to the generated hook, so what is accepted and every error message stay the same."""
-    generic_attempt = conv.get_structure_hook(Attempt, cache_result=False)
+    handed to the generated hook, so what is accepted and every error message stay the same.
+
+    The generated hooks are made at the first value that needs one, by the converter's own factories (those
+    ``get_structure_hook`` picks for these types, before the fast hooks are registered): not at import, where
+    they cost 2 ms of every start-up, and a run structures nothing."""
+    made: dict[str, Callable[[Any, type], Any]] = {}
+
+    def generic_attempt(data: Any, type_: type) -> Attempt:
+        if "attempt" not in made:
+            made["attempt"] = conv.gen_structure_attrs_fromdict(Attempt)
+        return made["attempt"](data, type_)
 
     def attempt(data: Any, type_: type) -> Attempt:
         if type(data) is dict:
@@ -220,12 +233,13 @@ def _register_fast_paths(conv: cattrs.Converter) -> None:
     conv.register_structure_hook(Attempt, attempt)
 
     results_type = dict[str, list[Attempt]]
-    generic_results = conv.get_structure_hook(results_type, cache_result=False)
 
     def results(data: Any, type_: type) -> dict[str, list[Attempt]]:
         if type(data) is dict and all(type(k) is str and type(v) is list for k, v in data.items()):
             return {k: [attempt(a, Attempt) for a in v] for k, v in data.items()}
-        return generic_results(data, type_)
+        if "results" not in made:
+            made["results"] = conv.gen_structure_mapping(results_type)
+        return made["results"](data, type_)
 
     conv.register_structure_hook_func(lambda t: t == results_type, results)
 

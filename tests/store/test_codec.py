@@ -101,6 +101,23 @@ def test_the_fast_attempt_hooks_know_every_field_of_an_attempt():
     }
 
 
+def test_the_generated_hooks_made_on_first_need_are_those_the_converter_picks():
+    """The fast structure hooks hand what they do not take to generated hooks made at the first need (not at
+    import), by the factories that the converter's dispatch picks for those types: the same hooks."""
+    import cattrs
+
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    for type_, factory in ((Attempt, conv.gen_structure_attrs_fromdict), (dict[str, list[Attempt]], conv.gen_structure_mapping)):
+        picked, made = conv.get_structure_hook(type_, cache_result=False), factory(type_)
+        assert (picked.__code__.co_code, picked.__code__.co_names) == (made.__code__.co_code, made.__code__.co_names)
+    # And they are used: an attempt or a results map the fast hooks do not take goes through them.
+    bad = {"results": {"j": [{"outcome": "pass", "leftover_processes": {"count": "2"}}]}}
+    _check_error(_ours(bad), CorruptSession, "wrong field type", "count")
+    ok = {"results": {"j": [{"outcome": "pass", "leftover_processes": {"count": 2, "kept": False, "processes": []}}]}}
+    state = codec.decode_state(_ours(ok), PATH).state
+    assert state.results["j"][0].leftover_processes == LeftoverProcesses(count=2, kept=False, processes=[])
+
+
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
