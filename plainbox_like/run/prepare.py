@@ -47,7 +47,6 @@ from plainbox_like.store.model import (
 )
 from plainbox_like.store.runconfig import RunConfig
 from plainbox_like.store.locks import held_flocks, writer_alive
-from plainbox_like.store.reader import load_session
 from plainbox_like.store.repository import SessionRepository
 from plainbox_like.store.writer import SessionWriter
 
@@ -287,6 +286,8 @@ def bootstrapped_order(units: UnitSet, config: RunConfig, plan: planning.Plan, s
 
 def most_recent_incomplete(repo: SessionRepository) -> str:
     """The newest session that is incomplete and has no live runner."""
+    from plainbox_like.store.reader import load_session  # (not at start-up: a new run reads no state)
+
     best: tuple[float, str] | None = None
     held = held_flocks()
     for path in repo.session_paths():
@@ -324,6 +325,8 @@ def resume_session(
 
     *dask* and *retries* replace the session's own for this run (:data:`NO_DASK`: on this machine).
     """
+    from plainbox_like.store.reader import load_session  # (not at start-up: a new run reads no state)
+
     path = repo.resolve(ref) if ref else most_recent_incomplete(repo)
     loaded = load_session(path)
     config = RunConfig.from_blob(loaded.state.metadata.app_blob)

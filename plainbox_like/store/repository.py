@@ -8,14 +8,16 @@ A thin layer that creates sessions through
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plainbox_like.errors import PlainboxLikeError, SessionNotFound
 from plainbox_like.store.confine import SESSIONS_DIR
 from plainbox_like.store.names import STATE_FILE, is_session_name
 from plainbox_like.store.paths import SESSION_SUFFIX, default_repository, session_id_of, validate_session_id
-from plainbox_like.store.reader import LoadedSession, load_session
 from plainbox_like.store.writer import SessionWriter, _cannot_write
+
+if TYPE_CHECKING:
+    from plainbox_like.store.reader import LoadedSession
 
 
 class SessionRepository:
@@ -72,6 +74,8 @@ class SessionRepository:
 
     def load(self, ref: str) -> LoadedSession:
         """Read a session (id, prefix or path)."""
+        from plainbox_like.store.reader import load_session  # (not at start-up: a new run reads no state)
+
         return load_session(self.resolve(ref))
 
     def open(self, ref: str, **kwargs: Any) -> SessionWriter:

@@ -37,7 +37,6 @@ from plainbox_like.store.names import (
     STATE_FILE,
 )
 from plainbox_like.store.paths import SESSION_SUFFIX, session_id_of
-from plainbox_like.store.reader import load_session
 
 DURABILITY_MODES = ("fsync", "flush")
 #: The journal may grow to max(this, uncompressed snapshot size) before a new snapshot.
@@ -255,6 +254,8 @@ class SessionWriter:
         command: str | None = None,
     ) -> "SessionWriter":
         """Take the lock of an existing session and continue writing it (*command*: see :func:`acquire_lock`)."""
+        from plainbox_like.store.reader import load_session  # (reading a state: not at start-up, a new run reads none)
+
         if not os.path.exists(os.path.join(path, JOURNAL_FILE)):
             # Only our sessions have a journal; never put a lock into anything else.
             load_session(path)  # raises if it is not a session at all
