@@ -787,3 +787,21 @@ def test_scheduler_extend_without_an_order_adds_new_jobs_last() -> None:
     assert [sched.next_decision().job_id, sched.finish("last", "pass"), sched.next_decision().job_id] == [
         "last", None, "made"
     ]
+
+
+def test_the_outcomes_of_a_schedule_read_as_a_mapping_of_the_finished_jobs() -> None:
+    # Kept by position (memory), they still read as a dict of the finished jobs, given and added ones too.
+    sched = Scheduler(build_plan([job("a"), job("b", depends="a"), job("c")]), finished={"c": "fail", "zz": "pass"})
+    outcomes = sched.outcomes
+    assert dict(outcomes) == {"c": "fail"} and len(outcomes) == 1  # an id the plan lacks is not kept
+    assert "a" not in outcomes and outcomes.get("a") is None and outcomes.get("a", "-") == "-"
+    with pytest.raises(KeyError):
+        outcomes["a"]
+    assert sched.next_decision() == Decision("a", "run")
+    sched.finish("a", "crash")
+    assert sched.next_decision().action == "skip"  # b: its dependency did not pass
+    sched.extend([job("d")])
+    assert sched.next_decision() == Decision("d", "run")
+    sched.finish("d", "pass")
+    assert outcomes == {"a": "crash", "b": SKIPPED_DEPENDENCY, "c": "fail", "d": "pass"}
+    assert list(outcomes) == ["a", "b", "c", "d"] and outcomes["d"] == "pass" and "zz" not in outcomes
