@@ -559,8 +559,8 @@ def _pids_after(pid: int) -> Iterator[int] | None:
     return None  # wrapped around: look at everything
 
 
-def read_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start in clock ticks after boot) of *pid*, or None if it is gone."""
+def read_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, process group, start in clock ticks after boot, parent) of *pid*, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -568,18 +568,8 @@ def read_stat(pid: int) -> tuple[str, int, int] | None:
         return None
     fields = stat[stat.rfind(b")") + 2:].split()
     try:
-        return fields[0].decode("ascii", "replace"), int(fields[2]), int(fields[19])
+        return fields[0].decode("ascii", "replace"), int(fields[2]), int(fields[19]), int(fields[1])
     except (IndexError, ValueError):
-        return None
-
-
-def _parent(pid: int) -> int | None:
-    """The parent pid of *pid*, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rfind(b")") + 2:].split()[1])
-    except (OSError, IndexError, ValueError):
         return None
 
 
@@ -629,7 +619,7 @@ def find_marked(
         if stat is None or stat[0] in ("Z", "X"):
             continue
         if stat[1] != pgid:
-            if other_spawners and _parent(pid) in other_spawners:
+            if stat[3] in other_spawners:
                 continue
             env = _settled_env(pid)
             if not env or any(env.get(name) != value for name, value in items):
