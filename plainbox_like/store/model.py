@@ -94,10 +94,6 @@ class Placement:
     share_shared: bool = False
 
 
-def _as_tuple(items: Iterable[str]) -> tuple[str, ...]:
-    return items if type(items) is tuple else tuple(items)
-
-
 @attrs.define(weakref_slot=False)  # one per attempt, never weakly referenced: 8 bytes less each
 class Attempt:
     """One attempt at running a job: an entry of ``results[job_id]``."""
@@ -113,8 +109,8 @@ class Attempt:
     #: Processes the job left running when it ended; None if none (or not known: before version 3).
     leftover_processes: LeftoverProcesses | None = None
     #: Files and directories the job left in its temporary working directory (relative paths).
-    #: A tuple (a list given is made one): most attempts leave nothing, and share the one empty tuple.
-    leftover_files: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    #: A tuple: most attempts leave nothing, and share the one empty tuple (a list each cost 56 bytes).
+    leftover_files: tuple[str, ...] = ()
     #: Who answered, for a job that needs a person (version 4); None for every other job.
     answered: Answered | None = None
     #: Where it ran if not on the runner's machine (a Dask worker); None: the runner's (version 5).
