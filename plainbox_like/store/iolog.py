@@ -18,7 +18,7 @@ import re
 import struct
 import time
 import zlib
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import attrs
 import orjson
@@ -28,6 +28,9 @@ from plainbox_like.store.limits import max_state_size
 from plainbox_like.store.names import RECORD_SUFFIX
 from plainbox_like.store.paths import open_regular
 from plainbox_like.text import format_size
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 STREAMS = ("stdout", "stderr")
 #: Longest output-free stretch before buffered records are flushed to disk.
@@ -230,11 +233,43 @@ class RecordWriter:
         fds = [self._record_fd, *self._raw_fds.values()]
         if durable and self._size:
             # An empty raw file has no data to sync (and a sync of the file alone never made its name durable).
-            synced = [self._record_fd, *(self._raw_fds[s] for s in STREAMS if self.bytes_written[s])]
-            for fd in synced:
-                os.fdatasync(fd)
+            fdatasync_all([self._record_fd, *(self._raw_fds[s] for s in STREAMS if self.bytes_written[s])])
         for fd in fds:
             os.close(fd)
+
+
+#: Threads that sync a job's other log files while the caller syncs the first (made at the first need).
+_sync_pool: ThreadPoolExecutor | None = None
+
+
+def _forget_sync_pool() -> None:
+    global _sync_pool
+    _sync_pool = None  # a forked child has none of its parent's threads: it makes its own
+
+
+os.register_at_fork(after_in_child=_forget_sync_pool)
+
+
+def fdatasync_all(fds: list[int]) -> None:
+    """fdatasync every descriptor of *fds*, at the same time: a job that printed on both streams has three
+    files to make durable, and the disk takes the three requests together (0.8 -> 0.5 ms here)."""
+    global _sync_pool
+    if len(fds) < 2:
+        for fd in fds:
+            os.fdatasync(fd)
+        return
+    if _sync_pool is None:
+        from concurrent.futures import ThreadPoolExecutor  # 6 ms of imports: not at every start-up
+
+        _sync_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="plainbox-like-sync")
+    others = [_sync_pool.submit(os.fdatasync, fd) for fd in fds[1:]]
+    try:
+        os.fdatasync(fds[0])
+    finally:
+        errors = [future.exception() for future in others]  # waits for every one
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _write_all(fd: int, data: bytes) -> None:

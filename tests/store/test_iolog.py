@@ -10,12 +10,14 @@ import random
 import re
 import subprocess
 import tempfile
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import strategies
+from factories import wait_until
 from plainbox_like.store import iolog
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -331,3 +333,59 @@ def test_distinct_attempts_get_distinct_files(pairs):
         assert len(set(stems)) == len(stems)
         for stem in stems:
             _assert_safe_stem(io_logs, stem)
+
+
+def test_a_jobs_log_files_are_synced_together_and_every_error_is_told(tmp_path, monkeypatch):
+    fds = [os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT, 0o600) for name in ("r", "o", "e")]
+    try:
+        synced = []
+        real = os.fdatasync
+
+        def recording(fd):
+            synced.append((fd, threading.current_thread().name))
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", recording)
+        iolog.fdatasync_all(fds)
+        assert sorted(fd for fd, _ in synced) == sorted(fds)
+        assert len({name for _, name in synced}) > 1  # not one after the other in this thread
+
+        def failing(fd):
+            if fd == fds[2]:
+                raise OSError(5, "Input/output error")
+            synced.append((fd, "again"))
+
+        synced.clear()
+        monkeypatch.setattr(os, "fdatasync", failing)
+        with pytest.raises(OSError, match="Input/output error"):
+            iolog.fdatasync_all(fds)
+        assert sorted(fd for fd, _ in synced) == sorted(fds[:2])  # the others were still synced
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_forked_process_syncs_with_threads_of_its_own(tmp_path):
+    # A worker is forked from the runner: a pool of the runner's would have no threads in it, and hang it.
+    fds = [os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT, 0o600) for name in ("r", "o")]
+    iolog.fdatasync_all(fds)  # the pool exists in this process now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            iolog.fdatasync_all(fds)
+            code = 0
+        finally:
+            os._exit(code)
+    ended = []
+    try:
+        assert wait_until(lambda: ended.append(os.waitpid(pid, os.WNOHANG)) or ended[-1][0] == pid, timeout=20)
+        assert os.waitstatus_to_exitcode(ended[-1][1]) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        for fd in fds:
+            os.close(fd)
