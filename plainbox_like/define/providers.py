@@ -34,6 +34,8 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from plainbox_like.define.units import as_tuple
+
 __all__ = [
     "Provider",
     "find_providers",
@@ -62,12 +64,6 @@ def provider_refs(providers: Sequence["Provider"]) -> list[str]:
     ]
 
 
-def _as_tuple(value: Sequence[str]) -> tuple[str, ...]:
-    """``tuple(value)`` as an attrs converter: attrs reads a builtin's signature by compiling the tokenizer's
-    regular expressions, 1.5 ms at every start-up."""
-    return tuple(value)
-
-
 @attrs.frozen
 class Provider:
     """One provider found: who it is and where its parts are (None: it has no such directory).
@@ -82,7 +78,7 @@ class Provider:
     base_dir: str | None
     bin_dir: str | None = None
     data_dir: str | None = None
-    units_dirs: tuple[str, ...] = attrs.field(default=(), converter=_as_tuple)
+    units_dirs: tuple[str, ...] = attrs.field(default=(), converter=as_tuple)
     locale_dir: str | None = None
     gettext_domain: str | None = None
     version: str | None = None

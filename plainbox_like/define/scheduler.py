@@ -271,10 +271,11 @@ class Scheduler:
         heapq.heappush(self._ready_run, (self._rank[i], i))
 
     def _record(self, job_id: str, outcome: str) -> None:
-        self._outcome_at[self._position[job_id]] = outcome
+        i = self._position[job_id]
+        self._outcome_at[i] = outcome
         self._left -= 1
         waiting, next_edge, edge_target = self._waiting, self._next_edge, self._edge_target
-        edge = self._first_edge[self._position[job_id]]
+        edge = self._first_edge[i]
         while edge >= 0:
             child = edge_target[edge]
             waiting[child] -= 1

@@ -18,7 +18,7 @@ import re
 import struct
 import time
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
 
 import attrs
 import orjson
@@ -104,7 +104,7 @@ def open_log_files(io_logs_dir: str, job_id: str, attempt: int) -> tuple[str, in
     raise RuntimeError(f"no free log file name for job {job_id!r}")  # pragma: no cover
 
 
-def free_log_stem(taken: set[str], job_id: str, attempt: int) -> str:
+def free_log_stem(taken: Container[str], job_id: str, attempt: int) -> str:
     """The first candidate stem of *attempt* of *job_id* not in *taken* (the stems in use)."""
     for stem in log_stems(job_id, attempt):
         if stem not in taken:

@@ -7,6 +7,7 @@ carry it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -280,27 +281,37 @@ def test_a_process_caught_in_the_middle_of_exec_is_still_found(monkeypatch):
         child.wait()
 
 
+@contextlib.contextmanager
+def _child_without_environment(monkeypatch):
+    """A child of this process whose environment reads as none, and the pids whose environment was read."""
+    import plainbox_like.run.executors as runner
+
+    child = subprocess.Popen(["sleep", "60"], env={})
+    looked_at = []
+
+    def reading(pid):
+        looked_at.append(pid)
+        return {} if pid == child.pid else process_env(pid)
+
+    monkeypatch.setattr(runner, "process_env", reading)
+    try:
+        yield child, looked_at
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_process_whose_environment_may_not_be_read_is_passed_over_without_waiting(monkeypatch):
     # Another user's process (every process but one's own, to a user other than root): its environment reads
     # as none, and never becomes readable. Waiting for it cost 20 ms a process at the end of every run.
     import plainbox_like.run.executors as runner
 
     marker = {"PLAINBOX_LIKE_TEST_MARK": uuid.uuid4().hex}
-    child = subprocess.Popen(["sleep", "60"], env={})
-    try:
-        looked_at = []
-
-        def unreadable(pid):
-            looked_at.append(pid)
-            return {} if pid == child.pid else process_env(pid)
-
-        monkeypatch.setattr(runner, "process_env", unreadable)
+    with _child_without_environment(monkeypatch) as (child, looked_at):
         monkeypatch.setattr(runner, "_env_readable", lambda pid: pid != child.pid)
         assert runner.find_marked(marker) == []
         assert looked_at.count(child.pid) == 1
-    finally:
-        child.kill()
-        child.wait()
+    monkeypatch.undo()
     assert runner._env_readable(os.getpid())
     assert not runner._env_readable(child.pid)  # gone
 
@@ -312,20 +323,9 @@ def test_another_workers_job_caught_in_the_middle_of_exec_is_passed_over_without
 
     marker = {"PLAINBOX_LIKE_TEST_MARK": uuid.uuid4().hex}
     since = int(open("/proc/sys/kernel/ns_last_pid").read())
-    child = subprocess.Popen(["sleep", "60"], env={})  # spawned by "another worker": this process
-    try:
-        looked_at = []
-
-        def mid_exec(pid):
-            looked_at.append(pid)
-            return {} if pid == child.pid else process_env(pid)
-
-        monkeypatch.setattr(runner, "process_env", mid_exec)
+    with _child_without_environment(monkeypatch) as (child, looked_at):  # "another worker": this process
         assert runner.find_marked(marker, since_pid=since, other_spawners={os.getpid()}) == []
         assert child.pid not in looked_at
         assert runner.find_marked(marker, since_pid=since) == []  # without: read again and again
         assert looked_at.count(child.pid) == runner.ENV_RETRIES + 1
-    finally:
-        child.kill()
-        child.wait()
 
