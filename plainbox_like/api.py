@@ -26,6 +26,8 @@ import time
 import traceback
 from typing import Any, Iterator
 
+import attrs
+
 from plainbox_like.run import control
 from plainbox_like.errors import StopRequested
 from plainbox_like.store.model import (
@@ -94,7 +96,7 @@ class JobRecorder:
             skip_reason=self.skip_reason,
         )
         writer.job_finished(self.job_id, result)
-        return result
+        return attrs.evolve(result)  # the session keeps the one it was given: changing this one changes nothing there
 
     def __enter__(self) -> "JobRecorder":
         return self

@@ -124,6 +124,13 @@ class RestartNotes:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
+    # Called for every job: passed on directly, not looked up through __getattr__ each time.
+    def started(self, job_id: str, attempt: int) -> None:
+        self.inner.started(job_id, attempt)
+
+    def finished(self, job_id: str, result: Attempt) -> None:
+        self.inner.finished(job_id, result)
+
     def _say(self, message: str) -> None:
         getattr(self.inner, "say", output.say)(message)
 

@@ -151,6 +151,11 @@ def _serve_with(
                 executor.other_spawners = frozenset(message[1]) - {os.getpid()}
 
 
+def _temp_cwd_fields(temp_cwd: TempCwd | None) -> tuple | None:
+    """What a worker needs to make *temp_cwd* (``TempCwd(*fields)`` there), once per job: cheaper than attrs.astuple."""
+    return None if temp_cwd is None else (temp_cwd.prefix, temp_cwd.list_leftovers, temp_cwd.mode)
+
+
 def _close_fds_except(keep: set[int]) -> None:
     low = 0
     for fd in sorted(keep):
@@ -254,7 +259,7 @@ class WorkerExecutor:
             worker.commands,
             (
                 "start", spec.key, spec.argv, changes, removed, spec.log, spec.durable_log, report_at_once,
-                spec.marker, spec.cwd, attrs.astuple(spec.temp_cwd) if spec.temp_cwd is not None else None,
+                spec.marker, spec.cwd, _temp_cwd_fields(spec.temp_cwd),
                 self._journal_sync.appended if self._journal_sync is not None else 0,
             ),
         )

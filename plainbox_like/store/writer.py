@@ -19,8 +19,6 @@ import tempfile
 import time
 from typing import Any, Callable, Iterable
 
-import attrs
-
 from plainbox_like.errors import CannotWrite, PlainboxLikeError, SessionLocked
 from plainbox_like.store import codec, iolog
 from plainbox_like.store.confine import refuse_paths_outside, refuse_symlinked, refuse_symlinked_sessions
@@ -451,9 +449,13 @@ class SessionWriter:
         return started
 
     def job_finished(self, job_id: str, result: Attempt, durable: bool = True) -> None:
-        """Journal the result of one attempt."""
+        """Journal the result of one attempt.
+
+        The state keeps *result* itself (a copy per job was a few per cent of a
+        parallel run's coordinator): the caller must not change it afterwards.
+        """
         unstructured = codec.converter.unstructure(result)
-        self.record({"op": "result", "job": job_id, "result": unstructured}, durable, attempt=attrs.evolve(result))
+        self.record({"op": "result", "job": job_id, "result": unstructured}, durable, attempt=result)
 
     def resource_recorded(self, job_id: str, records: list[dict[str, str]], durable: bool = True) -> None:
         """Journal the records a resource job printed (replacing any earlier ones of that job)."""

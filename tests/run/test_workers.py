@@ -367,3 +367,31 @@ def test_a_worker_looking_for_leftovers_passes_over_the_other_workers_jobs(tmp_p
     looker, others = told.read_text().split(" ", 1)
     assert int(looker) in pids
     assert others == str(sorted(pids - {int(looker)}))
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_every_setting_of_a_jobs_temporary_directory_reaches_its_worker(tmp_path, monkeypatch, listed):
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = WorkerExecutor(1)
+    try:
+        made = spec(tmp_path, "k", "stat -c %a . && touch left-here")
+        temp_cwd = TempCwd("job-cwd-", list_leftovers=listed, mode=0o777)
+        executor.start(ProcessSpec(made.key, made.argv, made.env, made.log, temp_cwd=temp_cwd))
+        exited = [event for event in collect(executor, 1) if isinstance(event, Exited)][0]
+    finally:
+        executor.close()
+    assert exited.returncode == 0
+    assert (tmp_path / "k.stdout").read_bytes() == b"777\n"  # the mode it was given
+    assert ("left-here" in exited.leftover_files) is listed
+
+
+def test_a_temporary_directory_crosses_to_a_worker_with_every_field():
+    from plainbox_like.run.workdir import TempCwd
+    from plainbox_like.run.workers import _temp_cwd_fields
+
+    fields = _temp_cwd_fields(TempCwd("p-", list_leftovers=False, mode=0o750))
+    assert len(fields) == len(attrs.fields(TempCwd)), "a new field of TempCwd must be sent to the workers too"
+    assert TempCwd(*fields) == TempCwd("p-", list_leftovers=False, mode=0o750)
+    assert _temp_cwd_fields(None) is None
