@@ -28,7 +28,7 @@ Prints, for this machine, now:
    journal's fdatasyncs per job with -j N (group commit: counted by the workers).
 5. sleep: 1,000 jobs of `sleep 0.01` at -j 4 and -j 8 against the ideal (total sleep / N)
    and against N bare loops side by side; the run's start-up (a one-job run) is taken off.
-   Floor: one bare loop alone gives one slot's time per job at best (`bash -c` and its sleep,
+   Floor: one loop alone gives one slot's time per job at best (`bash -c` and its sleep,
    uncontended, its start-up taken off); -j N takes at least count / N times that.
 6. print: 1,000 jobs from a .pxu file printing to both streams (`echo hello N; echo err N >&2`,
    every 100th exits 1, one prints 10 MiB) against a bare subprocess.run loop of the same commands.
@@ -51,7 +51,8 @@ Each goal of issue 19 is printed as: figure, baseline, ratio, goal, ok/MISSED. A
 that the least work of any runner may already miss here is followed by a FLOOR line: what
 the goal's own comparison gives for that work (measured in the same run, never assumed),
 and the run against it; where that ratio is above the goal, a line says the goal is out
-of reach on this machine.
+of reach on this machine. The floors' loops spawn their jobs as the runner does (posix_spawn,
+cheaper than the baselines' subprocess.run), so that no runner beats a floor by spawning faster.
 
 Usage: python scripts/bench_runner.py [--repeats 5] [--quick] [--dir DIR] [--only SECTION ...]
 """
@@ -111,30 +112,87 @@ import json, subprocess, sys
 for command in json.load(open(sys.argv[1])):
     subprocess.run(["bash", "-c", command], capture_output=True)
 """
-#: A job of BASELINE and BASELINE_SYNC, in place of which the floors with files below do more.
-RUN_TRUE = '    subprocess.run(["bash", "-c", "true"], capture_output=True)\n'
-#: A job with its files, the on-disk contract's minimum per job whatever the durability: its three log files,
-#: created (O_EXCL) and kept in one directory of the loop (made in sys.argv[-1]) as a run keeps them, and a fresh
-#: temporary working directory it runs in, removed after (as Checkbox gives every job). The runner creates the log
-#: files while the shell starts and removes an empty directory while the next job runs: those overlaps are not here.
-JOB_FILES = """\
-    for suffix in (".record.gz", ".stdout", ".stderr"):
-        os.close(os.open(os.path.join(logs, "job-%d%s" % (n, suffix)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    cwd = tempfile.mkdtemp(prefix="cwd-")
-    subprocess.run(["bash", "-c", "true"], capture_output=True, cwd=cwd)
-    os.rmdir(cwd)
+#: How the floors run a job: `bash -c COMMAND` spawned as the runner spawns its jobs (posix_spawn in a process group
+#: of its own, stdin from /dev/null, stdout and stderr on pipes read to their end, then reaped), which costs less
+#: than subprocess.run: a runner must not beat a floor by spawning its jobs differently from it.
+LEAN_SPAWN = """\
+import os, select, shutil
+BASH = shutil.which("bash")
+def run_job(command, cwd=None, meanwhile=None):
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    back = None
+    if cwd is not None:  # posix_spawn cannot change directory: go there and back, as the runner does
+        back = os.open(".", os.O_RDONLY)
+        os.chdir(cwd)
+    try:
+        pid = os.posix_spawn(BASH, [BASH, "-c", command], os.environ, setpgroup=0, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+    finally:
+        if back is not None:
+            os.fchdir(back)
+            os.close(back)
+    os.close(out_w)
+    os.close(err_w)
+    if meanwhile is not None:  # what the runner does while the job's shell starts
+        meanwhile()
+    chunks = {out_r: [], err_r: []}
+    poller = select.poll()
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    left = len(chunks)
+    while left:
+        for fd, _ in poller.poll():
+            data = os.read(fd, 1 << 16)
+            if data:
+                chunks[fd].append(data)
+            else:
+                poller.unregister(fd)
+                os.close(fd)
+                left -= 1
+    os.waitpid(pid, 0)
+    return b"".join(chunks[out_r]), b"".join(chunks[err_r])
 """
-#: Where a floor's loop keeps its files: a directory of its own, made in sys.argv[-1] (kept: the next repeat
-#: creates its files among them, as a run does in its repository).
-LOGS_DIR = 'import os, sys, tempfile\nlogs = tempfile.mkdtemp(prefix="io-logs-", dir=sys.argv[-1])\n'
+#: The floors' prelude: LEAN_SPAWN, and a directory of the loop's own for its jobs' log files, made in sys.argv[-1]
+#: (kept: the next repeat creates its files among them, as a run does in its repository).
+FLOOR_PRELUDE = LEAN_SPAWN + """\
+import sys, tempfile
+logs = tempfile.mkdtemp(prefix="io-logs-", dir=sys.argv[-1])
+def open_logs(n):
+    return [os.open(os.path.join(logs, "job-%d%s" % (n, suffix)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            for suffix in (".record.gz", ".stdout", ".stderr")]
+"""
+#: Section 1's floors with files: sys.argv[1] `true` jobs, each with the on-disk contract's minimum whatever the
+#: durability: its three log files, created (O_EXCL) and kept, and a fresh temporary working directory it runs in,
+#: removed after (as Checkbox gives every job); with a journal (sys.argv[2], "-" for none) one durable line before
+#: each job, as BASELINE_SYNC. The log files are created, and the previous job's directory removed, while the job's
+#: shell starts, as the runner does: a floor must not do in turn what a runner may overlap.
+FILES_LOOP = FLOOR_PRELUDE + """\
+count, journal = int(sys.argv[1]), sys.argv[2]
+journal = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if journal != "-" else None
+done = None
+def meanwhile(n):
+    for fd in open_logs(n):
+        os.close(fd)
+    if done is not None:
+        os.rmdir(done)
+for n in range(count):
+    if journal is not None:
+        os.write(journal, b'{"op":"start","job":"job-%d","attempt":1,"seq":%d}\\n' % (n, n))
+        os.fdatasync(journal)
+    cwd = tempfile.mkdtemp(prefix="cwd-", dir=sys.argv[-1])
+    run_job("true", cwd, lambda: meanwhile(n))
+    done = cwd
+if done is not None:
+    os.rmdir(done)
+"""
 #: Section 6's floor: BASELINE_COMMANDS plus the durable writes fsync durability requires of any runner per job:
-#: its output in its three log files (the record compressed by isal at its fastest, as a .record.gz is: writing
+#: its output in its three log files (opened while the job's shell starts) (the record compressed by isal at its fastest, as a .record.gz is: writing
 #: 10 MiB again would cost more than a runner must), made durable together (as the runner does: three fdatasyncs in
 #: turn take 0.7 ms here, together 0.5), then one journal line made durable.
 DURABLE_WRITES = """\
-    fds = [os.open(os.path.join(logs, "job-%d%s" % (n, suffix)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-           for suffix in (".record.gz", ".stdout", ".stderr")]
-    for fd, data in zip(fds, (isal_zlib.compress(done.stdout + done.stderr, 0), done.stdout, done.stderr)):
+    for fd, data in zip(fds, (isal_zlib.compress(out + err, 0), out, err)):
         os.write(fd, data)
     list(pool.map(os.fdatasync, fds))
     for fd in fds:
@@ -144,21 +202,14 @@ DURABLE_WRITES = """\
 """
 
 
-def with_job_files(loop: str) -> str:
-    """*loop* (:data:`BASELINE` or :data:`BASELINE_SYNC`) running each job as :data:`JOB_FILES` does."""
-    assert RUN_TRUE in loop
-    return LOGS_DIR + loop.replace("for _ in", "for n in").replace(RUN_TRUE, JOB_FILES)
-
-
-def with_durable_writes(loop: str) -> str:
-    """*loop* (:data:`BASELINE_COMMANDS`) with its jobs numbered and their output kept, for :data:`DURABLE_WRITES`."""
-    head, run = "for command in json.load(open(sys.argv[1])):", "    subprocess.run("
-    assert head in loop and run in loop
-    setup = ("from isal import isal_zlib\nfrom concurrent.futures import ThreadPoolExecutor\n"
+def durable_writes_loop() -> str:
+    """Section 6's floor: the commands of a JSON list (sys.argv[1]) run in turn, each with :data:`DURABLE_WRITES`."""
+    setup = ("import json\nfrom isal import isal_zlib\nfrom concurrent.futures import ThreadPoolExecutor\n"
              "pool = ThreadPoolExecutor(3)\n"
              'journal = os.open(os.path.join(logs, "journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)\n')
-    numbered = loop.replace(head, "for n, command in enumerate(json.load(open(sys.argv[1]))):")
-    return LOGS_DIR + setup + numbered.replace(run, "    done = subprocess.run(") + DURABLE_WRITES
+    loop = ("for n, command in enumerate(json.load(open(sys.argv[1]))):\n    fds = []\n"
+            "    out, err = run_job(command, meanwhile=lambda: fds.extend(open_logs(n)))\n")
+    return FLOOR_PRELUDE + setup + loop + DURABLE_WRITES
 
 
 def side_by_side(loop: str, count: int, *args: str) -> list[str]:
@@ -240,14 +291,12 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
             sys.executable, "-c", BASELINE_SYNC, str(count), os.path.join(tmp, "floor-journal"),
         ],
         "floor for -j 2 fsync: 2 of them": side_by_side(BASELINE_SYNC, count, os.path.join(tmp, "floor-journal-2")),
-        # The same with each job's files (JOB_FILES), which every run makes whatever its durability.
+        # The same with each job's files (FILES_LOOP), which every run makes whatever its durability.
         "floor for fsync with files": [
-            sys.executable, "-c", with_job_files(BASELINE_SYNC), str(count), os.path.join(tmp, "floor-journal-3"), tmp,
+            sys.executable, "-c", FILES_LOOP, str(count), os.path.join(tmp, "floor-journal-3"), tmp,
         ],
-        "ceiling with files": side_by_side(with_job_files(BASELINE), count, tmp),
-        "floor for -j 2 fsync with files": side_by_side(
-            with_job_files(BASELINE_SYNC), count, os.path.join(tmp, "floor-journal-4"), tmp,
-        ),
+        "ceiling with files": side_by_side(FILES_LOOP, count, "-", tmp),
+        "floor for -j 2 fsync with files": side_by_side(FILES_LOOP, count, os.path.join(tmp, "floor-journal-4"), tmp),
     }
     goals = {"run, fsync": 1.3, "run, flush": 1.15, "run -j 2, fsync": 0.75}
     times = median_runs(variants, repeats, env)
@@ -441,18 +490,19 @@ def section_cpu(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict
 def section_sleep(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict:
     """Jobs that wait (`sleep 0.01`) at -j 4 and -j 8 against the ideal overlap and N bare loops side by side.
 
-    Their floor: one bare loop alone (its start-up taken off) gives the time per job of one slot at best,
+    Their floor: one loop alone (:data:`LEAN_SPAWN`, its start-up taken off) gives the time per job of one slot at best,
     `bash -c` and its sleep one after the other, uncontended; -j N can do no better than count / N times it."""
     nap = 0.01
     path = os.path.join(tmp, f"sleep-{count}.txt")
     with open(path, "w") as f:
         f.write(f"sleep {nap}\n" * count)
     loop = BASELINE.replace('"true"', f'"sleep {nap}"')
+    lean = LEAN_SPAWN + f"import sys\nfor _ in range(int(sys.argv[1])):\n    run_job('sleep {nap}')\n"  # the floor's loop
     alone = max(100, count // 8)
     variants: dict[str, list[str]] = {
         "start-up: run of one job": plainbox_like(["run", job_file(tmp, 1)]),
-        "start-up: bare loop of no job": [sys.executable, "-c", loop, "0"],
-        "one bare loop alone": [sys.executable, "-c", loop, str(alone)],
+        "start-up: bare loop of no job": [sys.executable, "-c", lean, "0"],
+        "one bare loop alone": [sys.executable, "-c", lean, str(alone)],
     }
     for parallel in (4, 8):
         variants[f"run -j {parallel}"] = plainbox_like(["run", path, "-j", str(parallel)])
@@ -511,7 +561,7 @@ def section_print(tmp: str, repeats: int, count: int, env: dict[str, str]) -> di
         "baseline (subprocess.run loop)": [sys.executable, "-c", BASELINE_COMMANDS, listed],
         "run, fsync": plainbox_like(["run", units]),
         "run, flush": plainbox_like(["run", units, "--durability", "flush"]),
-        "floor for fsync: durable writes": [sys.executable, "-c", with_durable_writes(BASELINE_COMMANDS), listed, tmp],
+        "floor for fsync: durable writes": [sys.executable, "-c", durable_writes_loop(), listed, tmp],
     }
     loops = ("baseline (subprocess.run loop)", "floor for fsync: durable writes")
     times = median_runs(variants, repeats, env, codes=(0, 1), loops=loops)
