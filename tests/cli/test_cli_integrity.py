@@ -205,7 +205,10 @@ def test_sigkilled_runner(root):
             if "c2" not in state.running_jobs:
                 return None
             leftovers = settle.find_leftovers(sid_of(paths[0]))
-            return (paths[0], leftovers["c2"]) if leftovers.get("c2") else None
+            # Its log too: the runner creates it just after the spawn, and a kill in between leaves none to cut.
+            log = os.path.join(paths[0], "io-logs", "c2.record.gz")
+            started_log = os.path.exists(log) and os.path.getsize(log) >= 10  # the gzip header
+            return (paths[0], leftovers["c2"]) if leftovers.get("c2") and started_log else None
 
         path, groups = wait_until(sleeping, what="the jobs to sleep")
         proc.send_signal(signal.SIGKILL)
