@@ -188,9 +188,9 @@ if done is not None:
     os.rmdir(done)
 """
 #: Section 6's floor: BASELINE_COMMANDS plus the durable writes fsync durability requires of any runner per job:
-#: its output in its three log files (opened while the job's shell starts) (the record compressed by isal at its fastest, as a .record.gz is: writing
-#: 10 MiB again would cost more than a runner must), made durable together (as the runner does: three fdatasyncs in
-#: turn take 0.7 ms here, together 0.5), then one journal line made durable.
+#: its output in its three log files, opened while the job's shell starts (the record is the output compressed by
+#: isal at its fastest, as a .record.gz is: writing 10 MiB again would cost more than a runner must), made durable
+#: together (as the runner does: the disk takes the three requests at once), then one journal line made durable.
 DURABLE_WRITES = """\
     for fd, data in zip(fds, (isal_zlib.compress(out + err, 0), out, err)):
         os.write(fd, data)
