@@ -365,7 +365,9 @@ class LocalExecutor:
         for process in self._running.values():
             if process.log is not None:
                 process.log.maybe_flush(now)
-        if not events:  # ...or once nothing happened for a whole poll (not between a job's exit and the next start)
+        # ...or once a whole poll went by with nothing to wake it. Not when a watched descriptor woke it: a worker
+        # is woken so by its next job, which would wait for the removal (a few hundred µs on some file systems).
+        if not ready:
             self._remove_empty_cwds()
         return events
 

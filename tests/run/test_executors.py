@@ -492,6 +492,43 @@ def test_the_executor_makes_the_temporary_directory_and_reports_what_was_left(tm
     assert all(os.path.dirname(path) == str(tmp_path) and not os.path.exists(path) for path in made)
 
 
+def test_an_ended_jobs_empty_directory_goes_off_the_path_to_the_next_start(tmp_path, monkeypatch):
+    """Removing a directory can take a file system hundreds of microseconds: a poll woken by a watched
+    descriptor (a worker's next command, a signal) leaves it; one that timed out, or one while the next
+    job runs, removes it."""
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = LocalExecutor()
+    command_r, command_w = os.pipe()
+    executor.watch_fd(command_r, "commands")
+
+    def spec(key):
+        return ProcessSpec(key, (find_shell(), "-c", "true"), dict(os.environ), temp_cwd=TempCwd(f"job-{key}-"))
+
+    def left():
+        return sorted(name[:6] for name in os.listdir(tmp_path) if name.startswith("job-"))
+
+    try:
+        poll_until_exit(executor, executor.start(spec("a")))
+        os.write(command_w, b"x")
+        assert executor.poll(None) == []  # woken by the command: the next job is about to start
+        assert left() == ["job-a-"]
+        os.read(command_r, 1)
+        executor.poll(0)  # nothing came
+        assert left() == []
+        poll_until_exit(executor, executor.start(spec("b")))
+        second = executor.start(spec("c"))
+        executor.poll(0)  # while c runs
+        assert left() == ["job-c-"]
+        poll_until_exit(executor, second)
+    finally:
+        executor.close()
+        os.close(command_r)
+        os.close(command_w)
+    assert left() == []
+
+
 def test_a_job_whose_temporary_directory_cannot_be_made_is_not_started(tmp_path, monkeypatch):
     from plainbox_like.run.workdir import TempCwd
 
