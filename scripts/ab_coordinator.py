@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_runner import driven, job_file  # noqa: E402 - the same driver and job files as the benchmark
+from bench_runner import bench_env, driven, job_file  # noqa: E402 - the same driver and job files as the benchmark
 
 
 def main() -> int:
@@ -40,10 +40,11 @@ def main() -> int:
     try:
         many, one = job_file(tmp, args.jobs), job_file(tmp, 1)
         cpu: dict[tuple[str, int], list[float]] = {}
+        envs = {tree: bench_env(tmp, dict(os.environ, PYTHONPATH=tree)) for tree in trees}
         for repeat in range(args.repeats):
             for parallel in parallels:
                 for tree in trees:
-                    env = dict(os.environ, PYTHONPATH=tree, PLAINBOX_LIKE_REPOSITORY=os.path.join(tmp, "repo"))
+                    env = envs[tree]
                     whole = driven(tmp, ["run", many, "-j", str(parallel)], env)["cpu_s"]
                     alone = driven(tmp, ["run", one, "-j", str(parallel)], env)["cpu_s"]
                     cpu.setdefault((tree, parallel), []).append((whole - alone) / (args.jobs - 1) * 1000)

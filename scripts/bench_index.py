@@ -45,7 +45,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)  # benchenv
 
+from benchenv import compiled_env  # noqa: E402 - a script beside this one
 from plainbox_like.index import access, listing  # noqa: E402
 from plainbox_like.index import query as indexing  # noqa: E402
 from plainbox_like.read import summary  # noqa: E402
@@ -121,16 +123,15 @@ def median_of(fn, runs: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-PYCACHE = os.path.join(tempfile.gettempdir(), "plainbox-like-bench-pycache")
+#: The byte-code cache of the timed commands: in the benchmark's own temporary directory (set by main).
+PYCACHE = ""
 
 
 def cli_env() -> dict[str, str]:
     """The environment of the timed commands: the checkout first on the path, and byte-code caching on
-    (in a directory of its own), as for an installed program, even where PYTHONDONTWRITEBYTECODE is set."""
-    env = dict(os.environ)
+    (see benchenv.compiled_env)."""
+    env = compiled_env(dict(os.environ), PYCACHE)
     env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = PYCACHE
     env.pop("PLAINBOX_LIKE_SESSION", None)
     env.pop("PLAINBOX_LIKE_JOB", None)
     return env
@@ -506,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         args.fresh_jobs, args.burst, args.burst_interval, args.seconds = 15, 300, 3.0, 6.0
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     workdir = tempfile.mkdtemp(prefix="bench-index-")
+    global PYCACHE
+    PYCACHE = os.path.join(workdir, "pycache")
     root = os.path.abspath(args.repository or os.path.join(workdir, "repo"))
     try:
         if not os.path.isdir(os.path.join(root, "sessions")) or not os.listdir(os.path.join(root, "sessions")):
