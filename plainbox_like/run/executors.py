@@ -220,6 +220,9 @@ class LocalExecutor:
         self._spare_pipes: list[tuple[int, int]] = []  # made while a job starts, for the next one
         self._unannounced: dict[Process, float] = {}  # running, Started not reported yet -> when it is due
         self._empty_cwds: list[str] = []  # temporary directories of ended jobs, found empty, to remove
+        #: The empty temporary directory of an ended job that left no process, renamed for the next job instead
+        #: of removing one and making another (see workdir.reuse); removed once the executor is idle.
+        self._spare_cwd: str | None = None
         self._polled_at = clock()  # when the last poll began: exits seen later than LATE after it may be old
         # The kernel's times are on the monotonic clock's time line; an injected clock's are not.
         self._kernel_times = clock is time.monotonic
@@ -257,7 +260,8 @@ class LocalExecutor:
         try:
             if spec.temp_cwd is not None:
                 try:
-                    cwd = made = workdir.make(spec.temp_cwd)
+                    spare, self._spare_cwd = self._spare_cwd, None
+                    cwd = made = workdir.make(spec.temp_cwd, spare)
                 except OSError as exc:
                     raise OSError(f"no temporary working directory: {exc}") from None
             else:
@@ -368,7 +372,7 @@ class LocalExecutor:
         # ...or once a whole poll went by with nothing to wake it. Not when a watched descriptor woke it: a worker
         # is woken so by its next job, which would wait for the removal (a few hundred µs on some file systems).
         if not ready:
-            self._remove_empty_cwds()
+            self._remove_empty_cwds(idle=not self._running)
         return events
 
     def _read(self, process: Process, fd: int, events: list) -> None:
@@ -428,8 +432,10 @@ class LocalExecutor:
         if process.cwd is None:
             pass
         elif workdir.is_empty(process.cwd):
-            # Removed later (see poll): after the exit is reported and, in a loop, the next job started.
-            self._empty_cwds.append(process.cwd)
+            if self._spare_cwd is None and process.spec.marker and not leftovers and process.spec.temp_cwd.mode is None:
+                self._spare_cwd = process.cwd  # no process of the job is left to write there
+            else:  # removed later (see poll): after the exit is reported and, in a loop, the next job started
+                self._empty_cwds.append(process.cwd)
         else:
             files = tuple(workdir.remove(process.cwd, process.spec.temp_cwd.list_leftovers))
         process.cwd = None
@@ -437,8 +443,12 @@ class LocalExecutor:
             process.log.close(durable=process.spec.durable_log)
         events.append(Exited(process, os.waitstatus_to_exitcode(process.status), when, leftovers, files))
 
-    def _remove_empty_cwds(self) -> None:
-        """Remove the temporary directories of ended jobs found empty (what appeared since is removed unlisted)."""
+    def _remove_empty_cwds(self, idle: bool = False) -> None:
+        """Remove the temporary directories of ended jobs found empty (what appeared since is removed unlisted),
+        and the spare one too if *idle* (no job runs: the next may be long in coming)."""
+        if idle and self._spare_cwd is not None:
+            self._empty_cwds.append(self._spare_cwd)
+            self._spare_cwd = None
         while self._empty_cwds:
             workdir.remove(self._empty_cwds.pop(), list_leftovers=False)
 
@@ -460,7 +470,7 @@ class LocalExecutor:
             pass
 
     def close(self) -> None:
-        self._remove_empty_cwds()
+        self._remove_empty_cwds(idle=True)
         if hasattr(self._poller, "close"):  # select.poll objects have no descriptor to close
             self._poller.close()
         for pair in self._spare_pipes:

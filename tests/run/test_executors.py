@@ -12,6 +12,7 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import struct
 import termios
 import time
@@ -527,6 +528,69 @@ def test_an_ended_jobs_empty_directory_goes_off_the_path_to_the_next_start(tmp_p
         os.close(command_r)
         os.close(command_w)
     assert left() == []
+
+
+def _marked_spec(key, command, temp_cwd):
+    """A spec as the runner makes them: marked, so that the processes a job leaves are looked for."""
+    marker = (("PLAINBOX_LIKE_SESSION", "reuse-test"), ("PLAINBOX_LIKE_JOB", key))
+    return ProcessSpec(key, (find_shell(), "-c", command), {**os.environ, **dict(marker)}, marker=marker,
+                       temp_cwd=temp_cwd)
+
+
+def test_an_empty_directory_a_job_left_no_process_in_is_the_next_jobs_renamed(tmp_path, monkeypatch):
+    """Renaming a directory costs a file system mounted with discard far less than removing one and making
+    another: the next job gets it under its own name, empty; nothing is left once the executor is idle."""
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    executor = LocalExecutor()
+    try:
+        first = executor.start(_marked_spec("a", "pwd > ../a.pwd; touch x; rm x", TempCwd("job-a-")))
+        first_dir = os.stat(first.cwd).st_ino
+        _, first_exit = poll_until_exit(executor, first)
+        second = executor.start(_marked_spec("b", "pwd > ../b.pwd; ls -A", TempCwd("job-b-")))
+        second_dir = second.cwd
+        assert os.path.basename(second_dir).startswith("job-b-") and os.stat(second_dir).st_ino == first_dir
+        outputs, second_exit = poll_until_exit(executor, second)
+        assert [name[:6] for name in os.listdir(tmp_path) if name.startswith("job-")] == ["job-b-"]  # the spare
+        executor.poll(0)  # a poll that found nothing to do, with no job running: the spare goes
+        assert not [name for name in os.listdir(tmp_path) if name.startswith("job-")]
+    finally:
+        executor.close()
+    assert first_exit.leftover_files == second_exit.leftover_files == ()
+    assert b"".join(o.data for o in outputs if o.stream == "stdout") == b""  # nothing of a's in it
+    assert (tmp_path / "b.pwd").read_text().strip() == second_dir != (tmp_path / "a.pwd").read_text().strip()
+
+
+@pytest.mark.parametrize("case", ["process left", "mode changed", "shared", "other root"])
+def test_a_directory_is_not_reused_when_it_may_not_be_fresh(tmp_path, monkeypatch, case):
+    """A process the job left may write there; a job may chmod its directory; a shared one is 0777; the
+    temporary root may have changed: then the next job gets a directory made for it, and the old one goes."""
+    from plainbox_like.run.workdir import TempCwd
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    command = {"process left": "sleep 30 &", "mode changed": "chmod 755 ."}.get(case, "true")
+    first_spec = TempCwd("job-a-", mode=0o777 if case == "shared" else None)
+    executor = LocalExecutor()
+    try:
+        _, first_exit = poll_until_exit(executor, executor.start(_marked_spec("a", command, first_spec)))
+        root = tmp_path
+        if case == "other root":
+            root = tmp_path / "other"
+            root.mkdir()
+            monkeypatch.setenv("TMPDIR", str(root))
+        second = executor.start(_marked_spec("b", "true", TempCwd("job-b-")))
+        assert os.path.dirname(second.cwd) == str(root)
+        assert stat.S_IMODE(os.stat(second.cwd).st_mode) == 0o700
+        for leftover in first_exit.leftovers:  # not in b's directory
+            assert os.readlink(f"/proc/{leftover.pid}/cwd") != second.cwd
+        poll_until_exit(executor, second)
+    finally:
+        for leftover in first_exit.leftovers:
+            os.kill(leftover.pid, signal.SIGKILL)
+        executor.close()
+    assert bool(first_exit.leftovers) == (case == "process left")
+    assert not [path for path in tmp_path.rglob("job-*")]
 
 
 def test_a_job_whose_temporary_directory_cannot_be_made_is_not_started(tmp_path, monkeypatch):
