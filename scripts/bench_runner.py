@@ -14,8 +14,9 @@ Prints, for this machine, now:
    halves side by side. A ratio below its floor is out of reach on this disk.
    Floors with each job's files add what the on-disk contract asks of any
    runner per job, whatever the durability: its three log files, created and
-   kept, and a fresh temporary working directory it runs in, removed after (as
-   Checkbox does); baseline+sync+files alone (for fsync), and two half-loops
+   kept, and a fresh, empty temporary working directory of its own name (as
+   Checkbox gives each job; the previous job's, renamed, the least it takes);
+   baseline+sync+files alone (for fsync), and two half-loops
    side by side with and without the journal (for -j 2, fsync and flush).
 2. 200, 1,000 and 5,000 jobs: the marginal cost per job of jobs 1,000-5,000
    against jobs 200-1,000 (constant cost per job means a ratio near 1).
@@ -173,10 +174,11 @@ def open_logs(n):
             for suffix in (".record.gz", ".stdout", ".stderr")]
 """
 #: Section 1's floors with files: sys.argv[1] `true` jobs, each with the on-disk contract's minimum whatever the
-#: durability: its three log files, created (O_EXCL) and kept, and a fresh temporary working directory it runs in,
-#: removed after (as Checkbox gives every job); with a journal (sys.argv[2], "-" for none) one durable line before
-#: each job, as BASELINE_SYNC. The log files are created, and the previous job's directory removed, while the job's
-#: shell starts, as the runner does: a floor must not do in turn what a runner may overlap.
+#: durability: its three log files, created (O_EXCL) and kept, and a fresh, empty temporary working directory of its
+#: own name to run in (as Checkbox gives every job): the first one made, each next one the previous job's, left
+#: empty, renamed (the least it takes: the runner does it too), the last one removed; with a journal (sys.argv[2],
+#: "-" for none) one durable line before each job, as BASELINE_SYNC. The log files are created while the job's shell
+#: starts, as the runner does: a floor must not do in turn what a runner may overlap.
 FILES_LOOP = FLOOR_PRELUDE + """\
 count, journal = int(sys.argv[1]), sys.argv[2]
 journal = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if journal != "-" else None
@@ -184,13 +186,15 @@ done = None
 def meanwhile(n):
     for fd in open_logs(n):
         os.close(fd)
-    if done is not None:
-        os.rmdir(done)
 for n in range(count):
     if journal is not None:
         os.write(journal, b'{"op":"start","job":"job-%d","attempt":1,"seq":%d}\\n' % (n, n))
         os.fdatasync(journal)
-    cwd = tempfile.mkdtemp(prefix="cwd-", dir=sys.argv[-1])
+    if done is None:
+        cwd = tempfile.mkdtemp(prefix="cwd-", dir=sys.argv[-1])
+    else:
+        cwd = os.path.join(sys.argv[-1], "cwd-%d-%s" % (n, os.urandom(4).hex()))
+        os.rename(done, cwd)
     run_job("true", cwd, lambda: meanwhile(n))
     done = cwd
 if done is not None:
