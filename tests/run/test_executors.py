@@ -504,8 +504,8 @@ def test_an_ended_jobs_empty_directory_goes_off_the_path_to_the_next_start(tmp_p
     command_r, command_w = os.pipe()
     executor.watch_fd(command_r, "commands")
 
-    def spec(key):
-        return ProcessSpec(key, (find_shell(), "-c", "true"), dict(os.environ), temp_cwd=TempCwd(f"job-{key}-"))
+    def spec(key, command="true"):
+        return ProcessSpec(key, (find_shell(), "-c", command), dict(os.environ), temp_cwd=TempCwd(f"job-{key}-"))
 
     def left():
         return sorted(name[:6] for name in os.listdir(tmp_path) if name.startswith("job-"))
@@ -519,9 +519,10 @@ def test_an_ended_jobs_empty_directory_goes_off_the_path_to_the_next_start(tmp_p
         executor.poll(0)  # nothing came
         assert left() == []
         poll_until_exit(executor, executor.start(spec("b")))
-        second = executor.start(spec("c"))
-        executor.poll(0)  # while c runs
+        second = executor.start(spec("c", "while [ ! -e ../go ]; do sleep 0.01; done"))
+        executor.poll(0)  # while c runs (until told to go: its exit must not come in this poll)
         assert left() == ["job-c-"]
+        (tmp_path / "go").touch()
         poll_until_exit(executor, second)
     finally:
         executor.close()
