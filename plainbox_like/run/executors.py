@@ -597,11 +597,21 @@ def read_stat(pid: int) -> tuple[str, int, int, int] | None:
         return None
 
 
-def command_line(pid: int, limit: int = 200) -> str:
-    """The command line of *pid*, arguments joined by spaces, cut to *limit* characters ("" if unknown)."""
+def command_line(pid: int, limit: int = 200, retries: int = 0) -> str:
+    """The command line of *pid*, arguments joined by spaces, cut to *limit* characters ("" if unknown).
+
+    *retries*: while it shows none and is no kernel thread, read it again that many times at most,
+    :data:`ENV_RETRY_DELAY` apart: a process caught in ``execve`` (a job's background process, started just
+    before the job ended) has none for a moment, and "[bash]" tells less than "sleep 600".
+    """
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             raw = f.read(limit * 4 + 1)
+            for _ in range(retries):
+                if raw or _kernel_thread(pid) is not False:
+                    break
+                time.sleep(ENV_RETRY_DELAY)
+                raw = os.pread(f.fileno(), limit * 4 + 1, 0)
     except OSError:
         return ""
     if not raw:  # a kernel thread or a zombie: the name the kernel keeps
@@ -648,7 +658,7 @@ def find_marked(
             env = _settled_env(pid)
             if not env or any(env.get(name) != value for name, value in items):
                 continue
-        found.append(Leftover(pid, stat[2], command_line(pid)))
+        found.append(Leftover(pid, stat[2], command_line(pid, retries=ENV_RETRIES)))
     return found
 
 

@@ -608,3 +608,33 @@ def test_a_job_whose_temporary_directory_cannot_be_made_is_not_started(tmp_path,
     finally:
         executor.close()
     assert not out.exists()
+
+
+def _a_kernel_thread() -> int:
+    """A kernel thread's pid: its command line is empty for good."""
+    pid = next((pid for pid in runner_module.iter_pids() if runner_module._kernel_thread(pid)), None)
+    if pid is None:
+        pytest.skip("no kernel thread is visible here")
+    return pid
+
+
+def test_a_command_line_caught_empty_in_an_exec_is_read_again(monkeypatch):
+    """A job's background process may be caught in execve, its command line empty for a moment: with
+    retries it is read again until it shows, so that its job's result names it ("sleep 600", not "[bash]")."""
+    pid = _a_kernel_thread()
+    monkeypatch.setattr(runner_module, "_kernel_thread", lambda _pid: False)  # as a process in execve
+    reads = []
+    monkeypatch.setattr(runner_module.os, "pread", lambda fd, size, offset: reads.append(offset) or (
+        b"sleep\x00600\x00" if len(reads) == 3 else b""))
+    monkeypatch.setattr(runner_module, "ENV_RETRY_DELAY", 0.0)
+    assert runner_module.command_line(pid, retries=5) == "sleep 600"
+    assert reads == [0, 0, 0]
+
+
+def test_a_kernel_threads_command_line_is_not_waited_for(monkeypatch):
+    pid = _a_kernel_thread()
+    sleeps = []
+    monkeypatch.setattr(runner_module.time, "sleep", sleeps.append)
+    name = runner_module.command_line(pid, retries=runner_module.ENV_RETRIES)
+    assert name.startswith("[") and name.endswith("]")
+    assert sleeps == []
