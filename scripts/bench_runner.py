@@ -347,25 +347,21 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
         verdict = "" if goal is None else f"<= {goal}  {'ok' if ratio <= goal else 'MISSED'}"
         print(f"   {name:32} {med:9.3f} {med / count * 1000:7.3f} {ratio:6.2f}  {verdict}")
         result[name] = {"median_s": med, "ratio": ratio, "all": values}
-    floors = {"run, fsync": "floor for fsync: baseline+sync", "run -j 2, fsync": "floor for -j 2 fsync: 2 of them"}
-    above = {name: result[name]["ratio"] - result[floor]["ratio"] for name, floor in floors.items()}
-    print("   above its floor (what the runner adds to the durable writes): "
-          + ", ".join(f"{name} {value:+.2f}" for name, value in above.items()))
-    for name, floor in floors.items():
-        if result[floor]["ratio"] > goals[name]:
-            print(f"   the goal for {name} (<= {goals[name]}) is below its floor here ({result[floor]['ratio']:.2f}): "
-                  "out of reach on this disk")
-    result["above_floor"] = above
     with_files = {"run, fsync": "floor for fsync with files", "run -j 2, fsync": "floor for -j 2 fsync with files",
                   "run -j 2, flush": "ceiling with files"}
-    above = {name: result[name]["ratio"] - result[floor]["ratio"] for name, floor in with_files.items()}
-    print("   above its floor with each job's files (what the runner adds to them): "
-          + ", ".join(f"{name} {value:+.2f}" for name, value in above.items()))
-    for name, floor in with_files.items():
-        if name in goals and result[floor]["ratio"] > goals[name]:
-            print(f"   the goal for {name} (<= {goals[name]}) is below its floor with each job's files here "
-                  f"({result[floor]['ratio']:.2f}): out of reach on this machine")
-    result["above_floor_with_files"] = above
+    for key, what, floors in (
+        ("above_floor", "its floor", {"run, fsync": "floor for fsync: baseline+sync",
+                                      "run -j 2, fsync": "floor for -j 2 fsync: 2 of them"}),
+        ("above_floor_with_files", "its floor with each job's files", with_files),
+    ):
+        above = {name: result[name]["ratio"] - result[floor]["ratio"] for name, floor in floors.items()}
+        print(f"   above {what} (what the runner adds to it): "
+              + ", ".join(f"{name} {value:+.2f}" for name, value in above.items()))
+        for name, floor in floors.items():
+            if name in goals and result[floor]["ratio"] > goals[name]:
+                print(f"   the goal for {name} (<= {goals[name]}) is below {what} here ({result[floor]['ratio']:.2f}): "
+                      "out of reach on this machine")
+        result[key] = above
     # Issue 19's goals for this section: each against its same-run baseline, then against its floor with files.
     ceiling = result["ceiling: 2 loops side by side"]["median_s"]
     for name, floor in (("run -j 2, fsync", "2 of baseline+sync+files"), ("run -j 2, flush", "ceiling with files")):

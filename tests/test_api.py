@@ -43,7 +43,6 @@ def test_jobs_outputs_and_outcomes_are_recorded(tmp_path):
     assert summarize(path).status == "complete"
 
 
-
 def test_the_attempt_returned_is_the_callers_to_change(tmp_path):
     """The session keeps the attempt it journaled; changing the one returned changes nothing there."""
     with Session.create("t", repository=str(tmp_path)) as session:
@@ -53,6 +52,7 @@ def test_the_attempt_returned_is_the_callers_to_change(tmp_path):
         assert (kept.outcome, kept.comments) == ("fail", "too slow")
         path = session.path
     assert load_session(path).state.latest("a").outcome == "fail"
+
 
 def test_reopen_continues_and_done_skips_finished_work(tmp_path):
     repo = str(tmp_path)
