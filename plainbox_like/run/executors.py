@@ -711,11 +711,10 @@ def _env_readable(pid: int) -> bool:
 
 def _kernel_thread(pid: int) -> bool | None:
     """Whether *pid* is a kernel thread; None if it is gone."""
+    stat = _read_small(f"/proc/{pid}/stat")
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return bool(int(stat[stat.rfind(b")") + 2:].split()[6]) & _PF_KTHREAD)
-    except (OSError, IndexError, ValueError):
+        return bool(int(stat[stat.rfind(b")") + 2:].split()[6]) & _PF_KTHREAD) if stat is not None else None
+    except (IndexError, ValueError):
         return None
 
 
