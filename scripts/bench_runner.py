@@ -18,6 +18,10 @@ Prints, for this machine, now:
    Checkbox gives each job; the previous job's, renamed, the least it takes);
    baseline+sync+files alone (for fsync), and two half-loops
    side by side with and without the journal (for -j 2, fsync and flush).
+   Each variant's CPU per job (user + system, of all its processes: the wait4
+   figures of the command, which include every descendant waited for) is
+   printed beside its time; for -j 2, that CPU over this machine's cores is the
+   least wall time that run could take with every core busy throughout.
 2. 200, 1,000 and 5,000 jobs: the marginal cost per job of jobs 1,000-5,000
    against jobs 200-1,000 (constant cost per job means a ratio near 1).
 3. A job printing `seq 1 16000000` (~130 MB) against `seq ... | gzip -1 > file`,
@@ -27,6 +31,8 @@ Prints, for this machine, now:
    that runs the command line: the jobs and the -j N workers are its children, not
    counted), for 1,000 `true` jobs at -j 1, 2 and 8, less a one-job run; and the
    journal's fdatasyncs per job with -j N (group commit: counted by the workers).
+   Beside it, the same way, the -j N workers' own CPU per job (each worker's
+   RUSAGE_SELF, written as it ends) and the jobs' (the rest of the children's).
 5. sleep: 1,000 jobs of `sleep 0.01` at -j 4 and -j 8 against the ideal (total sleep / N)
    and against N bare loops side by side; the run's start-up (a one-job run) is taken off.
    Floor: one loop alone gives one slot's time per job at best (`bash -c` and its sleep,
@@ -75,6 +81,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchenv import compiled_env  # noqa: E402 - a script beside this one
@@ -94,9 +101,22 @@ for n in range(int(sys.argv[1])):
     subprocess.run(["bash", "-c", "true"], capture_output=True)
 """
 #: Runs the command line in this process, then writes to sys.argv[1] what this process alone cost (its
-#: children, the jobs and any -j N workers, are not counted) and the fdatasyncs of the journal's group commit.
+#: children, the jobs and any -j N workers, are not counted), what its children cost, and the fdatasyncs of the
+#: journal's group commit. Each -j N worker writes its own CPU and its jobs' to sys.argv[1] + ".worker-PID".
 DRIVER = """
-import json, resource, sys
+import json, os, resource, sys
+def cpu(who):
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+from plainbox_like.run import workers
+serve = workers._serve
+def measured_serve(*args, **kwargs):
+    try:
+        return serve(*args, **kwargs)
+    finally:
+        with open(f"{sys.argv[1]}.worker-{os.getpid()}", "w") as f:
+            json.dump({"cpu_s": cpu(resource.RUSAGE_SELF), "jobs_cpu_s": cpu(resource.RUSAGE_CHILDREN)}, f)
+workers._serve = measured_serve
 syncs = []
 try:
     from plainbox_like.store import journalsync
@@ -113,6 +133,7 @@ code = main(sys.argv[2:])
 usage = resource.getrusage(resource.RUSAGE_SELF)
 with open(sys.argv[1], "w") as f:
     json.dump({"code": code, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
+               "children_cpu_s": cpu(resource.RUSAGE_CHILDREN),
                "journal_syncs": None if syncs is None else sum(syncs)}, f)
 sys.exit(code)
 """
@@ -239,6 +260,17 @@ def goal_line(name: str, figure: float, baseline: float, goal: float, unit: str 
     return f"   GOAL {name}: {figure:.3f} {unit} against {baseline:.3f} {unit}: {what} {ratio:.2f}, goal <= {goal}  {verdict}"
 
 
+def cpu_bound_line(name: str, run: dict, ceiling: dict, count: int) -> str:
+    """What the CPU that *run* used says of its wall time: with every core busy all along, its CPU over this
+    machine's cores; and that against the ceiling (the run's own bound, not a floor for any runner)."""
+    cores = len(os.sched_getaffinity(0))
+    bound = run["cpu_ms_per_job"] * count / 1000 / cores
+    return (f"   CPU {name}: {run['cpu_ms_per_job']:.3f} ms a job over all its processes, the ceiling's loops "
+            f"{ceiling['cpu_ms_per_job']:.3f}: on {cores} cores it takes {bound:.3f} s at least, "
+            f"{bound / ceiling['median_s']:.2f} times the ceiling; its wall time is {run['median_s'] / bound:.2f} "
+            f"times that bound")
+
+
 def floor_line(name: str, what: str, floor: float, baseline: float, goal: float, run: float) -> str:
     """``FLOOR name: what F against B: ratio R, goal <= G``: what a goal's own comparison gives for the least
     work any runner must do (measured now), and the run against it; then, if that ratio is above the goal, a
@@ -252,14 +284,21 @@ def floor_line(name: str, what: str, floor: float, baseline: float, goal: float,
     return line
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """Run *argv*; return (wall seconds, exit code, peak RSS in KiB of it and its descendants)."""
+class Timed(NamedTuple):
+    wall: float  # seconds
+    code: int  # exit code
+    peak_kb: int  # peak RSS of it and its descendants, KiB
+    cpu: float  # seconds of CPU (user + system) of it and every descendant it and they waited for
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> Timed:
+    """Run *argv* and wait for it: its wall time, exit code, peak RSS and CPU (with its descendants')."""
     os.sync()  # start from a clean page cache: no writeback left over from the previous run
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, proc.returncode, usage.ru_maxrss
+    wall = time.perf_counter() - started
+    return Timed(wall, os.waitstatus_to_exitcode(status), usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 
 
 #: Compiles every module of the package that the running interpreter's path finds (into its byte-code cache).
@@ -279,7 +318,7 @@ def bench_env(tmp: str, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base, PLAINBOX_LIKE_REPOSITORY=os.path.join(tmp, "repo"))
     env = compiled_env(env, os.path.join(tmp, "pycache"))
     for argv in ([sys.executable, "-c", COMPILE_PACKAGE], plainbox_like(["run", job_file(tmp, 2), "-j", "2"])):
-        _, code, _ = timed(argv, env)
+        code = timed(argv, env).code
         if code != 0:
             raise SystemExit(f"warm-up: exit code {code} from {' '.join(argv)}")
     return env
@@ -298,17 +337,20 @@ def job_file(directory: str, count: int) -> str:
 
 def median_runs(
     variants: dict[str, list[str]], repeats: int, env: dict[str, str], codes: tuple[int, ...] = (0,),
-    loops: tuple[str, ...] = (),
+    loops: tuple[str, ...] = (), cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Run each variant *repeats* times, interleaved; return all wall times. Variants named in *loops* must
-    exit 0 whatever *codes* allows (a bare loop's exit 1 is a traceback)."""
+    """Run each variant *repeats* times, interleaved; return all wall times (and put the CPU times of all
+    their processes in *cpu*). Variants named in *loops* must exit 0 whatever *codes* allows (a bare loop's
+    exit 1 is a traceback)."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, argv in variants.items():
-            wall, code, _ = timed(argv, env)
-            if code not in ((0,) if name in loops else codes):
-                raise SystemExit(f"{name}: exit code {code} from {' '.join(argv)}")
-            times[name].append(wall)
+            run = timed(argv, env)
+            if run.code not in ((0,) if name in loops else codes):
+                raise SystemExit(f"{name}: exit code {run.code} from {' '.join(argv)}")
+            times[name].append(run.wall)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(run.cpu)
     return times
 
 
@@ -335,18 +377,21 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
         "floor for -j 2 fsync with files": side_by_side(FILES_LOOP, count, os.path.join(tmp, "floor-journal-4"), tmp),
     }
     goals = {"run, fsync": 1.3, "run, flush": 1.15, "run -j 2, fsync": 0.75}
-    times = median_runs(variants, repeats, env)
+    cpu: dict[str, list[float]] = {}
+    times = median_runs(variants, repeats, env, cpu=cpu)
     base = statistics.median(times["baseline (subprocess.run loop)"])
-    print(f"\n1. {count} jobs running `true`, median of {repeats} interleaved runs")
-    print(f"   {'variant':32} {'median s':>9} {'ms/job':>7} {'ratio':>6}  goal")
+    print(f"\n1. {count} jobs running `true`, median of {repeats} interleaved runs; CPU: of all its processes "
+          "(user + system), per job")
+    print(f"   {'variant':32} {'median s':>9} {'ms/job':>7} {'ratio':>6} {'CPU ms/job':>10}  goal")
     result = {}
     for name, values in times.items():
         med = statistics.median(values)
         ratio = med / base
+        cpu_ms = statistics.median(cpu[name]) / count * 1000
         goal = goals.get(name)
         verdict = "" if goal is None else f"<= {goal}  {'ok' if ratio <= goal else 'MISSED'}"
-        print(f"   {name:32} {med:9.3f} {med / count * 1000:7.3f} {ratio:6.2f}  {verdict}")
-        result[name] = {"median_s": med, "ratio": ratio, "all": values}
+        print(f"   {name:32} {med:9.3f} {med / count * 1000:7.3f} {ratio:6.2f} {cpu_ms:10.3f}  {verdict}")
+        result[name] = {"median_s": med, "ratio": ratio, "cpu_ms_per_job": cpu_ms, "all": values}
     with_files = {"run, fsync": "floor for fsync with files", "run -j 2, fsync": "floor for -j 2 fsync with files",
                   "run -j 2, flush": "ceiling with files"}
     for key, what, floors in (
@@ -369,6 +414,7 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
                         result[name]["median_s"], ceiling, 1.2))
         print(floor_line(f"{name} against the ceiling", floor, result[with_files[name]]["median_s"], ceiling, 1.2,
                          result[name]["median_s"]))
+        print(cpu_bound_line(name, result[name], result["ceiling: 2 loops side by side"], count))
     print(goal_line("run, fsync against its floor (baseline+sync)", result["run, fsync"]["median_s"],
                     result["floor for fsync: baseline+sync"]["median_s"], 1.05))
     print(floor_line("run, fsync against its floor", "baseline+sync+files",
@@ -393,11 +439,12 @@ def filesystem_costs(directory: str, count: int = 300) -> dict:
     file (its io-log) and appending a line + fdatasync (a durable journal entry); medians in µs.
     On a file system that is slow to create files (e.g. ext4 without a journal after many files
     were deleted nearby: it skips recently freed inodes) the first figure can be ten times the
-    usual one, and every ratio below pays for it."""
+    usual one, and every ratio below pays for it. Its files stay until *directory* goes (the bench's own, at
+    its end): freed now, they would slow the creates of the runs measured next."""
     scratch = tempfile.mkdtemp(prefix="fs-costs-", dir=directory)
     creates, syncs, dirs, logs = [], [], [], []
+    fd = os.open(os.path.join(scratch, "journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        fd = os.open(os.path.join(scratch, "journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         for n in range(count):
             started = time.perf_counter()
             os.close(os.open(os.path.join(scratch, f"job-{n}.record.gz"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -418,9 +465,8 @@ def filesystem_costs(directory: str, count: int = 300) -> dict:
             for suffix in (".record.gz", ".stdout", ".stderr"):
                 os.close(os.open(os.path.join(logs_dir, f"job-{n}{suffix}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             logs.append(time.perf_counter() - started)
-        os.close(fd)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(fd)
     figures = {"create_us": statistics.median(creates) * 1e6, "append_fdatasync_us": statistics.median(syncs) * 1e6,
                "mkdir_rmdir_us": statistics.median(dirs) * 1e6, "job_logs_us": statistics.median(logs) * 1e6}
     print(f"\n0. this file system ({directory}): creating a file {figures['create_us']:.0f} µs, "
@@ -457,13 +503,13 @@ def section_output(tmp: str, repeats: int, lines: int, env: dict[str, str]) -> d
     rss: dict[str, list[int]] = {k: [] for k in variants}
     for _ in range(repeats):
         for name, argv in variants.items():
-            wall, code, peak = timed(argv, env)
+            wall, code, peak, _ = timed(argv, env)
             if code != 0:
                 raise SystemExit(f"{name}: exit code {code}")
             walls[name].append(wall)
             rss[name].append(peak)
     one_line = plainbox_like(["run", "-c", "head -c 134217728 /dev/zero | tr '\\0' x"])
-    _, code, line_rss = timed(one_line, env)
+    _, code, line_rss, _ = timed(one_line, env)
     base = statistics.median(walls["baseline (seq | gzip -1 > file)"])
     ours = statistics.median(walls["run -c 'seq ...'"])
     peak = max(rss["run -c 'seq ...'"]) / 1024
@@ -477,28 +523,41 @@ def section_output(tmp: str, repeats: int, lines: int, env: dict[str, str]) -> d
 
 
 def driven(tmp: str, args: list[str], env: dict[str, str], codes: tuple[int, ...] = (0,)) -> dict:
-    """Run ``plainbox-like ARGS`` through :data:`DRIVER`; its figures plus the wall time."""
-    out = os.path.join(tmp, "driver.json")
-    wall, code, _ = timed([sys.executable, "-c", DRIVER, out, *args], env)
+    """Run ``plainbox-like ARGS`` through :data:`DRIVER`; its figures plus the wall time, and its children's
+    CPU split: ``workers_cpu_s`` (the -j N workers' own) and ``jobs_cpu_s`` (the rest: the jobs)."""
+    run_dir = tempfile.mkdtemp(prefix="driven-", dir=tmp)  # kept: files freed now would slow later runs' creates
+    out = os.path.join(run_dir, "driver.json")
+    wall, code, _, _ = timed([sys.executable, "-c", DRIVER, out, *args], env)
     if code not in codes:
         raise SystemExit(f"exit code {code} from plainbox-like {' '.join(args)}")
     with open(out) as f:
         figures = json.load(f)
     figures["wall_s"] = wall
+    workers = 0.0
+    for name in os.listdir(run_dir):
+        if name.startswith("driver.json.worker-"):
+            with open(os.path.join(run_dir, name)) as f:
+                workers += json.load(f)["cpu_s"]
+    figures["workers_cpu_s"] = workers
+    figures["jobs_cpu_s"] = figures["children_cpu_s"] - workers
     return figures
 
 
 def section_cpu(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict:
-    """The coordinator's own CPU per job (RUSAGE_SELF), less a one-job run; journal fdatasyncs per job."""
+    """The coordinator's own CPU per job (RUSAGE_SELF), less a one-job run; journal fdatasyncs per job; and the
+    CPU per job of the -j N workers and of the jobs, beside it."""
     many, one = job_file(tmp, count), job_file(tmp, 1)
     parallels = (1, 2, 8)
     cpu: dict[tuple[int, int], list[float]] = {}
+    split: dict[tuple[int, int, str], list[float]] = {}
     syncs: dict[int, list[int]] = {}
     for _ in range(repeats):
         for parallel in parallels:
             for n, path in ((count, many), (1, one)):
                 figures = driven(tmp, ["run", path, "-j", str(parallel)], env)
                 cpu.setdefault((parallel, n), []).append(figures["cpu_s"])
+                for part in ("workers_cpu_s", "jobs_cpu_s"):
+                    split.setdefault((parallel, n, part), []).append(figures[part])
                 if n == count:
                     syncs.setdefault(parallel, []).append(figures["journal_syncs"])
     print(f"\n4. the coordinator's own CPU per job (RUSAGE_SELF, jobs and workers excluded), {count} `true` jobs "
@@ -515,7 +574,12 @@ def section_cpu(tmp: str, repeats: int, count: int, env: dict[str, str]) -> dict
             note = f"; journal fdatasyncs per job (group commit, counted by the workers) {group:.2f}"
         print(f"   -j {parallel}: {whole:.3f} s CPU for {count} jobs, {alone:.3f} s for one{note}")
         print(goal_line(f"coordinator CPU per job at -j {parallel}", per_job_ms, 0.15, 1.0, "ms", what="figure/goal"))
-        result[parallel] = {"cpu_ms_per_job": per_job_ms, "journal_syncs_per_job": group if parallel > 1 else None}
+        others = {part: (statistics.median(split[(parallel, count, part)]) - statistics.median(split[(parallel, 1, part)]))
+                  / (count - 1) * 1000 for part in ("workers_cpu_s", "jobs_cpu_s")}
+        print(f"      beside it, per job: the workers' own CPU {others['workers_cpu_s']:.3f} ms, "
+              f"the jobs' {others['jobs_cpu_s']:.3f} ms")
+        result[parallel] = {"cpu_ms_per_job": per_job_ms, "journal_syncs_per_job": group if parallel > 1 else None,
+                            "workers_cpu_ms_per_job": others["workers_cpu_s"], "jobs_cpu_ms_per_job": others["jobs_cpu_s"]}
     return result
 
 
