@@ -18,6 +18,11 @@ Prints, for this machine, now:
    Checkbox gives each job; the previous job's, renamed, the least it takes);
    baseline+sync+files alone (for fsync), and two half-loops
    side by side with and without the journal (for -j 2, fsync and flush).
+   -j 2 flush has a floor with a coordinator too, since issue 19 asks for one
+   process that journals and hands jobs out to executors (to feed a cluster):
+   one Python process writing a journal line for each job's start and result
+   and handing each job over a pipe to one of two forked workers, which run
+   them as the floor with files does.
    Each variant's CPU per job (user + system, of all its processes: the wait4
    figures of the command, which include every descendant waited for) is
    printed beside its time; for -j 2, that CPU over this machine's cores is the
@@ -193,6 +198,13 @@ logs = tempfile.mkdtemp(prefix="io-logs-", dir=sys.argv[-1])
 def open_logs(n):
     return [os.open(os.path.join(logs, "job-%d%s" % (n, suffix)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             for suffix in (".record.gz", ".stdout", ".stderr")]
+def next_cwd(done, n):
+    # Job n's fresh, empty working directory: the first one made, each next one the previous job's (done) renamed.
+    if done is None:
+        return tempfile.mkdtemp(prefix="cwd-", dir=sys.argv[-1])
+    cwd = os.path.join(sys.argv[-1], "cwd-%d-%s" % (n, os.urandom(4).hex()))
+    os.rename(done, cwd)
+    return cwd
 """
 #: Section 1's floors with files: sys.argv[1] `true` jobs, each with the on-disk contract's minimum whatever the
 #: durability: its three log files, created (O_EXCL) and kept, and a fresh, empty temporary working directory of its
@@ -211,15 +223,68 @@ for n in range(count):
     if journal is not None:
         os.write(journal, b'{"op":"start","job":"job-%d","attempt":1,"seq":%d}\\n' % (n, n))
         os.fdatasync(journal)
-    if done is None:
-        cwd = tempfile.mkdtemp(prefix="cwd-", dir=sys.argv[-1])
-    else:
-        cwd = os.path.join(sys.argv[-1], "cwd-%d-%s" % (n, os.urandom(4).hex()))
-        os.rename(done, cwd)
+    cwd = next_cwd(done, n)
     run_job("true", cwd, lambda: meanwhile(n))
     done = cwd
 if done is not None:
     os.rmdir(done)
+"""
+#: Section 1's floor for -j 2 with a coordinator, as issue 19 asks of the runner (one process that journals and hands
+#: jobs out to executors, so that it can feed a cluster): this process writes a journal line for each job's start and
+#: result (not synced: flush durability) and hands each job to one of two forked workers over a pipe (its number, four
+#: bytes each way); a worker runs its jobs as FILES_LOOP does (the previous job's directory renamed, the three log
+#: files created while the shell starts). The least such a runner does per job, in Python as the runner is.
+COORDINATED_LOOP = FLOOR_PRELUDE + """\
+import select, struct
+count = int(sys.argv[1])
+journal = os.open(os.path.join(logs, "journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def serve(commands, events):
+    done = None
+    while True:
+        data = os.read(commands, 64)
+        if not data:
+            break
+        for (n,) in struct.iter_unpack("<I", data):
+            cwd = next_cwd(done, n)
+            run_job("true", cwd, lambda: [os.close(fd) for fd in open_logs(n)])
+            done = cwd
+            os.write(events, struct.pack("<I", n))
+    if done is not None:
+        os.rmdir(done)
+workers = {}
+for _ in range(2):
+    commands_r, commands_w = os.pipe()
+    events_r, events_w = os.pipe()
+    if os.fork() == 0:
+        os.close(commands_w)
+        os.close(events_r)
+        serve(commands_r, events_w)
+        os._exit(0)
+    os.close(commands_r)
+    os.close(events_w)
+    workers[events_r] = commands_w
+given = 0
+def hand_out(commands):
+    global given
+    if given < count:
+        os.write(journal, b'{"op":"start","job":"job-%d","attempt":1,"seq":%d}\\n' % (given, given))
+        os.write(commands, struct.pack("<I", given))
+        given += 1
+poller = select.epoll()
+for events_r, commands_w in workers.items():
+    poller.register(events_r, select.EPOLLIN)
+    hand_out(commands_w)
+finished = 0
+while finished < count:
+    for fd, _ in poller.poll():
+        for (n,) in struct.iter_unpack("<I", os.read(fd, 64)):
+            finished += 1
+            os.write(journal, b'{"op":"result","job":"job-%d","outcome":"pass"}\\n' % n)
+            hand_out(workers[fd])
+for commands_w in workers.values():
+    os.close(commands_w)
+for _ in workers:
+    os.wait()
 """
 #: Section 6's floor: BASELINE_COMMANDS plus the durable writes fsync durability requires of any runner per job:
 #: its output in its three log files, opened while the job's shell starts (the record is the output compressed by
@@ -375,6 +440,7 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
         ],
         "ceiling with files": side_by_side(FILES_LOOP, count, "-", tmp),
         "floor for -j 2 fsync with files": side_by_side(FILES_LOOP, count, os.path.join(tmp, "floor-journal-4"), tmp),
+        "floor for -j 2 with coordinator": [sys.executable, "-c", COORDINATED_LOOP, str(count), tmp],
     }
     goals = {"run, fsync": 1.3, "run, flush": 1.15, "run -j 2, fsync": 0.75}
     cpu: dict[str, list[float]] = {}
@@ -409,11 +475,17 @@ def section_overhead(tmp: str, repeats: int, count: int, env: dict[str, str]) ->
         result[key] = above
     # Issue 19's goals for this section: each against its same-run baseline, then against its floor with files.
     ceiling = result["ceiling: 2 loops side by side"]["median_s"]
-    for name, floor in (("run -j 2, fsync", "2 of baseline+sync+files"), ("run -j 2, flush", "ceiling with files")):
+    coordinated = ("a coordinator journaling each job, two workers running them with their files",
+                   "floor for -j 2 with coordinator")
+    for name, floors in (
+        ("run -j 2, fsync", [("2 of baseline+sync+files", with_files["run -j 2, fsync"])]),
+        ("run -j 2, flush", [("ceiling with files", with_files["run -j 2, flush"]), coordinated]),
+    ):
         print(goal_line(f"{name} against the ceiling (2 bare half-loops side by side)",
                         result[name]["median_s"], ceiling, 1.2))
-        print(floor_line(f"{name} against the ceiling", floor, result[with_files[name]]["median_s"], ceiling, 1.2,
-                         result[name]["median_s"]))
+        for what, floor in floors:
+            print(floor_line(f"{name} against the ceiling", what, result[floor]["median_s"], ceiling, 1.2,
+                             result[name]["median_s"]))
         print(cpu_bound_line(name, result[name], result["ceiling: 2 loops side by side"], count))
     print(goal_line("run, fsync against its floor (baseline+sync)", result["run, fsync"]["median_s"],
                     result["floor for fsync: baseline+sync"]["median_s"], 1.05))

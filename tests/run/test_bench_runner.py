@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -44,3 +45,17 @@ def test_timed_counts_the_cpu_of_every_descendant_waited_for(bench, tmp_path):
     run = bench.timed(["bash", "-c", f"bash -c '{BUSY}' & bash -c '{BUSY}'; wait"], _env(tmp_path))
     assert run.code == 0
     assert run.cpu > 0.1 and run.wall > 0
+
+
+def test_the_coordinated_floor_does_each_jobs_work(bench, tmp_path):
+    """A floor that skipped some of a job's work would make a goal look out of reach: it journals each start and
+    result, creates each job's three log files, and leaves no working directory behind."""
+    run = bench.timed([sys.executable, "-c", bench.COORDINATED_LOOP, "10", str(tmp_path)], _env(tmp_path))
+    assert run.code == 0
+    (logs,) = tmp_path.glob("io-logs-*")
+    names = sorted(path.name for path in logs.iterdir())
+    assert names == sorted(["journal", *(f"job-{n}{suffix}" for n in range(10)
+                                         for suffix in (".record.gz", ".stdout", ".stderr"))])
+    lines = (logs / "journal").read_text().splitlines()
+    assert sorted(line.split('"')[3] for line in lines) == ["result"] * 10 + ["start"] * 10
+    assert not list(tmp_path.glob("cwd-*"))
