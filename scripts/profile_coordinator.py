@@ -4,14 +4,16 @@
 For each -j given (2 or more: worker processes run the jobs), runs N `true` jobs (fsync, in a temporary
 repository) in a fresh process, R times, the -j taking turns, and prints per job, medians over the runs:
 
-  CPU        the coordinator's own over BatchRunner.run (getrusage RUSAGE_SELF: its workers and their
-             jobs are its children, not counted), as section 4 of bench_runner.py measures it
+  CPU        the coordinator's own over BatchRunner.run (getrusage RUSAGE_SELF, as section 4 of
+             bench_runner.py, which takes the whole process: its workers and their jobs are its
+             children, not counted)
   wake-ups   its voluntary context switches (its loop waiting for the workers' news)
   preempted  its involuntary ones (a worker or a job took its core)
 
 then the CPU of each part of a turn of the run loop, and of steps within those parts (this thread's
-CPU in each call; the parts follow plainbox_like/run/batch.py and must change with it; timing a call
-costs about a microsecond, which the figures hold). Last, a least-squares line through the -j:
+CPU in each call while the loop runs, not the session's first and last snapshots; the parts follow
+plainbox_like/run/batch.py and must change with it; timing a call costs about a microsecond, which
+the figures hold). Last, a least-squares line through the -j:
 CPU per job = a x wake-ups per job + b. The more jobs a wake-up finds, the fewer wake-ups a job
 costs: a is what a turn of the loop costs, b what a job costs beside it.
 
@@ -65,15 +67,20 @@ def _name(part: tuple[str, str, str]) -> str:
 
 #: How many timed calls are under way (in this process): a loop part counts only where the loop calls it.
 _depth = [0]
+#: Whether BatchRunner.run runs: calls before and after it (setting up and closing the session) are not timed.
+_timing = [False]
 
 
 def _timed_method(method, name: str, loop_part: bool, spent: dict[str, list[int]]):
     """*method*, adding this thread's CPU in each call to ``spent[name]`` ([nanoseconds, calls]); a loop part's
-    calls nested in another timed call are left out (the parts then add up to no more than the run)."""
+    calls nested in another timed call are left out (the parts then add up to no more than the run). Only
+    while :data:`_timing`."""
     figures = spent.setdefault(name, [0, 0])
     clock = time.thread_time_ns
 
     def wrapper(*args, **kwargs):
+        if not _timing[0]:
+            return method(*args, **kwargs)
         outermost = _depth[0] == 0
         _depth[0] += 1
         began = clock()
@@ -112,9 +119,11 @@ def child(out: str, jobs: str, parallel: int) -> int:
 
     def measured_run(self, *args, **kwargs):
         before, thread_before = resource.getrusage(resource.RUSAGE_SELF), time.thread_time_ns()
+        _timing[0] = True
         try:
             return run(self, *args, **kwargs)
         finally:
+            _timing[0] = False
             after = resource.getrusage(resource.RUSAGE_SELF)
             usage.update(
                 cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
@@ -176,9 +185,10 @@ def report(figures: dict[int, dict[str, float]], count: int, repeats: int) -> No
     if len(parallels) >= 2 and len(set(wakeups)) >= 2:
         cpu = [figures[p]["cpu_ms"] for p in parallels]
         slope, intercept = statistics.linear_regression(wakeups, cpu)
-        r = statistics.correlation(wakeups, cpu)
+        # Through two points a line fits exactly: r tells something from three on.
+        fit = f" (r = {statistics.correlation(wakeups, cpu):.2f})" if len(parallels) >= 3 else ""
         print(f"   least-squares line through the {len(parallels)} -j: CPU per job = {slope:.3f} ms x wake-ups per job "
-              f"+ {intercept:.3f} ms (r = {r:.2f}): a wake-up costs about {slope * 1e3:.0f} µs, "
+              f"+ {intercept:.3f} ms{fit}: a wake-up costs about {slope * 1e3:.0f} µs, "
               f"a job {intercept * 1e3:.0f} µs beside it")
 
 

@@ -43,7 +43,7 @@ def test_each_part_of_the_loop_is_timed_at_each_parallelism(tmp_path):
     assert not os.listdir(tmp_path)  # its temporary directory is gone
 
 
-def test_a_part_counts_only_where_the_loop_calls_it():
+def test_a_part_counts_only_where_the_loop_calls_it(monkeypatch):
     calls = []
 
     class Loop:
@@ -58,9 +58,11 @@ def test_a_part_counts_only_where_the_loop_calls_it():
     wrapper = profile_coordinator._timed_method
     Loop.outer = wrapper(Loop.outer, "outer", True, spent)
     Loop.inner = wrapper(Loop.inner, "inner", True, spent)
+    Loop().inner()  # before the run loop: not timed
+    monkeypatch.setattr(profile_coordinator, "_timing", [True])
     Loop().outer()
     Loop().inner()
-    assert calls == ["outer", "inner", "inner"]
+    assert calls == ["inner", "outer", "inner", "inner"]
     assert spent["outer"][1] == 1 and spent["inner"][1] == 1  # the inner call within outer is outer's
 
 
